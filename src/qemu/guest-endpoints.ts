@@ -1,0 +1,18 @@
+/**
+ * How to reach one QEMU guest: what the lab writes for the guests it boots, and what an
+ * attach needs. The redirection engine only ever sees this, never how the guest started.
+ */
+export interface GuestEndpoints {
+  /** Human name of the guest (the lab guest's name, or derived from the QMP path). */
+  name: string;
+  /** QMP unix socket. */
+  qmpSocket: string;
+  /** gdbstub unix socket when QEMU was started with one; otherwise enabled at attach time. */
+  gdbSocket?: string;
+  /** Shared guest-RAM file: file offset = guest-physical address (q35, RAM below 2 GiB). */
+  ramFile?: string;
+  /** Guest RAM size in bytes. */
+  ramSize: number;
+  /** Private (0700) directory for this guest's sockets, logs and the redirection journal. */
+  runDir: string;
+}

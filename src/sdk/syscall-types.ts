@@ -1,0 +1,44 @@
+/**
+ * The wire-level shape of redirected system calls, shared by the SDK (which records
+ * calls) and the shadow engine (which encodes them into a batch the in-guest stub runs).
+ * Plugins normally use the higher-level helpers of the SDK instead of these types.
+ */
+
+/** One argument of a redirected syscall. */
+export type CallArg =
+  /** A plain integer passed in the register as is. */
+  | { kind: 'int'; value: bigint }
+  /** Bytes copied into the batch buffer; the register gets their guest address (e.g. a path). */
+  | { kind: 'in'; data: Uint8Array }
+  /**
+   * An output buffer of `size` bytes in the batch buffer; the register gets its guest
+   * address. `keep` says how many bytes come back: 'ret' = the call's return value (read,
+   * getdents64, readlinkat), 'all' = the whole buffer (statx, uname, sysinfo).
+   */
+  | { kind: 'out'; size: number; keep: 'ret' | 'all' }
+  /** The return value of an earlier call of the same submission (e.g. the fd from openat). */
+  | { kind: 'result'; index: number };
+
+export interface Call {
+  /** x86-64 syscall number. */
+  nr: number;
+  /** Up to six arguments, in register order rdi, rsi, rdx, r10, r8, r9. */
+  args: CallArg[];
+}
+
+export interface CallResult {
+  /** Raw return value as the kernel returned it (negative = -errno). */
+  ret: bigint;
+  /** Output bytes, one per 'out' argument, in argument order. */
+  out: Uint8Array[];
+}
+
+/**
+ * Something that runs a list of calls inside the guest and returns one result per call,
+ * in order. A failing call does not stop the rest: its ret is -errno. A call whose
+ * 'result' argument refers to a failed call still runs (the kernel sees the negative
+ * value, e.g. as a bad fd) so that the shape of the batch never depends on guest state.
+ */
+export interface SyscallExecutor {
+  run(calls: readonly Call[]): Promise<CallResult[]>;
+}
