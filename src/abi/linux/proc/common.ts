@@ -1,0 +1,49 @@
+/** Shared pieces of the /proc parsers: the error type and strict number parsing. */
+
+/**
+ * /proc content that does not have the expected shape. The message is one line and names
+ * the file (`/proc/42/stat: no ')' closing comm`). Parsers throw nothing else.
+ */
+export class ProcParseError extends Error {
+  override name = 'ProcParseError';
+  constructor(
+    /** The file as given by the caller (`/proc/42/stat`), or its kind (`stat`). */
+    readonly file: string,
+    readonly detail: string,
+  ) {
+    super(`${file}: ${detail}`.replace(/[\r\n]+/g, ' '));
+  }
+}
+
+/** What the parsers accept: raw bytes as read from the guest, or already decoded text. */
+export type ProcInput = string | Uint8Array;
+
+const decoder = new TextDecoder('utf-8', { fatal: false });
+
+export function toText(input: ProcInput): string {
+  return typeof input === 'string' ? input : decoder.decode(input);
+}
+
+/** Shortens a value for an error message so a hostile file cannot make a huge message. */
+export function excerpt(s: string, max = 40): string {
+  const flat = JSON.stringify(s.length > max ? s.slice(0, max) + '…' : s);
+  return flat;
+}
+
+const INT_RE = /^-?\d{1,20}$/;
+
+/** A decimal integer that must be a safe JS integer. */
+export function parseIntStrict(s: string | undefined, file: string, what: string): number {
+  if (s === undefined) throw new ProcParseError(file, `missing ${what}`);
+  if (!INT_RE.test(s)) throw new ProcParseError(file, `${what} is not an integer: ${excerpt(s)}`);
+  const n = Number(s);
+  if (!Number.isSafeInteger(n)) throw new ProcParseError(file, `${what} out of range: ${excerpt(s)}`);
+  return n;
+}
+
+/** A decimal integer of up to 64 bits, as bigint. */
+export function parseBigIntStrict(s: string | undefined, file: string, what: string): bigint {
+  if (s === undefined) throw new ProcParseError(file, `missing ${what}`);
+  if (!INT_RE.test(s)) throw new ProcParseError(file, `${what} is not an integer: ${excerpt(s)}`);
+  return BigInt(s);
+}

@@ -1,0 +1,32 @@
+import { Command, Flags } from '@oclif/core';
+import { listLabGuests, type LabGuest } from '../../lab/lab.js';
+
+function formatGuestTable(guests: readonly LabGuest[]): string {
+  const rows = [
+    ['NAME', 'PID', 'KERNEL', 'CPUS', 'MEM', 'STARTED'],
+    ...guests.map((g) => [g.name, String(g.pid), g.kernelRelease, String(g.cpus), `${g.memMiB}M`, g.startedAt]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+export default class LabList extends Command {
+  static override description = 'List running lab guests';
+
+  static override examples = ['<%= config.bin %> <%= command.id %>'];
+
+  static override flags = {
+    json: Flags.boolean({ description: 'print the guests as JSON' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(LabList);
+    try {
+      const guests = await listLabGuests();
+      if (flags.json) this.log(JSON.stringify(guests, null, 2));
+      else this.log(formatGuestTable(guests));
+    } catch (e) {
+      this.error((e as Error).message, { exit: 1 });
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import { Command, Flags } from '@oclif/core';
+import { labUp } from '../../lab/lab.js';
+
+export default class LabUp extends Command {
+  static override description =
+    'Boot a lab guest: a Debian kernel with a busybox initramfs running a known workload (idempotent)';
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --name lab2 --cpus 2 --memory 512',
+    '<%= config.bin %> <%= command.id %> --kernel linux-image-6.12.107+deb12-rt-amd64-unsigned',
+  ];
+
+  static override flags = {
+    name: Flags.string({ description: 'guest name', default: 'lab' }),
+    kernel: Flags.string({
+      description: 'Debian kernel image package (default: newest linux-image-6.1.0-N-amd64)',
+    }),
+    cpus: Flags.integer({ description: 'number of vCPUs', default: 1, min: 1, max: 16 }),
+    cpu: Flags.string({ description: 'QEMU CPU model', default: 'max' }),
+    memory: Flags.integer({ description: 'guest RAM in MiB', default: 256, min: 64, max: 1920 }),
+    append: Flags.string({ description: 'extra kernel command-line arguments' }),
+    json: Flags.boolean({ description: 'print the guest description as JSON' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(LabUp);
+    const started = Date.now();
+    try {
+      const guest = await labUp({
+        name: flags.name,
+        kernel: flags.kernel,
+        cpus: flags.cpus,
+        cpuModel: flags.cpu,
+        memMiB: flags.memory,
+        appendCmdline: flags.append,
+        onProgress: (m) => process.stderr.write(`vmi lab: ${m}\n`),
+      });
+      if (flags.json) {
+        this.log(JSON.stringify(guest, null, 2));
+      } else {
+        const secs = ((Date.now() - started) / 1000).toFixed(1);
+        this.log(`${guest.name} running (pid ${guest.pid}, ${guest.kernelRelease}) in ${secs} s`);
+        this.log(`  qmp:    ${guest.qmpSocket}`);
+        this.log(`  gdb:    ${guest.gdbSocket}`);
+        this.log(`  ram:    ${guest.ramFile}`);
+        this.log(`  serial: ${guest.serialSocket} (log ${guest.consoleLog})`);
+      }
+    } catch (e) {
+      this.error((e as Error).message, { exit: 1 });
+    }
+  }
+}

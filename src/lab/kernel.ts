@@ -1,0 +1,252 @@
+/**
+ * Fetching a Debian kernel for the lab guest: `apt-get download` + `dpkg-deb -x` into a
+ * private cache (never the host's /boot), then the uncompressed vmlinux is extracted from
+ * the bzImage once and cached, with a few dependency-free modules for the workload.
+ */
+import { closeSync, openSync } from 'node:fs';
+import { access, copyFile, mkdir, open, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { decompressorFor, findKernelPayload, isElf } from './bzimage.js';
+import { cacheRoot, LabError, mustRun, randomTag, removeQuietly, runTool } from './host.js';
+import { moduleDepends } from './modinfo.js';
+
+export interface LabKernel {
+  /** Debian package name, e.g. linux-image-6.1.0-56-amd64. */
+  package: string;
+  /** Debian package version, e.g. 6.1.192-2. */
+  version: string;
+  /** Kernel release (uname -r), from the package's /lib/modules/<release> directory. */
+  release: string;
+  /** Cache directory holding everything below. */
+  dir: string;
+  /** Uncompressed kernel ELF (boots through its PVH entry with `qemu -kernel`). */
+  vmlinux: string;
+  /** The original compressed bzImage. */
+  vmlinuz: string;
+  systemMap?: string;
+  config?: string;
+  /** Dependency-free loadable modules, uncompressed: module name → .ko path. */
+  modules: Record<string, string>;
+}
+
+/** Modules copied into the cache: small, no dependencies, harmless to load. */
+export const LAB_MODULE_CANDIDATES = ['kernel/drivers/net/dummy.ko', 'kernel/fs/nls/nls_utf8.ko'];
+
+const KERNEL_PKG_RE = /^linux-image-[a-z0-9][a-z0-9.+~-]*$/;
+const DEFAULT_SEARCH = '^linux-image-6\\.1\\.0-[0-9]+-amd64$';
+
+/** Picks the highest ABI number from `apt-cache search` lines of linux-image-6.1.0-N-amd64. */
+export function pickNewestKernel(aptSearchOutput: string): string | undefined {
+  let best: { name: string; abi: number } | undefined;
+  for (const line of aptSearchOutput.split('\n')) {
+    const name = line.split(' ')[0] ?? '';
+    const m = /^linux-image-6\.1\.0-(\d+)-amd64$/.exec(name);
+    if (!m) continue;
+    const abi = Number(m[1]);
+    if (!best || abi > best.abi) best = { name, abi };
+  }
+  return best?.name;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function aptListsPresent(): Promise<boolean> {
+  const entries = await readdir('/var/lib/apt/lists').catch(() => [] as string[]);
+  return entries.some((e) => e.includes('_Packages'));
+}
+
+async function aptUpdate(onProgress?: (m: string) => void): Promise<void> {
+  onProgress?.('running apt-get update');
+  await mustRun('apt-get', ['update', '-qq'], { timeoutMs: 300_000 });
+}
+
+/** The default lab kernel: the newest linux-image-6.1.0-N-amd64 apt knows about. */
+export async function defaultKernelPackage(onProgress?: (m: string) => void): Promise<string> {
+  if (!(await aptListsPresent())) await aptUpdate(onProgress);
+  const r = await mustRun('apt-cache', ['search', '--names-only', DEFAULT_SEARCH]);
+  const pkg = pickNewestKernel(r.stdout.toString('utf8'));
+  if (!pkg) throw new LabError('no linux-image-6.1.0-N-amd64 package known to apt (check the Debian sources)');
+  return pkg;
+}
+
+function kernelDir(pkg: string): string {
+  return join(cacheRoot(), 'kernels', pkg);
+}
+
+/** Returns the cached kernel if its extraction completed, without touching apt. */
+export async function cachedKernel(pkg: string): Promise<LabKernel | undefined> {
+  const dir = kernelDir(pkg);
+  try {
+    const k = JSON.parse(await readFile(join(dir, 'kernel.json'), 'utf8')) as LabKernel;
+    if (!(await exists(k.vmlinux))) return undefined;
+    return k;
+  } catch {
+    return undefined;
+  }
+}
+
+async function download(pkg: string, cwd: string, onProgress?: (m: string) => void): Promise<string> {
+  if (!(await aptListsPresent())) await aptUpdate(onProgress);
+  onProgress?.(`downloading ${pkg}`);
+  const args = ['download', '-q', '-o', 'APT::Sandbox::User=root', pkg];
+  let r = await runTool('apt-get', args, { cwd, timeoutMs: 600_000 });
+  if (r.code !== 0 && /Unable to locate|has no installation candidate|Can't select/i.test(r.stderr)) {
+    await aptUpdate(onProgress);
+    r = await runTool('apt-get', args, { cwd, timeoutMs: 600_000 });
+  }
+  if (r.code !== 0) {
+    const why = r.stderr.trim().split('\n').filter((l) => l.startsWith('E:'))[0] ?? r.stderr.trim().split('\n').pop();
+    throw new LabError(`apt-get download ${pkg} failed: ${why ?? `exit code ${r.code}`}`);
+  }
+  const deb = (await readdir(cwd)).find((f) => f.endsWith('.deb'));
+  if (!deb) throw new LabError(`apt-get download ${pkg} produced no .deb`);
+  return join(cwd, deb);
+}
+
+/** Decompresses a bzImage's payload into `outPath` and checks the result is an ELF. */
+export async function extractVmlinux(vmlinuzPath: string, outPath: string): Promise<void> {
+  const image = await readFile(vmlinuzPath);
+  const payload = findKernelPayload(image);
+  const [cmd, args] = decompressorFor(payload.format);
+  const fd = openSync(outPath, 'w', 0o644);
+  let r;
+  try {
+    r = await runTool(cmd, args, {
+      input: image.subarray(payload.offset, payload.offset + payload.length),
+      stdoutFd: fd,
+      timeoutMs: 300_000,
+    });
+  } finally {
+    closeSync(fd);
+  }
+  const head = Buffer.alloc(4);
+  const fh = await open(outPath, 'r');
+  try {
+    await fh.read(head, 0, 4, 0);
+  } finally {
+    await fh.close();
+  }
+  // Trailing bytes after the stream make some decompressors exit non-zero; the ELF
+  // check is what matters.
+  if (!isElf(head)) {
+    throw new LabError(
+      `extracting vmlinux from ${vmlinuzPath} (${payload.format} payload) failed: ${r.stderr.trim() || 'result is not an ELF'}`,
+    );
+  }
+}
+
+async function debVersion(deb: string): Promise<string> {
+  const r = await mustRun('dpkg-deb', ['-f', deb, 'Version']);
+  return r.stdout.toString('utf8').trim();
+}
+
+async function findModulesRoot(root: string): Promise<{ release: string; dir: string }> {
+  for (const base of ['lib/modules', 'usr/lib/modules']) {
+    const entries = await readdir(join(root, base)).catch(() => [] as string[]);
+    if (entries.length === 1) return { release: entries[0]!, dir: join(root, base, entries[0]!) };
+    if (entries.length > 1) throw new LabError(`several kernel releases in one package: ${entries.join(', ')}`);
+  }
+  throw new LabError('the kernel package has no /lib/modules/<release> directory');
+}
+
+async function copyModule(src: string, dest: string): Promise<void> {
+  if (src.endsWith('.xz')) {
+    await writeFile(dest, (await mustRun('xz', ['-dc', src])).stdout);
+  } else if (src.endsWith('.zst')) {
+    await writeFile(dest, (await mustRun('zstd', ['-dcq', src])).stdout);
+  } else if (src.endsWith('.gz')) {
+    await writeFile(dest, (await mustRun('gzip', ['-dc', src])).stdout);
+  } else {
+    await copyFile(src, dest);
+  }
+}
+
+/**
+ * Makes sure the kernel package is downloaded and unpacked in the cache; idempotent, and
+ * safe when several processes race (each works in its own temp dir, then renames it in).
+ */
+export async function ensureKernel(pkg?: string, onProgress?: (m: string) => void): Promise<LabKernel> {
+  const name = pkg ?? (await defaultKernelPackage(onProgress));
+  if (!KERNEL_PKG_RE.test(name)) throw new LabError(`not a kernel image package name: ${name}`);
+  const cached = await cachedKernel(name);
+  if (cached) return cached;
+
+  const finalDir = kernelDir(name);
+  const parent = join(cacheRoot(), 'kernels');
+  await mkdir(parent, { recursive: true });
+  const tmp = join(parent, `.tmp-${name}-${process.pid}-${randomTag()}`);
+  await mkdir(tmp);
+  try {
+    const deb = await download(name, tmp, onProgress);
+    const version = await debVersion(deb);
+    onProgress?.(`unpacking ${name} ${version}`);
+    const root = join(tmp, 'root');
+    await mustRun('dpkg-deb', ['-x', deb, root], { timeoutMs: 300_000 });
+    const { release, dir: modDir } = await findModulesRoot(root);
+    const bootFiles = await readdir(join(root, 'boot')).catch(() => [] as string[]);
+    const vmlinuzName = bootFiles.find((f) => f.startsWith('vmlinuz-'));
+    if (!vmlinuzName) throw new LabError(`${name} has no /boot/vmlinuz-*`);
+
+    const vmlinuz = join(finalDir, 'vmlinuz');
+    const vmlinux = join(finalDir, 'vmlinux');
+    await rename(join(root, 'boot', vmlinuzName), join(tmp, 'vmlinuz'));
+    onProgress?.('extracting vmlinux from the bzImage');
+    await extractVmlinux(join(tmp, 'vmlinuz'), join(tmp, 'vmlinux'));
+
+    const kernel: LabKernel = { package: name, version, release, dir: finalDir, vmlinux, vmlinuz, modules: {} };
+    const systemMap = bootFiles.find((f) => f.startsWith('System.map-'));
+    if (systemMap) {
+      await rename(join(root, 'boot', systemMap), join(tmp, 'System.map'));
+      kernel.systemMap = join(finalDir, 'System.map');
+    }
+    const config = bootFiles.find((f) => f.startsWith('config-'));
+    if (config) {
+      await rename(join(root, 'boot', config), join(tmp, 'config'));
+      kernel.config = join(finalDir, 'config');
+    }
+
+    await mkdir(join(tmp, 'modules'));
+    for (const rel of LAB_MODULE_CANDIDATES) {
+      for (const suffix of ['', '.xz', '.zst', '.gz']) {
+        const src = join(modDir, rel + suffix);
+        if (!(await exists(src))) continue;
+        const modName = rel.split('/').pop()!.replace(/\.ko$/, '');
+        const dest = join(tmp, 'modules', `${modName}.ko`);
+        await copyModule(src, dest);
+        if (moduleDepends(await readFile(dest)).length === 0) {
+          kernel.modules[modName] = join(finalDir, 'modules', `${modName}.ko`);
+        } else {
+          await removeQuietly(dest);
+        }
+        break;
+      }
+    }
+    if (Object.keys(kernel.modules).length === 0) {
+      throw new LabError(`${name} has none of the lab modules (${LAB_MODULE_CANDIDATES.join(', ')})`);
+    }
+
+    await removeQuietly(root);
+    await removeQuietly(deb);
+    await writeFile(join(tmp, 'kernel.json'), JSON.stringify(kernel, null, 2) + '\n');
+    try {
+      await rename(tmp, finalDir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+      // Another process finished first; a leftover incomplete dir (no kernel.json) is replaced.
+      const other = await cachedKernel(name);
+      if (other) return other;
+      await removeQuietly(finalDir);
+      await rename(tmp, finalDir);
+    }
+    onProgress?.(`kernel ${release} ready`);
+    return kernel;
+  } finally {
+    await removeQuietly(tmp);
+  }
+}

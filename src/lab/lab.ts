@@ -1,0 +1,295 @@
+/**
+ * The built-in lab guest: a Debian kernel booted straight from its vmlinux with a busybox
+ * initramfs running a known workload, under QEMU with every control endpoint in a private
+ * run directory (/tmp/vmi-<uid>/guests/<name>/).
+ */
+import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
+import {
+  chooseAccel,
+  createRamFile,
+  findQemu,
+  isQemuAlive,
+  launchQemu,
+  runDirPaths,
+  stopQemu,
+} from '../qemu/launcher.js';
+import { GuestConsole } from './console.js';
+import { ensurePrivateDir, guestsRoot, LabError, randomTag, runRoot, sleep } from './host.js';
+import { buildInitramfs } from './initramfs.js';
+import { ensureKernel } from './kernel.js';
+import { LAB_WORKLOAD } from './workload.js';
+
+export { LabError } from './host.js';
+
+export interface LabGuest extends GuestEndpoints {
+  pid: number;
+  kernelPackage: string;
+  kernelRelease: string;
+  serialSocket: string;
+  consoleLog: string;
+  startedAt: string;
+  cpus: number;
+  cpuModel: string;
+  memMiB: number;
+}
+
+export interface LabUpOptions {
+  /** Guest name, default 'lab'. */
+  name?: string;
+  /** Debian kernel image package; default: the newest linux-image-6.1.0-N-amd64. */
+  kernel?: string;
+  cpus?: number;
+  cpuModel?: string;
+  memMiB?: number;
+  /** Extra kernel command-line arguments. */
+  appendCmdline?: string;
+  onProgress?: (message: string) => void;
+}
+
+export const DEFAULT_LAB_NAME = 'lab';
+export const BASE_CMDLINE = 'console=ttyS0 loglevel=4 panic=-1 quiet';
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+const GUEST_JSON = 'guest.json';
+const STARTING = 'starting';
+const RAM_MARKER = 'ram-file';
+
+function bootTimeoutMs(): number {
+  const v = Number(process.env.VMI_BOOT_TIMEOUT_MS);
+  return Number.isFinite(v) && v > 0 ? v : 240_000;
+}
+
+export function validateGuestName(name: string): string {
+  if (!NAME_RE.test(name)) {
+    throw new LabError(`invalid guest name ${JSON.stringify(name)}: use 1-32 letters, digits, '.', '_' or '-'`);
+  }
+  return name;
+}
+
+function guestDir(name: string): string {
+  return join(guestsRoot(), name);
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes a guest's run dir and its RAM file, stopping a QEMU still recorded there. */
+async function cleanupGuestDir(dir: string): Promise<void> {
+  const guest = await readJson<LabGuest>(join(dir, GUEST_JSON));
+  const qemuPid = guest?.pid ?? Number((await readFile(runDirPaths(dir).pidFile, 'utf8').catch(() => '')).trim());
+  if (qemuPid && isQemuAlive(qemuPid, dir)) await stopQemu(qemuPid, dir);
+  const ram = guest?.ramFile ?? (await readFile(join(dir, RAM_MARKER), 'utf8').catch(() => '')).trim();
+  if (ram && ram.startsWith('/dev/shm/vmi-')) await unlink(ram).catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+}
+
+type DirState =
+  | { kind: 'absent' }
+  | { kind: 'running'; guest: LabGuest }
+  | { kind: 'starting' }
+  | { kind: 'stale' };
+
+async function dirState(name: string): Promise<DirState> {
+  const dir = guestDir(name);
+  const entries = await readdir(dir).catch(() => undefined);
+  if (!entries) return { kind: 'absent' };
+  const guest = await readJson<LabGuest>(join(dir, GUEST_JSON));
+  if (guest) return isQemuAlive(guest.pid, dir) ? { kind: 'running', guest } : { kind: 'stale' };
+  const starter = Number((await readFile(join(dir, STARTING), 'utf8').catch(() => '')).trim());
+  if (starter && pidAlive(starter)) return { kind: 'starting' };
+  return { kind: 'stale' };
+}
+
+/** The running guest of that name; stale leftovers (QEMU gone) are cleaned up. */
+export async function findLabGuest(name: string): Promise<LabGuest | undefined> {
+  validateGuestName(name);
+  const st = await dirState(name);
+  if (st.kind === 'running') return st.guest;
+  if (st.kind === 'stale') await cleanupGuestDir(guestDir(name));
+  return undefined;
+}
+
+/** Every running lab guest of this user, by name. */
+export async function listLabGuests(): Promise<LabGuest[]> {
+  const names = await readdir(guestsRoot()).catch(() => [] as string[]);
+  const guests: LabGuest[] = [];
+  for (const name of names.sort()) {
+    if (!NAME_RE.test(name)) continue;
+    const g = await findLabGuest(name);
+    if (g) guests.push(g);
+  }
+  return guests;
+}
+
+/** Stops a guest and removes its run dir and RAM file; false when none was running. */
+export async function labDown(name: string = DEFAULT_LAB_NAME): Promise<boolean> {
+  validateGuestName(name);
+  const st = await dirState(name);
+  if (st.kind === 'absent') return false;
+  await cleanupGuestDir(guestDir(name));
+  return st.kind === 'running' || st.kind === 'starting';
+}
+
+function tail(text: string, lines: number): string {
+  return text
+    .split('\n')
+    .map((l) => l.replace(/\r/g, '').trim())
+    .filter(Boolean)
+    .slice(-lines)
+    .join(' | ');
+}
+
+/** Waits until the guest's console shell answers and the workload reported ready. */
+async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Promise<void> {
+  const deadline = Date.now() + bootTimeoutMs();
+  let console: GuestConsole | undefined;
+  let lastError = 'no answer';
+  try {
+    while (Date.now() < deadline) {
+      if (!isQemuAlive(guest.pid, guest.runDir)) {
+        const log = await readFile(guest.consoleLog, 'utf8').catch(() => '');
+        throw new LabError(`guest ${guest.name} stopped while booting: ${tail(log, 3) || 'no console output'}`);
+      }
+      try {
+        console ??= await GuestConsole.connect(guest.serialSocket, { timeoutMs: 3000 });
+        const r = await console.run(`cat ${LAB_WORKLOAD.readyFile}`, 3000);
+        if (r.status === 0) {
+          onProgress?.(`workload ${r.output.trim()}`);
+          return;
+        }
+        lastError = 'workload not ready yet';
+        await sleep(300);
+      } catch (e) {
+        lastError = (e as Error).message;
+        if (console && /closed|error/i.test(lastError)) {
+          console.close();
+          console = undefined;
+        }
+        await sleep(300);
+      }
+    }
+    const log = await readFile(guest.consoleLog, 'utf8').catch(() => '');
+    throw new LabError(
+      `guest ${guest.name} did not become ready within ${bootTimeoutMs() / 1000} s (${lastError}); console: ${tail(log, 3)}`,
+    );
+  } finally {
+    console?.close();
+  }
+}
+
+function checkInt(what: string, v: number, min: number, max: number): number {
+  if (!Number.isInteger(v) || v < min || v > max) throw new LabError(`${what} must be an integer in ${min}..${max}, got ${v}`);
+  return v;
+}
+
+/**
+ * Boots a lab guest (or returns the one already running under that name) and resolves
+ * once its console shell answers and the workload is up.
+ */
+export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
+  const name = validateGuestName(opts.name ?? DEFAULT_LAB_NAME);
+  const progress = opts.onProgress;
+  const cpus = checkInt('cpus', opts.cpus ?? 1, 1, 16);
+  const memMiB = checkInt('memory (MiB)', opts.memMiB ?? 256, 64, 1920);
+  const cpuModel = opts.cpuModel ?? 'max';
+  if (!/^[A-Za-z0-9_.+=,-]+$/.test(cpuModel)) throw new LabError(`invalid CPU model ${JSON.stringify(cpuModel)}`);
+  await findQemu();
+
+  await ensurePrivateDir(runRoot());
+  await ensurePrivateDir(guestsRoot());
+  const dir = guestDir(name);
+
+  // Claim the name: mkdir is atomic. Someone else's live or booting guest is waited for.
+  const claimDeadline = Date.now() + bootTimeoutMs();
+  for (;;) {
+    try {
+      await mkdir(dir, { mode: 0o700 });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const st = await dirState(name);
+    if (st.kind === 'running') {
+      progress?.(`guest ${name} already running (pid ${st.guest.pid})`);
+      await waitReady(st.guest, progress);
+      return st.guest;
+    }
+    if (st.kind === 'stale') await cleanupGuestDir(dir);
+    else if (st.kind === 'starting') {
+      if (Date.now() > claimDeadline) throw new LabError(`guest ${name} is being started by another process`);
+      await sleep(500);
+    }
+  }
+
+  let ramFile: string | undefined;
+  try {
+    await writeFile(join(dir, STARTING), `${process.pid}\n`, { mode: 0o600 });
+    const t0 = Date.now();
+    const kernel = await ensureKernel(opts.kernel, progress);
+    const initrd = await buildInitramfs(kernel, progress);
+    progress?.(`kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+    ramFile = `/dev/shm/vmi-${name}-${randomTag()}.ram`;
+    await writeFile(join(dir, RAM_MARKER), `${ramFile}\n`, { mode: 0o600 });
+    await createRamFile(ramFile, memMiB);
+    const append = [BASE_CMDLINE, opts.appendCmdline?.trim()].filter(Boolean).join(' ');
+    const accel = chooseAccel();
+    progress?.(`starting qemu (${accel}, ${cpus} vCPU, ${memMiB} MiB, -cpu ${cpuModel})`);
+    const t1 = Date.now();
+    const { pid } = await launchQemu({
+      name,
+      runDir: dir,
+      kernel: kernel.vmlinux,
+      initrd: initrd.path,
+      append,
+      cpus,
+      cpuModel,
+      memMiB,
+      ramFile,
+      accel,
+    });
+    const paths = runDirPaths(dir);
+    const guest: LabGuest = {
+      name,
+      qmpSocket: paths.qmpSocket,
+      gdbSocket: paths.gdbSocket,
+      ramFile,
+      ramSize: memMiB * 1024 * 1024,
+      runDir: dir,
+      pid,
+      kernelPackage: kernel.package,
+      kernelRelease: kernel.release,
+      serialSocket: paths.serialSocket,
+      consoleLog: paths.consoleLog,
+      startedAt: new Date().toISOString(),
+      cpus,
+      cpuModel,
+      memMiB,
+    };
+    await writeFile(join(dir, GUEST_JSON), JSON.stringify(guest, null, 2) + '\n', { mode: 0o600 });
+    await rm(join(dir, STARTING), { force: true });
+    await waitReady(guest, progress);
+    progress?.(`guest ${name} booted in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+    return guest;
+  } catch (e) {
+    await cleanupGuestDir(dir).catch(() => undefined);
+    if (ramFile) await unlink(ramFile).catch(() => undefined);
+    throw e;
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Byte sinks for renderers: a Writable (stdout) with backpressure, or a file written
+ * atomically (temp file in the same directory, fsync, rename; removed on error).
+ */
+import { randomBytes } from 'node:crypto';
+import { open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Writable } from 'node:stream';
+
+/** Where a renderer writes. Each write resolves once the bytes are accepted (backpressure). */
+export interface Sink {
+  write(chunk: string | Uint8Array): Promise<void>;
+}
+
+/**
+ * A Sink over a Writable. Waits for 'drain' when the stream's buffer is full and rejects
+ * if the stream errors (EPIPE when the reader of a pipe went away). Does not end the stream.
+ */
+export function streamSink(stream: Writable): Sink {
+  return {
+    write(chunk) {
+      return new Promise<void>((resolve, reject) => {
+        if (stream.destroyed || stream.writableEnded) {
+          reject(new Error('output stream is closed'));
+          return;
+        }
+        const onError = (err: Error): void => {
+          stream.off('drain', onDrain);
+          reject(err);
+        };
+        const onDrain = (): void => {
+          stream.off('error', onError);
+          resolve();
+        };
+        stream.once('error', onError);
+        const ok = stream.write(chunk, (err) => {
+          if (err) onError(err);
+        });
+        if (ok) {
+          stream.off('error', onError);
+          resolve();
+        } else {
+          stream.once('drain', onDrain);
+        }
+      });
+    },
+  };
+}
+
+/**
+ * Runs `fill` against a sink on a temporary file next to `path`, then renames it into
+ * place. If `fill` (or any write) throws, the temporary file is removed and `path` is left
+ * as it was: readers never see a half-written output file.
+ */
+export async function writeFileAtomic(path: string, fill: (sink: Sink) => Promise<void>): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx', 0o644);
+  let closed = false;
+  try {
+    await fill({
+      async write(chunk) {
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+        // write(2) on a regular file may be partial; loop until everything is out.
+        for (let off = 0; off < bytes.length;) {
+          const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
+          off += bytesWritten;
+        }
+      },
+    });
+    await fh.sync();
+    await fh.close();
+    closed = true;
+    await rename(tmp, path);
+  } catch (err) {
+    if (!closed) await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Collects small strings and hands them to the sink in ~64 KiB chunks, so renderers
+ * neither await per row nor build one giant string.
+ */
+export class TextBuffer {
+  private parts: string[] = [];
+  private size = 0;
+
+  constructor(
+    private readonly sink: Sink,
+    private readonly limit = 1 << 16,
+  ) {}
+
+  /** Appends text; true when the buffer is full and the caller should `await flush()`. */
+  add(s: string): boolean {
+    this.parts.push(s);
+    this.size += s.length;
+    return this.size >= this.limit;
+  }
+
+  async flush(): Promise<void> {
+    if (this.parts.length === 0) return;
+    const s = this.parts.join('');
+    this.parts = [];
+    this.size = 0;
+    await this.sink.write(s);
+  }
+}

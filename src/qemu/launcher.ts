@@ -1,0 +1,247 @@
+/**
+ * Starting and stopping QEMU for a lab guest: the command line (q35, shared RAM file,
+ * PVH kernel boot, QMP/gdbstub/serial on unix sockets in a private run dir, no NIC) and a
+ * daemonized process whose pid we track. Nothing here knows what runs inside the guest.
+ */
+import { spawn } from 'node:child_process';
+import { constants, existsSync, readFileSync } from 'node:fs';
+import { access, open, readFile } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import { QmpClient } from './qmp.js';
+
+export const QEMU_NOT_FOUND = 'qemu-system-x86_64 not found: install the Debian package qemu-system-x86';
+
+export class QemuError extends Error {
+  override name = 'QemuError';
+}
+
+/** Finds the QEMU binary ($VMI_QEMU, else qemu-system-x86_64 on PATH) or throws QEMU_NOT_FOUND. */
+export async function findQemu(): Promise<string> {
+  const explicit = process.env.VMI_QEMU;
+  const candidates = explicit
+    ? [explicit]
+    : (process.env.PATH ?? '/usr/bin:/bin')
+        .split(delimiter)
+        .filter(Boolean)
+        .map((d) => join(d, 'qemu-system-x86_64'));
+  for (const c of candidates) {
+    try {
+      await access(c, constants.X_OK);
+      return c;
+    } catch {
+      // next
+    }
+  }
+  throw new QemuError(QEMU_NOT_FOUND);
+}
+
+export type Accel = 'kvm' | 'tcg';
+
+/**
+ * A real, working KVM: /dev/kvm usable and backed by kvm_intel/kvm_amd, not kvm_pvm
+ * (PVM cannot boot a stock Debian kernel).
+ */
+export function realKvmAvailable(): boolean {
+  if (!existsSync('/dev/kvm') || existsSync('/sys/module/kvm_pvm')) return false;
+  if (!existsSync('/sys/module/kvm_intel') && !existsSync('/sys/module/kvm_amd')) return false;
+  try {
+    return (readFileSync('/proc/modules', 'utf8').match(/^kvm_(intel|amd) /m) ?? []).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The accelerator: $VMI_ACCEL=kvm|tcg forces one, $VMI_ACCEL=auto uses a real KVM when
+ * there is one; the default is TCG, where every measured fact of this project holds.
+ */
+export function chooseAccel(env: string | undefined = process.env.VMI_ACCEL): Accel {
+  if (env === 'kvm') return 'kvm';
+  if (env === 'auto') return realKvmAvailable() ? 'kvm' : 'tcg';
+  return 'tcg';
+}
+
+export interface LaunchSpec {
+  name: string;
+  runDir: string;
+  kernel: string;
+  initrd: string;
+  append: string;
+  cpus: number;
+  cpuModel: string;
+  memMiB: number;
+  /** Shared RAM file (created beforehand, 0600); file offset = guest-physical address. */
+  ramFile: string;
+  accel?: Accel;
+}
+
+/** Paths of the control endpoints inside a run dir. */
+export function runDirPaths(runDir: string): {
+  qmpSocket: string;
+  gdbSocket: string;
+  serialSocket: string;
+  consoleLog: string;
+  pidFile: string;
+  qemuLog: string;
+} {
+  return {
+    qmpSocket: join(runDir, 'qmp.sock'),
+    gdbSocket: join(runDir, 'gdb.sock'),
+    serialSocket: join(runDir, 'serial.sock'),
+    consoleLog: join(runDir, 'console.log'),
+    pidFile: join(runDir, 'qemu.pid'),
+    qemuLog: join(runDir, 'qemu.log'),
+  };
+}
+
+/** Unix socket paths must fit sockaddr_un.sun_path (108 bytes with the NUL). */
+export const MAX_UNIX_PATH = 107;
+
+/** The QEMU argv (without the binary), pure. */
+export function qemuArgs(spec: LaunchSpec): string[] {
+  const p = runDirPaths(spec.runDir);
+  for (const s of [p.qmpSocket, p.gdbSocket, p.serialSocket]) {
+    if (Buffer.byteLength(s) > MAX_UNIX_PATH) throw new QemuError(`unix socket path too long: ${s}`);
+  }
+  for (const v of [spec.ramFile, spec.runDir, spec.kernel, spec.initrd]) {
+    // QEMU's option parser treats ',' as a separator (',,' escapes it); keep paths plain.
+    if (v.includes(',')) throw new QemuError(`path must not contain ',': ${v}`);
+  }
+  const accel = spec.accel ?? 'tcg';
+  return [
+    '-name',
+    `vmi-${spec.name}`,
+    '-machine',
+    'q35,memory-backend=m',
+    '-accel',
+    accel,
+    '-cpu',
+    spec.cpuModel,
+    '-smp',
+    String(spec.cpus),
+    '-m',
+    `${spec.memMiB}M`,
+    '-object',
+    `memory-backend-file,id=m,size=${spec.memMiB}M,mem-path=${spec.ramFile},share=on`,
+    '-kernel',
+    spec.kernel,
+    '-initrd',
+    spec.initrd,
+    '-append',
+    spec.append,
+    // -nographic cannot be combined with -daemonize; -display none is its equivalent here.
+    '-display',
+    'none',
+    '-nodefaults',
+    '-no-user-config',
+    '-no-reboot',
+    '-nic',
+    'none',
+    '-qmp',
+    `unix:${p.qmpSocket},server=on,wait=off`,
+    '-gdb',
+    `unix:${p.gdbSocket},server=on,wait=off`,
+    '-chardev',
+    `socket,id=ser0,path=${p.serialSocket},server=on,wait=off,logfile=${p.consoleLog}`,
+    '-serial',
+    'chardev:ser0',
+    '-pidfile',
+    p.pidFile,
+    '-daemonize',
+  ];
+}
+
+/** Creates the guest RAM file ourselves (0600, exclusive) so it is never world-readable. */
+export async function createRamFile(path: string, memMiB: number): Promise<void> {
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    await fh.truncate(memMiB * 1024 * 1024);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Starts QEMU daemonized; resolves with its pid once QEMU has set everything up (the
+ * daemonizing parent exits only then), or rejects with QEMU's own error line.
+ */
+export async function launchQemu(spec: LaunchSpec): Promise<{ pid: number; argv: string[] }> {
+  const qemu = await findQemu();
+  const args = qemuArgs(spec);
+  const p = runDirPaths(spec.runDir);
+  const log = await open(p.qemuLog, 'w', 0o600);
+  let code: number | null;
+  try {
+    code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn(qemu, args, { stdio: ['ignore', log.fd, log.fd], cwd: spec.runDir });
+      child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new QemuError(QEMU_NOT_FOUND) : e));
+      child.on('exit', (c) => resolve(c));
+    });
+  } finally {
+    await log.close();
+  }
+  if (code !== 0) {
+    const msg = (await readFile(p.qemuLog, 'utf8').catch(() => ''))
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    throw new QemuError(`qemu failed to start (exit ${code}): ${msg.slice(-1)[0] ?? 'no message'}`);
+  }
+  const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
+  if (!Number.isInteger(pid) || pid <= 0) throw new QemuError(`bad pid file ${p.pidFile}`);
+  return { pid, argv: [qemu, ...args] };
+}
+
+/**
+ * True when `pid` is a live (not zombie) QEMU process; with `runDir`, also checks that its
+ * command line names that run dir (guards against pid reuse).
+ */
+export function isQemuAlive(pid: number, runDir?: string): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === 'Z' || state === 'X') return false;
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (!cmdline.includes('qemu-system')) return false;
+    return runDir ? cmdline.includes(runDir) : true;
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function waitGone(pid: number, runDir: string, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (!isQemuAlive(pid, runDir)) return true;
+    await sleep(50);
+  }
+  return !isQemuAlive(pid, runDir);
+}
+
+/** Stops QEMU: QMP quit, then SIGTERM, then SIGKILL. Resolves once the process is gone. */
+export async function stopQemu(pid: number, runDir: string): Promise<void> {
+  if (!isQemuAlive(pid, runDir)) return;
+  let qmp: QmpClient | undefined;
+  try {
+    qmp = await QmpClient.connect(runDirPaths(runDir).qmpSocket, { timeoutMs: 3000 });
+    // QEMU may close the socket before it answers `quit`: that is success too.
+    await qmp.execute('quit', undefined, 3000).catch(() => undefined);
+  } catch {
+    // no QMP: fall through to signals
+  } finally {
+    qmp?.close();
+  }
+  if (await waitGone(pid, runDir, 5000)) return;
+  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      return;
+    }
+    if (await waitGone(pid, runDir, 3000)) return;
+  }
+  throw new QemuError(`qemu pid ${pid} did not exit`);
+}

@@ -1,0 +1,400 @@
+/**
+ * The low-level batch builder: record calls, submit them as one guest entry (or as few
+ * as the batch limits allow), then read each call's result.
+ *
+ *   const b = sys.batch();
+ *   const fd = b.openat(AT_FDCWD, '/proc/1/stat', O_RDONLY);
+ *   const r = b.read(fd, 4096);
+ *   b.close(fd);
+ *   await b.submit();
+ *   r.result(); // { ret, errno?, data, ... }
+ */
+import { syscallName, sysno, type SyscallName } from '../abi/linux/syscalls.js';
+import { SEEK_SET } from '../abi/linux/flags.js';
+import { STATX_SIZE, SYSINFO_SIZE, UTSNAME_SIZE } from '../abi/linux/structs.js';
+import { BatchProtocolError, SyscallError } from './errors.js';
+import { DEFAULT_BATCH_LIMITS, type BatchLimits } from './limits.js';
+import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
+
+/** The result of one recorded call, available after `submit()`. */
+export interface SyscallResult {
+  /** Raw return value (negative = -errno). */
+  ret: bigint;
+  /** Positive errno when the call failed. */
+  errno?: number;
+  /** The first output buffer (what read/getdents64/readlinkat returned), empty if none. */
+  data: Uint8Array;
+  /** Every output buffer, in argument order. */
+  outs: Uint8Array[];
+  /** The failure as a typed error (syscall name, errno, path). */
+  error?: SyscallError;
+}
+
+/** An input argument: bytes copied into the batch buffer (e.g. a struct). */
+export interface InArg {
+  in: Uint8Array;
+}
+/** An output buffer argument (see CallArg 'out'). */
+export interface OutArg {
+  out: number;
+  keep?: 'ret' | 'all';
+}
+/** Anything a recorded call accepts as an argument. */
+export type ArgSpec = number | bigint | CallRef | InArg | OutArg;
+/** A file descriptor: a literal number or the result of an earlier openat. */
+export type FdArg = number | bigint | CallRef;
+/** A path: text (encoded as UTF-8) or raw bytes; the NUL terminator is added. */
+export type PathArg = string | Uint8Array;
+
+/** Wraps bytes as an input argument. */
+export function inBytes(data: Uint8Array): InArg {
+  return { in: data };
+}
+/** An output buffer of `size` bytes; `keep` = 'ret' (return value bytes) or 'all'. */
+export function outBuffer(size: number, keep: 'ret' | 'all' = 'ret'): OutArg {
+  return { out: size, keep };
+}
+
+const encoder = new TextEncoder();
+
+/** A path as a NUL-terminated C string. */
+export function cPath(path: PathArg): Uint8Array {
+  const bytes = typeof path === 'string' ? encoder.encode(path) : path;
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+const ERRNO_MAX = 4095n;
+
+/** Errno of a raw return value, or undefined (the kernel uses -4095..-1 for errors). */
+export function retErrno(ret: bigint): number | undefined {
+  return ret < 0n && ret >= -ERRNO_MAX ? Number(-ret) : undefined;
+}
+
+interface Entry {
+  call: Call;
+  syscall: string;
+  path?: string;
+  group: number;
+  outBytes: number;
+  inBytes: number;
+}
+
+/** A handle on one recorded call: pass it as an argument (fd) or read its result. */
+export class CallRef {
+  /** @internal */
+  constructor(
+    private readonly owner: BatchBuilder,
+    /** Position in its batch. */
+    readonly index: number,
+    readonly syscall: string,
+    readonly path?: string,
+  ) {}
+
+  /** The call's result; throws if the batch has not been submitted. */
+  result(): SyscallResult {
+    return this.owner.resultOf(this.index);
+  }
+
+  /** True when the call returned a non-error value. */
+  get ok(): boolean {
+    return this.result().errno === undefined;
+  }
+
+  /** The result, or throws its SyscallError. */
+  check(): SyscallResult {
+    const r = this.result();
+    if (r.error) throw r.error;
+    return r;
+  }
+
+  /** @internal */
+  belongsTo(b: BatchBuilder): boolean {
+    return this.owner === b;
+  }
+}
+
+/** Statistics callback: one call per executor `run()`. */
+export type RunObserver = (calls: number, outBytes: number, inBytes: number) => void;
+
+export class BatchBuilder {
+  private readonly entries: Entry[] = [];
+  private results: SyscallResult[] | undefined;
+  private submitting = false;
+  private nextGroup = 0;
+  private currentGroup: number | undefined;
+
+  /** @internal Created by SyscallApi.batch(). */
+  constructor(
+    private readonly executor: SyscallExecutor,
+    private readonly limits: BatchLimits = DEFAULT_BATCH_LIMITS,
+    private readonly observe?: RunObserver,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** Number of recorded calls. */
+  get length(): number {
+    return this.entries.length;
+  }
+
+  get submitted(): boolean {
+    return this.results !== undefined;
+  }
+
+  /**
+   * Records the calls made inside `fn` as one group: when the batch must be split, the
+   * split falls between groups, so e.g. openat/read/close of one file run together.
+   */
+  group<T>(fn: () => T): T {
+    if (this.currentGroup !== undefined) return fn();
+    this.currentGroup = this.nextGroup++;
+    try {
+      return fn();
+    } finally {
+      this.currentGroup = undefined;
+    }
+  }
+
+  /**
+   * Records any syscall. `info.path` names the file in error messages.
+   * Number and bigint arguments are passed as integers; CallRefs pass the earlier call's
+   * return value (from this batch, or from an already submitted one).
+   */
+  call(name: SyscallName | number, args: readonly ArgSpec[], info: { path?: string } = {}): CallRef {
+    if (this.results || this.submitting) throw new Error('batch already submitted');
+    if (args.length > 6) throw new Error(`a syscall takes at most 6 arguments, got ${args.length}`);
+    const nr = typeof name === 'number' ? name : sysno(name);
+    const syscall = typeof name === 'number' ? syscallName(name) : name;
+    let outBytes = 0;
+    let inLen = 0;
+    const callArgs: CallArg[] = args.map((a): CallArg => {
+      if (typeof a === 'number') {
+        if (!Number.isSafeInteger(a)) throw new Error(`${syscall}: argument ${a} is not an integer`);
+        return { kind: 'int', value: BigInt(a) };
+      }
+      if (typeof a === 'bigint') return { kind: 'int', value: a };
+      if (a instanceof CallRef) {
+        if (a.belongsTo(this)) return { kind: 'result', index: a.index };
+        return { kind: 'int', value: a.result().ret };
+      }
+      if ('in' in a) {
+        inLen += a.in.length;
+        return { kind: 'in', data: a.in };
+      }
+      if (!Number.isSafeInteger(a.out) || a.out < 0) throw new Error(`${syscall}: bad buffer size ${a.out}`);
+      outBytes += a.out;
+      return { kind: 'out', size: a.out, keep: a.keep ?? 'ret' };
+    });
+    const group = this.currentGroup ?? this.nextGroup++;
+    const index = this.entries.length;
+    this.entries.push({ call: { nr, args: callArgs }, syscall, path: info.path, group, outBytes, inBytes: inLen });
+    return new CallRef(this, index, syscall, info.path);
+  }
+
+  // ------------------------------------------------------------------ typed wrappers
+
+  openat(dirfd: FdArg, path: PathArg, flags: number, mode = 0): CallRef {
+    return this.call('openat', [dirfd, inBytes(cPath(path)), flags, mode], { path: pathText(path) });
+  }
+
+  read(fd: FdArg, count: number): CallRef {
+    return this.call('read', [fd, outBuffer(count), count], { path: refPath(fd) });
+  }
+
+  pread64(fd: FdArg, count: number, offset: number | bigint): CallRef {
+    return this.call('pread64', [fd, outBuffer(count), count, offset], { path: refPath(fd) });
+  }
+
+  close(fd: FdArg): CallRef {
+    return this.call('close', [fd], { path: refPath(fd) });
+  }
+
+  lseek(fd: FdArg, offset: number | bigint, whence = SEEK_SET): CallRef {
+    return this.call('lseek', [fd, offset, whence], { path: refPath(fd) });
+  }
+
+  getdents64(fd: FdArg, count: number): CallRef {
+    return this.call('getdents64', [fd, outBuffer(count), count], { path: refPath(fd) });
+  }
+
+  /** The result's data is the link target without NUL (ret = its length). */
+  readlinkat(dirfd: FdArg, path: PathArg, bufsize = 4096): CallRef {
+    return this.call('readlinkat', [dirfd, inBytes(cPath(path)), outBuffer(bufsize), bufsize], {
+      path: pathText(path),
+    });
+  }
+
+  /** data = struct statx (256 bytes); decode with decodeStatx. */
+  statx(dirfd: FdArg, path: PathArg, flags: number, mask: number): CallRef {
+    return this.call('statx', [dirfd, inBytes(cPath(path)), flags, mask, outBuffer(STATX_SIZE, 'all')], {
+      path: pathText(path),
+    });
+  }
+
+  /** data = struct new_utsname (390 bytes); decode with decodeUtsname. */
+  uname(): CallRef {
+    return this.call('uname', [outBuffer(UTSNAME_SIZE, 'all')]);
+  }
+
+  /** data = struct sysinfo (112 bytes); decode with decodeSysinfo. */
+  sysinfo(): CallRef {
+    return this.call('sysinfo', [outBuffer(SYSINFO_SIZE, 'all')]);
+  }
+
+  /** syslog(action, buf, len); for actions that take no buffer pass `size` 0. */
+  syslog(action: number, size: number): CallRef {
+    return this.call('syslog', [action, size > 0 ? outBuffer(size) : 0, size]);
+  }
+
+  getpid(): CallRef {
+    return this.call('getpid', []);
+  }
+
+  getuid(): CallRef {
+    return this.call('getuid', []);
+  }
+
+  geteuid(): CallRef {
+    return this.call('geteuid', []);
+  }
+
+  /** clock_gettime(clockid): data = struct timespec (16 bytes: i64 sec, i64 nsec). */
+  clockGettime(clockid: number): CallRef {
+    return this.call('clock_gettime', [clockid, outBuffer(16, 'all')]);
+  }
+
+  // ------------------------------------------------------------------ running
+
+  /** @internal */
+  resultOf(index: number): SyscallResult {
+    if (!this.results) throw new Error('batch not submitted yet: call submit() first');
+    return this.results[index];
+  }
+
+  /**
+   * Runs every recorded call. One executor `run()` unless the batch exceeds the limits;
+   * then it is split between groups, and results of earlier parts are passed on as
+   * plain integers. A failing call never stops the others.
+   */
+  async submit(): Promise<void> {
+    if (this.results || this.submitting) throw new Error('batch already submitted');
+    this.submitting = true;
+    const results: SyscallResult[] = new Array<SyscallResult>(this.entries.length);
+    for (const [start, end] of planChunks(this.entries, this.limits)) {
+      this.signal?.throwIfAborted();
+      const calls = this.entries.slice(start, end).map((e) => relocate(e.call, start, results));
+      let outBytes = 0;
+      let inLen = 0;
+      for (let i = start; i < end; i++) {
+        outBytes += this.entries[i].outBytes;
+        inLen += this.entries[i].inBytes;
+      }
+      this.observe?.(calls.length, outBytes, inLen);
+      const raw = await this.executor.run(calls);
+      if (!Array.isArray(raw) || raw.length !== calls.length) {
+        throw new BatchProtocolError(`executor returned ${raw?.length} results for ${calls.length} calls`);
+      }
+      for (let i = start; i < end; i++) results[i] = toResult(this.entries[i], raw[i - start]);
+    }
+    this.results = results;
+    this.submitting = false;
+  }
+}
+
+function pathText(p: PathArg): string {
+  return typeof p === 'string' ? p : new TextDecoder().decode(p);
+}
+
+function refPath(fd: FdArg): string | undefined {
+  return fd instanceof CallRef ? fd.path : undefined;
+}
+
+function relocate(call: Call, start: number, done: SyscallResult[]): Call {
+  if (!call.args.some((a) => a.kind === 'result')) return call;
+  return {
+    nr: call.nr,
+    args: call.args.map((a) => {
+      if (a.kind !== 'result') return a;
+      if (a.index >= start) return { kind: 'result', index: a.index - start };
+      return { kind: 'int', value: done[a.index].ret };
+    }),
+  };
+}
+
+function toResult(entry: Entry, raw: CallResult): SyscallResult {
+  const outArgs = entry.call.args.filter((a) => a.kind === 'out');
+  if (!raw || typeof raw.ret !== 'bigint' || !Array.isArray(raw.out) || raw.out.length !== outArgs.length) {
+    throw new BatchProtocolError(
+      `executor result for ${entry.syscall} has ${raw?.out?.length} out buffers, expected ${outArgs.length}`,
+    );
+  }
+  const errno = retErrno(raw.ret);
+  const outs = raw.out.map((o, i) => {
+    const spec = outArgs[i];
+    if (spec.kind !== 'out') return o;
+    // Never trust a length beyond what was asked for or what the call says it wrote.
+    let n = Math.min(o.length, spec.size);
+    if (spec.keep === 'ret') n = errno !== undefined || raw.ret < 0n ? 0 : Math.min(n, Number(raw.ret));
+    return n === o.length ? o : o.subarray(0, n);
+  });
+  return {
+    ret: raw.ret,
+    errno,
+    data: outs[0] ?? new Uint8Array(0),
+    outs,
+    error: errno === undefined ? undefined : new SyscallError(entry.syscall, errno, entry.path),
+  };
+}
+
+interface Cost {
+  calls: number;
+  out: number;
+  in: number;
+}
+
+/** Splits entries into [start, end) ranges within the limits, cutting between groups when possible. */
+export function planChunks(
+  entries: readonly { group: number; outBytes: number; inBytes: number }[],
+  limits: BatchLimits,
+): Array<[number, number]> {
+  const chunks: Array<[number, number]> = [];
+  let start = 0;
+  let cur: Cost = { calls: 0, out: 0, in: 0 };
+  const fits = (c: Cost, add: Cost) =>
+    c.calls + add.calls <= limits.maxCalls &&
+    c.out + add.out <= limits.maxOutBytes &&
+    c.in + add.in <= limits.maxInBytes;
+  const flush = (end: number) => {
+    if (end > start) chunks.push([start, end]);
+    start = end;
+    cur = { calls: 0, out: 0, in: 0 };
+  };
+  let i = 0;
+  while (i < entries.length) {
+    let j = i;
+    const g: Cost = { calls: 0, out: 0, in: 0 };
+    while (j < entries.length && entries[j].group === entries[i].group) {
+      g.calls++;
+      g.out += entries[j].outBytes;
+      g.in += entries[j].inBytes;
+      j++;
+    }
+    if (fits(cur, g)) {
+      cur = { calls: cur.calls + g.calls, out: cur.out + g.out, in: cur.in + g.in };
+    } else if (cur.calls > 0 && fits({ calls: 0, out: 0, in: 0 }, g)) {
+      flush(i);
+      cur = g;
+    } else {
+      // The group alone is too big: split it call by call; a single oversized call runs alone.
+      for (let k = i; k < j; k++) {
+        const c: Cost = { calls: 1, out: entries[k].outBytes, in: entries[k].inBytes };
+        if (!fits(cur, c) && cur.calls > 0) flush(k);
+        cur = { calls: cur.calls + 1, out: cur.out + c.out, in: cur.in + c.in };
+      }
+    }
+    i = j;
+  }
+  flush(entries.length);
+  return chunks;
+}

@@ -1,0 +1,168 @@
+import { randomBytes } from 'node:crypto';
+import type { PhysicalMemory } from '../memory/physical.js';
+import { cpl } from '../qemu/x86-regs.js';
+import { catchUserContext } from './catch-user.js';
+import type { GuestDebugger } from './debugger.js';
+import { hex, type JournalStore } from './journal.js';
+import { CONTROL, ENTRY, LAYOUT, SHADOW_COMM } from './layout.js';
+import { ShadowHandle } from './shadow.js';
+import { STUB_CODE_HEX } from './stub/stub-code.js';
+import { Victim } from './victim.js';
+
+const NR = { mmap: 9, munmap: 11, getpid: 39, getuid: 102 } as const;
+const PROT_RWX = 7n;
+const MAP_SHARED_ANON_POPULATE = 0x01n | 0x20n | 0x8000n;
+/** How long the shadow sleeps between doorbell polls while a session is attached. */
+export const ACTIVE_SLEEP_NS = 1_000_000n;
+
+export class BootstrapError extends Error {}
+
+export interface BootstrapOptions {
+  lstar: bigint;
+  catchTimeoutMs: number;
+  progress: (message: string) => void;
+}
+
+/**
+ * Creates the shadow process (ShadowContext's "shadow"): borrow a root user task (the
+ * victim) for a few injected syscalls, give it a shared scratch mapping holding the stub,
+ * let the stub fork the shadow off it, and put the victim back exactly as it was. Every
+ * step is journaled before it changes the guest. The VM is stopped on return.
+ */
+export async function createShadow(
+  dbg: GuestDebugger,
+  mem: PhysicalMemory,
+  journal: JournalStore,
+  opts: BootstrapOptions,
+): Promise<ShadowHandle> {
+  const marker = randomBytes(8).readBigUInt64LE(0) | 1n;
+  const lstar = hex(opts.lstar);
+  let victimPid = 0n;
+
+  opts.progress('waiting for a root task to return to user mode');
+  const ctx = await catchUserContext(dbg, opts.lstar, opts.catchTimeoutMs, async (c) => {
+    const v = new Victim(dbg, c.thread, c.regs, marker);
+    journal.save({ lstar, victim: victimRecord(v) });
+    try {
+      const uid = await v.syscall(NR.getuid);
+      victimPid = await v.syscall(NR.getpid);
+      // Root for /proc access; never init, whose death would panic the guest.
+      if (uid === 0n && victimPid > 1n) return true;
+    } finally {
+      await v.restore();
+    }
+    journal.save({ lstar });
+    return false;
+  });
+
+  const victim = new Victim(dbg, ctx.thread, ctx.regs, marker);
+  await victim.arm();
+  opts.progress(`borrowing pid ${victimPid} to start the shadow`);
+  journal.save({ lstar, victim: { ...victimRecord(victim), pendingMmap: true } });
+  const scratchRet = await victim.syscall(NR.mmap, [
+    0n,
+    BigInt(LAYOUT.size),
+    PROT_RWX,
+    MAP_SHARED_ANON_POPULATE,
+    BigInt.asUintN(64, -1n),
+    0n,
+  ]);
+  if (scratchRet < 0n) {
+    await victim.restore();
+    await dbg.removeAllBreakpoints();
+    journal.save({ lstar });
+    throw new BootstrapError(`mmap of the scratch region in pid ${victimPid} failed (errno ${-scratchRet})`);
+  }
+  const base = scratchRet;
+  const shadowRecord = { pid: 0, cr3: '0x0', cr4: '0x0', base: hex(base), marker: hex(marker), transport: 'trap' as const };
+  journal.save({ lstar, victim: { ...victimRecord(victim), scratch: hex(base) }, shadow: shadowRecord });
+
+  // Code goes in through the gdbstub (virtual, in the victim's address space) before it
+  // ever runs, so TCG never holds a stale translation of it.
+  await dbg.selectRegsThread(victim.thread);
+  await dbg.gdb.setPhysicalMemoryMode(false);
+  const code = Buffer.from(STUB_CODE_HEX, 'hex');
+  await dbg.gdb.writeMemory(base, code);
+  await dbg.gdb.writeMemory(base + BigInt(LAYOUT.control), controlPage(marker));
+  if (!(await dbg.gdb.readMemory(base, code.length)).equals(code)) {
+    throw new BootstrapError('the stub read back differently from what was written');
+  }
+
+  opts.progress('forking the shadow');
+  await victim.runCode(base + BigInt(ENTRY.bootstrap), base + BigInt(LAYOUT.victimStackTop), base + BigInt(ENTRY.bootstrapDone));
+  const bootResult = BigInt.asIntN(64, (await dbg.gdb.readMemory(base + BigInt(LAYOUT.control + CONTROL.bootResult), 8)).readBigUInt64LE(0));
+  const unmapped = await victim.syscall(NR.munmap, [base, BigInt(LAYOUT.size)]);
+  await victim.restore();
+  await dbg.removeAllBreakpoints();
+  dbg.forgetLastStop();
+  journal.save({ lstar, shadow: shadowRecord });
+  if (unmapped !== 0n) opts.progress(`warning: munmap of the scratch region in pid ${victimPid} returned ${unmapped}`);
+  if (bootResult < 0n) {
+    journal.save({ lstar });
+    throw new BootstrapError(`clone in pid ${victimPid} failed (errno ${-bootResult})`);
+  }
+
+  const shadow = await findShadow(dbg, mem, base, marker, victim.cr3, 5000);
+  journal.save({
+    lstar,
+    shadow: { ...shadowRecord, pid: shadow.pid, cr3: hex(shadow.cr3), cr4: hex(shadow.cr4) },
+  });
+  return shadow;
+}
+
+function victimRecord(v: Victim) {
+  return {
+    thread: v.thread,
+    cr3: hex(v.saved.cr3),
+    rsp: hex(v.saved.rsp),
+    gadget: hex(v.gadget),
+    savedRegs: v.saved.raw.toString('hex'),
+    marker: hex(v.marker),
+  };
+}
+
+/** The control page as the host initialises it before the stub first runs. */
+function controlPage(marker: bigint): Buffer {
+  const ctl = Buffer.alloc(0x100);
+  ctl.writeBigUInt64LE(marker, CONTROL.marker);
+  ctl.writeBigUInt64LE(BigInt(LAYOUT.size), CONTROL.size);
+  ctl.writeBigUInt64LE(0n, CONTROL.timespec);
+  ctl.writeBigUInt64LE(ACTIVE_SLEEP_NS, CONTROL.timespec + 8);
+  ctl.writeBigUInt64LE(0xffff_ffff_ffff_ffffn, CONTROL.sigset);
+  ctl.write(SHADOW_COMM, CONTROL.name, 'latin1');
+  ctl.write('/', CONTROL.root, 'latin1');
+  return ctl;
+}
+
+/**
+ * Waits for the new shadow at the top of its loop (its rbx holds the scratch base) and
+ * learns its address space. The victim has unmapped the scratch region by then, so a
+ * task with another CR3 carrying the marker there can only be the shadow.
+ */
+export async function findShadow(
+  dbg: GuestDebugger,
+  mem: PhysicalMemory,
+  base: bigint,
+  marker: bigint,
+  notCr3: bigint,
+  timeoutMs: number,
+): Promise<ShadowHandle> {
+  const at = base + BigInt(ENTRY.shadowLoop);
+  await dbg.addBreakpoint(at);
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new BootstrapError(`the shadow did not reach its loop within ${timeoutMs} ms`);
+      const { regs } = await dbg.run(left);
+      if (regs.rip !== at || cpl(regs) !== 3 || regs.rbx !== base || regs.cr3 === notCr3) continue;
+      const probe = new ShadowHandle(mem, base, regs.cr3, regs.cr4, marker, 0);
+      const pid = Number(await probe.readControl('pid'));
+      const shadow = new ShadowHandle(mem, base, regs.cr3, regs.cr4, marker, pid);
+      await shadow.verify();
+      return shadow;
+    }
+  } finally {
+    await dbg.removeBreakpoint(at);
+  }
+}

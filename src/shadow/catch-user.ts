@@ -1,0 +1,64 @@
+import { cpl, type X86Regs } from '../qemu/x86-regs.js';
+import type { GuestDebugger } from './debugger.js';
+
+/** Syscalls that never return to the instruction after `syscall`. */
+const NO_RETURN = new Set([15 /* rt_sigreturn */, 59 /* execve */, 60 /* exit */, 231 /* exit_group */, 322 /* execveat */]);
+
+export interface UserContext {
+  thread: string;
+  /** Registers at the stop: CPL 3, rip just after the `syscall` the task made. */
+  regs: X86Regs;
+}
+
+export class CatchTimeoutError extends Error {}
+
+/**
+ * Stops some task in user mode without symbols or an agent: a breakpoint on the syscall
+ * entry reveals, in rcx, where the caller resumes; a breakpoint there, filtered by the
+ * caller's CR3 and RSP, stops that task back at CPL 3 right after its syscall returned.
+ * Several callers are watched at once, so a task blocked in its syscall costs nothing.
+ * `accept` may refuse a caught task (e.g. not root); it is then left exactly as it was.
+ */
+export async function catchUserContext(
+  dbg: GuestDebugger,
+  lstar: bigint,
+  timeoutMs: number,
+  accept: (ctx: UserContext) => Promise<boolean>,
+): Promise<UserContext> {
+  const deadline = Date.now() + timeoutMs;
+  const waiting = new Map<string, bigint>(); // "cr3:rsp" -> return address
+  const refused = new Set<bigint>(); // CR3s of tasks accept() turned down
+  const armedReturns = new Set<bigint>();
+  await dbg.addBreakpoint(lstar);
+  try {
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new CatchTimeoutError(`no guest task returned to user mode within ${timeoutMs} ms`);
+      const stop = await dbg.run(left);
+      const r = stop.regs;
+      if (r.rip === lstar) {
+        if (NO_RETURN.has(Number(r.rax)) || refused.has(r.cr3)) continue;
+        waiting.set(`${r.cr3}:${r.rsp}`, r.rcx);
+        if (!armedReturns.has(r.rcx)) {
+          await dbg.addBreakpoint(r.rcx);
+          armedReturns.add(r.rcx);
+        }
+        continue;
+      }
+      if (cpl(r) !== 3 || waiting.get(`${r.cr3}:${r.rsp}`) !== r.rip) continue; // someone else at that address
+      // Quiet the guest while accept() looks at this task: only its return address stays armed.
+      await dbg.removeBreakpoint(lstar);
+      for (const a of armedReturns) if (a !== r.rip) await dbg.removeBreakpoint(a);
+      armedReturns.clear();
+      armedReturns.add(r.rip);
+      waiting.clear();
+      const ctx = { thread: stop.thread, regs: r };
+      if (await accept(ctx)) return ctx;
+      refused.add(r.cr3);
+      await dbg.addBreakpoint(lstar);
+    }
+  } finally {
+    await dbg.removeBreakpoint(lstar);
+    for (const a of armedReturns) await dbg.removeBreakpoint(a);
+  }
+}

@@ -1,0 +1,61 @@
+import type { PhysicalMemory } from '../memory/physical.js';
+import { readVirtual, translateRange, writeVirtual } from '../memory/page-walk.js';
+import { CONTROL, LAYOUT } from './layout.js';
+
+export class ShadowLostError extends Error {}
+
+/**
+ * The host's handle on a running shadow: where its scratch region is, which address
+ * space it lives in, and the random marker it was born with. Every access goes through
+ * a fresh page walk of the shadow's own page tables, and checks the marker first, so a
+ * dead shadow whose pages were reused is never written to.
+ */
+export class ShadowHandle {
+  constructor(
+    readonly mem: PhysicalMemory,
+    readonly base: bigint,
+    readonly cr3: bigint,
+    readonly cr4: bigint,
+    readonly marker: bigint,
+    readonly pid: number,
+  ) {}
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    return readVirtual(this.mem, this.cr3, this.cr4, this.base + BigInt(offset), length);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const chunks = await translateRange(this.mem, this.cr3, this.cr4, this.base + BigInt(offset), data.length, true);
+    for (const c of chunks) await this.mem.write(c.paddr, data.subarray(c.offset, c.offset + c.length));
+  }
+
+  async readControl(word: keyof typeof CONTROL): Promise<bigint> {
+    return (await this.read(LAYOUT.control + CONTROL[word], 8)).readBigUInt64LE(0);
+  }
+
+  async writeControl(word: keyof typeof CONTROL, value: bigint): Promise<void> {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt.asUintN(64, value));
+    await writeVirtual(this.mem, this.cr3, this.cr4, this.base + BigInt(LAYOUT.control + CONTROL[word]), b);
+  }
+
+  /**
+   * Checks that the control page still belongs to this shadow: mapped, user-writable,
+   * carrying the marker and the pid it wrote. Throws ShadowLostError otherwise.
+   */
+  async verify(): Promise<void> {
+    let ctl: Buffer;
+    try {
+      await translateRange(this.mem, this.cr3, this.cr4, this.base + BigInt(LAYOUT.control), 4096, true);
+      ctl = await this.read(LAYOUT.control, 0x100);
+    } catch (err) {
+      throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: ${(err as Error).message}`);
+    }
+    if (ctl.readBigUInt64LE(CONTROL.marker) !== this.marker) {
+      throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: its control page no longer carries its marker`);
+    }
+    if (Number(ctl.readBigInt64LE(CONTROL.pid)) !== this.pid) {
+      throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: its control page names another pid`);
+    }
+  }
+}

@@ -1,0 +1,217 @@
+/*
+ * The shadow stub: position-independent x86-64 code that vmi writes into a scratch
+ * mapping (MAP_SHARED|MAP_ANONYMOUS, RWX) of a hijacked guest process.
+ *
+ *  bootstrap  runs in the hijacked process (the victim) on a stack inside the scratch
+ *             region. It clones an intermediate child with exit_signal 0 (so the victim
+ *             receives no SIGCHLD), reaps it with wait4(__WCLONE) and stops at
+ *             bootstrap_done, where the host restores the victim.
+ *  child1     clones the shadow and exits at once, so the shadow is re-parented to
+ *             init (which reaps it when it exits) and the victim keeps no child.
+ *  shadow     blocks signals, names itself, drops inherited fds and cwd, locks the
+ *             scratch pages, then loops: run a batch when the doorbell word differs
+ *             from the done word, else spin for a while after a batch, else sleep.
+ *
+ * Words the guest writes live on the control page, never on this code page: TCG
+ * caches translated code, so code is written once, through the gdbstub, before it runs.
+ * Layout constants must match src/shadow/layout.ts (checked by a unit test).
+ */
+        .intel_syntax noprefix
+
+        .set CTL,          0x1000
+        .set C_MARKER,     0x00
+        .set C_DOORBELL,   0x08
+        .set C_DONE,       0x10
+        .set C_STATE,      0x18
+        .set C_PID,        0x20
+        .set C_COMMAND,    0x28
+        .set C_COUNT,      0x30
+        .set C_SPIN,       0x38
+        .set C_BOOT,       0x40
+        .set C_SIZE,       0x48
+        .set C_HEARTBEAT,  0x50
+        .set C_TIMESPEC,   0x60
+        .set C_SIGSET,     0x70
+        .set C_NAME,       0x80
+        .set C_ROOT,       0x90
+        .set C_BATCHES,    0x98
+        .set C_SETUP,      0xa0
+
+        .set CHILD1_STACK, 0x6000
+        .set SHADOW_STACK, 0x8000
+        .set ENTRIES,      0x8000
+        .set ENTRY_SIZE,   64
+        .set MAX_CALLS,    2048
+        .set RESULTS,      0x28000
+
+        .set STATE_READY,  1
+        .set STATE_BUSY,   2
+        .set STATE_EXITING, 3
+        .set CMD_EXIT,     1
+
+        .text
+stub_start:
+
+/* ---- victim side ---------------------------------------------------------- */
+        .globl bootstrap
+bootstrap:
+        lea     rbx, [rip + stub_start]
+        mov     eax, 56                         /* clone */
+        xor     edi, edi                        /* flags 0: exit_signal 0 */
+        lea     rsi, [rbx + CHILD1_STACK]
+        xor     edx, edx
+        xor     r10d, r10d
+        xor     r8d, r8d
+        syscall
+        test    rax, rax
+        jz      child1
+        mov     [rbx + CTL + C_BOOT], rax
+        js      bootstrap_done
+        mov     rdi, rax
+        mov     eax, 61                         /* wait4(child1, NULL, __WCLONE, NULL) */
+        xor     esi, esi
+        mov     edx, 0x80000000
+        xor     r10d, r10d
+        syscall
+        .globl bootstrap_done
+bootstrap_done:
+        nop                                     /* host breakpoint: restore the victim */
+        jmp     bootstrap_done
+
+/* ---- intermediate child ----------------------------------------------------- */
+child1:
+        mov     eax, 56                         /* clone(SIGCHLD, shadow stack) */
+        mov     edi, 17
+        lea     rsi, [rbx + SHADOW_STACK]
+        xor     edx, edx
+        xor     r10d, r10d
+        xor     r8d, r8d
+        syscall
+        test    rax, rax
+        jz      shadow
+        mov     eax, 60                         /* exit(0) */
+        xor     edi, edi
+        syscall
+        jmp     child1
+
+/* ---- the shadow ------------------------------------------------------------- */
+shadow:
+        xor     r12d, r12d                      /* r12 = setup error bits */
+        mov     eax, 14                         /* rt_sigprocmask(SIG_BLOCK, all, NULL, 8) */
+        xor     edi, edi
+        lea     rsi, [rbx + CTL + C_SIGSET]
+        xor     edx, edx
+        mov     r10d, 8
+        syscall
+        mov     eax, 157                        /* prctl(PR_SET_NAME, name) */
+        mov     edi, 15
+        lea     rsi, [rbx + CTL + C_NAME]
+        syscall
+        mov     eax, 436                        /* close_range(0, ~0, 0): drop the victim's fds */
+        xor     edi, edi
+        mov     esi, -1
+        xor     edx, edx
+        syscall
+        test    rax, rax
+        jz      1f
+        or      r12, 1
+1:      mov     eax, 80                         /* chdir("/"): do not pin the victim's cwd */
+        lea     rdi, [rbx + CTL + C_ROOT]
+        syscall
+        mov     eax, 149                        /* mlock(scratch, size): keep pages put */
+        mov     rdi, rbx
+        mov     rsi, [rbx + CTL + C_SIZE]
+        syscall
+        test    rax, rax
+        jz      1f
+        or      r12, 2
+1:      mov     [rbx + CTL + C_SETUP], r12
+        mov     eax, 39                         /* getpid */
+        syscall
+        mov     [rbx + CTL + C_PID], rax
+        mov     qword ptr [rbx + CTL + C_STATE], STATE_READY
+        xor     r14d, r14d                      /* r14 = spin iterations left */
+
+        .globl shadow_loop
+shadow_loop:
+        inc     qword ptr [rbx + CTL + C_HEARTBEAT]
+        cmp     qword ptr [rbx + CTL + C_COMMAND], CMD_EXIT
+        je      shadow_exit
+        mov     r15, [rbx + CTL + C_DOORBELL]
+        cmp     r15, [rbx + CTL + C_DONE]
+        jne     run_batch
+        test    r14, r14
+        jz      2f
+        dec     r14
+        pause
+        jmp     shadow_loop
+2:      mov     eax, 35                         /* nanosleep(timespec, NULL) */
+        lea     rdi, [rbx + CTL + C_TIMESPEC]
+        xor     esi, esi
+        syscall
+        jmp     shadow_loop
+
+/*
+ * Batch: C_COUNT entries of 64 bytes at ENTRIES: nr, six args, a kind mask.
+ * Bit j of the mask set: arg j is the index of an earlier call whose result replaces
+ * it (an fd from openat used by read). Results go to RESULTS[i].
+ */
+run_batch:
+        mov     qword ptr [rbx + CTL + C_STATE], STATE_BUSY
+        mov     r12, [rbx + CTL + C_COUNT]
+        cmp     r12, MAX_CALLS
+        jbe     1f
+        mov     r12, MAX_CALLS
+1:      xor     r13d, r13d
+next_call:
+        cmp     r13, r12
+        jae     batch_done
+        mov     r14, r13
+        shl     r14, 6
+        lea     r14, [rbx + r14 + ENTRIES]
+
+        .macro  LOADARG reg, idx
+        mov     \reg, [r14 + 8 + 8 * \idx]
+        bt      qword ptr [r14 + 56], \idx
+        jnc     3f
+        cmp     \reg, r13                       /* only earlier calls */
+        jae     4f
+        mov     \reg, [rbx + RESULTS + \reg * 8]
+        jmp     3f
+4:      mov     \reg, -22                       /* -EINVAL: bad reference */
+3:
+        .endm
+
+        LOADARG rdi, 0
+        LOADARG rsi, 1
+        LOADARG rdx, 2
+        LOADARG r10, 3
+        LOADARG r8, 4
+        LOADARG r9, 5
+        mov     rax, [r14]
+        syscall
+        mov     [rbx + RESULTS + r13 * 8], rax
+        inc     r13
+        jmp     next_call
+batch_done:
+        inc     qword ptr [rbx + CTL + C_BATCHES]
+        mov     qword ptr [rbx + CTL + C_STATE], STATE_READY
+        mov     [rbx + CTL + C_DONE], r15
+        mov     r14, [rbx + CTL + C_SPIN]
+        .globl batch_end
+batch_end:
+        nop                                     /* host breakpoint (trap transport) */
+        jmp     shadow_loop
+
+shadow_exit:
+        mov     qword ptr [rbx + CTL + C_STATE], STATE_EXITING
+        .globl exit_point
+exit_point:
+        nop                                     /* host breakpoint (trap transport) */
+        mov     eax, 231                        /* exit_group(0) */
+        xor     edi, edi
+        syscall
+        jmp     exit_point
+
+        .globl stub_end
+stub_end:
