@@ -98,7 +98,30 @@ export class RspParser {
 
   feed(chunk: Uint8Array): RspEvent[] {
     const events: RspEvent[] = [];
-    for (const c of chunk) this.step(c, events);
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.state === 'body') {
+        // fast path: copy the run of plain body bytes up to the next special byte
+        let j = i;
+        while (j < chunk.length) {
+          const c = chunk[j]!;
+          if (c === HASH || c === DOLLAR || c === PERCENT) break;
+          j++;
+        }
+        if (j > i) {
+          const room = MAX_PACKET_BODY - this.body.length;
+          if (j - i > room) {
+            for (let k = i; k < j; k++) this.step(chunk[k]!, events);
+          } else {
+            for (let k = i; k < j; k++) this.body.push(chunk[k]!);
+          }
+          i = j;
+          continue;
+        }
+      }
+      this.step(chunk[i]!, events);
+      i++;
+    }
     return events;
   }
 

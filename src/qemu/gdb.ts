@@ -137,6 +137,7 @@ export class GdbClient {
   private tail: Promise<void> = Promise.resolve();
   private closedError?: GdbError;
   private suppressAcks = false;
+  private ackPending = false;
   private isRunning = false;
   /** qSupported features reported by the stub. */
   supported: Record<string, string | boolean> = {};
@@ -207,7 +208,7 @@ export class GdbClient {
           break;
         case 'packet': {
           this.stats.packetsReceived++;
-          if (!this.suppressAcks) this.sock.write('+');
+          if (!this.suppressAcks) this.queueAck();
           const text = ev.data.toString('latin1');
           if (isStopReply(text)) {
             let parsed: ParsedStopReply;
@@ -236,6 +237,22 @@ export class GdbClient {
           break;
       }
     }
+  }
+
+  /**
+   * Ack a received packet. The `+` rides with our next packet when that is sent right away
+   * (one write per round trip instead of two); otherwise it is flushed on the next tick.
+   */
+  private queueAck(): void {
+    if (this.ackPending) return;
+    this.ackPending = true;
+    setImmediate(() => this.flushAck());
+  }
+
+  private flushAck(): void {
+    if (!this.ackPending) return;
+    this.ackPending = false;
+    if (!this.closedError && !this.suppressAcks) this.sock.write('+');
   }
 
   private shutdown(err: GdbError): void {
@@ -269,7 +286,12 @@ export class GdbClient {
     for (let attempt = 0; attempt <= MAX_RETRANSMITS; attempt++) {
       this.acks.clear();
       if (attempt > 0) this.stats.retransmits++;
-      this.sock.write(frame);
+      if (this.ackPending && attempt === 0) {
+        this.ackPending = false;
+        this.sock.write(Buffer.concat([Buffer.from('+'), frame]));
+      } else {
+        this.sock.write(frame);
+      }
       this.stats.packetsSent++;
       // set before any reply can be processed: the ack and the stop may share one chunk
       if (resumes) this.isRunning = true;
@@ -487,6 +509,7 @@ export class GdbClient {
 
   private async interruptNow(timeoutMs: number): Promise<StopReply> {
     const stop = this.nextStop('interrupt', timeoutMs);
+    this.ackPending = false;
     this.sock.write(Buffer.from([0x03]));
     return stop;
   }

@@ -153,8 +153,8 @@ describe.skipIf(!hasQemu)('QEMU 7.2 QMP + gdbstub clients', () => {
     // back unchanged shifts everything after fs_base (cr0 := 0, cr4 := old cr0, …)
     await gdb.writeRegisters(r.raw);
     const broken = decodeX86Regs(await gdb.readRegisters());
-    expect(broken.cr0).toBe(0n);
-    expect(broken.cr4).toBe(0x60000010n);
+    expect(broken.cr0).toBe(0x10n); // the low 4 bytes of k_gs_base, with ET forced on
+    expect(broken.cr4).toBe(0x60000010n); // what was cr0
     await gdb.writeRegisters(encodeForG(r, { cs64: false }));
     expect((await gdb.readRegisters()).equals(r.raw)).toBe(true);
     const changed = { ...r, cs: 0, rip: 0x1000n, rax: 0x1234n };
@@ -212,9 +212,11 @@ describe.skipIf(!hasQemu)('QEMU 7.2 QMP + gdbstub clients', () => {
     const threads = await gdb.listThreads();
     expect(threads).toEqual(['p1.1', 'p1.2']);
     await gdb.selectThread('g', 'p1.2');
-    const r = decodeX86Regs(await gdb.readRegisters());
-    expect(r.rip).toBe(0xfff0n); // second vCPU untouched (it waits for INIT-SIPI)
+    const r2 = decodeX86Regs(await gdb.readRegisters());
     await gdb.selectThread('g', 'p1.1');
+    const r1 = decodeX86Regs(await gdb.readRegisters());
+    expect(r1.rip).toBe(0x1003n);
+    expect(r2.rip).not.toBe(0x1003n);
     const out = await gdb.monitor('info status');
     expect(out).toMatch(/VM status: paused/);
   });

@@ -1,0 +1,415 @@
+/**
+ * The syscall API plugins use: a batch builder for anything, and helpers whose cost in
+ * guest entries does not grow with the number of files (one batch for all files, plus
+ * one follow-up batch for the few that did not fit their first buffer).
+ */
+import {
+  AT_FDCWD,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_RDONLY,
+  STATX_BASIC_STATS,
+  SYSLOG_ACTION_READ_ALL,
+  SYSLOG_ACTION_SIZE_BUFFER,
+} from '../abi/linux/flags.js';
+import {
+  decodeDirents64,
+  decodeStatx,
+  decodeSysinfo,
+  decodeUtsname,
+  StructDecodeError,
+  type Statx,
+  type Sysinfo,
+  type Utsname,
+} from '../abi/linux/structs.js';
+import { BatchBuilder, type CallRef } from './batch.js';
+import { SyscallError } from './errors.js';
+import {
+  DEFAULT_BATCH_LIMITS,
+  DEFAULT_DIR_BUFFER,
+  DEFAULT_MAX_FILE_SIZE,
+  DEFAULT_MULTI_DIR_BUFFER,
+  DEFAULT_READ_CHUNK,
+  DEFAULT_SYSLOG_BUFFER,
+  DIR_EOF_PROBE,
+  MAX_READ_CALL,
+  READLINK_BUFFER,
+  SNAPSHOT_REREAD_LIMIT,
+  type BatchLimits,
+} from './limits.js';
+import type { SyscallExecutor } from './syscall-types.js';
+
+/** A file to read, with its first-read size (a good guess avoids the follow-up batch). */
+export interface FileReadRequest {
+  path: string;
+  chunkSize?: number;
+}
+
+export interface ReadFilesOptions {
+  /** First read size for paths given without one. Default 4096. */
+  chunkSize?: number;
+  /** Stop reading a file at this many bytes and set `truncated`. Default 64 MiB. */
+  maxSize?: number;
+}
+
+export interface FileReadResult {
+  path: string;
+  /** The content, when the file could be opened and read. */
+  data?: Uint8Array;
+  /** Why not. ENOENT for a file (or process) that does not exist. */
+  error?: SyscallError | StructDecodeError;
+  /** True when `maxSize` cut the file short. */
+  truncated?: boolean;
+}
+
+export interface DirEntry {
+  name: string;
+  /** DT_* value (DT_UNKNOWN when the filesystem does not say). */
+  type: number;
+  ino: bigint;
+}
+
+export interface DirListResult {
+  path: string;
+  /** Entries without `.` and `..`, in the order the kernel returned them. */
+  entries?: DirEntry[];
+  error?: SyscallError | StructDecodeError;
+}
+
+export interface ListDirOptions {
+  /** getdents64 buffer size. */
+  bufferSize?: number;
+}
+
+export interface ReadlinkResult {
+  path: string;
+  target?: string;
+  error?: SyscallError;
+}
+
+export interface StatxResult {
+  path: string;
+  stat?: Statx;
+  error?: SyscallError | StructDecodeError;
+}
+
+export interface StatxOptions {
+  /** AT_* flags, e.g. AT_SYMLINK_NOFOLLOW. Default 0 (follow symlinks). */
+  flags?: number;
+  /** STATX_* fields wanted. Default STATX_BASIC_STATS. */
+  mask?: number;
+}
+
+export interface SyscallApiOptions {
+  limits?: Partial<BatchLimits>;
+  /** Checked before every guest entry; an aborted signal rejects with its reason. */
+  signal?: AbortSignal;
+}
+
+/** Guest entries and calls made so far through one SyscallApi. */
+export interface SyscallStats {
+  runs: number;
+  calls: number;
+  outBytes: number;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: false });
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+  const out = new Uint8Array(total);
+  let pos = 0;
+  for (const c of chunks) {
+    out.set(c, pos);
+    pos += c.length;
+  }
+  return out;
+}
+
+function positiveInt(n: number | undefined, fallback: number, what: string): number {
+  if (n === undefined) return fallback;
+  if (!Number.isSafeInteger(n) || n <= 0) throw new RangeError(`${what} must be a positive integer, got ${n}`);
+  return n;
+}
+
+export class SyscallApi {
+  readonly limits: Readonly<BatchLimits>;
+  readonly stats: SyscallStats = { runs: 0, calls: 0, outBytes: 0 };
+  private readonly signal?: AbortSignal;
+
+  constructor(
+    private readonly executor: SyscallExecutor,
+    options: SyscallApiOptions = {},
+  ) {
+    this.limits = Object.freeze({ ...DEFAULT_BATCH_LIMITS, ...options.limits });
+    this.signal = options.signal;
+  }
+
+  /** A new, empty batch. Nothing runs until its `submit()`. */
+  batch(): BatchBuilder {
+    return new BatchBuilder(
+      this.executor,
+      this.limits,
+      (calls, outBytes) => {
+        this.stats.runs++;
+        this.stats.calls += calls;
+        this.stats.outBytes += outBytes;
+      },
+      this.signal,
+    );
+  }
+
+  // ------------------------------------------------------------------ files
+
+  /**
+   * Reads whole files: openat+read+close of every file in one batch. Files that filled
+   * their buffer are read again in one follow-up batch (from offset 0 with a 4× buffer
+   * while small, so /proc files stay one consistent snapshot; with pread64 from where
+   * they stopped once large), repeated until EOF. Results are in input order; failures
+   * are per file and never stop the others.
+   */
+  async readFiles(
+    paths: readonly (string | FileReadRequest)[],
+    options: ReadFilesOptions = {},
+  ): Promise<FileReadResult[]> {
+    const defaultChunk = Math.min(positiveInt(options.chunkSize, DEFAULT_READ_CHUNK, 'chunkSize'), MAX_READ_CALL);
+    const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
+    interface State {
+      result: FileReadResult;
+      chunks: Uint8Array[];
+      total: number;
+      /** Size of the next read. */
+      next: number;
+      /** Read from offset 0 again (replace) or continue at `total` (append). */
+      restart: boolean;
+    }
+    const states: State[] = paths.map((p) => {
+      const req = typeof p === 'string' ? { path: p } : p;
+      const chunk = Math.min(positiveInt(req.chunkSize, defaultChunk, 'chunkSize'), MAX_READ_CALL, maxSize);
+      return { result: { path: req.path }, chunks: [], total: 0, next: chunk, restart: true };
+    });
+    let pending = states;
+    while (pending.length > 0) {
+      const b = this.batch();
+      const reads = pending.map((s) =>
+        b.group(() => {
+          const fd = b.openat(AT_FDCWD, s.result.path, O_RDONLY | O_CLOEXEC);
+          const r = s.restart ? b.read(fd, s.next) : b.pread64(fd, s.next, s.total);
+          b.close(fd);
+          return { fd, r };
+        }),
+      );
+      await b.submit();
+      const again: State[] = [];
+      pending.forEach((s, i) => {
+        const { fd, r } = reads[i];
+        const err = fd.result().error ?? r.result().error;
+        if (err) {
+          // A file that vanished after a first successful read is reported like one that was never there.
+          s.result.error = err;
+          s.result.data = undefined;
+          return;
+        }
+        const data = r.result().data;
+        if (s.restart) {
+          s.chunks = [data];
+          s.total = data.length;
+        } else {
+          s.chunks.push(data);
+          s.total += data.length;
+        }
+        const full = data.length >= s.next;
+        if (full && s.total >= maxSize) {
+          s.result.truncated = true;
+        } else if (full) {
+          if (s.total * 4 <= SNAPSHOT_REREAD_LIMIT) {
+            s.restart = true;
+            s.next = Math.min(s.total * 4, maxSize);
+          } else {
+            s.restart = false;
+            s.next = Math.min(Math.max(s.next * 2, DEFAULT_READ_CHUNK), MAX_READ_CALL, maxSize - s.total);
+          }
+          again.push(s);
+          return;
+        }
+        s.result.data = concat(s.chunks);
+      });
+      pending = again;
+    }
+    return states.map((s) => {
+      if (s.result.truncated) s.result.data = concat(s.chunks);
+      return s.result;
+    });
+  }
+
+  /** The whole content of one file; throws SyscallError. */
+  async readFile(path: string, options: ReadFilesOptions = {}): Promise<Uint8Array> {
+    const [r] = await this.readFiles([path], options);
+    if (r.error) throw r.error;
+    return r.data!;
+  }
+
+  /** A file decoded as UTF-8 (invalid bytes become U+FFFD); throws SyscallError. */
+  async readTextFile(path: string, options: ReadFilesOptions = {}): Promise<string> {
+    return utf8.decode(await this.readFile(path, options));
+  }
+
+  // ------------------------------------------------------------------ directories
+
+  /**
+   * Lists several directories at once. Each round is one batch: per directory openat,
+   * (lseek to where the last round stopped), getdents64 with `bufferSize`, a small
+   * getdents64 that tells end-of-directory apart, close. Directories that had more
+   * entries go into the next round.
+   */
+  async listDirs(paths: readonly string[], options: ListDirOptions = {}): Promise<DirListResult[]> {
+    const bufferSize = positiveInt(options.bufferSize, DEFAULT_MULTI_DIR_BUFFER, 'bufferSize');
+    interface State {
+      result: DirListResult;
+      entries: DirEntry[];
+      /** d_off cookie to resume from, after the first round. */
+      resume?: bigint;
+    }
+    const states: State[] = paths.map((path) => ({ result: { path }, entries: [] }));
+    let pending = states;
+    while (pending.length > 0) {
+      const b = this.batch();
+      const calls = pending.map((s) =>
+        b.group(() => {
+          const fd = b.openat(AT_FDCWD, s.result.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+          const seek: CallRef | undefined = s.resume !== undefined ? b.lseek(fd, s.resume) : undefined;
+          const g1 = b.getdents64(fd, Math.max(bufferSize, DIR_EOF_PROBE));
+          const g2 = b.getdents64(fd, DIR_EOF_PROBE);
+          b.close(fd);
+          return { fd, seek, g1, g2 };
+        }),
+      );
+      await b.submit();
+      const again: State[] = [];
+      pending.forEach((s, i) => {
+        const { fd, seek, g1, g2 } = calls[i];
+        const err = fd.result().error ?? seek?.result().error ?? g1.result().error;
+        if (err) {
+          s.result.error = err;
+          return;
+        }
+        try {
+          let last: bigint | undefined;
+          const take = (data: Uint8Array) => {
+            for (const d of decodeDirents64(data)) {
+              last = d.off;
+              if (d.name !== '.' && d.name !== '..') s.entries.push({ name: d.name, type: d.type, ino: d.ino });
+            }
+          };
+          const r1 = g1.result();
+          if (r1.data.length === 0) {
+            s.result.entries = s.entries;
+            return;
+          }
+          take(r1.data);
+          const r2 = g2.result();
+          if (r2.error) {
+            s.result.error = r2.error;
+            return;
+          }
+          if (r2.data.length === 0) {
+            s.result.entries = s.entries;
+            return;
+          }
+          take(r2.data);
+          if (last === undefined || last === s.resume) {
+            // The cookie did not move: resuming would repeat the same entries forever.
+            s.result.error = new StructDecodeError('linux_dirent64', `${s.result.path}: directory offset stuck`);
+            return;
+          }
+          s.resume = last;
+          again.push(s);
+        } catch (e) {
+          if (!(e instanceof StructDecodeError)) throw e;
+          s.result.error = new StructDecodeError('linux_dirent64', `${s.result.path}: ${e.message}`);
+        }
+      });
+      pending = again;
+    }
+    return states.map((s) => s.result);
+  }
+
+  /** Entries of one directory (without `.` and `..`); throws SyscallError. */
+  async listDir(path: string, options: ListDirOptions = {}): Promise<DirEntry[]> {
+    const [r] = await this.listDirs([path], { bufferSize: options.bufferSize ?? DEFAULT_DIR_BUFFER });
+    if (r.error) throw r.error;
+    return r.entries!;
+  }
+
+  // ------------------------------------------------------------------ links and metadata
+
+  /** readlinkat of every path in one batch (e.g. /proc/PID/exe, /proc/PID/fd/N). */
+  async readlinks(paths: readonly string[]): Promise<ReadlinkResult[]> {
+    const b = this.batch();
+    const refs = paths.map((p) => b.readlinkat(AT_FDCWD, p, READLINK_BUFFER));
+    await b.submit();
+    return paths.map((path, i) => {
+      const r = refs[i].result();
+      return r.error ? { path, error: r.error } : { path, target: utf8.decode(r.data) };
+    });
+  }
+
+  /** statx of every path in one batch. */
+  async statx(paths: readonly string[], options: StatxOptions = {}): Promise<StatxResult[]> {
+    const b = this.batch();
+    const refs = paths.map((p) =>
+      b.statx(AT_FDCWD, p, options.flags ?? 0, options.mask ?? STATX_BASIC_STATS),
+    );
+    await b.submit();
+    return paths.map((path, i) => {
+      const r = refs[i].result();
+      if (r.error) return { path, error: r.error };
+      try {
+        return { path, stat: decodeStatx(r.data) };
+      } catch (e) {
+        if (e instanceof StructDecodeError) return { path, error: e };
+        throw e;
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ system
+
+  /** uname(2) of the guest. */
+  async uname(): Promise<Utsname> {
+    const b = this.batch();
+    const r = b.uname();
+    await b.submit();
+    return decodeUtsname(r.check().data);
+  }
+
+  /** sysinfo(2) of the guest. */
+  async sysinfo(): Promise<Sysinfo> {
+    const b = this.batch();
+    const r = b.sysinfo();
+    await b.submit();
+    return decodeSysinfo(r.check().data);
+  }
+
+  /**
+   * The kernel log buffer (syslog READ_ALL, what `dmesg` prints, with `<level>` prefixes).
+   * One batch asks the buffer size and reads with a 256 KiB buffer; a bigger log costs
+   * one more. Throws SyscallError (EPERM under kernel.dmesg_restrict without CAP_SYSLOG).
+   */
+  async syslogRead(): Promise<string> {
+    const cap = this.limits.maxOutBytes;
+    let size = Math.min(DEFAULT_SYSLOG_BUFFER, cap);
+    for (;;) {
+      const b = this.batch();
+      const sizeRef = b.syslog(SYSLOG_ACTION_SIZE_BUFFER, 0);
+      const read = b.syslog(SYSLOG_ACTION_READ_ALL, size);
+      await b.submit();
+      const want = sizeRef.result().errno === undefined ? Number(sizeRef.result().ret) : 0;
+      const r = read.check();
+      // The log is a ring: a buffer the size of the kernel's returns all of it.
+      if (want <= size || r.data.length < size || size >= cap) return utf8.decode(r.data);
+      size = Math.min(want, cap);
+    }
+  }
+}

@@ -1,0 +1,116 @@
+import { cpl } from '../qemu/x86-regs.js';
+import type { GuestDebugger } from './debugger.js';
+import { ENTRY, SHADOW_STATE } from './layout.js';
+import { ShadowLostError, type ShadowHandle } from './shadow.js';
+
+export type TransportName = 'trap' | 'doorbell';
+
+/**
+ * How the host makes the shadow run the batch already written into its pages, and
+ * learns that it finished. The batch itself is written and read the same way for both.
+ */
+export interface Transport {
+  readonly name: TransportName;
+  /** Rings the doorbell with sequence number `seq` and waits for the shadow to finish it. */
+  ring(seq: bigint, timeoutMs: number): Promise<void>;
+  /** Makes the shadow exit (it unmaps nothing: its exit frees all of its memory). */
+  dismiss(timeoutMs: number): Promise<void>;
+}
+
+export class TransportTimeoutError extends Error {}
+
+/**
+ * trap: the VM stays stopped between batches. Ring, resume, and wait for the shadow to
+ * hit the breakpoint at the end of its batch loop. Works with any QEMU that has a
+ * gdbstub, including guests without shared RAM.
+ */
+export class TrapTransport implements Transport {
+  readonly name = 'trap';
+
+  constructor(
+    private readonly dbg: GuestDebugger,
+    private readonly shadow: ShadowHandle,
+  ) {}
+
+  async ring(seq: bigint, timeoutMs: number): Promise<void> {
+    await this.shadow.writeControl('doorbell', seq);
+    await this.runUntil(this.shadow.base + BigInt(ENTRY.batchEnd), timeoutMs, 'batch');
+    if ((await this.shadow.readControl('done')) !== seq) {
+      throw new ShadowLostError(`shadow (pid ${this.shadow.pid}) stopped at the end of a batch it did not finish`);
+    }
+  }
+
+  async dismiss(timeoutMs: number): Promise<void> {
+    await this.shadow.writeControl('command', 1n);
+    await this.runUntil(this.shadow.base + BigInt(ENTRY.exitPoint), timeoutMs, 'exit');
+  }
+
+  private async runUntil(addr: bigint, timeoutMs: number, what: string): Promise<void> {
+    await this.dbg.addBreakpoint(addr);
+    const deadline = Date.now() + timeoutMs;
+    try {
+      for (;;) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new TransportTimeoutError(`shadow did not reach its ${what} end within ${timeoutMs} ms`);
+        const { regs } = await this.dbg.run(left);
+        if (regs.rip === addr && regs.cr3 === this.shadow.cr3 && cpl(regs) === 3) return;
+      }
+    } finally {
+      await this.dbg.removeBreakpoint(addr);
+    }
+  }
+}
+
+/** Sleeps the calling thread for a short while without a timer (sub-millisecond waits). */
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+function pause(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
+}
+
+/**
+ * doorbell: the VM never stops. The host writes the doorbell word through the shared RAM
+ * file and polls the done word, re-checking the shadow's identity while it waits.
+ */
+export class DoorbellTransport implements Transport {
+  readonly name = 'doorbell';
+
+  constructor(private readonly shadow: ShadowHandle) {}
+
+  async ring(seq: bigint, timeoutMs: number): Promise<void> {
+    await this.shadow.writeControl('doorbell', seq);
+    await this.poll(async () => (await this.shadow.readControl('done')) === seq, timeoutMs, 'batch');
+  }
+
+  async dismiss(timeoutMs: number): Promise<void> {
+    await this.shadow.writeControl('command', 1n);
+    await this.poll(
+      async () => (await this.shadow.readControl('state')) === BigInt(SHADOW_STATE.exiting),
+      timeoutMs,
+      'exit',
+    );
+  }
+
+  private async poll(done: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+    const start = Date.now();
+    let lastBeat = -1n;
+    let lastBeatAt = start;
+    for (let i = 0; ; i++) {
+      if (await done()) return;
+      const now = Date.now();
+      // Spin briefly (a hot shadow answers in microseconds), then back off.
+      if (i > 200) pause(i > 2000 ? 1 : 0.05);
+      if (i % 64 === 63) {
+        await this.shadow.verify();
+        const beat = await this.shadow.readControl('heartbeat');
+        if (beat !== lastBeat) {
+          lastBeat = beat;
+          lastBeatAt = now;
+        } else if (now - lastBeatAt > Math.min(timeoutMs, 3000)) {
+          throw new ShadowLostError(`shadow (pid ${this.shadow.pid}) stopped responding (no heartbeat for ${now - lastBeatAt} ms)`);
+        }
+      }
+      if (now - start > timeoutMs) throw new TransportTimeoutError(`shadow did not finish its ${what} within ${timeoutMs} ms`);
+    }
+  }
+}
+
