@@ -42,7 +42,10 @@ export function isElf(buf: Buffer): boolean {
 
 function formatAt(image: Buffer, offset: number): PayloadFormat | undefined {
   for (const [fmt, magic] of MAGICS) {
-    if (offset + magic.length <= image.length && image.subarray(offset, offset + magic.length).equals(magic)) {
+    if (
+      offset + magic.length <= image.length &&
+      image.subarray(offset, offset + magic.length).equals(magic)
+    ) {
       return fmt;
     }
   }

@@ -31,7 +31,8 @@ export function framedCommand(command: string, id: string): string {
     `\x15stty -echo 2>/dev/null; printf '\\001B${id}\\n'; ` +
     `( eval "$(echo ${b64} | base64 -d)" ) </dev/null 2>&1; ` +
     `printf '\\001E${id}:%d\\n' $?\n`;
-  if (line.length > MAX_LINE) throw new ConsoleError(`command too long for the serial console (${command.length} bytes)`);
+  if (line.length > MAX_LINE)
+    throw new ConsoleError(`command too long for the serial console (${command.length} bytes)`);
   return line;
 }
 
@@ -80,7 +81,9 @@ export class GuestConsole {
       const sock = createConnection(serialSocket);
       const timer = setTimeout(() => {
         sock.destroy();
-        reject(new ConsoleError(`cannot connect to the guest console ${serialSocket} within ${timeoutMs} ms`));
+        reject(
+          new ConsoleError(`cannot connect to the guest console ${serialSocket} within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       sock.once('connect', () => {
         clearTimeout(timer);
@@ -112,7 +115,9 @@ export class GuestConsole {
       const timer = setTimeout(() => {
         this.waiter = undefined;
         const short = command.length > 60 ? `${command.slice(0, 57)}...` : command;
-        reject(new ConsoleError(`guest console: no answer to ${JSON.stringify(short)} within ${timeoutMs} ms`));
+        reject(
+          new ConsoleError(`guest console: no answer to ${JSON.stringify(short)} within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       const check = (): void => {
         const r = parseFramed(this.text, id);

@@ -113,13 +113,22 @@ export function writeCpio(entries: readonly CpioEntry[], options: CpioWriteOptio
     seen.add(name);
     const perm = (m: number | undefined, dflt: number): number => {
       const v = m ?? dflt;
-      if (!Number.isInteger(v) || v < 0 || v > 0o7777) throw new CpioFormatError(`bad mode for ${name}: ${v}`);
+      if (!Number.isInteger(v) || v < 0 || v > 0o7777)
+        throw new CpioFormatError(`bad mode for ${name}: ${v}`);
       return v;
     };
     let rec: RawRecord;
     switch (e.type) {
       case 'dir':
-        rec = { name, ino, mode: S_IFDIR | perm(e.mode, 0o755), nlink: 2, rdevMajor: 0, rdevMinor: 0, data: Buffer.alloc(0) };
+        rec = {
+          name,
+          ino,
+          mode: S_IFDIR | perm(e.mode, 0o755),
+          nlink: 2,
+          rdevMajor: 0,
+          rdevMinor: 0,
+          data: Buffer.alloc(0),
+        };
         break;
       case 'file':
         rec = {
@@ -133,8 +142,17 @@ export function writeCpio(entries: readonly CpioEntry[], options: CpioWriteOptio
         };
         break;
       case 'symlink':
-        if (e.target === '' || e.target.includes('\0')) throw new CpioFormatError(`bad symlink target for ${name}`);
-        rec = { name, ino, mode: S_IFLNK | 0o777, nlink: 1, rdevMajor: 0, rdevMinor: 0, data: Buffer.from(e.target, 'utf8') };
+        if (e.target === '' || e.target.includes('\0'))
+          throw new CpioFormatError(`bad symlink target for ${name}`);
+        rec = {
+          name,
+          ino,
+          mode: S_IFLNK | 0o777,
+          nlink: 1,
+          rdevMajor: 0,
+          rdevMinor: 0,
+          data: Buffer.from(e.target, 'utf8'),
+        };
         break;
       case 'char':
       case 'block':
@@ -152,13 +170,18 @@ export function writeCpio(entries: readonly CpioEntry[], options: CpioWriteOptio
     encodeRecord(rec, opts, out);
     ino++;
   }
-  encodeRecord({ name: TRAILER, ino: 0, mode: 0, nlink: 1, rdevMajor: 0, rdevMinor: 0, data: Buffer.alloc(0) }, opts, out);
+  encodeRecord(
+    { name: TRAILER, ino: 0, mode: 0, nlink: 1, rdevMajor: 0, rdevMinor: 0, data: Buffer.alloc(0) },
+    opts,
+    out,
+  );
   return Buffer.concat(out);
 }
 
 function field(buf: Buffer, at: number, index: number, what: string): number {
   const s = buf.toString('ascii', at + 6 + index * 8, at + 6 + index * 8 + 8);
-  if (!/^[0-9a-fA-F]{8}$/.test(s)) throw new CpioFormatError(`bad hex in cpio ${what} at offset ${at}: ${JSON.stringify(s)}`);
+  if (!/^[0-9a-fA-F]{8}$/.test(s))
+    throw new CpioFormatError(`bad hex in cpio ${what} at offset ${at}: ${JSON.stringify(s)}`);
   return parseInt(s, 16);
 }
 
@@ -172,7 +195,8 @@ export function readCpio(buf: Buffer): CpioRecord[] {
   for (;;) {
     if (at + HEADER_LEN > buf.length) throw new CpioFormatError(`truncated cpio header at offset ${at}`);
     const magic = buf.toString('ascii', at, at + 6);
-    if (magic !== MAGIC) throw new CpioFormatError(`bad cpio magic at offset ${at}: ${JSON.stringify(magic)}`);
+    if (magic !== MAGIC)
+      throw new CpioFormatError(`bad cpio magic at offset ${at}: ${JSON.stringify(magic)}`);
     const ino = field(buf, at, 0, 'ino');
     const mode = field(buf, at, 1, 'mode');
     const uid = field(buf, at, 2, 'uid');

@@ -60,7 +60,11 @@ export function runTool(cmd: string, args: readonly string[], opts: RunOptions =
 }
 
 /** Runs a tool and throws a one-line LabError when it fails. */
-export async function mustRun(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+export async function mustRun(
+  cmd: string,
+  args: readonly string[],
+  opts: RunOptions = {},
+): Promise<RunResult> {
   const r = await runTool(cmd, args, opts);
   if (r.code !== 0) {
     const why = r.stderr.trim().split('\n').filter(Boolean).slice(-1)[0] ?? `exit code ${r.code}`;
@@ -97,7 +101,8 @@ export async function ensurePrivateDir(path: string): Promise<void> {
   await mkdir(path, { recursive: true, mode: 0o700 });
   const st = await lstat(path);
   if (!st.isDirectory()) throw new LabError(`${path} is not a directory`);
-  if (st.uid !== uid()) throw new LabError(`${path} is owned by uid ${st.uid}, not by us: refusing to use it`);
+  if (st.uid !== uid())
+    throw new LabError(`${path} is owned by uid ${st.uid}, not by us: refusing to use it`);
   if ((st.mode & 0o077) !== 0) await chmod(path, 0o700);
 }
 

@@ -29,7 +29,10 @@ export function busyboxPath(): string {
 /** The directory with the guest programs' C sources, from src/ or from dist/. */
 export function guestProgramsDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  for (const candidate of [join(here, 'guest-programs'), join(here, '..', '..', 'src', 'lab', 'guest-programs')]) {
+  for (const candidate of [
+    join(here, 'guest-programs'),
+    join(here, '..', '..', 'src', 'lab', 'guest-programs'),
+  ]) {
     if (existsSync(join(candidate, 'labd.c'))) return candidate;
   }
   throw new LabError('cannot find src/lab/guest-programs (labd.c)');
@@ -93,7 +96,20 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
       entries.push({ type: 'dir', path: p, mode: i === parts.length ? mode : 0o755 });
     }
   };
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc', 'proc', 'sys', 'dev', 'mnt', 'run', 'var/log', 'var/www'])
+  for (const d of [
+    'bin',
+    'sbin',
+    'usr/bin',
+    'usr/sbin',
+    'etc',
+    'proc',
+    'sys',
+    'dev',
+    'mnt',
+    'run',
+    'var/log',
+    'var/www',
+  ])
     dir(d);
   dir('root', 0o700);
   dir('tmp', 0o1777);
@@ -123,7 +139,11 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
   entries.push({ type: 'file', path: 'etc/inittab', data: INITTAB });
   entries.push({ type: 'file', path: 'etc/profile', data: PROFILE });
   entries.push({ type: 'file', path: 'etc/hostname', data: `${LAB_WORKLOAD.hostname}\n` });
-  entries.push({ type: 'file', path: 'etc/passwd', data: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' });
+  entries.push({
+    type: 'file',
+    path: 'etc/passwd',
+    data: 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n',
+  });
   entries.push({ type: 'file', path: 'etc/group', data: 'root:x:0:\nnogroup:x:65534:\n' });
   entries.push({
     type: 'file',
@@ -134,7 +154,10 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
 }
 
 /** Builds (or reuses) the initramfs for a kernel; returns its cached path. */
-export async function buildInitramfs(kernel: LabKernel, onProgress?: (m: string) => void): Promise<LabInitramfs> {
+export async function buildInitramfs(
+  kernel: LabKernel,
+  onProgress?: (m: string) => void,
+): Promise<LabInitramfs> {
   const bb = busyboxPath();
   try {
     await access(bb);
@@ -148,7 +171,13 @@ export async function buildInitramfs(kernel: LabKernel, onProgress?: (m: string)
   const modules: Record<string, Buffer> = {};
   for (const [name, path] of Object.entries(kernel.modules)) modules[name] = await readFile(path);
 
-  const inputs: InitramfsInputs = { busybox, applets, programs: { labd }, modules, kernelRelease: kernel.release };
+  const inputs: InitramfsInputs = {
+    busybox,
+    applets,
+    programs: { labd },
+    modules,
+    kernelRelease: kernel.release,
+  };
   const entries = initramfsEntries(inputs);
   const hash = sha256(
     LAYOUT_VERSION,

@@ -4,7 +4,7 @@
  * the bzImage once and cached, with a few dependency-free modules for the workload.
  */
 import { closeSync, openSync } from 'node:fs';
-import { access, copyFile, mkdir, open, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { access, copyFile, mkdir, open, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decompressorFor, findKernelPayload, isElf } from './bzimage.js';
 import { cacheRoot, LabError, mustRun, randomTag, removeQuietly, runTool } from './host.js';
@@ -23,6 +23,7 @@ export interface LabKernel {
   vmlinux: string;
   /** The original compressed bzImage. */
   vmlinuz: string;
+  /** Only when the package has a real one (Debian's is a stub pointing to the -dbg package). */
   systemMap?: string;
   config?: string;
   /** Dependency-free loadable modules, uncompressed: module name → .ko path. */
@@ -70,7 +71,8 @@ export async function defaultKernelPackage(onProgress?: (m: string) => void): Pr
   if (!(await aptListsPresent())) await aptUpdate(onProgress);
   const r = await mustRun('apt-cache', ['search', '--names-only', DEFAULT_SEARCH]);
   const pkg = pickNewestKernel(r.stdout.toString('utf8'));
-  if (!pkg) throw new LabError('no linux-image-6.1.0-N-amd64 package known to apt (check the Debian sources)');
+  if (!pkg)
+    throw new LabError('no linux-image-6.1.0-N-amd64 package known to apt (check the Debian sources)');
   return pkg;
 }
 
@@ -100,7 +102,11 @@ async function download(pkg: string, cwd: string, onProgress?: (m: string) => vo
     r = await runTool('apt-get', args, { cwd, timeoutMs: 600_000 });
   }
   if (r.code !== 0) {
-    const why = r.stderr.trim().split('\n').filter((l) => l.startsWith('E:'))[0] ?? r.stderr.trim().split('\n').pop();
+    const why =
+      r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('E:'))[0] ?? r.stderr.trim().split('\n').pop();
     throw new LabError(`apt-get download ${pkg} failed: ${why ?? `exit code ${r.code}`}`);
   }
   const deb = (await readdir(cwd)).find((f) => f.endsWith('.deb'));
@@ -149,7 +155,8 @@ async function findModulesRoot(root: string): Promise<{ release: string; dir: st
   for (const base of ['lib/modules', 'usr/lib/modules']) {
     const entries = await readdir(join(root, base)).catch(() => [] as string[]);
     if (entries.length === 1) return { release: entries[0]!, dir: join(root, base, entries[0]!) };
-    if (entries.length > 1) throw new LabError(`several kernel releases in one package: ${entries.join(', ')}`);
+    if (entries.length > 1)
+      throw new LabError(`several kernel releases in one package: ${entries.join(', ')}`);
   }
   throw new LabError('the kernel package has no /lib/modules/<release> directory');
 }
@@ -198,9 +205,18 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
     onProgress?.('extracting vmlinux from the bzImage');
     await extractVmlinux(join(tmp, 'vmlinuz'), join(tmp, 'vmlinux'));
 
-    const kernel: LabKernel = { package: name, version, release, dir: finalDir, vmlinux, vmlinuz, modules: {} };
+    const kernel: LabKernel = {
+      package: name,
+      version,
+      release,
+      dir: finalDir,
+      vmlinux,
+      vmlinuz,
+      modules: {},
+    };
     const systemMap = bootFiles.find((f) => f.startsWith('System.map-'));
-    if (systemMap) {
+    // Debian ships a stub System.map ("The real System.map is in the -dbg package").
+    if (systemMap && (await stat(join(root, 'boot', systemMap))).size > 4096) {
       await rename(join(root, 'boot', systemMap), join(tmp, 'System.map'));
       kernel.systemMap = join(finalDir, 'System.map');
     }

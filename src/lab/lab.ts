@@ -3,7 +3,7 @@
  * initramfs running a known workload, under QEMU with every control endpoint in a private
  * run directory (/tmp/vmi-<uid>/guests/<name>/).
  */
-import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import {
@@ -54,6 +54,8 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
 const GUEST_JSON = 'guest.json';
 const STARTING = 'starting';
 const RAM_MARKER = 'ram-file';
+/** Written once the guest answered on its console: later `lab up` calls need not ask it. */
+const READY = 'ready';
 
 function bootTimeoutMs(): number {
   const v = Number(process.env.VMI_BOOT_TIMEOUT_MS);
@@ -62,7 +64,9 @@ function bootTimeoutMs(): number {
 
 export function validateGuestName(name: string): string {
   if (!NAME_RE.test(name)) {
-    throw new LabError(`invalid guest name ${JSON.stringify(name)}: use 1-32 letters, digits, '.', '_' or '-'`);
+    throw new LabError(
+      `invalid guest name ${JSON.stringify(name)}: use 1-32 letters, digits, '.', '_' or '-'`,
+    );
   }
   return name;
 }
@@ -79,6 +83,13 @@ async function readJson<T>(path: string): Promise<T | undefined> {
   }
 }
 
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
 function pidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
@@ -92,7 +103,8 @@ function pidAlive(pid: number): boolean {
 /** Removes a guest's run dir and its RAM file, stopping a QEMU still recorded there. */
 async function cleanupGuestDir(dir: string): Promise<void> {
   const guest = await readJson<LabGuest>(join(dir, GUEST_JSON));
-  const qemuPid = guest?.pid ?? Number((await readFile(runDirPaths(dir).pidFile, 'utf8').catch(() => '')).trim());
+  const qemuPid =
+    guest?.pid ?? Number((await readFile(runDirPaths(dir).pidFile, 'utf8').catch(() => '')).trim());
   if (qemuPid && isQemuAlive(qemuPid, dir)) await stopQemu(qemuPid, dir);
   const ram = guest?.ramFile ?? (await readFile(join(dir, RAM_MARKER), 'utf8').catch(() => '')).trim();
   if (ram && ram.startsWith('/dev/shm/vmi-')) await unlink(ram).catch(() => undefined);
@@ -100,10 +112,7 @@ async function cleanupGuestDir(dir: string): Promise<void> {
 }
 
 type DirState =
-  | { kind: 'absent' }
-  | { kind: 'running'; guest: LabGuest }
-  | { kind: 'starting' }
-  | { kind: 'stale' };
+  { kind: 'absent' } | { kind: 'running'; guest: LabGuest } | { kind: 'starting' } | { kind: 'stale' };
 
 async function dirState(name: string): Promise<DirState> {
   const dir = guestDir(name);
@@ -164,7 +173,9 @@ async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Pro
     while (Date.now() < deadline) {
       if (!isQemuAlive(guest.pid, guest.runDir)) {
         const log = await readFile(guest.consoleLog, 'utf8').catch(() => '');
-        throw new LabError(`guest ${guest.name} stopped while booting: ${tail(log, 3) || 'no console output'}`);
+        throw new LabError(
+          `guest ${guest.name} stopped while booting: ${tail(log, 3) || 'no console output'}`,
+        );
       }
       try {
         console ??= await GuestConsole.connect(guest.serialSocket, { timeoutMs: 3000 });
@@ -194,7 +205,8 @@ async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Pro
 }
 
 function checkInt(what: string, v: number, min: number, max: number): number {
-  if (!Number.isInteger(v) || v < min || v > max) throw new LabError(`${what} must be an integer in ${min}..${max}, got ${v}`);
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw new LabError(`${what} must be an integer in ${min}..${max}, got ${v}`);
   return v;
 }
 
@@ -208,7 +220,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
   const cpus = checkInt('cpus', opts.cpus ?? 1, 1, 16);
   const memMiB = checkInt('memory (MiB)', opts.memMiB ?? 256, 64, 1920);
   const cpuModel = opts.cpuModel ?? 'max';
-  if (!/^[A-Za-z0-9_.+=,-]+$/.test(cpuModel)) throw new LabError(`invalid CPU model ${JSON.stringify(cpuModel)}`);
+  if (!/^[A-Za-z0-9_.+=,-]+$/.test(cpuModel))
+    throw new LabError(`invalid CPU model ${JSON.stringify(cpuModel)}`);
   await findQemu();
 
   await ensurePrivateDir(runRoot());
@@ -226,8 +239,20 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     }
     const st = await dirState(name);
     if (st.kind === 'running') {
-      progress?.(`guest ${name} already running (pid ${st.guest.pid})`);
+      if (await exists(join(dir, READY))) {
+        progress?.(`guest ${name} already running (pid ${st.guest.pid})`);
+        return st.guest;
+      }
+      // Booted by a process that is still waiting for it, or that died while waiting.
+      const starter = Number((await readFile(join(dir, STARTING), 'utf8').catch(() => '')).trim());
+      if (starter && pidAlive(starter)) {
+        if (Date.now() > claimDeadline)
+          throw new LabError(`guest ${name} is being started by another process`);
+        await sleep(500);
+        continue;
+      }
       await waitReady(st.guest, progress);
+      await writeFile(join(dir, READY), `${new Date().toISOString()}\n`, { mode: 0o600 });
       return st.guest;
     }
     if (st.kind === 'stale') await cleanupGuestDir(dir);
@@ -283,8 +308,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       memMiB,
     };
     await writeFile(join(dir, GUEST_JSON), JSON.stringify(guest, null, 2) + '\n', { mode: 0o600 });
-    await rm(join(dir, STARTING), { force: true });
     await waitReady(guest, progress);
+    await writeFile(join(dir, READY), `${new Date().toISOString()}\n`, { mode: 0o600 });
+    await rm(join(dir, STARTING), { force: true });
     progress?.(`guest ${name} booted in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
     return guest;
   } catch (e) {

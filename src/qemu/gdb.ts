@@ -126,7 +126,9 @@ function toStopReply(p: ParsedStopReply): StopReply {
       p.kind === 'exited' ? `target exited (code ${p.code}): ${p.raw}` : `target terminated: ${p.raw}`,
     );
   }
-  return p.thread !== undefined ? { signal: p.signal, thread: p.thread, raw: p.raw } : { signal: p.signal, raw: p.raw };
+  return p.thread !== undefined
+    ? { signal: p.signal, thread: p.thread, raw: p.raw }
+    : { signal: p.signal, raw: p.raw };
 }
 
 export class GdbClient {
@@ -163,7 +165,13 @@ export class GdbClient {
       const s = net.createConnection({ path: socketPath });
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new GdbTimeoutError(`connect to gdbstub ${socketPath} timed out after ${timeoutMs} ms`, 'connect', timeoutMs));
+        reject(
+          new GdbTimeoutError(
+            `connect to gdbstub ${socketPath} timed out after ${timeoutMs} ms`,
+            'connect',
+            timeoutMs,
+          ),
+        );
       }, timeoutMs);
       s.once('connect', () => {
         clearTimeout(timer);
@@ -280,7 +288,9 @@ export class GdbClient {
   private async sendPacket(payload: string, resumes = false): Promise<void> {
     this.ensureOpen();
     if (this.isRunning) {
-      throw new GdbError(`cannot send ${describe(payload)}: the VM is running (waitForStop or interrupt first)`);
+      throw new GdbError(
+        `cannot send ${describe(payload)}: the VM is running (waitForStop or interrupt first)`,
+      );
     }
     const frame = framePacket(payload);
     for (let attempt = 0; attempt <= MAX_RETRANSMITS; attempt++) {
@@ -305,13 +315,20 @@ export class GdbClient {
       }
       if (r === 'ack') return;
     }
-    throw new GdbError(`gdbstub did not acknowledge ${describe(payload)} after ${MAX_RETRANSMITS + 1} attempts`);
+    throw new GdbError(
+      `gdbstub did not acknowledge ${describe(payload)} after ${MAX_RETRANSMITS + 1} attempts`,
+    );
   }
 
   private nextReply(what: string, timeoutMs = this.timeoutMs): Promise<string> {
     return this.replies.take(
       timeoutMs,
-      () => new GdbTimeoutError(`gdbstub: no reply to ${what} after ${timeoutMs} ms (${this.socketPath})`, what, timeoutMs),
+      () =>
+        new GdbTimeoutError(
+          `gdbstub: no reply to ${what} after ${timeoutMs} ms (${this.socketPath})`,
+          what,
+          timeoutMs,
+        ),
     );
   }
 
@@ -319,7 +336,11 @@ export class GdbClient {
     const parsed = await this.stops.take(
       timeoutMs,
       () =>
-        new GdbTimeoutError(`gdbstub: no stop reply for ${what} after ${timeoutMs} ms (${this.socketPath})`, what, timeoutMs),
+        new GdbTimeoutError(
+          `gdbstub: no stop reply for ${what} after ${timeoutMs} ms (${this.socketPath})`,
+          what,
+          timeoutMs,
+        ),
     );
     return toStopReply(parsed);
   }
@@ -411,7 +432,7 @@ export class GdbClient {
 
   writeMemory(addr: bigint, data: Uint8Array): Promise<void> {
     return this.exclusive(async () => {
-      for (let done = 0; done < data.length; ) {
+      for (let done = 0; done < data.length;) {
         const n = Math.min(MAX_WRITE_CHUNK, data.length - done);
         const a = BigInt.asUintN(64, addr + BigInt(done));
         await this.requestOk(`M${a.toString(16)},${n.toString(16)}:${toHex(data.subarray(done, done + n))}`);

@@ -174,7 +174,9 @@ export async function launchQemu(spec: LaunchSpec): Promise<{ pid: number; argv:
   try {
     code = await new Promise<number | null>((resolve, reject) => {
       const child = spawn(qemu, args, { stdio: ['ignore', log.fd, log.fd], cwd: spec.runDir });
-      child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new QemuError(QEMU_NOT_FOUND) : e));
+      child.on('error', (e: NodeJS.ErrnoException) =>
+        reject(e.code === 'ENOENT' ? new QemuError(QEMU_NOT_FOUND) : e),
+      );
       child.on('exit', (c) => resolve(c));
     });
   } finally {

@@ -33,7 +33,11 @@ export class QmpClient {
   private nextId = 1;
   private readonly pending = new Map<string, Pending>();
   private readonly listeners: ((event: QmpEvent) => void)[] = [];
-  private readonly eventWaiters = new Set<{ name: string; resolve: (d: unknown) => void; reject: (e: Error) => void }>();
+  private readonly eventWaiters = new Set<{
+    name: string;
+    resolve: (d: unknown) => void;
+    reject: (e: Error) => void;
+  }>();
   private closedError?: Error;
   /** Protocol errors seen on the stream (garbage lines, unmatched ids). */
   readonly protocolErrors: QmpError[] = [];
@@ -59,7 +63,13 @@ export class QmpClient {
       const s = net.createConnection({ path: socketPath });
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new TimeoutError(`QMP connect timed out after ${timeoutMs} ms on ${socketPath}`, 'connect', timeoutMs));
+        reject(
+          new TimeoutError(
+            `QMP connect timed out after ${timeoutMs} ms on ${socketPath}`,
+            'connect',
+            timeoutMs,
+          ),
+        );
       }, timeoutMs);
       s.once('connect', () => {
         clearTimeout(timer);
@@ -89,7 +99,11 @@ export class QmpClient {
       const timer = setTimeout(() => {
         this.greetingWaiter = undefined;
         reject(
-          new TimeoutError(`QMP greeting timed out after ${timeoutMs} ms on ${this.socketPath}`, 'greeting', timeoutMs),
+          new TimeoutError(
+            `QMP greeting timed out after ${timeoutMs} ms on ${this.socketPath}`,
+            'greeting',
+            timeoutMs,
+          ),
         );
       }, timeoutMs);
       this.greetingWaiter = {
@@ -158,7 +172,9 @@ export class QmpClient {
     const id = m['id'] === undefined ? undefined : String(m['id']);
     const p = id !== undefined ? this.pending.get(id) : undefined;
     if (!p) {
-      this.protocolError(new QmpError(`QMP reply with unknown id ${JSON.stringify(m['id'])}: ${line.slice(0, 200)}`));
+      this.protocolError(
+        new QmpError(`QMP reply with unknown id ${JSON.stringify(m['id'])}: ${line.slice(0, 200)}`),
+      );
       return;
     }
     this.pending.delete(id!);
@@ -189,7 +205,11 @@ export class QmpClient {
   }
 
   /** Run a QMP command and return its `return` value. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = this.timeoutMs): Promise<T> {
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
     if (this.closedError) {
       return Promise.reject(new QmpError(`QMP ${command}: ${this.closedError.message}`));
     }
@@ -200,7 +220,11 @@ export class QmpClient {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(
-          new TimeoutError(`QMP ${command} timed out after ${timeoutMs} ms on ${this.socketPath}`, command, timeoutMs),
+          new TimeoutError(
+            `QMP ${command} timed out after ${timeoutMs} ms on ${this.socketPath}`,
+            command,
+            timeoutMs,
+          ),
         );
       }, timeoutMs);
       this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
@@ -210,7 +234,11 @@ export class QmpClient {
 
   /** `human-monitor-command`: run an HMP command line and return its text output. */
   async hmp(commandLine: string, timeoutMs = this.timeoutMs): Promise<string> {
-    const out = await this.execute<unknown>('human-monitor-command', { 'command-line': commandLine }, timeoutMs);
+    const out = await this.execute<unknown>(
+      'human-monitor-command',
+      { 'command-line': commandLine },
+      timeoutMs,
+    );
     return typeof out === 'string' ? out : '';
   }
 

@@ -188,7 +188,14 @@ export class BatchBuilder {
     });
     const group = this.currentGroup ?? this.nextGroup++;
     const index = this.entries.length;
-    this.entries.push({ call: { nr, args: callArgs }, syscall, path: info.path, group, outBytes, inBytes: inLen });
+    this.entries.push({
+      call: { nr, args: callArgs },
+      syscall,
+      path: info.path,
+      group,
+      outBytes,
+      inBytes: inLen,
+    });
     return new CallRef(this, index, syscall, info.path);
   }
 

@@ -129,7 +129,8 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array {
 
 function positiveInt(n: number | undefined, fallback: number, what: string): number {
   if (n === undefined) return fallback;
-  if (!Number.isSafeInteger(n) || n <= 0) throw new RangeError(`${what} must be a positive integer, got ${n}`);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new RangeError(`${what} must be a positive integer, got ${n}`);
   return n;
 }
 
@@ -173,7 +174,10 @@ export class SyscallApi {
     paths: readonly (string | FileReadRequest)[],
     options: ReadFilesOptions = {},
   ): Promise<FileReadResult[]> {
-    const defaultChunk = Math.min(positiveInt(options.chunkSize, DEFAULT_READ_CHUNK, 'chunkSize'), MAX_READ_CALL);
+    const defaultChunk = Math.min(
+      positiveInt(options.chunkSize, DEFAULT_READ_CHUNK, 'chunkSize'),
+      MAX_READ_CALL,
+    );
     const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
     interface State {
       result: FileReadResult;
@@ -299,7 +303,8 @@ export class SyscallApi {
           const take = (data: Uint8Array) => {
             for (const d of decodeDirents64(data)) {
               last = d.off;
-              if (d.name !== '.' && d.name !== '..') s.entries.push({ name: d.name, type: d.type, ino: d.ino });
+              if (d.name !== '.' && d.name !== '..')
+                s.entries.push({ name: d.name, type: d.type, ino: d.ino });
             }
           };
           const r1 = g1.result();
@@ -320,7 +325,10 @@ export class SyscallApi {
           take(r2.data);
           if (last === undefined || last === s.resume) {
             // The cookie did not move: resuming would repeat the same entries forever.
-            s.result.error = new StructDecodeError('linux_dirent64', `${s.result.path}: directory offset stuck`);
+            s.result.error = new StructDecodeError(
+              'linux_dirent64',
+              `${s.result.path}: directory offset stuck`,
+            );
             return;
           }
           s.resume = last;

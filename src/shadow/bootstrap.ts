@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { PhysicalMemory } from '../memory/physical.js';
 import { cpl } from '../qemu/x86-regs.js';
-import { catchUserContext } from './catch-user.js';
+import { catchUserContext, stats as catchStats } from './catch-user.js';
 import type { GuestDebugger } from './debugger.js';
 import { hex, type JournalStore } from './journal.js';
 import { CONTROL, ENTRY, LAYOUT, SHADOW_COMM } from './layout.js';
@@ -57,7 +57,9 @@ export async function createShadow(
 
   const victim = new Victim(dbg, ctx.thread, ctx.regs, marker);
   await victim.arm();
-  opts.progress(`borrowing pid ${victimPid} to start the shadow`);
+  opts.progress(
+    `borrowing pid ${victimPid} to start the shadow (${catchStats.entryStops} entry stops, ${catchStats.returnStops} return stops, ${catchStats.refused} refused)`,
+  );
   journal.save({ lstar, victim: { ...victimRecord(victim), pendingMmap: true } });
   const scratchRet = await victim.syscall(NR.mmap, [
     0n,

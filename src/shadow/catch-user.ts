@@ -12,6 +12,9 @@ export interface UserContext {
 
 export class CatchTimeoutError extends Error {}
 
+/** What the last catch cost (for diagnostics and the benchmark). */
+export const stats = { entryStops: 0, returnStops: 0, refused: 0 };
+
 /**
  * Stops some task in user mode without symbols or an agent: a breakpoint on the syscall
  * entry reveals, in rcx, where the caller resumes; a breakpoint there, filtered by the
@@ -29,6 +32,9 @@ export async function catchUserContext(
   const waiting = new Map<string, bigint>(); // "cr3:rsp" -> return address
   const refused = new Set<bigint>(); // CR3s of tasks accept() turned down
   const armedReturns = new Set<bigint>();
+  stats.entryStops = 0;
+  stats.returnStops = 0;
+  stats.refused = 0;
   await dbg.addBreakpoint(lstar);
   try {
     for (;;) {
@@ -37,6 +43,7 @@ export async function catchUserContext(
       const stop = await dbg.run(left);
       const r = stop.regs;
       if (r.rip === lstar) {
+        stats.entryStops++;
         if (NO_RETURN.has(Number(r.rax)) || refused.has(r.cr3)) continue;
         waiting.set(`${r.cr3}:${r.rsp}`, r.rcx);
         if (!armedReturns.has(r.rcx)) {
@@ -45,6 +52,7 @@ export async function catchUserContext(
         }
         continue;
       }
+      stats.returnStops++;
       if (cpl(r) !== 3 || waiting.get(`${r.cr3}:${r.rsp}`) !== r.rip) continue; // someone else at that address
       // Quiet the guest while accept() looks at this task: only its return address stays armed.
       await dbg.removeBreakpoint(lstar);
@@ -55,6 +63,7 @@ export async function catchUserContext(
       const ctx = { thread: stop.thread, regs: r };
       if (await accept(ctx)) return ctx;
       refused.add(r.cr3);
+      stats.refused++;
       await dbg.addBreakpoint(lstar);
     }
   } finally {

@@ -1,5 +1,5 @@
 import type { PhysicalMemory } from '../memory/physical.js';
-import { readVirtual, translateRange, writeVirtual } from '../memory/page-walk.js';
+import { PageWalkError, readVirtual, translateRange } from '../memory/page-walk.js';
 import { CONTROL, LAYOUT } from './layout.js';
 
 export class ShadowLostError extends Error {}
@@ -21,12 +21,26 @@ export class ShadowHandle {
   ) {}
 
   async read(offset: number, length: number): Promise<Buffer> {
-    return readVirtual(this.mem, this.cr3, this.cr4, this.base + BigInt(offset), length);
+    return this.lost(() => readVirtual(this.mem, this.cr3, this.cr4, this.base + BigInt(offset), length));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
-    const chunks = await translateRange(this.mem, this.cr3, this.cr4, this.base + BigInt(offset), data.length, true);
+    const chunks = await this.lost(() =>
+      translateRange(this.mem, this.cr3, this.cr4, this.base + BigInt(offset), data.length, true),
+    );
     for (const c of chunks) await this.mem.write(c.paddr, data.subarray(c.offset, c.offset + c.length));
+  }
+
+  /** A page walk that fails means the shadow's address space is gone (or being torn down). */
+  private async lost<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof PageWalkError) {
+        throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: ${err.message}`);
+      }
+      throw err;
+    }
   }
 
   async readControl(word: keyof typeof CONTROL): Promise<bigint> {
@@ -36,7 +50,7 @@ export class ShadowHandle {
   async writeControl(word: keyof typeof CONTROL, value: bigint): Promise<void> {
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(BigInt.asUintN(64, value));
-    await writeVirtual(this.mem, this.cr3, this.cr4, this.base + BigInt(LAYOUT.control + CONTROL[word]), b);
+    await this.write(LAYOUT.control + CONTROL[word], b);
   }
 
   /**
@@ -44,13 +58,10 @@ export class ShadowHandle {
    * carrying the marker and the pid it wrote. Throws ShadowLostError otherwise.
    */
   async verify(): Promise<void> {
-    let ctl: Buffer;
-    try {
-      await translateRange(this.mem, this.cr3, this.cr4, this.base + BigInt(LAYOUT.control), 4096, true);
-      ctl = await this.read(LAYOUT.control, 0x100);
-    } catch (err) {
-      throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: ${(err as Error).message}`);
-    }
+    await this.lost(() =>
+      translateRange(this.mem, this.cr3, this.cr4, this.base + BigInt(LAYOUT.control), 4096, true),
+    );
+    const ctl = await this.read(LAYOUT.control, 0x100);
     if (ctl.readBigUInt64LE(CONTROL.marker) !== this.marker) {
       throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: its control page no longer carries its marker`);
     }

@@ -83,11 +83,17 @@ export class DoorbellTransport implements Transport {
 
   async dismiss(timeoutMs: number): Promise<void> {
     await this.shadow.writeControl('command', 1n);
-    await this.poll(
-      async () => (await this.shadow.readControl('state')) === BigInt(SHADOW_STATE.exiting),
-      timeoutMs,
-      'exit',
-    );
+    // Once it exits its page tables go away: that, too, is the answer.
+    const exited = async (): Promise<boolean> => {
+      try {
+        await this.shadow.verify();
+        return (await this.shadow.readControl('state')) === BigInt(SHADOW_STATE.exiting);
+      } catch (err) {
+        if (err instanceof ShadowLostError) return true;
+        throw err;
+      }
+    };
+    await this.poll(exited, timeoutMs, 'exit');
   }
 
   private async poll(done: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {

@@ -43,7 +43,7 @@ describe('lab guest', () => {
   it('runs commands on the console with exit status', async () => {
     expect(await con.run('echo hello; echo world')).toEqual({ output: 'hello\nworld\n', status: 0 });
     expect((await con.run('exit 3')).status).toBe(3);
-    expect((await con.run("printf 'a\\047b \"q\"\\n'")).output).toBe('a\'b "q"\n');
+    expect((await con.run('printf \'a\\047b "q"\\n\'')).output).toBe('a\'b "q"\n');
     const [a, b] = await Promise.all([con.run('echo one'), con.run('echo two')]);
     expect(a.output).toBe('one\n');
     expect(b.output).toBe('two\n');
@@ -97,7 +97,9 @@ describe('lab guest', () => {
     expect(list.stdout).toMatch(new RegExp(`^${NAME}\\s+${guest.pid}\\s`, 'm'));
     const status = await run('node', [BIN, 'lab:status', '--name', NAME, '--json']);
     expect(JSON.parse(status.stdout).pid).toBe(guest.pid);
-    await expect(run('node', [BIN, 'lab:status', '--name', 'no-such-guest'])).rejects.toMatchObject({ code: 1 });
+    await expect(run('node', [BIN, 'lab:status', '--name', 'no-such-guest'])).rejects.toMatchObject({
+      code: 1,
+    });
   });
 
   it('goes down and cleans up', async () => {

@@ -107,7 +107,14 @@ describe.skipIf(!hasQemu)('QEMU 7.2 QMP + gdbstub clients', () => {
     expect(raw.length).toBe(X86_64_G_SIZE);
     const r = decodeX86Regs(raw);
     const hmp = await qmp.hmp('info registers');
-    console.log('reset regs:', { rip: r.rip, cs: r.cs, cr0: r.cr0, eflags: r.eflags, rdx: r.rdx, efer: r.efer });
+    console.log('reset regs:', {
+      rip: r.rip,
+      cs: r.cs,
+      cr0: r.cr0,
+      eflags: r.eflags,
+      rdx: r.rdx,
+      efer: r.efer,
+    });
     expect(r.rip).toBe(0xfff0n);
     expect(r.cs).toBe(0xf000);
     expect(r.cr0).toBe(0x60000010n);

@@ -27,7 +27,9 @@ describe('framing', () => {
     expect(checksum('OK')).toBe(0x9a);
     expect(framePacket('OK').toString()).toBe('$OK#9a');
     expect(framePacket('g').toString()).toBe('$g#67');
-    expect(framePacket('qSupported:multiprocess+').toString()).toMatch(/^\$qSupported:multiprocess\+#[0-9a-f]{2}$/);
+    expect(framePacket('qSupported:multiprocess+').toString()).toMatch(
+      /^\$qSupported:multiprocess\+#[0-9a-f]{2}$/,
+    );
   });
 
   it('escapes $ # } * and unescapes them back', () => {
@@ -80,12 +82,15 @@ describe('RspParser', () => {
   it('gives the same events fed byte by byte and in random chunks', () => {
     const whole = new RspParser().feed(stream);
     const p1 = new RspParser();
-    const bytes = feedAll(p1, [...stream].map((b) => Buffer.from([b])));
+    const bytes = feedAll(
+      p1,
+      [...stream].map((b) => Buffer.from([b])),
+    );
     expect(bytes).toEqual(whole);
     for (let seed = 1; seed < 50; seed++) {
       let x = seed;
       const chunks: Buffer[] = [];
-      for (let i = 0; i < stream.length; ) {
+      for (let i = 0; i < stream.length;) {
         x = (x * 1103515245 + 12345) & 0x7fffffff;
         const n = 1 + (x % 7);
         chunks.push(stream.subarray(i, i + n));
@@ -130,7 +135,11 @@ describe('reply parsers', () => {
     expect(t.pairs).toEqual({ thread: 'p01.02', swbreak: '' });
     expect(parseStopReply('T02thread:01;')).toMatchObject({ signal: 2, thread: '1' });
     expect(parseStopReply('W00')).toMatchObject({ kind: 'exited', code: 0 });
-    expect(parseStopReply('W01;process:1')).toMatchObject({ kind: 'exited', code: 1, pairs: { process: '1' } });
+    expect(parseStopReply('W01;process:1')).toMatchObject({
+      kind: 'exited',
+      code: 1,
+      pairs: { process: '1' },
+    });
     expect(parseStopReply('X09')).toMatchObject({ kind: 'terminated', signal: 9 });
     expect(() => parseStopReply('OK')).toThrow();
     expect(() => parseStopReply('S05junk')).toThrow();
@@ -155,12 +164,14 @@ describe('reply parsers', () => {
     expect(parseErrorReply('E22')).toBe(0x22);
     expect(parseErrorReply('E.bad thing')).toBe('bad thing');
     expect(parseErrorReply('OK')).toBeUndefined();
-    expect(parseSupported('PacketSize=1000;qXfer:features:read+;vContSupported+;multiprocess+;foo-')).toEqual({
-      PacketSize: '1000',
-      'qXfer:features:read': true,
-      vContSupported: true,
-      multiprocess: true,
-      foo: false,
-    });
+    expect(parseSupported('PacketSize=1000;qXfer:features:read+;vContSupported+;multiprocess+;foo-')).toEqual(
+      {
+        PacketSize: '1000',
+        'qXfer:features:read': true,
+        vContSupported: true,
+        multiprocess: true,
+        foo: false,
+      },
+    );
   });
 });

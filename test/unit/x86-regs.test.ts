@@ -41,7 +41,14 @@ describe('x86-64 g layout (QEMU 7.2)', () => {
     b.writeUInt32LE(0x37f, 316);
     b.writeUInt32LE(0x1f80, 604);
     const r = decodeX86Regs(b);
-    expect(r).toMatchObject({ rdx: 0x60fb1n, rip: 0xfff0n, eflags: 2, cs: 0xf000, cr0: 0x60000010n, efer: 0n });
+    expect(r).toMatchObject({
+      rdx: 0x60fb1n,
+      rip: 0xfff0n,
+      eflags: 2,
+      cs: 0xf000,
+      cr0: 0x60000010n,
+      efer: 0n,
+    });
     expect(cpl(r)).toBe(0);
     expect(longModeActive(r)).toBe(false);
   });

@@ -4,7 +4,10 @@ import { labDown } from '../../lab/lab.js';
 export default class LabDown extends Command {
   static override description = 'Stop a lab guest and remove its run directory and RAM file';
 
-  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --name lab2'];
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --name lab2',
+  ];
 
   static override flags = {
     name: Flags.string({ description: 'guest name', default: 'lab' }),

@@ -4,10 +4,19 @@ import { listLabGuests, type LabGuest } from '../../lab/lab.js';
 function formatGuestTable(guests: readonly LabGuest[]): string {
   const rows = [
     ['NAME', 'PID', 'KERNEL', 'CPUS', 'MEM', 'STARTED'],
-    ...guests.map((g) => [g.name, String(g.pid), g.kernelRelease, String(g.cpus), `${g.memMiB}M`, g.startedAt]),
+    ...guests.map((g) => [
+      g.name,
+      String(g.pid),
+      g.kernelRelease,
+      String(g.cpus),
+      `${g.memMiB}M`,
+      g.startedAt,
+    ]),
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  '))
+    .join('\n');
 }
 
 export default class LabList extends Command {

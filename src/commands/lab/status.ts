@@ -4,7 +4,10 @@ import { findLabGuest } from '../../lab/lab.js';
 export default class LabStatus extends Command {
   static override description = 'Show one lab guest; exits with status 1 when it is not running';
 
-  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json'];
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --json',
+  ];
 
   static override flags = {
     name: Flags.string({ description: 'guest name', default: 'lab' }),

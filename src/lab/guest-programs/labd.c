@@ -127,7 +127,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   if (argc < 2) {
-    fprintf(stderr, "usage: labd worker|tcp-server|tcp-client|udp|unix-server|unix-client|hold ARGS\n");
+    fprintf(stderr, "usage: labd worker|tcp-server|tcp-client|udp|unix-server|unix-client|monitor|hold ARGS\n");
     return 2;
   }
   const char *mode = argv[1];
@@ -173,6 +173,17 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "unix-client")) {
     struct sockaddr_un a = unix_addr(argv[2]);
     hold_connection(AF_UNIX, (struct sockaddr *)&a, sizeof a);
+  } else if (!strcmp(mode, "monitor")) {
+    /* A health agent: rewrites a status file every 100 ms, as real guests' agents and
+       timers do. It keeps the guest from being perfectly idle. */
+    for (unsigned long n = 0;; n++) {
+      int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        dprintf(fd, "beat %lu\n", n);
+        close(fd);
+      }
+      nap_ms(100);
+    }
   } else if (!strcmp(mode, "hold")) {
     for (int i = 2; i < argc; i++) {
       const char *path = argv[i];

@@ -4,7 +4,14 @@
  * and any byte but NUL, so it is delimited by the first '(' and the LAST ')': no field
  * after comm contains a ')'.
  */
-import { excerpt, parseBigIntStrict, parseIntStrict, ProcParseError, toText, type ProcInput } from './common.js';
+import {
+  excerpt,
+  parseBigIntStrict,
+  parseIntStrict,
+  ProcParseError,
+  toText,
+  type ProcInput,
+} from './common.js';
 
 export interface PidStat {
   pid: number;

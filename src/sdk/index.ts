@@ -1,0 +1,80 @@
+/** The public plugin SDK: everything a built-in or third-party plugin imports. */
+export {
+  apiVersion,
+  definePlugin,
+  resolveOptions,
+  createPluginContext,
+  runPlugin,
+  rowCells,
+  PluginDefinitionError,
+  PluginOptionError,
+  type OptionType,
+  type OptionSpec,
+  type OptionSpecs,
+  type OptionValue,
+  type ParsedOptions,
+  type Row,
+  type PluginContext,
+  type PluginSpec,
+  type PluginDefinition,
+  type CreateContextOptions,
+  type RunPluginOptions,
+  type PluginRun,
+} from './plugin.js';
+export {
+  SyscallApi,
+  type FileReadRequest,
+  type ReadFilesOptions,
+  type FileReadResult,
+  type DirEntry,
+  type DirListResult,
+  type ListDirOptions,
+  type ReadlinkResult,
+  type StatxResult,
+  type StatxOptions,
+  type SyscallApiOptions,
+  type SyscallStats,
+} from './syscall-api.js';
+export {
+  BatchBuilder,
+  CallRef,
+  inBytes,
+  outBuffer,
+  cPath,
+  retErrno,
+  type SyscallResult,
+  type ArgSpec,
+  type FdArg,
+  type PathArg,
+  type InArg,
+  type OutArg,
+} from './batch.js';
+export { SyscallError, BatchProtocolError, isVanished } from './errors.js';
+export { ProcFs, PROC_FILE_CHUNK, type TaskId } from './procfs.js';
+export * from './limits.js';
+export type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
+export {
+  UNREADABLE,
+  NOT_AVAILABLE,
+  unreadable,
+  notAvailable,
+  AbsentValue,
+  type ColumnSpec,
+  type ColumnType,
+  type RowValue,
+} from '../output/columns.js';
+export * as flags from '../abi/linux/flags.js';
+export * as proc from '../abi/linux/proc/index.js';
+export { errnoName, errnoMessage } from '../abi/linux/errno.js';
+export { sysno, sysnoOf, syscallName, type SyscallName } from '../abi/linux/syscalls.js';
+export {
+  decodeStatx,
+  decodeUtsname,
+  decodeSysinfo,
+  decodeDirents64,
+  StructDecodeError,
+  type Statx,
+  type Utsname,
+  type Sysinfo,
+  type Dirent64,
+} from '../abi/linux/structs.js';

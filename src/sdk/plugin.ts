@@ -1,0 +1,268 @@
+/**
+ * Plugin definitions: what a plugin declares (name, columns, options) and the context
+ * its `run()` receives. Built-in plugins and third-party packs use exactly this API.
+ */
+import { NOT_AVAILABLE, type ColumnSpec, type RowValue } from '../output/columns.js';
+import type { ResultTable } from '../output/table.js';
+import { ProcFs } from './procfs.js';
+import { SyscallApi, type SyscallApiOptions } from './syscall-api.js';
+import type { SyscallExecutor } from './syscall-types.js';
+
+/** Version of this plugin API. A pack built for another major version is refused on load. */
+export const apiVersion = 1;
+
+export type OptionType = 'boolean' | 'integer' | 'string';
+
+export interface OptionSpec {
+  type: OptionType;
+  /** One line for `--help`. */
+  description: string;
+  /** Accept the option several times; the value is then an array. */
+  multiple?: boolean;
+  /** Value when not given (booleans default to false, multiples to []). */
+  default?: boolean | number | string;
+  /** One-letter short flag. */
+  char?: string;
+}
+
+/** Options keyed by name: `{ pid: { type: 'integer', multiple: true, description: '...' } }` → `--pid`. */
+export type OptionSpecs = Record<string, OptionSpec>;
+
+type BaseValue<T extends OptionType> = T extends 'boolean' ? boolean : T extends 'integer' ? number : string;
+
+/** The parsed value of one option as `run()` sees it. */
+export type OptionValue<S extends OptionSpec> = S['type'] extends 'boolean'
+  ? boolean
+  : S['multiple'] extends true
+    ? BaseValue<S['type']>[]
+    : S extends { default: boolean | number | string }
+      ? BaseValue<S['type']>
+      : BaseValue<S['type']> | undefined;
+
+export type ParsedOptions<O extends OptionSpecs> = { [K in keyof O]: OptionValue<O[K]> };
+
+/** One row: a value for every declared column, keyed by column name. */
+export type Row<C extends readonly ColumnSpec[] = readonly ColumnSpec[]> = {
+  [K in C[number]['name']]: RowValue;
+};
+
+/** What `run()` gets. */
+export interface PluginContext<O = Record<string, unknown>> {
+  /** The guest's syscalls, batched. */
+  sys: SyscallApi;
+  /** /proc helpers. */
+  proc: ProcFs;
+  /** Parsed options. */
+  options: O;
+  /** A short status line for long runs ("reading 300 processes"). */
+  progress(message: string): void;
+  /**
+   * A non-fatal problem: it goes to the table's error list and the run goes on. Use it
+   * with an UNREADABLE cell for "this process's status could not be parsed"; skip rows
+   * silently for processes that vanished (isVanished).
+   */
+  warn(message: string): void;
+  /** Set when the user interrupts; the syscall API checks it before each guest entry. */
+  signal?: AbortSignal;
+}
+
+export interface PluginSpec<C extends readonly ColumnSpec[], O extends OptionSpecs> {
+  /** Volatility-style name: `pslist`, `psaux`, `lsof`. Lowercase, [a-z0-9._-]. */
+  name: string;
+  /** One line. */
+  description: string;
+  /** The plugin's own version (semver). */
+  version: string;
+  columns: C;
+  options?: O;
+  run(ctx: PluginContext<ParsedOptions<O>>): Promise<Row<C>[]> | AsyncIterable<Row<C>>;
+}
+
+export interface PluginDefinition<
+  C extends readonly ColumnSpec[] = readonly ColumnSpec[],
+  O extends OptionSpecs = OptionSpecs,
+> extends PluginSpec<C, O> {
+  /** The SDK apiVersion the plugin was built against. */
+  apiVersion: number;
+  options: O;
+}
+
+/** A plugin definition or option that is not valid. */
+export class PluginDefinitionError extends Error {
+  override name = 'PluginDefinitionError';
+}
+
+/** An option value that does not fit its spec (`--pid abc`). */
+export class PluginOptionError extends Error {
+  override name = 'PluginOptionError';
+}
+
+const NAME_RE = /^[a-z][a-z0-9._-]*$/;
+const OPTION_RE = /^[a-z][a-z0-9-]*$/;
+
+/**
+ * Declares a plugin. Checks the declaration (names, duplicate columns, option specs) and
+ * stamps the SDK apiVersion. Column names and option types flow into `run()`'s types.
+ */
+export function definePlugin<
+  const C extends readonly ColumnSpec[],
+  const O extends OptionSpecs = Record<never, OptionSpec>,
+>(spec: PluginSpec<C, O>): PluginDefinition<C, O> {
+  if (!NAME_RE.test(spec.name)) throw new PluginDefinitionError(`bad plugin name '${spec.name}'`);
+  if (spec.columns.length === 0) throw new PluginDefinitionError(`${spec.name}: no columns`);
+  const seen = new Set<string>();
+  for (const c of spec.columns) {
+    if (seen.has(c.name)) throw new PluginDefinitionError(`${spec.name}: duplicate column '${c.name}'`);
+    seen.add(c.name);
+  }
+  const options = (spec.options ?? {}) as O;
+  for (const [name, o] of Object.entries(options)) {
+    if (!OPTION_RE.test(name)) throw new PluginDefinitionError(`${spec.name}: bad option name '${name}'`);
+    if (!['boolean', 'integer', 'string'].includes(o.type)) {
+      throw new PluginDefinitionError(`${spec.name}: option '${name}' has bad type '${String(o.type)}'`);
+    }
+  }
+  return Object.freeze({ ...spec, options, apiVersion });
+}
+
+function coerce(plugin: string, name: string, spec: OptionSpec, v: unknown): boolean | number | string {
+  const bad = () =>
+    new PluginOptionError(`${plugin}: --${name} expects ${spec.type}, got ${JSON.stringify(v)}`);
+  switch (spec.type) {
+    case 'boolean':
+      if (typeof v === 'boolean') return v;
+      if (v === 'true') return true;
+      if (v === 'false') return false;
+      throw bad();
+    case 'integer': {
+      const n = typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v;
+      if (typeof n === 'number' && Number.isSafeInteger(n)) return n;
+      throw bad();
+    }
+    case 'string':
+      if (typeof v === 'string') return v;
+      if (typeof v === 'number') return String(v);
+      throw bad();
+  }
+}
+
+/**
+ * Turns raw option values (from CLI flags or a JSON object) into the typed options of
+ * `run()`: applies defaults, wraps/validates multiples, converts '42' to 42. Unknown
+ * keys throw PluginOptionError.
+ */
+export function resolveOptions<O extends OptionSpecs>(
+  def: PluginDefinition<readonly ColumnSpec[], O>,
+  raw: Record<string, unknown> = {},
+): ParsedOptions<O> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(raw)) {
+    if (!(key in def.options) && raw[key] !== undefined) {
+      throw new PluginOptionError(`${def.name}: unknown option --${key}`);
+    }
+  }
+  for (const [name, spec] of Object.entries(def.options)) {
+    const v = raw[name];
+    if (spec.multiple && spec.type !== 'boolean') {
+      const list =
+        v === undefined ? (spec.default !== undefined ? [spec.default] : []) : Array.isArray(v) ? v : [v];
+      out[name] = list.map((x) => coerce(def.name, name, spec, x));
+    } else if (v === undefined) {
+      out[name] = spec.type === 'boolean' ? (spec.default ?? false) : spec.default;
+    } else {
+      if (Array.isArray(v)) throw new PluginOptionError(`${def.name}: --${name} given more than once`);
+      out[name] = coerce(def.name, name, spec, v);
+    }
+  }
+  return out as ParsedOptions<O>;
+}
+
+export interface CreateContextOptions<O> {
+  /** Runs the batches inside the guest (the shadow engine, a capture replay, or a fake). */
+  executor: SyscallExecutor;
+  options: O;
+  progress?: (message: string) => void;
+  warn?: (message: string) => void;
+  signal?: AbortSignal;
+  limits?: SyscallApiOptions['limits'];
+}
+
+/** Builds the context a plugin's `run()` receives. */
+export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginContext<O> {
+  const sys = new SyscallApi(opts.executor, { signal: opts.signal, limits: opts.limits });
+  return {
+    sys,
+    proc: new ProcFs(sys),
+    options: opts.options,
+    progress: opts.progress ?? (() => {}),
+    warn: opts.warn ?? (() => {}),
+    signal: opts.signal,
+  };
+}
+
+/** Cells of a row in column order; a column the row lacks becomes NOT_AVAILABLE. */
+export function rowCells(
+  columns: readonly ColumnSpec[],
+  row: Readonly<Record<string, RowValue>>,
+): RowValue[] {
+  return columns.map((c) => {
+    const v = row[c.name];
+    return v === undefined ? NOT_AVAILABLE : v;
+  });
+}
+
+export interface RunPluginOptions {
+  executor: SyscallExecutor;
+  /** Raw option values; resolved with resolveOptions. */
+  options?: Record<string, unknown>;
+  progress?: (message: string) => void;
+  /** Also called for each warning (they are collected into `errors` either way). */
+  warn?: (message: string) => void;
+  signal?: AbortSignal;
+  limits?: SyscallApiOptions['limits'];
+}
+
+/** Result of runPlugin: the table plus how many guest entries it cost. */
+export interface PluginRun {
+  table: ResultTable;
+  runs: number;
+  calls: number;
+}
+
+/**
+ * Runs a plugin to completion and assembles its ResultTable. Warnings become the table's
+ * `errors`; an exception from run() propagates (the command decides how to report it).
+ */
+export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): Promise<PluginRun> {
+  const errors: string[] = [];
+  const options = resolveOptions(def, opts.options);
+  const ctx = createPluginContext({
+    executor: opts.executor,
+    options,
+    progress: opts.progress,
+    warn: (m) => {
+      errors.push(m);
+      opts.warn?.(m);
+    },
+    signal: opts.signal,
+    limits: opts.limits,
+  });
+  const rows: RowValue[][] = [];
+  const produced = def.run(ctx);
+  if (Symbol.asyncIterator in produced) {
+    for await (const r of produced) rows.push(rowCells(def.columns, r));
+  } else {
+    for (const r of await produced) rows.push(rowCells(def.columns, r));
+  }
+  return {
+    table: {
+      plugin: def.name,
+      columns: def.columns.map((c) => ({ ...c })),
+      rows,
+      errors,
+      metadata: { 'plugin.version': def.version, 'sdk.api_version': String(apiVersion) },
+    },
+    runs: ctx.sys.stats.runs,
+    calls: ctx.sys.stats.calls,
+  };
+}

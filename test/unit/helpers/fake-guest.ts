@@ -1,0 +1,326 @@
+/**
+ * TEST DOUBLE. A fake SyscallExecutor that emulates a few syscalls (openat, read,
+ * pread64, close, lseek, getdents64, readlinkat, statx, uname, sysinfo, getpid) over an
+ * in-memory file tree, and records every run() so tests can count guest entries. It
+ * knows nothing about QEMU or the shadow engine; it only honours the executor contract.
+ */
+import {
+  encodeDirents64,
+  SYSINFO_SIZE,
+  UTSNAME_FIELD,
+  UTSNAME_SIZE,
+} from '../../../src/abi/linux/structs.js';
+import { sysno } from '../../../src/abi/linux/syscalls.js';
+import { DEFAULT_BATCH_LIMITS } from '../../../src/sdk/limits.js';
+import type { Call, CallArg, CallResult, SyscallExecutor } from '../../../src/sdk/syscall-types.js';
+
+const ENOENT = 2;
+const EBADF = 9;
+const EACCES = 13;
+const ENOTDIR = 20;
+const EISDIR = 21;
+const EINVAL = 22;
+const ENOSYS = 38;
+const O_DIRECTORY = 0o200000;
+const AT_FDCWD = -100n;
+
+type Content = string | Uint8Array | (() => string | Uint8Array);
+
+interface FileNode {
+  kind: 'file';
+  content: Content;
+  /** errno returned by openat / read for this file. */
+  openErrno?: number;
+  readErrno?: number;
+}
+interface LinkNode {
+  kind: 'link';
+  target: string;
+}
+type Node = FileNode | LinkNode | { kind: 'dir' };
+
+interface OpenFile {
+  path: string;
+  node: Node;
+  pos: number;
+  /** Snapshot of a directory's children at open time. */
+  dirents?: string[];
+}
+
+const enc = new TextEncoder();
+
+export class FakeGuest implements SyscallExecutor {
+  readonly nodes = new Map<string, Node>([['/', { kind: 'dir' }]]);
+  private readonly fds = new Map<number, OpenFile>();
+  private nextFd = 3;
+  /** Calls of every run(), in order. */
+  readonly runs: Call[][] = [];
+  /** Called before each run() with its index (0-based): mutate the tree to simulate the guest changing. */
+  beforeRun?: (index: number) => void;
+  /** Reject runs above these (default: the SDK's own limits) to prove the SDK splits. */
+  limits = { ...DEFAULT_BATCH_LIMITS };
+
+  get runCount(): number {
+    return this.runs.length;
+  }
+
+  get openFds(): number {
+    return this.fds.size;
+  }
+
+  addDir(path: string): this {
+    const parts = path.split('/').filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) {
+      const p = '/' + parts.slice(0, i).join('/');
+      if (!this.nodes.has(p)) this.nodes.set(p, { kind: 'dir' });
+    }
+    return this;
+  }
+
+  addFile(path: string, content: Content, opts: { openErrno?: number; readErrno?: number } = {}): this {
+    this.addDir(path.slice(0, path.lastIndexOf('/')) || '/');
+    this.nodes.set(path, { kind: 'file', content, ...opts });
+    return this;
+  }
+
+  addLink(path: string, target: string): this {
+    this.addDir(path.slice(0, path.lastIndexOf('/')) || '/');
+    this.nodes.set(path, { kind: 'link', target });
+    return this;
+  }
+
+  /** Removes a node and everything below it (a process exiting). */
+  remove(path: string): void {
+    for (const k of [...this.nodes.keys()]) if (k === path || k.startsWith(path + '/')) this.nodes.delete(k);
+  }
+
+  private children(dir: string): string[] {
+    const prefix = dir === '/' ? '/' : dir + '/';
+    const names = new Set<string>();
+    for (const k of this.nodes.keys()) {
+      if (k.startsWith(prefix) && k.length > prefix.length) names.add(k.slice(prefix.length).split('/')[0]);
+    }
+    // Numeric names in numeric order, like /proc.
+    return [...names].sort((a, b) =>
+      /^\d+$/.test(a) && /^\d+$/.test(b) ? Number(a) - Number(b) : a < b ? -1 : 1,
+    );
+  }
+
+  async run(calls: readonly Call[]): Promise<CallResult[]> {
+    this.beforeRun?.(this.runs.length);
+    this.runs.push([...calls]);
+    let out = 0;
+    for (const c of calls) for (const a of c.args) if (a.kind === 'out') out += a.size;
+    if (calls.length > this.limits.maxCalls) throw new Error(`fake: ${calls.length} calls in one run`);
+    if (out > this.limits.maxOutBytes && calls.length > 1)
+      throw new Error(`fake: ${out} out bytes in one run`);
+    const results: CallResult[] = [];
+    for (const c of calls) {
+      const ints = c.args.map((a) => this.intArg(a, results));
+      results.push(this.exec(c, ints));
+    }
+    return results;
+  }
+
+  private intArg(a: CallArg, done: CallResult[]): bigint {
+    if (a.kind === 'int') return a.value;
+    if (a.kind === 'result') {
+      if (a.index >= done.length) throw new Error(`fake: forward result reference ${a.index}`);
+      return done[a.index].ret;
+    }
+    return 0n;
+  }
+
+  private exec(c: Call, ints: bigint[]): CallResult {
+    const outSpecs = c.args.filter((a) => a.kind === 'out');
+    const path = () => {
+      const a = c.args[1];
+      if (a.kind !== 'in') throw new Error('fake: path argument is not in-bytes');
+      const bytes = a.data;
+      if (bytes[bytes.length - 1] !== 0) throw new Error('fake: path not NUL-terminated');
+      return new TextDecoder().decode(bytes.subarray(0, bytes.length - 1));
+    };
+    const fail = (errno: number): CallResult => ({
+      ret: BigInt(-errno),
+      out: outSpecs.map(() => new Uint8Array(0)),
+    });
+    const ok = (ret: bigint | number, data?: Uint8Array): CallResult => ({
+      ret: BigInt(ret),
+      out: outSpecs.map((o) => {
+        if (o.kind !== 'out') return new Uint8Array(0);
+        const buf = new Uint8Array(o.size);
+        if (data) buf.set(data.subarray(0, o.size));
+        return o.keep === 'all' ? buf : buf.subarray(0, Number(ret) > 0 ? Number(ret) : 0);
+      }),
+    });
+    const fdOf = (v: bigint) => this.fds.get(Number(v));
+    const outSize = () => {
+      const o = outSpecs[0];
+      return o && o.kind === 'out' ? o.size : 0;
+    };
+
+    switch (c.nr) {
+      case sysno('openat'): {
+        if (ints[0] !== AT_FDCWD) return fail(EBADF);
+        const p = path();
+        const node = this.nodes.get(p);
+        if (!node) return fail(ENOENT);
+        if (node.kind === 'file' && node.openErrno) return fail(node.openErrno);
+        const flags = Number(ints[2]);
+        if (flags & O_DIRECTORY && node.kind !== 'dir') return fail(ENOTDIR);
+        const fd = this.nextFd++;
+        const f: OpenFile = { path: p, node, pos: 0 };
+        if (node.kind === 'dir') f.dirents = ['.', '..', ...this.children(p)];
+        this.fds.set(fd, f);
+        return ok(fd);
+      }
+      case sysno('close'):
+        return this.fds.delete(Number(ints[0])) ? ok(0) : fail(EBADF);
+      case sysno('read'):
+      case sysno('pread64'): {
+        const f = fdOf(ints[0]);
+        if (!f) return fail(EBADF);
+        if (f.node.kind === 'dir') return fail(EISDIR);
+        if (f.node.kind !== 'file') return fail(EINVAL);
+        if (f.node.readErrno) return fail(f.node.readErrno);
+        const raw = typeof f.node.content === 'function' ? f.node.content() : f.node.content;
+        const bytes = typeof raw === 'string' ? enc.encode(raw) : raw;
+        const count = Math.min(Number(ints[2]), outSize());
+        const pos = c.nr === sysno('pread64') ? Number(ints[3]) : f.pos;
+        const chunk = bytes.subarray(Math.min(pos, bytes.length), Math.min(pos + count, bytes.length));
+        if (c.nr === sysno('read')) f.pos += chunk.length;
+        return ok(chunk.length, chunk);
+      }
+      case sysno('lseek'): {
+        const f = fdOf(ints[0]);
+        if (!f) return fail(EBADF);
+        if (ints[2] !== 0n) return fail(EINVAL);
+        f.pos = Number(ints[1]);
+        return ok(f.pos);
+      }
+      case sysno('getdents64'): {
+        const f = fdOf(ints[0]);
+        if (!f) return fail(EBADF);
+        if (!f.dirents) return fail(ENOTDIR);
+        const count = Math.min(Number(ints[2]), outSize());
+        const recs: Uint8Array[] = [];
+        let used = 0;
+        while (f.pos < f.dirents.length) {
+          const name = f.dirents[f.pos];
+          const child = f.path === '/' ? '/' + name : `${f.path}/${name}`;
+          const node = this.nodes.get(child);
+          const type =
+            name === '.' || name === '..' || node?.kind === 'dir' ? 4 : node?.kind === 'link' ? 10 : 8;
+          const rec = encodeDirents64([{ ino: BigInt(f.pos + 100), off: BigInt(f.pos + 1), type, name }]);
+          if (used + rec.length > count) break;
+          recs.push(rec);
+          used += rec.length;
+          f.pos++;
+        }
+        if (recs.length === 0 && f.pos < f.dirents.length) return fail(EINVAL);
+        const data = new Uint8Array(used);
+        let p = 0;
+        for (const r of recs) {
+          data.set(r, p);
+          p += r.length;
+        }
+        return ok(used, data);
+      }
+      case sysno('readlinkat'): {
+        const node = this.nodes.get(path());
+        if (!node) return fail(ENOENT);
+        if (node.kind !== 'link') return fail(EINVAL);
+        const t = enc.encode(node.target).subarray(0, outSize());
+        return ok(t.length, t);
+      }
+      case sysno('statx'): {
+        const node = this.nodes.get(path());
+        if (!node) return fail(ENOENT);
+        if (node.kind === 'file' && node.openErrno === EACCES) return fail(EACCES);
+        const buf = new Uint8Array(256);
+        const dv = new DataView(buf.buffer);
+        dv.setUint32(0, 0x7ff, true);
+        const mode = node.kind === 'dir' ? 0o040755 : node.kind === 'link' ? 0o120777 : 0o100644;
+        dv.setUint16(28, mode, true);
+        if (node.kind === 'file') {
+          const raw = typeof node.content === 'function' ? node.content() : node.content;
+          dv.setBigUint64(40, BigInt(typeof raw === 'string' ? enc.encode(raw).length : raw.length), true);
+        }
+        return ok(0, buf);
+      }
+      case sysno('uname'): {
+        const buf = new Uint8Array(UTSNAME_SIZE);
+        ['Linux', 'fakeguest', '6.1.0-fake', '#1 SMP', 'x86_64', '(none)'].forEach((s, i) =>
+          buf.set(enc.encode(s), i * UTSNAME_FIELD),
+        );
+        return ok(0, buf);
+      }
+      case sysno('sysinfo'): {
+        const buf = new Uint8Array(SYSINFO_SIZE);
+        const dv = new DataView(buf.buffer);
+        dv.setBigInt64(0, 1234n, true);
+        dv.setBigUint64(8, 65536n, true);
+        dv.setBigUint64(32, 1000n, true);
+        dv.setUint16(80, 42, true);
+        dv.setUint32(104, 4096, true);
+        return ok(0, buf);
+      }
+      case sysno('getpid'):
+        return ok(4242);
+      default:
+        return fail(ENOSYS);
+    }
+  }
+}
+
+/** A /proc/PID/stat line like the kernel writes it. */
+export function fakeStat(
+  pid: number,
+  comm: string,
+  opts: { ppid?: number; state?: string; threads?: number; start?: number } = {},
+): string {
+  const { ppid = 1, state = 'S', threads = 1, start = 1000 + pid } = opts;
+  return (
+    `${pid} (${comm}) ${state} ${ppid} ${pid} ${pid} 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 ${threads} 0 ${start} ` +
+    `12345678 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n`
+  );
+}
+
+/** A /proc/PID/status like the kernel writes it (abridged). */
+export function fakeStatus(
+  pid: number,
+  comm: string,
+  opts: { uid?: number[]; gid?: number[]; ppid?: number } = {},
+): string {
+  const { uid = [0, 0, 0, 0], gid = [0, 0, 0, 0], ppid = 1 } = opts;
+  return (
+    `Name:\t${comm}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t${pid}\nNgid:\t0\nPid:\t${pid}\nPPid:\t${ppid}\n` +
+    `TracerPid:\t0\nUid:\t${uid.join('\t')}\nGid:\t${gid.join('\t')}\nFDSize:\t64\nGroups:\t\n` +
+    `VmPeak:\t    1000 kB\nVmSize:\t    1000 kB\nThreads:\t1\nSigQ:\t0/1000\n`
+  );
+}
+
+/** A FakeGuest with /proc/stat, /proc/uptime and `n` processes (pids 1..n). */
+export function fakeProcGuest(n: number, btime = 1700000000): FakeGuest {
+  const g = new FakeGuest();
+  g.addFile('/proc/stat', `cpu  1 2 3 4\ncpu0 1 2 3 4\nintr 0\nctxt 10\nbtime ${btime}\nprocesses ${n}\n`);
+  g.addFile('/proc/uptime', '100.50 180.25\n');
+  g.addFile('/proc/meminfo', 'MemTotal: 1 kB\n');
+  g.addDir('/proc/sys');
+  g.addLink('/proc/self', '4242');
+  for (let pid = 1; pid <= n; pid++) addFakeProcess(g, pid, `proc${pid}`);
+  return g;
+}
+
+export function addFakeProcess(g: FakeGuest, pid: number, comm: string, tids: number[] = [pid]): void {
+  g.addFile(`/proc/${pid}/stat`, fakeStat(pid, comm, { threads: tids.length }));
+  g.addFile(
+    `/proc/${pid}/status`,
+    fakeStatus(pid, comm, { uid: [1000, 1001, 1002, 1003], gid: [100, 101, 102, 103] }),
+  );
+  g.addFile(`/proc/${pid}/cmdline`, `${comm}\0--flag\0`);
+  for (const tid of tids) {
+    g.addFile(`/proc/${pid}/task/${tid}/stat`, fakeStat(tid, comm, { threads: tids.length }));
+    g.addFile(`/proc/${pid}/task/${tid}/status`, fakeStatus(tid, comm));
+  }
+}

@@ -1,0 +1,177 @@
+import { describe, expect, it } from 'vitest';
+import { AbsentValue, UNREADABLE } from '../../src/output/columns.js';
+import { builtinPlugins, findPlugin } from '../../src/plugins/index.js';
+import { pslist } from '../../src/plugins/pslist.js';
+import {
+  apiVersion,
+  definePlugin,
+  PluginDefinitionError,
+  PluginOptionError,
+  resolveOptions,
+  runPlugin,
+} from '../../src/sdk/index.js';
+import { addFakeProcess, fakeProcGuest, fakeStat } from './helpers/fake-guest.js';
+
+const col = (name: string) => pslist.columns.findIndex((c) => c.name === name);
+
+describe('definePlugin and options', () => {
+  const demo = definePlugin({
+    name: 'demo',
+    description: 'demo',
+    version: '0.0.1',
+    columns: [{ name: 'A', type: 'int32' }],
+    options: {
+      pid: { type: 'integer', multiple: true, description: 'pids' },
+      all: { type: 'boolean', description: 'all' },
+      name: { type: 'string', description: 'name' },
+      depth: { type: 'integer', default: 3, description: 'depth' },
+    },
+    async run(ctx) {
+      // Compile-time checks of the inferred option types.
+      const pids: number[] = ctx.options.pid;
+      const all: boolean = ctx.options.all;
+      const name: string | undefined = ctx.options.name;
+      const depth: number = ctx.options.depth;
+      return [{ A: pids.length + (all ? 1 : 0) + (name ? 1 : 0) + depth }];
+    },
+  });
+
+  it('stamps the API version and validates declarations', () => {
+    expect(demo.apiVersion).toBe(apiVersion);
+    expect(apiVersion).toBe(1);
+    const base = { description: 'd', version: '1', run: async () => [] };
+    expect(() =>
+      definePlugin({ ...base, name: 'Bad Name', columns: [{ name: 'A', type: 'int32' }] }),
+    ).toThrow(PluginDefinitionError);
+    expect(() =>
+      definePlugin({
+        ...base,
+        name: 'dup',
+        columns: [
+          { name: 'A', type: 'int32' },
+          { name: 'A', type: 'utf8' },
+        ],
+      }),
+    ).toThrow(/duplicate column/);
+  });
+
+  it('resolves raw option values', () => {
+    expect(resolveOptions(demo, {})).toEqual({ pid: [], all: false, name: undefined, depth: 3 });
+    expect(resolveOptions(demo, { pid: ['1', 2], all: true, name: 'x', depth: '5' })).toEqual({
+      pid: [1, 2],
+      all: true,
+      name: 'x',
+      depth: 5,
+    });
+    expect(resolveOptions(demo, { pid: 7 }).pid).toEqual([7]);
+    expect(() => resolveOptions(demo, { pid: ['abc'] })).toThrow(PluginOptionError);
+    expect(() => resolveOptions(demo, { depth: [1, 2] })).toThrow(PluginOptionError);
+    expect(() => resolveOptions(demo, { bogus: 1 })).toThrow(/unknown option --bogus/);
+  });
+
+  it('registry', () => {
+    expect(builtinPlugins.map((p) => p.name)).toContain('pslist');
+    expect(findPlugin('PSLIST')).toBe(pslist);
+    expect(findPlugin('nope')).toBeUndefined();
+  });
+});
+
+describe('pslist', () => {
+  it('lists 300 processes in at most 4 guest entries', async () => {
+    const g = fakeProcGuest(300);
+    const { table, runs } = await runPlugin(pslist, { executor: g });
+    expect(runs).toBeLessThanOrEqual(4);
+    expect(g.runCount).toBe(runs);
+    expect(table.rows).toHaveLength(300);
+    expect(table.errors).toEqual([]);
+    expect(table.columns.map((c) => c.name)).toEqual([
+      'PID',
+      'TID',
+      'PPID',
+      'COMM',
+      'UID',
+      'GID',
+      'EUID',
+      'EGID',
+      'CREATION TIME',
+      'STATE',
+      'THREADS',
+    ]);
+    const r = table.rows[41];
+    expect(r[col('PID')]).toBe(42);
+    expect(r[col('TID')]).toBe(42);
+    expect(r[col('PPID')]).toBe(1);
+    expect(r[col('COMM')]).toBe('proc42');
+    expect([r[col('UID')], r[col('EUID')], r[col('GID')], r[col('EGID')]]).toEqual([1000, 1001, 100, 101]);
+    expect(r[col('STATE')]).toBe('S');
+    expect(r[col('THREADS')]).toBe(1);
+    // btime 1700000000 s + starttime (1000 + 42) ticks / 100.
+    expect((r[col('CREATION TIME')] as Date).getTime()).toBe(1700000000_000 + 10_420);
+    expect(g.openFds).toBe(0);
+  });
+
+  it('skips processes that vanish between listing and reading', async () => {
+    const g = fakeProcGuest(10);
+    g.beforeRun = (i) => {
+      if (i === 1) {
+        g.remove('/proc/3');
+        g.remove('/proc/7/status'); // exited between the two reads
+      }
+    };
+    const { table } = await runPlugin(pslist, { executor: g });
+    expect(table.rows.map((r) => r[col('PID')])).toEqual([1, 2, 4, 5, 6, 8, 9, 10]);
+    expect(table.errors).toEqual([]);
+  });
+
+  it('keeps a row with UNREADABLE cells for garbage content, and reports it', async () => {
+    const g = fakeProcGuest(5);
+    g.addFile('/proc/2/stat', 'garbage without parens');
+    g.addFile('/proc/4/status', 'Name:\tx\nUid:\tnot numbers\n');
+    g.addFile('/proc/5/status', 'x', { openErrno: 13 });
+    const { table } = await runPlugin(pslist, { executor: g });
+    expect(table.rows).toHaveLength(5);
+    const row2 = table.rows[1];
+    expect(row2[col('PID')]).toBe(2);
+    expect(row2[col('COMM')]).toBeInstanceOf(AbsentValue);
+    expect((row2[col('COMM')] as AbsentValue).kind).toBe(UNREADABLE.kind);
+    expect(row2[col('CREATION TIME')]).toBeInstanceOf(AbsentValue);
+    expect(row2[col('UID')]).toBe(1000);
+    const row4 = table.rows[3];
+    expect(row4[col('COMM')]).toBe('proc4');
+    expect(row4[col('UID')]).toBeInstanceOf(AbsentValue);
+    expect(table.rows[4][col('EGID')]).toBeInstanceOf(AbsentValue);
+    expect(table.errors).toHaveLength(3);
+    expect(table.errors[0]).toMatch(/^pid 2: \/proc\/2\/stat: /);
+    expect(table.errors[1]).toMatch(/^pid 4: \/proc\/4\/status: Uid/);
+    expect(table.errors[2]).toBe('pid 5: openat /proc/5/status: EACCES');
+  });
+
+  it('reports a broken /proc/stat once and leaves creation times unreadable', async () => {
+    const g = fakeProcGuest(3);
+    g.addFile('/proc/stat', 'cpu 1 2 3\n');
+    const { table } = await runPlugin(pslist, { executor: g });
+    expect(table.rows).toHaveLength(3);
+    expect(table.rows.every((r) => r[col('CREATION TIME')] instanceof AbsentValue)).toBe(true);
+    expect(table.errors).toEqual(['creation times unavailable: /proc/stat: no btime line']);
+  });
+
+  it('filters by --pid without listing /proc', async () => {
+    const g = fakeProcGuest(50);
+    const { table, runs } = await runPlugin(pslist, { executor: g, options: { pid: [7, 3, 999] } });
+    expect(table.rows.map((r) => r[col('PID')])).toEqual([3, 7]);
+    expect(runs).toBe(1);
+  });
+
+  it('lists threads with --threads in a constant number of entries', async () => {
+    const g = fakeProcGuest(200);
+    addFakeProcess(g, 500, 'multi', [500, 501, 502]);
+    g.addFile('/proc/500/task/502/stat', fakeStat(502, 'worker', { threads: 3 }));
+    const { table, runs } = await runPlugin(pslist, { executor: g, options: { threads: true } });
+    expect(runs).toBeLessThanOrEqual(6);
+    expect(table.rows).toHaveLength(203);
+    const multi = table.rows.filter((r) => r[col('PID')] === 500);
+    expect(multi.map((r) => r[col('TID')])).toEqual([500, 501, 502]);
+    expect(multi[2][col('COMM')]).toBe('worker');
+    expect(multi[0][col('THREADS')]).toBe(3);
+  });
+});
