@@ -27,7 +27,10 @@ export function parsePluginArgs(
     }
     if (!current) throw new PluginArgsError(`option ${token} comes before any plugin name`);
     const m = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/s.exec(token);
-    if (!m) throw new PluginArgsError(`${current.plugin.name}: cannot read option '${token}' (use --name or --name=value)`);
+    if (!m)
+      throw new PluginArgsError(
+        `${current.plugin.name}: cannot read option '${token}' (use --name or --name=value)`,
+      );
     const [, name, inline] = m;
     const spec = current.plugin.options[name];
     if (!spec) {
@@ -47,7 +50,8 @@ export function parsePluginArgs(
     }
     const previous = current.options[name];
     if (spec.multiple) current.options[name] = [...((previous as unknown[] | undefined) ?? []), value];
-    else if (previous !== undefined) throw new PluginArgsError(`${current.plugin.name}: --${name} given more than once`);
+    else if (previous !== undefined)
+      throw new PluginArgsError(`${current.plugin.name}: --${name} given more than once`);
     else current.options[name] = value;
   }
   return requests;

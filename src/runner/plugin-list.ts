@@ -11,7 +11,9 @@ export function describePlugins(plugins: readonly PluginDefinition[]): string {
     if (opts.length) {
       lines.push('  options:');
       for (const [name, o] of opts) {
-        lines.push(`    --${name}${o.type === 'boolean' ? '' : ` <${o.type}>`}${o.multiple ? ' (repeatable)' : ''}  ${o.description}`);
+        lines.push(
+          `    --${name}${o.type === 'boolean' ? '' : ` <${o.type}>`}${o.multiple ? ' (repeatable)' : ''}  ${o.description}`,
+        );
       }
     }
     lines.push('');

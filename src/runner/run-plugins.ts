@@ -31,7 +31,10 @@ export async function runPluginsOnGuest(
   requests: readonly PluginRequest[],
   opts: RunOnGuestOptions = {},
 ): Promise<PluginsRun> {
-  const session = await RedirectSession.attach(guest, { transport: opts.transport, onProgress: opts.progress });
+  const session = await RedirectSession.attach(guest, {
+    transport: opts.transport,
+    onProgress: opts.progress,
+  });
   const tables: ResultTable[] = [];
   const pluginMs: Record<string, number> = {};
   try {

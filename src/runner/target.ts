@@ -17,7 +17,9 @@ export async function resolveLiveTarget(opts: LiveTargetOptions): Promise<LabGue
   const running = await findLabGuest(name);
   if (running) return running;
   if (opts.guest !== undefined && opts.guest !== DEFAULT_LAB_NAME) {
-    throw new TargetError(`no running lab guest named '${name}': start it with \`vmi lab up --name ${name}\` (see \`vmi lab list\`)`);
+    throw new TargetError(
+      `no running lab guest named '${name}': start it with \`vmi lab up --name ${name}\` (see \`vmi lab list\`)`,
+    );
   }
   opts.progress?.(`lab guest '${name}' is not running: booting it`);
   return labUp({ name, onProgress: opts.progress });

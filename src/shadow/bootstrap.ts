@@ -76,7 +76,14 @@ export async function createShadow(
     throw new BootstrapError(`mmap of the scratch region in pid ${victimPid} failed (errno ${-scratchRet})`);
   }
   const base = scratchRet;
-  const shadowRecord = { pid: 0, cr3: '0x0', cr4: '0x0', base: hex(base), marker: hex(marker), transport: 'trap' as const };
+  const shadowRecord = {
+    pid: 0,
+    cr3: '0x0',
+    cr4: '0x0',
+    base: hex(base),
+    marker: hex(marker),
+    transport: 'trap' as const,
+  };
   journal.save({ lstar, victim: { ...victimRecord(victim), scratch: hex(base) }, shadow: shadowRecord });
 
   // Code goes in through the gdbstub (virtual, in the victim's address space) before it
@@ -91,14 +98,22 @@ export async function createShadow(
   }
 
   opts.progress('forking the shadow');
-  await victim.runCode(base + BigInt(ENTRY.bootstrap), base + BigInt(LAYOUT.victimStackTop), base + BigInt(ENTRY.bootstrapDone));
-  const bootResult = BigInt.asIntN(64, (await dbg.gdb.readMemory(base + BigInt(LAYOUT.control + CONTROL.bootResult), 8)).readBigUInt64LE(0));
+  await victim.runCode(
+    base + BigInt(ENTRY.bootstrap),
+    base + BigInt(LAYOUT.victimStackTop),
+    base + BigInt(ENTRY.bootstrapDone),
+  );
+  const bootResult = BigInt.asIntN(
+    64,
+    (await dbg.gdb.readMemory(base + BigInt(LAYOUT.control + CONTROL.bootResult), 8)).readBigUInt64LE(0),
+  );
   const unmapped = await victim.syscall(NR.munmap, [base, BigInt(LAYOUT.size)]);
   await victim.restore();
   await dbg.removeAllBreakpoints();
   dbg.forgetLastStop();
   journal.save({ lstar, shadow: shadowRecord });
-  if (unmapped !== 0n) opts.progress(`warning: munmap of the scratch region in pid ${victimPid} returned ${unmapped}`);
+  if (unmapped !== 0n)
+    opts.progress(`warning: munmap of the scratch region in pid ${victimPid} returned ${unmapped}`);
   if (bootResult < 0n) {
     journal.save({ lstar });
     throw new BootstrapError(`clone in pid ${victimPid} failed (errno ${-bootResult})`);

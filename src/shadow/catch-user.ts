@@ -2,7 +2,9 @@ import { cpl, type X86Regs } from '../qemu/x86-regs.js';
 import type { GuestDebugger } from './debugger.js';
 
 /** Syscalls that never return to the instruction after `syscall`. */
-const NO_RETURN = new Set([15 /* rt_sigreturn */, 59 /* execve */, 60 /* exit */, 231 /* exit_group */, 322 /* execveat */]);
+const NO_RETURN = new Set([
+  15 /* rt_sigreturn */, 59 /* execve */, 60 /* exit */, 231 /* exit_group */, 322 /* execveat */,
+]);
 
 export interface UserContext {
   thread: string;
@@ -39,7 +41,8 @@ export async function catchUserContext(
   try {
     for (;;) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new CatchTimeoutError(`no guest task returned to user mode within ${timeoutMs} ms`);
+      if (left <= 0)
+        throw new CatchTimeoutError(`no guest task returned to user mode within ${timeoutMs} ms`);
       const stop = await dbg.run(left);
       const r = stop.regs;
       if (r.rip === lstar) {

@@ -93,7 +93,8 @@ export class GuestDebugger {
     const reply = await this.gdb.singleStep(5000);
     const stop = await this.stopped(reply);
     if (stop.thread !== thread) return stop;
-    if (stop.regs.rip === rip) throw new Error(`vCPU ${thread} did not leave breakpoint 0x${rip.toString(16)}`);
+    if (stop.regs.rip === rip)
+      throw new Error(`vCPU ${thread} did not leave breakpoint 0x${rip.toString(16)}`);
     return undefined;
   }
 

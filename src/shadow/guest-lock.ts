@@ -21,7 +21,10 @@ export class GuestLock {
   private readonly path: string;
   private held = false;
 
-  constructor(runDir: string, private readonly guest: string) {
+  constructor(
+    runDir: string,
+    private readonly guest: string,
+  ) {
     this.path = join(runDir, 'vmi.lock');
   }
 
@@ -38,7 +41,9 @@ export class GuestLock {
       }
       const owner = Number.parseInt(readFileSync(this.path, 'utf8').trim(), 10);
       if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
-        throw new GuestBusyError(`guest ${this.guest} is being inspected by another vmi (pid ${owner}); wait for it or stop it`);
+        throw new GuestBusyError(
+          `guest ${this.guest} is being inspected by another vmi (pid ${owner}); wait for it or stop it`,
+        );
       }
       rmSync(this.path, { force: true });
     }

@@ -65,7 +65,9 @@ export class JournalStore {
       if (j.version !== 1) throw new Error(`unknown journal version ${String(j.version)}`);
       return j;
     } catch (err) {
-      throw new Error(`redirection journal ${this.path} is unreadable (${(err as Error).message}); inspect it, then delete it`);
+      throw new Error(
+        `redirection journal ${this.path} is unreadable (${(err as Error).message}); inspect it, then delete it`,
+      );
     }
   }
 

@@ -78,7 +78,9 @@ export class RedirectSession implements SyscallExecutor {
     }
     const want = opts.transport ?? 'auto';
     if (want === 'doorbell' && !guest.ramFile) {
-      throw new Error(`the doorbell transport needs a shared RAM file; guest ${guest.name} has none (use --transport trap)`);
+      throw new Error(
+        `the doorbell transport needs a shared RAM file; guest ${guest.name} has none (use --transport trap)`,
+      );
     }
     const transportName: TransportName = want === 'auto' ? (guest.ramFile ? 'doorbell' : 'trap') : want;
 
@@ -92,7 +94,9 @@ export class RedirectSession implements SyscallExecutor {
       gdb = await GdbClient.connect(guest.gdbSocket, { timeoutMs: 5000 });
       // '?' also makes QEMU drop every breakpoint a crashed client left armed.
       await gdb.queryHaltReason();
-      mem = guest.ramFile ? new RamFileMemory(guest.ramFile, guest.ramSize) : new GdbPhysicalMemory(gdb, guest.ramSize);
+      mem = guest.ramFile
+        ? new RamFileMemory(guest.ramFile, guest.ramSize)
+        : new GdbPhysicalMemory(gdb, guest.ramSize);
       const dbg = new GuestDebugger(gdb);
       const previous = journal.load();
       const recovered = previous !== undefined;
@@ -163,7 +167,9 @@ export class RedirectSession implements SyscallExecutor {
     const rets = parseReturnValues(await s.read(LAYOUT.results, batch.count * 8), batch.count);
     const extent = resultExtent(batch, rets);
     const data =
-      extent.end > extent.start ? await s.read(LAYOUT.data + extent.start, extent.end - extent.start) : Buffer.alloc(0);
+      extent.end > extent.start
+        ? await s.read(LAYOUT.data + extent.start, extent.end - extent.start)
+        : Buffer.alloc(0);
     this.stats.batches += 1;
     this.stats.calls += calls.length;
     return decodeResults(batch, rets, data, extent.start);
@@ -252,7 +258,13 @@ async function recover(
           thread: '',
           regs: undefined,
         }));
-        if (regs && stops.includes(regs.rip) && regs.cr3 === saved.cr3 && cpl(regs) === 3 && regs.r15 === marker) {
+        if (
+          regs &&
+          stops.includes(regs.rip) &&
+          regs.cr3 === saved.cr3 &&
+          cpl(regs) === 3 &&
+          regs.r15 === marker
+        ) {
           found = { thread, rax: regs.rax, rip: regs.rip };
         }
       }
@@ -263,7 +275,8 @@ async function recover(
       const victim = new Victim(dbg, found.thread, saved, marker);
       await victim.arm();
       let scratch = v.scratch ? unhex(v.scratch) : undefined;
-      if (!scratch && v.pendingMmap && found.rip === gadgetEnd && BigInt.asIntN(64, found.rax) > 0n) scratch = found.rax;
+      if (!scratch && v.pendingMmap && found.rip === gadgetEnd && BigInt.asIntN(64, found.rax) > 0n)
+        scratch = found.rax;
       if (scratch) await victim.syscall(11, [scratch, BigInt(LAYOUT.size)]);
       await victim.restore();
       await dbg.removeAllBreakpoints();

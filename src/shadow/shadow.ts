@@ -63,7 +63,9 @@ export class ShadowHandle {
     );
     const ctl = await this.read(LAYOUT.control, 0x100);
     if (ctl.readBigUInt64LE(CONTROL.marker) !== this.marker) {
-      throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: its control page no longer carries its marker`);
+      throw new ShadowLostError(
+        `shadow (pid ${this.pid}) is gone: its control page no longer carries its marker`,
+      );
     }
     if (Number(ctl.readBigInt64LE(CONTROL.pid)) !== this.pid) {
       throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: its control page names another pid`);

@@ -48,5 +48,7 @@ async function findSyscallBytes(dbg: GuestDebugger, rip: bigint): Promise<bigint
       if (i >= 0) return page + BigInt(i);
     }
   }
-  throw new SyscallEntryError(`no syscall instruction bytes within ${SCAN_PAGES} pages of rip 0x${rip.toString(16)}`);
+  throw new SyscallEntryError(
+    `no syscall instruction bytes within ${SCAN_PAGES} pages of rip 0x${rip.toString(16)}`,
+  );
 }

@@ -36,7 +36,9 @@ export class TrapTransport implements Transport {
     await this.shadow.writeControl('doorbell', seq);
     await this.runUntil(this.shadow.base + BigInt(ENTRY.batchEnd), timeoutMs, 'batch');
     if ((await this.shadow.readControl('done')) !== seq) {
-      throw new ShadowLostError(`shadow (pid ${this.shadow.pid}) stopped at the end of a batch it did not finish`);
+      throw new ShadowLostError(
+        `shadow (pid ${this.shadow.pid}) stopped at the end of a batch it did not finish`,
+      );
     }
   }
 
@@ -51,7 +53,8 @@ export class TrapTransport implements Transport {
     try {
       for (;;) {
         const left = deadline - Date.now();
-        if (left <= 0) throw new TransportTimeoutError(`shadow did not reach its ${what} end within ${timeoutMs} ms`);
+        if (left <= 0)
+          throw new TransportTimeoutError(`shadow did not reach its ${what} end within ${timeoutMs} ms`);
         const { regs } = await this.dbg.run(left);
         if (regs.rip === addr && regs.cr3 === this.shadow.cr3 && cpl(regs) === 3) return;
       }
@@ -112,11 +115,13 @@ export class DoorbellTransport implements Transport {
           lastBeat = beat;
           lastBeatAt = now;
         } else if (now - lastBeatAt > Math.min(timeoutMs, 3000)) {
-          throw new ShadowLostError(`shadow (pid ${this.shadow.pid}) stopped responding (no heartbeat for ${now - lastBeatAt} ms)`);
+          throw new ShadowLostError(
+            `shadow (pid ${this.shadow.pid}) stopped responding (no heartbeat for ${now - lastBeatAt} ms)`,
+          );
         }
       }
-      if (now - start > timeoutMs) throw new TransportTimeoutError(`shadow did not finish its ${what} within ${timeoutMs} ms`);
+      if (now - start > timeoutMs)
+        throw new TransportTimeoutError(`shadow did not finish its ${what} within ${timeoutMs} ms`);
     }
   }
 }
-

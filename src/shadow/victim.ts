@@ -70,7 +70,8 @@ export class Victim {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new InjectionError(`${what} in the victim did not complete within ${timeoutMs} ms`);
+      if (left <= 0)
+        throw new InjectionError(`${what} in the victim did not complete within ${timeoutMs} ms`);
       const stop = await this.dbg.run(left);
       const r = stop.regs;
       if (r.rip === addr && r.cr3 === this.saved.cr3 && cpl(r) === 3 && r.r15 === this.marker) {

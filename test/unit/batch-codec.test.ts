@@ -18,7 +18,14 @@ describe('batch encoding for the shadow stub', () => {
     const base = 0x7f00_0000_0000n;
     const calls: Call[] = [
       { nr: 257, args: [{ kind: 'int', value: -100n }, path('/proc/1/stat'), { kind: 'int', value: 0n }] },
-      { nr: 0, args: [{ kind: 'result', index: 0 }, { kind: 'out', size: 100, keep: 'ret' }, { kind: 'int', value: 100n }] },
+      {
+        nr: 0,
+        args: [
+          { kind: 'result', index: 0 },
+          { kind: 'out', size: 100, keep: 'ret' },
+          { kind: 'int', value: 100n },
+        ],
+      },
       { nr: 3, args: [{ kind: 'result', index: 0 }] },
     ];
     const b = encodeBatch(calls, base);
@@ -44,7 +51,16 @@ describe('batch encoding for the shadow stub', () => {
   });
 
   it('clamps a return value larger than its buffer and keeps failures negative', () => {
-    const calls: Call[] = [{ nr: 0, args: [{ kind: 'int', value: 3n }, { kind: 'out', size: 8, keep: 'ret' }, { kind: 'int', value: 8n }] }];
+    const calls: Call[] = [
+      {
+        nr: 0,
+        args: [
+          { kind: 'int', value: 3n },
+          { kind: 'out', size: 8, keep: 'ret' },
+          { kind: 'int', value: 8n },
+        ],
+      },
+    ];
     const b = encodeBatch(calls, 0x1000n);
     expect(resultExtent(b, [1_000_000n]).end).toBe(8);
     expect(decodeResults(b, [-2n], Buffer.alloc(0), 0)[0]).toEqual({ ret: -2n, out: [new Uint8Array(0)] });
@@ -60,9 +76,15 @@ describe('batch encoding for the shadow stub', () => {
       { start: 0, end: LAYOUT.maxCalls },
       { start: LAYOUT.maxCalls, end: LAYOUT.maxCalls + 5 },
     ]);
-    const crossing: Call[] = [...many.slice(0, LAYOUT.maxCalls), { nr: 3, args: [{ kind: 'result', index: 0 }] }];
+    const crossing: Call[] = [
+      ...many.slice(0, LAYOUT.maxCalls),
+      { nr: 3, args: [{ kind: 'result', index: 0 }] },
+    ];
     expect(() => splitIntoBatches(crossing)).toThrow(BatchTooLargeError);
-    const forward: Call[] = [{ nr: 3, args: [{ kind: 'result', index: 1 }] }, { nr: 39, args: [] }];
+    const forward: Call[] = [
+      { nr: 3, args: [{ kind: 'result', index: 1 }] },
+      { nr: 39, args: [] },
+    ];
     expect(() => splitIntoBatches(forward)).toThrow(/not an earlier call/);
     const huge: Call[] = [{ nr: 0, args: [{ kind: 'out', size: LAYOUT.size, keep: 'ret' }] }];
     expect(() => splitIntoBatches(huge)).toThrow(BatchTooLargeError);
@@ -72,7 +94,9 @@ describe('batch encoding for the shadow stub', () => {
     expect(STUB_CONSTANTS.CTL).toBe(LAYOUT.control);
     expect(STUB_CONSTANTS.ENTRIES).toBe(LAYOUT.entries);
     expect(STUB_CONSTANTS.RESULTS).toBe(LAYOUT.results);
-    expect(STUB_CONSTANTS.ENTRIES + STUB_CONSTANTS.MAX_CALLS * STUB_CONSTANTS.ENTRY_SIZE).toBeLessThanOrEqual(LAYOUT.results);
+    expect(STUB_CONSTANTS.ENTRIES + STUB_CONSTANTS.MAX_CALLS * STUB_CONSTANTS.ENTRY_SIZE).toBeLessThanOrEqual(
+      LAYOUT.results,
+    );
     expect(LAYOUT.results + LAYOUT.maxCalls * 8).toBeLessThanOrEqual(LAYOUT.data);
     expect(STUB_CODE_HEX.length / 2).toBe(STUB_SYMBOLS.stub_end);
     expect(STUB_SYMBOLS.stub_end).toBeLessThan(LAYOUT.control);

@@ -22,34 +22,58 @@ class BufferMemory implements PhysicalMemory {
   }
 }
 
-const P = 1n, W = 2n, U = 4n, PS = 0x80n, NX = 1n << 63n;
+const P = 1n,
+  W = 2n,
+  U = 4n,
+  PS = 0x80n,
+  NX = 1n << 63n;
 const idx = (va: bigint, level: number) => Number((va >> BigInt(12 + 9 * (level - 1))) & 0x1ffn);
 
 describe('x86-64 page walk', () => {
   it('translates 4 KiB, 2 MiB and 1 GiB leaves with 4-level paging', async () => {
     const m = new BufferMemory(1 << 22);
-    const pml4 = 0x1000, pdpt = 0x2000, pd = 0x3000, pt = 0x4000;
+    const pml4 = 0x1000,
+      pdpt = 0x2000,
+      pd = 0x3000,
+      pt = 0x4000;
     const va = 0x7f12_3456_7000n;
     m.set(pml4, idx(va, 4), BigInt(pdpt) | P | W | U);
     m.set(pdpt, idx(va, 3), BigInt(pd) | P | W | U);
     m.set(pd, idx(va, 2), BigInt(pt) | P | W | U);
     m.set(pt, idx(va, 1), 0x20_0000n | P | W | U | NX);
     const t = await translate(m, BigInt(pml4), 0n, va + 0x123n);
-    expect(t).toMatchObject({ paddr: 0x20_0123n, pageSize: 4096, writable: true, user: true, executable: false });
+    expect(t).toMatchObject({
+      paddr: 0x20_0123n,
+      pageSize: 4096,
+      writable: true,
+      user: true,
+      executable: false,
+    });
 
     const va2 = 0x4000_0000n; // 1 GiB leaf
     m.set(pml4, idx(va2, 4), BigInt(pdpt) | P | W);
     m.set(pdpt, idx(va2, 3), 0x4000_0000n | P | PS);
-    expect(await translate(m, BigInt(pml4), 0n, va2 + 0x1234n)).toMatchObject({ paddr: 0x4000_1234n, pageSize: 1 << 30, writable: false });
+    expect(await translate(m, BigInt(pml4), 0n, va2 + 0x1234n)).toMatchObject({
+      paddr: 0x4000_1234n,
+      pageSize: 1 << 30,
+      writable: false,
+    });
 
     const va3 = 0x7f12_3460_0000n; // 2 MiB leaf in the same PD
     m.set(pd, idx(va3, 2), 0x60_0000n | P | W | U | PS);
-    expect(await translate(m, BigInt(pml4), 0n, va3 + 0x1_2345n)).toMatchObject({ paddr: 0x61_2345n, pageSize: 2 << 20 });
+    expect(await translate(m, BigInt(pml4), 0n, va3 + 0x1_2345n)).toMatchObject({
+      paddr: 0x61_2345n,
+      pageSize: 2 << 20,
+    });
   });
 
   it('walks five levels when CR4.LA57 is set', async () => {
     const m = new BufferMemory(1 << 20);
-    const pml5 = 0x1000, pml4 = 0x2000, pdpt = 0x3000, pd = 0x4000, pt = 0x5000;
+    const pml5 = 0x1000,
+      pml4 = 0x2000,
+      pdpt = 0x3000,
+      pd = 0x4000,
+      pt = 0x5000;
     const va = 0x00ff_1234_5678_9000n;
     m.set(pml5, Number((va >> 48n) & 0x1ffn), BigInt(pml4) | P | W | U);
     m.set(pml4, idx(va, 4), BigInt(pdpt) | P | W | U);
@@ -70,7 +94,10 @@ describe('x86-64 page walk', () => {
 
   it('translates ranges across pages, merging physically adjacent pages', async () => {
     const m = new BufferMemory(1 << 20);
-    const pml4 = 0x1000, pdpt = 0x2000, pd = 0x3000, pt = 0x4000;
+    const pml4 = 0x1000,
+      pdpt = 0x2000,
+      pd = 0x3000,
+      pt = 0x4000;
     const va = 0x40_0000n;
     m.set(pml4, 0, BigInt(pdpt) | P | W | U);
     m.set(pdpt, 0, BigInt(pd) | P | W | U);
@@ -83,7 +110,9 @@ describe('x86-64 page walk', () => {
       { paddr: 0x10800n, length: 0x1800, offset: 0 },
       { paddr: 0x30000n, length: 0x800, offset: 0x1800 },
     ]);
-    await expect(translateRange(m, BigInt(pml4), 0n, va, 0x3000, true)).rejects.toThrow(/not a user-writable page/);
+    await expect(translateRange(m, BigInt(pml4), 0n, va, 0x3000, true)).rejects.toThrow(
+      /not a user-writable page/,
+    );
     await expect(translateRange(m, BigInt(pml4), 0n, va, 0x4000)).rejects.toThrow(/not mapped/);
   });
 });

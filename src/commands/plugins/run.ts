@@ -34,9 +34,13 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       options: [...RENDERER_NAMES],
       default: DEFAULT_RENDERER,
     }),
-    output: Flags.string({ char: 'o', description: 'write to this file (or directory, one file per plugin)' }),
+    output: Flags.string({
+      char: 'o',
+      description: 'write to this file (or directory, one file per plugin)',
+    }),
     transport: Flags.string({
-      description: 'how batches reach the shadow: doorbell (shared RAM, VM keeps running) or trap (VM stopped)',
+      description:
+        'how batches reach the shadow: doorbell (shared RAM, VM keeps running) or trap (VM stopped)',
       options: ['auto', 'doorbell', 'trap'],
       default: 'auto',
     }),
@@ -53,7 +57,8 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
     }
     try {
       const requests = parsePluginArgs(argv as string[], findPlugin);
-      if (requests.length === 0) this.error('name at least one plugin (see `vmi plugins:run --list`)', { exit: 2 });
+      if (requests.length === 0)
+        this.error('name at least one plugin (see `vmi plugins:run --list`)', { exit: 2 });
       const progress = (m: string): void => void process.stderr.write(`vmi: ${m}\n`);
       const guest = await resolveLiveTarget({ guest: flags.guest, progress });
       const run = await runPluginsOnGuest(guest, requests, {
