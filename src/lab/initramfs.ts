@@ -168,13 +168,14 @@ export async function buildInitramfs(
   const applets = parseBusyboxList((await mustRun(bb, ['--list-full'])).stdout.toString('utf8'));
   if (applets.length === 0) throw new LabError(`${bb} --list-full listed no applets`);
   const labd = await readFile(await buildGuestProgram('labd', onProgress));
+  const psnative = await readFile(await buildGuestProgram('psnative', onProgress));
   const modules: Record<string, Buffer> = {};
   for (const [name, path] of Object.entries(kernel.modules)) modules[name] = await readFile(path);
 
   const inputs: InitramfsInputs = {
     busybox,
     applets,
-    programs: { labd },
+    programs: { labd, psnative },
     modules,
     kernelRelease: kernel.release,
   };

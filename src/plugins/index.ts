@@ -1,8 +1,24 @@
 /** The registry of built-in plugins. */
 import type { PluginDefinition } from '../sdk/index.js';
+import { banner } from './banner.js';
+import { envars } from './envars.js';
+import { lsmod } from './lsmod.js';
+import { mountinfo } from './mountinfo.js';
+import { psaux } from './psaux.js';
 import { pslist } from './pslist.js';
+import { pstree } from './pstree.js';
+import { sysinfo } from './sysinfo.js';
 
-export const builtinPlugins: readonly PluginDefinition[] = [pslist];
+export const builtinPlugins: readonly PluginDefinition[] = [
+  pslist,
+  pstree,
+  psaux,
+  envars,
+  lsmod,
+  mountinfo,
+  banner,
+  sysinfo,
+];
 
 /** The built-in plugin of that name (case-insensitive), or undefined. */
 export function findPlugin(name: string): PluginDefinition | undefined {

@@ -6,6 +6,7 @@ export {
   createPluginContext,
   runPlugin,
   rowCells,
+  TREE_DEPTH,
   PluginDefinitionError,
   PluginOptionError,
   type OptionType,

@@ -41,10 +41,20 @@ export type OptionValue<S extends OptionSpec> = S['type'] extends 'boolean'
 
 export type ParsedOptions<O extends OptionSpecs> = { [K in keyof O]: OptionValue<O[K]> };
 
-/** One row: a value for every declared column, keyed by column name. */
+/**
+ * Key under which a row carries its tree depth (pstree-style output): 0 for a root, rows
+ * in pre-order so that a row's parent is the nearest earlier row one level up. When any
+ * row of a run has it, the table gets `depths` (rows without it count as roots, depth 0).
+ * A symbol, so it never collides with a column name and is not a cell.
+ *
+ *     rows.push({ ...cells, [TREE_DEPTH]: depth });
+ */
+export const TREE_DEPTH: unique symbol = Symbol('vmi.treeDepth');
+
+/** One row: a value for every declared column, keyed by column name (plus an optional tree depth). */
 export type Row<C extends readonly ColumnSpec[] = readonly ColumnSpec[]> = {
   [K in C[number]['name']]: RowValue;
-};
+} & { [TREE_DEPTH]?: number };
 
 /** What `run()` gets. */
 export interface PluginContext<O = Record<string, unknown>> {
@@ -248,17 +258,26 @@ export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): 
     limits: opts.limits,
   });
   const rows: RowValue[][] = [];
+  const depths: number[] = [];
+  let tree = false;
+  const take = (r: Row) => {
+    rows.push(rowCells(def.columns, r));
+    const d = r[TREE_DEPTH];
+    if (d !== undefined) tree = true;
+    depths.push(d ?? 0);
+  };
   const produced = def.run(ctx);
   if (Symbol.asyncIterator in produced) {
-    for await (const r of produced) rows.push(rowCells(def.columns, r));
+    for await (const r of produced) take(r);
   } else {
-    for (const r of await produced) rows.push(rowCells(def.columns, r));
+    for (const r of await produced) take(r);
   }
   return {
     table: {
       plugin: def.name,
       columns: def.columns.map((c) => ({ ...c })),
       rows,
+      ...(tree ? { depths } : {}),
       errors,
       metadata: { 'plugin.version': def.version, 'sdk.api_version': String(apiVersion) },
     },

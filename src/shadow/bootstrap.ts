@@ -34,7 +34,7 @@ export async function createShadow(
   mem: PhysicalMemory,
   journal: JournalStore,
   opts: BootstrapOptions,
-): Promise<ShadowHandle> {
+): Promise<{ shadow: ShadowHandle; victimPid: number }> {
   const marker = randomBytes(8).readBigUInt64LE(0) | 1n;
   const lstar = hex(opts.lstar);
   let victimPid = 0n;
@@ -124,7 +124,7 @@ export async function createShadow(
     lstar,
     shadow: { ...shadowRecord, pid: shadow.pid, cr3: hex(shadow.cr3), cr4: hex(shadow.cr4) },
   });
-  return shadow;
+  return { shadow, victimPid: Number(victimPid) };
 }
 
 function victimRecord(v: Victim) {

@@ -41,6 +41,8 @@ export interface SessionStats {
   runMs: number;
   transport: TransportName;
   shadowPid: number;
+  /** The task borrowed to fork the shadow (restored before the first batch). */
+  victimPid: number;
   recovered: boolean;
 }
 
@@ -103,7 +105,11 @@ export class RedirectSession implements SyscallExecutor {
       if (previous) await recover(dbg, mem, journal, previous, progress);
 
       const lstar = await syscallEntry(dbg, guest.runDir, previous);
-      const shadow = await createShadow(dbg, mem, journal, { lstar, catchTimeoutMs: 20_000, progress });
+      const { shadow, victimPid } = await createShadow(dbg, mem, journal, {
+        lstar,
+        catchTimeoutMs: 20_000,
+        progress,
+      });
       progress(`shadow ready (pid ${shadow.pid}), transport ${transportName}`);
 
       let transport: Transport;
@@ -132,6 +138,7 @@ export class RedirectSession implements SyscallExecutor {
         attachMs: performance.now() - t0,
         transport: transportName,
         shadowPid: shadow.pid,
+        victimPid,
         recovered,
       });
     } catch (err) {
@@ -187,7 +194,6 @@ export class RedirectSession implements SyscallExecutor {
         if (!(err instanceof ShadowLostError)) throw err;
         this.opts.onProgress?.(`warning: ${err.message}`);
       }
-      this.journal.save({});
       this.journal.clear();
     } finally {
       if (this.dbg) {

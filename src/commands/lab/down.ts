@@ -1,7 +1,8 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
 import { labDown } from '../../lab/lab.js';
 
-export default class LabDown extends Command {
+export default class LabDown extends VmiCommand {
   static override description = 'Stop a lab guest and remove its run directory and RAM file';
 
   static override examples = [
@@ -19,7 +20,7 @@ export default class LabDown extends Command {
       const stopped = await labDown(flags.name);
       this.log(stopped ? `${flags.name} stopped` : `${flags.name} was not running`);
     } catch (e) {
-      this.error((e as Error).message, { exit: 1 });
+      this.fail(e, 1);
     }
   }
 }

@@ -1,4 +1,5 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
 import { listLabGuests, type LabGuest } from '../../lab/lab.js';
 
 function formatGuestTable(guests: readonly LabGuest[]): string {
@@ -19,7 +20,7 @@ function formatGuestTable(guests: readonly LabGuest[]): string {
     .join('\n');
 }
 
-export default class LabList extends Command {
+export default class LabList extends VmiCommand {
   static override description = 'List running lab guests';
 
   static override examples = ['<%= config.bin %> <%= command.id %>'];
@@ -35,7 +36,7 @@ export default class LabList extends Command {
       if (flags.json) this.log(JSON.stringify(guests, null, 2));
       else this.log(formatGuestTable(guests));
     } catch (e) {
-      this.error((e as Error).message, { exit: 1 });
+      this.fail(e, 1);
     }
   }
 }

@@ -1,7 +1,8 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
 import { findLabGuest } from '../../lab/lab.js';
 
-export default class LabStatus extends Command {
+export default class LabStatus extends VmiCommand {
   static override description = 'Show one lab guest; exits with status 1 when it is not running';
 
   static override examples = [
@@ -20,9 +21,9 @@ export default class LabStatus extends Command {
     try {
       guest = await findLabGuest(flags.name);
     } catch (e) {
-      this.error((e as Error).message, { exit: 2 });
+      this.fail(e, 2);
     }
-    if (!guest) this.error(`${flags.name} is not running`, { exit: 1 });
+    if (!guest) this.fail(`${flags.name} is not running`, 1);
     if (flags.json) {
       this.log(JSON.stringify(guest, null, 2));
       return;

@@ -1,7 +1,8 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
 import { labUp } from '../../lab/lab.js';
 
-export default class LabUp extends Command {
+export default class LabUp extends VmiCommand {
   static override description =
     'Boot a lab guest: a Debian kernel with a busybox initramfs running a known workload (idempotent)';
 
@@ -47,7 +48,7 @@ export default class LabUp extends Command {
         this.log(`  serial: ${guest.serialSocket} (log ${guest.consoleLog})`);
       }
     } catch (e) {
-      this.error((e as Error).message, { exit: 1 });
+      this.fail(e, 1);
     }
   }
 }

@@ -1,4 +1,6 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
+import { splitArgv } from '../../cli/split-argv.js';
 import { builtinPlugins, findPlugin } from '../../plugins/index.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
@@ -7,7 +9,7 @@ import { runPluginsOnGuest } from '../../runner/run-plugins.js';
 import { resolveLiveTarget } from '../../runner/target.js';
 import { describePlugins } from '../../runner/plugin-list.js';
 
-export default class PluginsRun extends Command {
+export default class PluginsRun extends VmiCommand {
   static override summary = 'Run introspection plugins against a guest (Volatility-style names and columns)';
 
   static override description = `Each plugin's system calls run inside the guest, in a short-lived shadow process that the
@@ -50,16 +52,20 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
 
   async run(): Promise<void> {
     const started = performance.now();
-    const { flags, argv } = await this.parse(PluginsRun);
+    const { own, rest } = splitArgv(
+      this.argv,
+      new Set(['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport']),
+      new Set(['list', 'timing', 'help']),
+    );
+    const { flags } = await this.parse(PluginsRun, own);
     if (flags.list) {
       this.log(describePlugins(builtinPlugins));
       return;
     }
     try {
-      const requests = parsePluginArgs(argv as string[], findPlugin);
-      if (requests.length === 0)
-        this.error('name at least one plugin (see `vmi plugins:run --list`)', { exit: 2 });
-      const progress = (m: string): void => void process.stderr.write(`vmi: ${m}\n`);
+      const requests = parsePluginArgs(rest, findPlugin);
+      if (requests.length === 0) throw new Error('name at least one plugin (see `vmi plugins:run --list`)');
+      const progress = (m: string): void => this.progress(m);
       const guest = await resolveLiveTarget({ guest: flags.guest, progress });
       const run = await runPluginsOnGuest(guest, requests, {
         transport: flags.transport as 'auto' | 'doorbell' | 'trap',
@@ -75,13 +81,12 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
           .map(([n, ms]) => `${n} ${ms.toFixed(1)} ms`)
           .join(', ');
         process.stderr.write(
-          `vmi: attach ${s.attachMs.toFixed(1)} ms (${s.transport}, shadow pid ${s.shadowPid}); ${plugins}; ` +
+          `vmi: attach ${s.attachMs.toFixed(1)} ms (${s.transport}, shadow pid ${s.shadowPid}, borrowed pid ${s.victimPid}); ${plugins}; ` +
             `${s.batches} batches, ${s.calls} syscalls; total ${(performance.now() - started).toFixed(1)} ms\n`,
         );
       }
     } catch (err) {
-      if (process.env.VMI_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
-      this.error((err as Error).message, { exit: 1 });
+      this.fail(err);
     }
   }
 }

@@ -1,0 +1,372 @@
+// vmi benchmark: vmi pslist/psaux (doorbell and trap) against the same work done natively
+// in the guest (psnative) and busybox ps, at several process counts, in one run.
+// Usage: npm run bench   (env: BENCH_RUNS, BENCH_NATIVE_RUNS, BENCH_LEVELS, BENCH_GUEST)
+// Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
+import { writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import process from 'node:process';
+import { setTimeout } from 'node:timers';
+import { fileURLToPath } from 'node:url';
+import { format } from 'prettier';
+import { GuestConsole } from '../dist/lab/console.js';
+import { labDown, labUp } from '../dist/lab/lab.js';
+import { findPlugin } from '../dist/plugins/index.js';
+import { runPluginsOnGuest } from '../dist/runner/run-plugins.js';
+import { RedirectSession } from '../dist/shadow/session.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const GUEST = process.env.BENCH_GUEST ?? 'bench';
+const RUNS = Number(process.env.BENCH_RUNS ?? 7);
+const NATIVE_RUNS = Number(process.env.BENCH_NATIVE_RUNS ?? 20);
+const PS_RUNS = Number(process.env.BENCH_PS_RUNS ?? 10);
+const LEVELS = (process.env.BENCH_LEVELS ?? '50,500,2000').split(',').map(Number);
+const GETPID_HOT = 200;
+const GETPID_IDLE = 10;
+
+const log = (m) => process.stderr.write(`[bench] ${m}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  if (n === 0) return NaN;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+const min = (xs) => Math.min(...xs);
+const stat = (xs) => ({ median: median(xs), min: min(xs), samples: xs });
+
+/** Parses `tag key=value ...` lines printed by psnative. */
+function parseKv(output, tag) {
+  const line = output.split('\n').find((l) => l.startsWith(`${tag} `));
+  if (!line) throw new Error(`no "${tag}" line in guest output: ${output.trim().slice(0, 300)}`);
+  const kv = {};
+  for (const m of line.matchAll(/(\w+)=(\d+)/g)) kv[m[1]] = Number(m[2]);
+  return kv;
+}
+
+async function guestRun(con, cmd, timeoutMs = 300_000) {
+  const r = await con.run(cmd, timeoutMs);
+  if (r.status !== 0) throw new Error(`guest command failed (${r.status}): ${cmd}: ${r.output.trim()}`);
+  return r.output;
+}
+
+async function procCount(con) {
+  return Number((await guestRun(con, "ls /proc | grep -c '^[0-9]'")).trim());
+}
+
+/** One vmi command-equivalent: attach, run the plugin, detach. */
+async function vmiRun(guest, plugin, transport) {
+  const t0 = performance.now();
+  const r = await runPluginsOnGuest(guest, [{ plugin, options: {} }], { transport });
+  const totalMs = performance.now() - t0;
+  const table = r.tables[0];
+  if (table.errors.length > 0) log(`  ${plugin.name}/${transport} errors: ${table.errors.join('; ')}`);
+  return {
+    attachMs: r.session.attachMs,
+    pluginMs: r.pluginMs[plugin.name],
+    totalMs,
+    // Time inside session.run(): guest work + transport, without the plugin's parsing.
+    runMs: r.session.runMs,
+    batches: r.session.batches,
+    calls: r.session.calls,
+    rows: table.rows.length,
+  };
+}
+
+async function vmiSeries(guest, plugin, transport) {
+  const runs = [];
+  for (let i = 0; i < RUNS; i++) {
+    runs.push(await vmiRun(guest, plugin, transport));
+    const last = runs[runs.length - 1];
+    log(
+      `  ${plugin.name}/${transport} run ${i + 1}/${RUNS}: attach ${last.attachMs.toFixed(0)} ms, ` +
+        `plugin ${last.pluginMs.toFixed(1)} ms (batches ${last.runMs.toFixed(1)}), total ${last.totalMs.toFixed(0)} ms, ` +
+        `${last.batches} batches, ${last.calls} calls, ${last.rows} rows`,
+    );
+  }
+  const pick = (k) => stat(runs.map((r) => r[k]));
+  return {
+    transport,
+    attachMs: pick('attachMs'),
+    pluginMs: pick('pluginMs'),
+    totalMs: pick('totalMs'),
+    runMs: pick('runMs'),
+    batches: median(runs.map((r) => r.batches)),
+    calls: median(runs.map((r) => r.calls)),
+    rows: median(runs.map((r) => r.rows)),
+  };
+}
+
+/** getpid batches through the doorbell: back to back, then each after 1 s idle. */
+async function getpidLatency(guest) {
+  const session = await RedirectSession.attach(guest, { transport: 'doorbell' });
+  const call = [{ nr: 39, args: [] }];
+  try {
+    const hot = [];
+    for (let i = 0; i < GETPID_HOT; i++) {
+      const t0 = performance.now();
+      const [res] = await session.run(call);
+      hot.push(performance.now() - t0);
+      if (res.ret <= 0n) throw new Error(`getpid returned ${res.ret}`);
+    }
+    const idle = [];
+    for (let i = 0; i < GETPID_IDLE; i++) {
+      await sleep(1000);
+      const t0 = performance.now();
+      await session.run(call);
+      idle.push(performance.now() - t0);
+    }
+    return { backToBackMs: stat(hot), afterIdle1sMs: stat(idle), shadowPid: session.stats.shadowPid };
+  } finally {
+    await session.detach();
+  }
+}
+
+async function measureLevel(guest, con, plugins, level) {
+  const out = { extra: level };
+  out.procs = await procCount(con);
+  log(`level ${level}: ${out.procs} processes in the guest`);
+
+  log('psnative (in guest)');
+  const nat = parseKv(await guestRun(con, `psnative -n ${NATIVE_RUNS}`), 'psnative');
+  const natC = parseKv(await guestRun(con, `psnative --cmdline -n ${NATIVE_RUNS}`), 'psnative-cmdline');
+  const ps = parseKv(await guestRun(con, `psnative exec -n ${PS_RUNS} ps`), 'psnative-exec');
+  const us2ms = (kv) => ({ median: kv.median_us / 1000, min: kv.min_us / 1000, max: kv.max_us / 1000 });
+  out.psnative = { ...us2ms(nat), procs: nat.procs, syscalls: nat.syscalls, runs: nat.runs };
+  out.psnativeCmdline = { ...us2ms(natC), procs: natC.procs, syscalls: natC.syscalls, runs: natC.runs };
+  out.busyboxPs = { ...us2ms(ps), runs: ps.runs };
+  log(
+    `  psnative ${out.psnative.median.toFixed(2)} ms (${nat.syscalls} syscalls), --cmdline ` +
+      `${out.psnativeCmdline.median.toFixed(2)} ms, busybox ps ${out.busyboxPs.median.toFixed(2)} ms`,
+  );
+
+  out.pslistDoorbell = await vmiSeries(guest, plugins.pslist, 'doorbell');
+  out.pslistTrap = await vmiSeries(guest, plugins.pslist, 'trap');
+  if (plugins.psaux) out.psauxDoorbell = await vmiSeries(guest, plugins.psaux, 'doorbell');
+
+  if (level === LEVELS[0] || level === LEVELS[LEVELS.length - 1]) {
+    log('getpid latency (doorbell)');
+    out.getpid = await getpidLatency(guest);
+    log(
+      `  back-to-back ${out.getpid.backToBackMs.median.toFixed(3)} ms, after 1 s idle ` +
+        `${out.getpid.afterIdle1sMs.median.toFixed(3)} ms`,
+    );
+  }
+
+  const d = out.pslistDoorbell.pluginMs.median;
+  out.ratios = {
+    pslistPluginVsNative: d / out.psnative.median,
+    pslistTotalVsNative: out.pslistDoorbell.totalMs.median / out.psnative.median,
+    pslistPluginVsBusyboxPs: d / out.busyboxPs.median,
+    pslistTotalVsBusyboxPs: out.pslistDoorbell.totalMs.median / out.busyboxPs.median,
+    pslistTrapPluginVsNative: out.pslistTrap.pluginMs.median / out.psnative.median,
+  };
+  if (out.psauxDoorbell) {
+    out.ratios.psauxPluginVsNativeCmdline = out.psauxDoorbell.pluginMs.median / out.psnativeCmdline.median;
+    out.ratios.psauxPluginVsBusyboxPs = out.psauxDoorbell.pluginMs.median / out.busyboxPs.median;
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ rendering
+
+const f = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
+const ms = (s, digits = 1) => (s ? `${f(s.median, digits)} (${f(s.min, digits)})` : '–');
+const ratio = (x) => (Number.isFinite(x) ? `${x.toFixed(1)}×` : '–');
+
+function tableRows(levels) {
+  const rows = [];
+  const row = (label, fn) => rows.push([label, ...levels.map((l) => fn(l) ?? '–')]);
+  row('processes in guest (psnative count)', (l) => String(l.psnative.procs));
+  row('vmi pslist doorbell: attach ms', (l) => ms(l.pslistDoorbell.attachMs, 0));
+  row('vmi pslist doorbell: plugin ms', (l) => ms(l.pslistDoorbell.pluginMs, 2));
+  row('vmi pslist doorbell: of which in batches ms', (l) => ms(l.pslistDoorbell.runMs, 2));
+  row('vmi pslist doorbell: total ms', (l) => ms(l.pslistDoorbell.totalMs, 0));
+  row(
+    'vmi pslist doorbell: batches / syscalls',
+    (l) => `${l.pslistDoorbell.batches} / ${l.pslistDoorbell.calls}`,
+  );
+  row('vmi pslist trap: attach ms', (l) => ms(l.pslistTrap.attachMs, 0));
+  row('vmi pslist trap: plugin ms', (l) => ms(l.pslistTrap.pluginMs, 2));
+  row('vmi pslist trap: of which in batches ms', (l) => ms(l.pslistTrap.runMs, 2));
+  row('vmi pslist trap: total ms', (l) => ms(l.pslistTrap.totalMs, 0));
+  row('vmi pslist trap: batches / syscalls', (l) => `${l.pslistTrap.batches} / ${l.pslistTrap.calls}`);
+  row('vmi psaux doorbell: plugin ms', (l) => l.psauxDoorbell && ms(l.psauxDoorbell.pluginMs, 2));
+  row('vmi psaux doorbell: of which in batches ms', (l) => l.psauxDoorbell && ms(l.psauxDoorbell.runMs, 2));
+  row('vmi psaux doorbell: total ms', (l) => l.psauxDoorbell && ms(l.psauxDoorbell.totalMs, 0));
+  row(
+    'vmi psaux doorbell: batches / syscalls',
+    (l) => l.psauxDoorbell && `${l.psauxDoorbell.batches} / ${l.psauxDoorbell.calls}`,
+  );
+  row('psnative (in guest) ms', (l) => `${ms(l.psnative, 2)}, ${l.psnative.syscalls} syscalls`);
+  row('psnative --cmdline ms', (l) => `${ms(l.psnativeCmdline, 2)}, ${l.psnativeCmdline.syscalls} syscalls`);
+  row('busybox ps (fork+exec, in guest) ms', (l) => ms(l.busyboxPs, 2));
+  row('**ratio** pslist plugin / psnative', (l) => ratio(l.ratios.pslistPluginVsNative));
+  row('**ratio** pslist total / psnative', (l) => ratio(l.ratios.pslistTotalVsNative));
+  row('**ratio** pslist plugin / busybox ps', (l) => ratio(l.ratios.pslistPluginVsBusyboxPs));
+  row('**ratio** pslist total / busybox ps', (l) => ratio(l.ratios.pslistTotalVsBusyboxPs));
+  row('**ratio** pslist trap plugin / psnative', (l) => ratio(l.ratios.pslistTrapPluginVsNative));
+  row('**ratio** psaux plugin / psnative --cmdline', (l) => ratio(l.ratios.psauxPluginVsNativeCmdline));
+  row('**ratio** psaux plugin / busybox ps', (l) => ratio(l.ratios.psauxPluginVsBusyboxPs));
+  return rows;
+}
+
+function markdown(header, rows) {
+  const lines = [
+    `| ${header.join(' | ')} |`,
+    `|${header.map((_, i) => (i ? ' ---: ' : ' --- ')).join('|')}|`,
+  ];
+  for (const r of rows) lines.push(`| ${r.join(' | ')} |`);
+  return lines.join('\n');
+}
+
+function plain(header, rows) {
+  const all = [header, ...rows].map((r) => r.map((c) => String(c).replace(/\*\*/g, '')));
+  const w = header.map((_, i) => Math.max(...all.map((r) => r[i].length)));
+  return all
+    .map((r, j) => {
+      const line = r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+      return j === 0 ? `${line}\n${'-'.repeat(line.length)}` : line;
+    })
+    .join('\n');
+}
+
+function extrasRows(results) {
+  const rows = [];
+  for (const l of results.levels) {
+    if (!l.getpid) continue;
+    rows.push([
+      `getpid batch, doorbell, back to back (${GETPID_HOT}), ${l.procs} procs`,
+      `${f(l.getpid.backToBackMs.median, 3)} ms (min ${f(l.getpid.backToBackMs.min, 3)})`,
+    ]);
+    rows.push([
+      `getpid batch, doorbell, first after 1 s idle (${GETPID_IDLE}), ${l.procs} procs`,
+      `${f(l.getpid.afterIdle1sMs.median, 3)} ms (min ${f(l.getpid.afterIdle1sMs.min, 3)})`,
+    ]);
+  }
+  const s = results.slopeUsPerProcess;
+  if (s) {
+    rows.push([
+      `slope, vmi pslist doorbell plugin time (${s.from}→${s.to} procs)`,
+      `${f(s.pslistDoorbell, 1)} µs/process`,
+    ]);
+    rows.push([`slope, vmi pslist trap plugin time`, `${f(s.pslistTrap, 1)} µs/process`]);
+    if (Number.isFinite(s.psauxDoorbell))
+      rows.push([`slope, vmi psaux doorbell plugin time`, `${f(s.psauxDoorbell, 1)} µs/process`]);
+    rows.push([`slope, psnative`, `${f(s.psnative, 1)} µs/process`]);
+    rows.push([`slope, psnative --cmdline`, `${f(s.psnativeCmdline, 1)} µs/process`]);
+    rows.push([`slope, busybox ps`, `${f(s.busyboxPs, 1)} µs/process`]);
+    rows.push([`slope ratio, vmi pslist doorbell / psnative`, ratio(s.pslistDoorbell / s.psnative)]);
+  }
+  return rows;
+}
+
+// ------------------------------------------------------------------ main
+
+async function main() {
+  const pslist = findPlugin('pslist');
+  if (!pslist) throw new Error('pslist plugin not found (run npm run build)');
+  const psaux = findPlugin('psaux');
+  if (!psaux) log('psaux plugin not present: skipping it');
+  const plugins = { pslist, psaux };
+
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  log(`booting lab guest ${GUEST} (512 MiB, 1 vCPU); host load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
+  const levels = [];
+  let guest;
+  try {
+    guest = await labUp({ name: GUEST, memMiB: 512, cpus: 1, onProgress: (m) => log(`  ${m}`) });
+    const con = await GuestConsole.connect(guest.serialSocket, { timeoutMs: 10_000 });
+    try {
+      await guestRun(con, 'test -x /usr/sbin/psnative');
+      const base = await procCount(con);
+      log(`guest has ${base} processes before spawning`);
+      let spawned = 0;
+      for (const level of LEVELS) {
+        const delta = level - spawned;
+        if (delta > 0) {
+          log(`spawning ${delta} more idle processes (total extra ${level})`);
+          await guestRun(con, `psnative spawn ${delta}`, 600_000);
+          spawned = level;
+          const deadline = Date.now() + 120_000;
+          while ((await procCount(con)) < base + level) {
+            if (Date.now() > deadline) throw new Error(`guest never reached ${base + level} processes`);
+            await sleep(500);
+          }
+          await sleep(1000); // let the forks settle
+        }
+        levels.push(await measureLevel(guest, con, plugins, level));
+      }
+    } finally {
+      con.close();
+    }
+  } finally {
+    log(`stopping ${GUEST}`);
+    await labDown(GUEST).catch((e) => log(`labDown failed: ${e.message}`));
+  }
+
+  const results = {
+    started,
+    finished: new Date().toISOString(),
+    guest: guest && {
+      name: guest.name,
+      kernelRelease: guest.kernelRelease,
+      memMiB: guest.memMiB,
+      cpus: guest.cpus,
+      cpuModel: guest.cpuModel,
+    },
+    hostLoadavg: { before: load0, after: loadavg() },
+    config: { runs: RUNS, nativeRuns: NATIVE_RUNS, psRuns: PS_RUNS, levels: LEVELS },
+    units: 'milliseconds unless named otherwise; {median, min, samples}',
+    levels,
+    // vmi pslist (doorbell) plugin time / psnative median, per extra-process level.
+    pslist_ratio_vs_native: Object.fromEntries(levels.map((l) => [l.extra, l.ratios.pslistPluginVsNative])),
+    pslist_total_ratio_vs_native: Object.fromEntries(
+      levels.map((l) => [l.extra, l.ratios.pslistTotalVsNative]),
+    ),
+    pslist_ratio_vs_busybox_ps: Object.fromEntries(
+      levels.map((l) => [l.extra, l.ratios.pslistPluginVsBusyboxPs]),
+    ),
+  };
+  const hi = levels.find((l) => l.extra === 2000) ?? levels[levels.length - 1];
+  const lo = levels.find((l) => l.extra === 500) ?? levels[levels.length - 2];
+  if (hi && lo && hi !== lo) {
+    const dp = hi.psnative.procs - lo.psnative.procs;
+    const sl = (get) => ((get(hi) - get(lo)) * 1000) / dp;
+    results.slopeUsPerProcess = {
+      from: lo.psnative.procs,
+      to: hi.psnative.procs,
+      pslistDoorbell: sl((l) => l.pslistDoorbell.pluginMs.median),
+      pslistTrap: sl((l) => l.pslistTrap.pluginMs.median),
+      psauxDoorbell: hi.psauxDoorbell ? sl((l) => l.psauxDoorbell.pluginMs.median) : null,
+      psnative: sl((l) => l.psnative.median),
+      psnativeCmdline: sl((l) => l.psnativeCmdline.median),
+      busyboxPs: sl((l) => l.busyboxPs.median),
+    };
+  }
+
+  const header = ['', ...levels.map((l) => `+${l.extra} procs`)];
+  const rows = tableRows(levels);
+  const extras = extrasRows(results);
+  const note =
+    `Guest: ${results.guest?.kernelRelease}, ${results.guest?.memMiB} MiB, ${results.guest?.cpus} vCPU, TCG. ` +
+    `Cells: median (min) over ${RUNS} vmi runs / ${NATIVE_RUNS} psnative passes / ${PS_RUNS} busybox ps runs. ` +
+    `Host load average before/after: ${load0[0].toFixed(2)} / ${results.hostLoadavg.after[0].toFixed(2)}. ` +
+    `Run ${started}.`;
+  // Formatted like the rest of the tree, so `prettier --check .` stays clean.
+  const md = await format(`${markdown(header, rows)}\n\n${markdown(['', 'value'], extras)}\n\n${note}\n`, {
+    parser: 'markdown',
+  });
+  await writeFile(join(HERE, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+  await writeFile(join(HERE, 'results.md'), md);
+  process.stdout.write(`${plain(header, rows)}\n\n${plain(['', 'value'], extras)}\n\n${note}\n`);
+  log('wrote bench/results.json and bench/results.md');
+}
+
+main().catch((e) => {
+  process.stderr.write(`[bench] failed: ${e.stack ?? e}\n`);
+  process.exitCode = 1;
+});

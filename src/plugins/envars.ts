@@ -1,0 +1,48 @@
+/**
+ * envars: the environment each process started with (Volatility's linux.envars), from
+ * /proc/PID/environ: one row per variable. Kernel threads have no environment. Changes a
+ * process made later with setenv() live in its heap and are not visible here.
+ */
+import { parseEnviron } from '../abi/linux/proc/index.js';
+import { definePlugin, isVanished, unreadable, type Row } from '../sdk/index.js';
+import { readProcesses } from './lib/processes.js';
+
+const columns = [
+  { name: 'PID', type: 'int32', description: 'Process id' },
+  { name: 'PPID', type: 'int32', description: 'Parent process id' },
+  { name: 'COMM', type: 'utf8', description: 'Task name (comm)' },
+  { name: 'KEY', type: 'utf8', description: 'Variable name (before the first =)' },
+  { name: 'VALUE', type: 'utf8', description: 'Variable value (after the first =)' },
+] as const;
+
+export const envars = definePlugin({
+  name: 'envars',
+  description: 'Lists the environment variables of the processes of the guest',
+  version: '1.0.0',
+  columns,
+  options: {
+    pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
+  },
+  async run(ctx) {
+    // 1 batch for the listing (none with --pid), 1 for every stat and environ.
+    const records = await readProcesses(ctx, {
+      pids: ctx.options.pid,
+      credentials: false,
+      files: ['environ'],
+    });
+    const rows: Row<typeof columns>[] = [];
+    for (const { task, row, files } of records) {
+      const f = files.environ;
+      if (isVanished(f.error)) continue;
+      const who = { PID: row.PID, PPID: row.PPID, COMM: row.COMM };
+      if (f.error) {
+        ctx.warn(`pid ${task.pid}: ${f.path}: ${f.error.message}`);
+        const cell = unreadable(f.error.message);
+        rows.push({ ...who, KEY: cell, VALUE: cell });
+        continue;
+      }
+      for (const v of parseEnviron(f.data!)) rows.push({ ...who, KEY: v.key, VALUE: v.value });
+    }
+    return rows;
+  },
+});

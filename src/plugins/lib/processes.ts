@@ -1,0 +1,221 @@
+/**
+ * Reading processes through /proc, shared by the process plugins (pslist, pstree, psaux,
+ * envars): which tasks exist, their stat/status, and any other per-process files, all in
+ * a number of guest entries that does not grow with the number of processes.
+ */
+import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../../abi/linux/proc/index.js';
+import {
+  isVanished,
+  notAvailable,
+  ProcFs,
+  unreadable,
+  type FileReadRequest,
+  type FileReadResult,
+  type PluginContext,
+  type RowValue,
+  type TaskId,
+} from '../../sdk/index.js';
+import type { PslistRow } from '../pslist.js';
+
+export interface ReadProcessesOptions {
+  /** Only these process ids; empty or absent: every process in /proc. */
+  pids?: readonly number[];
+  /** One record per thread (from /proc/PID/task/TID) instead of per process. */
+  threads?: boolean;
+  /**
+   * Also read the ids (status) and boot time (/proc/stat) for the UID..EGID and CREATION
+   * TIME cells. Default true; without it those cells are NOT_AVAILABLE.
+   */
+  credentials?: boolean;
+  /** Other per-process files to read in the same batch (`cmdline`, `environ`...). */
+  files?: readonly string[];
+}
+
+export interface ProcessRecord {
+  task: TaskId;
+  /** pslist's cells for this task. */
+  row: PslistRow;
+  /** Parent pid, when stat could be parsed. */
+  ppid?: number;
+  /** The extra files asked for, by name (read for the task, or the thread with `threads`). */
+  files: Record<string, FileReadResult>;
+}
+
+/**
+ * The tasks of the guest (or of `pids`), with pslist's cells and the extra files. Costs
+ * one batch for the listing (none with `pids`), one more for /proc/PID/task with
+ * `threads`, and one (plus a follow-up for oversized files) for all the files. Tasks that
+ * exited between listing and reading are left out silently; unparsable content warns and
+ * gives UNREADABLE cells.
+ */
+export async function readProcesses(
+  ctx: PluginContext,
+  opts: ReadProcessesOptions = {},
+): Promise<ProcessRecord[]> {
+  const { proc, sys } = ctx;
+  const credentials = opts.credentials ?? true;
+  const extra = opts.files ?? [];
+
+  const pids =
+    opts.pids && opts.pids.length > 0 ? [...new Set(opts.pids)].sort((a, b) => a - b) : await proc.listPids();
+
+  let tasks: TaskId[];
+  if (opts.threads) {
+    const tids = await proc.listTids(pids);
+    tasks = [];
+    for (const pid of pids) {
+      const t = tids.get(pid);
+      if (Array.isArray(t)) for (const tid of t) tasks.push({ pid, tid });
+      else if (t && !isVanished(t)) ctx.warn(`pid ${pid}: ${t.message}`);
+    }
+  } else {
+    tasks = pids.map((pid) => ({ pid, tid: pid }));
+  }
+  ctx.progress(`reading ${tasks.length} ${opts.threads ? 'threads' : 'processes'}`);
+
+  // One batch: /proc/stat, then per task stat (+ status) (+ the extra files).
+  const file = (t: TaskId, name: string) => ProcFs.path(t.pid, name, opts.threads ? t.tid : undefined);
+  const names = ['stat', ...(credentials ? ['status'] : []), ...extra];
+  const requests: FileReadRequest[] = credentials
+    ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }]
+    : [];
+  for (const t of tasks) {
+    for (const n of names) requests.push({ path: file(t, n), chunkSize: ProcFs.chunkFor(n) });
+  }
+  const results = await sys.readFiles(requests);
+
+  const base = credentials ? 1 : 0;
+  const bootMs = credentials ? bootTime(ctx, results[0]) : notAvailable('boot time not read');
+  const out: ProcessRecord[] = [];
+  tasks.forEach((t, i) => {
+    const own = results.slice(base + i * names.length, base + (i + 1) * names.length);
+    const byName: Record<string, FileReadResult> = {};
+    names.forEach((n, j) => (byName[n] = own[j]));
+    const rec = taskRecord(ctx, t, byName.stat, credentials ? byName.status : undefined, bootMs);
+    if (!rec) return;
+    const files: Record<string, FileReadResult> = {};
+    for (const n of extra) files[n] = byName[n];
+    out.push({ ...rec, files });
+  });
+  return out;
+}
+
+function bootTime(ctx: PluginContext, r: FileReadResult): number | RowValue {
+  try {
+    if (r.error) throw r.error;
+    const ms = parseProcStat(r.data!, '/proc/stat').btime * 1000;
+    ctx.proc.setBootTime(ms);
+    return ms;
+  } catch (e) {
+    const msg = (e as Error).message;
+    ctx.warn(`creation times unavailable: ${msg}`);
+    return unreadable(msg);
+  }
+}
+
+type Parsed<T> = { ok: true; value: T } | { ok: false; cell: RowValue };
+
+/** Parses one file; on failure warns and gives the UNREADABLE cell to show instead. */
+function parseFile<T>(
+  ctx: PluginContext,
+  pid: number,
+  f: FileReadResult,
+  parse: (d: Uint8Array) => T,
+): Parsed<T> {
+  try {
+    if (f.error) throw f.error;
+    return { ok: true, value: parse(f.data!) };
+  } catch (e) {
+    const msg = (e as Error).message;
+    ctx.warn(`pid ${pid}: ${msg}`);
+    return { ok: false, cell: unreadable(msg) };
+  }
+}
+
+/** pslist's cells, or undefined for a task that exited between listing and reading. */
+function taskRecord(
+  ctx: PluginContext,
+  t: TaskId,
+  statFile: FileReadResult,
+  statusFile: FileReadResult | undefined,
+  bootMs: number | RowValue,
+): Omit<ProcessRecord, 'files'> | undefined {
+  if (isVanished(statFile.error) || isVanished(statusFile?.error)) return undefined;
+
+  const stat = parseFile(ctx, t.pid, statFile, (d) => parsePidStat(d, statFile.path));
+  const ids: Parsed<{ uid: { real: number; effective: number }; gid: { real: number; effective: number } }> =
+    statusFile
+      ? parseFile(ctx, t.pid, statusFile, (d) => {
+          const st = parsePidStatus(d, statusFile.path);
+          // Every kernel writes Uid: and Gid:; without them the content is not a status file.
+          if (!st.uid || !st.gid) throw new ProcParseError(statusFile.path, 'no Uid/Gid lines');
+          return { uid: st.uid, gid: st.gid };
+        })
+      : { ok: false, cell: notAvailable('status not read') };
+  const s = stat.ok ? stat.value : undefined;
+  const noStat = stat.ok ? null : stat.cell;
+  const id = ids.ok ? ids.value : undefined;
+  const noIds = ids.ok ? null : ids.cell;
+
+  let created: RowValue = noStat;
+  if (s) created = typeof bootMs === 'number' ? new Date(ctx.proc.startTimeMs(bootMs, s.starttime)) : bootMs;
+  return {
+    task: t,
+    ppid: s?.ppid,
+    row: {
+      PID: t.pid,
+      TID: t.tid,
+      PPID: s ? s.ppid : noStat,
+      COMM: s ? s.comm : noStat,
+      UID: id ? id.uid.real : noIds,
+      GID: id ? id.gid.real : noIds,
+      EUID: id ? id.uid.effective : noIds,
+      EGID: id ? id.gid.effective : noIds,
+      'CREATION TIME': created,
+      STATE: s ? s.state : noStat,
+      THREADS: s ? s.numThreads : noStat,
+    },
+  };
+}
+
+/**
+ * Orders records as a forest for tree output: each record under its parent (by `ppid`),
+ * children by PID, records whose parent is not in the list (or unknown, or themselves) as
+ * roots. A parent cycle (possible only in a guest that lies) cannot loop: whatever is not
+ * reached from a root becomes a root itself. Returns pre-order records with depths.
+ */
+export function processForest<T extends { task: TaskId; ppid?: number }>(
+  records: readonly T[],
+): { record: T; depth: number }[] {
+  const byPid = new Map<number, T>();
+  for (const r of records) if (!byPid.has(r.task.pid)) byPid.set(r.task.pid, r);
+  const sorted = [...records].sort((a, b) => a.task.pid - b.task.pid || a.task.tid - b.task.tid);
+  const children = new Map<T, T[]>();
+  const roots: T[] = [];
+  for (const r of sorted) {
+    const parent = r.ppid !== undefined && r.ppid !== r.task.pid ? byPid.get(r.ppid) : undefined;
+    if (parent && parent !== r) {
+      const list = children.get(parent) ?? [];
+      list.push(r);
+      children.set(parent, list);
+    } else {
+      roots.push(r);
+    }
+  }
+  const out: { record: T; depth: number }[] = [];
+  const seen = new Set<T>();
+  const walk = (root: T) => {
+    const stack: { record: T; depth: number }[] = [{ record: root, depth: 0 }];
+    while (stack.length > 0) {
+      const n = stack.pop()!;
+      if (seen.has(n.record)) continue;
+      seen.add(n.record);
+      out.push(n);
+      const kids = children.get(n.record) ?? [];
+      for (let i = kids.length - 1; i >= 0; i--) stack.push({ record: kids[i], depth: n.depth + 1 });
+    }
+  };
+  for (const r of roots) walk(r);
+  for (const r of sorted) if (!seen.has(r)) walk(r);
+  return out;
+}

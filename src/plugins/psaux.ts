@@ -1,0 +1,52 @@
+/**
+ * psaux: every process with its full command line (Volatility's linux.psaux), from
+ * /proc/PID/cmdline. Kernel threads have no user memory, so their cmdline is empty: they
+ * are shown as `[comm]`, like ps does.
+ */
+import { parseCmdline } from '../abi/linux/proc/index.js';
+import { definePlugin, isVanished, unreadable, type Row } from '../sdk/index.js';
+import { readProcesses } from './lib/processes.js';
+
+const columns = [
+  { name: 'PID', type: 'int32', description: 'Process id' },
+  { name: 'PPID', type: 'int32', description: 'Parent process id' },
+  { name: 'COMM', type: 'utf8', description: 'Task name (comm)' },
+  {
+    name: 'ARGS',
+    type: 'utf8',
+    description: 'argv joined by spaces (/proc/PID/cmdline); [comm] for kernel threads',
+  },
+] as const;
+
+export const psaux = definePlugin({
+  name: 'psaux',
+  description: 'Lists the processes of the guest with their command lines',
+  version: '1.0.0',
+  columns,
+  options: {
+    pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
+  },
+  async run(ctx) {
+    // 1 batch for the listing (none with --pid), 1 for every stat and cmdline.
+    const records = await readProcesses(ctx, {
+      pids: ctx.options.pid,
+      credentials: false,
+      files: ['cmdline'],
+    });
+    const rows: Row<typeof columns>[] = [];
+    for (const { task, row, files } of records) {
+      const f = files.cmdline;
+      if (isVanished(f.error)) continue;
+      let args: string | ReturnType<typeof unreadable>;
+      if (f.error) {
+        ctx.warn(`pid ${task.pid}: ${f.path}: ${f.error.message}`);
+        args = unreadable(f.error.message);
+      } else {
+        const argv = parseCmdline(f.data!);
+        args = argv.length > 0 ? argv.join(' ') : typeof row.COMM === 'string' ? `[${row.COMM}]` : '';
+      }
+      rows.push({ PID: row.PID, PPID: row.PPID, COMM: row.COMM, ARGS: args });
+    }
+    return rows;
+  },
+});

@@ -1,0 +1,39 @@
+/**
+ * pstree: pslist's processes as a tree (Volatility's linux.pstree): each process under its
+ * parent, children by PID. Processes whose parent is not listed (init, kthreadd, the
+ * children of an exited parent that was not reparented yet) are roots.
+ */
+import { definePlugin, TREE_DEPTH } from '../sdk/index.js';
+import { processForest, readProcesses } from './lib/processes.js';
+import { pslist } from './pslist.js';
+
+export const pstree = definePlugin({
+  name: 'pstree',
+  description: 'Shows the processes of the guest as a parent/child tree',
+  version: '1.0.0',
+  columns: pslist.columns,
+  options: {
+    pid: {
+      type: 'integer',
+      multiple: true,
+      description: 'Only these process ids and their ancestors (repeatable)',
+    },
+  },
+  async run(ctx) {
+    // Always every process: an ancestor of a --pid process is needed to place it.
+    const records = await readProcesses(ctx);
+    let shown = records;
+    if (ctx.options.pid.length > 0) {
+      const byPid = new Map(records.map((r) => [r.task.pid, r]));
+      const keep = new Set<number>();
+      for (const pid of ctx.options.pid) {
+        // Walk up; `keep` also stops a parent cycle in a lying guest.
+        for (let r = byPid.get(pid); r && !keep.has(r.task.pid); r = byPid.get(r.ppid ?? -1)) {
+          keep.add(r.task.pid);
+        }
+      }
+      shown = records.filter((r) => keep.has(r.task.pid));
+    }
+    return processForest(shown).map(({ record, depth }) => ({ ...record.row, [TREE_DEPTH]: depth }));
+  },
+});
