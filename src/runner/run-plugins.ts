@@ -1,4 +1,4 @@
-import type { LabGuest } from '../lab/lab.js';
+import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import type { ResultTable } from '../output/table.js';
 import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
 import { RedirectSession, type SessionStats } from '../shadow/session.js';
@@ -26,8 +26,11 @@ export interface RunOnGuestOptions {
  * Runs several plugins against one live guest through a single attach: one shadow
  * serves them all, and it is gone again when this returns (or throws).
  */
+/** A guest to inspect: its endpoints, plus what the caller knows of it for metadata. */
+export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureId?: string };
+
 export async function runPluginsOnGuest(
-  guest: LabGuest,
+  guest: InspectedGuest,
   requests: readonly PluginRequest[],
   opts: RunOnGuestOptions = {},
 ): Promise<PluginsRun> {
@@ -49,10 +52,11 @@ export async function runPluginsOnGuest(
       table.metadata = {
         ...table.metadata,
         guest: guest.name,
-        'kernel.release': guest.kernelRelease,
+        ...(guest.kernelRelease ? { 'kernel.release': guest.kernelRelease } : {}),
+        ...(guest.captureId ? { 'capture.id': guest.captureId } : {}),
         'collection.time': new Date().toISOString(),
         'collection.transport': session.stats.transport,
-        source: 'live',
+        source: guest.captureId ? 'capture' : 'live',
       };
       tables.push(table);
     }
