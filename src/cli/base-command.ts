@@ -1,4 +1,4 @@
-import { Command } from '@oclif/core';
+import { Command, Errors } from '@oclif/core';
 
 /**
  * The base of vmi's commands: errors become one line on stderr and an exit status,
@@ -7,6 +7,8 @@ import { Command } from '@oclif/core';
  */
 export abstract class VmiCommand extends Command {
   protected fail(err: unknown, exit = 1): never {
+    // this.exit() inside a try lands here too: let it through untouched.
+    if (err instanceof Errors.ExitError) throw err;
     const message = err instanceof Error ? err.message : String(err);
     if (process.env.VMI_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     process.stderr.write(`vmi: error: ${message.replace(/\s*\n\s*/g, ' ')}\n`);

@@ -15,4 +15,10 @@ export interface GuestEndpoints {
   ramSize: number;
   /** Private (0700) directory for this guest's sockets, logs and the redirection journal. */
   runDir: string;
+  /**
+   * A spare serial port reserved for waking the shadow: the host end (a QEMU chardev
+   * socket) and the guest's device node. Writing one byte raises an interrupt that ends
+   * the shadow's ppoll at once, so an idle shadow need not poll.
+   */
+  wake?: { socket: string; device: string };
 }

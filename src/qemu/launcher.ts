@@ -80,6 +80,7 @@ export function runDirPaths(runDir: string): {
   qmpSocket: string;
   gdbSocket: string;
   serialSocket: string;
+  wakeSocket: string;
   consoleLog: string;
   pidFile: string;
   qemuLog: string;
@@ -88,6 +89,7 @@ export function runDirPaths(runDir: string): {
     qmpSocket: join(runDir, 'qmp.sock'),
     gdbSocket: join(runDir, 'gdb.sock'),
     serialSocket: join(runDir, 'serial.sock'),
+    wakeSocket: join(runDir, 'wake.sock'),
     consoleLog: join(runDir, 'console.log'),
     pidFile: join(runDir, 'qemu.pid'),
     qemuLog: join(runDir, 'qemu.log'),
@@ -100,7 +102,7 @@ export const MAX_UNIX_PATH = 107;
 /** The QEMU argv (without the binary), pure. */
 export function qemuArgs(spec: LaunchSpec): string[] {
   const p = runDirPaths(spec.runDir);
-  for (const s of [p.qmpSocket, p.gdbSocket, p.serialSocket]) {
+  for (const s of [p.qmpSocket, p.gdbSocket, p.serialSocket, p.wakeSocket]) {
     if (Buffer.byteLength(s) > MAX_UNIX_PATH) throw new QemuError(`unix socket path too long: ${s}`);
   }
   for (const v of [spec.ramFile, spec.runDir, spec.kernel, spec.initrd]) {
@@ -145,6 +147,11 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     `socket,id=ser0,path=${p.serialSocket},server=on,wait=off,logfile=${p.consoleLog}`,
     '-serial',
     'chardev:ser0',
+    // ttyS1: the shadow's wake-up line (see GuestEndpoints.wake).
+    '-chardev',
+    `socket,id=wake,path=${p.wakeSocket},server=on,wait=off`,
+    '-serial',
+    'chardev:wake',
     '-pidfile',
     p.pidFile,
     '-daemonize',

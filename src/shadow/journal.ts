@@ -32,6 +32,8 @@ export interface ShadowRecord {
   marker: string;
   /** Which transport left it: the trap transport keeps a breakpoint at batch_end. */
   transport: 'trap' | 'doorbell';
+  /** Left running on purpose between invocations (`vmi shadow start`). */
+  resident?: boolean;
 }
 
 export interface Journal {

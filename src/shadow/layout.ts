@@ -44,9 +44,23 @@ export const CONTROL = {
   root: K.C_ROOT,
   batches: K.C_BATCHES,
   setup: K.C_SETUP,
+  pollfd: K.C_POLLFD,
+  wakeFd: K.C_WAKE_FD,
+  idleLoops: K.C_IDLE_LOOPS,
+  wakePath: K.C_WAKE_PATH,
+  idleTs: K.C_IDLE_TS,
+  wakes: K.C_WAKES,
 } as const;
 
-export const SHADOW_STATE = { ready: K.STATE_READY, busy: K.STATE_BUSY, exiting: K.STATE_EXITING } as const;
+export const SHADOW_STATE = {
+  ready: K.STATE_READY,
+  busy: K.STATE_BUSY,
+  exiting: K.STATE_EXITING,
+  sleeping: K.STATE_SLEEPING,
+} as const;
+
+/** Bits of the control page's setup word: what the shadow could not set up. */
+export const SETUP_FAILED = { closeRange: 1, mlock: 2, wakeLine: 4 } as const;
 export const SHADOW_COMMAND = { exit: K.CMD_EXIT } as const;
 
 /** Entry points of the stub, relative to the region base. */

@@ -16,9 +16,10 @@ import {
 import { createShadow, findShadow } from './bootstrap.js';
 import { GuestDebugger } from './debugger.js';
 import { GuestLock } from './guest-lock.js';
-import { JournalStore, unhex, type Journal } from './journal.js';
-import { ENTRY, LAYOUT } from './layout.js';
-import { ShadowHandle, ShadowLostError } from './shadow.js';
+import { hex, JournalStore, unhex, type Journal, type ShadowRecord } from './journal.js';
+import { ENTRY, LAYOUT, SETUP_FAILED, SHADOW_COMM } from './layout.js';
+import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
+import { WakeLine } from './wake-line.js';
 import { findSyscallEntry } from './syscall-entry.js';
 import { DoorbellTransport, TrapTransport, type Transport, type TransportName } from './transport.js';
 import { Victim } from './victim.js';
@@ -30,6 +31,11 @@ export interface SessionOptions {
   onProgress?: (message: string) => void;
   /** Per-batch timeout. */
   batchTimeoutMs?: number;
+  /**
+   * Keep the shadow alive after detach (a resident shadow) so the next attach skips the
+   * bootstrap. An existing resident shadow is always reused when it is still itself.
+   */
+  keepResident?: boolean;
 }
 
 export interface SessionStats {
@@ -41,35 +47,70 @@ export interface SessionStats {
   runMs: number;
   transport: TransportName;
   shadowPid: number;
-  /** The task borrowed to fork the shadow (restored before the first batch). */
+  /** The task borrowed to fork the shadow (0 when a resident shadow was reused). */
   victimPid: number;
+  /** A crash journal of an earlier vmi was replayed. */
   recovered: boolean;
+  /** The shadow was a resident one, reused without a bootstrap. */
+  reused: boolean;
+  /** Times the shadow was found dead or tampered with and replaced. */
+  rebootstraps: number;
+  /** Whether the shadow sleeps on a wake-up line (else it naps). */
+  wakeLine: boolean;
 }
 
 const SYSCALL_ENTRY_FILE = 'syscall-entry.json';
 
+/** A shadow ready for batches, with what it takes to talk to it. */
+interface Link {
+  shadow: ShadowHandle;
+  transport: Transport;
+  /** Kept only for the trap transport (or memory through the gdbstub). */
+  dbg?: GuestDebugger;
+}
+
 /**
  * One attachment to a guest through a shadow process: attach (replaying any crash
- * journal first), run batches of syscalls, detach leaving nothing behind. This is the
- * SyscallExecutor that plugins' syscalls end up in.
+ * journal first, or reusing a resident shadow), run batches of syscalls, detach leaving
+ * nothing behind (or the resident shadow, when asked). This is the SyscallExecutor that
+ * plugins' syscalls end up in. A shadow that dies or is tampered with between batches is
+ * detected before anything is written to it, and replaced.
  */
 export class RedirectSession implements SyscallExecutor {
   private seq = 0n;
   readonly stats: SessionStats;
   private closed = false;
+  private readonly progress: (m: string) => void;
+  /** Leave the shadow running at detach: asked for, or it was resident already. */
+  private readonly resident: boolean;
 
   private constructor(
     private readonly guest: GuestEndpoints,
     private readonly lock: GuestLock,
     private readonly journal: JournalStore,
     private readonly mem: PhysicalMemory,
-    private dbg: GuestDebugger | undefined,
-    private readonly shadow: ShadowHandle,
-    private readonly transport: Transport,
+    private link: Link,
+    private readonly transportName: TransportName,
+    private readonly wake: WakeLine | undefined,
     private readonly opts: SessionOptions,
-    stats: Omit<SessionStats, 'batches' | 'calls' | 'runMs'>,
+    private lstar: string | undefined,
+    stats: Pick<SessionStats, 'attachMs' | 'victimPid' | 'recovered' | 'reused'> & { wasResident: boolean },
   ) {
-    this.stats = { ...stats, batches: 0, calls: 0, runMs: 0 };
+    this.progress = opts.onProgress ?? (() => {});
+    this.resident = opts.keepResident ?? stats.wasResident;
+    this.stats = {
+      attachMs: stats.attachMs,
+      victimPid: stats.victimPid,
+      recovered: stats.recovered,
+      reused: stats.reused,
+      transport: transportName,
+      shadowPid: link.shadow.pid,
+      batches: 0,
+      calls: 0,
+      runMs: 0,
+      rebootstraps: 0,
+      wakeLine: wake?.usable ?? false,
+    };
   }
 
   static async attach(guest: GuestEndpoints, opts: SessionOptions = {}): Promise<RedirectSession> {
@@ -89,61 +130,67 @@ export class RedirectSession implements SyscallExecutor {
     const lock = new GuestLock(guest.runDir, guest.name);
     lock.acquire();
     const journal = new JournalStore(guest.runDir);
-    let gdb: GdbClient | undefined;
+    const wake = guest.wake ? new WakeLine(guest.wake.socket) : undefined;
     let mem: PhysicalMemory | undefined;
+    let dbg: GuestDebugger | undefined;
     try {
       progress(`attaching to guest ${guest.name}`);
-      gdb = await GdbClient.connect(guest.gdbSocket, { timeoutMs: 5000 });
-      // '?' also makes QEMU drop every breakpoint a crashed client left armed.
-      await gdb.queryHaltReason();
-      mem = guest.ramFile
-        ? new RamFileMemory(guest.ramFile, guest.ramSize)
-        : new GdbPhysicalMemory(gdb, guest.ramSize);
-      const dbg = new GuestDebugger(gdb);
+      if (wake) await wake.open();
       const previous = journal.load();
-      const recovered = previous !== undefined;
-      if (previous) await recover(dbg, mem, journal, previous, progress);
-
-      const lstar = await syscallEntry(dbg, guest.runDir, previous);
-      const { shadow, victimPid } = await createShadow(dbg, mem, journal, {
-        lstar,
-        catchTimeoutMs: 20_000,
-        progress,
-      });
-      progress(`shadow ready (pid ${shadow.pid}), transport ${transportName}`);
-
-      let transport: Transport;
-      let keptDbg: GuestDebugger | undefined = dbg;
-      if (transportName === 'doorbell') {
-        // The VM runs freely from here on: batches go through the RAM file only.
-        await dbg.removeAllBreakpoints();
-        await gdb.detach();
-        keptDbg = undefined;
-        transport = new DoorbellTransport(shadow);
-      } else {
-        transport = new TrapTransport(dbg, shadow);
+      const resident = previous?.shadow?.resident && !previous.victim ? previous.shadow : undefined;
+      if (guest.ramFile) mem = new RamFileMemory(guest.ramFile, guest.ramSize);
+      if (!mem || transportName === 'trap' || !resident) {
+        dbg = await connectDebugger(guest.gdbSocket);
+        mem ??= new GdbPhysicalMemory(dbg.gdb, guest.ramSize);
       }
-      journal.save({
-        lstar: `0x${lstar.toString(16)}`,
-        shadow: {
-          pid: shadow.pid,
-          cr3: `0x${shadow.cr3.toString(16)}`,
-          cr4: `0x${shadow.cr4.toString(16)}`,
-          base: `0x${shadow.base.toString(16)}`,
-          marker: `0x${shadow.marker.toString(16)}`,
-          transport: transportName,
-        },
-      });
-      return new RedirectSession(guest, lock, journal, mem, keptDbg, shadow, transport, opts, {
+
+      let link: Link | undefined;
+      let reused = false;
+      let tampered: number | undefined;
+      if (resident) {
+        const handle = shadowFromRecord(mem, resident);
+        try {
+          await handle.verify();
+          link = { shadow: handle, transport: makeTransport(transportName, handle, dbg, wake), dbg };
+          reused = true;
+          progress(`reusing the resident shadow (pid ${handle.pid})`);
+        } catch (err) {
+          if (!(err instanceof ShadowLostError)) throw err;
+          progress(`the resident shadow is unusable: ${err.message}; starting a new one`);
+          if (err instanceof ShadowTamperedError) tampered = handle.pid;
+          journal.save({ lstar: previous?.lstar });
+        }
+      } else if (previous) {
+        dbg ??= await connectDebugger(guest.gdbSocket);
+        await recover(dbg, mem, journal, previous, progress);
+      }
+
+      let victimPid = 0;
+      let lstar = previous?.lstar;
+      if (!link) {
+        dbg ??= await connectDebugger(guest.gdbSocket);
+        const fresh = await bootstrapShadow(guest, dbg, mem, journal, transportName, wake, progress);
+        link = fresh.link;
+        victimPid = fresh.victimPid;
+        lstar = fresh.lstar;
+        dbg = link.dbg;
+      } else if (transportName === 'doorbell' && dbg && guest.ramFile) {
+        await dbg.gdb.detach();
+        dbg = undefined;
+      }
+      const session = new RedirectSession(guest, lock, journal, mem, link, transportName, wake, opts, lstar, {
         attachMs: performance.now() - t0,
-        transport: transportName,
-        shadowPid: shadow.pid,
         victimPid,
-        recovered,
+        recovered: previous !== undefined && !previous.shadow?.resident,
+        reused,
+        wasResident: resident !== undefined,
       });
+      if (tampered !== undefined) await session.retire(tampered);
+      return session;
     } catch (err) {
       // Leave the VM running and nothing armed; the journal (if any) stays for next time.
-      if (gdb) await gdb.detach().catch(() => gdb?.close());
+      if (dbg) await dbg.gdb.detach().catch(() => dbg?.gdb.close());
+      wake?.close();
       mem?.close();
       lock.release();
       throw err;
@@ -155,21 +202,38 @@ export class RedirectSession implements SyscallExecutor {
     const t0 = performance.now();
     const results: CallResult[] = [];
     for (const g of splitIntoBatches(calls)) {
-      results.push(...(await this.runBatch(calls.slice(g.start, g.end), g.start)));
+      const part = calls.slice(g.start, g.end);
+      let out: CallResult[];
+      try {
+        out = await this.runBatch(part, g.start);
+      } catch (err) {
+        // A shadow found dead or changed before the batch was written: replace it once
+        // and run the batch again (nothing of it reached the guest).
+        if (!(err instanceof ShadowLostError) || !err.beforeWrite) throw err;
+        this.progress(`${err.message}; starting a new shadow`);
+        await this.replaceShadow(err instanceof ShadowTamperedError ? this.link.shadow.pid : undefined);
+        out = await this.runBatch(part, g.start);
+      }
+      results.push(...out);
     }
     this.stats.runMs += performance.now() - t0;
     return results;
   }
 
   private async runBatch(calls: readonly Call[], indexBase: number): Promise<CallResult[]> {
-    const s = this.shadow;
+    const s = this.link.shadow;
     const batch = encodeBatch(calls, s.base, indexBase);
-    await s.verify();
+    try {
+      await s.verify();
+    } catch (err) {
+      if (err instanceof ShadowLostError) err.beforeWrite = true;
+      throw err;
+    }
     await s.write(LAYOUT.entries, batch.entries);
     if (batch.input.length > 0) await s.write(LAYOUT.data, batch.input);
     await s.writeControl('count', BigInt(batch.count));
-    this.seq += 1n;
-    await this.transport.ring(this.seq, this.opts.batchTimeoutMs ?? 30_000);
+    this.seq = (await s.readControl('done')) + 1n;
+    await this.link.transport.ring(this.seq, this.opts.batchTimeoutMs ?? 30_000);
     await s.verify();
     const rets = parseReturnValues(await s.read(LAYOUT.results, batch.count * 8), batch.count);
     const extent = resultExtent(batch, rets);
@@ -182,29 +246,169 @@ export class RedirectSession implements SyscallExecutor {
     return decodeResults(batch, rets, data, extent.start);
   }
 
-  /** Makes the shadow exit and leaves the guest as it was; safe to call twice. */
+  /** Bootstraps a new shadow in place of a dead or tampered one. */
+  private async replaceShadow(tamperedPid?: number): Promise<void> {
+    this.journal.save({ lstar: this.lstar });
+    const dbg = this.link.dbg ?? (await connectDebugger(this.guest.gdbSocket!));
+    const fresh = await bootstrapShadow(
+      this.guest,
+      dbg,
+      this.mem,
+      this.journal,
+      this.transportName,
+      this.wake,
+      this.progress,
+    );
+    this.link = fresh.link;
+    this.stats.rebootstraps += 1;
+    this.stats.shadowPid = fresh.link.shadow.pid;
+    if (tamperedPid !== undefined) await this.retire(tamperedPid);
+  }
+
+  /**
+   * Ends a tampered shadow with SIGKILL from the new one, if /proc still names it
+   * vmi-shadow (a pid may have been reused by then). Its code can no longer be trusted to
+   * obey the exit command.
+   */
+  private async retire(pid: number): Promise<void> {
+    const comm = new TextEncoder().encode(`/proc/${pid}/comm\0`);
+    const [, read] = await this.run([
+      {
+        nr: 257,
+        args: [
+          { kind: 'int', value: -100n },
+          { kind: 'in', data: comm },
+          { kind: 'int', value: 0n },
+        ],
+      },
+      {
+        nr: 0,
+        args: [
+          { kind: 'result', index: 0 },
+          { kind: 'out', size: 64, keep: 'ret' },
+          { kind: 'int', value: 64n },
+        ],
+      },
+      { nr: 3, args: [{ kind: 'result', index: 0 }] },
+    ]);
+    if (new TextDecoder().decode(read.out[0]).trim() !== SHADOW_COMM) return;
+    await this.run([
+      {
+        nr: 62,
+        args: [
+          { kind: 'int', value: BigInt(pid) },
+          { kind: 'int', value: 9n },
+        ],
+      },
+    ]);
+    this.progress(`killed the tampered shadow (pid ${pid})`);
+  }
+
+  /**
+   * Ends the session: the shadow exits (or, with keepResident, stays for the next
+   * attach) and the guest is left as it was. Safe to call twice.
+   */
   async detach(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const { shadow, transport, dbg } = this.link;
     try {
-      try {
-        await this.shadow.verify();
-        await this.transport.dismiss(10_000);
-      } catch (err) {
-        if (!(err instanceof ShadowLostError)) throw err;
-        this.opts.onProgress?.(`warning: ${err.message}`);
+      if (this.resident) {
+        await shadow.verify();
+        this.journal.save({
+          lstar: this.lstar,
+          shadow: { ...shadowRecord(shadow, this.transportName), resident: true },
+        });
+      } else {
+        try {
+          await shadow.verify();
+          await transport.dismiss(10_000);
+        } catch (err) {
+          if (!(err instanceof ShadowLostError)) throw err;
+          this.progress(`warning: ${err.message}`);
+        }
+        this.journal.clear();
       }
-      this.journal.clear();
     } finally {
-      if (this.dbg) {
-        await this.dbg.removeAllBreakpoints().catch(() => {});
-        await this.dbg.gdb.detach().catch(() => this.dbg?.gdb.close());
+      if (dbg) {
+        await dbg.removeAllBreakpoints().catch(() => {});
+        await dbg.gdb.detach().catch(() => dbg.gdb.close());
       }
+      this.wake?.close();
       this.mem.close();
       this.lock.release();
     }
-    void this.guest;
   }
+}
+
+async function connectDebugger(gdbSocket: string): Promise<GuestDebugger> {
+  const gdb = await GdbClient.connect(gdbSocket, { timeoutMs: 5000 });
+  // '?' also makes QEMU drop every breakpoint a crashed client left armed.
+  await gdb.queryHaltReason();
+  return new GuestDebugger(gdb);
+}
+
+function makeTransport(
+  name: TransportName,
+  shadow: ShadowHandle,
+  dbg: GuestDebugger | undefined,
+  wake: WakeLine | undefined,
+): Transport {
+  if (name === 'doorbell') return new DoorbellTransport(shadow, wake);
+  if (!dbg) throw new Error('the trap transport needs the gdbstub');
+  return new TrapTransport(dbg, shadow, wake);
+}
+
+function shadowRecord(shadow: ShadowHandle, transport: TransportName): ShadowRecord {
+  return {
+    pid: shadow.pid,
+    cr3: hex(shadow.cr3),
+    cr4: hex(shadow.cr4),
+    base: hex(shadow.base),
+    marker: hex(shadow.marker),
+    transport,
+  };
+}
+
+function shadowFromRecord(mem: PhysicalMemory, r: ShadowRecord): ShadowHandle {
+  return new ShadowHandle(mem, unhex(r.base), unhex(r.cr3), unhex(r.cr4), unhex(r.marker), r.pid);
+}
+
+/** Creates a new shadow; for the doorbell transport the gdbstub is let go afterwards. */
+async function bootstrapShadow(
+  guest: GuestEndpoints,
+  dbg: GuestDebugger,
+  mem: PhysicalMemory,
+  journal: JournalStore,
+  transportName: TransportName,
+  wake: WakeLine | undefined,
+  progress: (m: string) => void,
+): Promise<{ link: Link; victimPid: number; lstar: string }> {
+  const lstar = await syscallEntry(dbg, guest.runDir, journal.load());
+  const { shadow, victimPid } = await createShadow(dbg, mem, journal, {
+    lstar,
+    catchTimeoutMs: 20_000,
+    progress,
+    wakeDevice: wake?.usable ? guest.wake?.device : undefined,
+  });
+  const setup = await shadow.readControl('setup');
+  if (setup & BigInt(SETUP_FAILED.wakeLine))
+    progress('warning: the shadow could not open its wake-up line; it naps instead');
+  progress(`shadow ready (pid ${shadow.pid}), transport ${transportName}`);
+  let kept: GuestDebugger | undefined = dbg;
+  if (transportName === 'doorbell' && !(mem instanceof GdbPhysicalMemory)) {
+    // The VM runs freely from here on: batches go through the RAM file only.
+    await dbg.removeAllBreakpoints();
+    await dbg.gdb.detach();
+    kept = undefined;
+  }
+  const lstarHex = hex(lstar);
+  journal.save({ lstar: lstarHex, shadow: shadowRecord(shadow, transportName) });
+  return {
+    link: { shadow, transport: makeTransport(transportName, shadow, kept, wake), dbg: kept },
+    victimPid,
+    lstar: lstarHex,
+  };
 }
 
 /**

@@ -1,8 +1,17 @@
 import type { PhysicalMemory } from '../memory/physical.js';
 import { PageWalkError, readVirtual, translateRange } from '../memory/page-walk.js';
 import { CONTROL, LAYOUT } from './layout.js';
+import { STUB_CODE_HEX } from './stub/stub-code.js';
 
-export class ShadowLostError extends Error {}
+export class ShadowLostError extends Error {
+  /** Found by the check that precedes every write: nothing of the batch reached the guest. */
+  beforeWrite = false;
+}
+
+/** The shadow's code or identity was changed by someone else: it must not be used again. */
+export class ShadowTamperedError extends ShadowLostError {}
+
+const STUB_CODE = Buffer.from(STUB_CODE_HEX, 'hex');
 
 /**
  * The host's handle on a running shadow: where its scratch region is, which address
@@ -54,8 +63,11 @@ export class ShadowHandle {
   }
 
   /**
-   * Checks that the control page still belongs to this shadow: mapped, user-writable,
-   * carrying the marker and the pid it wrote. Throws ShadowLostError otherwise.
+   * Checks that the shadow is still itself before anything is written to it: its control
+   * page is mapped user-writable in its address space (an exited process's page tables
+   * are cleared, so a dead shadow fails here), carries its random marker and the pid it
+   * wrote, and its code is byte for byte the stub. Throws ShadowLostError (dead) or
+   * ShadowTamperedError (changed) otherwise.
    */
   async verify(): Promise<void> {
     await this.lost(() =>
@@ -69,6 +81,14 @@ export class ShadowHandle {
     }
     if (Number(ctl.readBigInt64LE(CONTROL.pid)) !== this.pid) {
       throw new ShadowLostError(`shadow (pid ${this.pid}) is gone: its control page names another pid`);
+    }
+    const code = await this.read(0, STUB_CODE.length);
+    if (!code.equals(STUB_CODE)) {
+      let at = 0;
+      while (at < code.length && code[at] === STUB_CODE[at]) at++;
+      throw new ShadowTamperedError(
+        `shadow (pid ${this.pid}) was tampered with: its code differs from the stub at offset 0x${at.toString(16)}`,
+      );
     }
   }
 }

@@ -2,6 +2,9 @@ import { cpl } from '../qemu/x86-regs.js';
 import type { GuestDebugger } from './debugger.js';
 import { ENTRY, SHADOW_STATE } from './layout.js';
 import { ShadowLostError, type ShadowHandle } from './shadow.js';
+import type { WakeLine } from './wake-line.js';
+import { CONTROL, LAYOUT } from './layout.js';
+import { translate } from '../memory/page-walk.js';
 
 export type TransportName = 'trap' | 'doorbell';
 
@@ -30,10 +33,13 @@ export class TrapTransport implements Transport {
   constructor(
     private readonly dbg: GuestDebugger,
     private readonly shadow: ShadowHandle,
+    private readonly wake?: WakeLine,
   ) {}
 
   async ring(seq: bigint, timeoutMs: number): Promise<void> {
     await this.shadow.writeControl('doorbell', seq);
+    // The VM is stopped: the byte waits in QEMU and interrupts the guest when it runs.
+    this.wake?.poke();
     await this.runUntil(this.shadow.base + BigInt(ENTRY.batchEnd), timeoutMs, 'batch');
     if ((await this.shadow.readControl('done')) !== seq) {
       throw new ShadowLostError(
@@ -44,6 +50,7 @@ export class TrapTransport implements Transport {
 
   async dismiss(timeoutMs: number): Promise<void> {
     await this.shadow.writeControl('command', 1n);
+    this.wake?.poke();
     await this.runUntil(this.shadow.base + BigInt(ENTRY.exitPoint), timeoutMs, 'exit');
   }
 
@@ -77,15 +84,39 @@ function pause(ms: number): void {
 export class DoorbellTransport implements Transport {
   readonly name = 'doorbell';
 
-  constructor(private readonly shadow: ShadowHandle) {}
+  constructor(
+    private readonly shadow: ShadowHandle,
+    private readonly wake?: WakeLine,
+  ) {}
 
   async ring(seq: bigint, timeoutMs: number): Promise<void> {
-    await this.shadow.writeControl('doorbell', seq);
-    await this.poll(async () => (await this.shadow.readControl('done')) === seq, timeoutMs, 'batch');
+    const s = this.shadow;
+    await s.writeControl('doorbell', seq);
+    // One page walk per batch; the tight loop then reads the two words directly.
+    const ctl = await translate(s.mem, s.cr3, s.cr4, s.base + BigInt(LAYOUT.control));
+    if (!ctl) throw new ShadowLostError(`shadow (pid ${s.pid}) is gone: its control page is unmapped`);
+    const word = async (offset: number) =>
+      (await s.mem.read(ctl.paddr + BigInt(offset), 8)).readBigUInt64LE(0);
+    if ((await word(CONTROL.state)) === BigInt(SHADOW_STATE.sleeping)) this.wake?.poke();
+    let nextPoke = Date.now() + 20;
+    await this.poll(
+      async () => {
+        if ((await word(CONTROL.done)) === seq) return true;
+        // A wake-up lost to a race costs at most one re-poke, not the line's timeout.
+        if (Date.now() > nextPoke && (await word(CONTROL.state)) === BigInt(SHADOW_STATE.sleeping)) {
+          this.wake?.poke();
+          nextPoke = Date.now() + 20;
+        }
+        return false;
+      },
+      timeoutMs,
+      'batch',
+    );
   }
 
   async dismiss(timeoutMs: number): Promise<void> {
     await this.shadow.writeControl('command', 1n);
+    this.wake?.poke();
     // Once it exits its page tables go away: that, too, is the answer.
     const exited = async (): Promise<boolean> => {
       try {
@@ -107,8 +138,8 @@ export class DoorbellTransport implements Transport {
       if (await done()) return;
       const now = Date.now();
       // Spin briefly (a hot shadow answers in microseconds), then back off.
-      if (i > 200) pause(i > 2000 ? 1 : 0.05);
-      if (i % 64 === 63) {
+      if (i > 2000) pause(i > 20000 ? 1 : 0.02);
+      if (i % 1024 === 1023) {
         await this.shadow.verify();
         const beat = await this.shadow.readControl('heartbeat');
         if (beat !== lastBeat) {

@@ -9,8 +9,13 @@
  *  child1     clones the shadow and exits at once, so the shadow is re-parented to
  *             init (which reaps it when it exits) and the victim keeps no child.
  *  shadow     blocks signals, names itself, drops inherited fds and cwd, locks the
- *             scratch pages, then loops: run a batch when the doorbell word differs
- *             from the done word, else spin for a while after a batch, else sleep.
+ *             scratch pages, opens its wake-up line if the host gave one, then loops:
+ *             run a batch when the doorbell word differs from the done word; after a
+ *             batch spin on the doorbell for C_SPIN TSC cycles (back-to-back batches
+ *             answer in microseconds); then sleep: in ppoll on the wake-up line (a
+ *             serial port the host writes a byte to: an interrupt wakes it at once)
+ *             with a long timeout, or without a line in short sleeps that back off to
+ *             C_IDLE_TS after C_IDLE_LOOPS idle rounds.
  *
  * Words the guest writes live on the control page, never on this code page: TCG
  * caches translated code, so code is written once, through the gdbstub, before it runs.
@@ -36,6 +41,14 @@
         .set C_ROOT,       0x90
         .set C_BATCHES,    0x98
         .set C_SETUP,      0xa0
+        .set C_POLLFD,     0xa8                 /* struct pollfd {fd, events, revents} */
+        .set C_WAKE_FD,    0xb0
+        .set C_IDLE_LOOPS, 0xb8
+        .set C_WAKE_PATH,  0xc0                 /* 64 bytes, empty: no wake-up line */
+        .set C_IDLE_TS,    0x100                /* long sleep / ppoll timeout */
+        .set C_TERMIOS,    0x110                /* 36-byte struct termios (TCGETS) */
+        .set C_DRAIN,      0x140                /* 64 bytes: wake bytes read and dropped */
+        .set C_WAKES,      0x180                /* count of wake-ups by the line */
 
         .set CHILD1_STACK, 0x6000
         .set SHADOW_STACK, 0x8000
@@ -47,6 +60,7 @@
         .set STATE_READY,  1
         .set STATE_BUSY,   2
         .set STATE_EXITING, 3
+        .set STATE_SLEEPING, 4
         .set CMD_EXIT,     1
 
         .text
@@ -125,12 +139,46 @@ shadow:
         test    rax, rax
         jz      1f
         or      r12, 2
-1:      mov     [rbx + CTL + C_SETUP], r12
+1:      mov     qword ptr [rbx + CTL + C_WAKE_FD], -1
+        cmp     byte ptr [rbx + CTL + C_WAKE_PATH], 0
+        je      2f
+        mov     eax, 2                          /* open(path, O_RDWR|O_NOCTTY|O_NONBLOCK|O_CLOEXEC) */
+        lea     rdi, [rbx + CTL + C_WAKE_PATH]
+        mov     esi, 0x80902
+        syscall
+        mov     [rbx + CTL + C_WAKE_FD], rax
+        test    rax, rax
+        js      3f
+        mov     [rbx + CTL + C_POLLFD], eax
+        mov     dword ptr [rbx + CTL + C_POLLFD + 4], 1   /* POLLIN */
+        mov     rdi, rax                        /* raw mode: one byte wakes, nothing echoes */
+        mov     eax, 16                         /* ioctl(fd, TCGETS, termios) */
+        mov     esi, 0x5401
+        lea     rdx, [rbx + CTL + C_TERMIOS]
+        syscall
+        test    rax, rax
+        jnz     3f
+        and     dword ptr [rbx + CTL + C_TERMIOS + 0], ~0x5eb     /* iflag: no CR/NL maps, no XON */
+        and     dword ptr [rbx + CTL + C_TERMIOS + 4], ~1         /* oflag: no OPOST */
+        and     dword ptr [rbx + CTL + C_TERMIOS + 12], ~0x804b   /* lflag: no ICANON ECHO ISIG IEXTEN */
+        mov     byte ptr [rbx + CTL + C_TERMIOS + 17 + 6], 1      /* VMIN */
+        mov     byte ptr [rbx + CTL + C_TERMIOS + 17 + 5], 0      /* VTIME */
+        mov     rdi, [rbx + CTL + C_WAKE_FD]
+        mov     eax, 16                         /* ioctl(fd, TCSETS, termios) */
+        mov     esi, 0x5402
+        lea     rdx, [rbx + CTL + C_TERMIOS]
+        syscall
+        test    rax, rax
+        jz      2f
+3:      or      r12, 4                          /* wake-up line unusable: sleep instead */
+        mov     qword ptr [rbx + CTL + C_WAKE_FD], -1
+2:      mov     [rbx + CTL + C_SETUP], r12
         mov     eax, 39                         /* getpid */
         syscall
         mov     [rbx + CTL + C_PID], rax
         mov     qword ptr [rbx + CTL + C_STATE], STATE_READY
-        xor     r14d, r14d                      /* r14 = spin iterations left */
+        xor     r14d, r14d                      /* r14 = TSC deadline of the spin window */
+        xor     r13d, r13d                      /* r13 = idle rounds since the last batch */
 
         .globl shadow_loop
 shadow_loop:
@@ -140,15 +188,48 @@ shadow_loop:
         mov     r15, [rbx + CTL + C_DOORBELL]
         cmp     r15, [rbx + CTL + C_DONE]
         jne     run_batch
-        test    r14, r14
-        jz      2f
-        dec     r14
-        pause
+        rdtsc
+        shl     rdx, 32
+        or      rax, rdx
+        cmp     rax, r14
+        jae     1f
+        pause                                   /* still in the spin window */
         jmp     shadow_loop
-2:      mov     eax, 35                         /* nanosleep(timespec, NULL) */
+1:      /* Announce the sleep, then look once more: a host that rang before seeing
+           SLEEPING is answered now, one that sees SLEEPING pokes the line. */
+        mov     qword ptr [rbx + CTL + C_STATE], STATE_SLEEPING
+        mfence
+        mov     r15, [rbx + CTL + C_DOORBELL]
+        cmp     r15, [rbx + CTL + C_DONE]
+        jne     run_batch
+        mov     rdi, [rbx + CTL + C_WAKE_FD]
+        test    rdi, rdi
+        js      2f
+        mov     eax, 271                        /* ppoll(pollfd, 1, idle_ts, NULL, 8) */
+        lea     rdi, [rbx + CTL + C_POLLFD]
+        mov     esi, 1
+        lea     rdx, [rbx + CTL + C_IDLE_TS]
+        xor     r10d, r10d
+        mov     r8d, 8
+        syscall
+        test    rax, rax
+        jle     4f
+        inc     qword ptr [rbx + CTL + C_WAKES]
+        mov     eax, 0                          /* read(fd, drain, 64): drop the wake bytes */
+        mov     rdi, [rbx + CTL + C_WAKE_FD]
+        lea     rsi, [rbx + CTL + C_DRAIN]
+        mov     edx, 64
+        syscall
+        jmp     4f
+2:      inc     r13                             /* no line: short sleeps, then long ones */
         lea     rdi, [rbx + CTL + C_TIMESPEC]
+        cmp     r13, [rbx + CTL + C_IDLE_LOOPS]
+        jb      3f
+        lea     rdi, [rbx + CTL + C_IDLE_TS]
+3:      mov     eax, 35                         /* nanosleep(ts, NULL) */
         xor     esi, esi
         syscall
+4:      mov     qword ptr [rbx + CTL + C_STATE], STATE_READY
         jmp     shadow_loop
 
 /*
@@ -197,7 +278,12 @@ batch_done:
         inc     qword ptr [rbx + CTL + C_BATCHES]
         mov     qword ptr [rbx + CTL + C_STATE], STATE_READY
         mov     [rbx + CTL + C_DONE], r15
-        mov     r14, [rbx + CTL + C_SPIN]
+        rdtsc                                   /* spin window: now + C_SPIN cycles */
+        shl     rdx, 32
+        or      rax, rdx
+        add     rax, [rbx + CTL + C_SPIN]
+        mov     r14, rax
+        xor     r13d, r13d
         .globl batch_end
 batch_end:
         nop                                     /* host breakpoint (trap transport) */

@@ -1,0 +1,42 @@
+import { Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
+import { startResidentShadow } from '../../runner/resident.js';
+import { resolveLiveTarget } from '../../runner/target.js';
+
+export default class ShadowStart extends VmiCommand {
+  static override summary = 'Start a resident shadow, so later plugin runs skip the bootstrap';
+
+  static override description = `The shadow stays in the guest between invocations, asleep on its wake-up line (or
+napping when the guest has none). \`vmi plugins run\` reuses it after checking it is still
+itself; \`vmi shadow stop\` removes it.`;
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --guest lab2',
+  ];
+
+  static override flags = {
+    guest: Flags.string({ char: 'g', description: 'lab guest (default: lab, booted if needed)' }),
+    transport: Flags.string({
+      options: ['auto', 'doorbell', 'trap'],
+      default: 'auto',
+      description: 'transport',
+    }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(ShadowStart);
+    try {
+      const guest = await resolveLiveTarget({ guest: flags.guest, progress: (m) => this.progress(m) });
+      const stats = await startResidentShadow(guest, {
+        transport: flags.transport as 'auto' | 'doorbell' | 'trap',
+        progress: (m) => this.progress(m),
+      });
+      this.log(
+        `resident shadow pid ${stats.shadowPid} on ${guest.name} (${stats.reused ? 'already running' : `started in ${stats.attachMs.toFixed(0)} ms`}, wake-up line ${stats.wakeLine ? 'on' : 'off'})`,
+      );
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+}

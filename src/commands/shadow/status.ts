@@ -1,0 +1,41 @@
+import { Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
+import { findLabGuest } from '../../lab/lab.js';
+import { residentShadowStatus } from '../../runner/resident.js';
+
+export default class ShadowStatus extends VmiCommand {
+  static override summary = 'Show the resident shadow of a guest (read-only: the guest is not stopped)';
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --json',
+  ];
+
+  static override flags = {
+    guest: Flags.string({ char: 'g', description: 'lab guest', default: 'lab' }),
+    json: Flags.boolean({ description: 'machine-readable output' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(ShadowStatus);
+    try {
+      const guest = await findLabGuest(flags.guest);
+      if (!guest) throw new Error(`no running lab guest named '${flags.guest}'`);
+      const st = await residentShadowStatus(guest);
+      if (flags.json) this.log(JSON.stringify(st, null, 2));
+      else if (!st.resident) this.log(`no resident shadow on ${guest.name}`);
+      else
+        this.log(
+          `resident shadow pid ${st.pid} on ${guest.name}: ${st.health}` +
+            (st.health === 'alive'
+              ? ` (${st.state}, ${st.batches} batches, ${st.wakes} wake-ups, heartbeat ${st.heartbeat})`
+              : st.detail
+                ? `: ${st.detail}`
+                : ''),
+        );
+      if (st.resident && st.health !== 'alive') this.exit(1);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+}

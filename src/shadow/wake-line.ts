@@ -1,0 +1,56 @@
+import net from 'node:net';
+
+/**
+ * The host end of the shadow's wake-up line: a QEMU serial chardev socket. One byte
+ * written here becomes a UART interrupt in the guest that ends the shadow's ppoll.
+ * QEMU takes one client per chardev at a time, so the connection is held for a session.
+ */
+export class WakeLine {
+  private sock?: net.Socket;
+  private failed = false;
+
+  constructor(readonly socketPath: string) {}
+
+  /** Connects; a guest without the line (or a busy one) just means no pokes. */
+  async open(timeoutMs = 1000): Promise<boolean> {
+    if (this.sock) return true;
+    this.sock = await new Promise<net.Socket | undefined>((resolve) => {
+      const s = net.createConnection({ path: this.socketPath });
+      const timer = setTimeout(() => {
+        s.destroy();
+        resolve(undefined);
+      }, timeoutMs);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      s.once('error', () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      });
+    });
+    if (!this.sock) {
+      this.failed = true;
+      return false;
+    }
+    this.sock.on('error', () => {
+      this.failed = true;
+    });
+    // Whatever the guest writes back is of no interest.
+    this.sock.on('data', () => {});
+    return true;
+  }
+
+  get usable(): boolean {
+    return this.sock !== undefined && !this.failed;
+  }
+
+  poke(): void {
+    if (this.usable) this.sock!.write('w');
+  }
+
+  close(): void {
+    this.sock?.destroy();
+    this.sock = undefined;
+  }
+}
