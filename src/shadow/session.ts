@@ -384,7 +384,7 @@ async function bootstrapShadow(
   wake: WakeLine | undefined,
   progress: (m: string) => void,
 ): Promise<{ link: Link; victimPid: number; lstar: string }> {
-  const lstar = await syscallEntry(dbg, guest.runDir, journal.load());
+  const lstar = await syscallEntry(dbg, mem, guest.runDir, journal.load());
   const { shadow, victimPid } = await createShadow(dbg, mem, journal, {
     lstar,
     catchTimeoutMs: 20_000,
@@ -416,7 +416,12 @@ async function bootstrapShadow(
  * directory (it does not change while the guest runs), validated by the code bytes
  * found there, found afresh otherwise.
  */
-async function syscallEntry(dbg: GuestDebugger, runDir: string, journal?: Journal): Promise<bigint> {
+async function syscallEntry(
+  dbg: GuestDebugger,
+  mem: PhysicalMemory,
+  runDir: string,
+  journal?: Journal,
+): Promise<bigint> {
   const file = join(runDir, SYSCALL_ENTRY_FILE);
   let cached: { lstar: string; bytes: string } | undefined;
   try {
@@ -433,7 +438,7 @@ async function syscallEntry(dbg: GuestDebugger, runDir: string, journal?: Journa
       // unmapped: find it again
     }
   }
-  const lstar = await findSyscallEntry(dbg);
+  const lstar = await findSyscallEntry(dbg, mem);
   const bytes = (await dbg.gdb.readMemory(lstar, 16)).toString('hex');
   writeFileSync(file, JSON.stringify({ lstar: `0x${lstar.toString(16)}`, bytes }), { mode: 0o600 });
   return lstar;

@@ -1,42 +1,54 @@
-import { cpl, withRegs } from '../qemu/x86-regs.js';
+import { translate } from '../memory/page-walk.js';
+import type { PhysicalMemory } from '../memory/physical.js';
+import { cpl, withRegs, type X86Regs } from '../qemu/x86-regs.js';
 import type { GuestDebugger } from './debugger.js';
 
 /** How far from the stopped rip to look for `0f 05` bytes (both directions). */
 const SCAN_PAGES = 4096;
+/** Candidates to step before giving up (a pair in a page that faults is skipped). */
+const MAX_TRIES = 8;
 
 export class SyscallEntryError extends Error {}
 
 /**
  * Finds the guest kernel's syscall entry point (MSR_LSTAR, which the gdbstub does not
- * expose) without symbols: point a stopped vCPU at any `0f 05` bytes in mapped memory
+ * expose) without symbols: point a stopped vCPU at `0f 05` bytes in an executable page
  * near its rip, single-step that `syscall`, read rip (= LSTAR), and put every register
  * back. The bytes need not be a real instruction boundary: only the CPU decodes them.
+ * A step that faults instead (rcx is then not the next instruction) tries the next pair.
  */
-export async function findSyscallEntry(dbg: GuestDebugger): Promise<bigint> {
+export async function findSyscallEntry(dbg: GuestDebugger, mem: PhysicalMemory): Promise<bigint> {
   const thread = await dbg.currentThread();
   const saved = await dbg.regs(thread);
-  const gadget = await findSyscallBytes(dbg, saved.rip);
+  let tries = 0;
   try {
-    await dbg.setRegs(thread, withRegs(saved, { rip: gadget }));
-    await dbg.gdb.selectThread('c', thread);
-    // A halted vCPU only executes once an interrupt is pending; bound the wait.
-    await dbg.gdb.singleStep(3000);
-    const after = await dbg.regs(thread);
-    if (cpl(after) !== 0 || after.rcx !== gadget + 2n) {
-      throw new SyscallEntryError(
-        `stepping a syscall at 0x${gadget.toString(16)} did not enter the kernel's syscall entry (rip 0x${after.rip.toString(16)})`,
-      );
+    for await (const gadget of syscallBytes(dbg, mem, saved)) {
+      await dbg.setRegs(thread, withRegs(saved, { rip: gadget }));
+      await dbg.gdb.selectThread('c', thread);
+      // A halted vCPU only executes once an interrupt is pending; bound the wait.
+      await dbg.gdb.singleStep(3000);
+      const after = await dbg.regs(thread);
+      await dbg.setRegs(thread, saved);
+      if (cpl(after) === 0 && after.rcx === gadget + 2n) return after.rip;
+      if (++tries >= MAX_TRIES) break;
     }
-    return after.rip;
   } finally {
     await dbg.setRegs(thread, saved);
   }
+  throw new SyscallEntryError(
+    `could not step into the kernel's syscall entry near rip 0x${saved.rip.toString(16)}`,
+  );
 }
 
-async function findSyscallBytes(dbg: GuestDebugger, rip: bigint): Promise<bigint> {
-  const base = rip & ~0xfffn;
+const SYSCALL_BYTES = Buffer.from([0x0f, 0x05]);
+
+/** `0f 05` pairs in executable pages near rip, nearest pages first. */
+async function* syscallBytes(dbg: GuestDebugger, mem: PhysicalMemory, regs: X86Regs): AsyncGenerator<bigint> {
+  const base = regs.rip & ~0xfffn;
   for (let k = 0; k < SCAN_PAGES; k++) {
     for (const page of k === 0 ? [base] : [base + BigInt(k) * 0x1000n, base - BigInt(k) * 0x1000n]) {
+      const t = await translate(mem, regs.cr3, regs.cr4, page).catch(() => null);
+      if (!t?.executable) continue;
       let bytes: Buffer;
       try {
         // One byte past the page so that a pair straddling the boundary is found too.
@@ -44,11 +56,9 @@ async function findSyscallBytes(dbg: GuestDebugger, rip: bigint): Promise<bigint
       } catch {
         continue;
       }
-      const i = bytes.indexOf(Buffer.from([0x0f, 0x05]));
-      if (i >= 0) return page + BigInt(i);
+      for (let i = bytes.indexOf(SYSCALL_BYTES); i >= 0; i = bytes.indexOf(SYSCALL_BYTES, i + 1)) {
+        yield page + BigInt(i);
+      }
     }
   }
-  throw new SyscallEntryError(
-    `no syscall instruction bytes within ${SCAN_PAGES} pages of rip 0x${rip.toString(16)}`,
-  );
 }

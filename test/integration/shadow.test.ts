@@ -1,0 +1,195 @@
+/**
+ * The shadow engine's batches, integrity checks and resident shadow, on a real lab guest,
+ * checked against what the guest itself reports.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GuestConsole } from '../../src/lab/console.js';
+import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
+import { RamFileMemory } from '../../src/memory/physical.js';
+import { residentShadowStatus, startResidentShadow, stopResidentShadow } from '../../src/runner/resident.js';
+import type { Call } from '../../src/sdk/syscall-types.js';
+import { JournalStore } from '../../src/shadow/journal.js';
+import { RedirectSession } from '../../src/shadow/session.js';
+import { ShadowHandle } from '../../src/shadow/shadow.js';
+
+const NAME = 't-shadow';
+const enc = (s: string) => new TextEncoder().encode(`${s}\0`);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+const AT_FDCWD = { kind: 'int', value: -100n } as const;
+const int = (v: number | bigint) => ({ kind: 'int', value: BigInt(v) }) as const;
+
+async function guestSh(guest: LabGuest, command: string): Promise<string> {
+  const con = await GuestConsole.connect(guest.serialSocket);
+  try {
+    const r = await con.run(command, 60_000);
+    if (r.status !== 0) throw new Error(`guest command failed (${r.status}): ${command}\n${r.output}`);
+    return r.output;
+  } finally {
+    con.close();
+  }
+}
+
+/** pid → "comm state" of every guest process, from the guest's own /proc. */
+async function guestProcesses(guest: LabGuest): Promise<Map<number, string>> {
+  const out = await guestSh(
+    guest,
+    'for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; echo "${d#/proc/} $(cat $d/comm 2>/dev/null) $(echo "${s##*) }" | cut -d" " -f1)"; done',
+  );
+  return new Map(
+    out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        const [pid, ...rest] = l.split(' ');
+        return [Number(pid), rest.join(' ')];
+      }),
+  );
+}
+
+/** Waits until no vmi-shadow (live or zombie) is left; busybox init reaps once a second. */
+async function noShadowLeft(guest: LabGuest): Promise<string[]> {
+  let left: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    left = [...(await guestProcesses(guest)).entries()]
+      .filter(([, v]) => v.startsWith('vmi-shadow') || v.endsWith(' Z'))
+      .map(([pid, v]) => `${pid} ${v}`);
+    if (left.length === 0) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return left;
+}
+
+describe('shadow engine', () => {
+  let guest: LabGuest;
+  let workloadMaps: string;
+
+  beforeAll(async () => {
+    await labDown(NAME);
+    guest = await labUp({ name: NAME });
+    workloadMaps = await guestSh(
+      guest,
+      'for p in $(cut -d= -f2 /run/vmi-lab/pids); do cat /proc/$p/maps; done',
+    );
+  });
+
+  afterAll(async () => {
+    await labDown(NAME);
+  });
+
+  it('runs a batch whose calls depend on each other', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const calls: Call[] = [
+        { nr: 257, args: [AT_FDCWD, { kind: 'in', data: enc('/run/vmi-lab/pids') }, int(0)] },
+        { nr: 0, args: [{ kind: 'result', index: 0 }, { kind: 'out', size: 4096, keep: 'ret' }, int(4096)] },
+        { nr: 8, args: [{ kind: 'result', index: 0 }, int(0), int(0)] }, // lseek back to 0
+        { nr: 0, args: [{ kind: 'result', index: 0 }, { kind: 'out', size: 8, keep: 'ret' }, int(8)] },
+        { nr: 3, args: [{ kind: 'result', index: 0 }] },
+      ];
+      const r = await session.run(calls);
+      const truth = await guestSh(guest, 'cat /run/vmi-lab/pids');
+      expect(r[0].ret).toBeGreaterThanOrEqual(0n);
+      expect(dec(r[1].out[0])).toBe(truth);
+      expect(r[2].ret).toBe(0n);
+      expect(dec(r[3].out[0])).toBe(truth.slice(0, 8));
+      expect(r[4].ret).toBe(0n);
+    } finally {
+      await session.detach();
+    }
+  });
+
+  it('reports failing calls in the middle of a batch and goes on', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const r = await session.run([
+        { nr: 39, args: [] }, // getpid
+        { nr: 257, args: [AT_FDCWD, { kind: 'in', data: enc('/no/such/file') }, int(0)] },
+        // X_OK on a file without execute bits: EACCES even for root.
+        { nr: 269, args: [AT_FDCWD, { kind: 'in', data: enc('/run/vmi-lab/pids') }, int(1)] },
+        { nr: 0, args: [{ kind: 'result', index: 1 }, { kind: 'out', size: 16, keep: 'ret' }, int(16)] },
+        { nr: 63, args: [{ kind: 'out', size: 390, keep: 'all' }] }, // uname
+      ]);
+      expect(r[0].ret).toBe(BigInt(session.stats.shadowPid));
+      expect(r[1].ret).toBe(-2n); // ENOENT
+      expect(r[2].ret).toBe(-13n); // EACCES
+      expect(r[3].ret).toBe(-9n); // EBADF: read from the failed open's -ENOENT
+      const release = dec(r[4].out[0].subarray(65 * 2, 65 * 3)).replace(/\0.*$/s, '');
+      expect(release).toBe((await guestSh(guest, 'uname -r')).trim());
+    } finally {
+      await session.detach();
+    }
+  });
+
+  it('detects a shadow killed inside the guest between batches and replaces it', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const first = session.stats.shadowPid;
+      expect((await session.run([{ nr: 39, args: [] }]))[0].ret).toBe(BigInt(first));
+      await guestSh(guest, `kill -9 ${first}`);
+      const again = await session.run([{ nr: 39, args: [] }]);
+      expect(session.stats.rebootstraps).toBe(1);
+      expect(session.stats.shadowPid).not.toBe(first);
+      expect(again[0].ret).toBe(BigInt(session.stats.shadowPid));
+    } finally {
+      await session.detach();
+    }
+    expect(await noShadowLeft(guest)).toEqual([]);
+  });
+
+  it('detects a tampered stub page, refuses that shadow and kills it', async () => {
+    const messages: string[] = [];
+    const session = await RedirectSession.attach(guest, { onProgress: (m) => messages.push(m) });
+    try {
+      const first = session.stats.shadowPid;
+      await session.run([{ nr: 39, args: [] }]);
+      // Someone in the guest rewrites one byte of the shadow's code.
+      const rec = new JournalStore(guest.runDir).load()!.shadow!;
+      const mem = new RamFileMemory(guest.ramFile!, guest.ramSize);
+      const h = new ShadowHandle(
+        mem,
+        BigInt(rec.base),
+        BigInt(rec.cr3),
+        BigInt(rec.cr4),
+        BigInt(rec.marker),
+        rec.pid,
+      );
+      await h.write(0x20, new Uint8Array([0xcc]));
+      mem.close();
+      const r = await session.run([{ nr: 39, args: [] }]);
+      expect(messages.join('\n')).toMatch(/tampered with: its code differs from the stub at offset 0x20/);
+      expect(messages.join('\n')).toContain(`killed the tampered shadow (pid ${first})`);
+      expect(session.stats.rebootstraps).toBe(1);
+      expect(r[0].ret).toBe(BigInt(session.stats.shadowPid));
+    } finally {
+      await session.detach();
+    }
+    expect(await noShadowLeft(guest)).toEqual([]);
+  });
+
+  it('keeps a resident shadow between attaches and stop removes every trace', async () => {
+    const started = await startResidentShadow(guest);
+    expect(started.wakeLine).toBe(true);
+    const status = await residentShadowStatus(guest);
+    expect(status).toMatchObject({ resident: true, health: 'alive', pid: started.shadowPid });
+    expect((await guestProcesses(guest)).get(started.shadowPid)).toMatch(/^vmi-shadow /);
+
+    const session = await RedirectSession.attach(guest);
+    const t0 = performance.now();
+    const r = await session.run([{ nr: 39, args: [] }]);
+    const firstResultMs = performance.now() - t0 + session.stats.attachMs;
+    await session.detach();
+    expect(session.stats.reused).toBe(true);
+    expect(session.stats.victimPid).toBe(0);
+    expect(r[0].ret).toBe(BigInt(started.shadowPid));
+    console.log(`resident shadow: attach → first result ${firstResultMs.toFixed(2)} ms`);
+    expect((await residentShadowStatus(guest)).health).toBe('alive');
+
+    expect(await stopResidentShadow(guest)).toBe(started.shadowPid);
+    expect((await residentShadowStatus(guest)).resident).toBe(false);
+    expect(await noShadowLeft(guest)).toEqual([]);
+    // No scratch mapping left in any workload process (the borrowed one included).
+    expect(
+      await guestSh(guest, 'for p in $(cut -d= -f2 /run/vmi-lab/pids); do cat /proc/$p/maps; done'),
+    ).toBe(workloadMaps);
+  });
+});
