@@ -15,6 +15,7 @@ import { labDown, labUp } from '../dist/lab/lab.js';
 import { findPlugin } from '../dist/plugins/index.js';
 import { runPluginsOnGuest } from '../dist/runner/run-plugins.js';
 import { RedirectSession } from '../dist/shadow/session.js';
+import { startResidentShadow, stopResidentShadow } from '../dist/runner/resident.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const GUEST = process.env.BENCH_GUEST ?? 'bench';
@@ -124,6 +125,58 @@ async function getpidLatency(guest) {
   }
 }
 
+/** CPU (% of one vCPU) that process `pid` used over `seconds`, from its /proc stat ticks. */
+async function cpuPercent(con, pid, seconds) {
+  const ticks = async () => {
+    const stat = (await guestRun(con, `cat /proc/${pid}/stat`)).trim();
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime, USER_HZ = 100
+  };
+  const t0 = performance.now();
+  const a = await ticks();
+  await sleep(seconds * 1000);
+  const b = await ticks();
+  return ((b - a) / 100 / ((performance.now() - t0) / 1000)) * 100;
+}
+
+/**
+ * The resident shadow: attach → first result, pslist through it, and what it costs the
+ * guest while idle, against a plain 10 ms nanosleep loop measured the same way.
+ */
+async function residentShadow(guest, con, plugins) {
+  const out = {};
+  const started = await startResidentShadow(guest, { transport: 'doorbell' });
+  try {
+    const first = [];
+    for (let i = 0; i < 15; i++) {
+      await sleep(200 + Math.random() * 300);
+      const t0 = performance.now();
+      const session = await RedirectSession.attach(guest, { transport: 'doorbell' });
+      await session.run([{ nr: 39, args: [] }]);
+      first.push(performance.now() - t0);
+      await session.detach();
+    }
+    out.attachToFirstResultMs = stat(first);
+    out.pslist = await vmiSeries(guest, plugins.pslist, 'doorbell');
+    log('idle cost of the resident shadow (10 s)');
+    out.idleCpuPercent = await cpuPercent(con, started.shadowPid, 10);
+    out.wakeLine = started.wakeLine;
+  } finally {
+    await stopResidentShadow(guest);
+  }
+  const napPid = Number((await guestRun(con, 'psnative nap 10 >/dev/null 2>&1 & echo $!')).trim());
+  try {
+    out.naiveNap10msCpuPercent = await cpuPercent(con, napPid, 10);
+  } finally {
+    await guestRun(con, `kill ${napPid}`);
+  }
+  log(
+    `  resident: attach→first result ${out.attachToFirstResultMs.median.toFixed(2)} ms, idle ` +
+      `${out.idleCpuPercent.toFixed(2)}% (10 ms nap loop ${out.naiveNap10msCpuPercent.toFixed(2)}%)`,
+  );
+  return out;
+}
+
 async function measureLevel(guest, con, plugins, level) {
   const out = { extra: level };
   out.procs = await procCount(con);
@@ -143,6 +196,7 @@ async function measureLevel(guest, con, plugins, level) {
   );
 
   out.pslistDoorbell = await vmiSeries(guest, plugins.pslist, 'doorbell');
+  out.resident = await residentShadow(guest, con, plugins);
   out.pslistTrap = await vmiSeries(guest, plugins.pslist, 'trap');
   if (plugins.psaux) out.psauxDoorbell = await vmiSeries(guest, plugins.psaux, 'doorbell');
 
@@ -162,6 +216,8 @@ async function measureLevel(guest, con, plugins, level) {
     pslistPluginVsBusyboxPs: d / out.busyboxPs.median,
     pslistTotalVsBusyboxPs: out.pslistDoorbell.totalMs.median / out.busyboxPs.median,
     pslistTrapPluginVsNative: out.pslistTrap.pluginMs.median / out.psnative.median,
+    pslistResidentPluginVsNative: out.resident.pslist.pluginMs.median / out.psnative.median,
+    pslistResidentTotalVsNative: out.resident.pslist.totalMs.median / out.psnative.median,
   };
   if (out.psauxDoorbell) {
     out.ratios.psauxPluginVsNativeCmdline = out.psauxDoorbell.pluginMs.median / out.psnativeCmdline.median;
@@ -188,6 +244,12 @@ function tableRows(levels) {
     'vmi pslist doorbell: batches / syscalls',
     (l) => `${l.pslistDoorbell.batches} / ${l.pslistDoorbell.calls}`,
   );
+  row('vmi pslist resident shadow: attach ms', (l) => ms(l.resident.pslist.attachMs, 1));
+  row('vmi pslist resident shadow: plugin ms', (l) => ms(l.resident.pslist.pluginMs, 2));
+  row('vmi pslist resident shadow: total ms', (l) => ms(l.resident.pslist.totalMs, 1));
+  row('resident shadow: attach → first result ms', (l) => ms(l.resident.attachToFirstResultMs, 2));
+  row('resident shadow idle: guest CPU %', (l) => `${f(l.resident.idleCpuPercent, 2)}%`);
+  row('plain 10 ms nanosleep loop: guest CPU %', (l) => `${f(l.resident.naiveNap10msCpuPercent, 2)}%`);
   row('vmi pslist trap: attach ms', (l) => ms(l.pslistTrap.attachMs, 0));
   row('vmi pslist trap: plugin ms', (l) => ms(l.pslistTrap.pluginMs, 2));
   row('vmi pslist trap: of which in batches ms', (l) => ms(l.pslistTrap.runMs, 2));
@@ -204,6 +266,7 @@ function tableRows(levels) {
   row('psnative --cmdline ms', (l) => `${ms(l.psnativeCmdline, 2)}, ${l.psnativeCmdline.syscalls} syscalls`);
   row('busybox ps (fork+exec, in guest) ms', (l) => ms(l.busyboxPs, 2));
   row('**ratio** pslist plugin / psnative', (l) => ratio(l.ratios.pslistPluginVsNative));
+  row('**ratio** pslist resident total / psnative', (l) => ratio(l.ratios.pslistResidentTotalVsNative));
   row('**ratio** pslist total / psnative', (l) => ratio(l.ratios.pslistTotalVsNative));
   row('**ratio** pslist plugin / busybox ps', (l) => ratio(l.ratios.pslistPluginVsBusyboxPs));
   row('**ratio** pslist total / busybox ps', (l) => ratio(l.ratios.pslistTotalVsBusyboxPs));
@@ -324,6 +387,10 @@ async function main() {
     levels,
     // vmi pslist (doorbell) plugin time / psnative median, per extra-process level.
     pslist_ratio_vs_native: Object.fromEntries(levels.map((l) => [l.extra, l.ratios.pslistPluginVsNative])),
+    // Through a resident shadow, attach included (what `vmi plugins run` costs past Node start-up).
+    pslist_resident_total_ratio_vs_native: Object.fromEntries(
+      levels.map((l) => [l.extra, l.ratios.pslistResidentTotalVsNative]),
+    ),
     pslist_total_ratio_vs_native: Object.fromEntries(
       levels.map((l) => [l.extra, l.ratios.pslistTotalVsNative]),
     ),

@@ -137,8 +137,9 @@ export class DoorbellTransport implements Transport {
     for (let i = 0; ; i++) {
       if (await done()) return;
       const now = Date.now();
-      // Spin briefly (a hot shadow answers in microseconds), then back off.
-      if (i > 2000) pause(i > 20000 ? 1 : 0.02);
+      // Spin briefly (a hot shadow answers in microseconds), then sleep in short steps:
+      // a host core spinning longer steals time from QEMU on a small machine.
+      if (i > 100) pause(i > 20000 ? 1 : 0.05);
       if (i % 1024 === 1023) {
         await this.shadow.verify();
         const beat = await this.shadow.readControl('heartbeat');

@@ -205,6 +205,11 @@ int main(int argc, char **argv) {
   static int64_t t[MAX_RUNS];
   int runs = 10, with_cmdline = 0;
   if (argc >= 3 && strcmp(argv[1], "spawn") == 0) return do_spawn(atoi(argv[2]));
+  if (argc >= 3 && strcmp(argv[1], "nap") == 0) {
+    /* The naive polling loop the shadow's idle cost is compared with: nanosleep(MS), forever. */
+    struct timespec ts = {atoi(argv[2]) / 1000, (atoi(argv[2]) % 1000) * 1000000L};
+    for (;;) nanosleep(&ts, NULL);
+  }
   if (argc >= 2 && strcmp(argv[1], "exec") == 0) {
     int i = 2;
     if (i + 1 < argc && strcmp(argv[i], "-n") == 0) {
@@ -224,7 +229,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--cmdline") == 0)
       with_cmdline = 1;
     else {
-      fprintf(stderr, "usage: psnative [-n K] [--cmdline] | spawn N | exec [-n K] CMD ARGS...\n");
+      fprintf(stderr, "usage: psnative [-n K] [--cmdline] | spawn N | nap MS | exec [-n K] CMD ARGS...\n");
       return 2;
     }
   }
