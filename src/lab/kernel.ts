@@ -66,6 +66,77 @@ async function aptUpdate(onProgress?: (m: string) => void): Promise<void> {
   await mustRun('apt-get', ['update', '-qq'], { timeoutMs: 300_000 });
 }
 
+/** Kernel series and configurations that short aliases (`6.12-rt`) name. */
+export const KERNEL_SERIES = ['6.1', '6.12'] as const;
+export const KERNEL_FLAVOURS = ['amd64', 'cloud-amd64', 'rt-amd64'] as const;
+export type KernelSeries = (typeof KERNEL_SERIES)[number];
+export type KernelFlavour = (typeof KERNEL_FLAVOURS)[number];
+
+/**
+ * Reads a short kernel alias: `6.1`, `6.12`, `6.1-rt`, `6.12-cloud`, `6.1-amd64`,
+ * `6.12-rt-amd64`... (series, then optional flavour; default flavour amd64). Undefined
+ * for anything else (a full package name, say).
+ */
+export function parseKernelAlias(
+  alias: string,
+): { series: KernelSeries; flavour: KernelFlavour } | undefined {
+  const m = /^(6\.1|6\.12)(?:-(amd64|cloud|cloud-amd64|rt|rt-amd64))?$/.exec(alias.trim());
+  if (!m) return undefined;
+  const f = m[2] ?? 'amd64';
+  const flavour = (f.endsWith('amd64') ? f : `${f}-amd64`) as KernelFlavour;
+  return { series: m[1] as KernelSeries, flavour };
+}
+
+/** The apt-cache search pattern for a series and flavour. */
+function aliasPattern(series: KernelSeries, flavour: KernelFlavour): RegExp {
+  return series === '6.1'
+    ? new RegExp(`^linux-image-6\\.1\\.0-(\\d+)-${flavour}$`)
+    : new RegExp(`^linux-image-6\\.12\\.(\\d+)\\+deb12-${flavour}-unsigned$`);
+}
+
+/** The newest package of that series and flavour in `apt-cache search` output (pure). */
+export function pickNewestOf(
+  aptSearchOutput: string,
+  series: KernelSeries,
+  flavour: KernelFlavour,
+): string | undefined {
+  const re = aliasPattern(series, flavour);
+  let best: { name: string; n: number } | undefined;
+  for (const line of aptSearchOutput.split('\n')) {
+    const name = line.split(' ')[0] ?? '';
+    const m = re.exec(name);
+    if (!m) continue;
+    const n = Number(m[1]);
+    if (!best || n > best.n) best = { name, n };
+  }
+  return best?.name;
+}
+
+/** A package name as given, or the newest package a short alias (`6.12-rt`) names. */
+export async function resolveKernelPackage(spec: string, onProgress?: (m: string) => void): Promise<string> {
+  const alias = parseKernelAlias(spec);
+  if (!alias) return spec;
+  if (!(await aptListsPresent())) await aptUpdate(onProgress);
+  const pattern =
+    alias.series === '6.1'
+      ? `^linux-image-6\\.1\\.0-[0-9]+-${alias.flavour}$`
+      : `^linux-image-6\\.12\\.[0-9]+\\+deb12-${alias.flavour}-unsigned$`;
+  const r = await mustRun('apt-cache', ['search', '--names-only', pattern]);
+  const pkg = pickNewestOf(r.stdout.toString('utf8'), alias.series, alias.flavour);
+  if (!pkg) throw new LabError(`no kernel package for ${spec} known to apt (check the Debian sources)`);
+  return pkg;
+}
+
+/** Config symbols of the lab modules: built in (=y) they need no .ko. */
+const LAB_MODULE_CONFIG: Record<string, string> = { dummy: 'CONFIG_DUMMY', nls_utf8: 'CONFIG_NLS_UTF8' };
+
+/** Modules of LAB_MODULE_CANDIDATES that a kernel config builds in (pure). */
+export function builtinLabModules(config: string): string[] {
+  return Object.entries(LAB_MODULE_CONFIG)
+    .filter(([, sym]) => new RegExp(`^${sym}=y$`, 'm').test(config))
+    .map(([name]) => name);
+}
+
 /** The default lab kernel: the newest linux-image-6.1.0-N-amd64 apt knows about. */
 export async function defaultKernelPackage(onProgress?: (m: string) => void): Promise<string> {
   if (!(await aptListsPresent())) await aptUpdate(onProgress);
@@ -178,7 +249,7 @@ async function copyModule(src: string, dest: string): Promise<void> {
  * safe when several processes race (each works in its own temp dir, then renames it in).
  */
 export async function ensureKernel(pkg?: string, onProgress?: (m: string) => void): Promise<LabKernel> {
-  const name = pkg ?? (await defaultKernelPackage(onProgress));
+  const name = pkg ? await resolveKernelPackage(pkg, onProgress) : await defaultKernelPackage(onProgress);
   if (!KERNEL_PKG_RE.test(name)) throw new LabError(`not a kernel image package name: ${name}`);
   const cached = await cachedKernel(name);
   if (cached) return cached;
@@ -242,7 +313,9 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
         break;
       }
     }
-    if (Object.keys(kernel.modules).length === 0) {
+    // A module built into this configuration is as good as a loadable one (nothing to insmod).
+    const builtin = kernel.config ? builtinLabModules(await readFile(join(tmp, 'config'), 'utf8')) : [];
+    if (Object.keys(kernel.modules).length === 0 && builtin.length === 0) {
       throw new LabError(`${name} has none of the lab modules (${LAB_MODULE_CANDIDATES.join(', ')})`);
     }
 

@@ -5,6 +5,7 @@ import { arrowsRenderer } from './renderers/arrows.js';
 import { csvRenderer } from './renderers/csv.js';
 import { jsonRenderer } from './renderers/json.js';
 import { jsonlRenderer } from './renderers/jsonl.js';
+import { parquetRenderer } from './renderers/parquet.js';
 import { prettyRenderer } from './renderers/pretty.js';
 import { quickRenderer } from './renderers/quick.js';
 
@@ -16,13 +17,11 @@ const RENDERERS: Record<RendererName, Renderer> = {
   jsonl: jsonlRenderer,
   arrow: arrowRenderer,
   arrows: arrowsRenderer,
-  // parquet: renderers/parquet.ts, via parquet-wasm from tableToIPC(toArrow(t), 'stream').
+  parquet: parquetRenderer,
 };
 
 /** Known formats that are not built yet, with the reason shown to the user. */
-const PLANNED: Record<string, string> = {
-  parquet: 'parquet output is not available yet; use arrow (pandas.read_feather, DuckDB via pyarrow)',
-};
+const PLANNED: Record<string, string> = {};
 
 /** Valid `--output-format` values, default first. */
 export const RENDERER_NAMES: readonly RendererName[] = Object.keys(RENDERERS) as RendererName[];

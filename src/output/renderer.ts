@@ -5,8 +5,8 @@
 import type { Sink } from './sink.js';
 import type { ResultTable } from './table.js';
 
-/** Output formats; `parquet` is planned (parquet-wasm, from an Arrow IPC stream). */
-export type RendererName = 'quick' | 'pretty' | 'csv' | 'json' | 'jsonl' | 'arrow' | 'arrows';
+/** Output formats. */
+export type RendererName = 'quick' | 'pretty' | 'csv' | 'json' | 'jsonl' | 'arrow' | 'arrows' | 'parquet';
 
 export interface Renderer {
   readonly name: RendererName;

@@ -2,11 +2,16 @@
 import type { PluginDefinition } from '../sdk/index.js';
 import { banner } from './banner.js';
 import { envars } from './envars.js';
+import { ifconfig } from './ifconfig.js';
+import { kmsg } from './kmsg.js';
 import { lsmod } from './lsmod.js';
+import { lsof } from './lsof.js';
+import { maps } from './maps.js';
 import { mountinfo } from './mountinfo.js';
 import { psaux } from './psaux.js';
 import { pslist } from './pslist.js';
 import { pstree } from './pstree.js';
+import { sockstat } from './sockstat.js';
 import { sysinfo } from './sysinfo.js';
 
 export const builtinPlugins: readonly PluginDefinition[] = [
@@ -18,6 +23,11 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   mountinfo,
   banner,
   sysinfo,
+  sockstat,
+  lsof,
+  maps,
+  kmsg,
+  ifconfig,
 ];
 
 /** The built-in plugin of that name (case-insensitive), or undefined. */

@@ -73,6 +73,10 @@ export interface LaunchSpec {
   /** Shared RAM file (created beforehand, 0600); file offset = guest-physical address. */
   ramFile: string;
   accel?: Accel;
+  /** Machine type (default `q35`); a capture replay names the exact one, e.g. pc-q35-7.2. */
+  machine?: string;
+  /** `-incoming` value (e.g. `defer`): start waiting for a migration stream instead of booting. */
+  incoming?: string;
 }
 
 /** Paths of the control endpoints inside a run dir. */
@@ -105,6 +109,8 @@ export function qemuArgs(spec: LaunchSpec): string[] {
   for (const s of [p.qmpSocket, p.gdbSocket, p.serialSocket, p.wakeSocket]) {
     if (Buffer.byteLength(s) > MAX_UNIX_PATH) throw new QemuError(`unix socket path too long: ${s}`);
   }
+  if (spec.machine !== undefined && !/^[A-Za-z0-9_.-]+$/.test(spec.machine))
+    throw new QemuError(`invalid machine type ${JSON.stringify(spec.machine)}`);
   for (const v of [spec.ramFile, spec.runDir, spec.kernel, spec.initrd]) {
     // QEMU's option parser treats ',' as a separator (',,' escapes it); keep paths plain.
     if (v.includes(',')) throw new QemuError(`path must not contain ',': ${v}`);
@@ -114,7 +120,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     '-name',
     `vmi-${spec.name}`,
     '-machine',
-    'q35,memory-backend=m',
+    `${spec.machine ?? 'q35'},memory-backend=m`,
     '-accel',
     accel,
     '-cpu',
@@ -154,6 +160,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     'chardev:wake',
     '-pidfile',
     p.pidFile,
+    ...(spec.incoming ? ['-incoming', spec.incoming] : []),
     '-daemonize',
   ];
 }

@@ -1,7 +1,9 @@
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import type { ResultTable } from '../output/table.js';
 import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
-import { RedirectSession, type SessionStats } from '../shadow/session.js';
+import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
+import type { SyscallExecutor } from '../sdk/syscall-types.js';
+import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import type { TransportName } from '../shadow/transport.js';
 
 export interface PluginRequest {
@@ -10,8 +12,22 @@ export interface PluginRequest {
   options: Record<string, unknown>;
 }
 
+/** A plugin that threw: its table is missing, the other plugins' tables are kept. */
+export interface PluginFailure {
+  plugin: string;
+  /** Position of its request in `requests`. */
+  index: number;
+  message: string;
+  error: unknown;
+}
+
 export interface PluginsRun {
+  /** Tables of the plugins that completed, in request order (failed plugins have none). */
   tables: ResultTable[];
+  /** One entry per request, in request order: its table, or undefined where the plugin threw. */
+  byRequest: (ResultTable | undefined)[];
+  /** Plugins that threw; empty when every plugin completed. */
+  failures: PluginFailure[];
   session: SessionStats;
   /** Milliseconds spent in each plugin's run (guest work and parsing). */
   pluginMs: Record<string, number>;
@@ -20,34 +36,61 @@ export interface PluginsRun {
 export interface RunOnGuestOptions {
   transport?: TransportName | 'auto';
   progress?: (message: string) => void;
+  /** `--allow-write`: let plugins that declare `needs` make their declared calls. */
+  allowWrite?: boolean;
+  /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
+  attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
+
+/** What runPluginsOnGuest needs of a session: an executor with stats and a detach. */
+export type AttachedSession = SyscallExecutor & { readonly stats: SessionStats; detach(): Promise<void> };
+
+/** A guest to inspect: its endpoints, plus what the caller knows of it for metadata. */
+export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureId?: string };
 
 /**
  * Runs several plugins against one live guest through a single attach: one shadow
- * serves them all, and it is gone again when this returns (or throws).
+ * serves them all, and it is gone again when this returns (or throws). A plugin that
+ * throws is recorded in `failures` and the next one runs.
  */
-/** A guest to inspect: its endpoints, plus what the caller knows of it for metadata. */
-export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureId?: string };
 
 export async function runPluginsOnGuest(
   guest: InspectedGuest,
   requests: readonly PluginRequest[],
   opts: RunOnGuestOptions = {},
 ): Promise<PluginsRun> {
-  const session = await RedirectSession.attach(guest, {
+  // Refuse write plugins before attaching: nothing reaches the guest.
+  for (const req of requests) assertWriteAllowed(req.plugin, opts.allowWrite ?? false);
+  const attach = opts.attach ?? ((g, o) => RedirectSession.attach(g, o));
+  const session = await attach(guest, {
     transport: opts.transport,
     onProgress: opts.progress,
   });
-  const tables: ResultTable[] = [];
+  const byRequest: (ResultTable | undefined)[] = [];
+  const failures: PluginFailure[] = [];
   const pluginMs: Record<string, number> = {};
   try {
-    for (const req of requests) {
+    for (const [index, req] of requests.entries()) {
       const t0 = performance.now();
-      const { table } = await runPlugin(req.plugin, {
-        executor: session,
-        options: req.options,
-        progress: opts.progress,
-      });
+      let table: ResultTable;
+      try {
+        ({ table } = await runPlugin(req.plugin, {
+          // Every plugin's calls pass the read-only policy (plus its declared needs with --allow-write).
+          executor: new PolicyExecutor(session, {
+            plugin: req.plugin.name,
+            grant: opts.allowWrite ? req.plugin.needs : undefined,
+          }),
+          options: req.options,
+          progress: opts.progress,
+        }));
+      } catch (error) {
+        // One plugin's failure costs its own table, never the others'.
+        pluginMs[req.plugin.name] = performance.now() - t0;
+        const message = error instanceof Error ? error.message : String(error);
+        failures.push({ plugin: req.plugin.name, index, message, error });
+        byRequest.push(undefined);
+        continue;
+      }
       pluginMs[req.plugin.name] = performance.now() - t0;
       table.metadata = {
         ...table.metadata,
@@ -58,10 +101,11 @@ export async function runPluginsOnGuest(
         'collection.transport': session.stats.transport,
         source: guest.captureId ? 'capture' : 'live',
       };
-      tables.push(table);
+      byRequest.push(table);
     }
   } finally {
     await session.detach();
   }
-  return { tables, session: session.stats, pluginMs };
+  const tables = byRequest.filter((t): t is ResultTable => t !== undefined);
+  return { tables, byRequest, failures, session: session.stats, pluginMs };
 }

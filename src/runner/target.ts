@@ -1,4 +1,5 @@
-import { DEFAULT_LAB_NAME, findLabGuest, labUp, type LabGuest } from '../lab/lab.js';
+import { DEFAULT_LAB_NAME, findLabGuest, labUp, listLabGuests, type LabGuest } from '../lab/lab.js';
+import type { GuestTarget } from './multi-guest.js';
 
 export class TargetError extends Error {}
 
@@ -23,4 +24,34 @@ export async function resolveLiveTarget(opts: LiveTargetOptions): Promise<LabGue
   }
   opts.progress?.(`lab guest '${name}' is not running: booting it`);
   return labUp({ name, onProgress: opts.progress });
+}
+
+export interface LiveTargetsOptions {
+  /** Lab guest names (--guest, repeatable). */
+  guests?: readonly string[];
+  /** Every running lab guest (--all-guests). */
+  allGuests?: boolean;
+}
+
+/**
+ * The guests of a multi-guest run, each resolved on its own so that one guest that is
+ * not running fails alone. Named guests must be running (none is booted on demand).
+ */
+export async function resolveLiveTargets(opts: LiveTargetsOptions): Promise<GuestTarget[]> {
+  const names = new Set<string>(opts.guests ?? []);
+  if (opts.allGuests) {
+    const running = await listLabGuests();
+    if (running.length === 0 && names.size === 0) {
+      throw new TargetError('no lab guest is running (start one with `vmi lab up`)');
+    }
+    for (const g of running) names.add(g.name);
+  }
+  return [...names].map((name) => ({
+    name,
+    resolve: async () => {
+      const g = await findLabGuest(name);
+      if (!g) throw new TargetError(`no running lab guest named '${name}'`);
+      return g;
+    },
+  }));
 }

@@ -118,6 +118,7 @@ export class CallRef {
 /** Statistics callback: one call per executor `run()`. */
 export type RunObserver = (calls: number, outBytes: number, inBytes: number) => void;
 
+/** Records syscalls and submits them as few guest entries as the batch limits allow. Get one from `ctx.sys.batch()`. */
 export class BatchBuilder {
   private readonly entries: Entry[] = [];
   private results: SyscallResult[] | undefined;
@@ -201,26 +202,32 @@ export class BatchBuilder {
 
   // ------------------------------------------------------------------ typed wrappers
 
+  /** openat(dirfd, path, flags, mode); the result's ret is the new fd. Write flags are refused by the read-only policy. */
   openat(dirfd: FdArg, path: PathArg, flags: number, mode = 0): CallRef {
     return this.call('openat', [dirfd, inBytes(cPath(path)), flags, mode], { path: pathText(path) });
   }
 
+  /** read(fd, count): data = the bytes read. */
   read(fd: FdArg, count: number): CallRef {
     return this.call('read', [fd, outBuffer(count), count], { path: refPath(fd) });
   }
 
+  /** pread64(fd, count, offset): data = the bytes read at `offset`. */
   pread64(fd: FdArg, count: number, offset: number | bigint): CallRef {
     return this.call('pread64', [fd, outBuffer(count), count, offset], { path: refPath(fd) });
   }
 
+  /** close(fd). */
   close(fd: FdArg): CallRef {
     return this.call('close', [fd], { path: refPath(fd) });
   }
 
+  /** lseek(fd, offset, whence); ret = the new position. */
   lseek(fd: FdArg, offset: number | bigint, whence = SEEK_SET): CallRef {
     return this.call('lseek', [fd, offset, whence], { path: refPath(fd) });
   }
 
+  /** getdents64(fd, count): data = linux_dirent64 records; decode with decodeDirents64. */
   getdents64(fd: FdArg, count: number): CallRef {
     return this.call('getdents64', [fd, outBuffer(count), count], { path: refPath(fd) });
   }
@@ -254,14 +261,17 @@ export class BatchBuilder {
     return this.call('syslog', [action, size > 0 ? outBuffer(size) : 0, size]);
   }
 
+  /** getpid() of the shadow process. */
   getpid(): CallRef {
     return this.call('getpid', []);
   }
 
+  /** getuid() of the shadow process (0 when it runs as root). */
   getuid(): CallRef {
     return this.call('getuid', []);
   }
 
+  /** geteuid() of the shadow process. */
   geteuid(): CallRef {
     return this.call('geteuid', []);
   }

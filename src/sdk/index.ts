@@ -9,6 +9,8 @@ export {
   TREE_DEPTH,
   PluginDefinitionError,
   PluginOptionError,
+  PluginApiVersionError,
+  checkApiVersion,
   type OptionType,
   type OptionSpec,
   type OptionSpecs,
@@ -50,7 +52,24 @@ export {
   type InArg,
   type OutArg,
 } from './batch.js';
+// Typed errors of redirected calls.
 export { SyscallError, BatchProtocolError, isVanished } from './errors.js';
+// The read-only syscall policy every plugin runs under.
+export {
+  PolicyExecutor,
+  PolicyViolationError,
+  READ_ONLY_SYSCALLS,
+  READ_ONLY_SYSLOG_ACTIONS,
+  WRITE_OPEN_FLAGS,
+  O_TMPFILE_BIT,
+  checkCall,
+  assertWriteAllowed,
+  needsWrite,
+  describeNeeds,
+  describeOpenFlags,
+  type PluginNeeds,
+  type PolicyOptions,
+} from './policy.js';
 export { ProcFs, PROC_FILE_CHUNK, type TaskId } from './procfs.js';
 export * from './limits.js';
 export type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';

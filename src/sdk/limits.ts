@@ -13,6 +13,7 @@ export interface BatchLimits {
   maxInBytes: number;
 }
 
+/** The limits the shadow engine's batch buffer is sized for. */
 export const DEFAULT_BATCH_LIMITS: Readonly<BatchLimits> = Object.freeze({
   maxCalls: 1024,
   maxOutBytes: 1 << 20,

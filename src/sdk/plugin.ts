@@ -7,12 +7,20 @@ import type { ResultTable } from '../output/table.js';
 import { ProcFs } from './procfs.js';
 import { SyscallApi, type SyscallApiOptions } from './syscall-api.js';
 import type { SyscallExecutor } from './syscall-types.js';
+import { sysnoOf } from '../abi/linux/syscalls.js';
+import type { PluginNeeds } from './policy.js';
 
-/** Version of this plugin API. A pack built for another major version is refused on load. */
+/**
+ * Version of this plugin API: an integer, bumped on every incompatible change (it is the
+ * major version). definePlugin stamps it into each definition; a pack plugin stamped
+ * with another value is refused on load with a {@link PluginApiVersionError}.
+ */
 export const apiVersion = 1;
 
+/** The value type of a plugin option: `--flag`, `--pid 42`, `--name text`. */
 export type OptionType = 'boolean' | 'integer' | 'string';
 
+/** Declaration of one plugin option (a CLI flag after the plugin name). */
 export interface OptionSpec {
   type: OptionType;
   /** One line for `--help`. */
@@ -39,6 +47,7 @@ export type OptionValue<S extends OptionSpec> = S['type'] extends 'boolean'
       ? BaseValue<S['type']>
       : BaseValue<S['type']> | undefined;
 
+/** The typed options object `run()` receives as `ctx.options`. */
 export type ParsedOptions<O extends OptionSpecs> = { [K in keyof O]: OptionValue<O[K]> };
 
 /**
@@ -76,6 +85,7 @@ export interface PluginContext<O = Record<string, unknown>> {
   signal?: AbortSignal;
 }
 
+/** What a plugin author writes and passes to {@link definePlugin}. */
 export interface PluginSpec<C extends readonly ColumnSpec[], O extends OptionSpecs> {
   /** Volatility-style name: `pslist`, `psaux`, `lsof`. Lowercase, [a-z0-9._-]. */
   name: string;
@@ -83,11 +93,21 @@ export interface PluginSpec<C extends readonly ColumnSpec[], O extends OptionSpe
   description: string;
   /** The plugin's own version (semver). */
   version: string;
+  /** The output schema: typed, named columns (Volatility-style names). */
   columns: C;
+  /** Options the plugin takes after its name on the command line. */
   options?: O;
+  /**
+   * What the plugin needs beyond the read-only syscall policy. Leave it out for a normal
+   * introspection plugin. A plugin that declares extras changes the guest: it only runs
+   * with `--allow-write`, and then only the declared extras are allowed.
+   */
+  needs?: PluginNeeds;
+  /** Produces the rows (an array, or an async iterable for long outputs). */
   run(ctx: PluginContext<ParsedOptions<O>>): Promise<Row<C>[]> | AsyncIterable<Row<C>>;
 }
 
+/** A checked, frozen plugin: what definePlugin returns and what a pack exports. */
 export interface PluginDefinition<
   C extends readonly ColumnSpec[] = readonly ColumnSpec[],
   O extends OptionSpecs = OptionSpecs,
@@ -95,6 +115,37 @@ export interface PluginDefinition<
   /** The SDK apiVersion the plugin was built against. */
   apiVersion: number;
   options: O;
+}
+
+/**
+ * A plugin built against another major version of the plugin API than this vmi's.
+ * The message names the pack (when known), the plugin and both versions.
+ */
+export class PluginApiVersionError extends Error {
+  override name = 'PluginApiVersionError';
+  constructor(
+    /** The plugin's name. */
+    readonly plugin: string,
+    /** The apiVersion it was built against. */
+    readonly pluginApi: unknown,
+    /** The pack that brought it, when it came from one. */
+    readonly pack?: string,
+  ) {
+    super(
+      `plugin '${plugin}'${pack ? ` of pack ${pack}` : ''} was built for vmi plugin API ${String(pluginApi)}, ` +
+        `but this vmi provides plugin API ${apiVersion}${pack ? `: update the pack or vmi` : ''}`,
+    );
+  }
+}
+
+/**
+ * Throws {@link PluginApiVersionError} unless `def` was built against this vmi's plugin
+ * API major version. `pack` names the pack in the message.
+ */
+export function checkApiVersion(def: { name: string; apiVersion: unknown }, pack?: string): void {
+  const v = def.apiVersion;
+  const major = typeof v === 'number' ? Math.trunc(v) : typeof v === 'string' ? Number(v.split('.')[0]) : NaN;
+  if (major !== apiVersion) throw new PluginApiVersionError(def.name, v, pack);
 }
 
 /** A plugin definition or option that is not valid. */
@@ -131,6 +182,10 @@ export function definePlugin<
     if (!['boolean', 'integer', 'string'].includes(o.type)) {
       throw new PluginDefinitionError(`${spec.name}: option '${name}' has bad type '${String(o.type)}'`);
     }
+  }
+  for (const sc of spec.needs?.syscalls ?? []) {
+    if (sysnoOf(sc) === undefined)
+      throw new PluginDefinitionError(`${spec.name}: needs unknown syscall '${sc}'`);
   }
   return Object.freeze({ ...spec, options, apiVersion });
 }
@@ -187,6 +242,7 @@ export function resolveOptions<O extends OptionSpecs>(
   return out as ParsedOptions<O>;
 }
 
+/** Inputs of {@link createPluginContext}. */
 export interface CreateContextOptions<O> {
   /** Runs the batches inside the guest (the shadow engine, a capture replay, or a fake). */
   executor: SyscallExecutor;
@@ -221,6 +277,7 @@ export function rowCells(
   });
 }
 
+/** Inputs of {@link runPlugin}. */
 export interface RunPluginOptions {
   executor: SyscallExecutor;
   /** Raw option values; resolved with resolveOptions. */
@@ -244,6 +301,7 @@ export interface PluginRun {
  * `errors`; an exception from run() propagates (the command decides how to report it).
  */
 export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): Promise<PluginRun> {
+  checkApiVersion(def);
   const errors: string[] = [];
   const options = resolveOptions(def, opts.options);
   const ctx = createPluginContext({

@@ -34,6 +34,7 @@ export interface TaskId {
   tid: number;
 }
 
+/** /proc helpers (`ctx.proc`): list processes and threads, read per-process files in one batch, boot time. */
 export class ProcFs {
   /**
    * Clock ticks per second of the tick counts in /proc (starttime, utime...): USER_HZ,

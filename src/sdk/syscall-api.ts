@@ -45,6 +45,7 @@ export interface FileReadRequest {
   chunkSize?: number;
 }
 
+/** Options of readFiles/readFile. */
 export interface ReadFilesOptions {
   /** First read size for paths given without one. Default 4096. */
   chunkSize?: number;
@@ -52,6 +53,7 @@ export interface ReadFilesOptions {
   maxSize?: number;
 }
 
+/** One file of readFiles: its data, or the error that kept it from being read. */
 export interface FileReadResult {
   path: string;
   /** The content, when the file could be opened and read. */
@@ -62,6 +64,7 @@ export interface FileReadResult {
   truncated?: boolean;
 }
 
+/** One directory entry of listDir/listDirs. */
 export interface DirEntry {
   name: string;
   /** DT_* value (DT_UNKNOWN when the filesystem does not say). */
@@ -69,6 +72,7 @@ export interface DirEntry {
   ino: bigint;
 }
 
+/** One directory of listDirs: its entries, or the error. */
 export interface DirListResult {
   path: string;
   /** Entries without `.` and `..`, in the order the kernel returned them. */
@@ -76,23 +80,27 @@ export interface DirListResult {
   error?: SyscallError | StructDecodeError;
 }
 
+/** Options of listDir/listDirs. */
 export interface ListDirOptions {
   /** getdents64 buffer size. */
   bufferSize?: number;
 }
 
+/** One link of readlinks: its target, or the error. */
 export interface ReadlinkResult {
   path: string;
   target?: string;
   error?: SyscallError;
 }
 
+/** One path of statx: its decoded struct statx, or the error. */
 export interface StatxResult {
   path: string;
   stat?: Statx;
   error?: SyscallError | StructDecodeError;
 }
 
+/** Options of statx. */
 export interface StatxOptions {
   /** AT_* flags, e.g. AT_SYMLINK_NOFOLLOW. Default 0 (follow symlinks). */
   flags?: number;
@@ -100,6 +108,7 @@ export interface StatxOptions {
   mask?: number;
 }
 
+/** Options of a SyscallApi (limits, abort signal). */
 export interface SyscallApiOptions {
   limits?: Partial<BatchLimits>;
   /** Checked before every guest entry; an aborted signal rejects with its reason. */
@@ -134,6 +143,7 @@ function positiveInt(n: number | undefined, fallback: number, what: string): num
   return n;
 }
 
+/** The guest's syscalls as plugins see them (`ctx.sys`): batch() for anything, and batched helpers (readFiles, listDirs, readlinks, statx, uname, sysinfo, syslogRead) that cost a constant number of guest entries. */
 export class SyscallApi {
   readonly limits: Readonly<BatchLimits>;
   readonly stats: SyscallStats = { runs: 0, calls: 0, outBytes: 0 };

@@ -19,6 +19,7 @@ export type CallArg =
   /** The return value of an earlier call of the same submission (e.g. the fd from openat). */
   | { kind: 'result'; index: number };
 
+/** One redirected syscall: its number and arguments. */
 export interface Call {
   /** x86-64 syscall number. */
   nr: number;
@@ -26,6 +27,7 @@ export interface Call {
   args: CallArg[];
 }
 
+/** What the guest returned for one Call. */
 export interface CallResult {
   /** Raw return value as the kernel returned it (negative = -errno). */
   ret: bigint;

@@ -34,8 +34,8 @@ function tree(): ResultTable {
 }
 
 describe('getRenderer', () => {
-  it('knows the Volatility formats plus Arrow, case-insensitively', () => {
-    expect(RENDERER_NAMES).toEqual(['quick', 'pretty', 'csv', 'json', 'jsonl', 'arrow', 'arrows']);
+  it('knows the Volatility formats plus Arrow and Parquet, case-insensitively', () => {
+    expect(RENDERER_NAMES).toEqual(['quick', 'pretty', 'csv', 'json', 'jsonl', 'arrow', 'arrows', 'parquet']);
     expect(getRenderer('JSON').name).toBe('json');
   });
   it('lists valid names on an unknown one', () => {
@@ -43,7 +43,7 @@ describe('getRenderer', () => {
     expect(() => getRenderer('xml')).toThrow(
       /unknown output format 'xml'; valid formats: quick, pretty, csv/,
     );
-    expect(() => getRenderer('parquet')).toThrow(/not available yet/);
+    expect(getRenderer('Parquet').name).toBe('parquet');
   });
 });
 

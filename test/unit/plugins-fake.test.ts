@@ -43,6 +43,11 @@ describe('registry', () => {
       'mountinfo',
       'banner',
       'sysinfo',
+      'sockstat',
+      'lsof',
+      'maps',
+      'kmsg',
+      'ifconfig',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

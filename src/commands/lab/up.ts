@@ -9,18 +9,26 @@ export default class LabUp extends VmiCommand {
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --name lab2 --cpus 2 --memory 512',
+    '<%= config.bin %> <%= command.id %> --kernel 6.12-rt',
     '<%= config.bin %> <%= command.id %> --kernel linux-image-6.12.107+deb12-rt-amd64-unsigned',
   ];
 
   static override flags = {
     name: Flags.string({ description: 'guest name', default: 'lab' }),
     kernel: Flags.string({
-      description: 'Debian kernel image package (default: newest linux-image-6.1.0-N-amd64)',
+      description:
+        'Debian kernel image package, or an alias: 6.1, 6.1-cloud, 6.1-rt, 6.12, 6.12-cloud, 6.12-rt (newest of that series; default: 6.1)',
     }),
     cpus: Flags.integer({ description: 'number of vCPUs', default: 1, min: 1, max: 16 }),
     cpu: Flags.string({ description: 'QEMU CPU model', default: 'max' }),
     memory: Flags.integer({ description: 'guest RAM in MiB', default: 256, min: 64, max: 1920 }),
     append: Flags.string({ description: 'extra kernel command-line arguments' }),
+    boot: Flags.string({
+      description:
+        'kernel image QEMU boots: vmlinux (PVH, fast, 4-level paging) or bzimage (slow; 5-level paging with --cpu max,la57=on)',
+      options: ['vmlinux', 'bzimage'],
+      default: 'vmlinux',
+    }),
     json: Flags.boolean({ description: 'print the guest description as JSON' }),
   };
 
@@ -35,6 +43,7 @@ export default class LabUp extends VmiCommand {
         cpuModel: flags.cpu,
         memMiB: flags.memory,
         appendCmdline: flags.append,
+        bootImage: flags.boot === 'bzimage' ? 'bzImage' : 'vmlinux',
         onProgress: (m) => process.stderr.write(`vmi lab: ${m}\n`),
       });
       if (flags.json) {

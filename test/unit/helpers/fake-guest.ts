@@ -59,6 +59,8 @@ export class FakeGuest implements SyscallExecutor {
   beforeRun?: (index: number) => void;
   /** Reject runs above these (default: the SDK's own limits) to prove the SDK splits. */
   limits = { ...DEFAULT_BATCH_LIMITS };
+  /** The kernel log syslog(2) returns (READ_ALL, SIZE_BUFFER); undefined: no syslog (ENOSYS). */
+  syslogText?: string;
 
   get runCount(): number {
     return this.runs.length;
@@ -267,6 +269,15 @@ export class FakeGuest implements SyscallExecutor {
       }
       case sysno('getpid'):
         return ok(4242);
+      case sysno('syslog'): {
+        if (this.syslogText === undefined) return fail(ENOSYS);
+        const log = enc.encode(this.syslogText);
+        if (ints[0] === 10n) return ok(log.length);
+        if (ints[0] !== 3n) return fail(EINVAL);
+        const n = Math.min(log.length, Number(ints[2]), outSize());
+        // READ_ALL returns the newest bytes that fit.
+        return ok(n, log.subarray(log.length - n));
+      }
       default:
         return fail(ENOSYS);
     }

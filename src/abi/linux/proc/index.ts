@@ -5,3 +5,25 @@ export { parseCmdline, parseEnviron, parseNulList, type EnvVar } from './nul-lis
 export { parseProcStat, parseUptime, type ProcStat, type ProcUptime } from './system.js';
 export { parseModules, type ProcModule, type ParsedLines } from './modules.js';
 export { parseMountInfo, unescapeMountField, type MountInfo } from './mountinfo.js';
+export {
+  parseInetSockets,
+  parseUnixSockets,
+  parseNetlinkSockets,
+  TCP_STATES,
+  TCP_CLOSE,
+  SO_ACCEPTCON,
+  type InetSocket,
+  type UnixSocket,
+  type NetlinkSocket,
+} from './net.js';
+export {
+  parseNetDev,
+  parseIfInet6,
+  parseIpv4Routes,
+  parseFibTrie,
+  type NetDevStats,
+  type Inet6Addr,
+  type Ipv4Route,
+  type FibEntry,
+} from './netdev.js';
+export { parseMaps, type MapEntry } from './maps.js';

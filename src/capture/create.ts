@@ -1,0 +1,407 @@
+/**
+ * `vmi capture create`: a snapshot of a live guest (device + vCPU state and raw RAM) into
+ * a capture directory, built beside the target and renamed into place last.
+ *
+ * Fast path (guest RAM in a shared memory-backend-file): stop, migrate with x-ignore-shared
+ * (device + vCPU state only, ~290 KB), copy the RAM file while the VM is still paused,
+ * cont. Full path (no shared RAM): stop, migrate the complete stream, cont, then rebuild
+ * raw RAM from the stream. The source guest is resumed on every path (it is only resumed
+ * if it was running when we started).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { constants, readFileSync } from 'node:fs';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { QmpClient } from '../qemu/qmp.js';
+import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
+import {
+  CAPTURE_FORMAT,
+  CAPTURE_VERSION,
+  CaptureError,
+  DEVSTATE_PART,
+  encodeManifest,
+  hex,
+  MANIFEST,
+  MANIFEST_SUM,
+  RAM_PART,
+  type CaptureManifest,
+  type PartInfo,
+  type VcpuRecord,
+} from './manifest.js';
+import { extractRam, parseVcpus, streamMachineType, type StreamVcpu } from './migration-stream.js';
+
+export interface CreateCaptureOptions {
+  /** QMP socket of the source QEMU. */
+  qmpSocket: string;
+  /** Output capture directory (must not exist). */
+  output: string;
+  /** Name recorded for the guest (default: QEMU's -name). */
+  guestName?: string;
+  kernelRelease?: string;
+  /** Force the full-stream path even when RAM is shared. */
+  full?: boolean;
+  progress?: (m: string) => void;
+  /** Test hook: called between steps with the step name (e.g. to inject a failure). */
+  onStep?: (step: string, partialDir: string) => void | Promise<void>;
+}
+
+export interface CreateCaptureResult {
+  path: string;
+  manifest: CaptureManifest;
+  /** stop → cont. */
+  pauseMs: number;
+  totalMs: number;
+  bytes: number;
+}
+
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function toolVersion(): string {
+  try {
+    const pkg = JSON.parse(
+      // dist/capture/*.js and src/capture/*.ts are both two levels below the package root
+      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Names a failing step's part in the error: "ram.raw: no space left on device (ENOSPC)". */
+async function step<T>(part: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof CaptureError) throw e;
+    const err = e as NodeJS.ErrnoException;
+    const what = err.code === 'ENOSPC' ? 'no space left on device (ENOSPC)' : err.message;
+    throw new CaptureError(`${part}: ${what}`);
+  }
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export function vcpuRecord(v: StreamVcpu): VcpuRecord {
+  const [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15] = v.regs.map(hex);
+  const [es, cs, ss, ds, fs, gs] = v.segs;
+  return {
+    index: v.index,
+    rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8, r9, r10, r11, r12, r13, r14, r15,
+    rip: hex(v.rip),
+    eflags: hex(v.eflags),
+    cs: cs.selector, ss: ss.selector, ds: ds.selector, es: es.selector, fs: fs.selector, gs: gs.selector,
+    fsBase: hex(fs.base),
+    gsBase: hex(gs.base),
+    kernelGsBase: hex(v.kernelGsBase),
+    cr0: hex(v.cr0), cr2: hex(v.cr2), cr3: hex(v.cr3), cr4: hex(v.cr4),
+    efer: hex(v.efer), star: hex(v.star), lstar: hex(v.lstar), cstar: hex(v.cstar), fmask: hex(v.fmask),
+  };
+}
+
+/** The first "Linux version ..." string in RAM (the kernel's linux_banner). */
+export async function findBanner(ramPath: string): Promise<string | undefined> {
+  const needle = Buffer.from('Linux version ');
+  const fh = await open(ramPath, 'r');
+  try {
+    const CH = 16 * 1024 * 1024;
+    const buf = Buffer.alloc(CH + 512);
+    for (let off = 0; ; off += CH) {
+      const { bytesRead } = await fh.read(buf, 0, CH + 512, off);
+      if (bytesRead === 0) return undefined;
+      const view = buf.subarray(0, bytesRead);
+      for (let i = view.indexOf(needle); i >= 0 && i < CH; i = view.indexOf(needle, i + 1)) {
+        let end = i;
+        while (end < view.length && end - i < 400 && view[end] >= 0x20 && view[end] < 0x7f) end++;
+        const s = view.subarray(i, end).toString('latin1');
+        // linux_banner: "Linux version <release> (<builder>) ... #<n> ..."
+        if (/^Linux version \S+ \(.+\) .*#/.test(s)) return s.trim();
+      }
+      if (bytesRead < CH + 512) return undefined;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * A content-addressed copy of a boot file inside the capture (a copy, never a hard link:
+ * the capture must not share an inode with the kernel cache).
+ */
+async function addBootFile(dir: string, src: string, kind: string): Promise<{ part: string; info: PartInfo }> {
+  const info = await step(`${kind} (${src})`, () => hashFile(src));
+  const part = `boot/${kind}-${info.sha256.slice(0, 16)}`;
+  await mkdir(join(dir, 'boot'), { recursive: true, mode: 0o700 });
+  await step(part, () => copyFile(src, join(dir, part), constants.COPYFILE_FICLONE));
+  const again = await stat(join(dir, part));
+  if (again.size !== info.size) throw new CaptureError(`${part}: changed while copying`);
+  return { part, info };
+}
+
+type Status = { status: string; running: boolean };
+type MigrateInfo = { status?: string; 'error-desc'?: string };
+
+async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const st = await qmp.execute<MigrateInfo>('query-migrate');
+    if (st.status === 'completed') return;
+    if (st.status === 'failed' || st.status === 'cancelled') {
+      throw new CaptureError(`${DEVSTATE_PART}: migration ${st.status}: ${st['error-desc'] ?? 'no detail'}`);
+    }
+    if (Date.now() > end) {
+      await qmp.execute('migrate_cancel').catch(() => undefined);
+      throw new CaptureError(`${DEVSTATE_PART}: migration did not complete within ${timeoutMs} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Written in the partial dir while the source guest is paused; removed once it runs again. */
+const PAUSED_MARKER = 'source-paused.json';
+
+/**
+ * Cleans up after captures of this target that were killed (SIGKILL): removes their
+ * `.NAME.partial-<pid>` dirs and /dev/shm staging files, and resumes a source guest that
+ * a killed capture left paused after its migration (QEMU status postmigrate).
+ */
+async function sweepStalePartials(out: string, progress: (m: string) => void): Promise<void> {
+  const parent = dirname(out);
+  for (const e of await readdir(parent).catch(() => [] as string[])) {
+    const m = PARTIAL_RE.exec(e);
+    if (!m || m[1] !== basename(out) || pidAlive(Number(m[2]))) continue;
+    const dir = join(parent, e);
+    const marker = await readFile(join(dir, PAUSED_MARKER), 'utf8').catch(() => undefined);
+    if (marker) {
+      try {
+        const { qmpSocket } = JSON.parse(marker) as { qmpSocket: string };
+        const q = await QmpClient.connect(qmpSocket, { timeoutMs: 3000 });
+        try {
+          const st = await q.execute<Status>('query-status');
+          if (st.status === 'postmigrate') {
+            await q.execute('cont');
+            progress(`resumed the guest a killed capture (pid ${m[2]}) had left paused`);
+          }
+        } finally {
+          q.close();
+        }
+      } catch {
+        // the guest is gone
+      }
+    }
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    for (const f of await readdir('/dev/shm').catch(() => [] as string[])) {
+      if (f.startsWith(`vmi-capture-${m[2]}-`)) await unlink(join('/dev/shm', f)).catch(() => undefined);
+    }
+  }
+}
+
+export async function createCapture(opts: CreateCaptureOptions): Promise<CreateCaptureResult> {
+  const t0 = performance.now();
+  const progress = opts.progress ?? (() => {});
+  const out = resolve(opts.output);
+  if (await stat(out).then(() => true, () => false)) {
+    throw new CaptureError(`${out} already exists: choose another name or delete it`);
+  }
+  await sweepStalePartials(out, progress);
+  const tmp = partialDirFor(out);
+  await step(basename(tmp), () => mkdir(tmp, { mode: 0o700 }));
+  let qmp: QmpClient | undefined;
+  /** RAM snapshot staged in /dev/shm during the pause. */
+  let staging: string | undefined;
+  try {
+    qmp = await QmpClient.connect(opts.qmpSocket, { timeoutMs: 5000 });
+    const q = qmp;
+    const qom = <T>(path: string, property: string): Promise<T> => q.execute<T>('qom-get', { path, property });
+
+    // Machine description (before pausing: none of this counts toward the pause).
+    const version = await q.execute<{ qemu: { major: number; minor: number; micro: number }; package?: string }>(
+      'query-version',
+    );
+    const machineType = (await qom<string>('/machine', 'type')).replace(/-machine$/, '');
+    const kernel = await qom<string>('/machine', 'kernel');
+    const initrd = await qom<string>('/machine', 'initrd');
+    const append = await qom<string>('/machine', 'append');
+    if (!kernel || !initrd) throw new CaptureError('the guest was not booted with -kernel/-initrd: replay could not rebuild it');
+    const cpusInfo = await q.execute<{ 'qom-path': string; 'cpu-index': number }[]>('query-cpus-fast');
+    const cpuModel = (await qom<string>(cpusInfo[0]['qom-path'], 'type')).replace(/-x86_64-cpu$/, '');
+    const memBytes = (await q.execute<{ 'base-memory': number }>('query-memory-size-summary'))['base-memory'];
+    if (memBytes > 2 * 1024 ** 3) throw new CaptureError(`guest RAM ${memBytes} bytes: captures support up to 2 GiB (one range)`);
+    const memdevs = await q.execute<{ id: string; share: boolean; size: number }[]>('query-memdev');
+    const shared = memdevs.find((m) => m.share && m.size === memBytes);
+    const ramFile = shared ? await qom<string>(`/objects/${shared.id}`, 'mem-path').catch(() => undefined) : undefined;
+    const mode: CaptureManifest['mode'] = ramFile && !opts.full ? 'shared-ram' : 'full-stream';
+    const qname = (await q.execute<{ name?: string }>('query-name')).name?.replace(/^vmi-/, '');
+    const uuid = (await q.execute<{ UUID: string }>('query-uuid')).UUID;
+
+    const kernelPart = await addBootFile(tmp, kernel, 'vmlinux');
+    const initrdPart = await addBootFile(tmp, initrd, 'initrd');
+    await opts.onStep?.('boot-files', tmp);
+
+    const caps = await q.execute<{ capability: string; state: boolean }[]>('query-migrate-capabilities');
+    const prevIgnore = caps.find((c) => c.capability === 'x-ignore-shared');
+    if (mode === 'shared-ram' && !prevIgnore) {
+      throw new CaptureError('this QEMU has no x-ignore-shared migration capability');
+    }
+    const status = await q.execute<Status>('query-status');
+    if (status.status === 'inmigrate' || status.status === 'finish-migrate') {
+      throw new CaptureError(`the guest is migrating (${status.status})`);
+    }
+    const devPath = join(tmp, DEVSTATE_PART);
+    const ramPath = join(tmp, RAM_PART);
+    let pauseMs = 0;
+    let migrateMs = 0;
+    let copyMs = 0;
+    if (status.running) {
+      await writeFile(join(tmp, PAUSED_MARKER), JSON.stringify({ qmpSocket: resolve(opts.qmpSocket) }), {
+        mode: 0o600,
+      });
+    }
+    const tStop = performance.now();
+    await q.execute('stop');
+    try {
+      if (prevIgnore) {
+        await q.execute('migrate-set-capabilities', {
+          capabilities: [{ capability: 'x-ignore-shared', state: mode === 'shared-ram' }],
+        });
+      }
+      const tm = performance.now();
+      await q.execute('migrate', { uri: `exec:cat > ${shellQuote(devPath)}` });
+      await waitMigration(q, mode === 'shared-ram' ? 30_000 : 300_000);
+      migrateMs = performance.now() - tm;
+      await opts.onStep?.('migrated', tmp);
+      if (mode === 'shared-ram') {
+        // Memory to memory while paused (~0.1 s for 256 MiB); to the capture's disk after cont.
+        const tc = performance.now();
+        staging = `/dev/shm/vmi-capture-${process.pid}-${randomUUID().slice(0, 8)}.ram`;
+        try {
+          await copyFile(ramFile!, staging, constants.COPYFILE_EXCL);
+        } catch {
+          await unlink(staging).catch(() => undefined);
+          staging = undefined;
+          await step(RAM_PART, () => copyFile(ramFile!, ramPath));
+        }
+        copyMs = performance.now() - tc;
+        await opts.onStep?.('ram-copied', tmp);
+      }
+    } finally {
+      if (status.running) await q.execute('cont');
+      pauseMs = performance.now() - tStop;
+      await rm(join(tmp, PAUSED_MARKER), { force: true });
+      if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram')) {
+        await q
+          .execute('migrate-set-capabilities', {
+            capabilities: [{ capability: 'x-ignore-shared', state: prevIgnore.state }],
+          })
+          .catch(() => undefined);
+      }
+    }
+    if (staging) {
+      const tw = performance.now();
+      await step(RAM_PART, () => copyFile(staging!, ramPath));
+      await unlink(staging).catch(() => undefined);
+      staging = undefined;
+      progress(`wrote ${RAM_PART} in ${(performance.now() - tw).toFixed(0)} ms (after the guest resumed)`);
+    }
+    progress(`guest paused ${pauseMs.toFixed(1)} ms (migrate ${migrateMs.toFixed(1)} ms, RAM copy ${copyMs.toFixed(1)} ms)`);
+    q.close();
+    qmp = undefined;
+
+    const stream = await step(DEVSTATE_PART, () => readFile(devPath));
+    const streamType = streamMachineType(stream);
+    if (streamType && streamType !== machineType) {
+      throw new CaptureError(`${DEVSTATE_PART}: stream machine type ${streamType}, expected ${machineType}`);
+    }
+    const vcpus = parseVcpus(stream);
+    if (mode === 'full-stream') {
+      const tx = performance.now();
+      const r = await step(RAM_PART, () => extractRam(stream, ramPath));
+      copyMs = performance.now() - tx;
+      if (r.size !== memBytes) throw new CaptureError(`${RAM_PART}: RAM block ${r.block} is ${r.size} bytes, expected ${memBytes}`);
+      progress(`rebuilt ${RAM_PART} from the stream (${r.pages} pages) in ${copyMs.toFixed(0)} ms`);
+    }
+    await opts.onStep?.('parts-written', tmp);
+
+    const parts: Record<string, PartInfo> = {
+      [DEVSTATE_PART]: await step(DEVSTATE_PART, () => hashFile(devPath)),
+      [RAM_PART]: await step(RAM_PART, () => hashFile(ramPath)),
+      [kernelPart.part]: kernelPart.info,
+      [initrdPart.part]: initrdPart.info,
+    };
+    if (parts[RAM_PART].size !== memBytes) {
+      throw new CaptureError(`${RAM_PART}: ${parts[RAM_PART].size} bytes, expected ${memBytes}`);
+    }
+    const banner = await findBanner(ramPath);
+    const manifest: CaptureManifest = {
+      format: CAPTURE_FORMAT,
+      version: CAPTURE_VERSION,
+      id: randomUUID(),
+      createdAt: new Date().toISOString(),
+      tool: { name: 'vmi', version: toolVersion() },
+      mode,
+      guest: {
+        name: opts.guestName ?? qname ?? basename(dirname(opts.qmpSocket)),
+        ...(uuid && !/^[0-]+$/.test(uuid.replace(/-/g, '')) ? { uuid } : {}),
+        ...(opts.kernelRelease ? { kernelRelease: opts.kernelRelease } : {}),
+        ...(banner ? { banner } : {}),
+      },
+      qemu: {
+        version: `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`,
+        ...(version.package ? { package: version.package } : {}),
+      },
+      machine: {
+        machineType,
+        cpuModel,
+        cpus: cpusInfo.length,
+        memMiB: Math.round(memBytes / (1024 * 1024)),
+        append,
+        kernelPart: kernelPart.part,
+        initrdPart: initrdPart.part,
+      },
+      ram: [{ gpa: 0, size: memBytes, offset: 0 }],
+      vcpus: vcpus.map(vcpuRecord),
+      timing: { pauseMs, migrateMs, copyMs },
+      parts,
+    };
+    manifest.timing.totalMs = performance.now() - t0;
+    const mbuf = encodeManifest(manifest);
+    await step(MANIFEST, () => writeFile(join(tmp, MANIFEST), mbuf, { mode: 0o600 }));
+    await step(MANIFEST_SUM, () =>
+      writeFile(join(tmp, MANIFEST_SUM), createHash('sha256').update(mbuf).digest('hex') + '\n', { mode: 0o600 }),
+    );
+    await opts.onStep?.('manifest-written', tmp);
+    await step('fsync', async () => {
+      for (const p of [MANIFEST, MANIFEST_SUM, ...Object.keys(parts)]) await fsyncPath(join(tmp, p));
+      await fsyncPath(join(tmp, 'boot'));
+      await fsyncPath(tmp);
+    });
+    await step(basename(out), () => rename(tmp, out));
+    await fsyncPath(dirname(out)).catch(() => undefined);
+    const bytes = Object.values(parts).reduce((a, p) => a + p.size, 0);
+    return { path: out, manifest, pauseMs, totalMs: performance.now() - t0, bytes };
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw e;
+  } finally {
+    qmp?.close();
+    if (staging) await unlink(staging).catch(() => undefined);
+  }
+}

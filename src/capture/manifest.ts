@@ -1,0 +1,144 @@
+/**
+ * The capture manifest: standard MessagePack (msgpackr with useRecords:false), so any
+ * language's MessagePack library reads it. 64-bit register values are stored as
+ * 0x-prefixed hex strings (no BigInt/int64 ambiguity between libraries).
+ */
+import { Packr } from 'msgpackr';
+
+export const CAPTURE_FORMAT = 'vmi-capture';
+export const CAPTURE_VERSION = 1;
+export const MANIFEST = 'manifest.msgpack';
+/** sha256 of manifest.msgpack, so a flipped byte in the manifest is caught too. */
+export const MANIFEST_SUM = 'manifest.sha256';
+export const RAM_PART = 'ram.raw';
+export const DEVSTATE_PART = 'devstate.bin';
+
+export class CaptureError extends Error {
+  override name = 'CaptureError';
+}
+
+export interface PartInfo {
+  size: number;
+  sha256: string;
+}
+
+export interface VcpuRecord {
+  index: number;
+  rax: string;
+  rbx: string;
+  rcx: string;
+  rdx: string;
+  rsi: string;
+  rdi: string;
+  rbp: string;
+  rsp: string;
+  r8: string;
+  r9: string;
+  r10: string;
+  r11: string;
+  r12: string;
+  r13: string;
+  r14: string;
+  r15: string;
+  rip: string;
+  eflags: string;
+  cs: number;
+  ss: number;
+  ds: number;
+  es: number;
+  fs: number;
+  gs: number;
+  fsBase: string;
+  gsBase: string;
+  kernelGsBase: string;
+  cr0: string;
+  cr2: string;
+  cr3: string;
+  cr4: string;
+  efer: string;
+  star: string;
+  lstar: string;
+  cstar: string;
+  fmask: string;
+}
+
+export interface MachineConfig {
+  /** Resolved machine type (e.g. pc-q35-7.2). */
+  machineType: string;
+  cpuModel: string;
+  cpus: number;
+  memMiB: number;
+  append: string;
+  /** Part names of the boot files (content-addressed copies inside the capture). */
+  kernelPart: string;
+  initrdPart: string;
+}
+
+export interface CaptureManifest {
+  format: typeof CAPTURE_FORMAT;
+  version: number;
+  id: string;
+  createdAt: string;
+  tool: { name: string; version: string };
+  /** shared-ram: devstate.bin is device+vCPU state only (x-ignore-shared) and ram.raw the RAM;
+   *  full-stream: devstate.bin is a complete migration stream and ram.raw was rebuilt from it. */
+  mode: 'shared-ram' | 'full-stream';
+  guest: { name: string; uuid?: string; kernelRelease?: string; banner?: string };
+  qemu: { version: string; package?: string };
+  machine: MachineConfig;
+  /** Guest-physical ranges of ram.raw (q35 below 2 GiB: one range at 0). */
+  ram: { gpa: number; size: number; offset: number }[];
+  vcpus: VcpuRecord[];
+  timing: { pauseMs: number; migrateMs: number; copyMs: number; totalMs?: number };
+  parts: Record<string, PartInfo>;
+}
+
+const packr = new Packr({ useRecords: false });
+
+export function encodeManifest(m: CaptureManifest): Buffer {
+  return packr.pack(m);
+}
+
+const HEX = /^0x[0-9a-f]+$/;
+const REG_KEYS = [
+  'rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14',
+  'r15', 'rip', 'eflags', 'fsBase', 'gsBase', 'kernelGsBase', 'cr0', 'cr2', 'cr3', 'cr4', 'efer',
+  'lstar',
+] as const;
+
+/** Decodes and checks the manifest's shape; throws CaptureError naming the manifest. */
+export function decodeManifest(buf: Buffer): CaptureManifest {
+  let m: unknown;
+  try {
+    m = packr.unpack(buf);
+  } catch (e) {
+    throw new CaptureError(`${MANIFEST}: not valid MessagePack (${(e as Error).message})`);
+  }
+  const bad = (why: string): never => {
+    throw new CaptureError(`${MANIFEST}: ${why}`);
+  };
+  if (typeof m !== 'object' || m === null) return bad('not a map');
+  const r = m as Partial<CaptureManifest>;
+  if (r.format !== CAPTURE_FORMAT) bad(`not a vmi capture (format ${JSON.stringify(r.format)})`);
+  if (r.version !== CAPTURE_VERSION) bad(`unsupported format version ${String(r.version)}`);
+  if (typeof r.id !== 'string' || typeof r.createdAt !== 'string') bad('missing id or creation time');
+  if (r.mode !== 'shared-ram' && r.mode !== 'full-stream') bad(`unknown mode ${String(r.mode)}`);
+  if (typeof r.parts !== 'object' || r.parts === null) bad('missing part list');
+  for (const [name, p] of Object.entries(r.parts!)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(name) || name.includes('..')) bad(`bad part name ${name}`);
+    if (!Number.isSafeInteger(p?.size) || p.size < 0 || !/^[0-9a-f]{64}$/.test(String(p?.sha256)))
+      bad(`bad entry for part ${name}`);
+  }
+  for (const need of [RAM_PART, DEVSTATE_PART]) if (!r.parts![need]) bad(`part ${need} not listed`);
+  const mc = r.machine;
+  if (!mc || typeof mc.machineType !== 'string' || !Number.isInteger(mc.cpus) || !Number.isInteger(mc.memMiB))
+    bad('bad machine config');
+  if (!r.parts![mc!.kernelPart] || !r.parts![mc!.initrdPart]) bad('boot files not listed as parts');
+  if (!Array.isArray(r.vcpus) || r.vcpus.length === 0) bad('no vCPU registers');
+  for (const v of r.vcpus!) for (const k of REG_KEYS) if (!HEX.test(String(v[k]))) bad(`vCPU ${v.index}: bad ${k}`);
+  if (!Array.isArray(r.ram) || r.ram.length === 0) bad('no RAM ranges');
+  if (!r.qemu || typeof r.qemu.version !== 'string') bad('no QEMU version');
+  return r as CaptureManifest;
+}
+
+export const hex = (v: bigint | number): string => `0x${v.toString(16)}`;

@@ -1,0 +1,218 @@
+/**
+ * Replaying a capture: a disposable QEMU clone of the captured machine, resumed from the
+ * capture's state, that the normal redirection engine attaches to.
+ *
+ * The capture is only ever opened read-only. Its RAM is copied (and hashed on the way)
+ * into a fresh /dev/shm file that the clone maps share=on, so the doorbell transport
+ * works as on a live lab guest. The clone has no network device, runs under TCG, and
+ * has its QMP/gdbstub sockets in a private 0700 run dir; it is killed and its RAM copy
+ * and run dir deleted when the replay ends (or fails).
+ */
+import { writeFileSync } from 'node:fs';
+import { mkdtemp, open, rm, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ensurePrivateDir, randomTag, runRoot } from '../lab/host.js';
+import { translate } from '../memory/page-walk.js';
+import { RamFileMemory } from '../memory/physical.js';
+import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launcher.js';
+import { QmpClient } from '../qemu/qmp.js';
+import type { InspectedGuest } from '../runner/run-plugins.js';
+import { checkPartHash, checkPartSize, hashFile, readManifest } from './artifact.js';
+import { shellQuote } from './create.js';
+import { CaptureError, DEVSTATE_PART, RAM_PART, type CaptureManifest } from './manifest.js';
+
+export interface ReplayTimings {
+  /** Manifest + sizes + hashes of the parts other than the RAM. */
+  verifyMs: number;
+  /** RAM copy into /dev/shm, hashed on the way. */
+  ramCopyMs: number;
+  launchMs: number;
+  /** migrate-incoming until the stream is loaded. */
+  restoreMs: number;
+  /** From openReplay() start until the clone runs. */
+  totalMs: number;
+}
+
+export interface Replay {
+  guest: InspectedGuest;
+  manifest: CaptureManifest;
+  timings: ReplayTimings;
+  /** Kills the clone and deletes its RAM copy and run dir; safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface ReplayOptions {
+  progress?: (m: string) => void;
+}
+
+type MigrateInfo = { status?: string; 'error-desc'?: string };
+
+async function waitIncoming(qmp: QmpClient, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const st = await qmp.execute<MigrateInfo>('query-migrate');
+    if (st.status === 'completed') return;
+    if (st.status === 'failed' || st.status === 'cancelled') {
+      throw new CaptureError(`${DEVSTATE_PART}: QEMU refused the device state: ${st['error-desc'] ?? st.status}`);
+    }
+    if (Date.now() > end) throw new CaptureError(`${DEVSTATE_PART}: restore did not complete within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** Starts a disposable clone of the captured guest; the caller must close() it. */
+export async function openReplay(capture: string, opts: ReplayOptions = {}): Promise<Replay> {
+  const t0 = performance.now();
+  const progress = opts.progress ?? (() => {});
+  const dir = resolve(capture);
+  const manifest = await readManifest(dir);
+  for (const [name, want] of Object.entries(manifest.parts)) await checkPartSize(dir, name, want);
+  for (const [name, want] of Object.entries(manifest.parts).sort((a, b) => a[1].size - b[1].size)) {
+    if (name !== RAM_PART) checkPartHash(name, want, await hashFile(join(dir, name)));
+  }
+  const verifyMs = performance.now() - t0;
+
+  await ensurePrivateDir(runRoot());
+  await ensurePrivateDir(join(runRoot(), 'replays'));
+  const runDir = await mkdtemp(join(runRoot(), 'replays', 'r-'));
+  const ramCopy = `/dev/shm/vmi-replay-${randomTag()}.ram`;
+  let pid: number | undefined;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    try {
+      if (pid) await stopQemu(pid, runDir);
+    } finally {
+      await unlink(ramCopy).catch(() => undefined);
+      await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  };
+  try {
+    const m = manifest.machine;
+    const ram = manifest.parts[RAM_PART];
+    const t1 = performance.now();
+    await createRamFile(ramCopy, m.memMiB);
+    if (manifest.mode === 'shared-ram') {
+      // Copy and hash in one read-only pass over the capture's RAM.
+      const dst = await open(ramCopy, 'r+');
+      try {
+        const got = await hashFile(join(dir, RAM_PART), async (chunk, off) => {
+          await dst.write(chunk, 0, chunk.length, off);
+        });
+        checkPartHash(RAM_PART, ram, got);
+      } finally {
+        await dst.close();
+      }
+    } else {
+      // The full stream carries the RAM: QEMU loads it; ram.raw is still checked.
+      checkPartHash(RAM_PART, ram, await hashFile(join(dir, RAM_PART)));
+    }
+    const ramCopyMs = performance.now() - t1;
+
+    const t2 = performance.now();
+    const launched = await launchQemu({
+      name: `replay-${manifest.id.slice(0, 8)}`,
+      runDir,
+      kernel: join(dir, m.kernelPart),
+      initrd: join(dir, m.initrdPart),
+      append: m.append,
+      cpus: m.cpus,
+      cpuModel: m.cpuModel,
+      memMiB: m.memMiB,
+      ramFile: ramCopy,
+      accel: 'tcg',
+      machine: m.machineType,
+      incoming: 'defer',
+    });
+    pid = launched.pid;
+    const launchMs = performance.now() - t2;
+
+    const t3 = performance.now();
+    const paths = runDirPaths(runDir);
+    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
+    try {
+      const v = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
+      const have = `${v.qemu.major}.${v.qemu.minor}.${v.qemu.micro}`;
+      if (String(v.qemu.major) !== manifest.qemu.version.split('.')[0]) {
+        throw new CaptureError(
+          `incompatible QEMU: the capture was made with QEMU ${manifest.qemu.version}, this is ${have}`,
+        );
+      }
+      if (manifest.mode === 'shared-ram') {
+        await qmp.execute('migrate-set-capabilities', {
+          capabilities: [{ capability: 'x-ignore-shared', state: true }],
+        });
+      }
+      await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(join(dir, DEVSTATE_PART))}` });
+      await waitIncoming(qmp, 120_000);
+      const restoreMs = performance.now() - t3;
+      // Tell the engine where the syscall entry is (from the saved LSTAR) so it need not search.
+      await seedSyscallEntry(runDir, ramCopy, manifest);
+      await qmp.execute('cont');
+      const timings: ReplayTimings = {
+        verifyMs,
+        ramCopyMs,
+        launchMs,
+        restoreMs,
+        totalMs: performance.now() - t0,
+      };
+      progress(
+        `replay clone of ${manifest.guest.name} (capture ${manifest.id.slice(0, 8)}) running: verify ${verifyMs.toFixed(0)} ms, ` +
+          `RAM copy+hash ${ramCopyMs.toFixed(0)} ms, launch ${launchMs.toFixed(0)} ms, restore ${restoreMs.toFixed(0)} ms`,
+      );
+      const guest: InspectedGuest = {
+        name: manifest.guest.name,
+        qmpSocket: paths.qmpSocket,
+        gdbSocket: paths.gdbSocket,
+        ramFile: ramCopy,
+        ramSize: m.memMiB * 1024 * 1024,
+        runDir,
+        ...(manifest.guest.kernelRelease ? { kernelRelease: manifest.guest.kernelRelease } : {}),
+        captureId: manifest.id,
+      };
+      return { guest, manifest, timings, close };
+    } finally {
+      qmp.close();
+    }
+  } catch (e) {
+    await close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Runs `fn` against a replay clone and always disposes of the clone. */
+export async function withReplay<T>(
+  capture: string,
+  fn: (replay: Replay) => Promise<T>,
+  opts: ReplayOptions = {},
+): Promise<T> {
+  const replay = await openReplay(capture, opts);
+  try {
+    return await fn(replay);
+  } finally {
+    await replay.close();
+  }
+}
+
+/**
+ * Writes the engine's per-guest syscall-entry cache (runDir/syscall-entry.json: LSTAR and
+ * the 16 code bytes there) from the captured LSTAR, read through the RAM copy with the
+ * captured CR3. Without it the engine finds the entry by single-stepping, which also works.
+ */
+async function seedSyscallEntry(runDir: string, ramFile: string, manifest: CaptureManifest): Promise<void> {
+  const v = manifest.vcpus[0];
+  const lstar = BigInt(v.lstar);
+  if (lstar === 0n) return;
+  const mem = new RamFileMemory(ramFile, manifest.machine.memMiB * 1024 * 1024);
+  try {
+    const t = await translate(mem, BigInt(v.cr3), BigInt(v.cr4), lstar);
+    if (!t || (t.paddr & 0xfffn) > 0xff0n) return;
+    const bytes = (await mem.read(t.paddr, 16)).toString('hex');
+    writeFileSync(join(runDir, 'syscall-entry.json'), JSON.stringify({ lstar: v.lstar, bytes }), { mode: 0o600 });
+  } catch {
+    // leave it to the engine
+  } finally {
+    mem.close();
+  }
+}

@@ -1,0 +1,47 @@
+import { Args, Flags } from '@oclif/core';
+import { VmiCommand } from '../../cli/base-command.js';
+import { readManifest } from '../../capture/artifact.js';
+
+export default class CaptureInfo extends VmiCommand {
+  static override summary = "Show a capture's manifest: guest, kernel, machine, vCPUs, parts (no hashing: see verify)";
+
+  static override examples = ['<%= config.bin %> <%= command.id %> lab.vmicap', '<%= config.bin %> <%= command.id %> lab.vmicap --json'];
+
+  static override args = {
+    file: Args.string({ description: 'capture directory', required: true }),
+  };
+
+  static override flags = {
+    json: Flags.boolean({ description: 'print the manifest as JSON' }),
+  };
+
+  async run(): Promise<void> {
+    const { args, flags } = await this.parse(CaptureInfo);
+    try {
+      const m = await readManifest(args.file);
+      if (flags.json) {
+        this.log(JSON.stringify(m, null, 2));
+        return;
+      }
+      const mc = m.machine;
+      const lines = [
+        `capture   ${m.id} (format ${m.format} v${m.version}, ${m.mode})`,
+        `created   ${m.createdAt} by ${m.tool.name} ${m.tool.version}`,
+        `guest     ${m.guest.name}${m.guest.uuid ? ` (uuid ${m.guest.uuid})` : ''}`,
+        `kernel    ${m.guest.banner ?? m.guest.kernelRelease ?? 'unknown'}`,
+        `qemu      ${m.qemu.version}${m.qemu.package ? ` (${m.qemu.package})` : ''}, machine ${mc.machineType}`,
+        `machine   -cpu ${mc.cpuModel} -smp ${mc.cpus} -m ${mc.memMiB}M, append "${mc.append}"`,
+        `pause     ${m.timing.pauseMs.toFixed(1)} ms (migrate ${m.timing.migrateMs.toFixed(1)} ms, RAM ${m.timing.copyMs.toFixed(1)} ms)`,
+        ...m.ram.map((r) => `ram       gpa 0x${r.gpa.toString(16)}..0x${(r.gpa + r.size).toString(16)} (${r.size / 2 ** 20} MiB)`),
+        ...m.vcpus.map(
+          (v) => `vcpu ${v.index}    rip ${v.rip} rsp ${v.rsp} cr3 ${v.cr3} cr4 ${v.cr4} lstar ${v.lstar}`,
+        ),
+        'parts',
+        ...Object.entries(m.parts).map(([n, p]) => `  ${n.padEnd(32)} ${String(p.size).padStart(11)}  sha256 ${p.sha256}`),
+      ];
+      this.log(lines.join('\n'));
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+}

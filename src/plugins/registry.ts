@@ -1,0 +1,288 @@
+/**
+ * The plugin registry: built-in plugins plus the plugins of installed plugin packs.
+ *
+ * A pack is an oclif plugin (installed with `vmi plugins install`, or linked with
+ * `vmi plugins link DIR`) whose package.json also has a `vmi` key:
+ *
+ *     "oclif": {},
+ *     "vmi": { "plugins": "./dist/index.js", "apiVersion": 1 }
+ *
+ * `plugins` is the pack's entry module, relative to the package root; it exports its
+ * PluginDefinitions as `export const plugins = [...]` (or as the default export).
+ * `apiVersion` (optional) lets vmi refuse a pack for another plugin API without
+ * importing it; each definition is checked too (definePlugin stamps it).
+ *
+ * Rules: a built-in always wins a name clash, and so does the pack loaded first when two
+ * packs clash; every clash is one warning line naming both sides. A pack that fails to
+ * load costs one warning line and nothing else.
+ */
+import { existsSync } from 'node:fs';
+import * as nodeModule from 'node:module';
+import { resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { apiVersion, checkApiVersion, PluginApiVersionError, type PluginDefinition } from '../sdk/plugin.js';
+import { builtinPlugins } from './index.js';
+
+/** The part of an oclif plugin (Config.plugins values) the registry reads. */
+export interface PackSource {
+  /** npm package name: the pack's name in messages. */
+  name: string;
+  /** Package root directory. */
+  root: string;
+  /** Its package.json. */
+  pjson: { vmi?: unknown; [key: string]: unknown };
+  /** The CLI's own package (skipped). */
+  isRoot?: boolean;
+}
+
+/** The part of an oclif Config the registry reads. */
+export interface PackConfig {
+  plugins: ReadonlyMap<string, PackSource> | Iterable<PackSource>;
+}
+
+/** The `vmi` key of a pack's package.json. */
+export interface PackManifest {
+  /** Entry module exporting the pack's PluginDefinitions, relative to the package root. */
+  plugins: string;
+  /** Plugin API major version the pack was built for (optional; checked before import). */
+  apiVersion?: number;
+}
+
+/** A pack that could not be loaded (bad manifest, import threw, bad exports). */
+export class PackLoadError extends Error {
+  override name = 'PackLoadError';
+  constructor(
+    readonly pack: string,
+    reason: string,
+  ) {
+    super(`plugin pack ${pack} failed to load: ${reason}`);
+  }
+}
+
+/** A loaded pack: its usable plugins and the ones refused for their API version. */
+export interface LoadedPack {
+  name: string;
+  plugins: PluginDefinition[];
+  rejected: PluginApiVersionError[];
+}
+
+/** One registered plugin and where it comes from. */
+export interface RegistryEntry {
+  plugin: PluginDefinition;
+  /** The pack's package name; undefined for a built-in. */
+  pack?: string;
+}
+
+const NAME_RE = /^[a-z][a-z0-9._-]*$/;
+
+function reasonOf(err: unknown): string {
+  const m = err instanceof Error ? err.message : String(err);
+  return m.replace(/\s*\n\s*/g, ' ');
+}
+
+/** True when `x` has the shape of a PluginDefinition (what definePlugin returns). */
+export function isPluginDefinition(x: unknown): x is PluginDefinition {
+  if (typeof x !== 'object' || x === null) return false;
+  const d = x as Record<string, unknown>;
+  return (
+    typeof d.name === 'string' &&
+    NAME_RE.test(d.name) &&
+    typeof d.description === 'string' &&
+    typeof d.version === 'string' &&
+    Array.isArray(d.columns) &&
+    d.columns.length > 0 &&
+    typeof d.options === 'object' &&
+    d.options !== null &&
+    typeof d.run === 'function' &&
+    'apiVersion' in d
+  );
+}
+
+/** The `vmi` manifest of a package.json, or undefined when the package is not a pack. */
+export function packManifest(source: PackSource): PackManifest | undefined {
+  const m = source.pjson.vmi;
+  if (m === undefined) return undefined;
+  if (typeof m !== 'object' || m === null || typeof (m as PackManifest).plugins !== 'string') {
+    throw new PackLoadError(source.name, 'package.json "vmi.plugins" must name the entry module');
+  }
+  return m as PackManifest;
+}
+
+let sdkAliased = false;
+
+/**
+ * Makes `import ... from 'vmi/sdk'` (and `'vmi'`) in a pack resolve to the SDK of the
+ * running CLI, whatever the pack has (or lacks) in its own node_modules: one SDK instance
+ * in the process, so `instanceof SyscallError` (isVanished) and apiVersion mean the same
+ * thing in the pack as in vmi. A Node resolve hook, registered once, only when running
+ * from the built package (dist) and only when a pack is about to be imported.
+ */
+function aliasSdkForPacks(): void {
+  if (sdkAliased) return;
+  sdkAliased = true;
+  const sdk = new URL('../sdk/index.js', import.meta.url);
+  const main = new URL('../index.js', import.meta.url);
+  const register = (nodeModule as { register?: (url: string) => void }).register;
+  if (typeof register !== 'function' || sdk.protocol !== 'file:' || !existsSync(fileURLToPath(sdk))) return;
+  const hook =
+    `const m = { 'vmi/sdk': ${JSON.stringify(sdk.href)}, vmi: ${JSON.stringify(main.href)} };\n` +
+    'export async function resolve(s, c, next) {\n' +
+    '  return Object.hasOwn(m, s) ? { url: m[s], shortCircuit: true, format: "module" } : next(s, c);\n' +
+    '}\n';
+  register(`data:text/javascript,${encodeURIComponent(hook)}`);
+}
+
+/** Imports one pack and checks its exports. Throws PackLoadError. */
+export async function loadPack(source: PackSource): Promise<LoadedPack> {
+  const manifest = packManifest(source);
+  if (!manifest) throw new PackLoadError(source.name, 'package.json has no "vmi" key');
+  if (manifest.apiVersion !== undefined) {
+    try {
+      checkApiVersion({ name: '*', apiVersion: manifest.apiVersion });
+    } catch {
+      throw new PackLoadError(
+        source.name,
+        `it was built for vmi plugin API ${String(manifest.apiVersion)}, but this vmi provides plugin API ${apiVersion}`,
+      );
+    }
+  }
+  let mod: Record<string, unknown>;
+  aliasSdkForPacks();
+  try {
+    mod = (await import(pathToFileURL(resolve(source.root, manifest.plugins)).href)) as Record<
+      string,
+      unknown
+    >;
+  } catch (err) {
+    throw new PackLoadError(source.name, reasonOf(err));
+  }
+  const list = mod.plugins ?? mod.default;
+  if (!Array.isArray(list)) {
+    throw new PackLoadError(
+      source.name,
+      `${manifest.plugins} exports no plugin list (export const plugins = [...])`,
+    );
+  }
+  const plugins: PluginDefinition[] = [];
+  const rejected: PluginApiVersionError[] = [];
+  list.forEach((d, i) => {
+    if (!isPluginDefinition(d)) {
+      throw new PackLoadError(source.name, `plugins[${i}] is not a plugin definition (use definePlugin)`);
+    }
+    try {
+      checkApiVersion(d, source.name);
+      plugins.push(d);
+    } catch (err) {
+      if (err instanceof PluginApiVersionError) rejected.push(err);
+      else throw err;
+    }
+  });
+  return { name: source.name, plugins, rejected };
+}
+
+/** Built-ins and pack plugins, merged. */
+export class PluginRegistry {
+  private readonly byName = new Map<string, RegistryEntry>();
+  private readonly refused = new Map<string, PluginApiVersionError>();
+  /** One line each (without the `vmi: warning:` prefix): load failures and clashes. */
+  readonly warnings: string[] = [];
+
+  constructor(builtins: readonly PluginDefinition[], packs: readonly LoadedPack[] = []) {
+    for (const plugin of builtins) this.byName.set(plugin.name, { plugin });
+    for (const pack of packs) {
+      for (const plugin of pack.plugins) {
+        const existing = this.byName.get(plugin.name);
+        if (existing) {
+          this.warnings.push(
+            existing.pack === undefined
+              ? `plugin '${plugin.name}' of pack ${pack.name} clashes with the built-in ${plugin.name}: using the built-in`
+              : existing.pack === pack.name
+                ? `pack ${pack.name} defines plugin '${plugin.name}' twice: using the first`
+                : `plugin '${plugin.name}' of pack ${pack.name} clashes with the one of pack ${existing.pack}: using ${existing.pack}'s`,
+          );
+          continue;
+        }
+        this.byName.set(plugin.name, { plugin, pack: pack.name });
+      }
+      for (const err of pack.rejected) {
+        this.warnings.push(err.message);
+        if (!this.byName.has(err.plugin)) this.refused.set(err.plugin, err);
+      }
+    }
+  }
+
+  /** Every usable plugin with its origin, built-ins first. */
+  get entries(): RegistryEntry[] {
+    return [...this.byName.values()];
+  }
+
+  /** Every usable plugin. */
+  get plugins(): PluginDefinition[] {
+    return this.entries.map((e) => e.plugin);
+  }
+
+  /**
+   * The plugin of that name (case-insensitive), or undefined. A pack plugin refused for
+   * its API version throws its PluginApiVersionError (naming the pack and both versions).
+   */
+  find(name: string): PluginDefinition | undefined {
+    const n = name.toLowerCase();
+    const hit = this.byName.get(n);
+    if (hit) return hit.plugin;
+    const refused = this.refused.get(n);
+    if (refused) throw refused;
+    return undefined;
+  }
+
+  /** The pack a plugin comes from; undefined for a built-in or an unknown name. */
+  packOf(name: string): string | undefined {
+    return this.byName.get(name.toLowerCase())?.pack;
+  }
+}
+
+function sourcesOf(config: PackConfig): PackSource[] {
+  const p = config.plugins;
+  return [
+    ...('values' in p && typeof p.values === 'function'
+      ? (p as ReadonlyMap<string, PackSource>).values()
+      : (p as Iterable<PackSource>)),
+  ];
+}
+
+/** Options of {@link loadPluginRegistry}. */
+export interface LoadRegistryOptions {
+  /** Built-in plugins (default: the CLI's). */
+  builtins?: readonly PluginDefinition[];
+  /** Called with each warning line; default: `vmi: warning: LINE` on stderr. */
+  onWarning?: (line: string) => void;
+}
+
+/**
+ * Loads every pack among the oclif plugins of `config` (`this.config` in a command) and
+ * merges them with the built-ins. Never throws for a broken pack: it becomes a warning,
+ * reported through `onWarning` (stderr by default) and kept in `registry.warnings`.
+ */
+export async function loadPluginRegistry(
+  config: PackConfig,
+  opts: LoadRegistryOptions = {},
+): Promise<PluginRegistry> {
+  const packs: LoadedPack[] = [];
+  const failures: string[] = [];
+  for (const source of sourcesOf(config)) {
+    if (source.isRoot || source.pjson?.vmi === undefined) continue;
+    try {
+      packs.push(await loadPack(source));
+    } catch (err) {
+      failures.push(
+        err instanceof PackLoadError
+          ? err.message
+          : `plugin pack ${source.name} failed to load: ${reasonOf(err)}`,
+      );
+    }
+  }
+  const registry = new PluginRegistry(opts.builtins ?? builtinPlugins, packs);
+  registry.warnings.unshift(...failures);
+  const warn = opts.onWarning ?? ((line: string) => process.stderr.write(`vmi: warning: ${line}\n`));
+  for (const w of registry.warnings) warn(w);
+  return registry;
+}

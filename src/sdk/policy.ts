@@ -1,0 +1,261 @@
+/**
+ * The read-only syscall policy. Introspection must not change the guest it looks at, so
+ * every plugin's calls pass through a {@link PolicyExecutor}: calls on the read-only
+ * allowlist go on to the guest; anything else makes the whole `run()` fail with a
+ * {@link PolicyViolationError} before a single call of it reaches the guest.
+ *
+ * A plugin that must change the guest declares it (`needs` in its definition, see
+ * {@link PluginNeeds}) and only runs when the user passes `--allow-write`; even then
+ * it may make only the calls it declared.
+ */
+import {
+  O_APPEND,
+  O_CREAT,
+  O_RDWR,
+  O_TRUNC,
+  O_WRONLY,
+  SYSLOG_ACTION_READ_ALL,
+  SYSLOG_ACTION_SIZE_BUFFER,
+} from '../abi/linux/flags.js';
+import { syscallName } from '../abi/linux/syscalls.js';
+import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
+
+/** `__O_TMPFILE` (O_TMPFILE is this plus O_DIRECTORY): creates an unnamed file. */
+export const O_TMPFILE_BIT = 0o20000000;
+
+/** Open flags that write, create or truncate: an open with any of them is not read-only. */
+export const WRITE_OPEN_FLAGS = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_TMPFILE_BIT;
+
+/**
+ * Syscalls that only read guest state (or the shadow's own state), allowed for every
+ * plugin. `open`/`openat` are allowed only without {@link WRITE_OPEN_FLAGS}; `syslog`
+ * only with the non-destructive actions READ_ALL (3) and SIZE_BUFFER (10): READ (2)
+ * consumes the log and CLEAR (5) empties it.
+ */
+export const READ_ONLY_SYSCALLS: ReadonlySet<string> = new Set([
+  // files and directories (the descriptors are the shadow's own)
+  'open',
+  'openat',
+  'read',
+  'pread64',
+  'readv',
+  'preadv',
+  'preadv2',
+  'close',
+  'lseek',
+  'getdents',
+  'getdents64',
+  'readlink',
+  'readlinkat',
+  'stat',
+  'fstat',
+  'lstat',
+  'newfstatat',
+  'statx',
+  'statfs',
+  'fstatfs',
+  'access',
+  'faccessat',
+  'faccessat2',
+  'getxattr',
+  'lgetxattr',
+  'fgetxattr',
+  'listxattr',
+  'llistxattr',
+  'flistxattr',
+  'getcwd',
+  // system information
+  'uname',
+  'sysinfo',
+  'syslog',
+  'clock_gettime',
+  'clock_getres',
+  'gettimeofday',
+  'time',
+  // the shadow's identity
+  'getpid',
+  'getppid',
+  'gettid',
+  'getuid',
+  'geteuid',
+  'getgid',
+  'getegid',
+  'getresuid',
+  'getresgid',
+  'getgroups',
+  'getpgid',
+  'getpgrp',
+  'getsid',
+  'capget',
+  // another process's memory, read only
+  'process_vm_readv',
+  // names of the shadow's own sockets
+  'getsockname',
+  'getpeername',
+]);
+
+/** syslog(2) actions that neither consume nor change the kernel log. */
+export const READ_ONLY_SYSLOG_ACTIONS: ReadonlySet<number> = new Set([
+  SYSLOG_ACTION_READ_ALL,
+  SYSLOG_ACTION_SIZE_BUFFER,
+]);
+
+/**
+ * What a plugin needs beyond the read-only policy. A plugin that declares anything here
+ * changes the guest: it runs only when the user passes `--allow-write`, and then only the
+ * declared extras are allowed.
+ *
+ *     needs: { syscalls: ['unlink'], writeFiles: true }
+ */
+export interface PluginNeeds {
+  /** Syscalls outside {@link READ_ONLY_SYSCALLS} the plugin makes (`'unlink'`, `'kill'`). */
+  syscalls?: readonly string[];
+  /** open/openat with write, create or truncate flags ({@link WRITE_OPEN_FLAGS}). */
+  writeFiles?: boolean;
+}
+
+/** True when the declared needs go beyond read-only (the plugin needs `--allow-write`). */
+export function needsWrite(needs: PluginNeeds | undefined): boolean {
+  return Boolean(needs && (needs.writeFiles || (needs.syscalls && needs.syscalls.length > 0)));
+}
+
+/** One-line summary of declared needs: `unlink, kill, open for writing`. */
+export function describeNeeds(needs: PluginNeeds | undefined): string {
+  const parts = [...(needs?.syscalls ?? [])];
+  if (needs?.writeFiles) parts.push('open for writing');
+  return parts.join(', ');
+}
+
+/**
+ * A call the policy refused. Thrown by {@link PolicyExecutor.run} before anything of the
+ * refused run reaches the guest; also thrown by {@link assertWriteAllowed} for a plugin
+ * that declares write needs when `--allow-write` was not given.
+ */
+export class PolicyViolationError extends Error {
+  override name = 'PolicyViolationError';
+  constructor(
+    /** The plugin that made the call. */
+    readonly plugin: string,
+    /** Syscall name (`openat`, `unlink`, or `syscall_999` for a number the profile does not name). */
+    readonly syscall: string,
+    message: string,
+    /** For open/openat: the flags, decoded (`O_WRONLY|O_CREAT`). */
+    readonly flags?: string,
+  ) {
+    super(message);
+  }
+}
+
+const FLAG_NAMES: Array<[number, string]> = [
+  [O_CREAT, 'O_CREAT'],
+  [O_TRUNC, 'O_TRUNC'],
+  [O_APPEND, 'O_APPEND'],
+  [O_TMPFILE_BIT, 'O_TMPFILE'],
+];
+
+/** The write-related part of open flags as text: `O_WRONLY|O_CREAT|O_TRUNC` (`O_RDONLY` if none). */
+export function describeOpenFlags(flags: number): string {
+  const parts: string[] = [];
+  const mode = flags & 3;
+  parts.push(
+    mode === O_WRONLY ? 'O_WRONLY' : mode === O_RDWR ? 'O_RDWR' : mode === 3 ? 'O_ACCMODE' : 'O_RDONLY',
+  );
+  for (const [bit, name] of FLAG_NAMES) if (flags & bit) parts.push(name);
+  return parts.join('|');
+}
+
+function nameOf(nr: number): string {
+  return syscallName(nr);
+}
+
+function intArg(a: CallArg | undefined): bigint | undefined {
+  return a?.kind === 'int' ? a.value : undefined;
+}
+
+function pathArg(a: CallArg | undefined): string | undefined {
+  if (a?.kind !== 'in') return undefined;
+  const end = a.data.indexOf(0);
+  return new TextDecoder().decode(end >= 0 ? a.data.subarray(0, end) : a.data);
+}
+
+/** Options of a {@link PolicyExecutor}. */
+export interface PolicyOptions {
+  /** The plugin whose calls this executor carries (named in errors). */
+  plugin: string;
+  /** Extras granted on top of the read-only policy (the plugin's declared needs, when `--allow-write` was given). */
+  grant?: PluginNeeds;
+}
+
+/**
+ * Checks one call against the policy. Returns undefined when allowed, else the refusal
+ * as a {@link PolicyViolationError} (not thrown).
+ */
+export function checkCall(call: Call, opts: PolicyOptions): PolicyViolationError | undefined {
+  const name = nameOf(call.nr);
+  const granted = new Set(opts.grant?.syscalls ?? []);
+  const refuse = (detail: string, flags?: string) =>
+    new PolicyViolationError(
+      opts.plugin,
+      name,
+      `plugin '${opts.plugin}' is not allowed ${detail}: vmi plugins are read-only unless the plugin declares \`needs\` and --allow-write is given`,
+      flags,
+    );
+  if (granted.has(name)) return undefined;
+  if (!READ_ONLY_SYSCALLS.has(name)) return refuse(`to call ${name}`);
+  if (name === 'open' || name === 'openat') {
+    const [pathIdx, flagIdx] = name === 'open' ? [0, 1] : [1, 2];
+    const flags = intArg(call.args[flagIdx]);
+    const path = pathArg(call.args[pathIdx]);
+    const where = path === undefined ? '' : ` ${JSON.stringify(path)}`;
+    if (flags === undefined) return refuse(`to call ${name}${where} with flags not known in advance`);
+    const f = Number(BigInt.asUintN(32, flags));
+    if (f & WRITE_OPEN_FLAGS && !opts.grant?.writeFiles) {
+      const text = describeOpenFlags(f);
+      return refuse(`to call ${name}${where} with ${text}`, text);
+    }
+  }
+  if (name === 'syslog') {
+    const action = intArg(call.args[0]);
+    if (action === undefined || !READ_ONLY_SYSLOG_ACTIONS.has(Number(action))) {
+      return refuse(
+        `to call syslog with action ${action ?? '?'} (only 3 READ_ALL and 10 SIZE_BUFFER read without changing the log)`,
+      );
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A {@link SyscallExecutor} that enforces the read-only policy in front of another
+ * executor (the shadow session, a capture replay, a fake). Every call of a `run()` is
+ * checked first; one refused call rejects the whole run with a PolicyViolationError and
+ * nothing of it reaches the inner executor.
+ */
+export class PolicyExecutor implements SyscallExecutor {
+  constructor(
+    private readonly inner: SyscallExecutor,
+    private readonly opts: PolicyOptions,
+  ) {}
+
+  async run(calls: readonly Call[]): Promise<CallResult[]> {
+    for (const c of calls) {
+      const v = checkCall(c, this.opts);
+      if (v) throw v;
+    }
+    return this.inner.run(calls);
+  }
+}
+
+/**
+ * Refuses, before anything is sent to the guest, a plugin that declares write needs
+ * when the user did not pass `--allow-write`.
+ */
+export function assertWriteAllowed(plugin: { name: string; needs?: PluginNeeds }, allowWrite: boolean): void {
+  if (allowWrite || !needsWrite(plugin.needs)) return;
+  const what = describeNeeds(plugin.needs);
+  throw new PolicyViolationError(
+    plugin.name,
+    plugin.needs?.syscalls?.[0] ?? 'openat',
+    `plugin '${plugin.name}' changes the guest (it declares ${what}): pass --allow-write to run it`,
+  );
+}

@@ -1,0 +1,293 @@
+/**
+ * Captures of a real lab guest: create (fast path), replay in a disposable clone after
+ * the source guest is gone, determinism across replays, integrity (hashes unchanged,
+ * every flipped byte refused naming its part), SIGKILL mid-capture, ELF export.
+ *
+ * Rows that differ by construction: the shadow process (COMM vmi-shadow) is created by
+ * each attach, so its PID/creation time differ between the live run and each replay; the
+ * live run's own shadow had already exited when the capture was taken. STATE of a task
+ * may legitimately differ between replays (a task caught running vs sleeping at the
+ * moment of the read); it is compared for everything else only. A kworker's COMM carries the
+ * workqueue it last served as a suffix, which is dropped before comparing.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, open, readFile, rename, rm, stat, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyCapture } from '../../src/capture/artifact.js';
+import { createCapture, type CreateCaptureResult } from '../../src/capture/create.js';
+import { parseElfCore, PT_LOAD, PT_NOTE } from '../../src/capture/elf-core.js';
+import { exportCapture } from '../../src/capture/export.js';
+import { DEVSTATE_PART, MANIFEST, MANIFEST_SUM, RAM_PART } from '../../src/capture/manifest.js';
+import { openReplay, withReplay } from '../../src/capture/replay.js';
+import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
+import type { ResultTable } from '../../src/output/table.js';
+import { pslist } from '../../src/plugins/pslist.js';
+import { QmpClient } from '../../src/qemu/qmp.js';
+import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
+
+const NAME = 't-capture';
+const SHADOW = 'vmi-shadow';
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = join(ROOT, 'bin/run.js');
+
+type Row = Record<string, unknown>;
+function records(t: ResultTable): Row[] {
+  return t.rows.map((r) => Object.fromEntries(t.columns.map((c, i) => [c.name, r[i]])));
+}
+/**
+ * The kernel shows a kworker's comm with the workqueue it last ran for appended
+ * ("kworker/0:2-events" then "kworker/0:2-mm_percpu_wq"): that suffix is run-time state,
+ * not identity, so it is dropped before comparing.
+ */
+const normalize = (c: string, v: unknown): string => {
+  if (v instanceof Date) return v.toISOString();
+  const s = String(v);
+  return c === 'COMM' ? s.replace(/^(kworker\/[^-]+)-.*$/, '$1') : s;
+};
+const key = (r: Row, cols: readonly string[]): string => JSON.stringify(cols.map((c) => normalize(c, r[c])));
+function view(t: ResultTable, cols: readonly string[]): string[] {
+  return records(t)
+    .filter((r) => r.COMM !== SHADOW)
+    .map((r) => key(r, cols))
+    .sort();
+}
+
+async function flipByte(path: string, at: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, at);
+    b[0] ^= 0x01;
+    await fh.write(b, 0, 1, at);
+  } finally {
+    await fh.close();
+  }
+}
+
+describe('captures of the lab guest', () => {
+  let guest: LabGuest;
+  let work: string;
+  let cap: CreateCaptureResult;
+  let before: ResultTable;
+  let liveLstar: string | undefined;
+  const report: Record<string, string> = {};
+
+  beforeAll(async () => {
+    await labDown(NAME);
+    guest = await labUp({ name: NAME });
+    work = await mkdtemp(join(tmpdir(), 'vmi-capture-test-'));
+  });
+
+  afterAll(async () => {
+    await labDown(NAME);
+    if (work) await rm(work, { recursive: true, force: true });
+    console.log('capture figures:', report);
+  });
+
+  it('captures the live guest right after a live pslist, and resumes it', async () => {
+    const live = await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }]);
+    before = live.tables[0];
+    const entry = join(guest.runDir, 'syscall-entry.json');
+    if (existsSync(entry)) liveLstar = (JSON.parse(readFileSync(entry, 'utf8')) as { lstar: string }).lstar;
+    cap = await createCapture({
+      qmpSocket: guest.qmpSocket,
+      output: join(work, 'lab.vmicap'),
+      guestName: guest.name,
+      kernelRelease: guest.kernelRelease,
+    });
+    const m = cap.manifest;
+    expect(m.mode).toBe('shared-ram');
+    expect(m.vcpus).toHaveLength(1);
+    expect(m.machine.machineType).toMatch(/^pc-q35-/);
+    expect(m.guest.banner).toContain(guest.kernelRelease);
+    // The LSTAR parsed from the migration stream is the one the engine found by stepping.
+    if (liveLstar) expect(BigInt(m.vcpus[0].lstar)).toBe(BigInt(liveLstar));
+    expect(BigInt(m.vcpus[0].cr3)).not.toBe(0n);
+    const qmp = await QmpClient.connect(guest.qmpSocket);
+    try {
+      expect((await qmp.execute<{ status: string }>('query-status')).status).toBe('running');
+    } finally {
+      qmp.close();
+    }
+    const rawSize = m.parts[RAM_PART].size;
+    const gz = execFileSync('sh', ['-c', `gzip -1 -c '${join(cap.path, RAM_PART)}' | wc -c`])
+      .toString()
+      .trim();
+    report.captureMs = cap.totalMs.toFixed(0);
+    report.pauseMs = `${cap.pauseMs.toFixed(1)} (migrate ${m.timing.migrateMs.toFixed(1)}, RAM copy ${m.timing.copyMs.toFixed(1)})`;
+    report.artifactBytes = `${cap.bytes} (ram.raw ${rawSize}, gzip -1 ${gz}; devstate ${m.parts[DEVSTATE_PART].size})`;
+    expect(readdirSync(work)).toEqual(['lab.vmicap']);
+    await verifyCapture(cap.path);
+  });
+
+  let first: ResultTable;
+  it('replays after the source guest is gone: pslist equals the one taken live', async () => {
+    await labDown(NAME);
+    const t0 = performance.now();
+    let firstResultMs = 0;
+    let clone = '';
+    first = await withReplay(cap.path, async (r) => {
+      clone = r.guest.runDir;
+      const run = await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }]);
+      firstResultMs = performance.now() - t0;
+      report.replayPhases = JSON.stringify(
+        Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v)])),
+      );
+      report.replayAttachMs = run.session.attachMs.toFixed(0);
+      return run.tables[0];
+    });
+    report.replayToFirstResultMs = firstResultMs.toFixed(0);
+    report.pslistOnCaptureTotalMs = (performance.now() - t0).toFixed(0);
+    expect(first.errors).toEqual([]);
+    expect(first.metadata?.source).toBe('capture');
+    expect(first.metadata?.['capture.id']).toBe(cap.manifest.id);
+    const cols = ['PID', 'TID', 'PPID', 'COMM', 'CREATION TIME'];
+    expect(view(first, cols)).toEqual(view(before, cols));
+    expect(records(first).filter((r) => r.COMM === SHADOW)).toHaveLength(1);
+    // The clone is gone: run dir deleted, no replay RAM left in /dev/shm.
+    expect(existsSync(clone)).toBe(false);
+  });
+
+  it('replays twice to identical tables, and the capture is unchanged', async () => {
+    const second = await withReplay(
+      cap.path,
+      async (r) => (await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }])).tables[0],
+    );
+    const cols = first.columns.map((c) => c.name).filter((c) => c !== 'STATE');
+    expect(view(second, cols)).toEqual(view(first, cols));
+    const again = await verifyCapture(cap.path);
+    expect(again.manifest.parts).toEqual(cap.manifest.parts);
+    expect(readdirSync('/dev/shm').filter((f) => f.startsWith('vmi-replay-'))).toEqual([]);
+  });
+
+  it('exports raw and ELF; the ELF core parses with readelf and our parser', async () => {
+    const raw = join(work, 'lab.raw');
+    await exportCapture(cap.path, 'raw', raw);
+    expect((await stat(raw)).size).toBe(cap.manifest.parts[RAM_PART].size);
+    const elf = join(work, 'lab.elf');
+    const t0 = performance.now();
+    await exportCapture(cap.path, 'elf', elf);
+    report.elfExportMs = (performance.now() - t0).toFixed(0);
+    const out = execFileSync('readelf', ['-h', '-l', '-n', elf]).toString();
+    expect(out).toMatch(/Type:\s+CORE/);
+    expect(out).toMatch(/Machine:\s+Advanced Micro Devices X86-64/);
+    expect(out).toMatch(/LOAD\s+0x[0-9a-f]+ 0x0+ 0x0+\s+0x0*10000000 0x0*10000000/);
+    expect(out.match(/NT_PRSTATUS/g)).toHaveLength(cap.manifest.vcpus.length);
+    const fh = await open(elf, 'r');
+    const head = Buffer.alloc(8192);
+    await fh.read(head, 0, head.length, 0);
+    const core = parseElfCore(head);
+    const load = core.phdrs.filter((p) => p.type === PT_LOAD);
+    expect(load).toHaveLength(1);
+    expect(load[0].paddr).toBe(0n);
+    expect(load[0].filesz).toBe(BigInt(cap.manifest.parts[RAM_PART].size));
+    expect(core.phdrs.filter((p) => p.type === PT_NOTE)).toHaveLength(1);
+    const v = cap.manifest.vcpus[0];
+    expect(core.prstatus[0].rip).toBe(BigInt(v.rip));
+    expect(core.prstatus[0].rsp).toBe(BigInt(v.rsp));
+    // The RAM in the core is the capture's RAM, byte for byte (a page with the banner).
+    const ram = await readFile(raw);
+    const i = ram.indexOf('Linux version ');
+    const page = Buffer.alloc(4096);
+    await fh.read(page, 0, 4096, Number(load[0].offset) + (i & ~0xfff));
+    await fh.close();
+    expect(page.equals(ram.subarray(i & ~0xfff, (i & ~0xfff) + 4096))).toBe(true);
+    await rm(raw);
+    await rm(elf);
+  });
+
+  it('refuses a flipped byte, a truncated or a missing part, naming the part (verify and replay)', async () => {
+    const parts = [MANIFEST, MANIFEST_SUM, ...Object.keys(cap.manifest.parts)];
+    for (const part of parts) {
+      const path = join(cap.path, part);
+      const size = (await stat(path)).size;
+      const at = part === MANIFEST_SUM ? 3 : Math.floor(size / 2);
+      await flipByte(path, at);
+      try {
+        const named = part === MANIFEST_SUM ? MANIFEST : part;
+        await expect(verifyCapture(cap.path), part).rejects.toThrow(named);
+        await expect(openReplay(cap.path), part).rejects.toThrow(named);
+      } finally {
+        await flipByte(path, at);
+      }
+    }
+    // Truncated and missing parts.
+    const dev = join(cap.path, DEVSTATE_PART);
+    const saved = await readFile(dev);
+    await truncate(dev, saved.length - 100);
+    await expect(verifyCapture(cap.path)).rejects.toThrow(/devstate\.bin: truncated/);
+    await rename(dev, dev + '.away');
+    await expect(verifyCapture(cap.path)).rejects.toThrow(/devstate\.bin: missing/);
+    await expect(openReplay(cap.path)).rejects.toThrow(/devstate\.bin: missing/);
+    await rm(dev + '.away');
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(dev, saved, { mode: 0o600 });
+    await verifyCapture(cap.path);
+    // The CLI: one line naming the part, non-zero exit.
+    if (existsSync(join(ROOT, 'dist/commands/capture/verify.js'))) {
+      await flipByte(join(cap.path, RAM_PART), 12345);
+      try {
+        const r = await runCli(['capture', 'verify', cap.path]);
+        expect(r.code).not.toBe(0);
+        expect(r.stderr.trim().split('\n')).toEqual([
+          expect.stringMatching(/^vmi: error: ram\.raw: sha256 mismatch/),
+        ]);
+        const p = await runCli(['plugins', 'run', 'pslist', '--capture', cap.path]);
+        expect(p.code).not.toBe(0);
+        expect(p.stderr).toMatch(/ram\.raw: sha256 mismatch/);
+      } finally {
+        await flipByte(join(cap.path, RAM_PART), 12345);
+      }
+    }
+  });
+
+  it('a capture killed with SIGKILL mid-way leaves no artifact that verifies', async () => {
+    if (!existsSync(join(ROOT, 'dist/commands/capture/create.js'))) return;
+    guest = await labUp({ name: NAME });
+    const target = join(work, 'killed.vmicap');
+    const child = spawn(process.execPath, [CLI, 'capture', 'create', '--guest', NAME, '-o', target], {
+      stdio: 'ignore',
+    });
+    const partial = join(work, `.killed.vmicap.partial-${child.pid}`);
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && !existsSync(join(partial, DEVSTATE_PART)))
+      await new Promise((r) => setTimeout(r, 2));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    expect(existsSync(target)).toBe(false);
+    if (existsSync(partial)) await expect(verifyCapture(partial)).rejects.toThrow(/incomplete/);
+    await expect(verifyCapture(target)).rejects.toThrow(/no such capture/);
+    // A SIGKILLed capture cannot resume the guest itself: it may be left paused.
+    const status = async (): Promise<string> => {
+      const qmp = await QmpClient.connect(guest.qmpSocket);
+      try {
+        return (await qmp.execute<{ status: string }>('query-status')).status;
+      } finally {
+        qmp.close();
+      }
+    };
+    report.afterSigkillStatus = await status();
+    // The next capture to that name resumes a guest it left paused, sweeps the dead
+    // partial dir and its /dev/shm staging file, and succeeds.
+    const next = await createCapture({ qmpSocket: guest.qmpSocket, output: target });
+    expect(await status()).toBe('running');
+    expect(readdirSync(work).filter((f) => f.includes('partial'))).toEqual([]);
+    expect(readdirSync('/dev/shm').filter((f) => f.startsWith(`vmi-capture-${child.pid}-`))).toEqual([]);
+    await verifyCapture(next.path);
+  });
+});
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

@@ -1,0 +1,108 @@
+/**
+ * Every built-in plugin on several guest kernels: two series (6.1, 6.12) and three
+ * configurations (amd64, cloud-amd64, rt-amd64), all with different struct layouts, and
+ * no per-kernel profile anywhere. CI runs two kernels of different series and
+ * configuration; `VMI_MATRIX=all` (npm run test:matrix) runs all six.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { GuestConsole } from '../../src/lab/console.js';
+import { labDown, labUp } from '../../src/lab/lab.js';
+import { LAB_WORKLOAD } from '../../src/lab/workload.js';
+import { builtinPlugins } from '../../src/plugins/index.js';
+import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
+
+const ALL = ['6.1', '6.1-cloud', '6.1-rt', '6.12', '6.12-cloud', '6.12-rt'];
+const CI = ['6.1', '6.12-rt'];
+const KERNELS = process.env.VMI_MATRIX === 'all' ? ALL : CI;
+
+interface KernelResult {
+  release: string;
+  bootMs: number;
+  pslistMs: number;
+  /** plugin → row count, or the error that cost the table. */
+  plugins: Record<string, number | string>;
+}
+const results: Record<string, KernelResult> = {};
+
+function printTable(): void {
+  const names = builtinPlugins.map((p) => p.name);
+  const head = ['kernel', 'release', 'boot s', ...names, 'pslist ms'];
+  const lines = [head];
+  for (const k of KERNELS) {
+    const r = results[k];
+    if (!r) {
+      lines.push([k, '(not run)', '', ...names.map(() => ''), '']);
+      continue;
+    }
+    lines.push([
+      k,
+      r.release,
+      (r.bootMs / 1000).toFixed(1),
+      ...names.map((n) => {
+        const v = r.plugins[n];
+        return typeof v === 'number' && v > 0 ? `ok ${v}` : `FAIL`;
+      }),
+      r.pslistMs.toFixed(0),
+    ]);
+  }
+  const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  console.log(lines.map((l) => l.map((c, i) => c.padEnd(widths[i])).join('  ')).join('\n'));
+}
+
+describe('plugins across the kernel matrix', () => {
+  afterAll(() => printTable());
+
+  for (const alias of KERNELS) {
+    const name = `t-matrix-${alias.replace(/\./g, '')}`;
+    it(`kernel ${alias}`, { timeout: 600_000 }, async () => {
+      await labDown(name);
+      try {
+        const t0 = performance.now();
+        const guest = await labUp({ name, kernel: alias });
+        const bootMs = performance.now() - t0;
+        const con = await GuestConsole.connect(guest.serialSocket);
+        let pids: Record<string, number>;
+        try {
+          pids = Object.fromEntries(
+            (await con.run(`cat ${LAB_WORKLOAD.pidsFile}`)).output
+              .trim()
+              .split('\n')
+              .map((l) => l.split('='))
+              .map(([k, v]) => [k, Number(v)]),
+          );
+        } finally {
+          con.close();
+        }
+
+        const run = await runPluginsOnGuest(
+          guest,
+          builtinPlugins.map((plugin) => ({ plugin, options: {} })),
+        );
+        const r: KernelResult = {
+          release: guest.kernelRelease,
+          bootMs,
+          pslistMs: run.pluginMs.pslist ?? NaN,
+          plugins: {},
+        };
+        results[alias] = r;
+        for (const t of run.tables)
+          r.plugins[t.plugin] = t.errors.length ? t.errors.join('; ') : t.rows.length;
+
+        for (const t of run.tables) {
+          expect.soft(t.errors, `${alias} ${t.plugin}`).toEqual([]);
+          expect.soft(t.rows.length, `${alias} ${t.plugin} rows`).toBeGreaterThan(0);
+        }
+        const ps = run.tables.find((t) => t.plugin === 'pslist')!;
+        const pidCol = ps.columns.findIndex((c) => c.name === 'PID');
+        const listed = new Set(ps.rows.map((row) => Number(row[pidCol])));
+        expect(listed.has(1), `${alias}: pid 1`).toBe(true);
+        for (const w of LAB_WORKLOAD.workers) {
+          expect(pids[w.role], `${alias}: ${w.role} pid known`).toBeGreaterThan(0);
+          expect(listed.has(pids[w.role]), `${alias}: ${w.role} (pid ${pids[w.role]}) listed`).toBe(true);
+        }
+      } finally {
+        await labDown(name);
+      }
+    });
+  }
+});

@@ -1,0 +1,147 @@
+/**
+ * runPluginsOnGuest with a fake session (no QEMU): several plugins in one attach, and a
+ * plugin that throws costing only its own table.
+ */
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { writeOutput } from '../../src/output/write.js';
+import { builtinPlugins } from '../../src/plugins/index.js';
+import { psaux } from '../../src/plugins/psaux.js';
+import { pslist } from '../../src/plugins/pslist.js';
+import {
+  runPluginsOnGuest,
+  type AttachedSession,
+  type InspectedGuest,
+} from '../../src/runner/run-plugins.js';
+import { definePlugin } from '../../src/sdk/index.js';
+import type { SessionStats } from '../../src/shadow/session.js';
+import { addFakeProcess, fakeProcGuest, type FakeGuest } from './helpers/fake-guest.js';
+
+const GUEST: InspectedGuest = {
+  name: 'fake',
+  qmpSocket: '/nonexistent/qmp.sock',
+  ramSize: 0,
+  runDir: '/nonexistent',
+  kernelRelease: '6.1.0-test',
+};
+
+const boom = definePlugin({
+  name: 'boom',
+  description: 'Always throws (test double)',
+  version: '0.0.1',
+  columns: [{ name: 'X', type: 'int32' }] as const,
+  async run() {
+    throw new Error('guest said no\nsecond line');
+  },
+});
+
+/** A session over a FakeGuest that counts detaches. */
+function fakeSession(g: FakeGuest): AttachedSession & { detaches: number } {
+  // Only what runPluginsOnGuest reads; the session grows more stats than this fake needs.
+  const stats = {
+    attachMs: 1,
+    batches: 0,
+    calls: 0,
+    runMs: 0,
+    transport: 'trap',
+    shadowPid: 999,
+    victimPid: 1,
+    recovered: false,
+  } as SessionStats;
+  return {
+    stats,
+    detaches: 0,
+    run: (calls) => g.run(calls),
+    async detach() {
+      this.detaches++;
+    },
+  };
+}
+
+function guestWithProcesses(): FakeGuest {
+  const g = fakeProcGuest(3);
+  addFakeProcess(g, 1, 'init');
+  addFakeProcess(g, 2, 'sh');
+  addFakeProcess(g, 3, 'sleep');
+  return g;
+}
+
+describe('runPluginsOnGuest', () => {
+  it('runs several plugins through one attach and stamps guest metadata', async () => {
+    const session = fakeSession(guestWithProcesses());
+    let attaches = 0;
+    const run = await runPluginsOnGuest(
+      GUEST,
+      [
+        { plugin: pslist, options: {} },
+        { plugin: psaux, options: {} },
+      ],
+      { attach: async () => (attaches++, session) },
+    );
+    expect(attaches).toBe(1);
+    expect(session.detaches).toBe(1);
+    expect(run.failures).toEqual([]);
+    expect(run.tables.map((t) => t.plugin)).toEqual(['pslist', 'psaux']);
+    expect(run.byRequest).toEqual(run.tables);
+    expect(run.tables[0].rows.map((r) => r[0])).toEqual([1, 2, 3]);
+    expect(run.tables[0].metadata).toMatchObject({
+      guest: 'fake',
+      'kernel.release': '6.1.0-test',
+      'collection.transport': 'trap',
+      source: 'live',
+    });
+    expect(Object.keys(run.pluginMs)).toEqual(['pslist', 'psaux']);
+  });
+
+  it('keeps the other tables when a plugin throws, and records the failure', async () => {
+    const session = fakeSession(guestWithProcesses());
+    const run = await runPluginsOnGuest(
+      GUEST,
+      [
+        { plugin: pslist, options: {} },
+        { plugin: boom, options: {} },
+        { plugin: psaux, options: {} },
+      ],
+      { attach: async () => session },
+    );
+    expect(session.detaches).toBe(1);
+    expect(run.tables.map((t) => t.plugin)).toEqual(['pslist', 'psaux']);
+    expect(run.byRequest.map((t) => t?.plugin)).toEqual(['pslist', undefined, 'psaux']);
+    expect(run.failures).toHaveLength(1);
+    expect(run.failures[0]).toMatchObject({
+      plugin: 'boom',
+      index: 1,
+      message: 'guest said no\nsecond line',
+    });
+    expect(run.failures[0].error).toBeInstanceOf(Error);
+    expect(run.tables[1].rows).toHaveLength(3);
+
+    // -o DIR then holds the tables that exist, one file each.
+    const dir = await mkdtemp(join(tmpdir(), 'vmi-runner-'));
+    try {
+      await writeOutput(run.tables, { format: 'parquet', output: `${dir}/` });
+      expect((await readdir(dir)).sort()).toEqual(['psaux.parquet', 'pslist.parquet']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('records every plugin when the guest stops answering, and still detaches', async () => {
+    const g = guestWithProcesses();
+    const session = fakeSession(g);
+    session.run = async () => {
+      throw new Error('shadow lost');
+    };
+    const run = await runPluginsOnGuest(
+      GUEST,
+      builtinPlugins.slice(0, 3).map((plugin) => ({ plugin, options: {} })),
+      { attach: async () => session },
+    );
+    expect(session.detaches).toBe(1);
+    expect(run.tables).toEqual([]);
+    expect(run.failures.map((f) => f.plugin)).toEqual(builtinPlugins.slice(0, 3).map((p) => p.name));
+    expect(run.failures.every((f) => /shadow lost/.test(f.message))).toBe(true);
+  });
+});
