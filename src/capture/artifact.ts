@@ -112,7 +112,8 @@ export async function checkPartSize(dir: string, name: string, want: PartInfo): 
     throw new CaptureError(`${name}: missing part${errCode(e)}`);
   }
   if (size < want.size) throw new CaptureError(`${name}: truncated (${size} of ${want.size} bytes)`);
-  if (size > want.size) throw new CaptureError(`${name}: size mismatch (${size}, expected ${want.size} bytes)`);
+  if (size > want.size)
+    throw new CaptureError(`${name}: size mismatch (${size}, expected ${want.size} bytes)`);
 }
 
 export function checkPartHash(name: string, want: PartInfo, got: PartInfo): void {

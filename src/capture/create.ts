@@ -10,7 +10,18 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
-import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import {
+  copyFile,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { QmpClient } from '../qemu/qmp.js';
 import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
@@ -96,19 +107,46 @@ export function vcpuRecord(v: StreamVcpu): VcpuRecord {
   const [es, cs, ss, ds, fs, gs] = v.segs;
   return {
     index: v.index,
-    rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp, r8, r9, r10, r11, r12, r13, r14, r15,
+    rax,
+    rbx,
+    rcx,
+    rdx,
+    rsi,
+    rdi,
+    rbp,
+    rsp,
+    r8,
+    r9,
+    r10,
+    r11,
+    r12,
+    r13,
+    r14,
+    r15,
     rip: hex(v.rip),
     eflags: hex(v.eflags),
-    cs: cs.selector, ss: ss.selector, ds: ds.selector, es: es.selector, fs: fs.selector, gs: gs.selector,
+    cs: cs.selector,
+    ss: ss.selector,
+    ds: ds.selector,
+    es: es.selector,
+    fs: fs.selector,
+    gs: gs.selector,
     fsBase: hex(fs.base),
     gsBase: hex(gs.base),
     kernelGsBase: hex(v.kernelGsBase),
-    cr0: hex(v.cr0), cr2: hex(v.cr2), cr3: hex(v.cr3), cr4: hex(v.cr4),
-    efer: hex(v.efer), star: hex(v.star), lstar: hex(v.lstar), cstar: hex(v.cstar), fmask: hex(v.fmask),
+    cr0: hex(v.cr0),
+    cr2: hex(v.cr2),
+    cr3: hex(v.cr3),
+    cr4: hex(v.cr4),
+    efer: hex(v.efer),
+    star: hex(v.star),
+    lstar: hex(v.lstar),
+    cstar: hex(v.cstar),
+    fmask: hex(v.fmask),
   };
 }
 
-/** The first "Linux version ..." string in RAM (the kernel's linux_banner). */
+/** The first complete "Linux version ..." string in RAM (the kernel's linux_banner). */
 export async function findBanner(ramPath: string): Promise<string | undefined> {
   const needle = Buffer.from('Linux version ');
   const fh = await open(ramPath, 'r');
@@ -123,8 +161,9 @@ export async function findBanner(ramPath: string): Promise<string | undefined> {
         let end = i;
         while (end < view.length && end - i < 400 && view[end] >= 0x20 && view[end] < 0x7f) end++;
         const s = view.subarray(i, end).toString('latin1');
-        // linux_banner: "Linux version <release> (<builder>) ... #<n> ..."
-        if (/^Linux version \S+ \(.+\) .*#/.test(s)) return s.trim();
+        // linux_banner: "Linux version <release> (<builder>) ... #<n> ..." (the first copy in
+        // a Debian kernel's RAM, in .init data, reads "# SMP": skip copies without the number)
+        if (/^Linux version \S+ \(.+\) #\d+ /.test(s)) return s.trim();
       }
       if (bytesRead < CH + 512) return undefined;
     }
@@ -137,7 +176,11 @@ export async function findBanner(ramPath: string): Promise<string | undefined> {
  * A content-addressed copy of a boot file inside the capture (a copy, never a hard link:
  * the capture must not share an inode with the kernel cache).
  */
-async function addBootFile(dir: string, src: string, kind: string): Promise<{ part: string; info: PartInfo }> {
+async function addBootFile(
+  dir: string,
+  src: string,
+  kind: string,
+): Promise<{ part: string; info: PartInfo }> {
   const info = await step(`${kind} (${src})`, () => hashFile(src));
   const part = `boot/${kind}-${info.sha256.slice(0, 16)}`;
   await mkdir(join(dir, 'boot'), { recursive: true, mode: 0o700 });
@@ -195,8 +238,15 @@ async function sweepStalePartials(out: string, progress: (m: string) => void): P
         const { qmpSocket } = JSON.parse(marker) as { qmpSocket: string };
         const q = await QmpClient.connect(qmpSocket, { timeoutMs: 3000 });
         try {
+          // Let a migration the killed capture started finish (QEMU runs it on its own).
+          for (let i = 0; i < 500; i++) {
+            const mig = await q.execute<MigrateInfo>('query-migrate');
+            if (mig.status !== 'active' && mig.status !== 'setup' && mig.status !== 'device') break;
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          // The marker is only written when the guest was running before the capture.
           const st = await q.execute<Status>('query-status');
-          if (st.status === 'postmigrate') {
+          if (st.status === 'postmigrate' || st.status === 'paused') {
             await q.execute('cont');
             progress(`resumed the guest a killed capture (pid ${m[2]}) had left paused`);
           }
@@ -218,7 +268,12 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
   const t0 = performance.now();
   const progress = opts.progress ?? (() => {});
   const out = resolve(opts.output);
-  if (await stat(out).then(() => true, () => false)) {
+  if (
+    await stat(out).then(
+      () => true,
+      () => false,
+    )
+  ) {
     throw new CaptureError(`${out} already exists: choose another name or delete it`);
   }
   await sweepStalePartials(out, progress);
@@ -230,24 +285,30 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
   try {
     qmp = await QmpClient.connect(opts.qmpSocket, { timeoutMs: 5000 });
     const q = qmp;
-    const qom = <T>(path: string, property: string): Promise<T> => q.execute<T>('qom-get', { path, property });
+    const qom = <T>(path: string, property: string): Promise<T> =>
+      q.execute<T>('qom-get', { path, property });
 
     // Machine description (before pausing: none of this counts toward the pause).
-    const version = await q.execute<{ qemu: { major: number; minor: number; micro: number }; package?: string }>(
-      'query-version',
-    );
+    const version = await q.execute<{
+      qemu: { major: number; minor: number; micro: number };
+      package?: string;
+    }>('query-version');
     const machineType = (await qom<string>('/machine', 'type')).replace(/-machine$/, '');
     const kernel = await qom<string>('/machine', 'kernel');
     const initrd = await qom<string>('/machine', 'initrd');
     const append = await qom<string>('/machine', 'append');
-    if (!kernel || !initrd) throw new CaptureError('the guest was not booted with -kernel/-initrd: replay could not rebuild it');
+    if (!kernel || !initrd)
+      throw new CaptureError('the guest was not booted with -kernel/-initrd: replay could not rebuild it');
     const cpusInfo = await q.execute<{ 'qom-path': string; 'cpu-index': number }[]>('query-cpus-fast');
     const cpuModel = (await qom<string>(cpusInfo[0]['qom-path'], 'type')).replace(/-x86_64-cpu$/, '');
     const memBytes = (await q.execute<{ 'base-memory': number }>('query-memory-size-summary'))['base-memory'];
-    if (memBytes > 2 * 1024 ** 3) throw new CaptureError(`guest RAM ${memBytes} bytes: captures support up to 2 GiB (one range)`);
+    if (memBytes > 2 * 1024 ** 3)
+      throw new CaptureError(`guest RAM ${memBytes} bytes: captures support up to 2 GiB (one range)`);
     const memdevs = await q.execute<{ id: string; share: boolean; size: number }[]>('query-memdev');
     const shared = memdevs.find((m) => m.share && m.size === memBytes);
-    const ramFile = shared ? await qom<string>(`/objects/${shared.id}`, 'mem-path').catch(() => undefined) : undefined;
+    const ramFile = shared
+      ? await qom<string>(`/objects/${shared.id}`, 'mem-path').catch(() => undefined)
+      : undefined;
     const mode: CaptureManifest['mode'] = ramFile && !opts.full ? 'shared-ram' : 'full-stream';
     const qname = (await q.execute<{ name?: string }>('query-name')).name?.replace(/^vmi-/, '');
     const uuid = (await q.execute<{ UUID: string }>('query-uuid')).UUID;
@@ -321,7 +382,9 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       staging = undefined;
       progress(`wrote ${RAM_PART} in ${(performance.now() - tw).toFixed(0)} ms (after the guest resumed)`);
     }
-    progress(`guest paused ${pauseMs.toFixed(1)} ms (migrate ${migrateMs.toFixed(1)} ms, RAM copy ${copyMs.toFixed(1)} ms)`);
+    progress(
+      `guest paused ${pauseMs.toFixed(1)} ms (migrate ${migrateMs.toFixed(1)} ms, RAM copy ${copyMs.toFixed(1)} ms)`,
+    );
     q.close();
     qmp = undefined;
 
@@ -335,7 +398,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       const tx = performance.now();
       const r = await step(RAM_PART, () => extractRam(stream, ramPath));
       copyMs = performance.now() - tx;
-      if (r.size !== memBytes) throw new CaptureError(`${RAM_PART}: RAM block ${r.block} is ${r.size} bytes, expected ${memBytes}`);
+      if (r.size !== memBytes)
+        throw new CaptureError(`${RAM_PART}: RAM block ${r.block} is ${r.size} bytes, expected ${memBytes}`);
       progress(`rebuilt ${RAM_PART} from the stream (${r.pages} pages) in ${copyMs.toFixed(0)} ms`);
     }
     await opts.onStep?.('parts-written', tmp);
@@ -385,7 +449,9 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     const mbuf = encodeManifest(manifest);
     await step(MANIFEST, () => writeFile(join(tmp, MANIFEST), mbuf, { mode: 0o600 }));
     await step(MANIFEST_SUM, () =>
-      writeFile(join(tmp, MANIFEST_SUM), createHash('sha256').update(mbuf).digest('hex') + '\n', { mode: 0o600 }),
+      writeFile(join(tmp, MANIFEST_SUM), createHash('sha256').update(mbuf).digest('hex') + '\n', {
+        mode: 0o600,
+      }),
     );
     await opts.onStep?.('manifest-written', tmp);
     await step('fsync', async () => {

@@ -20,8 +20,33 @@ export const PRSTATUS_SIZE = 336;
 const PR_REG_OFFSET = 112;
 /** user_regs_struct order (elf_gregset_t). */
 export const PR_REG_NAMES = [
-  'r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx', 'rsi', 'rdi',
-  'orig_rax', 'rip', 'cs', 'eflags', 'rsp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
+  'r15',
+  'r14',
+  'r13',
+  'r12',
+  'rbp',
+  'rbx',
+  'r11',
+  'r10',
+  'r9',
+  'r8',
+  'rax',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'orig_rax',
+  'rip',
+  'cs',
+  'eflags',
+  'rsp',
+  'ss',
+  'fs_base',
+  'gs_base',
+  'ds',
+  'es',
+  'fs',
+  'gs',
 ] as const;
 
 export interface RamRange {
@@ -55,7 +80,9 @@ function regValue(v: VcpuRecord, name: (typeof PR_REG_NAMES)[number]): bigint {
 export function prstatus(v: VcpuRecord): Buffer {
   const b = Buffer.alloc(PRSTATUS_SIZE);
   b.writeInt32LE(v.index + 1, 32); // pr_pid: vCPU number + 1, as QEMU writes it
-  PR_REG_NAMES.forEach((n, i) => b.writeBigUInt64LE(BigInt.asUintN(64, regValue(v, n)), PR_REG_OFFSET + i * 8));
+  PR_REG_NAMES.forEach((n, i) =>
+    b.writeBigUInt64LE(BigInt.asUintN(64, regValue(v, n)), PR_REG_OFFSET + i * 8),
+  );
   return b;
 }
 
@@ -101,7 +128,15 @@ export function buildCoreHeader(
   header.writeUInt16LE(64, 58); // e_shentsize
   header.writeUInt16LE(0, 60);
   header.writeUInt16LE(0, 62);
-  const ph = (i: number, type: number, flags: number, off: number, addr: bigint, size: bigint, alignTo: bigint): void => {
+  const ph = (
+    i: number,
+    type: number,
+    flags: number,
+    off: number,
+    addr: bigint,
+    size: bigint,
+    alignTo: bigint,
+  ): void => {
     const o = EHDR + i * PHDR;
     header.writeUInt32LE(type, o);
     header.writeUInt32LE(flags, o + 4);
@@ -143,7 +178,7 @@ export async function writeElfCore(
       const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
       for (const [i, r] of ranges.entries()) {
         const size = Number(r.size);
-        for (let done = 0; done < size; ) {
+        for (let done = 0; done < size;) {
           const n = Math.min(buf.length, size - done);
           const { bytesRead } = await src.read(buf, 0, n, r.fileOffset + done);
           if (bytesRead !== n) throw new Error(`short read of the RAM at ${r.fileOffset + done}`);
@@ -168,7 +203,15 @@ export async function writeElfCore(
 export interface ParsedCore {
   type: number;
   machine: number;
-  phdrs: { type: number; flags: number; offset: bigint; vaddr: bigint; paddr: bigint; filesz: bigint; memsz: bigint }[];
+  phdrs: {
+    type: number;
+    flags: number;
+    offset: bigint;
+    vaddr: bigint;
+    paddr: bigint;
+    filesz: bigint;
+    memsz: bigint;
+  }[];
   notes: { name: string; type: number; desc: Buffer }[];
   /** pr_reg of each NT_PRSTATUS note, by register name. */
   prstatus: Record<string, bigint>[];

@@ -19,7 +19,13 @@ export async function exportCapture(
   const t0 = performance.now();
   const dir = resolve(capture);
   const out = resolve(output);
-  if (await stat(out).then(() => true, () => false)) throw new CaptureError(`${out} already exists`);
+  if (
+    await stat(out).then(
+      () => true,
+      () => false,
+    )
+  )
+    throw new CaptureError(`${out} already exists`);
   const { manifest } = await verifyCapture(dir);
   const ram = join(dir, RAM_PART);
   let bytes: number;

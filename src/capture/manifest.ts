@@ -101,8 +101,32 @@ export function encodeManifest(m: CaptureManifest): Buffer {
 
 const HEX = /^0x[0-9a-f]+$/;
 const REG_KEYS = [
-  'rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp', 'rsp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14',
-  'r15', 'rip', 'eflags', 'fsBase', 'gsBase', 'kernelGsBase', 'cr0', 'cr2', 'cr3', 'cr4', 'efer',
+  'rax',
+  'rbx',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'rbp',
+  'rsp',
+  'r8',
+  'r9',
+  'r10',
+  'r11',
+  'r12',
+  'r13',
+  'r14',
+  'r15',
+  'rip',
+  'eflags',
+  'fsBase',
+  'gsBase',
+  'kernelGsBase',
+  'cr0',
+  'cr2',
+  'cr3',
+  'cr4',
+  'efer',
   'lstar',
 ] as const;
 
@@ -135,7 +159,8 @@ export function decodeManifest(buf: Buffer): CaptureManifest {
     bad('bad machine config');
   if (!r.parts![mc!.kernelPart] || !r.parts![mc!.initrdPart]) bad('boot files not listed as parts');
   if (!Array.isArray(r.vcpus) || r.vcpus.length === 0) bad('no vCPU registers');
-  for (const v of r.vcpus!) for (const k of REG_KEYS) if (!HEX.test(String(v[k]))) bad(`vCPU ${v.index}: bad ${k}`);
+  for (const v of r.vcpus!)
+    for (const k of REG_KEYS) if (!HEX.test(String(v[k]))) bad(`vCPU ${v.index}: bad ${k}`);
   if (!Array.isArray(r.ram) || r.ram.length === 0) bad('no RAM ranges');
   if (!r.qemu || typeof r.qemu.version !== 'string') bad('no QEMU version');
   return r as CaptureManifest;

@@ -53,9 +53,12 @@ async function waitIncoming(qmp: QmpClient, timeoutMs: number): Promise<void> {
     const st = await qmp.execute<MigrateInfo>('query-migrate');
     if (st.status === 'completed') return;
     if (st.status === 'failed' || st.status === 'cancelled') {
-      throw new CaptureError(`${DEVSTATE_PART}: QEMU refused the device state: ${st['error-desc'] ?? st.status}`);
+      throw new CaptureError(
+        `${DEVSTATE_PART}: QEMU refused the device state: ${st['error-desc'] ?? st.status}`,
+      );
     }
-    if (Date.now() > end) throw new CaptureError(`${DEVSTATE_PART}: restore did not complete within ${timeoutMs} ms`);
+    if (Date.now() > end)
+      throw new CaptureError(`${DEVSTATE_PART}: restore did not complete within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 1));
   }
 }
@@ -209,7 +212,9 @@ async function seedSyscallEntry(runDir: string, ramFile: string, manifest: Captu
     const t = await translate(mem, BigInt(v.cr3), BigInt(v.cr4), lstar);
     if (!t || (t.paddr & 0xfffn) > 0xff0n) return;
     const bytes = (await mem.read(t.paddr, 16)).toString('hex');
-    writeFileSync(join(runDir, 'syscall-entry.json'), JSON.stringify({ lstar: v.lstar, bytes }), { mode: 0o600 });
+    writeFileSync(join(runDir, 'syscall-entry.json'), JSON.stringify({ lstar: v.lstar, bytes }), {
+      mode: 0o600,
+    });
   } catch {
     // leave it to the engine
   } finally {

@@ -3,22 +3,19 @@ import type { PhysicalMemory } from './physical.js';
 
 /**
  * Guest-physical memory through the gdbstub (`Qqemu.PhyMemMode:1`), for guests without
- * a shared RAM file. Slow (20–30 MB/s) but works with any QEMU that has a gdbstub. The
- * stub's mode is switched back to virtual addressing around virtual accesses by others,
- * so the mode is set before every access rather than assumed.
+ * a shared RAM file. Slow (10–30 MB/s) but works with any QEMU that has a gdbstub. The
+ * stub's addressing mode is (re)asserted before every access, since virtual accesses by
+ * the engine switch it back.
  */
 export class GdbPhysicalMemory implements PhysicalMemory {
-  private physical = false;
-
   constructor(
     private readonly gdb: GdbClient,
     readonly size: number,
   ) {}
 
-  private async mode(on: boolean): Promise<void> {
-    if (this.physical === on) return;
-    await this.gdb.setPhysicalMemoryMode(on);
-    this.physical = on;
+  /** The client tracks the stub's mode, so this is free unless someone switched it. */
+  private mode(on: boolean): Promise<void> {
+    return this.gdb.setPhysicalMemoryMode(on);
   }
 
   async read(paddr: bigint, length: number): Promise<Buffer> {

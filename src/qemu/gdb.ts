@@ -442,9 +442,18 @@ export class GdbClient {
   }
 
   /** `Qqemu.PhyMemMode:1` makes `m`/`M` address guest-physical memory. */
-  setPhysicalMemoryMode(on: boolean): Promise<void> {
-    return this.exclusive(() => this.requestOk(`Qqemu.PhyMemMode:${on ? 1 : 0}`));
+  /**
+   * `Qqemu.PhyMemMode`: whether `m`/`M` address guest-physical memory. QEMU keeps the
+   * mode across clients (and gdbstub restarts), so the first call always sends it;
+   * later calls that do not change it cost nothing.
+   */
+  async setPhysicalMemoryMode(on: boolean): Promise<void> {
+    if (this.physicalMode === on) return;
+    await this.exclusive(() => this.requestOk(`Qqemu.PhyMemMode:${on ? 1 : 0}`));
+    this.physicalMode = on;
   }
+
+  private physicalMode?: boolean;
 
   insertBreakpoint(type: 0 | 1, addr: bigint, kind = 1): Promise<void> {
     return this.exclusive(() => this.requestOk(`Z${type},${addr.toString(16)},${kind.toString(16)}`));

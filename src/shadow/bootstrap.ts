@@ -53,22 +53,27 @@ export async function createShadow(
   let victimPid = 0n;
 
   opts.progress('waiting for a root task to return to user mode');
-  const ctx = await catchUserContext(dbg, opts.lstar, opts.catchTimeoutMs, async (c) => {
+  // The accepted Victim is kept: its injected getuid/getpid may have moved the task to
+  // another vCPU, and only that object knows where it is now.
+  let accepted: Victim | undefined;
+  await catchUserContext(dbg, opts.lstar, opts.catchTimeoutMs, async (c) => {
     const v = new Victim(dbg, c.thread, c.regs, marker);
     journal.save({ lstar, victim: victimRecord(v) });
     try {
       const uid = await v.syscall(NR.getuid);
       victimPid = await v.syscall(NR.getpid);
       // Root for /proc access; never init, whose death would panic the guest.
-      if (uid === 0n && victimPid > 1n) return true;
+      if (uid === 0n && victimPid > 1n) {
+        accepted = v;
+        return true;
+      }
     } finally {
       await v.restore();
     }
     journal.save({ lstar });
     return false;
   });
-
-  const victim = new Victim(dbg, ctx.thread, ctx.regs, marker);
+  const victim = accepted!;
   await victim.arm();
   opts.progress(
     `borrowing pid ${victimPid} to start the shadow (${catchStats.entryStops} entry stops, ${catchStats.returnStops} return stops, ${catchStats.refused} refused)`,
@@ -101,12 +106,10 @@ export async function createShadow(
 
   // Code goes in through the gdbstub (virtual, in the victim's address space) before it
   // ever runs, so TCG never holds a stale translation of it.
-  await dbg.selectRegsThread(victim.thread);
-  await dbg.gdb.setPhysicalMemoryMode(false);
   const code = Buffer.from(STUB_CODE_HEX, 'hex');
-  await dbg.gdb.writeMemory(base, code);
-  await dbg.gdb.writeMemory(base + BigInt(LAYOUT.control), controlPage(marker, opts.wakeDevice));
-  if (!(await dbg.gdb.readMemory(base, code.length)).equals(code)) {
+  await dbg.writeVirtual(victim.thread, base, code);
+  await dbg.writeVirtual(victim.thread, base + BigInt(LAYOUT.control), controlPage(marker, opts.wakeDevice));
+  if (!(await dbg.readVirtual(victim.thread, base, code.length)).equals(code)) {
     throw new BootstrapError('the stub read back differently from what was written');
   }
 
@@ -118,7 +121,9 @@ export async function createShadow(
   );
   const bootResult = BigInt.asIntN(
     64,
-    (await dbg.gdb.readMemory(base + BigInt(LAYOUT.control + CONTROL.bootResult), 8)).readBigUInt64LE(0),
+    (
+      await dbg.readVirtual(victim.thread, base + BigInt(LAYOUT.control + CONTROL.bootResult), 8)
+    ).readBigUInt64LE(0),
   );
   const unmapped = await victim.syscall(NR.munmap, [base, BigInt(LAYOUT.size)]);
   await victim.restore();

@@ -1,6 +1,28 @@
 import { GdbClient, type StopReply } from '../qemu/gdb.js';
 import { decodeX86Regs, encodeX86Regs, type X86Regs } from '../qemu/x86-regs.js';
 
+/** The registers that belong to the task rather than to the vCPU it runs on. */
+const TASK_REGS = [
+  'rax',
+  'rbx',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'rbp',
+  'rsp',
+  'r8',
+  'r9',
+  'r10',
+  'r11',
+  'r12',
+  'r13',
+  'r14',
+  'r15',
+  'rip',
+  'eflags',
+] as const;
+
 export interface Stop {
   thread: string;
   regs: X86Regs;
@@ -15,7 +37,6 @@ export interface Stop {
  */
 export class GuestDebugger {
   private readonly armed = new Set<bigint>();
-  private gThread?: string;
   private last?: { thread: string; rip: bigint };
 
   constructor(readonly gdb: GdbClient) {}
@@ -40,10 +61,13 @@ export class GuestDebugger {
     for (const addr of [...this.armed]) await this.removeBreakpoint(addr);
   }
 
+  /**
+   * Selects the vCPU that register and memory accesses go to. Sent every time: QEMU
+   * moves its own selection to whichever vCPU reports a stop (including interrupts and
+   * timeouts), and a register write that lands on the wrong vCPU corrupts the guest.
+   */
   async selectRegsThread(thread: string): Promise<void> {
-    if (this.gThread === thread) return;
     await this.gdb.selectThread('g', thread);
-    this.gThread = thread;
   }
 
   async regs(thread: string): Promise<X86Regs> {
@@ -55,6 +79,35 @@ export class GuestDebugger {
     await this.selectRegsThread(thread);
     await this.gdb.writeRegisters(encodeX86Regs(regs));
     if (this.last?.thread === thread) this.last = { thread, rip: regs.rip };
+  }
+
+  /**
+   * Writes a *task's* registers (GPRs, rip, eflags) onto a vCPU, keeping that vCPU's own
+   * state: segment bases, KERNEL_GS_BASE, control registers and FPU state. A task that
+   * migrated between stops must not carry the per-CPU values of the vCPU it was caught on
+   * (KERNEL_GS_BASE points at a CPU's per-cpu area: a wrong one crashes the guest at the
+   * next syscall entry).
+   */
+  async setTaskRegs(thread: string, task: X86Regs): Promise<void> {
+    const current = await this.regs(thread);
+    await this.setRegs(thread, {
+      ...current,
+      ...Object.fromEntries(TASK_REGS.map((k) => [k, task[k]])),
+    });
+  }
+
+  /** Reads virtual memory through the page tables of the selected vCPU. */
+  async readVirtual(thread: string, addr: bigint, length: number): Promise<Buffer> {
+    await this.selectRegsThread(thread);
+    await this.gdb.setPhysicalMemoryMode(false);
+    return this.gdb.readMemory(addr, length);
+  }
+
+  /** Writes virtual memory through the page tables of the selected vCPU. */
+  async writeVirtual(thread: string, addr: bigint, data: Uint8Array): Promise<void> {
+    await this.selectRegsThread(thread);
+    await this.gdb.setPhysicalMemoryMode(false);
+    await this.gdb.writeMemory(addr, data);
   }
 
   /** The thread that reported the current stop (QEMU's first vCPU when it named none). */
@@ -73,8 +126,6 @@ export class GuestDebugger {
   }
 
   private async stopped(reply: StopReply): Promise<Stop> {
-    // After a stop QEMU resets its notion of the current thread to the one that stopped.
-    this.gThread = undefined;
     const thread = reply.thread ?? (await this.gdb.listThreads())[0];
     const regs = await this.regs(thread);
     this.last = { thread, rip: regs.rip };

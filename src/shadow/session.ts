@@ -345,6 +345,8 @@ async function connectDebugger(gdbSocket: string): Promise<GuestDebugger> {
   const gdb = await GdbClient.connect(gdbSocket, { timeoutMs: 5000 });
   // '?' also makes QEMU drop every breakpoint a crashed client left armed.
   await gdb.queryHaltReason();
+  // QEMU keeps the memory addressing mode a previous client left: start from virtual.
+  await gdb.setPhysicalMemoryMode(false);
   return new GuestDebugger(gdb);
 }
 
@@ -432,14 +434,14 @@ async function syscallEntry(
   const candidate = cached?.lstar ?? journal?.lstar;
   if (candidate) {
     try {
-      const bytes = (await dbg.gdb.readMemory(BigInt(candidate), 16)).toString('hex');
+      const bytes = (await dbg.readVirtual(await dbg.currentThread(), BigInt(candidate), 16)).toString('hex');
       if (!cached || cached.bytes === bytes) return BigInt(candidate);
     } catch {
       // unmapped: find it again
     }
   }
   const lstar = await findSyscallEntry(dbg, mem);
-  const bytes = (await dbg.gdb.readMemory(lstar, 16)).toString('hex');
+  const bytes = (await dbg.readVirtual(await dbg.currentThread(), lstar, 16)).toString('hex');
   writeFileSync(file, JSON.stringify({ lstar: `0x${lstar.toString(16)}`, bytes }), { mode: 0o600 });
   return lstar;
 }

@@ -22,7 +22,7 @@ export async function findSyscallEntry(dbg: GuestDebugger, mem: PhysicalMemory):
   const saved = await dbg.regs(thread);
   let tries = 0;
   try {
-    for await (const gadget of syscallBytes(dbg, mem, saved)) {
+    for await (const gadget of syscallBytes(dbg, mem, thread, saved)) {
       await dbg.setRegs(thread, withRegs(saved, { rip: gadget }));
       await dbg.gdb.selectThread('c', thread);
       // A halted vCPU only executes once an interrupt is pending; bound the wait.
@@ -43,7 +43,12 @@ export async function findSyscallEntry(dbg: GuestDebugger, mem: PhysicalMemory):
 const SYSCALL_BYTES = Buffer.from([0x0f, 0x05]);
 
 /** `0f 05` pairs in executable pages near rip, nearest pages first. */
-async function* syscallBytes(dbg: GuestDebugger, mem: PhysicalMemory, regs: X86Regs): AsyncGenerator<bigint> {
+async function* syscallBytes(
+  dbg: GuestDebugger,
+  mem: PhysicalMemory,
+  thread: string,
+  regs: X86Regs,
+): AsyncGenerator<bigint> {
   const base = regs.rip & ~0xfffn;
   for (let k = 0; k < SCAN_PAGES; k++) {
     for (const page of k === 0 ? [base] : [base + BigInt(k) * 0x1000n, base - BigInt(k) * 0x1000n]) {
@@ -52,7 +57,7 @@ async function* syscallBytes(dbg: GuestDebugger, mem: PhysicalMemory, regs: X86R
       let bytes: Buffer;
       try {
         // One byte past the page so that a pair straddling the boundary is found too.
-        bytes = await dbg.gdb.readMemory(page, 0x1001);
+        bytes = await dbg.readVirtual(thread, page, 0x1001);
       } catch {
         continue;
       }

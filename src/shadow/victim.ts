@@ -51,15 +51,18 @@ export class Victim {
     }
   }
 
-  /** Puts every register back exactly as the victim had it when it was caught. */
+  /**
+   * Puts every register of the task back exactly as it was when it was caught (on the
+   * vCPU it runs on now; that vCPU's own state stays as it is).
+   */
   async restore(): Promise<void> {
-    await this.dbg.setRegs(this.thread, this.saved);
+    await this.dbg.setTaskRegs(this.thread, this.saved);
     this.current = this.saved;
   }
 
   private async start(regs: X86Regs): Promise<void> {
     this.current = withRegs(regs, { r15: this.marker });
-    await this.dbg.setRegs(this.thread, this.current);
+    await this.dbg.setTaskRegs(this.thread, this.current);
   }
 
   /**

@@ -12,7 +12,8 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, open, readFile, rename, rm, stat, truncate } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +22,14 @@ import { verifyCapture } from '../../src/capture/artifact.js';
 import { createCapture, type CreateCaptureResult } from '../../src/capture/create.js';
 import { parseElfCore, PT_LOAD, PT_NOTE } from '../../src/capture/elf-core.js';
 import { exportCapture } from '../../src/capture/export.js';
-import { DEVSTATE_PART, MANIFEST, MANIFEST_SUM, RAM_PART } from '../../src/capture/manifest.js';
+import {
+  decodeManifest,
+  DEVSTATE_PART,
+  encodeManifest,
+  MANIFEST,
+  MANIFEST_SUM,
+  RAM_PART,
+} from '../../src/capture/manifest.js';
 import { openReplay, withReplay } from '../../src/capture/replay.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import type { ResultTable } from '../../src/output/table.js';
@@ -104,6 +112,7 @@ describe('captures of the lab guest', () => {
     expect(m.vcpus).toHaveLength(1);
     expect(m.machine.machineType).toMatch(/^pc-q35-/);
     expect(m.guest.banner).toContain(guest.kernelRelease);
+    expect(m.guest.banner).toMatch(/ #\d+ /);
     // The LSTAR parsed from the migration stream is the one the engine found by stepping.
     if (liveLstar) expect(BigInt(m.vcpus[0].lstar)).toBe(BigInt(liveLstar));
     expect(BigInt(m.vcpus[0].cr3)).not.toBe(0n);
@@ -208,7 +217,7 @@ describe('captures of the lab guest', () => {
       const at = part === MANIFEST_SUM ? 3 : Math.floor(size / 2);
       await flipByte(path, at);
       try {
-        const named = part === MANIFEST_SUM ? MANIFEST : part;
+        const named = part === MANIFEST_SUM ? /manifest\.(msgpack|sha256): / : `${part}: `;
         await expect(verifyCapture(cap.path), part).rejects.toThrow(named);
         await expect(openReplay(cap.path), part).rejects.toThrow(named);
       } finally {
@@ -224,9 +233,24 @@ describe('captures of the lab guest', () => {
     await expect(verifyCapture(cap.path)).rejects.toThrow(/devstate\.bin: missing/);
     await expect(openReplay(cap.path)).rejects.toThrow(/devstate\.bin: missing/);
     await rm(dev + '.away');
-    const { writeFile } = await import('node:fs/promises');
     await writeFile(dev, saved, { mode: 0o600 });
     await verifyCapture(cap.path);
+    // A capture from another QEMU major version (manifest re-signed) is refused.
+    const mPath = join(cap.path, MANIFEST);
+    const sPath = join(cap.path, MANIFEST_SUM);
+    const [mBuf, sBuf] = [await readFile(mPath), await readFile(sPath)];
+    try {
+      const other = { ...decodeManifest(mBuf), qemu: { version: '99.0.0' } };
+      const enc = encodeManifest(other);
+      await writeFile(mPath, enc);
+      await writeFile(sPath, createHash('sha256').update(enc).digest('hex') + '\n');
+      await expect(openReplay(cap.path)).rejects.toThrow(
+        /incompatible QEMU: the capture was made with QEMU 99\.0\.0/,
+      );
+    } finally {
+      await writeFile(mPath, mBuf);
+      await writeFile(sPath, sBuf);
+    }
     // The CLI: one line naming the part, non-zero exit.
     if (existsSync(join(ROOT, 'dist/commands/capture/verify.js'))) {
       await flipByte(join(cap.path, RAM_PART), 12345);
@@ -242,6 +266,36 @@ describe('captures of the lab guest', () => {
       } finally {
         await flipByte(join(cap.path, RAM_PART), 12345);
       }
+    }
+  });
+
+  it('no space left while creating: one error naming the part, no artifact, guest resumed', async () => {
+    // A 100 MiB tmpfs: the boot files fit, ram.raw (256 MiB) does not. Needs mount rights.
+    const small = join(work, 'small');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(small);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=100M', 'tmpfs', small], { stdio: 'ignore' });
+    } catch {
+      console.log('ENOSPC case skipped: cannot mount a tmpfs here');
+      return;
+    }
+    try {
+      guest = await labUp({ name: NAME });
+      const target = join(small, 'full.vmicap');
+      await expect(createCapture({ qmpSocket: guest.qmpSocket, output: target })).rejects.toThrow(
+        /^ram\.raw: no space left on device \(ENOSPC\)$/,
+      );
+      expect(readdirSync(small)).toEqual([]);
+      const qmp = await QmpClient.connect(guest.qmpSocket);
+      try {
+        expect((await qmp.execute<{ status: string }>('query-status')).status).toBe('running');
+      } finally {
+        qmp.close();
+      }
+      expect(readdirSync('/dev/shm').filter((f) => f.startsWith(`vmi-capture-${process.pid}-`))).toEqual([]);
+    } finally {
+      execFileSync('umount', [small]);
     }
   });
 
@@ -278,6 +332,44 @@ describe('captures of the lab guest', () => {
     expect(readdirSync(work).filter((f) => f.includes('partial'))).toEqual([]);
     expect(readdirSync('/dev/shm').filter((f) => f.startsWith(`vmi-capture-${child.pid}-`))).toEqual([]);
     await verifyCapture(next.path);
+  });
+
+  it('full-stream path (no shared RAM assumed): RAM rebuilt from the stream is the guest RAM, and replays', async () => {
+    guest = await labUp({ name: NAME });
+    // QEMU's QMP socket serves one client at a time: connect per step.
+    const qmpDo = async <T>(cmd: string): Promise<T> => {
+      const q = await QmpClient.connect(guest.qmpSocket);
+      try {
+        return await q.execute<T>(cmd);
+      } finally {
+        q.close();
+      }
+    };
+    let full: CreateCaptureResult;
+    try {
+      // Paused by us, so the RAM file and the stream hold the same bytes; left paused by the capture.
+      await qmpDo('stop');
+      full = await createCapture({
+        qmpSocket: guest.qmpSocket,
+        output: join(work, 'full.vmicap'),
+        full: true,
+      });
+      expect((await qmpDo<{ status: string }>('query-status')).status).not.toBe('running');
+      const ramNow = createHash('sha256')
+        .update(await readFile(guest.ramFile!))
+        .digest('hex');
+      expect(full.manifest.parts[RAM_PART].sha256).toBe(ramNow);
+    } finally {
+      await qmpDo('cont');
+    }
+    expect(full.manifest.mode).toBe('full-stream');
+    report.fullStream = `pause ${full.pauseMs.toFixed(0)} ms, devstate ${full.manifest.parts[DEVSTATE_PART].size} bytes, RAM rebuilt in ${full.manifest.timing.copyMs.toFixed(0)} ms`;
+    const t = await withReplay(full.path, async (r) => {
+      expect(r.guest.captureId).toBe(full.manifest.id);
+      return (await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }])).tables[0];
+    });
+    expect(t.errors).toEqual([]);
+    expect(records(t).some((r) => r.PID === 1)).toBe(true);
   });
 });
 

@@ -19,7 +19,11 @@ The capture is written beside FILE as .FILE.partial-<pid> and renamed into place
   ];
 
   static override flags = {
-    guest: Flags.string({ char: 'g', description: 'lab guest to capture (default: lab)', exclusive: ['qmp'] }),
+    guest: Flags.string({
+      char: 'g',
+      description: 'lab guest to capture (default: lab)',
+      exclusive: ['qmp'],
+    }),
     qmp: Flags.string({ description: 'QMP unix socket of any QEMU to capture' }),
     output: Flags.string({ char: 'o', description: 'capture directory to create', required: true }),
     full: Flags.boolean({ description: 'use a full migration stream even when RAM is shared' }),
@@ -50,7 +54,15 @@ The capture is written beside FILE as .FILE.partial-<pid> and renamed into place
       });
       const t = r.manifest.timing;
       if (flags.json) {
-        this.log(JSON.stringify({ path: r.path, id: r.manifest.id, mode: r.manifest.mode, bytes: r.bytes, timing: { ...t, totalMs: r.totalMs } }));
+        this.log(
+          JSON.stringify({
+            path: r.path,
+            id: r.manifest.id,
+            mode: r.manifest.mode,
+            bytes: r.bytes,
+            timing: { ...t, totalMs: r.totalMs },
+          }),
+        );
       } else {
         this.log(
           `${r.path}: capture ${r.manifest.id} (${r.manifest.mode}), ${(r.bytes / 2 ** 20).toFixed(1)} MiB; ` +

@@ -27,7 +27,9 @@ guest-physical address) and one NT_PRSTATUS note per vCPU, as memory-forensics t
     const { args, flags } = await this.parse(CaptureExport);
     try {
       const r = await exportCapture(args.file, flags.format as ExportFormat, flags.output);
-      this.log(`${flags.output}: ${flags.format}, ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${r.ms.toFixed(0)} ms`);
+      this.log(
+        `${flags.output}: ${flags.format}, ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${r.ms.toFixed(0)} ms`,
+      );
     } catch (e) {
       this.fail(e);
     }

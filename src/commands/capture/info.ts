@@ -3,9 +3,13 @@ import { VmiCommand } from '../../cli/base-command.js';
 import { readManifest } from '../../capture/artifact.js';
 
 export default class CaptureInfo extends VmiCommand {
-  static override summary = "Show a capture's manifest: guest, kernel, machine, vCPUs, parts (no hashing: see verify)";
+  static override summary =
+    "Show a capture's manifest: guest, kernel, machine, vCPUs, parts (no hashing: see verify)";
 
-  static override examples = ['<%= config.bin %> <%= command.id %> lab.vmicap', '<%= config.bin %> <%= command.id %> lab.vmicap --json'];
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> lab.vmicap',
+    '<%= config.bin %> <%= command.id %> lab.vmicap --json',
+  ];
 
   static override args = {
     file: Args.string({ description: 'capture directory', required: true }),
@@ -32,12 +36,17 @@ export default class CaptureInfo extends VmiCommand {
         `qemu      ${m.qemu.version}${m.qemu.package ? ` (${m.qemu.package})` : ''}, machine ${mc.machineType}`,
         `machine   -cpu ${mc.cpuModel} -smp ${mc.cpus} -m ${mc.memMiB}M, append "${mc.append}"`,
         `pause     ${m.timing.pauseMs.toFixed(1)} ms (migrate ${m.timing.migrateMs.toFixed(1)} ms, RAM ${m.timing.copyMs.toFixed(1)} ms)`,
-        ...m.ram.map((r) => `ram       gpa 0x${r.gpa.toString(16)}..0x${(r.gpa + r.size).toString(16)} (${r.size / 2 ** 20} MiB)`),
+        ...m.ram.map(
+          (r) =>
+            `ram       gpa 0x${r.gpa.toString(16)}..0x${(r.gpa + r.size).toString(16)} (${r.size / 2 ** 20} MiB)`,
+        ),
         ...m.vcpus.map(
           (v) => `vcpu ${v.index}    rip ${v.rip} rsp ${v.rsp} cr3 ${v.cr3} cr4 ${v.cr4} lstar ${v.lstar}`,
         ),
         'parts',
-        ...Object.entries(m.parts).map(([n, p]) => `  ${n.padEnd(32)} ${String(p.size).padStart(11)}  sha256 ${p.sha256}`),
+        ...Object.entries(m.parts).map(
+          ([n, p]) => `  ${n.padEnd(32)} ${String(p.size).padStart(11)}  sha256 ${p.sha256}`,
+        ),
       ];
       this.log(lines.join('\n'));
     } catch (e) {

@@ -87,7 +87,8 @@ use the trap transport).
     }),
     timing: Flags.boolean({ description: 'print attach, per-plugin and total times to stderr' }),
     'allow-write': Flags.boolean({
-      description: 'let plugins that declare write needs (e.g. unlink) make those calls; all others stay read-only',
+      description:
+        'let plugins that declare write needs (e.g. unlink) make those calls; all others stay read-only',
     }),
   };
 
