@@ -6,11 +6,7 @@ import { loadPluginRegistry } from '../../plugins/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
 import { parsePluginArgs } from '../../runner/plugin-args.js';
-import { withForeignGuest } from '../../qemu/foreign.js';
-import { withReplay } from '../../capture/replay.js';
-import { runPluginsOnGuests } from '../../runner/multi-guest.js';
-import { runPluginsOnGuest, type PluginsRun as GuestRun } from '../../runner/run-plugins.js';
-import { resolveLiveTarget, resolveLiveTargets } from '../../runner/target.js';
+import { inspect, type InspectTarget } from '../../runner/inspect.js';
 import { describePlugins } from '../../runner/plugin-list.js';
 
 export default class PluginsRun extends VmiCommand {
@@ -23,13 +19,10 @@ Several plugins share one attach; with -o DIR each table goes to DIR/<plugin>.<e
 
 Built-in plugins: ${builtinPlugins.map((p) => p.name).join(', ')}. --all runs every one of them with default options; \`vmi plugins available\` lists their columns and options (and the plugins of installed packs).
 
-Without --guest the built-in lab guest is used (booted first if it is not running).
-With several --guest flags or --all-guests the guests are inspected concurrently and every
-table gets a leading GUEST column; a guest that fails is reported on stderr
-(\`vmi: error: guest NAME: ...\`), the others' rows are kept, and the exit code is 3.
---qmp attaches to a QEMU that vmi did not start, through its QMP socket only: the gdbstub is
-switched on for the run and off again afterwards (memory is read through it, so batches
-use the trap transport).
+Without --guest the built-in lab guest is used (booted first if it is not running). With several --guest flags or --all-guests the guests are inspected concurrently and every table gets a leading GUEST column; a guest that fails is reported on stderr (\`vmi: error: guest NAME: ...\`), the others' rows are kept, and the exit code is 3.
+
+--qmp attaches to a QEMU that vmi did not start, through its QMP socket only: the gdbstub is switched on for the run and off again afterwards (memory is read through it, so batches use the trap transport).
+
 --capture FILE inspects a capture instead: its parts are verified (sha256), then it is resumed in a disposable QEMU clone (no network, TCG, RAM copied to /dev/shm; the capture is never written) that every named plugin shares, and the clone is destroyed afterwards.`;
 
   static override examples = [
@@ -93,7 +86,6 @@ use the trap transport).
   };
 
   async run(): Promise<void> {
-    const started = performance.now();
     const { own, rest } = splitArgv(
       this.argv,
       new Set(['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport', 'qmp', 'capture']),
@@ -117,68 +109,26 @@ use the trap transport).
       if (requests.length === 0)
         throw new Error('name at least one plugin, or --all (see `vmi plugins available`)');
       const progress = (m: string): void => this.progress(m);
-      const runOpts = {
+      const target: InspectTarget = flags.capture
+        ? { kind: 'capture', path: flags.capture }
+        : flags.qmp
+          ? { kind: 'qmp', socket: flags.qmp }
+          : { kind: 'lab', guests: flags.guest ?? [], allGuests: flags['all-guests'] };
+      const result = await inspect(target, requests, {
         transport: flags.transport as 'auto' | 'doorbell' | 'trap',
+        // Booting the default lab guest always shows progress; the rest with --timing.
         progress: flags.timing ? progress : undefined,
+        bootProgress: progress,
         allowWrite: flags['allow-write'],
-      };
-      const guests = flags.guest ?? [];
-      if (flags['all-guests'] || guests.length > 1) {
-        const targets = await resolveLiveTargets({ guests, allGuests: flags['all-guests'] });
-        const multi = await runPluginsOnGuests(targets, requests, runOpts);
-        await writeOutput(multi.tables, { format: flags.renderer, output: flags.output });
-        for (const t of multi.tables) {
-          for (const e of t.errors) process.stderr.write(`vmi: ${t.plugin}: ${e}\n`);
-        }
-        for (const o of multi.outcomes) {
-          if (o.error)
-            process.stderr.write(
-              `vmi: error: guest ${o.guest}: ${o.error.message.replace(/\s*\n\s*/g, ' ')}\n`,
-            );
-          else if (flags.timing) process.stderr.write(`vmi: guest ${o.guest}: ${o.ms.toFixed(1)} ms\n`);
-        }
-        if (flags.timing) process.stderr.write(`vmi: total ${(performance.now() - started).toFixed(1)} ms\n`);
-        const pluginFailures = multi.outcomes.flatMap((o) =>
-          (o.run?.failures ?? []).map((f) => `guest ${o.guest}: ${f.plugin}: ${f.message}`),
-        );
-        for (const line of pluginFailures) {
-          process.stderr.write(`vmi: error: ${line.replace(/\s*\n\s*/g, ' ')}\n`);
-        }
-        exitCode = multi.failed ? 1 : multi.partial || pluginFailures.length > 0 ? 3 : 0;
-        return;
-      }
-      let run: GuestRun;
-      if (flags.capture) {
-        run = await withReplay(flags.capture, (r) => runPluginsOnGuest(r.guest, requests, runOpts), {
-          progress: runOpts.progress,
-        });
-      } else if (flags.qmp) {
-        run = await withForeignGuest(flags.qmp, (g) => runPluginsOnGuest(g, requests, runOpts), {
-          progress: runOpts.progress,
-        });
-      } else {
-        const guest = await resolveLiveTarget({ guest: guests[0], progress });
-        run = await runPluginsOnGuest(guest, requests, runOpts);
-      }
-      // A plugin that threw costs its own table: the others are still written (exit 3).
-      for (const f of run.failures) {
-        process.stderr.write(`vmi: error: ${f.plugin}: ${f.message.replace(/\s*\n\s*/g, ' ')}\n`);
-      }
-      if (run.failures.length > 0) exitCode = run.tables.length > 0 ? 3 : 1;
-      await writeOutput(run.tables, { format: flags.renderer, output: flags.output });
-      for (const t of run.tables) {
+        timing: flags.timing,
+      });
+      for (const line of result.problems) process.stderr.write(`vmi: error: ${line}\n`);
+      await writeOutput(result.tables, { format: flags.renderer, output: flags.output });
+      for (const t of result.tables) {
         for (const e of t.errors) process.stderr.write(`vmi: ${t.plugin}: ${e}\n`);
       }
-      if (flags.timing) {
-        const s = run.session;
-        const plugins = Object.entries(run.pluginMs)
-          .map(([n, ms]) => `${n} ${ms.toFixed(1)} ms`)
-          .join(', ');
-        process.stderr.write(
-          `vmi: attach ${s.attachMs.toFixed(1)} ms (${s.transport}, shadow pid ${s.shadowPid}, borrowed pid ${s.victimPid}); ${plugins}; ` +
-            `${s.batches} batches, ${s.calls} syscalls; total ${(performance.now() - started).toFixed(1)} ms\n`,
-        );
-      }
+      for (const line of result.notes) this.progress(line);
+      exitCode = result.exitCode;
     } catch (err) {
       this.fail(err);
     } finally {
