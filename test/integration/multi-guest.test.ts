@@ -44,14 +44,19 @@ describe('several guests at once', () => {
     // Warm-up: syscall entries are cached per guest after the first attach.
     for (const g of guests) await runPluginsOnGuest(g, requests);
 
-    const t0 = performance.now();
-    for (const g of guests) await runPluginsOnGuest(g, requests);
-    const sequentialMs = performance.now() - t0;
-
+    // Best of three rounds each, interleaved: a noisy 2-core host only ever adds time.
     const targets = await resolveLiveTargets({ guests: NAMES });
-    const t1 = performance.now();
-    const multi = await runPluginsOnGuests(targets, requests);
-    const concurrentMs = performance.now() - t1;
+    let sequentialMs = Infinity;
+    let concurrentMs = Infinity;
+    let multi!: Awaited<ReturnType<typeof runPluginsOnGuests>>;
+    for (let round = 0; round < 3; round++) {
+      const t0 = performance.now();
+      for (const g of guests) await runPluginsOnGuest(g, requests);
+      sequentialMs = Math.min(sequentialMs, performance.now() - t0);
+      const t1 = performance.now();
+      multi = await runPluginsOnGuests(targets, requests);
+      concurrentMs = Math.min(concurrentMs, performance.now() - t1);
+    }
     console.log(
       `pslist on 3 guests: concurrent ${concurrentMs.toFixed(0)} ms, sequential ${sequentialMs.toFixed(0)} ms; ` +
         multi.outcomes.map((o) => `${o.guest} ${o.ms.toFixed(0)} ms`).join(', '),
@@ -69,8 +74,8 @@ describe('several guests at once', () => {
       expect(mine.some((r) => r[pidCol] === 1)).toBe(true);
     }
     expect(new Set(table.rows.map((r) => r[0]))).toEqual(new Set(NAMES));
-    // Two cores, three guests: not 3× faster, but clearly better than one after another.
-    expect(concurrentMs).toBeLessThan(sequentialMs * 0.95 + 200);
+    // Two cores, three guests: not 3× faster, but less than the single runs added up.
+    expect(concurrentMs).toBeLessThan(sequentialMs);
   });
 
   it('the CLI prints a GUEST column for every guest', async () => {
