@@ -172,6 +172,15 @@ describe('shadow engine', () => {
     const status = await residentShadowStatus(guest);
     expect(status).toMatchObject({ resident: true, health: 'alive', pid: started.shadowPid });
     expect((await guestProcesses(guest)).get(started.shadowPid)).toMatch(/^vmi-shadow /);
+    // Idle, it sleeps on its wake-up line: under 1% of a vCPU (ticks are 10 ms).
+    const ticks = async () => {
+      const f = (await guestSh(guest, `cat /proc/${started.shadowPid}/stat`)).split(') ')[1].split(' ');
+      return Number(f[11]) + Number(f[12]);
+    };
+    await new Promise((r) => setTimeout(r, 1000)); // past its post-batch spin
+    const t0 = await ticks();
+    await new Promise((r) => setTimeout(r, 5000));
+    expect((await ticks()) - t0).toBeLessThanOrEqual(5);
 
     const session = await RedirectSession.attach(guest);
     const t0 = performance.now();

@@ -6,11 +6,7 @@ import { DEFAULT_LAB_NAME, findLabGuest } from '../../lab/lab.js';
 export default class CaptureCreate extends VmiCommand {
   static override summary = 'Capture a live guest (device + vCPU state and raw RAM) into a capture directory';
 
-  static override description = `The guest is paused for the capture and always resumed (the pause time is reported).
-A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and
-vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other
-QEMU reachable over QMP gets a full migration stream, from which raw RAM is rebuilt.
-The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last.`;
+  static override description = `The guest is paused for the capture and always resumed (the pause time is reported). A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other QEMU reachable over QMP gets a full migration stream, from which raw RAM is rebuilt. The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -o lab.vmicap',

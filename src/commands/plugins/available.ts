@@ -6,9 +6,7 @@ import { describePlugins, pluginCatalog } from '../../runner/plugin-list.js';
 export default class PluginsAvailable extends VmiCommand {
   static override summary = 'List the introspection plugins: built-ins and those of installed plugin packs';
 
-  static override description = `The same listing as \`vmi plugins run --list\`: each plugin's name, version, description,
-output columns with their types, and the options it takes after its name on the command
-line. With --json: an array of plugins with their columns and option specs, for scripts.`;
+  static override description = `The same listing as \`vmi plugins run --list\`: each plugin's name, version, description, output columns with their types, and the options it takes after its name on the command line. With --json: an array of plugins with their columns and option specs, for scripts.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

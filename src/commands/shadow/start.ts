@@ -6,9 +6,7 @@ import { resolveLiveTarget } from '../../runner/target.js';
 export default class ShadowStart extends VmiCommand {
   static override summary = 'Start a resident shadow, so later plugin runs skip the bootstrap';
 
-  static override description = `The shadow stays in the guest between invocations, asleep on its wake-up line (or
-napping when the guest has none). \`vmi plugins run\` reuses it after checking it is still
-itself; \`vmi shadow stop\` removes it.`;
+  static override description = `The shadow stays in the guest between invocations, asleep on its wake-up line (or napping when the guest has none). \`vmi plugins run\` reuses it after checking it is still itself; \`vmi shadow stop\` removes it.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

@@ -49,6 +49,7 @@
         .set C_TERMIOS,    0x110                /* 36-byte struct termios (TCGETS) */
         .set C_DRAIN,      0x140                /* 64 bytes: wake bytes read and dropped */
         .set C_WAKES,      0x180                /* count of wake-ups by the line */
+        .set C_PPOLL_TS,   0x190                /* ppoll's copy of C_IDLE_TS: the kernel writes the time left back */
 
         .set CHILD1_STACK, 0x6000
         .set SHADOW_STACK, 0x8000
@@ -205,10 +206,14 @@ shadow_loop:
         mov     rdi, [rbx + CTL + C_WAKE_FD]
         test    rdi, rdi
         js      2f
-        mov     eax, 271                        /* ppoll(pollfd, 1, idle_ts, NULL, 8) */
+        mov     rax, [rbx + CTL + C_IDLE_TS]    /* fresh timeout each time: ppoll rewrites it */
+        mov     [rbx + CTL + C_PPOLL_TS], rax
+        mov     rax, [rbx + CTL + C_IDLE_TS + 8]
+        mov     [rbx + CTL + C_PPOLL_TS + 8], rax
+        mov     eax, 271                        /* ppoll(pollfd, 1, timeout, NULL, 8) */
         lea     rdi, [rbx + CTL + C_POLLFD]
         mov     esi, 1
-        lea     rdx, [rbx + CTL + C_IDLE_TS]
+        lea     rdx, [rbx + CTL + C_PPOLL_TS]
         xor     r10d, r10d
         mov     r8d, 8
         syscall
