@@ -5,6 +5,8 @@ import net from 'node:net';
  * written here becomes a UART interrupt in the guest that ends the shadow's ppoll.
  * QEMU takes one client per chardev at a time, so the connection is held for a session.
  */
+const WAKE_BYTES = Buffer.alloc(16, 0x77);
+
 export class WakeLine {
   private sock?: net.Socket;
   private failed = false;
@@ -45,8 +47,13 @@ export class WakeLine {
     return this.sock !== undefined && !this.failed;
   }
 
+  /**
+   * Sixteen bytes, not one: the guest's 16550 raises its receive interrupt at once only
+   * when the FIFO reaches its trigger level (8 bytes under Linux); a single byte waits
+   * for the FIFO timeout, four character times (~4 ms at 9600 baud).
+   */
   poke(): void {
-    if (this.usable) this.sock!.write('w');
+    if (this.usable) this.sock!.write(WAKE_BYTES);
   }
 
   close(): void {
