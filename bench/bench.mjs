@@ -62,6 +62,9 @@ async function vmiRun(guest, plugin, transport) {
   const t0 = performance.now();
   const r = await runPluginsOnGuest(guest, [{ plugin, options: {} }], { transport });
   const totalMs = performance.now() - t0;
+  if (r.failures.length > 0) {
+    throw new Error(`${plugin.name}/${transport}: ${r.failures.map((f) => f.message).join('; ')}`);
+  }
   const table = r.tables[0];
   if (table.errors.length > 0) log(`  ${plugin.name}/${transport} errors: ${table.errors.join('; ')}`);
   return {

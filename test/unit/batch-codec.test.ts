@@ -102,3 +102,16 @@ describe('batch encoding for the shadow stub', () => {
     expect(STUB_SYMBOLS.stub_end).toBeLessThan(LAYOUT.control);
   });
 });
+
+describe('SDK batch limits', () => {
+  it('fit the shadow engine batch buffer', async () => {
+    const { DEFAULT_BATCH_LIMITS } = await import('../../src/sdk/limits.js');
+    expect(DEFAULT_BATCH_LIMITS.maxCalls).toBeLessThanOrEqual(LAYOUT.maxCalls);
+    // Every buffer is 8-byte aligned in the data area: allow that padding per call.
+    const worst =
+      DEFAULT_BATCH_LIMITS.maxOutBytes +
+      DEFAULT_BATCH_LIMITS.maxInBytes +
+      2 * 8 * DEFAULT_BATCH_LIMITS.maxCalls;
+    expect(worst).toBeLessThanOrEqual(LAYOUT.size - LAYOUT.data);
+  });
+});
