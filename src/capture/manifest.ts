@@ -4,6 +4,7 @@
  * 0x-prefixed hex strings (no BigInt/int64 ambiguity between libraries).
  */
 import { Packr } from 'msgpackr';
+import { GPR_NAMES } from '../qemu/x86-regs.js';
 
 export const CAPTURE_FORMAT = 'vmi-capture';
 export const CAPTURE_VERSION = 1;
@@ -101,22 +102,7 @@ export function encodeManifest(m: CaptureManifest): Buffer {
 
 const HEX = /^0x[0-9a-f]+$/;
 const REG_KEYS = [
-  'rax',
-  'rbx',
-  'rcx',
-  'rdx',
-  'rsi',
-  'rdi',
-  'rbp',
-  'rsp',
-  'r8',
-  'r9',
-  'r10',
-  'r11',
-  'r12',
-  'r13',
-  'r14',
-  'r15',
+  ...GPR_NAMES,
   'rip',
   'eflags',
   'fsBase',

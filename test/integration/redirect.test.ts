@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { tableFromIPC, Type, TimeUnit } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GuestConsole } from '../../src/lab/console.js';
+import { guestSh } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { GdbClient, GdbTimeoutError } from '../../src/qemu/gdb.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
@@ -34,18 +34,6 @@ async function vmi(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResu
   } catch (err) {
     const e = err as { stdout: string; stderr: string; code: number };
     return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
-
-/** Runs one console command in the guest (one console client at a time). */
-async function guestSh(guest: LabGuest, command: string): Promise<string> {
-  const con = await GuestConsole.connect(guest.serialSocket);
-  try {
-    const r = await con.run(command, 60_000);
-    if (r.status !== 0) throw new Error(`guest command failed (${r.status}): ${command}\n${r.output}`);
-    return r.output;
-  } finally {
-    con.close();
   }
 }
 

@@ -3,7 +3,7 @@
  * checked against what the guest itself reports.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GuestConsole } from '../../src/lab/console.js';
+import { guestSh } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { RamFileMemory } from '../../src/memory/physical.js';
 import { residentShadowStatus, startResidentShadow, stopResidentShadow } from '../../src/runner/resident.js';
@@ -17,17 +17,6 @@ const enc = (s: string) => new TextEncoder().encode(`${s}\0`);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const AT_FDCWD = { kind: 'int', value: -100n } as const;
 const int = (v: number | bigint) => ({ kind: 'int', value: BigInt(v) }) as const;
-
-async function guestSh(guest: LabGuest, command: string): Promise<string> {
-  const con = await GuestConsole.connect(guest.serialSocket);
-  try {
-    const r = await con.run(command, 60_000);
-    if (r.status !== 0) throw new Error(`guest command failed (${r.status}): ${command}\n${r.output}`);
-    return r.output;
-  } finally {
-    con.close();
-  }
-}
 
 /** pid → "comm state" of every guest process, from the guest's own /proc. */
 async function guestProcesses(guest: LabGuest): Promise<Map<number, string>> {
