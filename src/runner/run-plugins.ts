@@ -1,6 +1,7 @@
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import type { ResultTable } from '../output/table.js';
 import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
+import { SyscallApi } from '../sdk/syscall-api.js';
 import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
@@ -53,7 +54,6 @@ export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureI
  * serves them all, and it is gone again when this returns (or throws). A plugin that
  * throws is recorded in `failures` and the next one runs.
  */
-
 export async function runPluginsOnGuest(
   guest: InspectedGuest,
   requests: readonly PluginRequest[],
@@ -70,6 +70,7 @@ export async function runPluginsOnGuest(
   const failures: PluginFailure[] = [];
   const pluginMs: Record<string, number> = {};
   try {
+    const identity = await guestIdentity(session, guest);
     for (const [index, req] of requests.entries()) {
       const t0 = performance.now();
       let table: ResultTable;
@@ -95,7 +96,7 @@ export async function runPluginsOnGuest(
       table.metadata = {
         ...table.metadata,
         guest: guest.name,
-        ...(guest.kernelRelease ? { 'kernel.release': guest.kernelRelease } : {}),
+        ...identity,
         ...(guest.captureId ? { 'capture.id': guest.captureId } : {}),
         'collection.time': new Date().toISOString(),
         'collection.transport': session.stats.transport,
@@ -108,4 +109,20 @@ export async function runPluginsOnGuest(
   }
   const tables = byRequest.filter((t): t is ResultTable => t !== undefined);
   return { tables, byRequest, failures, session: session.stats, pluginMs };
+}
+
+/**
+ * Who the guest says it is (uname, one small batch): the tables' metadata names the
+ * kernel that answered, not what the caller believed was booted.
+ */
+async function guestIdentity(
+  session: SyscallExecutor,
+  guest: InspectedGuest,
+): Promise<Record<string, string>> {
+  try {
+    const u = await new SyscallApi(session).uname();
+    return { 'kernel.release': u.release, 'kernel.version': u.version, hostname: u.nodename };
+  } catch {
+    return guest.kernelRelease ? { 'kernel.release': guest.kernelRelease } : {};
+  }
 }
