@@ -86,9 +86,11 @@ describe('runPluginsOnGuest', () => {
     expect(run.tables.map((t) => t.plugin)).toEqual(['pslist', 'psaux']);
     expect(run.byRequest).toEqual(run.tables);
     expect(run.tables[0].rows.map((r) => r[0])).toEqual([1, 2, 3]);
+    // The kernel that answered (uname in the guest), not the one the caller believed in.
     expect(run.tables[0].metadata).toMatchObject({
       guest: 'fake',
-      'kernel.release': '6.1.0-test',
+      'kernel.release': '6.1.0-fake',
+      hostname: 'fakeguest',
       'collection.transport': 'trap',
       source: 'live',
     });
