@@ -6,3 +6,4 @@ export * from './renderer.js';
 export * from './registry.js';
 export * from './sink.js';
 export * from './write.js';
+export * from './arrow-table.js';

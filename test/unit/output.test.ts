@@ -226,3 +226,20 @@ describe('large tables', () => {
 function T(i: number): Date {
   return new Date(1_700_000_000_000 + i * 1000);
 }
+
+describe('lazily loaded renderers', () => {
+  it('describe themselves exactly as the modules they load', async () => {
+    const { getRenderer } = await import('../../src/output/registry.js');
+    const modules = {
+      arrow: (await import('../../src/output/renderers/arrow.js')).arrowRenderer,
+      arrows: (await import('../../src/output/renderers/arrows.js')).arrowsRenderer,
+      parquet: (await import('../../src/output/renderers/parquet.js')).parquetRenderer,
+    };
+    for (const [name, mod] of Object.entries(modules)) {
+      const lazy = getRenderer(name);
+      for (const key of ['name', 'description', 'binary', 'extension', 'combinesTables'] as const) {
+        expect(lazy[key], `${name}.${key}`).toEqual(mod[key]);
+      }
+    }
+  });
+});

@@ -5,7 +5,8 @@
 import { tableToIPC } from 'apache-arrow';
 import type { Renderer } from '../renderer.js';
 import type { Sink } from '../sink.js';
-import { toArrow, type ResultTable } from '../table.js';
+import { toArrow } from '../arrow-table.js';
+import type { ResultTable } from '../table.js';
 
 export const arrowRenderer: Renderer = {
   name: 'arrow',

@@ -15,7 +15,8 @@ import { tableToIPC } from 'apache-arrow';
 import type * as ParquetWasm from 'parquet-wasm';
 import type { Renderer } from '../renderer.js';
 import type { Sink } from '../sink.js';
-import { schemaMetadata, toArrow, type ResultTable } from '../table.js';
+import { toArrow } from '../arrow-table.js';
+import { schemaMetadata, type ResultTable } from '../table.js';
 
 let loading: Promise<typeof ParquetWasm> | undefined;
 
