@@ -51,10 +51,17 @@ export class TrapTransport implements Transport {
   async dismiss(timeoutMs: number): Promise<void> {
     await this.shadow.writeControl('command', 1n);
     this.wake?.poke();
-    await this.runUntil(this.shadow.base + BigInt(ENTRY.exitPoint), timeoutMs, 'exit');
+    await this.dbg.removeBreakpoint(this.shadow.base + BigInt(ENTRY.batchEnd));
+    await this.runUntil(this.shadow.base + BigInt(ENTRY.exitPoint), timeoutMs, 'exit', false);
   }
 
-  private async runUntil(addr: bigint, timeoutMs: number, what: string): Promise<void> {
+  /**
+   * Runs the VM until the shadow reaches `addr`. The batch-end breakpoint stays armed
+   * between batches (the session removes it at detach): QEMU's TCG throws away all its
+   * translated code whenever a breakpoint is inserted or removed, and re-translating the
+   * guest kernel after every batch made this transport several times slower.
+   */
+  private async runUntil(addr: bigint, timeoutMs: number, what: string, keepArmed = true): Promise<void> {
     await this.dbg.addBreakpoint(addr);
     const deadline = Date.now() + timeoutMs;
     try {
@@ -66,7 +73,7 @@ export class TrapTransport implements Transport {
         if (regs.rip === addr && regs.cr3 === this.shadow.cr3 && cpl(regs) === 3) return;
       }
     } finally {
-      await this.dbg.removeBreakpoint(addr);
+      if (!keepArmed) await this.dbg.removeBreakpoint(addr);
     }
   }
 }
