@@ -8,7 +8,8 @@
  * stripped. Only one client can be connected to the serial socket at a time: close() soon.
  */
 import { randomBytes } from 'node:crypto';
-import { createConnection, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { connectUnixSocket } from '../util/unix-socket.js';
 import { StringDecoder } from 'node:string_decoder';
 
 export class ConsoleError extends Error {
@@ -75,25 +76,14 @@ export class GuestConsole {
     });
   }
 
-  static connect(serialSocket: string, opts: { timeoutMs?: number } = {}): Promise<GuestConsole> {
+  static async connect(serialSocket: string, opts: { timeoutMs?: number } = {}): Promise<GuestConsole> {
     const timeoutMs = opts.timeoutMs ?? 5000;
-    return new Promise((resolve, reject) => {
-      const sock = createConnection(serialSocket);
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(
-          new ConsoleError(`cannot connect to the guest console ${serialSocket} within ${timeoutMs} ms`),
-        );
-      }, timeoutMs);
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        resolve(new GuestConsole(sock));
-      });
-      sock.once('error', (e) => {
-        clearTimeout(timer);
-        reject(new ConsoleError(`cannot connect to the guest console ${serialSocket}: ${e.message}`));
-      });
+    const sock = await connectUnixSocket(serialSocket, timeoutMs, {
+      timeout: () =>
+        new ConsoleError(`cannot connect to the guest console ${serialSocket} within ${timeoutMs} ms`),
+      failed: (e) => new ConsoleError(`cannot connect to the guest console ${serialSocket}: ${e.message}`),
     });
+    return new GuestConsole(sock);
   }
 
   /** Runs one shell command in the guest (as root); calls are serialized. */

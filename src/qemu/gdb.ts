@@ -10,7 +10,8 @@
  * - `D;1` detaches with multiprocess; `PacketSize=1000` (hex) bounds `m`/`M` chunk sizes.
  * Only one request is in flight at a time (a promise queue serializes them).
  */
-import net from 'node:net';
+import type net from 'node:net';
+import { connectUnixSocket } from '../util/unix-socket.js';
 import {
   RspParser,
   framePacket,
@@ -161,27 +162,14 @@ export class GdbClient {
 
   static async connect(socketPath: string, opts: GdbConnectOptions = {}): Promise<GdbClient> {
     const timeoutMs = opts.timeoutMs ?? 5000;
-    const sock = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.createConnection({ path: socketPath });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(
-          new GdbTimeoutError(
-            `connect to gdbstub ${socketPath} timed out after ${timeoutMs} ms`,
-            'connect',
-            timeoutMs,
-          ),
-        );
-      }, timeoutMs);
-      s.once('connect', () => {
-        clearTimeout(timer);
-        s.removeAllListeners('error');
-        resolve(s);
-      });
-      s.once('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(new GdbError(`cannot connect to gdbstub at ${socketPath}: ${err.code ?? err.message}`));
-      });
+    const sock = await connectUnixSocket(socketPath, timeoutMs, {
+      timeout: () =>
+        new GdbTimeoutError(
+          `connect to gdbstub ${socketPath} timed out after ${timeoutMs} ms`,
+          'connect',
+          timeoutMs,
+        ),
+      failed: (err) => new GdbError(`cannot connect to gdbstub at ${socketPath}: ${err.code ?? err.message}`),
     });
     const client = new GdbClient(sock, socketPath, timeoutMs);
     try {

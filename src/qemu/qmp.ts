@@ -3,7 +3,8 @@
  * asynchronous events go to listeners. Every wait has a timeout; socket errors or close
  * reject everything pending; garbage lines never crash the process.
  */
-import net from 'node:net';
+import type net from 'node:net';
+import { connectUnixSocket } from '../util/unix-socket.js';
 import { TimeoutError } from '../util/deadline.js';
 
 export class QmpError extends Error {
@@ -59,27 +60,14 @@ export class QmpClient {
   /** Connect, read the greeting and negotiate capabilities (`qmp_capabilities`). */
   static async connect(socketPath: string, opts: { timeoutMs?: number } = {}): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? 5000;
-    const sock = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.createConnection({ path: socketPath });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(
-          new TimeoutError(
-            `QMP connect timed out after ${timeoutMs} ms on ${socketPath}`,
-            'connect',
-            timeoutMs,
-          ),
-        );
-      }, timeoutMs);
-      s.once('connect', () => {
-        clearTimeout(timer);
-        s.removeAllListeners('error');
-        resolve(s);
-      });
-      s.once('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(new QmpError(`cannot connect to QMP socket ${socketPath}: ${err.code ?? err.message}`));
-      });
+    const sock = await connectUnixSocket(socketPath, timeoutMs, {
+      timeout: () =>
+        new TimeoutError(
+          `QMP connect timed out after ${timeoutMs} ms on ${socketPath}`,
+          'connect',
+          timeoutMs,
+        ),
+      failed: (err) => new QmpError(`cannot connect to QMP socket ${socketPath}: ${err.code ?? err.message}`),
     });
     const client = new QmpClient(sock, socketPath, timeoutMs);
     try {

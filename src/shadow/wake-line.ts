@@ -1,4 +1,5 @@
-import net from 'node:net';
+import type net from 'node:net';
+import { connectUnixSocket } from '../util/unix-socket.js';
 
 /**
  * The host end of the shadow's wake-up line: a QEMU serial chardev socket. One byte
@@ -16,21 +17,10 @@ export class WakeLine {
   /** Connects; a guest without the line (or a busy one) just means no pokes. */
   async open(timeoutMs = 1000): Promise<boolean> {
     if (this.sock) return true;
-    this.sock = await new Promise<net.Socket | undefined>((resolve) => {
-      const s = net.createConnection({ path: this.socketPath });
-      const timer = setTimeout(() => {
-        s.destroy();
-        resolve(undefined);
-      }, timeoutMs);
-      s.once('connect', () => {
-        clearTimeout(timer);
-        resolve(s);
-      });
-      s.once('error', () => {
-        clearTimeout(timer);
-        resolve(undefined);
-      });
-    });
+    this.sock = await connectUnixSocket(this.socketPath, timeoutMs, {
+      timeout: () => new Error('timeout'),
+      failed: (err) => err,
+    }).catch(() => undefined);
     if (!this.sock) {
       this.failed = true;
       return false;
