@@ -2,6 +2,7 @@
  * Byte sinks for renderers: a Writable (stdout) with backpressure, or a file written
  * atomically (temp file in the same directory, fsync, rename; removed on error).
  */
+import type { ResultTable } from './table.js';
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -105,4 +106,22 @@ export class TextBuffer {
     this.size = 0;
     await this.sink.write(s);
   }
+}
+
+/**
+ * Renders tables one after another as text, each under an `== label ==` heading when
+ * there are several (what quick and pretty share).
+ */
+export async function renderTextTables(
+  tables: readonly ResultTable[],
+  labels: readonly string[],
+  sink: Sink,
+  renderOne: (table: ResultTable, buf: TextBuffer) => Promise<void>,
+): Promise<void> {
+  const buf = new TextBuffer(sink);
+  for (let k = 0; k < tables.length; k++) {
+    if (tables.length > 1) buf.add(`${k > 0 ? '\n' : ''}== ${labels[k]} ==\n`);
+    await renderOne(tables[k], buf);
+  }
+  await buf.flush();
 }

@@ -5,7 +5,7 @@
  */
 import { displayWidth, escapeControl, textFormatter } from '../format.js';
 import { tableLabels, type Renderer } from '../renderer.js';
-import { TextBuffer, type Sink } from '../sink.js';
+import { renderTextTables, type Sink, type TextBuffer } from '../sink.js';
 import type { ResultTable } from '../table.js';
 
 const SEPARATOR = ' | ';
@@ -16,14 +16,8 @@ export const prettyRenderer: Renderer = {
   binary: false,
   extension: 'txt',
   combinesTables: true,
-  async render(tables: readonly ResultTable[], sink: Sink): Promise<void> {
-    const buf = new TextBuffer(sink);
-    const labels = tableLabels(tables);
-    for (let k = 0; k < tables.length; k++) {
-      if (tables.length > 1) buf.add(`${k > 0 ? '\n' : ''}== ${labels[k]} ==\n`);
-      await renderOne(tables[k], buf);
-    }
-    await buf.flush();
+  render(tables: readonly ResultTable[], sink: Sink): Promise<void> {
+    return renderTextTables(tables, tableLabels(tables), sink, renderOne);
   },
 };
 

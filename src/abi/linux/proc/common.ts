@@ -47,3 +47,37 @@ export function parseBigIntStrict(s: string | undefined, file: string, what: str
   if (!INT_RE.test(s)) throw new ProcParseError(file, `${what} is not an integer: ${excerpt(s)}`);
   return BigInt(s);
 }
+
+/** What a line-oriented /proc parser returns: the good lines, and an error per bad one. */
+export interface ParsedLines<T> {
+  entries: T[];
+  /** One per line that could not be parsed (that line is left out of `entries`). */
+  errors: ProcParseError[];
+}
+
+/**
+ * Parses a file line by line: blank lines and those `skip` names (headers) are passed
+ * over; a line whose `parse` throws ProcParseError becomes an error, never an exception
+ * that loses the other lines. `where` is `file:line` for messages.
+ */
+export function parseLines<T>(
+  input: ProcInput,
+  file: string,
+  parse: (line: string, where: string) => T,
+  skip: (line: string, index: number) => boolean = () => false,
+): ParsedLines<T> {
+  const entries: T[] = [];
+  const errors: ProcParseError[] = [];
+  toText(input)
+    .split('\n')
+    .forEach((line, i) => {
+      if (line.trim() === '' || skip(line, i)) return;
+      try {
+        entries.push(parse(line, `${file}:${i + 1}`));
+      } catch (e) {
+        if (!(e instanceof ProcParseError)) throw e;
+        errors.push(e);
+      }
+    });
+  return { entries, errors };
+}

@@ -8,8 +8,7 @@
  * the rest of the line: a file path (newlines in it escaped as `\012`, a ` (deleted)`
  * suffix for an unlinked file), `[heap]`, `[stack]`, `[vdso]`, `[anon:name]`, or nothing.
  */
-import { excerpt, ProcParseError, toText, type ProcInput } from './common.js';
-import type { ParsedLines } from './modules.js';
+import { excerpt, ProcParseError, toText, type ParsedLines, type ProcInput } from './common.js';
 
 export interface MapEntry {
   start: bigint;

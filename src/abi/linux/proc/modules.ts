@@ -8,7 +8,16 @@
  * that use this one); `offset` is the load address, printed as 0 to readers that
  * kptr_restrict hides kernel pointers from.
  */
-import { excerpt, parseIntStrict, ProcParseError, toText, type ProcInput } from './common.js';
+import {
+  excerpt,
+  parseIntStrict,
+  parseLines,
+  ProcParseError,
+  type ParsedLines,
+  type ProcInput,
+} from './common.js';
+
+export type { ParsedLines } from './common.js';
 
 export interface ProcModule {
   name: string;
@@ -26,32 +35,13 @@ export interface ProcModule {
   taints: string;
 }
 
-export interface ParsedLines<T> {
-  entries: T[];
-  /** One per line that could not be parsed (that line is left out of `entries`). */
-  errors: ProcParseError[];
-}
-
 const NAME_RE = /^[\w.-]{1,64}$/;
 const HEX_RE = /^0x[0-9a-fA-F]{1,16}$/;
 const STATE_RE = /^[A-Za-z]{1,16}$/;
 
 /** Parses /proc/modules line by line; a bad line becomes an error, never an exception. */
 export function parseModules(input: ProcInput, file = '/proc/modules'): ParsedLines<ProcModule> {
-  const entries: ProcModule[] = [];
-  const errors: ProcParseError[] = [];
-  toText(input)
-    .split('\n')
-    .forEach((line, i) => {
-      if (line.trim() === '') return;
-      try {
-        entries.push(parseModuleLine(line, `${file}:${i + 1}`));
-      } catch (e) {
-        if (!(e instanceof ProcParseError)) throw e;
-        errors.push(e);
-      }
-    });
-  return { entries, errors };
+  return parseLines(input, file, parseModuleLine);
 }
 
 function parseModuleLine(line: string, where: string): ProcModule {

@@ -8,8 +8,14 @@
  * (7) is zero or more optional fields ended by the `-` separator. Paths and sources have
  * space, tab, newline and backslash written as octal escapes (`\040`).
  */
-import { excerpt, parseIntStrict, ProcParseError, toText, type ProcInput } from './common.js';
-import type { ParsedLines } from './modules.js';
+import {
+  excerpt,
+  parseIntStrict,
+  parseLines,
+  ProcParseError,
+  type ParsedLines,
+  type ProcInput,
+} from './common.js';
 
 export interface MountInfo {
   mountId: number;
@@ -43,20 +49,7 @@ const DEV_RE = /^(\d{1,10}):(\d{1,10})$/;
 
 /** Parses mountinfo line by line; a bad line becomes an error, never an exception. */
 export function parseMountInfo(input: ProcInput, file = 'mountinfo'): ParsedLines<MountInfo> {
-  const entries: MountInfo[] = [];
-  const errors: ProcParseError[] = [];
-  toText(input)
-    .split('\n')
-    .forEach((line, i) => {
-      if (line.trim() === '') return;
-      try {
-        entries.push(parseMountLine(line, `${file}:${i + 1}`));
-      } catch (e) {
-        if (!(e instanceof ProcParseError)) throw e;
-        errors.push(e);
-      }
-    });
-  return { entries, errors };
+  return parseLines(input, file, parseMountLine);
 }
 
 function parseMountLine(line: string, where: string): MountInfo {

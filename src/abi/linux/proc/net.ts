@@ -17,11 +17,11 @@ import {
   excerpt,
   parseBigIntStrict,
   parseIntStrict,
+  parseLines,
   ProcParseError,
-  toText,
+  type ParsedLines,
   type ProcInput,
 } from './common.js';
-import type { ParsedLines } from './modules.js';
 
 export interface InetSocket {
   family: 'AF_INET' | 'AF_INET6';
@@ -75,28 +75,13 @@ export const TCP_CLOSE = 7;
 /** Flag of a listening socket in /proc/net/unix. */
 export const SO_ACCEPTCON = 0x10000;
 
-function lines(input: ProcInput): string[] {
-  return toText(input).split('\n');
-}
-
 function parseEach<T>(
   input: ProcInput,
   file: string,
   isHeader: (line: string) => boolean,
   parse: (line: string, where: string) => T,
 ): ParsedLines<T> {
-  const entries: T[] = [];
-  const errors: ProcParseError[] = [];
-  lines(input).forEach((line, i) => {
-    if (line.trim() === '' || (i === 0 && isHeader(line))) return;
-    try {
-      entries.push(parse(line, `${file}:${i + 1}`));
-    } catch (e) {
-      if (!(e instanceof ProcParseError)) throw e;
-      errors.push(e);
-    }
-  });
-  return { entries, errors };
+  return parseLines(input, file, parse, (line, i) => i === 0 && isHeader(line));
 }
 
 const HEX_PORT = /^[0-9A-Fa-f]{4}$/;

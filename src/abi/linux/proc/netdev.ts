@@ -19,11 +19,12 @@ import {
   excerpt,
   parseBigIntStrict,
   parseIntStrict,
+  parseLines,
   ProcParseError,
   toText,
+  type ParsedLines,
   type ProcInput,
 } from './common.js';
-import type { ParsedLines } from './modules.js';
 
 export interface NetDevStats {
   name: string;
@@ -69,20 +70,7 @@ function collect<T>(
   skip: (line: string, index: number) => boolean,
   parse: (line: string, where: string) => T,
 ): ParsedLines<T> {
-  const entries: T[] = [];
-  const errors: ProcParseError[] = [];
-  toText(input)
-    .split('\n')
-    .forEach((line, i) => {
-      if (line.trim() === '' || skip(line, i)) return;
-      try {
-        entries.push(parse(line, `${file}:${i + 1}`));
-      } catch (e) {
-        if (!(e instanceof ProcParseError)) throw e;
-        errors.push(e);
-      }
-    });
-  return { entries, errors };
+  return parseLines(input, file, parse, skip);
 }
 
 /** /proc/net/dev; a bad line becomes an error, never an exception. */
