@@ -6,7 +6,8 @@
  * (device + vCPU state only, ~290 KB), copy the RAM file while the VM is still paused,
  * cont. Full path (no shared RAM): stop, migrate the complete stream, cont, then rebuild
  * raw RAM from the stream. The source guest is resumed on every path (it is only resumed
- * if it was running when we started).
+ * if it was running when we started). With `compress`, the RAM is stored as ram.raw.gz
+ * (gzip level 1, streamed), compressed after the guest is resumed.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
@@ -25,6 +26,7 @@ import {
 import { basename, dirname, join, resolve } from 'node:path';
 import { QmpClient } from '../qemu/qmp.js';
 import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
+import { gzipFile } from './compression.js';
 import {
   CAPTURE_FORMAT,
   CAPTURE_VERSION,
@@ -34,6 +36,7 @@ import {
   hex,
   MANIFEST,
   MANIFEST_SUM,
+  RAM_GZ_PART,
   RAM_PART,
   type CaptureManifest,
   type PartInfo,
@@ -51,6 +54,8 @@ export interface CreateCaptureOptions {
   kernelRelease?: string;
   /** Force the full-stream path even when RAM is shared. */
   full?: boolean;
+  /** Store the RAM gzip-compressed (ram.raw.gz, level 1), after the guest is resumed. */
+  compress?: boolean;
   progress?: (m: string) => void;
   /** Test hook: called between steps with the step name (e.g. to inject a failure). */
   onStep?: (step: string, partialDir: string) => void | Promise<void>;
@@ -63,6 +68,8 @@ export interface CreateCaptureResult {
   pauseMs: number;
   totalMs: number;
   bytes: number;
+  /** Time spent compressing the RAM (with `compress`). */
+  compressMs?: number;
 }
 
 export function shellQuote(s: string): string {
@@ -375,7 +382,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
           .catch(() => undefined);
       }
     }
-    if (staging) {
+    // With compression the staged copy is compressed straight into ram.raw.gz (below).
+    if (staging && !opts.compress) {
       const tw = performance.now();
       await step(RAM_PART, () => copyFile(staging!, ramPath));
       await unlink(staging).catch(() => undefined);
@@ -404,16 +412,36 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     }
     await opts.onStep?.('parts-written', tmp);
 
+    // The raw RAM: ram.raw in the capture, or (compressing) the /dev/shm staging copy.
+    const rawPath = staging ?? ramPath;
+    const banner = await findBanner(rawPath);
+    let ramInfo: PartInfo;
+    let compressMs: number | undefined;
+    if (opts.compress) {
+      const tz = performance.now();
+      ramInfo = await step(RAM_GZ_PART, () => gzipFile(rawPath, join(tmp, RAM_GZ_PART)));
+      compressMs = performance.now() - tz;
+      await unlink(rawPath).catch(() => undefined);
+      if (rawPath === staging) staging = undefined;
+      progress(
+        `wrote ${RAM_GZ_PART} (${ramInfo.size} of ${ramInfo.uncompressedSize} bytes) in ${compressMs.toFixed(0)} ms (after the guest resumed)`,
+      );
+    } else {
+      ramInfo = await step(RAM_PART, () => hashFile(ramPath));
+    }
+    const ramSize = ramInfo.uncompressedSize ?? ramInfo.size;
+    const ramName = opts.compress ? RAM_GZ_PART : RAM_PART;
+    if (ramSize !== memBytes) {
+      throw new CaptureError(
+        `${ramName}: ${ramSize} bytes${opts.compress ? ' uncompressed' : ''}, expected ${memBytes}`,
+      );
+    }
     const parts: Record<string, PartInfo> = {
       [DEVSTATE_PART]: await step(DEVSTATE_PART, () => hashFile(devPath)),
-      [RAM_PART]: await step(RAM_PART, () => hashFile(ramPath)),
+      [ramName]: ramInfo,
       [kernelPart.part]: kernelPart.info,
       [initrdPart.part]: initrdPart.info,
     };
-    if (parts[RAM_PART].size !== memBytes) {
-      throw new CaptureError(`${RAM_PART}: ${parts[RAM_PART].size} bytes, expected ${memBytes}`);
-    }
-    const banner = await findBanner(ramPath);
     const manifest: CaptureManifest = {
       format: CAPTURE_FORMAT,
       version: CAPTURE_VERSION,
@@ -462,7 +490,14 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     await step(basename(out), () => rename(tmp, out));
     await fsyncPath(dirname(out)).catch(() => undefined);
     const bytes = Object.values(parts).reduce((a, p) => a + p.size, 0);
-    return { path: out, manifest, pauseMs, totalMs: performance.now() - t0, bytes };
+    return {
+      path: out,
+      manifest,
+      pauseMs,
+      totalMs: performance.now() - t0,
+      bytes,
+      ...(compressMs !== undefined ? { compressMs } : {}),
+    };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     throw e;

@@ -5,7 +5,7 @@
  * (p_paddr = p_vaddr = guest-physical address).
  */
 import { open, rename, rm } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { fileRamReader, type RamReader } from './compression.js';
 import type { VcpuRecord } from './manifest.js';
 
 export const ET_CORE = 4;
@@ -160,17 +160,18 @@ export function buildCoreHeader(
 
 /**
  * Writes an ELF core from a raw RAM file (offset = guest-physical address for each range's
- * `fileOffset`), atomically: OUT.partial-<pid> then rename.
+ * `fileOffset`), or from a RamReader (e.g. decompressing ram.raw.gz; ranges in increasing
+ * `fileOffset` order; closed here), atomically: OUT.partial-<pid> then rename.
  */
 export async function writeElfCore(
   out: string,
-  ramFile: string,
+  ramFile: string | RamReader,
   vcpus: readonly VcpuRecord[],
   ranges: readonly (RamRange & { fileOffset: number })[],
 ): Promise<number> {
   const tmp = `${out}.partial-${process.pid}`;
   const { header, offsets } = buildCoreHeader(vcpus, ranges);
-  const src = await open(ramFile, constants.O_RDONLY);
+  const src = typeof ramFile === 'string' ? await fileRamReader(ramFile) : ramFile;
   try {
     const dst = await open(tmp, 'wx', 0o600);
     try {
@@ -180,8 +181,7 @@ export async function writeElfCore(
         const size = Number(r.size);
         for (let done = 0; done < size;) {
           const n = Math.min(buf.length, size - done);
-          const { bytesRead } = await src.read(buf, 0, n, r.fileOffset + done);
-          if (bytesRead !== n) throw new Error(`short read of the RAM at ${r.fileOffset + done}`);
+          await src.read(buf, n, r.fileOffset + done);
           await dst.write(buf, 0, n, offsets[i] + done);
           done += n;
         }

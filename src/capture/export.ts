@@ -1,13 +1,15 @@
 /**
  * `vmi capture export`: the capture's RAM as a raw image (a copy of ram.raw) or as an
- * ELF64 core with one PT_LOAD per RAM range and an NT_PRSTATUS per vCPU.
+ * ELF64 core with one PT_LOAD per RAM range and an NT_PRSTATUS per vCPU. A compressed
+ * capture (ram.raw.gz) is decompressed on the fly.
  */
 import { constants } from 'node:fs';
 import { copyFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { verifyCapture } from './artifact.js';
+import { gunzipRamTo, gzipRamReader } from './compression.js';
 import { writeElfCore } from './elf-core.js';
-import { CaptureError, RAM_PART } from './manifest.js';
+import { CaptureError, ramPartOf } from './manifest.js';
 
 export type ExportFormat = 'raw' | 'elf';
 
@@ -27,22 +29,24 @@ export async function exportCapture(
   )
     throw new CaptureError(`${out} already exists`);
   const { manifest } = await verifyCapture(dir);
-  const ram = join(dir, RAM_PART);
+  const part = ramPartOf(manifest);
+  const ram = join(dir, part.name);
   let bytes: number;
   if (format === 'raw') {
     const tmp = `${out}.partial-${process.pid}`;
     try {
-      await copyFile(ram, tmp, constants.COPYFILE_EXCL);
+      if (part.compressed) await gunzipRamTo(ram, part, tmp, { flags: 'wx' });
+      else await copyFile(ram, tmp, constants.COPYFILE_EXCL);
       await rename(tmp, out);
     } catch (e) {
       await rm(tmp, { force: true });
       throw e;
     }
-    bytes = manifest.parts[RAM_PART].size;
+    bytes = part.rawSize;
   } else {
     bytes = await writeElfCore(
       out,
-      ram,
+      part.compressed ? gzipRamReader(ram, part) : ram,
       manifest.vcpus,
       manifest.ram.map((r) => ({ paddr: BigInt(r.gpa), size: BigInt(r.size), fileOffset: r.offset })),
     );

@@ -12,6 +12,8 @@ export const MANIFEST = 'manifest.msgpack';
 /** sha256 of manifest.msgpack, so a flipped byte in the manifest is caught too. */
 export const MANIFEST_SUM = 'manifest.sha256';
 export const RAM_PART = 'ram.raw';
+/** The RAM part of a capture made with --compress: ram.raw, gzip-compressed. */
+export const RAM_GZ_PART = 'ram.raw.gz';
 export const DEVSTATE_PART = 'devstate.bin';
 
 export class CaptureError extends Error {
@@ -19,8 +21,29 @@ export class CaptureError extends Error {
 }
 
 export interface PartInfo {
+  /** Size and sha256 of the file as stored (for a compressed part: the compressed file). */
   size: number;
   sha256: string;
+  /** Only on ram.raw.gz. */
+  compression?: 'gzip';
+  /** Size once decompressed (only with `compression`). */
+  uncompressedSize?: number;
+}
+
+/** Which RAM part a capture holds: ram.raw, or ram.raw.gz (gzip). */
+export interface RamPart {
+  name: string;
+  info: PartInfo;
+  compressed: boolean;
+  /** Size of the raw RAM (decompressed). */
+  rawSize: number;
+}
+
+export function ramPartOf(m: CaptureManifest): RamPart {
+  const gz = m.parts[RAM_GZ_PART];
+  if (gz) return { name: RAM_GZ_PART, info: gz, compressed: true, rawSize: gz.uncompressedSize ?? 0 };
+  const raw = m.parts[RAM_PART];
+  return { name: RAM_PART, info: raw, compressed: false, rawSize: raw.size };
 }
 
 export interface VcpuRecord {
@@ -138,8 +161,16 @@ export function decodeManifest(buf: Buffer): CaptureManifest {
     if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(name) || name.includes('..')) bad(`bad part name ${name}`);
     if (!Number.isSafeInteger(p?.size) || p.size < 0 || !/^[0-9a-f]{64}$/.test(String(p?.sha256)))
       bad(`bad entry for part ${name}`);
+    if (name === RAM_GZ_PART) {
+      if (p.compression !== 'gzip' || !Number.isSafeInteger(p.uncompressedSize) || p.uncompressedSize! < 0)
+        bad(`bad entry for part ${name} (compression)`);
+    } else if (p.compression !== undefined || p.uncompressedSize !== undefined) {
+      bad(`bad entry for part ${name} (unexpected compression)`);
+    }
   }
-  for (const need of [RAM_PART, DEVSTATE_PART]) if (!r.parts![need]) bad(`part ${need} not listed`);
+  if (r.parts![RAM_PART] && r.parts![RAM_GZ_PART]) bad(`both ${RAM_PART} and ${RAM_GZ_PART} listed`);
+  for (const need of [RAM_PART, DEVSTATE_PART])
+    if (!r.parts![need] && !(need === RAM_PART && r.parts![RAM_GZ_PART])) bad(`part ${need} not listed`);
   const mc = r.machine;
   if (!mc || typeof mc.machineType !== 'string' || !Number.isInteger(mc.cpus) || !Number.isInteger(mc.memMiB))
     bad('bad machine config');

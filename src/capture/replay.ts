@@ -2,9 +2,10 @@
  * Replaying a capture: a disposable QEMU clone of the captured machine, resumed from the
  * capture's state, that the normal redirection engine attaches to.
  *
- * The capture is only ever opened read-only. Its RAM is copied (and hashed on the way)
- * into a fresh /dev/shm file that the clone maps share=on, so the doorbell transport
- * works as on a live lab guest. The clone has no network device, runs under TCG, and
+ * The capture is only ever opened read-only. Its RAM is copied (and hashed on the way;
+ * a compressed ram.raw.gz is decompressed, its stored bytes hashed) into a fresh /dev/shm
+ * file that the clone maps share=on, so the doorbell transport works as on a live lab
+ * guest. The clone has no network device, runs under TCG, and
  * has its QMP/gdbstub sockets in a private 0700 run dir; it is killed and its RAM copy
  * and run dir deleted when the replay ends (or fails).
  */
@@ -18,8 +19,9 @@ import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launch
 import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../runner/run-plugins.js';
 import { checkPartHash, checkPartSize, hashFile, readManifest } from './artifact.js';
+import { gunzipRamTo } from './compression.js';
 import { shellQuote } from './create.js';
-import { CaptureError, DEVSTATE_PART, RAM_PART, type CaptureManifest } from './manifest.js';
+import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from './manifest.js';
 
 export interface ReplayTimings {
   /** Manifest + sizes + hashes of the parts other than the RAM. */
@@ -69,9 +71,11 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
   const progress = opts.progress ?? (() => {});
   const dir = resolve(capture);
   const manifest = await readManifest(dir);
+  const ram = ramPartOf(manifest);
+  const ramPath = join(dir, ram.name);
   for (const [name, want] of Object.entries(manifest.parts)) await checkPartSize(dir, name, want);
   for (const [name, want] of Object.entries(manifest.parts).sort((a, b) => a[1].size - b[1].size)) {
-    if (name !== RAM_PART) checkPartHash(name, want, await hashFile(join(dir, name)));
+    if (name !== ram.name) checkPartHash(name, want, await hashFile(join(dir, name)));
   }
   const verifyMs = performance.now() - t0;
 
@@ -93,23 +97,25 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
   };
   try {
     const m = manifest.machine;
-    const ram = manifest.parts[RAM_PART];
     const t1 = performance.now();
     await createRamFile(ramCopy, m.memMiB);
-    if (manifest.mode === 'shared-ram') {
+    if (manifest.mode === 'shared-ram' && ram.compressed) {
+      // Decompress into the RAM copy, hashing the stored bytes on the way in.
+      await gunzipRamTo(ramPath, ram, ramCopy, { flags: 'r+', verify: true });
+    } else if (manifest.mode === 'shared-ram') {
       // Copy and hash in one read-only pass over the capture's RAM.
       const dst = await open(ramCopy, 'r+');
       try {
-        const got = await hashFile(join(dir, RAM_PART), async (chunk, off) => {
+        const got = await hashFile(ramPath, async (chunk, off) => {
           await dst.write(chunk, 0, chunk.length, off);
         });
-        checkPartHash(RAM_PART, ram, got);
+        checkPartHash(ram.name, ram.info, got);
       } finally {
         await dst.close();
       }
     } else {
-      // The full stream carries the RAM: QEMU loads it; ram.raw is still checked.
-      checkPartHash(RAM_PART, ram, await hashFile(join(dir, RAM_PART)));
+      // The full stream carries the RAM: QEMU loads it; the RAM part is still checked.
+      checkPartHash(ram.name, ram.info, await hashFile(ramPath));
     }
     const ramCopyMs = performance.now() - t1;
 
@@ -162,7 +168,7 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       };
       progress(
         `replay clone of ${manifest.guest.name} (capture ${manifest.id.slice(0, 8)}) running: verify ${verifyMs.toFixed(0)} ms, ` +
-          `RAM copy+hash ${ramCopyMs.toFixed(0)} ms, launch ${launchMs.toFixed(0)} ms, restore ${restoreMs.toFixed(0)} ms`,
+          `RAM ${ram.compressed ? 'decompress' : 'copy'}+hash ${ramCopyMs.toFixed(0)} ms, launch ${launchMs.toFixed(0)} ms, restore ${restoreMs.toFixed(0)} ms`,
       );
       const guest: InspectedGuest = {
         name: manifest.guest.name,

@@ -6,11 +6,12 @@ import { DEFAULT_LAB_NAME, findLabGuest } from '../../lab/lab.js';
 export default class CaptureCreate extends VmiCommand {
   static override summary = 'Capture a live guest (device + vCPU state and raw RAM) into a capture directory';
 
-  static override description = `The guest is paused for the capture and always resumed (the pause time is reported). A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other QEMU reachable over QMP gets a full migration stream, from which raw RAM is rebuilt. The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last.`;
+  static override description = `The guest is paused for the capture and always resumed (the pause time is reported). A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other QEMU reachable over QMP gets a full migration stream, from which raw RAM is rebuilt. The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last. With --compress the RAM is stored gzip-compressed (ram.raw.gz, level 1), compressed after the guest is resumed: the pause does not grow, the capture takes longer.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -o lab.vmicap',
     '<%= config.bin %> <%= command.id %> --guest lab2 -o lab2.vmicap',
+    '<%= config.bin %> <%= command.id %> --compress -o lab.vmicap',
     '<%= config.bin %> <%= command.id %> --qmp /run/myvm/qmp.sock -o myvm.vmicap',
   ];
 
@@ -23,6 +24,7 @@ export default class CaptureCreate extends VmiCommand {
     qmp: Flags.string({ description: 'QMP unix socket of any QEMU to capture' }),
     output: Flags.string({ char: 'o', description: 'capture directory to create', required: true }),
     full: Flags.boolean({ description: 'use a full migration stream even when RAM is shared' }),
+    compress: Flags.boolean({ description: 'store the RAM gzip-compressed (ram.raw.gz)', default: false }),
     json: Flags.boolean({ description: 'print the result as JSON' }),
   };
 
@@ -46,6 +48,7 @@ export default class CaptureCreate extends VmiCommand {
         guestName,
         kernelRelease,
         full: flags.full,
+        compress: flags.compress,
         progress: (m) => this.progress(m),
       });
       const t = r.manifest.timing;
@@ -56,13 +59,20 @@ export default class CaptureCreate extends VmiCommand {
             id: r.manifest.id,
             mode: r.manifest.mode,
             bytes: r.bytes,
-            timing: { ...t, totalMs: r.totalMs },
+            ...(r.compressMs !== undefined ? { compression: 'gzip' } : {}),
+            timing: {
+              ...t,
+              totalMs: r.totalMs,
+              ...(r.compressMs !== undefined ? { compressMs: r.compressMs } : {}),
+            },
           }),
         );
       } else {
         this.log(
           `${r.path}: capture ${r.manifest.id} (${r.manifest.mode}), ${(r.bytes / 2 ** 20).toFixed(1)} MiB; ` +
-            `guest paused ${t.pauseMs.toFixed(1)} ms (migrate ${t.migrateMs.toFixed(1)} ms, RAM copy ${t.copyMs.toFixed(1)} ms); total ${r.totalMs.toFixed(0)} ms`,
+            `guest paused ${t.pauseMs.toFixed(1)} ms (migrate ${t.migrateMs.toFixed(1)} ms, RAM copy ${t.copyMs.toFixed(1)} ms)` +
+            (r.compressMs !== undefined ? `; RAM gzip ${r.compressMs.toFixed(0)} ms` : '') +
+            `; total ${r.totalMs.toFixed(0)} ms`,
         );
       }
     } catch (e) {

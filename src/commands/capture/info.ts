@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { readManifest } from '../../capture/artifact.js';
+import { ramPartOf } from '../../capture/manifest.js';
 
 export default class CaptureInfo extends VmiCommand {
   static override summary =
@@ -28,6 +29,7 @@ export default class CaptureInfo extends VmiCommand {
         return;
       }
       const mc = m.machine;
+      const rp = ramPartOf(m);
       const lines = [
         `capture   ${m.id} (format ${m.format} v${m.version}, ${m.mode})`,
         `created   ${m.createdAt} by ${m.tool.name} ${m.tool.version}`,
@@ -40,12 +42,17 @@ export default class CaptureInfo extends VmiCommand {
           (r) =>
             `ram       gpa 0x${r.gpa.toString(16)}..0x${(r.gpa + r.size).toString(16)} (${r.size / 2 ** 20} MiB)`,
         ),
+        rp.compressed
+          ? `storage   ${rp.name}: gzip, ${rp.info.size} bytes stored, ${rp.rawSize} uncompressed (${((100 * rp.info.size) / Math.max(rp.rawSize, 1)).toFixed(1)}%)`
+          : `storage   ${rp.name}: uncompressed, ${rp.info.size} bytes`,
         ...m.vcpus.map(
           (v) => `vcpu ${v.index}    rip ${v.rip} rsp ${v.rsp} cr3 ${v.cr3} cr4 ${v.cr4} lstar ${v.lstar}`,
         ),
         'parts',
         ...Object.entries(m.parts).map(
-          ([n, p]) => `  ${n.padEnd(32)} ${String(p.size).padStart(11)}  sha256 ${p.sha256}`,
+          ([n, p]) =>
+            `  ${n.padEnd(32)} ${String(p.size).padStart(11)}  sha256 ${p.sha256}` +
+            (p.compression ? `  (${p.compression}, ${p.uncompressedSize} bytes uncompressed)` : ''),
         ),
       ];
       this.log(lines.join('\n'));
