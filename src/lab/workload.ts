@@ -144,3 +144,15 @@ export const PROFILE = `export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TER
 stty -echo 2>/dev/null
 PS1='lab# '
 `;
+
+/** Parses the guest's `LAB_WORKLOAD.pidsFile` (`name=pid` lines) into name → pid. */
+export function parseLabPids(text: string): Record<string, number> {
+  return Object.fromEntries(
+    text
+      .trim()
+      .split('\n')
+      .filter((l) => l.includes('='))
+      .map((l) => l.split('='))
+      .map(([k, v]) => [k, Number(v)]),
+  );
+}

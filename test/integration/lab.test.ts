@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
 import { findLabGuest, labDown, labUp, listLabGuests, type LabGuest } from '../../src/lab/lab.js';
-import { LAB_WORKLOAD } from '../../src/lab/workload.js';
+import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 
 const run = promisify(execFile);
 const NAME = 't-lab';
@@ -56,12 +56,7 @@ describe('lab guest', () => {
     expect(ps).toContain(`httpd -f -p 127.0.0.1:${LAB_WORKLOAD.httpPort}`);
     expect(ps).toContain('labd hold');
 
-    const pids = Object.fromEntries(
-      (await con.run(`cat ${LAB_WORKLOAD.pidsFile}`)).output
-        .trim()
-        .split('\n')
-        .map((l) => l.split('=') as [string, string]),
-    );
+    const pids = parseLabPids((await con.run(`cat ${LAB_WORKLOAD.pidsFile}`)).output);
     const env = (await con.run(`tr '\\0' '\\n' < /proc/${pids['worker-2']}/environ`)).output;
     expect(env).toContain('LAB_ROLE=worker-2');
     expect(env).toContain(`LAB_SECRET=${LAB_WORKLOAD.workers[1]!.secret}`);

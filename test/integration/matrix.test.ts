@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
 import { labDown, labUp } from '../../src/lab/lab.js';
-import { LAB_WORKLOAD } from '../../src/lab/workload.js';
+import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
 import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
 
@@ -63,13 +63,7 @@ describe('plugins across the kernel matrix', () => {
         const con = await GuestConsole.connect(guest.serialSocket);
         let pids: Record<string, number>;
         try {
-          pids = Object.fromEntries(
-            (await con.run(`cat ${LAB_WORKLOAD.pidsFile}`)).output
-              .trim()
-              .split('\n')
-              .map((l) => l.split('='))
-              .map(([k, v]) => [k, Number(v)]),
-          );
+          pids = parseLabPids((await con.run(`cat ${LAB_WORKLOAD.pidsFile}`)).output);
         } finally {
           con.close();
         }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
-import { LAB_WORKLOAD } from '../../src/lab/workload.js';
+import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 
 const NAME = 't-packs';
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -91,13 +91,7 @@ describe('plugin packs', () => {
         'mount -t cgroup2 none /sys/fs/cgroup && mkdir -p /sys/fs/cgroup/vmi-test',
     );
     expect(cg.status, cg.output).toBe(0);
-    pids = Object.fromEntries(
-      (await guestSh(guest, `cat ${LAB_WORKLOAD.pidsFile}`)).output
-        .trim()
-        .split('\n')
-        .map((l) => l.split('='))
-        .map(([k, v]) => [k, Number(v)]),
-    );
+    pids = parseLabPids((await guestSh(guest, `cat ${LAB_WORKLOAD.pidsFile}`)).output);
   });
 
   afterAll(async () => {

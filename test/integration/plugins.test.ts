@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
-import { LAB_WORKLOAD } from '../../src/lab/workload.js';
+import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 import { isAbsent, type RowValue } from '../../src/output/columns.js';
 import type { ResultTable } from '../../src/output/table.js';
 import { banner } from '../../src/plugins/banner.js';
@@ -42,13 +42,7 @@ describe('plugins on the lab guest', () => {
     guest = await labUp({ name: NAME });
     const con = await GuestConsole.connect(guest.serialSocket);
     try {
-      truth.pids = Object.fromEntries(
-        (await con.run(`cat ${LAB_WORKLOAD.pidsFile}`)).output
-          .trim()
-          .split('\n')
-          .map((l) => l.split('='))
-          .map(([k, v]) => [k, Number(v)]),
-      );
+      truth.pids = parseLabPids((await con.run(`cat ${LAB_WORKLOAD.pidsFile}`)).output);
       truth.modules = (await con.run('cat /proc/modules')).output;
       truth.cmdline = (
         await con.run(`cat /proc/${truth.pids['worker-1']}/cmdline | tr '\\0' ' '`)
