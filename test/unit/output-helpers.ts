@@ -1,4 +1,6 @@
 import { Writable } from 'node:stream';
+import type { Table } from 'apache-arrow';
+import { expect } from 'vitest';
 import {
   NOT_AVAILABLE,
   UNREADABLE,
@@ -60,4 +62,16 @@ export function sampleTable(): ResultTable {
     errors: ['row for pid 99 lost: batch failed (EFAULT)'],
     metadata: { 'guest.name': 'lab1', 'vmi.kernel.release': '6.1.0-56-amd64' },
   };
+}
+
+/** The values of sampleTable() as any Arrow reader (IPC, Parquet) must give them back. */
+export function expectSampleValues(t: Table): void {
+  expect(t.numRows).toBe(4);
+  expect(t.getChild('PID')?.toArray()).toEqual(new Int32Array([1, 2, 42, 43]));
+  expect([...(t.getChild('COMM') ?? [])]).toEqual(['init', 'kthreadd', 'a,b "c"\nd\te', 'héllo 世界 🚀']);
+  expect([...(t.getChild('RSS') ?? [])]).toEqual([1234n, null, null, 9007199254740993n]);
+  expect([...(t.getChild('OFFSET') ?? [])]).toEqual([0xffff888000000000n, null, 16n, 0n]);
+  expect([...(t.getChild('CREATION TIME') ?? [])]).toEqual([T0.getTime(), T1.getTime(), null, null]);
+  expect([...(t.getChild('KTHREAD') ?? [])]).toEqual([false, true, null, false]);
+  expect([...(t.getChild('CPU') ?? [])]).toEqual([0.5, 0, -1.25, null]);
 }
