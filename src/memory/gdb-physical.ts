@@ -23,6 +23,10 @@ export class GdbPhysicalMemory implements PhysicalMemory {
     return this.gdb.readMemory(paddr, length);
   }
 
+  async readInto(paddr: bigint, target: Uint8Array, offset: number, length: number): Promise<void> {
+    target.set(await this.read(paddr, length), offset);
+  }
+
   async write(paddr: bigint, data: Uint8Array): Promise<void> {
     await this.mode(true);
     await this.gdb.writeMemory(paddr, data);

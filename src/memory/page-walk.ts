@@ -177,9 +177,10 @@ export async function readVirtual(
   vaddr: bigint,
   length: number,
 ): Promise<Buffer> {
-  const out = Buffer.alloc(length);
+  const out = Buffer.allocUnsafe(length);
+  // translateRange covers every byte of the range (or throws), so nothing stays uninitialised.
   for (const c of await translateRange(mem, cr3, cr4, vaddr, length)) {
-    (await mem.read(c.paddr, c.length)).copy(out, c.offset);
+    await mem.readInto(c.paddr, out, c.offset, c.length);
   }
   return out;
 }

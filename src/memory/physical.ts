@@ -7,6 +7,8 @@ import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 export interface PhysicalMemory {
   readonly size: number;
   read(paddr: bigint, length: number): Promise<Buffer>;
+  /** Reads into `target` at `offset` (no intermediate buffer). */
+  readInto(paddr: bigint, target: Uint8Array, offset: number, length: number): Promise<void>;
   write(paddr: bigint, data: Uint8Array): Promise<void>;
   close(): void;
 }
@@ -48,15 +50,29 @@ export class RamFileMemory implements PhysicalMemory {
 
   /** Synchronous read: page walks do many tiny reads and gain nothing from the event loop. */
   readSync(paddr: bigint, length: number): Buffer {
-    const offset = this.check(paddr, length);
     const buf = Buffer.allocUnsafe(length);
+    this.readIntoSync(paddr, buf, 0, length);
+    return buf;
+  }
+
+  async readInto(paddr: bigint, target: Uint8Array, offset: number, length: number): Promise<void> {
+    this.readIntoSync(paddr, target, offset, length);
+  }
+
+  /** The doorbell's polling loop reads its words this way: no allocation per poll. */
+  readIntoSync(paddr: bigint, target: Uint8Array, offset: number, length: number): void {
+    const at = this.check(paddr, length);
+    if (offset < 0 || offset + length > target.length) {
+      throw new RangeError(
+        `readInto: ${length} bytes at ${offset} do not fit a ${target.length}-byte buffer`,
+      );
+    }
     let done = 0;
     while (done < length) {
-      const n = readSync(this.fd, buf, done, length - done, offset + done);
+      const n = readSync(this.fd, target, offset + done, length - done, at + done);
       if (n === 0) throw new PhysicalMemoryError(`short read of guest RAM at 0x${paddr.toString(16)}`);
       done += n;
     }
-    return buf;
   }
 
   async write(paddr: bigint, data: Uint8Array): Promise<void> {

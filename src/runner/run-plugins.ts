@@ -5,6 +5,7 @@ import { SyscallApi } from '../sdk/syscall-api.js';
 import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
+import { PiggybackExecutor } from './piggyback.js';
 import type { TransportName } from '../shadow/transport.js';
 
 export interface PluginRequest {
@@ -70,14 +71,17 @@ export async function runPluginsOnGuest(
   const failures: PluginFailure[] = [];
   const pluginMs: Record<string, number> = {};
   try {
-    const identity = await guestIdentity(session, guest);
+    // uname rides along with the first plugin's first batch: no guest entry of its own.
+    const carrier = new PiggybackExecutor(session);
+    const identityPending = guestIdentity(carrier.rider, guest);
+    const collected: { table: ResultTable; at: string }[] = [];
     for (const [index, req] of requests.entries()) {
       const t0 = performance.now();
       let table: ResultTable;
       try {
         ({ table } = await runPlugin(req.plugin, {
           // Every plugin's calls pass the read-only policy (plus its declared needs with --allow-write).
-          executor: new PolicyExecutor(session, {
+          executor: new PolicyExecutor(carrier, {
             plugin: req.plugin.name,
             grant: opts.allowWrite ? req.plugin.needs : undefined,
           }),
@@ -93,16 +97,21 @@ export async function runPluginsOnGuest(
         continue;
       }
       pluginMs[req.plugin.name] = performance.now() - t0;
+      collected.push({ table, at: new Date().toISOString() });
+      byRequest.push(table);
+    }
+    await carrier.flush();
+    const identity = await identityPending;
+    for (const { table, at } of collected) {
       table.metadata = {
         ...table.metadata,
         guest: guest.name,
         ...identity,
         ...(guest.captureId ? { 'capture.id': guest.captureId } : {}),
-        'collection.time': new Date().toISOString(),
+        'collection.time': at,
         'collection.transport': session.stats.transport,
         source: guest.captureId ? 'capture' : 'live',
       };
-      byRequest.push(table);
     }
   } finally {
     await session.detach();
@@ -112,8 +121,8 @@ export async function runPluginsOnGuest(
 }
 
 /**
- * Who the guest says it is (uname, one small batch): the tables' metadata names the
- * kernel that answered, not what the caller believed was booted.
+ * Who the guest says it is (uname): the tables' metadata names the kernel that answered,
+ * not what the caller believed was booted.
  */
 async function guestIdentity(
   session: SyscallExecutor,

@@ -155,7 +155,9 @@ export function decodeResults(
   for (const s of batch.outSlots) {
     const len = keptLength(s, rets[s.call]);
     const from = s.offset - dataStart;
-    results[s.call].out.push(new Uint8Array(data.subarray(from, from + len)));
+    // Views, not copies: the read-back buffer is per batch and never reused.
+    const view = len > 0 ? data.subarray(from, from + len) : data.subarray(0, 0);
+    results[s.call].out.push(new Uint8Array(view.buffer, view.byteOffset, view.length));
   }
   return results;
 }

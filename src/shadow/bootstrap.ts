@@ -13,14 +13,17 @@ const NR = { mmap: 9, munmap: 11, getpid: 39, getuid: 102 } as const;
 const PROT_RWX = 7n;
 const MAP_SHARED_ANON_POPULATE = 0x01n | 0x20n | 0x8000n;
 /**
- * The shadow's idle policy. After a batch it spins on the doorbell for SPIN_CYCLES TSC
- * cycles (about 2 ms at 2.6 GHz; a 10 ms window measured no better), so dependent
- * batches answer in microseconds. Then it
- * sleeps: with a wake-up line, in ppoll for up to 1 s (the host's byte ends it at once);
- * without one, in 1 ms naps for IDLE_LOOPS rounds, then in 20 ms naps.
+ * The shadow's idle policy. After a batch (or a wake-up by the line) it spins on the
+ * doorbell for `spinCycles` TSC cycles (about 2 ms at 2.6 GHz), so dependent batches
+ * answer in microseconds. While a host is attached the window is `attachedSpinCycles`
+ * (~20 ms): a plugin's parsing between two batches must not cost a wake-up (~1.3 ms);
+ * the host shortens it again when it leaves, and the shadow re-reads it as it spins.
+ * Then it sleeps: with a wake-up line, in ppoll for up to 1 s (the host's byte ends it at
+ * once); without one, in 1 ms naps for IDLE_LOOPS rounds, then in 20 ms naps.
  */
 export const SHADOW_IDLE = {
   spinCycles: 5_000_000n,
+  attachedSpinCycles: 50_000_000n,
   shortSleepNs: 1_000_000n,
   idleLoops: 1000n,
   lineTimeoutNs: 1_000_000_000n,

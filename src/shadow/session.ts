@@ -13,11 +13,11 @@ import {
   resultExtent,
   splitIntoBatches,
 } from './batch-codec.js';
-import { createShadow, findShadow } from './bootstrap.js';
+import { createShadow, findShadow, SHADOW_IDLE } from './bootstrap.js';
 import { GuestDebugger } from './debugger.js';
 import { GuestLock } from './guest-lock.js';
 import { hex, JournalStore, unhex, type Journal, type ShadowRecord } from './journal.js';
-import { ENTRY, LAYOUT, SETUP_FAILED, SHADOW_COMM } from './layout.js';
+import { ENTRY, LAYOUT, SETUP_FAILED, SHADOW_COMM, SHADOW_STATE } from './layout.js';
 import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
 import { WakeLine } from './wake-line.js';
 import { findSyscallEntry } from './syscall-entry.js';
@@ -83,6 +83,8 @@ export class RedirectSession implements SyscallExecutor {
   private readonly progress: (m: string) => void;
   /** Leave the shadow running at detach: asked for, or it was resident already. */
   private readonly resident: boolean;
+  /** The shadow record the journal holds (resident reuse): detach need not rewrite it. */
+  private journaled?: string;
 
   private constructor(
     private readonly guest: GuestEndpoints,
@@ -94,8 +96,13 @@ export class RedirectSession implements SyscallExecutor {
     private readonly wake: WakeLine | undefined,
     private readonly opts: SessionOptions,
     private lstar: string | undefined,
-    stats: Pick<SessionStats, 'attachMs' | 'victimPid' | 'recovered' | 'reused'> & { wasResident: boolean },
+    stats: Pick<SessionStats, 'attachMs' | 'victimPid' | 'recovered' | 'reused'> & {
+      wasResident: boolean;
+      /** The resident shadow's record as the journal already holds it. */
+      journaled?: string;
+    },
   ) {
+    this.journaled = stats.journaled;
     this.progress = opts.onProgress ?? (() => {});
     this.resident = opts.keepResident ?? stats.wasResident;
     this.stats = {
@@ -178,12 +185,14 @@ export class RedirectSession implements SyscallExecutor {
         await dbg.gdb.detach();
         dbg = undefined;
       }
+      await hold(link.shadow, wake);
       const session = new RedirectSession(guest, lock, journal, mem, link, transportName, wake, opts, lstar, {
         attachMs: performance.now() - t0,
         victimPid,
         recovered: previous !== undefined && !previous.shadow?.resident,
         reused,
         wasResident: resident !== undefined,
+        journaled: reused ? JSON.stringify(resident) : undefined,
       });
       if (tampered !== undefined) await session.retire(tampered);
       return session;
@@ -260,6 +269,8 @@ export class RedirectSession implements SyscallExecutor {
       this.progress,
     );
     this.link = fresh.link;
+    this.journaled = undefined;
+    await hold(this.link.shadow, this.wake);
     this.stats.rebootstraps += 1;
     this.stats.shadowPid = fresh.link.shadow.pid;
     if (tamperedPid !== undefined) await this.retire(tamperedPid);
@@ -315,10 +326,11 @@ export class RedirectSession implements SyscallExecutor {
     try {
       if (this.resident) {
         await shadow.verify();
-        this.journal.save({
-          lstar: this.lstar,
-          shadow: { ...shadowRecord(shadow, this.transportName), resident: true },
-        });
+        await shadow.writeControl('spin', SHADOW_IDLE.spinCycles);
+        // The journal is fsync'ed: rewriting an unchanged record cost ~2 ms per run.
+        const record: ShadowRecord = { ...shadowRecord(shadow, this.transportName), resident: true };
+        if (JSON.stringify(record) !== this.journaled)
+          this.journal.save({ lstar: this.lstar, shadow: record });
       } else {
         try {
           await shadow.verify();
@@ -339,6 +351,16 @@ export class RedirectSession implements SyscallExecutor {
       this.lock.release();
     }
   }
+}
+
+/**
+ * Keeps the shadow awake while a host is attached (a long spin window: no wake-up between
+ * a plugin's batches), and wakes it now if it sleeps, so that its wake-up overlaps the
+ * host's own work instead of delaying the first batch. The shadow was verified just before.
+ */
+async function hold(shadow: ShadowHandle, wake: WakeLine | undefined): Promise<void> {
+  await shadow.writeControl('spin', SHADOW_IDLE.attachedSpinCycles);
+  if ((await shadow.readControl('state')) === BigInt(SHADOW_STATE.sleeping)) wake?.poke();
 }
 
 async function connectDebugger(gdbSocket: string): Promise<GuestDebugger> {

@@ -78,6 +78,9 @@ export class TrapTransport implements Transport {
   }
 }
 
+/** A shadow still asleep this long after a poke lost it (a race with its going to sleep): poke again. */
+const REPOKE_MS = 20;
+
 /** Sleeps the calling thread for a short while without a timer (sub-millisecond waits). */
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 function pause(ms: number): void {
@@ -102,17 +105,20 @@ export class DoorbellTransport implements Transport {
     // One page walk per batch; the tight loop then reads the two words directly.
     const ctl = await translate(s.mem, s.cr3, s.cr4, s.base + BigInt(LAYOUT.control));
     if (!ctl) throw new ShadowLostError(`shadow (pid ${s.pid}) is gone: its control page is unmapped`);
-    const word = async (offset: number) =>
-      (await s.mem.read(ctl.paddr + BigInt(offset), 8)).readBigUInt64LE(0);
-    if ((await word(CONTROL.state)) === BigInt(SHADOW_STATE.sleeping)) this.wake?.poke();
-    let nextPoke = Date.now() + 20;
+    const cell = Buffer.alloc(8);
+    const word = async (offset: number) => {
+      await s.mem.readInto(ctl.paddr + BigInt(offset), cell, 0, 8);
+      return cell.readBigUInt64LE(0);
+    };
+    if ((await word(CONTROL.state)) === BigInt(SHADOW_STATE.sleeping)) this.wake?.pokeUnlessRecent(REPOKE_MS);
+    let nextPoke = Date.now() + REPOKE_MS;
     await this.poll(
       async () => {
         if ((await word(CONTROL.done)) === seq) return true;
         // A wake-up lost to a race costs at most one re-poke, not the line's timeout.
         if (Date.now() > nextPoke && (await word(CONTROL.state)) === BigInt(SHADOW_STATE.sleeping)) {
           this.wake?.poke();
-          nextPoke = Date.now() + 20;
+          nextPoke = Date.now() + REPOKE_MS;
         }
         return false;
       },

@@ -11,6 +11,7 @@ const WAKE_BYTES = Buffer.alloc(16, 0x77);
 export class WakeLine {
   private sock?: net.Socket;
   private failed = false;
+  private lastPokeAt = -Infinity;
 
   constructor(readonly socketPath: string) {}
 
@@ -43,7 +44,18 @@ export class WakeLine {
    * for the FIFO timeout, four character times (~4 ms at 9600 baud).
    */
   poke(): void {
-    if (this.usable) this.sock!.write(WAKE_BYTES);
+    if (!this.usable) return;
+    this.sock!.write(WAKE_BYTES);
+    this.lastPokeAt = performance.now();
+  }
+
+  /**
+   * Pokes unless a poke went out less than `withinMs` ago: that one is still on its way
+   * (a wake-up takes ~1–2 ms under TCG), and every extra one costs the guest an
+   * interrupt and a tty work item in the middle of the next batch.
+   */
+  pokeUnlessRecent(withinMs: number): void {
+    if (performance.now() - this.lastPokeAt >= withinMs) this.poke();
   }
 
   close(): void {

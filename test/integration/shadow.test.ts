@@ -2,6 +2,7 @@
  * The shadow engine's batches, integrity checks and resident shadow, on a real lab guest,
  * checked against what the guest itself reports.
  */
+import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestSh } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
@@ -181,6 +182,23 @@ describe('shadow engine', () => {
     expect(r[0].ret).toBe(BigInt(started.shadowPid));
     console.log(`resident shadow: attach → first result ${firstResultMs.toFixed(2)} ms`);
     expect((await residentShadowStatus(guest)).health).toBe('alive');
+
+    // While a host is attached the shadow stays awake between batches (no wake-up per
+    // batch); once it leaves, the shadow sleeps again. Reusing it rewrites no journal.
+    const journal = new JournalStore(guest.runDir);
+    const mtime0 = statSync(journal.path).mtimeMs;
+    const held = await RedirectSession.attach(guest);
+    await held.run([{ nr: 39, args: [] }]);
+    const wakes0 = (await residentShadowStatus(guest)).wakes;
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      await held.run([{ nr: 39, args: [] }]);
+    }
+    expect((await residentShadowStatus(guest)).wakes).toBe(wakes0);
+    await held.detach();
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await residentShadowStatus(guest)).state).toBe('sleeping');
+    expect(statSync(journal.path).mtimeMs).toBe(mtime0);
 
     expect(await stopResidentShadow(guest)).toBe(started.shadowPid);
     expect((await residentShadowStatus(guest)).resident).toBe(false);

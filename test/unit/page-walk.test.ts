@@ -13,6 +13,9 @@ class BufferMemory implements PhysicalMemory {
     if (o < 0 || o + length > this.size) throw new Error('out of range');
     return Buffer.from(this.buf.subarray(o, o + length));
   }
+  async readInto(paddr: bigint, target: Uint8Array, offset: number, length: number): Promise<void> {
+    target.set(await this.read(paddr, length), offset);
+  }
   async write(paddr: bigint, data: Uint8Array): Promise<void> {
     this.buf.set(data, Number(paddr));
   }

@@ -97,6 +97,22 @@ describe('runPluginsOnGuest', () => {
     expect(Object.keys(run.pluginMs)).toEqual(['pslist', 'psaux']);
   });
 
+  it('sends the identity uname with the first plugin batch, not on its own', async () => {
+    const g = guestWithProcesses();
+    const session = fakeSession(g);
+    const batches: number[][] = [];
+    session.run = (calls) => (batches.push(calls.map((c) => c.nr)), g.run(calls));
+    const run = await runPluginsOnGuest(GUEST, [{ plugin: pslist, options: {} }], {
+      attach: async () => session,
+    });
+    // pslist: the /proc listing, then the files; uname (63) rides on the first.
+    expect(batches).toHaveLength(2);
+    expect(batches[0][0]).toBe(63);
+    expect(batches.flat().filter((nr) => nr === 63)).toHaveLength(1);
+    expect(run.tables[0].metadata).toMatchObject({ 'kernel.release': '6.1.0-fake' });
+    expect(run.tables[0].rows.map((r) => r[0])).toEqual([1, 2, 3]);
+  });
+
   it('keeps the other tables when a plugin throws, and records the failure', async () => {
     const session = fakeSession(guestWithProcesses());
     const run = await runPluginsOnGuest(

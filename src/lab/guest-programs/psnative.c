@@ -2,8 +2,9 @@
  * psnative: the fair in-guest baseline for vmi's process plugins (statically linked).
  * It makes the same system calls as vmi pslist, natively inside the guest:
  *
- *   psnative [-n K] [--cmdline]
- *       K times: getdents64 on /proc; open/read/close /proc/stat (btime); for every
+ *   psnative [-n K] [--cmdline] [--gap-ms G]
+ *       K times (each after G ms asleep with --gap-ms: a guest that was idle, as vmi finds
+ *       it between two commands): getdents64 on /proc; open/read/close /proc/stat (btime); for every
  *       numeric entry open/read/close /proc/PID/stat and /proc/PID/status (and
  *       /proc/PID/cmdline with --cmdline, psaux's baseline). Same first-read sizes as vmi
  *       (stat 1024, status 2048, cmdline 4096, /proc/stat 8192, getdents64 32 KiB).
@@ -203,7 +204,7 @@ static int do_exec(int runs, char **argv) {
 
 int main(int argc, char **argv) {
   static int64_t t[MAX_RUNS];
-  int runs = 10, with_cmdline = 0;
+  int runs = 10, with_cmdline = 0, gap_ms = 0;
   if (argc >= 3 && strcmp(argv[1], "spawn") == 0) return do_spawn(atoi(argv[2]));
   if (argc >= 3 && strcmp(argv[1], "nap") == 0) {
     /* The naive polling loop the shadow's idle cost is compared with: nanosleep(MS), forever. */
@@ -228,8 +229,17 @@ int main(int argc, char **argv) {
       runs = parse_runs(argv[++i]);
     else if (strcmp(argv[i], "--cmdline") == 0)
       with_cmdline = 1;
-    else {
-      fprintf(stderr, "usage: psnative [-n K] [--cmdline] | spawn N | nap MS | exec [-n K] CMD ARGS...\n");
+    else if (strcmp(argv[i], "--gap-ms") == 0 && i + 1 < argc) {
+      char *end;
+      long g = strtol(argv[++i], &end, 10);
+      gap_ms = (int)g;
+      if (*argv[i] == '\0' || *end != '\0' || g < 0 || g > 10000) {
+        fprintf(stderr, "psnative: --gap-ms must be 0..10000\n");
+        return 2;
+      }
+    } else {
+      fprintf(stderr,
+              "usage: psnative [-n K] [--cmdline] [--gap-ms G] | spawn N | nap MS | exec [-n K] CMD ARGS...\n");
       return 2;
     }
   }
@@ -237,6 +247,10 @@ int main(int argc, char **argv) {
   one_pass(with_cmdline); /* warm-up, not timed (dentries, page cache) */
   syscalls = 0;
   for (int i = 0; i < runs; i++) {
+    if (gap_ms > 0) {
+      struct timespec gap = {gap_ms / 1000, (gap_ms % 1000) * 1000000L};
+      nanosleep(&gap, NULL);
+    }
     int64_t t0 = now_us();
     procs = one_pass(with_cmdline);
     t[i] = now_us() - t0;

@@ -11,8 +11,9 @@
  *  shadow     blocks signals, names itself, drops inherited fds and cwd, locks the
  *             scratch pages, opens its wake-up line if the host gave one, then loops:
  *             run a batch when the doorbell word differs from the done word; after a
- *             batch spin on the doorbell for C_SPIN TSC cycles (back-to-back batches
- *             answer in microseconds); then sleep: in ppoll on the wake-up line (a
+ *             batch or a wake-up by the line spin on the doorbell for C_SPIN TSC
+ *             cycles (back-to-back batches answer in microseconds; the host lengthens
+ *             the window while it is attached and shortens it when it leaves); then sleep: in ppoll on the wake-up line (a
  *             serial port the host writes a byte to: an interrupt wakes it at once)
  *             with a long timeout, or without a line in short sleeps that back off to
  *             C_IDLE_TS after C_IDLE_LOOPS idle rounds.
@@ -178,7 +179,7 @@ shadow:
         syscall
         mov     [rbx + CTL + C_PID], rax
         mov     qword ptr [rbx + CTL + C_STATE], STATE_READY
-        xor     r14d, r14d                      /* r14 = TSC deadline of the spin window */
+        xor     r14d, r14d                      /* r14 = TSC of the last batch or wake-up */
         xor     r13d, r13d                      /* r13 = idle rounds since the last batch */
 
         .globl shadow_loop
@@ -189,10 +190,11 @@ shadow_loop:
         mov     r15, [rbx + CTL + C_DOORBELL]
         cmp     r15, [rbx + CTL + C_DONE]
         jne     run_batch
-        rdtsc
-        shl     rdx, 32
+        rdtsc                                   /* spin while now - r14 < C_SPIN: re-read */
+        shl     rdx, 32                         /* each round, so the host can shorten it */
         or      rax, rdx
-        cmp     rax, r14
+        sub     rax, r14
+        cmp     rax, [rbx + CTL + C_SPIN]
         jae     1f
         pause                                   /* still in the spin window */
         jmp     shadow_loop
@@ -220,6 +222,10 @@ shadow_loop:
         test    rax, rax
         jle     4f
         inc     qword ptr [rbx + CTL + C_WAKES]
+        rdtsc                                   /* woken by the host: a batch is coming */
+        shl     rdx, 32
+        or      rax, rdx
+        mov     r14, rax
         mov     eax, 0                          /* read(fd, drain, 64): drop the wake bytes */
         mov     rdi, [rbx + CTL + C_WAKE_FD]
         lea     rsi, [rbx + CTL + C_DRAIN]
@@ -283,10 +289,9 @@ batch_done:
         inc     qword ptr [rbx + CTL + C_BATCHES]
         mov     qword ptr [rbx + CTL + C_STATE], STATE_READY
         mov     [rbx + CTL + C_DONE], r15
-        rdtsc                                   /* spin window: now + C_SPIN cycles */
+        rdtsc                                   /* the spin window starts now */
         shl     rdx, 32
         or      rax, rdx
-        add     rax, [rbx + CTL + C_SPIN]
         mov     r14, rax
         xor     r13d, r13d
         .globl batch_end

@@ -1,0 +1,95 @@
+import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../sdk/limits.js';
+import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
+
+interface Rider {
+  calls: readonly Call[];
+  resolve: (results: CallResult[]) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Lets small, independent calls (the run's uname) ride along with the next batch that a
+ * plugin submits, instead of costing a guest entry of their own: through a resident
+ * shadow one round trip is ~0.3 ms of a ~15 ms pslist. `rider.run()` only queues; the
+ * calls go out with the next `run()` that has room for them, or with `flush()`.
+ */
+export class PiggybackExecutor implements SyscallExecutor {
+  private queued: Rider[] = [];
+
+  constructor(
+    private readonly inner: SyscallExecutor,
+    private readonly limits: Readonly<BatchLimits> = DEFAULT_BATCH_LIMITS,
+  ) {}
+
+  /** An executor whose calls wait for the next carrier batch (or `flush()`). */
+  readonly rider: SyscallExecutor = {
+    run: (calls) =>
+      new Promise<CallResult[]>((resolve, reject) => this.queued.push({ calls, resolve, reject })),
+  };
+
+  async run(calls: readonly Call[]): Promise<CallResult[]> {
+    const riders = this.boarding(calls);
+    if (riders.length === 0) return this.inner.run(calls);
+    return this.carry(riders, calls);
+  }
+
+  /** Sends whatever still waits, on its own. */
+  async flush(): Promise<void> {
+    const riders = this.queued.splice(0);
+    if (riders.length > 0) await this.carry(riders, []).catch(() => {});
+  }
+
+  /** The queued riders that fit beside `calls` in one batch (the SDK's limits). */
+  private boarding(calls: readonly Call[]): Rider[] {
+    if (this.queued.length === 0) return [];
+    const size = (list: readonly Call[]) => {
+      let out = 0;
+      let input = 0;
+      for (const c of list)
+        for (const a of c.args) {
+          if (a.kind === 'out') out += a.size;
+          else if (a.kind === 'in') input += a.data.length;
+        }
+      return { out, input };
+    };
+    const mine = size(calls);
+    const all = this.queued.flatMap((r) => r.calls);
+    const theirs = size(all);
+    if (
+      calls.length + all.length > this.limits.maxCalls ||
+      mine.out + theirs.out > this.limits.maxOutBytes ||
+      mine.input + theirs.input > this.limits.maxInBytes
+    )
+      return [];
+    return this.queued.splice(0);
+  }
+
+  /** Runs the riders' calls ahead of `calls` (their result references moved along). */
+  private async carry(riders: Rider[], calls: readonly Call[]): Promise<CallResult[]> {
+    const combined: Call[] = [];
+    const starts: number[] = [];
+    for (const r of [...riders.map((x) => x.calls), calls]) {
+      starts.push(combined.length);
+      combined.push(...shiftReferences(r, combined.length));
+    }
+    let results: CallResult[];
+    try {
+      results = await this.inner.run(combined);
+    } catch (err) {
+      for (const r of riders) r.reject(err);
+      throw err;
+    }
+    riders.forEach((r, i) => r.resolve(results.slice(starts[i], starts[i] + r.calls.length)));
+    return results.slice(starts[riders.length]);
+  }
+}
+
+/** The same calls placed `by` entries later in a batch: 'result' indices follow. */
+function shiftReferences(calls: readonly Call[], by: number): readonly Call[] {
+  if (by === 0) return calls;
+  return calls.map((c) =>
+    c.args.some((a) => a.kind === 'result')
+      ? { nr: c.nr, args: c.args.map((a) => (a.kind === 'result' ? { ...a, index: a.index + by } : a)) }
+      : c,
+  );
+}
