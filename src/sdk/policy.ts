@@ -192,7 +192,6 @@ export interface PolicyOptions {
  */
 export function checkCall(call: Call, opts: PolicyOptions): PolicyViolationError | undefined {
   const name = nameOf(call.nr);
-  const granted = new Set(opts.grant?.syscalls ?? []);
   const refuse = (detail: string, flags?: string) =>
     new PolicyViolationError(
       opts.plugin,
@@ -200,18 +199,21 @@ export function checkCall(call: Call, opts: PolicyOptions): PolicyViolationError
       `plugin '${opts.plugin}' is not allowed ${detail}: vmi plugins are read-only unless the plugin declares \`needs\` and --allow-write is given`,
       flags,
     );
-  if (granted.has(name)) return undefined;
+  if (opts.grant?.syscalls?.includes(name)) return undefined;
   if (!READ_ONLY_SYSCALLS.has(name)) return refuse(`to call ${name}`);
   if (name === 'open' || name === 'openat') {
     const [pathIdx, flagIdx] = name === 'open' ? [0, 1] : [1, 2];
     const flags = intArg(call.args[flagIdx]);
-    const path = pathArg(call.args[pathIdx]);
-    const where = path === undefined ? '' : ` ${JSON.stringify(path)}`;
-    if (flags === undefined) return refuse(`to call ${name}${where} with flags not known in advance`);
+    // The path is decoded only for the refusal's message: most opens pass.
+    const where = () => {
+      const path = pathArg(call.args[pathIdx]);
+      return path === undefined ? '' : ` ${JSON.stringify(path)}`;
+    };
+    if (flags === undefined) return refuse(`to call ${name}${where()} with flags not known in advance`);
     const f = Number(BigInt.asUintN(32, flags));
     if (f & WRITE_OPEN_FLAGS && !opts.grant?.writeFiles) {
       const text = describeOpenFlags(f);
-      return refuse(`to call ${name}${where} with ${text}`, text);
+      return refuse(`to call ${name}${where()} with ${text}`, text);
     }
   }
   if (name === 'syslog') {
