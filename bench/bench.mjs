@@ -40,6 +40,23 @@ function median(xs) {
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 const min = (xs) => Math.min(...xs);
+
+/** Least-squares line through [processes, ms] points: slope in µs/process, intercept, R². */
+function linearFit(points) {
+  const n = points.length;
+  const mx = points.reduce((a, [x]) => a + x, 0) / n;
+  const my = points.reduce((a, [, y]) => a + y, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (const [x, y] of points) {
+    sxy += (x - mx) * (y - my);
+    sxx += (x - mx) ** 2;
+    syy += (y - my) ** 2;
+  }
+  const slope = sxy / sxx;
+  return { slopeUs: slope * 1000, interceptMs: my - slope * mx, r2: (sxy * sxy) / (sxx * syy) };
+}
 const stat = (xs) => ({ median: median(xs), min: min(xs), samples: xs });
 
 /** Parses `tag key=value ...` lines printed by psnative. */
@@ -360,6 +377,19 @@ function extrasRows(results) {
     rows.push([`slope, psnative --cmdline`, `${f(s.psnativeCmdline, 1)} µs/process`]);
     rows.push([`slope, busybox ps`, `${f(s.busyboxPs, 1)} µs/process`]);
     rows.push([`slope ratio, vmi pslist doorbell / psnative`, ratio(s.pslistDoorbell / s.psnative)]);
+    rows.push([
+      `slope, vmi pslist resident shadow total, back to back`,
+      `${f(s.pslistResident, 1)} µs/process (${ratio(s.pslistResident / s.psnative)} psnative's)`,
+    ]);
+  }
+  const fit = results.linearFit;
+  if (fit) {
+    const line = (x) => `${f(x.slopeUs, 1)} µs/process + ${f(x.interceptMs, 2)} ms, R² ${x.r2.toFixed(4)}`;
+    rows.push([
+      `least-squares line over all levels, vmi pslist resident (back to back)`,
+      line(fit.pslistResident),
+    ]);
+    rows.push([`least-squares line over all levels, psnative`, line(fit.psnative)]);
   }
   return rows;
 }
@@ -461,6 +491,14 @@ async function main() {
       psnative: sl((l) => l.psnative.median),
       psnativeCmdline: sl((l) => l.psnativeCmdline.median),
       busyboxPs: sl((l) => l.busyboxPs.median),
+      pslistResident: sl((l) => l.resident.pslist.totalMs.median),
+    };
+  }
+  if (levels.length >= 3) {
+    // Linearity over every level: least-squares line of time against process count.
+    results.linearFit = {
+      pslistResident: linearFit(levels.map((l) => [l.psnative.procs, l.resident.pslist.totalMs.median])),
+      psnative: linearFit(levels.map((l) => [l.psnative.procs, l.psnative.median])),
     };
   }
 

@@ -17,7 +17,8 @@ const MAP_SHARED_ANON_POPULATE = 0x01n | 0x20n | 0x8000n;
  * doorbell for `spinCycles` TSC cycles (about 2 ms at 2.6 GHz), so dependent batches
  * answer in microseconds. While a host is attached the window is `attachedSpinCycles`
  * (~20 ms): a plugin's parsing between two batches must not cost a wake-up (~1.3 ms);
- * the host shortens it again when it leaves, and the shadow re-reads it as it spins.
+ * the host shortens it again when it leaves, and the shadow re-reads it as it spins (a
+ * host that dies attached leaves the long window: ~20 ms of spin after the last batch).
  * Then it sleeps: with a wake-up line, in ppoll for up to 1 s (the host's byte ends it at
  * once); without one, in 1 ms naps for IDLE_LOOPS rounds, then in 20 ms naps.
  */
@@ -38,6 +39,8 @@ export interface BootstrapOptions {
   wakeDevice?: string;
   catchTimeoutMs: number;
   progress: (message: string) => void;
+  /** Address spaces never to borrow: a shadow being replaced (dead or tampered with). */
+  avoidCr3?: readonly bigint[];
 }
 
 /**
@@ -61,6 +64,7 @@ export async function createShadow(
   // another vCPU, and only that object knows where it is now.
   let accepted: Victim | undefined;
   await catchUserContext(dbg, opts.lstar, opts.catchTimeoutMs, async (c) => {
+    if (opts.avoidCr3?.includes(c.regs.cr3)) return false;
     const v = new Victim(dbg, c.thread, c.regs, marker);
     journal.save({ lstar, victim: victimRecord(v) });
     try {
@@ -208,6 +212,9 @@ export async function findShadow(
       const { regs } = await dbg.run(left);
       if (regs.rip !== at || cpl(regs) !== 3 || regs.rbx !== base || regs.cr3 === notCr3) continue;
       const probe = new ShadowHandle(mem, base, regs.cr3, regs.cr4, marker, 0);
+      // An older shadow whose region sits at the same address (one being replaced, still
+      // spinning) stops here too: only the new one carries this marker.
+      if ((await probe.readControl('marker').catch(() => undefined)) !== marker) continue;
       const pid = Number(await probe.readControl('pid'));
       const shadow = new ShadowHandle(mem, base, regs.cr3, regs.cr4, marker, pid);
       await shadow.verify();

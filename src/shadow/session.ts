@@ -176,7 +176,9 @@ export class RedirectSession implements SyscallExecutor {
       let lstar = previous?.lstar;
       if (!link) {
         dbg ??= await connectDebugger(guest.gdbSocket);
-        const fresh = await bootstrapShadow(guest, dbg, mem, journal, transportName, wake, progress);
+        // Never borrow the unusable resident shadow as the victim.
+        const avoid = resident ? [unhex(resident.cr3)] : [];
+        const fresh = await bootstrapShadow(guest, dbg, mem, journal, transportName, wake, progress, avoid);
         link = fresh.link;
         victimPid = fresh.victimPid;
         lstar = fresh.lstar;
@@ -267,6 +269,7 @@ export class RedirectSession implements SyscallExecutor {
       this.transportName,
       this.wake,
       this.progress,
+      [this.link.shadow.cr3],
     );
     this.link = fresh.link;
     this.journaled = undefined;
@@ -407,12 +410,14 @@ async function bootstrapShadow(
   transportName: TransportName,
   wake: WakeLine | undefined,
   progress: (m: string) => void,
+  avoidCr3: readonly bigint[] = [],
 ): Promise<{ link: Link; victimPid: number; lstar: string }> {
   const lstar = await syscallEntry(dbg, mem, guest.runDir, journal.load());
   const { shadow, victimPid } = await createShadow(dbg, mem, journal, {
     lstar,
     catchTimeoutMs: 20_000,
     progress,
+    avoidCr3,
     wakeDevice: wake?.usable ? guest.wake?.device : undefined,
   });
   const setup = await shadow.readControl('setup');
