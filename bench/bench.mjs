@@ -384,7 +384,8 @@ function extrasRows(results) {
   }
   const fit = results.linearFit;
   if (fit) {
-    const line = (x) => `${f(x.slopeUs, 1)} µs/process + ${f(x.interceptMs, 2)} ms, R² ${x.r2.toFixed(4)}`;
+    const line = (x) =>
+      `${f(x.slopeUs, 1)} µs/process ${x.interceptMs < 0 ? '−' : '+'} ${f(Math.abs(x.interceptMs), 2)} ms, R² ${x.r2.toFixed(4)}`;
     rows.push([
       `least-squares line over all levels, vmi pslist resident (back to back)`,
       line(fit.pslistResident),
