@@ -5,41 +5,19 @@
  * The start-up bound asserted here (1.5 s) is a sanity check only; the 0.5 s target is
  * reported by the benchmark.
  */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PLAIN_TERMINAL, ROOT, runVmi } from './helpers/cli.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
 
-const ROOT = new URL('../..', import.meta.url).pathname;
-const BIN = join(ROOT, 'bin/run.js');
 const SANITY_MS = 1500;
 
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-function vmi(args: string[], nodeArgs: string[] = []): Promise<Ran> {
-  const t0 = performance.now();
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [...nodeArgs, BIN, ...args],
-      // A wide terminal and no colour, so lines are not wrapped or escaped.
-      { cwd: ROOT, env: { ...process.env, COLUMNS: '200', NO_COLOR: '1', VMI_DEBUG: '' }, timeout: 30_000 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr, ms: performance.now() - t0 });
-      },
-    );
-  });
-}
+const vmi = (args: string[], nodeArgs: string[] = []) =>
+  runVmi(args, { nodeArgs, env: PLAIN_TERMINAL, timeoutMs: 30_000 });
 
 async function medianMs(args: string[], runs = 3): Promise<number> {
   const times: number[] = [];

@@ -3,13 +3,13 @@
  * with no shared RAM and no gdbstub, only QMP and a serial console. `vmi plugins run
  * --qmp` must switch the gdbstub on, inspect, and leave the guest exactly as it was.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runVmi } from './helpers/cli.js';
 import { GuestConsole } from '../../src/lab/console.js';
 import { buildInitramfs } from '../../src/lab/initramfs.js';
 import { ensureKernel } from '../../src/lab/kernel.js';
@@ -18,9 +18,6 @@ import { LAB_WORKLOAD } from '../../src/lab/workload.js';
 import { foreignRunDir } from '../../src/qemu/foreign.js';
 import { findQemu } from '../../src/qemu/launcher.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
-
-const run = promisify(execFile);
-const BIN = new URL('../../bin/run.js', import.meta.url).pathname;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -40,15 +37,7 @@ async function guestPids(con: GuestConsole): Promise<number[]> {
   return a.filter((p) => b.has(p)).sort((x, y) => x - y);
 }
 
-async function vmi(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run('node', [BIN, ...args], { timeout: 120_000, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: err.code ?? -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
-  }
-}
+const vmi = (args: string[]) => runVmi(args);
 
 function canConnect(path: string): Promise<boolean> {
   return new Promise((resolve) => {

@@ -3,28 +3,17 @@
  * to all three concurrently, every row carries its GUEST, and one guest that goes away
  * costs only its own rows (exit code 3).
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runVmi } from './helpers/cli.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { pslist } from '../../src/plugins/pslist.js';
 import { runPluginsOnGuests } from '../../src/runner/multi-guest.js';
 import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
 import { resolveLiveTargets } from '../../src/runner/target.js';
 
-const run = promisify(execFile);
-const BIN = new URL('../../bin/run.js', import.meta.url).pathname;
 const NAMES = ['t-multi-a', 't-multi-b', 't-multi-c'];
 
-async function vmi(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run('node', [BIN, ...args], { timeout: 120_000, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: err.code ?? -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
-  }
-}
+const vmi = (args: string[]) => runVmi(args);
 
 describe('several guests at once', () => {
   const guests: LabGuest[] = [];

@@ -6,48 +6,24 @@
  *
  * Runs bin/run.js against dist/ (`npm run build` first); builds the sample pack itself.
  */
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PLAIN_TERMINAL, ROOT, runProcess, runVmi } from './helpers/cli.js';
 import { GuestConsole } from '../../src/lab/console.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 
 const NAME = 't-packs';
-const ROOT = new URL('../..', import.meta.url).pathname;
-const BIN = join(ROOT, 'bin/run.js');
 const SAMPLE = join(ROOT, 'samples/vmi-pack-sample');
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 let dataHome = '';
 
-function run(file: string, args: string[], cwd = ROOT): Promise<Ran> {
-  return new Promise((resolve) => {
-    execFile(
-      file,
-      args,
-      {
-        cwd,
-        // The oclif data dir (linked plugins) lives under XDG_DATA_HOME: never the user's.
-        env: { ...process.env, XDG_DATA_HOME: dataHome, COLUMNS: '200', NO_COLOR: '1', VMI_DEBUG: '' },
-        timeout: 120_000,
-        maxBuffer: 64 << 20,
-      },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
-
-const vmi = (...args: string[]) => run(process.execPath, [BIN, ...args]);
+/** The oclif data dir (linked plugins) lives under XDG_DATA_HOME: never the user's. */
+const env = () => ({ ...PLAIN_TERMINAL, XDG_DATA_HOME: dataHome });
+const run = (file: string, args: string[]) => runProcess(file, args, { env: env() });
+const vmi = (...args: string[]) => runVmi(args, { env: env() });
 
 /** stderr without blank lines. */
 const lines = (s: string) => s.split('\n').filter((l) => l.trim() !== '');

@@ -2,40 +2,22 @@
  * The live slice end to end: `vmi plugins:run pslist` through a shadow process on a real
  * TCG lab guest, checked against what the guest itself reports over its serial console.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { tableFromIPC, Type, TimeUnit } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runVmi, VMI_BIN } from './helpers/cli.js';
 import { guestSh } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { GdbClient, GdbTimeoutError } from '../../src/qemu/gdb.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 
-const execFileP = promisify(execFile);
 const NAME = 't-redirect';
-const BIN = new URL('../../bin/run.js', import.meta.url).pathname;
 
-interface CliResult {
-  stdout: string;
-  stderr: string;
-  code: number;
-}
-
-async function vmi(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await execFileP('node', [BIN, ...args], {
-      env: { ...process.env, ...env },
-      maxBuffer: 64 << 20,
-    });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
+/** The CLI, with extra environment variables. */
+const vmi = (args: string[], env: NodeJS.ProcessEnv = {}) => runVmi(args, { env });
 
 interface GuestProc {
   pid: number;
@@ -207,7 +189,7 @@ describe('live pslist by system call redirection', () => {
       for (let attempt = 0; attempt < 3; attempt++) {
         const c = spawn(
           'node',
-          [BIN, 'plugins:run', 'pslist', '--guest', NAME, '--transport', transport, '--timing'],
+          [VMI_BIN, 'plugins:run', 'pslist', '--guest', NAME, '--transport', transport, '--timing'],
           {
             stdio: ['ignore', 'ignore', 'pipe'],
           },
