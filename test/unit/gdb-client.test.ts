@@ -1,24 +1,17 @@
 import net from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { GdbClient, GdbError, GdbTimeoutError } from '../../src/qemu/gdb.js';
 import { RspParser, framePacket } from '../../src/qemu/gdb-rsp.js';
+import { listenUnix } from './helpers/unix-server.js';
 
 /** A scripted fake stub: handler(payload) returns replies to send (or null for none). */
 async function fakeStub(
   handler: (payload: string, sock: net.Socket) => string[] | null,
   opts: { onConnect?: (s: net.Socket) => void; nackFirst?: number } = {},
 ) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'vmi-gdb-'));
-  const sockPath = path.join(dir, 'g.sock');
   const received: string[] = [];
   let nacks = opts.nackFirst ?? 0;
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((s) => {
-    sockets.push(s);
-    s.on('error', () => {});
+  const server = await listenUnix('gdb', (s) => {
     opts.onConnect?.(s);
     const p = new RspParser();
     s.on('data', (d) => {
@@ -39,24 +32,8 @@ async function fakeStub(
       }
     });
   });
-  await new Promise<void>((r) => server.listen(sockPath, r));
-  return {
-    sockPath,
-    received,
-    sockets,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { ...server, received };
 }
-
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup) await c();
-  cleanup = [];
-});
 
 describe('GdbClient against a fake stub', () => {
   it('drains the unsolicited stop on connect and maps E/empty replies', async () => {
@@ -69,7 +46,6 @@ describe('GdbClient against a fake stub', () => {
       },
       { onConnect: (s) => s.write(framePacket('T02thread:p01.01;')) },
     );
-    cleanup.push(stub.close);
     const g = await GdbClient.connect(stub.sockPath, { timeoutMs: 1000 });
     expect(g.supported['PacketSize']).toBe('1000');
     expect((await g.readRegisters()).length).toBe(608);
@@ -89,7 +65,6 @@ describe('GdbClient against a fake stub', () => {
       },
       { nackFirst: 2 },
     );
-    cleanup.push(stub.close);
     const g = await GdbClient.connect(stub.sockPath, { timeoutMs: 1000 });
     expect(g.stats.retransmits).toBe(2);
     const mem = await g.readMemory(0x1000n, 5000);
@@ -116,7 +91,6 @@ describe('GdbClient against a fake stub', () => {
       }
       return ['OK'];
     });
-    cleanup.push(stub.close);
     const g = await GdbClient.connect(stub.sockPath, { timeoutMs: 200 });
     await expect(g.readRegisters()).rejects.toThrow(/no reply to g after 200 ms/);
     const err = await g.continueAndWait(100).catch((e: unknown) => e);
@@ -132,7 +106,6 @@ describe('GdbClient against a fake stub', () => {
       if (p === 'c') setTimeout(() => s.destroy(), 30);
       return null;
     });
-    cleanup.push(stub.close);
     const g = await GdbClient.connect(stub.sockPath, { timeoutMs: 5000 });
     await g.resume();
     await expect(g.readRegisters()).rejects.toThrow(/running/);
@@ -150,7 +123,6 @@ describe('GdbClient against a fake stub', () => {
           ]
         : ['OK'],
     );
-    cleanup.push(stub.close);
     const g = await GdbClient.connect(stub.sockPath);
     expect(await g.monitor('info status')).toBe('VM status: paused\r\n');
     expect(stub.received).toContain('qRcmd,' + Buffer.from('info status').toString('hex'));

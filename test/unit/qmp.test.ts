@@ -1,10 +1,8 @@
 import net from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QmpClient, QmpError } from '../../src/qemu/qmp.js';
 import { TimeoutError } from '../../src/util/deadline.js';
+import { listenUnix } from './helpers/unix-server.js';
 
 type Handler = (msg: Record<string, unknown>, sock: net.Socket) => void;
 
@@ -13,11 +11,7 @@ const GREETING = JSON.stringify({
 });
 
 async function fakeQmp(handler: Handler, opts: { greeting?: string | null } = {}) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'vmi-qmp-'));
-  const sockPath = path.join(dir, 'q.sock');
-  const clients: net.Socket[] = [];
-  const server = net.createServer((s) => {
-    clients.push(s);
+  return listenUnix('qmp', (s) => {
     if (opts.greeting !== null) s.write((opts.greeting ?? GREETING) + '\r\n');
     let buf = '';
     s.on('data', (d) => {
@@ -32,25 +26,8 @@ async function fakeQmp(handler: Handler, opts: { greeting?: string | null } = {}
         else handler(msg, s);
       }
     });
-    s.on('error', () => {});
   });
-  await new Promise<void>((r) => server.listen(sockPath, r));
-  return {
-    sockPath,
-    clients,
-    close: async () => {
-      for (const c of clients) c.destroy();
-      await new Promise((r) => server.close(r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
-
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup) await c();
-  cleanup = [];
-});
 
 describe('QmpClient', () => {
   it('matches replies by id, even out of order, and separates events', async () => {
@@ -65,7 +42,6 @@ describe('QmpClient', () => {
         s.write(JSON.stringify({ return: { n: 1 }, id: a!['id'] }) + '\r\n');
       }
     });
-    cleanup.push(srv.close);
     const q = await QmpClient.connect(srv.sockPath);
     const events: string[] = [];
     q.onEvent((e) => events.push(e.event));
@@ -91,7 +67,6 @@ describe('QmpClient', () => {
         s.write(JSON.stringify({ error: { class: 'CommandNotFound', desc: 'nope' }, id: msg['id'] }) + '\n');
       }
     });
-    cleanup.push(srv.close);
     const q = await QmpClient.connect(srv.sockPath);
     expect(await q.hmp('info status')).toBe('ran info status\r\n');
     const err = await q.execute('bogus').catch((e: unknown) => e);
@@ -107,7 +82,6 @@ describe('QmpClient', () => {
       s.write(JSON.stringify({ return: 'ok', id: 'no-such-id' }) + '\n');
       s.write(JSON.stringify({ return: 'fine', id: msg['id'] }) + '\n');
     });
-    cleanup.push(srv.close);
     const q = await QmpClient.connect(srv.sockPath);
     expect(await q.execute('x')).toBe('fine');
     expect(q.protocolErrors.length).toBe(4);
@@ -117,7 +91,6 @@ describe('QmpClient', () => {
 
   it('times out a command that is never answered, naming command and socket', async () => {
     const srv = await fakeQmp(() => {});
-    cleanup.push(srv.close);
     const q = await QmpClient.connect(srv.sockPath);
     const t0 = Date.now();
     const err = await q.execute('query-status', undefined, 150).catch((e: unknown) => e);
@@ -133,7 +106,6 @@ describe('QmpClient', () => {
       s.write('{"return": {"partial"');
       setTimeout(() => s.destroy(), 20);
     });
-    cleanup.push(srv.close);
     const q = await QmpClient.connect(srv.sockPath);
     const w = q.waitForEvent('STOP', 5000);
     await expect(q.execute('stop', undefined, 5000)).rejects.toThrow(/QMP stop aborted: .*closed/);
@@ -146,7 +118,6 @@ describe('QmpClient', () => {
       /cannot connect to QMP socket \/nonexistent\/vmi\/q\.sock: ENOENT/,
     );
     const silent = await fakeQmp(() => {}, { greeting: null });
-    cleanup.push(silent.close);
     await expect(QmpClient.connect(silent.sockPath, { timeoutMs: 100 })).rejects.toThrow(
       /QMP greeting timed out after 100 ms/,
     );
