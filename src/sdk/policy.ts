@@ -228,6 +228,15 @@ export function checkCall(call: Call, opts: PolicyOptions): PolicyViolationError
 }
 
 /**
+ * True when the read-only policy allows the call with no grants: running it twice leaves
+ * the guest as running it once. The shadow engine may run a batch of such calls again on
+ * a new shadow when the old one died in the middle of it.
+ */
+export function isReadOnlyCall(call: Call): boolean {
+  return checkCall(call, { plugin: '' }) === undefined;
+}
+
+/**
  * A {@link SyscallExecutor} that enforces the read-only policy in front of another
  * executor (the shadow session, a capture replay, a fake). Every call of a `run()` is
  * checked first; one refused call rejects the whole run with a PolicyViolationError and

@@ -5,6 +5,7 @@ import { RamFileMemory, type PhysicalMemory } from '../memory/physical.js';
 import { GdbClient } from '../qemu/gdb.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { cpl, decodeX86Regs } from '../qemu/x86-regs.js';
+import { isReadOnlyCall } from '../sdk/policy.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
 import {
   decodeResults,
@@ -218,9 +219,17 @@ export class RedirectSession implements SyscallExecutor {
       try {
         out = await this.runBatch(part, g.start);
       } catch (err) {
-        // A shadow found dead or changed before the batch was written: replace it once
-        // and run the batch again (nothing of it reached the guest).
-        if (!(err instanceof ShadowLostError) || !err.beforeWrite) throw err;
+        // A shadow found dead or changed: replace it once and run the batch again, when
+        // nothing of the batch reached the guest (found before the write) or when running
+        // it twice changes nothing (read-only calls: a SIGKILL can land in mid-batch, and
+        // a kill's return does not mean the process is gone yet). Otherwise some calls may
+        // have run and others not: report, never guess.
+        if (!(err instanceof ShadowLostError)) throw err;
+        if (!err.beforeWrite && !part.every(isReadOnlyCall)) {
+          throw new ShadowLostError(
+            `${err.message} in the middle of a batch that changes the guest; not run again (some of its calls may have run)`,
+          );
+        }
         this.progress(`${err.message}; starting a new shadow`);
         await this.replaceShadow(err instanceof ShadowTamperedError ? this.link.shadow.pid : undefined);
         out = await this.runBatch(part, g.start);

@@ -115,10 +115,80 @@ describe('shadow engine', () => {
     try {
       const first = session.stats.shadowPid;
       expect((await session.run([{ nr: 39, args: [] }]))[0].ret).toBe(BigInt(first));
-      await guestSh(guest, `kill -9 ${first}`);
+      // Between batches: the next batch starts only once the guest has torn it down.
+      await guestSh(
+        guest,
+        `kill -9 ${first}; while [ -n "$(cat /proc/${first}/maps 2>/dev/null)" ]; do :; done`,
+      );
       const again = await session.run([{ nr: 39, args: [] }]);
       expect(session.stats.rebootstraps).toBe(1);
       expect(session.stats.shadowPid).not.toBe(first);
+      expect(again[0].ret).toBe(BigInt(session.stats.shadowPid));
+    } finally {
+      await session.detach();
+    }
+    expect(await noShadowLeft(guest)).toEqual([]);
+  });
+
+  /**
+   * A batch that keeps the shadow busy for a second or more: each pread at a large offset
+   * of /proc/kallsyms makes the seq_file walk every symbol before it.
+   */
+  const slowBatch = (extra: Call[] = []): Call[] => [
+    { nr: 257, args: [AT_FDCWD, { kind: 'in', data: enc('/proc/kallsyms') }, int(0)] },
+    ...Array.from({ length: 60 }, (_, i): Call => ({
+      nr: 17,
+      args: [
+        { kind: 'result', index: 0 },
+        { kind: 'out', size: 64, keep: 'ret' },
+        int(64),
+        int(2_000_000 + i),
+      ],
+    })),
+    ...extra,
+    { nr: 3, args: [{ kind: 'result', index: 0 }] },
+  ];
+
+  /** Kills `pid` from inside the guest as soon as it has /proc/kallsyms open (mid-batch). */
+  const killWhenBusy = (pid: number) =>
+    guestSh(
+      guest,
+      `(i=0; while [ $i -lt 400 ] && ! ls -l /proc/${pid}/fd 2>/dev/null | grep -q kallsyms; do i=$((i+1)); done; kill -9 ${pid}) >/dev/null 2>&1 &`,
+    );
+
+  it('runs a read-only batch again on a new shadow when the shadow is killed in the middle of it', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const first = session.stats.shadowPid;
+      await killWhenBusy(first);
+      const r = await session.run(slowBatch());
+      expect(session.stats.rebootstraps).toBe(1);
+      expect(session.stats.shadowPid).not.toBe(first);
+      expect(r[0].ret).toBeGreaterThanOrEqual(0n);
+      const truth = await guestSh(guest, 'tail -c +2000011 /proc/kallsyms | head -c 64');
+      expect(r[11].ret).toBe(64n);
+      expect(dec(r[11].out[0])).toBe(truth);
+      expect(r.at(-1)!.ret).toBe(0n);
+    } finally {
+      await session.detach();
+    }
+    expect(await noShadowLeft(guest)).toEqual([]);
+  });
+
+  it('does not run a batch that changes the guest again when the shadow dies in the middle of it', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const first = session.stats.shadowPid;
+      await killWhenBusy(first);
+      // write(-1, ...) fails with EBADF, but the engine cannot know that in advance.
+      const write: Call = { nr: 1, args: [int(-1), { kind: 'in', data: enc('x') }, int(1)] };
+      await expect(session.run(slowBatch([write]))).rejects.toThrow(
+        /shadow \(pid \d+\) .* in the middle of a batch that changes the guest; not run again/,
+      );
+      expect(session.stats.rebootstraps).toBe(0);
+      // The next batch finds the shadow dead before writing it, and replaces it.
+      const again = await session.run([{ nr: 39, args: [] }]);
+      expect(session.stats.rebootstraps).toBe(1);
       expect(again[0].ret).toBe(BigInt(session.stats.shadowPid));
     } finally {
       await session.detach();
