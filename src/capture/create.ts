@@ -43,6 +43,7 @@ import {
   type VcpuRecord,
 } from './manifest.js';
 import { extractRam, parseVcpus, streamMachineType, type StreamVcpu } from './migration-stream.js';
+import { processAlive } from '../util/process-alive.js';
 
 export interface CreateCaptureOptions {
   /** QMP socket of the source QEMU. */
@@ -216,15 +217,6 @@ async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Written in the partial dir while the source guest is paused; removed once it runs again. */
 const PAUSED_MARKER = 'source-paused.json';
 
@@ -237,7 +229,7 @@ async function sweepStalePartials(out: string, progress: (m: string) => void): P
   const parent = dirname(out);
   for (const e of await readdir(parent).catch(() => [] as string[])) {
     const m = PARTIAL_RE.exec(e);
-    if (!m || m[1] !== basename(out) || pidAlive(Number(m[2]))) continue;
+    if (!m || m[1] !== basename(out) || processAlive(Number(m[2]))) continue;
     const dir = join(parent, e);
     const marker = await readFile(join(dir, PAUSED_MARKER), 'utf8').catch(() => undefined);
     if (marker) {

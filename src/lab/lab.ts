@@ -20,6 +20,7 @@ import { ensurePrivateDir, guestsRoot, LabError, randomTag, runRoot, sleep } fro
 import { buildInitramfs } from './initramfs.js';
 import { ensureKernel } from './kernel.js';
 import { LAB_WORKLOAD } from './workload.js';
+import { processAlive } from '../util/process-alive.js';
 
 export { LabError } from './host.js';
 
@@ -96,16 +97,6 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes a guest's run dir and its RAM file, stopping a QEMU still recorded there. */
 async function cleanupGuestDir(dir: string): Promise<void> {
   const guest = await readJson<LabGuest>(join(dir, GUEST_JSON));
@@ -127,7 +118,7 @@ async function dirState(name: string): Promise<DirState> {
   const guest = await readJson<LabGuest>(join(dir, GUEST_JSON));
   if (guest) return isQemuAlive(guest.pid, dir) ? { kind: 'running', guest } : { kind: 'stale' };
   const starter = Number((await readFile(join(dir, STARTING), 'utf8').catch(() => '')).trim());
-  if (starter && pidAlive(starter)) return { kind: 'starting' };
+  if (starter && processAlive(starter)) return { kind: 'starting' };
   return { kind: 'stale' };
 }
 
@@ -251,7 +242,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       }
       // Booted by a process that is still waiting for it, or that died while waiting.
       const starter = Number((await readFile(join(dir, STARTING), 'utf8').catch(() => '')).trim());
-      if (starter && pidAlive(starter)) {
+      if (starter && processAlive(starter)) {
         if (Date.now() > claimDeadline)
           throw new LabError(`guest ${name} is being started by another process`);
         await sleep(500);

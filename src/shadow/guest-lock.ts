@@ -1,16 +1,8 @@
 import { openSync, readFileSync, rmSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
+import { processAlive } from '../util/process-alive.js';
 
 export class GuestBusyError extends Error {}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * One vmi attached to a guest at a time (the gdbstub takes one client, and two shadows
@@ -40,7 +32,7 @@ export class GuestLock {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       const owner = Number.parseInt(readFileSync(this.path, 'utf8').trim(), 10);
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && processAlive(owner)) {
         throw new GuestBusyError(
           `guest ${this.guest} is being inspected by another vmi (pid ${owner}); wait for it or stop it`,
         );
