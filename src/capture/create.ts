@@ -24,6 +24,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { waitForMigration, type MigrateInfo } from '../qemu/migration.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
 import { gzipFile } from './compression.js';
@@ -199,22 +200,14 @@ async function addBootFile(
 }
 
 type Status = { status: string; running: boolean };
-type MigrateInfo = { status?: string; 'error-desc'?: string };
-
 async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const st = await qmp.execute<MigrateInfo>('query-migrate');
-    if (st.status === 'completed') return;
-    if (st.status === 'failed' || st.status === 'cancelled') {
-      throw new CaptureError(`${DEVSTATE_PART}: migration ${st.status}: ${st['error-desc'] ?? 'no detail'}`);
-    }
-    if (Date.now() > end) {
-      await qmp.execute('migrate_cancel').catch(() => undefined);
-      throw new CaptureError(`${DEVSTATE_PART}: migration did not complete within ${timeoutMs} ms`);
-    }
-    await new Promise((r) => setTimeout(r, 1));
+  const end = await waitForMigration(qmp, timeoutMs);
+  if (end.status === 'completed') return;
+  if (end.status === 'timeout') {
+    await qmp.execute('migrate_cancel').catch(() => undefined);
+    throw new CaptureError(`${DEVSTATE_PART}: migration did not complete within ${timeoutMs} ms`);
   }
+  throw new CaptureError(`${DEVSTATE_PART}: migration ${end.status}: ${end.detail ?? 'no detail'}`);
 }
 
 /** Written in the partial dir while the source guest is paused; removed once it runs again. */

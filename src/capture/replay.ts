@@ -16,6 +16,7 @@ import { ensurePrivateDir, randomTag, runRoot } from '../lab/host.js';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory } from '../memory/physical.js';
 import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launcher.js';
+import { waitForMigration } from '../qemu/migration.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../runner/run-plugins.js';
 import { checkPartHash, checkPartSize, hashFile, readManifest } from './artifact.js';
@@ -47,22 +48,13 @@ export interface ReplayOptions {
   progress?: (m: string) => void;
 }
 
-type MigrateInfo = { status?: string; 'error-desc'?: string };
-
 async function waitIncoming(qmp: QmpClient, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const st = await qmp.execute<MigrateInfo>('query-migrate');
-    if (st.status === 'completed') return;
-    if (st.status === 'failed' || st.status === 'cancelled') {
-      throw new CaptureError(
-        `${DEVSTATE_PART}: QEMU refused the device state: ${st['error-desc'] ?? st.status}`,
-      );
-    }
-    if (Date.now() > end)
-      throw new CaptureError(`${DEVSTATE_PART}: restore did not complete within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 1));
+  const end = await waitForMigration(qmp, timeoutMs);
+  if (end.status === 'completed') return;
+  if (end.status === 'timeout') {
+    throw new CaptureError(`${DEVSTATE_PART}: restore did not complete within ${timeoutMs} ms`);
   }
+  throw new CaptureError(`${DEVSTATE_PART}: QEMU refused the device state: ${end.detail ?? end.status}`);
 }
 
 /** Starts a disposable clone of the captured guest; the caller must close() it. */
