@@ -15,15 +15,20 @@ export interface LiveTargetOptions {
  */
 export async function resolveLiveTarget(opts: LiveTargetOptions): Promise<LabGuest> {
   const name = opts.guest ?? DEFAULT_LAB_NAME;
+  if (name !== DEFAULT_LAB_NAME) return requireLabGuest(name);
   const running = await findLabGuest(name);
   if (running) return running;
-  if (opts.guest !== undefined && opts.guest !== DEFAULT_LAB_NAME) {
-    throw new TargetError(
-      `no running lab guest named '${name}': start it with \`vmi lab up --name ${name}\` (see \`vmi lab list\`)`,
-    );
-  }
   opts.progress?.(`lab guest '${name}' is not running: booting it`);
   return labUp({ name, onProgress: opts.progress });
+}
+
+/** The running lab guest of that name (never booted here); a TargetError saying how to start it otherwise. */
+export async function requireLabGuest(name: string): Promise<LabGuest> {
+  const running = await findLabGuest(name);
+  if (running) return running;
+  throw new TargetError(
+    `no running lab guest named '${name}': start it with \`vmi lab up --name ${name}\` (see \`vmi lab list\`)`,
+  );
 }
 
 export interface LiveTargetsOptions {
@@ -48,10 +53,6 @@ export async function resolveLiveTargets(opts: LiveTargetsOptions): Promise<Gues
   }
   return [...names].map((name) => ({
     name,
-    resolve: async () => {
-      const g = await findLabGuest(name);
-      if (!g) throw new TargetError(`no running lab guest named '${name}'`);
-      return g;
-    },
+    resolve: () => requireLabGuest(name),
   }));
 }

@@ -1,7 +1,8 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { createCapture } from '../../capture/create.js';
-import { DEFAULT_LAB_NAME, findLabGuest } from '../../lab/lab.js';
+import { DEFAULT_LAB_NAME } from '../../lab/lab.js';
+import { requireLabGuest } from '../../runner/target.js';
 
 export default class CaptureCreate extends VmiCommand {
   static override summary = 'Capture a live guest (device + vCPU state and raw RAM) into a capture directory';
@@ -36,8 +37,7 @@ export default class CaptureCreate extends VmiCommand {
       let kernelRelease: string | undefined;
       if (!qmpSocket) {
         const name = flags.guest ?? DEFAULT_LAB_NAME;
-        const g = await findLabGuest(name);
-        if (!g) throw new Error(`no running lab guest named '${name}' (see \`vmi lab list\`)`);
+        const g = await requireLabGuest(name);
         qmpSocket = g.qmpSocket;
         guestName = g.name;
         kernelRelease = g.kernelRelease;

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { findLabGuest } from '../../lab/lab.js';
 import { residentShadowStatus } from '../../runner/resident.js';
+import { requireLabGuest } from '../../runner/target.js';
 
 export default class ShadowStatus extends VmiCommand {
   static override summary = 'Show the resident shadow of a guest (read-only: the guest is not stopped)';
@@ -19,8 +19,7 @@ export default class ShadowStatus extends VmiCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(ShadowStatus);
     try {
-      const guest = await findLabGuest(flags.guest);
-      if (!guest) throw new Error(`no running lab guest named '${flags.guest}'`);
+      const guest = await requireLabGuest(flags.guest);
       const st = await residentShadowStatus(guest);
       if (flags.json) this.log(JSON.stringify(st, null, 2));
       else if (!st.resident) this.log(`no resident shadow on ${guest.name}`);

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { findLabGuest } from '../../lab/lab.js';
 import { stopResidentShadow } from '../../runner/resident.js';
+import { requireLabGuest } from '../../runner/target.js';
 
 export default class ShadowStop extends VmiCommand {
   static override summary = 'Stop the resident shadow: it exits and leaves nothing behind';
@@ -15,8 +15,7 @@ export default class ShadowStop extends VmiCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(ShadowStop);
     try {
-      const guest = await findLabGuest(flags.guest);
-      if (!guest) throw new Error(`no running lab guest named '${flags.guest}'`);
+      const guest = await requireLabGuest(flags.guest);
       const pid = await stopResidentShadow(guest, { progress: (m) => this.progress(m) });
       this.log(
         pid === undefined ? `no resident shadow on ${guest.name}` : `resident shadow pid ${pid} stopped`,
