@@ -15,7 +15,7 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from '../abi/linux/flags.js';
-import { definePlugin, unreadable, type Row, type RowValue, type Statx } from '../sdk/index.js';
+import { definePlugin, unreadable, PID_OPTION, type Row, type RowValue, type Statx } from '../sdk/index.js';
 import { readProcessFds } from './lib/fds.js';
 
 const columns = [
@@ -75,7 +75,7 @@ export const lsof = definePlugin({
   version: '1.0.0',
   columns,
   options: {
-    pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
+    pid: PID_OPTION,
   },
   async run(ctx) {
     // 1 batch for the listing (none with --pid), 1 for /proc/PID/fd, 1 for every comm, link and statx.

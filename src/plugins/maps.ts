@@ -4,7 +4,15 @@
  * `--dump` (the mapped bytes) is out of scope here.
  */
 import { parseMaps } from '../abi/linux/proc/index.js';
-import { definePlugin, isVanished, ProcFs, unreadable, type Row, type RowValue } from '../sdk/index.js';
+import {
+  definePlugin,
+  isVanished,
+  ProcFs,
+  unreadable,
+  PID_OPTION,
+  type Row,
+  type RowValue,
+} from '../sdk/index.js';
 
 const columns = [
   { name: 'PID', type: 'int32', description: 'Process id' },
@@ -29,7 +37,7 @@ export const maps = definePlugin({
   version: '1.0.0',
   columns,
   options: {
-    pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
+    pid: PID_OPTION,
   },
   async run(ctx) {
     const pids =

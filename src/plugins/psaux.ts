@@ -4,7 +4,7 @@
  * are shown as `[comm]`, like ps does.
  */
 import { parseCmdline } from '../abi/linux/proc/index.js';
-import { definePlugin, isVanished, unreadable, type Row } from '../sdk/index.js';
+import { definePlugin, isVanished, unreadable, PID_OPTION, type Row } from '../sdk/index.js';
 import { readProcesses } from './lib/processes.js';
 
 const columns = [
@@ -24,7 +24,7 @@ export const psaux = definePlugin({
   version: '1.0.0',
   columns,
   options: {
-    pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
+    pid: PID_OPTION,
   },
   async run(ctx) {
     // 1 batch for the listing (none with --pid), 1 for every stat and cmdline.

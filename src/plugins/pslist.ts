@@ -3,7 +3,7 @@
  * Volatility's linux.pslist walks task_struct lists with a symbol table; here the guest
  * kernel does the walk, so the same plugin works on every kernel version.
  */
-import { definePlugin, type Row } from '../sdk/index.js';
+import { definePlugin, PID_OPTION, type Row } from '../sdk/index.js';
 import { readProcesses } from './lib/processes.js';
 
 const columns = [
@@ -33,7 +33,7 @@ export const pslist = definePlugin({
   version: '1.0.0',
   columns,
   options: {
-    pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
+    pid: PID_OPTION,
     threads: { type: 'boolean', description: 'One row per thread (from /proc/PID/task/TID)' },
   },
   async run(ctx) {

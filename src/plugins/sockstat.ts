@@ -22,6 +22,7 @@ import {
   notAvailable,
   SyscallError,
   unreadable,
+  PID_OPTION,
   type FileReadResult,
   type Row,
   type RowValue,
@@ -168,7 +169,7 @@ export const sockstat = definePlugin({
   version: '1.0.0',
   columns,
   options: {
-    pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
+    pid: PID_OPTION,
     unix: { type: 'boolean', description: 'Only unix sockets (default: every family)' },
     inet: { type: 'boolean', description: 'Only AF_INET and AF_INET6 sockets (default: every family)' },
   },

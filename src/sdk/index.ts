@@ -7,6 +7,7 @@ export {
   runPlugin,
   rowCells,
   TREE_DEPTH,
+  PID_OPTION,
   PluginDefinitionError,
   PluginOptionError,
   PluginApiVersionError,

@@ -36,6 +36,16 @@ export interface OptionSpec {
 /** Options keyed by name: `{ pid: { type: 'integer', multiple: true, description: '...' } }` → `--pid`. */
 export type OptionSpecs = Record<string, OptionSpec>;
 
+/**
+ * The `--pid` filter of plugins that list per-process things (repeatable; not given: every
+ * process): `options: { pid: PID_OPTION }`, and `ctx.options.pid` is `number[]`.
+ */
+export const PID_OPTION = {
+  type: 'integer',
+  multiple: true,
+  description: 'Only these process ids (repeatable)',
+} as const satisfies OptionSpec;
+
 type BaseValue<T extends OptionType> = T extends 'boolean' ? boolean : T extends 'integer' ? number : string;
 
 /** The parsed value of one option as `run()` sees it. */
