@@ -124,7 +124,8 @@ export function encodeManifest(m: CaptureManifest): Buffer {
 }
 
 const HEX = /^0x[0-9a-f]+$/;
-const REG_KEYS = [
+/** The vCPU registers a manifest must record as hex strings (decodeManifest checks each). */
+export const VCPU_HEX_REGS = [
   ...GPR_NAMES,
   'rip',
   'eflags',
@@ -177,7 +178,7 @@ export function decodeManifest(buf: Buffer): CaptureManifest {
   if (!r.parts![mc!.kernelPart] || !r.parts![mc!.initrdPart]) bad('boot files not listed as parts');
   if (!Array.isArray(r.vcpus) || r.vcpus.length === 0) bad('no vCPU registers');
   for (const v of r.vcpus!)
-    for (const k of REG_KEYS) if (!HEX.test(String(v[k]))) bad(`vCPU ${v.index}: bad ${k}`);
+    for (const k of VCPU_HEX_REGS) if (!HEX.test(String(v[k]))) bad(`vCPU ${v.index}: bad ${k}`);
   if (!Array.isArray(r.ram) || r.ram.length === 0) bad('no RAM ranges');
   if (!r.qemu || typeof r.qemu.version !== 'string') bad('no QEMU version');
   return r as CaptureManifest;
