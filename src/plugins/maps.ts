@@ -40,10 +40,7 @@ export const maps = definePlugin({
     pid: PID_OPTION,
   },
   async run(ctx) {
-    const pids =
-      ctx.options.pid.length > 0
-        ? [...new Set(ctx.options.pid)].sort((a, b) => a - b)
-        : await ctx.proc.listPids();
+    const pids = await ctx.proc.selectPids(ctx.options.pid);
     ctx.progress(`reading the maps of ${pids.length} processes`);
     // 1 batch for the listing (none with --pid), 1 for every comm and maps (+ follow-ups for big maps).
     const files = await ctx.sys.readFiles(

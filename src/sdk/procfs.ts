@@ -71,6 +71,15 @@ export class ProcFs {
   }
 
   /**
+   * The processes a `--pid` filter (`PID_OPTION`) names, without duplicates and
+   * ascending; every process ({@link listPids}, 1 batch) when it names none.
+   */
+  async selectPids(pids: readonly number[] | undefined): Promise<number[]> {
+    if (!pids || pids.length === 0) return this.listPids();
+    return [...new Set(pids)].sort((a, b) => a - b);
+  }
+
+  /**
    * Thread ids of each process, from /proc/PID/task, in one or two batches for all of
    * them. A process whose task directory cannot be listed maps to its error.
    */

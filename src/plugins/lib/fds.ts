@@ -64,8 +64,7 @@ const NETNS_RE = /^net:\[(\d{1,20})\]$/;
  */
 export async function readProcessFds(ctx: PluginContext, opts: ReadFdsOptions = {}): Promise<ProcessFds[]> {
   const { sys, proc } = ctx;
-  const pids =
-    opts.pids && opts.pids.length > 0 ? [...new Set(opts.pids)].sort((a, b) => a - b) : await proc.listPids();
+  const pids = await proc.selectPids(opts.pids);
   ctx.progress(`listing descriptors of ${pids.length} processes`);
   const dirs = await sys.listDirs(
     pids.map((p) => ProcFs.path(p, 'fd')),

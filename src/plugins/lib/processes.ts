@@ -56,8 +56,7 @@ export async function readProcesses(
   const credentials = opts.credentials ?? true;
   const extra = opts.files ?? [];
 
-  const pids =
-    opts.pids && opts.pids.length > 0 ? [...new Set(opts.pids)].sort((a, b) => a - b) : await proc.listPids();
+  const pids = await proc.selectPids(opts.pids);
 
   let tasks: TaskId[];
   if (opts.threads) {
