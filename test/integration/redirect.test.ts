@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { tableFromIPC, Type, TimeUnit } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runVmi, VMI_BIN } from './helpers/cli.js';
-import { guestSh } from './helpers/guest-shell.js';
+import { guestProcs, guestSh, lasting } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { GdbClient, GdbTimeoutError } from '../../src/qemu/gdb.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
@@ -18,28 +18,6 @@ const NAME = 't-redirect';
 
 /** The CLI, with extra environment variables. */
 const vmi = (args: string[], env: NodeJS.ProcessEnv = {}) => runVmi(args, { env });
-
-interface GuestProc {
-  pid: number;
-  ppid: number;
-  comm: string;
-  state: string;
-}
-
-/** The guest's own process list, straight from /proc by its shell (no vmi involved). */
-async function guestProcs(guest: LabGuest): Promise<Map<number, GuestProc>> {
-  // Every field of /proc/PID/stat after the last ')' is space separated: state is [0], ppid [1].
-  const out = await guestSh(
-    guest,
-    `for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; c=$(cat $d/comm 2>/dev/null); echo "\${d#/proc/}|$c|\${s##*) }"; done`,
-  );
-  const procs = new Map<number, GuestProc>();
-  for (const line of out.split('\n')) {
-    const m = /^(\d+)\|(.*)\|(\S) (-?\d+) /.exec(line);
-    if (m) procs.set(Number(m[1]), { pid: Number(m[1]), comm: m[2], state: m[3], ppid: Number(m[4]) });
-  }
-  return procs;
-}
 
 /** What must not change in a borrowed (or any) process: mappings, open fds, signal state. */
 async function processFingerprints(guest: LabGuest, pids: number[]): Promise<Map<number, string>> {
@@ -56,19 +34,6 @@ async function processFingerprints(guest: LabGuest, pids: number[]): Promise<Map
   return map;
 }
 
-/**
- * Processes matching `pred` that are still there after a while. busybox init reaps
- * orphans once a second, so an exited shadow may be a zombie (of init's) for that long.
- */
-async function lasting(guest: LabGuest, pred: (p: GuestProc) => boolean): Promise<GuestProc[]> {
-  let found: GuestProc[] = [];
-  for (let i = 0; i < 6; i++) {
-    found = [...(await guestProcs(guest)).values()].filter(pred);
-    if (found.length === 0) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  return found;
-}
 const lastingZombies = (guest: LabGuest) => lasting(guest, (p) => p.state === 'Z');
 const lastingShadows = (guest: LabGuest) => lasting(guest, (p) => p.comm === 'vmi-shadow');
 

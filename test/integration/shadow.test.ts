@@ -4,7 +4,7 @@
  */
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestSh } from './helpers/guest-shell.js';
+import { guestProcs, guestSh, lasting } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { RamFileMemory } from '../../src/memory/physical.js';
 import { residentShadowStatus, startResidentShadow, stopResidentShadow } from '../../src/runner/resident.js';
@@ -19,34 +19,10 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const AT_FDCWD = { kind: 'int', value: -100n } as const;
 const int = (v: number | bigint) => ({ kind: 'int', value: BigInt(v) }) as const;
 
-/** pid → "comm state" of every guest process, from the guest's own /proc. */
-async function guestProcesses(guest: LabGuest): Promise<Map<number, string>> {
-  const out = await guestSh(
-    guest,
-    'for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; echo "${d#/proc/} $(cat $d/comm 2>/dev/null) $(echo "${s##*) }" | cut -d" " -f1)"; done',
-  );
-  return new Map(
-    out
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => {
-        const [pid, ...rest] = l.split(' ');
-        return [Number(pid), rest.join(' ')];
-      }),
-  );
-}
-
-/** Waits until no vmi-shadow (live or zombie) is left; busybox init reaps once a second. */
+/** Shadows and zombies still there after a while (busybox init reaps once a second), as "pid comm state". */
 async function noShadowLeft(guest: LabGuest): Promise<string[]> {
-  let left: string[] = [];
-  for (let i = 0; i < 6; i++) {
-    left = [...(await guestProcesses(guest)).entries()]
-      .filter(([, v]) => v.startsWith('vmi-shadow') || v.endsWith(' Z'))
-      .map(([pid, v]) => `${pid} ${v}`);
-    if (left.length === 0) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  return left;
+  const left = await lasting(guest, (p) => p.comm.startsWith('vmi-shadow') || p.state === 'Z');
+  return left.map((p) => `${p.pid} ${p.comm} ${p.state}`);
 }
 
 describe('shadow engine', () => {
@@ -231,7 +207,7 @@ describe('shadow engine', () => {
     expect(started.wakeLine).toBe(true);
     const status = await residentShadowStatus(guest);
     expect(status).toMatchObject({ resident: true, health: 'alive', pid: started.shadowPid });
-    expect((await guestProcesses(guest)).get(started.shadowPid)).toMatch(/^vmi-shadow /);
+    expect((await guestProcs(guest)).get(started.shadowPid)?.comm).toBe('vmi-shadow');
     // Idle, it sleeps on its wake-up line: under 1% of a vCPU (ticks are 10 ms).
     const ticks = async () => {
       const f = (await guestSh(guest, `cat /proc/${started.shadowPid}/stat`)).split(') ')[1].split(' ');

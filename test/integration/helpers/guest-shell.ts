@@ -16,3 +16,39 @@ export async function guestSh(guest: LabGuest, command: string): Promise<string>
     con.close();
   }
 }
+
+export interface GuestProc {
+  pid: number;
+  ppid: number;
+  comm: string;
+  state: string;
+}
+
+/** The guest's own process list, straight from /proc by its shell (no vmi involved). */
+export async function guestProcs(guest: LabGuest): Promise<Map<number, GuestProc>> {
+  // Every field of /proc/PID/stat after the last ')' is space separated: state is [0], ppid [1].
+  const out = await guestSh(
+    guest,
+    `for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; c=$(cat $d/comm 2>/dev/null); echo "\${d#/proc/}|$c|\${s##*) }"; done`,
+  );
+  const procs = new Map<number, GuestProc>();
+  for (const line of out.split('\n')) {
+    const m = /^(\d+)\|(.*)\|(\S) (-?\d+) /.exec(line);
+    if (m) procs.set(Number(m[1]), { pid: Number(m[1]), comm: m[2], state: m[3], ppid: Number(m[4]) });
+  }
+  return procs;
+}
+
+/**
+ * Processes matching `pred` that are still there after a while. busybox init reaps
+ * orphans once a second, so an exited shadow may be a zombie (of init's) for that long.
+ */
+export async function lasting(guest: LabGuest, pred: (p: GuestProc) => boolean): Promise<GuestProc[]> {
+  let found: GuestProc[] = [];
+  for (let i = 0; i < 6; i++) {
+    found = [...(await guestProcs(guest)).values()].filter(pred);
+    if (found.length === 0) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return found;
+}
