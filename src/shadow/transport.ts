@@ -150,6 +150,7 @@ export class DoorbellTransport implements Transport {
     for (let i = 0; ; i++) {
       if (await done()) return;
       const now = Date.now();
+      // The stub bumps the heartbeat in its idle loop and before every call of a batch.
       // Spin briefly (a hot shadow answers in microseconds), then sleep in short steps:
       // a host core spinning longer steals time from QEMU on a small machine.
       if (i > 100) pause(i > 20000 ? 1 : 0.05);

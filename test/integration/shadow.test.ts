@@ -110,9 +110,9 @@ describe('shadow engine', () => {
    * A batch that keeps the shadow busy for a second or more: each pread at a large offset
    * of /proc/kallsyms makes the seq_file walk every symbol before it.
    */
-  const slowBatch = (extra: Call[] = []): Call[] => [
+  const slowBatch = (extra: Call[] = [], preads = 60): Call[] => [
     { nr: 257, args: [AT_FDCWD, { kind: 'in', data: enc('/proc/kallsyms') }, int(0)] },
-    ...Array.from({ length: 60 }, (_, i): Call => ({
+    ...Array.from({ length: preads }, (_, i): Call => ({
       nr: 17,
       args: [
         { kind: 'result', index: 0 },
@@ -131,6 +131,21 @@ describe('shadow engine', () => {
       guest,
       `(i=0; while [ $i -lt 400 ] && ! ls -l /proc/${pid}/fd 2>/dev/null | grep -q kallsyms; do i=$((i+1)); done; kill -9 ${pid}) >/dev/null 2>&1 &`,
     );
+
+  it('does not take a batch longer than the heartbeat window (3 s) for a hung shadow', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const t0 = performance.now();
+      const r = await session.run(slowBatch([], 100));
+      const ms = performance.now() - t0;
+      console.log(`slow batch: ${r.length} calls in ${ms.toFixed(0)} ms`);
+      expect(ms).toBeGreaterThan(3000); // else this test proves nothing: make the batch longer
+      expect(session.stats.rebootstraps).toBe(0);
+      expect(r.slice(1, -1).every((c) => c.ret === 64n)).toBe(true);
+    } finally {
+      await session.detach();
+    }
+  });
 
   it('runs a read-only batch again on a new shadow when the shadow is killed in the middle of it', async () => {
     const session = await RedirectSession.attach(guest);

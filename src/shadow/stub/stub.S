@@ -280,7 +280,8 @@ next_call:
         LOADARG r10, 3
         LOADARG r8, 4
         LOADARG r9, 5
-        mov     rax, [r14]
+        inc     qword ptr [rbx + CTL + C_HEARTBEAT]   /* alive and working: a long batch */
+        mov     rax, [r14]                            /* is not taken for a hung shadow */
         syscall
         mov     [rbx + RESULTS + r13 * 8], rax
         inc     r13
