@@ -169,13 +169,14 @@ export async function buildInitramfs(
   if (applets.length === 0) throw new LabError(`${bb} --list-full listed no applets`);
   const labd = await readFile(await buildGuestProgram('labd', onProgress));
   const psnative = await readFile(await buildGuestProgram('psnative', onProgress));
+  const labsandbox = await readFile(await buildGuestProgram('labsandbox', onProgress));
   const modules: Record<string, Buffer> = {};
   for (const [name, path] of Object.entries(kernel.modules)) modules[name] = await readFile(path);
 
   const inputs: InitramfsInputs = {
     busybox,
     applets,
-    programs: { labd, psnative },
+    programs: { labd, psnative, labsandbox },
     modules,
     kernelRelease: kernel.release,
   };

@@ -90,6 +90,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
+# cgroup v2, as systemd mounts it (labsandbox --cgroup makes its own cgroups there).
+mkdir -p /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ${mounts}
 # Keep the serial console for the test shell: only emergencies from the kernel.
 dmesg -n 1

@@ -1,8 +1,10 @@
 /**
  * mountinfo: the mounts of a mount namespace (Volatility's linux.mountinfo), from
  * /proc/PID/mountinfo, as seen from that process's root. Without --pid: the namespace of
- * the process vmi runs as inside the guest (/proc/self). The namespace id is the inode
- * number in the /proc/PID/ns/mnt link (`mnt:[4026531840]`).
+ * the guest's init (/proc/1), i.e. the guest's root view; the shadow itself lives in a
+ * private copy of it with its own /proc mounted (src/shadow/root-context.ts), which is
+ * not the guest's. The namespace id is the inode number in the /proc/PID/ns/mnt link
+ * (`mnt:[4026531840]`).
  */
 import { parseMountInfo } from '../abi/linux/proc/index.js';
 import { definePlugin, isVanished, ProcFs, unreadable, type Row, type RowValue } from '../sdk/index.js';
@@ -32,11 +34,11 @@ export const mountinfo = definePlugin({
     pid: {
       type: 'integer',
       multiple: true,
-      description: 'Mounts as these processes see them (repeatable); default: vmi in the guest',
+      description: 'Mounts as these processes see them (repeatable); default: the guest\'s init (PID 1)',
     },
   },
   async run(ctx) {
-    const who: (number | 'self')[] = ctx.options.pid.length > 0 ? [...new Set(ctx.options.pid)] : ['self'];
+    const who: number[] = ctx.options.pid.length > 0 ? [...new Set(ctx.options.pid)] : [1];
     // 1 batch for every namespace link, 1 (+ follow-up) for every mountinfo.
     const links = await ctx.sys.readlinks(who.map((p) => `/proc/${p}/ns/mnt`));
     const files = await ctx.sys.readFiles(
@@ -46,7 +48,7 @@ export const mountinfo = definePlugin({
     const seen = new Set<string>();
     who.forEach((p, i) => {
       const f = files[i];
-      if (isVanished(f.error) && p !== 'self') return;
+      if (isVanished(f.error) && p !== 1) return;
       const link = links[i];
       let ns: RowValue;
       const m = link.target !== undefined ? NS_RE.exec(link.target) : null;

@@ -40,6 +40,10 @@ export interface RunOnGuestOptions {
   progress?: (message: string) => void;
   /** `--allow-write`: let plugins that declare `needs` make their declared calls. */
   allowWrite?: boolean;
+  /** `--victim-pid`: borrow this task first when a shadow is created. */
+  preferVictimPid?: number;
+  /** `--accept-partial-context`: run even if the shadow's root context does not verify. */
+  acceptPartialContext?: boolean;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
@@ -66,6 +70,8 @@ export async function runPluginsOnGuest(
   const session = await attach(guest, {
     transport: opts.transport,
     onProgress: opts.progress,
+    preferVictimPid: opts.preferVictimPid,
+    acceptPartialContext: opts.acceptPartialContext,
   });
   const byRequest: (ResultTable | undefined)[] = [];
   const failures: PluginFailure[] = [];
@@ -110,6 +116,7 @@ export async function runPluginsOnGuest(
         ...(guest.captureId ? { 'capture.id': guest.captureId } : {}),
         'collection.time': at,
         'collection.transport': session.stats.transport,
+        ...contextMetadata(session.stats),
         source: guest.captureId ? 'capture' : 'live',
       };
     }
@@ -118,6 +125,28 @@ export async function runPluginsOnGuest(
   }
   const tables = byRequest.filter((t): t is ResultTable => t !== undefined);
   return { tables, byRequest, failures, session: session.stats, pluginMs };
+}
+
+/**
+ * The context the shadow ran in (see src/shadow/root-context.ts), so that a table says
+ * whose view of the guest it is: namespaces, seccomp, capabilities, cgroup, LSM label, and
+ * whether it was verified as the guest's root context or accepted as partial.
+ */
+export function contextMetadata(stats: SessionStats): Record<string, string> {
+  const c = stats.context;
+  if (!c) return {};
+  return {
+    'shadow.context': c.complete ? 'root (verified)' : `partial (accepted): ${c.problems.join('; ')}`,
+    'shadow.namespaces': Object.values(c.namespaces).join(' '),
+    'shadow.seccomp': String(c.seccomp),
+    'shadow.capabilities': `eff=${c.capabilities.effective} prm=${c.capabilities.permitted} bnd=${c.capabilities.bounding}`,
+    'shadow.cgroup': c.cgroup.join(' '),
+    'shadow.lsm': c.lsm,
+    ...(stats.victimPid > 0 ? { 'shadow.victim_pid': String(stats.victimPid) } : {}),
+    ...(stats.refusals.length > 0
+      ? { 'shadow.refused': stats.refusals.map((r) => `pid ${r.pid}: ${r.reason}`).join('; ') }
+      : {}),
+  };
 }
 
 /**

@@ -1,15 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type { PhysicalMemory } from '../memory/physical.js';
 import { cpl } from '../qemu/x86-regs.js';
-import { catchUserContext, stats as catchStats } from './catch-user.js';
+import { errnoName } from '../abi/linux/errno.js';
+import { sysno } from '../abi/linux/syscalls.js';
+import { CatchTimeoutError, catchUserContext, stats as catchStats } from './catch-user.js';
 import type { GuestDebugger } from './debugger.js';
 import { hex, type JournalStore } from './journal.js';
 import { CONTROL, ENTRY, LAYOUT, SHADOW_COMM } from './layout.js';
+import { VictimRefusedError } from './root-context.js';
 import { ShadowHandle } from './shadow.js';
 import { STUB_CODE_HEX } from './stub/stub-code.js';
 import { Victim } from './victim.js';
 
-const NR = { mmap: 9, munmap: 11, getpid: 39, getuid: 102 } as const;
+const PR_GET_SECCOMP = 21n;
 const PROT_RWX = 7n;
 const MAP_SHARED_ANON_POPULATE = 0x01n | 0x20n | 0x8000n;
 /**
@@ -33,61 +36,168 @@ export const SHADOW_IDLE = {
 
 export class BootstrapError extends Error {}
 
+/** A task the bootstrap borrowed and gave back unused, and why. */
+export interface Refusal {
+  /** Its PID as it sees itself (getpid: in a child PID namespace, the PID there). */
+  pid: number;
+  reason: string;
+}
+
+/** No task could host the shadow: the message lists every refused candidate. */
+export class NoVictimError extends BootstrapError {
+  constructor(
+    message: string,
+    readonly refusals: readonly Refusal[],
+  ) {
+    super(message);
+  }
+}
+
+/** How many tasks one bootstrap borrows at most before it gives up. */
+export const MAX_CANDIDATES = 8;
+/** How long a preferred victim is waited for before any other root task will do. */
+export const PREFER_WINDOW_MS = 5000;
+
 export interface BootstrapOptions {
   lstar: bigint;
   /** Guest device node of the wake-up line (e.g. /dev/ttyS1), when the guest has one. */
   wakeDevice?: string;
   catchTimeoutMs: number;
   progress: (message: string) => void;
-  /** Address spaces never to borrow: a shadow being replaced (dead or tampered with). */
+  /** Address spaces never to borrow: a shadow being replaced, tasks refused earlier. */
   avoidCr3?: readonly bigint[];
+  /** Borrow this task first (its getpid(): the PID in its own PID namespace). */
+  preferPid?: number;
+  /** Candidates refused so far in this attach (appended to; named in the final error). */
+  refusals?: Refusal[];
+}
+
+/** Formats refused candidates for one error line. */
+export function describeRefusals(refusals: readonly Refusal[]): string {
+  return refusals.map((r) => `pid ${r.pid}: ${r.reason}`).join('; ');
 }
 
 /**
  * Creates the shadow process (ShadowContext's "shadow"): borrow a root user task (the
  * victim) for a few injected syscalls, give it a shared scratch mapping holding the stub,
  * let the stub fork the shadow off it, and put the victim back exactly as it was. Every
- * step is journaled before it changes the guest. The VM is stopped on return.
+ * step is journaled before it changes the guest. A victim that refuses a step (a seccomp
+ * filter, a refused mmap or fork) is restored untouched and another task is borrowed, up
+ * to MAX_CANDIDATES within catchTimeoutMs. The VM is stopped on return.
  */
 export async function createShadow(
   dbg: GuestDebugger,
   mem: PhysicalMemory,
   journal: JournalStore,
   opts: BootstrapOptions,
-): Promise<{ shadow: ShadowHandle; victimPid: number }> {
+): Promise<{ shadow: ShadowHandle; victimPid: number; victimCr3: bigint }> {
+  const refusals = opts.refusals ?? [];
+  const avoid = [...(opts.avoidCr3 ?? [])];
+  const deadline = Date.now() + opts.catchTimeoutMs;
+  let prefer = opts.preferPid;
+  for (;;) {
+    if (refusals.length >= MAX_CANDIDATES)
+      throw new NoVictimError(
+        `no guest task could host the shadow (${refusals.length} refused): ${describeRefusals(refusals)}`,
+        refusals,
+      );
+    const left = deadline - Date.now();
+    let caught: { victim: Victim; pid: bigint } | undefined;
+    try {
+      caught = await catchVictim(dbg, journal, opts, avoid, refusals, prefer, left);
+    } catch (err) {
+      if (!(err instanceof CatchTimeoutError)) throw err;
+      if (prefer !== undefined && left > PREFER_WINDOW_MS) {
+        opts.progress(`pid ${prefer} made no syscall within ${PREFER_WINDOW_MS} ms; borrowing another task`);
+        prefer = undefined;
+        continue;
+      }
+      throw new NoVictimError(
+        refusals.length > 0
+          ? `no guest task could host the shadow within ${opts.catchTimeoutMs} ms: ${describeRefusals(refusals)}`
+          : err.message,
+        refusals,
+      );
+    }
+    prefer = undefined;
+    try {
+      const shadow = await borrow(dbg, mem, journal, opts, caught.victim, caught.pid);
+      return { shadow, victimPid: Number(caught.pid), victimCr3: caught.victim.cr3 };
+    } catch (err) {
+      if (!(err instanceof VictimRefusedError)) throw err;
+      opts.progress(`pid ${caught.pid} refused: ${err.reason}; trying another task`);
+      refusals.push({ pid: Number(caught.pid), reason: err.reason });
+      avoid.push(caught.victim.cr3);
+    }
+  }
+}
+
+/**
+ * Catches a root task (not init) at CPL 3 and checks it with syscalls that change
+ * nothing: getuid, getpid, prctl(PR_GET_SECCOMP). A seccomp-filtered task is refused
+ * before anything else is injected (its filter could refuse or kill on later calls).
+ */
+async function catchVictim(
+  dbg: GuestDebugger,
+  journal: JournalStore,
+  opts: BootstrapOptions,
+  avoid: readonly bigint[],
+  refusals: Refusal[],
+  prefer: number | undefined,
+  timeoutMs: number,
+): Promise<{ victim: Victim; pid: bigint }> {
   const marker = randomBytes(8).readBigUInt64LE(0) | 1n;
   const lstar = hex(opts.lstar);
-  let victimPid = 0n;
-
-  opts.progress('waiting for a root task to return to user mode');
+  opts.progress(
+    prefer === undefined ? 'waiting for a root task to return to user mode' : `waiting for pid ${prefer}`,
+  );
   // The accepted Victim is kept: its injected getuid/getpid may have moved the task to
   // another vCPU, and only that object knows where it is now.
-  let accepted: Victim | undefined;
-  await catchUserContext(dbg, opts.lstar, opts.catchTimeoutMs, async (c) => {
-    if (opts.avoidCr3?.includes(c.regs.cr3)) return false;
+  let accepted: { victim: Victim; pid: bigint } | undefined;
+  const wait = prefer === undefined ? timeoutMs : Math.min(timeoutMs, PREFER_WINDOW_MS);
+  await catchUserContext(dbg, opts.lstar, wait, async (c) => {
+    if (avoid.includes(c.regs.cr3)) return false;
     const v = new Victim(dbg, c.thread, c.regs, marker);
     journal.save({ lstar, victim: victimRecord(v) });
     try {
-      const uid = await v.syscall(NR.getuid);
-      victimPid = await v.syscall(NR.getpid);
+      const uid = await v.syscall(sysno('getuid'));
+      const pid = await v.syscall(sysno('getpid'));
       // Root for /proc access; never init, whose death would panic the guest.
-      if (uid === 0n && victimPid > 1n) {
-        accepted = v;
-        return true;
+      if (uid !== 0n || pid <= 1n || (prefer !== undefined && pid !== BigInt(prefer))) return false;
+      const seccomp = await v.syscall(sysno('prctl'), [PR_GET_SECCOMP]);
+      if (seccomp !== 0n) {
+        const reason = seccomp < 0n ? `prctl(PR_GET_SECCOMP) failed (errno ${-seccomp})` : `seccomp mode ${seccomp}`;
+        opts.progress(`pid ${pid} refused: ${reason}; trying another task`);
+        refusals.push({ pid: Number(pid), reason });
+        return false;
       }
+      accepted = { victim: v, pid };
+      return true;
     } finally {
       await v.restore();
+      if (!accepted) journal.save({ lstar });
     }
-    journal.save({ lstar });
-    return false;
   });
-  const victim = accepted!;
+  return accepted!;
+}
+
+/** The scratch mapping, the stub, the fork: from a caught victim to a running shadow. */
+async function borrow(
+  dbg: GuestDebugger,
+  mem: PhysicalMemory,
+  journal: JournalStore,
+  opts: BootstrapOptions,
+  victim: Victim,
+  victimPid: bigint,
+): Promise<ShadowHandle> {
+  const lstar = hex(opts.lstar);
+  const marker = victim.marker;
   await victim.arm();
   opts.progress(
     `borrowing pid ${victimPid} to start the shadow (${catchStats.entryStops} entry stops, ${catchStats.returnStops} return stops, ${catchStats.refused} refused)`,
   );
   journal.save({ lstar, victim: { ...victimRecord(victim), pendingMmap: true } });
-  const scratchRet = await victim.syscall(NR.mmap, [
+  const scratchRet = await victim.syscall(sysno('mmap'), [
     0n,
     BigInt(LAYOUT.size),
     PROT_RWX,
@@ -98,8 +208,9 @@ export async function createShadow(
   if (scratchRet < 0n) {
     await victim.restore();
     await dbg.removeAllBreakpoints();
+    dbg.forgetLastStop();
     journal.save({ lstar });
-    throw new BootstrapError(`mmap of the scratch region in pid ${victimPid} failed (errno ${-scratchRet})`);
+    throw new VictimRefusedError(`mmap of the scratch region refused (${errnoName(Number(-scratchRet))})`);
   }
   const base = scratchRet;
   const shadowRecord = {
@@ -133,7 +244,7 @@ export async function createShadow(
       await dbg.readVirtual(victim.thread, base + BigInt(LAYOUT.control + CONTROL.bootResult), 8)
     ).readBigUInt64LE(0),
   );
-  const unmapped = await victim.syscall(NR.munmap, [base, BigInt(LAYOUT.size)]);
+  const unmapped = await victim.syscall(sysno('munmap'), [base, BigInt(LAYOUT.size)]);
   await victim.restore();
   await dbg.removeAllBreakpoints();
   dbg.forgetLastStop();
@@ -142,7 +253,8 @@ export async function createShadow(
     opts.progress(`warning: munmap of the scratch region in pid ${victimPid} returned ${unmapped}`);
   if (bootResult < 0n) {
     journal.save({ lstar });
-    throw new BootstrapError(`clone in pid ${victimPid} failed (errno ${-bootResult})`);
+    // e.g. EAGAIN from a cgroup whose pids.max is reached: the victim cannot fork at all.
+    throw new VictimRefusedError(`clone refused (${errnoName(Number(-bootResult))})`);
   }
 
   const shadow = await findShadow(dbg, mem, base, marker, victim.cr3, 5000);
@@ -150,7 +262,7 @@ export async function createShadow(
     lstar,
     shadow: { ...shadowRecord, pid: shadow.pid, cr3: hex(shadow.cr3), cr4: hex(shadow.cr4) },
   });
-  return { shadow, victimPid: Number(victimPid) };
+  return shadow;
 }
 
 function victimRecord(v: Victim) {

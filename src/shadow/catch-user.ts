@@ -1,3 +1,4 @@
+import { GdbTimeoutError } from '../qemu/gdb.js';
 import { cpl, type X86Regs } from '../qemu/x86-regs.js';
 import type { GuestDebugger } from './debugger.js';
 
@@ -43,7 +44,15 @@ export async function catchUserContext(
       const left = deadline - Date.now();
       if (left <= 0)
         throw new CatchTimeoutError(`no guest task returned to user mode within ${timeoutMs} ms`);
-      const stop = await dbg.run(left);
+      let stop: Awaited<ReturnType<GuestDebugger['run']>>;
+      try {
+        stop = await dbg.run(left);
+      } catch (err) {
+        // The deadline passed while the VM ran (it was interrupted): a timeout like any other.
+        if (err instanceof GdbTimeoutError)
+          throw new CatchTimeoutError(`no guest task returned to user mode within ${timeoutMs} ms`);
+        throw err;
+      }
       const r = stop.regs;
       if (r.rip === lstar) {
         stats.entryStops++;

@@ -14,7 +14,16 @@ import {
   resultExtent,
   splitIntoBatches,
 } from './batch-codec.js';
-import { createShadow, findShadow, SHADOW_IDLE } from './bootstrap.js';
+import {
+  createShadow,
+  describeRefusals,
+  findShadow,
+  MAX_CANDIDATES,
+  NoVictimError,
+  SHADOW_IDLE,
+  type Refusal,
+} from './bootstrap.js';
+import { establishRootContext, readShadowContext, VictimRefusedError, type ShadowContext } from './root-context.js';
 import { GuestDebugger } from './debugger.js';
 import { GuestLock } from './guest-lock.js';
 import { hex, JournalStore, unhex, type Journal, type ShadowRecord } from './journal.js';
@@ -37,6 +46,13 @@ export interface SessionOptions {
    * bootstrap. An existing resident shadow is always reused when it is still itself.
    */
   keepResident?: boolean;
+  /** Borrow this task first when a shadow is created (its PID in its own PID namespace). */
+  preferVictimPid?: number;
+  /**
+   * Run plugins even when the shadow's context cannot be verified as the guest's root
+   * context (the problems are recorded in stats.context). Off by default: no table then.
+   */
+  acceptPartialContext?: boolean;
 }
 
 export interface SessionStats {
@@ -58,6 +74,10 @@ export interface SessionStats {
   rebootstraps: number;
   /** Whether the shadow sleeps on a wake-up line (else it naps). */
   wakeLine: boolean;
+  /** The shadow's context as verified inside the guest (namespaces, seccomp, caps, cgroup, LSM). */
+  context?: ShadowContext;
+  /** Tasks borrowed and given back unused while creating the shadow, with the reason. */
+  refusals: Refusal[];
 }
 
 const SYSCALL_ENTRY_FILE = 'syscall-entry.json';
@@ -78,7 +98,6 @@ interface Link {
  * detected before anything is written to it, and replaced.
  */
 export class RedirectSession implements SyscallExecutor {
-  private seq = 0n;
   readonly stats: SessionStats;
   private closed = false;
   private readonly progress: (m: string) => void;
@@ -97,7 +116,7 @@ export class RedirectSession implements SyscallExecutor {
     private readonly wake: WakeLine | undefined,
     private readonly opts: SessionOptions,
     private lstar: string | undefined,
-    stats: Pick<SessionStats, 'attachMs' | 'victimPid' | 'recovered' | 'reused'> & {
+    stats: Pick<SessionStats, 'attachMs' | 'victimPid' | 'recovered' | 'reused' | 'context' | 'refusals'> & {
       wasResident: boolean;
       /** The resident shadow's record as the journal already holds it. */
       journaled?: string;
@@ -118,6 +137,8 @@ export class RedirectSession implements SyscallExecutor {
       runMs: 0,
       rebootstraps: 0,
       wakeLine: wake?.usable ?? false,
+      context: stats.context,
+      refusals: stats.refusals,
     };
   }
 
@@ -153,13 +174,21 @@ export class RedirectSession implements SyscallExecutor {
       }
 
       let link: Link | undefined;
+      let context: ShadowContext | undefined;
+      const refusals: Refusal[] = [];
       let reused = false;
       let tampered: number | undefined;
       if (resident) {
         const handle = shadowFromRecord(mem, resident);
         try {
           await handle.verify();
-          link = { shadow: handle, transport: makeTransport(transportName, handle, dbg, wake), dbg };
+          const candidate: Link = { shadow: handle, transport: makeTransport(transportName, handle, dbg, wake), dbg };
+          // Its context was verified when it was made; check it again (a guest root user can
+          // still enter its namespaces).
+          context = await readShadowContext(linkExecutor(candidate, opts.batchTimeoutMs));
+          if (!context.complete && !opts.acceptPartialContext)
+            throw new ShadowTamperedError(`the resident shadow's context changed: ${context.problems.join('; ')}`);
+          link = candidate;
           reused = true;
           progress(`reusing the resident shadow (pid ${handle.pid})`);
         } catch (err) {
@@ -179,11 +208,13 @@ export class RedirectSession implements SyscallExecutor {
         dbg ??= await connectDebugger(guest.gdbSocket);
         // Never borrow the unusable resident shadow as the victim.
         const avoid = resident ? [unhex(resident.cr3)] : [];
-        const fresh = await bootstrapShadow(guest, dbg, mem, journal, transportName, wake, progress, avoid);
+        const fresh = await bootstrapShadow(guest, dbg, mem, journal, transportName, wake, progress, opts, avoid);
         link = fresh.link;
         victimPid = fresh.victimPid;
         lstar = fresh.lstar;
         dbg = link.dbg;
+        context = fresh.context;
+        refusals.push(...fresh.refusals);
       } else if (transportName === 'doorbell' && dbg && guest.ramFile) {
         await dbg.gdb.detach();
         dbg = undefined;
@@ -195,6 +226,8 @@ export class RedirectSession implements SyscallExecutor {
         recovered: previous !== undefined && !previous.shadow?.resident,
         reused,
         wasResident: resident !== undefined,
+        context,
+        refusals,
         journaled: reused ? JSON.stringify(resident) : undefined,
       });
       if (tampered !== undefined) await session.retire(tampered);
@@ -241,29 +274,10 @@ export class RedirectSession implements SyscallExecutor {
   }
 
   private async runBatch(calls: readonly Call[], indexBase: number): Promise<CallResult[]> {
-    const s = this.link.shadow;
-    const batch = encodeBatch(calls, s.base, indexBase);
-    try {
-      await s.verify();
-    } catch (err) {
-      if (err instanceof ShadowLostError) err.beforeWrite = true;
-      throw err;
-    }
-    await s.write(LAYOUT.entries, batch.entries);
-    if (batch.input.length > 0) await s.write(LAYOUT.data, batch.input);
-    await s.writeControl('count', BigInt(batch.count));
-    this.seq = (await s.readControl('done')) + 1n;
-    await this.link.transport.ring(this.seq, this.opts.batchTimeoutMs ?? 30_000);
-    await s.verify();
-    const rets = parseReturnValues(await s.read(LAYOUT.results, batch.count * 8), batch.count);
-    const extent = resultExtent(batch, rets);
-    const data =
-      extent.end > extent.start
-        ? await s.read(LAYOUT.data + extent.start, extent.end - extent.start)
-        : Buffer.alloc(0);
+    const out = await runOnLink(this.link, calls, indexBase, this.opts.batchTimeoutMs);
     this.stats.batches += 1;
     this.stats.calls += calls.length;
-    return decodeResults(batch, rets, data, extent.start);
+    return out;
   }
 
   /** Bootstraps a new shadow in place of a dead or tampered one. */
@@ -278,9 +292,12 @@ export class RedirectSession implements SyscallExecutor {
       this.transportName,
       this.wake,
       this.progress,
+      this.opts,
       [this.link.shadow.cr3],
     );
     this.link = fresh.link;
+    this.stats.context = fresh.context;
+    this.stats.refusals.push(...fresh.refusals);
     this.journaled = undefined;
     await hold(this.link.shadow, this.wake);
     this.stats.rebootstraps += 1;
@@ -410,7 +427,56 @@ function shadowFromRecord(mem: PhysicalMemory, r: ShadowRecord): ShadowHandle {
   return new ShadowHandle(mem, unhex(r.base), unhex(r.cr3), unhex(r.cr4), unhex(r.marker), r.pid);
 }
 
-/** Creates a new shadow; for the doorbell transport the gdbstub is let go afterwards. */
+/**
+ * Runs one batch on a shadow (at most LAYOUT.maxCalls calls): checks the shadow is still
+ * itself before anything is written, writes the entries and inputs, rings, reads back.
+ */
+async function runOnLink(
+  link: Link,
+  calls: readonly Call[],
+  indexBase: number,
+  timeoutMs = 30_000,
+): Promise<CallResult[]> {
+  const s = link.shadow;
+  const batch = encodeBatch(calls, s.base, indexBase);
+  try {
+    await s.verify();
+  } catch (err) {
+    if (err instanceof ShadowLostError) err.beforeWrite = true;
+    throw err;
+  }
+  await s.write(LAYOUT.entries, batch.entries);
+  if (batch.input.length > 0) await s.write(LAYOUT.data, batch.input);
+  await s.writeControl('count', BigInt(batch.count));
+  const seq = (await s.readControl('done')) + 1n;
+  await link.transport.ring(seq, timeoutMs);
+  await s.verify();
+  const rets = parseReturnValues(await s.read(LAYOUT.results, batch.count * 8), batch.count);
+  const extent = resultExtent(batch, rets);
+  const data =
+    extent.end > extent.start
+      ? await s.read(LAYOUT.data + extent.start, extent.end - extent.start)
+      : Buffer.alloc(0);
+  return decodeResults(batch, rets, data, extent.start);
+}
+
+/** The engine's own batches (context set-up and checks), outside any plugin policy. */
+function linkExecutor(link: Link, timeoutMs?: number): SyscallExecutor {
+  return {
+    run: async (calls) => {
+      const out: CallResult[] = [];
+      for (const g of splitIntoBatches(calls))
+        out.push(...(await runOnLink(link, calls.slice(g.start, g.end), g.start, timeoutMs)));
+      return out;
+    },
+  };
+}
+
+/**
+ * Creates a new shadow in the guest's root context; for the doorbell transport the
+ * gdbstub is let go afterwards. A victim whose context cannot become the root context is
+ * refused: its shadow exits and another task is borrowed (bounded by MAX_CANDIDATES).
+ */
 async function bootstrapShadow(
   guest: GuestEndpoints,
   dbg: GuestDebugger,
@@ -419,34 +485,81 @@ async function bootstrapShadow(
   transportName: TransportName,
   wake: WakeLine | undefined,
   progress: (m: string) => void,
+  opts: SessionOptions,
   avoidCr3: readonly bigint[] = [],
-): Promise<{ link: Link; victimPid: number; lstar: string }> {
+): Promise<{ link: Link; victimPid: number; lstar: string; context: ShadowContext; refusals: Refusal[] }> {
   const lstar = await syscallEntry(dbg, mem, guest.runDir, journal.load());
-  const { shadow, victimPid } = await createShadow(dbg, mem, journal, {
-    lstar,
-    catchTimeoutMs: 20_000,
-    progress,
-    avoidCr3,
-    wakeDevice: wake?.usable ? guest.wake?.device : undefined,
-  });
-  const setup = await shadow.readControl('setup');
-  if (setup & BigInt(SETUP_FAILED.wakeLine))
-    progress('warning: the shadow could not open its wake-up line; it naps instead');
-  progress(`shadow ready (pid ${shadow.pid}), transport ${transportName}`);
-  let kept: GuestDebugger | undefined = dbg;
-  if (transportName === 'doorbell' && !(mem instanceof GdbPhysicalMemory)) {
-    // The VM runs freely from here on: batches go through the RAM file only.
-    await dbg.removeAllBreakpoints();
-    await dbg.gdb.detach();
-    kept = undefined;
-  }
   const lstarHex = hex(lstar);
-  journal.save({ lstar: lstarHex, shadow: shadowRecord(shadow, transportName) });
-  return {
-    link: { shadow, transport: makeTransport(transportName, shadow, kept, wake), dbg: kept },
-    victimPid,
-    lstar: lstarHex,
-  };
+  const refusals: Refusal[] = [];
+  const avoid = [...avoidCr3];
+  let current: GuestDebugger | undefined = dbg;
+  for (;;) {
+    current ??= await connectDebugger(guest.gdbSocket!);
+    let created: Awaited<ReturnType<typeof createShadow>>;
+    try {
+      created = await createShadow(current, mem, journal, {
+        lstar,
+        catchTimeoutMs: 20_000,
+        progress,
+        avoidCr3: avoid,
+        refusals,
+        preferPid: refusals.length === 0 ? opts.preferVictimPid : undefined,
+        wakeDevice: wake?.usable ? guest.wake?.device : undefined,
+      });
+    } catch (err) {
+      // A connection made here after a refusal is ours to let go (the caller detaches its
+      // own): a client that leaves without detaching leaves the VM stopped.
+      if (current !== dbg) {
+        const mine = current;
+        await mine.removeAllBreakpoints().catch(() => {});
+        await mine.gdb.detach().catch(() => mine.gdb.close());
+      }
+      throw err;
+    }
+    const { shadow, victimPid, victimCr3 } = created;
+    const setup = await shadow.readControl('setup');
+    if (setup & BigInt(SETUP_FAILED.wakeLine))
+      progress('warning: the shadow could not open its wake-up line; it naps instead');
+    let kept: GuestDebugger | undefined = current;
+    if (transportName === 'doorbell' && !(mem instanceof GdbPhysicalMemory)) {
+      // The VM runs freely from here on: batches go through the RAM file only.
+      await current.removeAllBreakpoints();
+      await current.gdb.detach();
+      kept = undefined;
+      current = undefined;
+    }
+    journal.save({ lstar: lstarHex, shadow: shadowRecord(shadow, transportName) });
+    const link: Link = { shadow, transport: makeTransport(transportName, shadow, kept, wake), dbg: kept };
+    try {
+      const t0 = performance.now();
+      await hold(shadow, wake); // awake between the context batches
+      const context = await establishRootContext(linkExecutor(link, opts.batchTimeoutMs), opts.acceptPartialContext);
+      progress(
+        `shadow ready (pid ${shadow.pid}), transport ${transportName}; root context ${context.complete ? 'verified' : `INCOMPLETE: ${context.problems.join('; ')}`} in ${(performance.now() - t0).toFixed(1)} ms`,
+      );
+      return { link, victimPid, lstar: lstarHex, context, refusals };
+    } catch (err) {
+      // Refused or unverifiable: this shadow must not serve plugins. It exits; the guest is
+      // left as it was (a refused victim was restored before its shadow ran).
+      await shadow.verify().then(() => link.transport.dismiss(10_000)).catch(() => {});
+      journal.save({ lstar: lstarHex });
+      if (!(err instanceof VictimRefusedError)) {
+        if (kept) {
+          await kept.removeAllBreakpoints().catch(() => {});
+          await kept.gdb.detach().catch(() => kept?.gdb.close());
+        }
+        throw err;
+      }
+      progress(`pid ${victimPid} refused: ${err.reason}; trying another task`);
+      refusals.push({ pid: victimPid, reason: err.reason });
+      avoid.push(victimCr3);
+      if (refusals.length >= MAX_CANDIDATES)
+        throw new NoVictimError(
+          `no guest task could host the shadow (${refusals.length} refused): ${describeRefusals(refusals)}`,
+          refusals,
+        );
+    }
+  }
 }
 
 /**

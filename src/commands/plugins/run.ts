@@ -79,6 +79,15 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       description: 'run every built-in plugin with its default options (with -o DIR: one file each)',
     }),
     timing: Flags.boolean({ description: 'print attach, per-plugin and total times to stderr' }),
+    'victim-pid': Flags.integer({
+      description:
+        'borrow this task first when the shadow is created (its PID as it sees itself: inside a PID namespace, the PID there); another task is used if it refuses',
+      min: 2,
+    }),
+    'accept-partial-context': Flags.boolean({
+      description:
+        "print tables even when the shadow's context cannot be verified as the guest's root context (recorded in the tables' metadata)",
+    }),
     'allow-write': Flags.boolean({
       description:
         'let plugins that declare write needs (e.g. unlink) make those calls; all others stay read-only',
@@ -88,8 +97,8 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
   async run(): Promise<void> {
     const { own, rest } = splitArgv(
       this.argv,
-      new Set(['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport', 'qmp', 'capture']),
-      new Set(['list', 'timing', 'help', 'all-guests', 'allow-write', 'all']),
+      new Set(['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport', 'qmp', 'capture', 'victim-pid']),
+      new Set(['list', 'timing', 'help', 'all-guests', 'allow-write', 'all', 'accept-partial-context']),
     );
     const { flags } = await this.parse(PluginsRun, own);
     // Built-ins plus installed plugin packs; broken packs and clashes are warnings on stderr.
@@ -120,6 +129,8 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
         progress: flags.timing ? progress : undefined,
         bootProgress: progress,
         allowWrite: flags['allow-write'],
+        preferVictimPid: flags['victim-pid'],
+        acceptPartialContext: flags['accept-partial-context'],
         timing: flags.timing,
       });
       for (const line of result.problems) process.stderr.write(`vmi: error: ${line}\n`);
