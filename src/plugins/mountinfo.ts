@@ -34,7 +34,7 @@ export const mountinfo = definePlugin({
     pid: {
       type: 'integer',
       multiple: true,
-      description: 'Mounts as these processes see them (repeatable); default: the guest\'s init (PID 1)',
+      description: "Mounts as these processes see them (repeatable); default: the guest's init (PID 1)",
     },
   },
   async run(ctx) {

@@ -1,6 +1,7 @@
 import { RamFileMemory } from '../memory/physical.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { JournalStore } from '../shadow/journal.js';
+import type { ShadowContext } from '../shadow/root-context.js';
 import { CONTROL, LAYOUT, SHADOW_STATE } from '../shadow/layout.js';
 import { RedirectSession, type SessionStats } from '../shadow/session.js';
 import { ShadowHandle, ShadowLostError, ShadowTamperedError } from '../shadow/shadow.js';
@@ -45,6 +46,8 @@ export interface ResidentStatus {
   batches?: number;
   wakes?: number;
   heartbeat?: number;
+  /** The shadow's context as verified at the last attach (namespaces, seccomp, caps, cgroup, LSM). */
+  context?: ShadowContext;
 }
 
 const STATE_NAMES = new Map(Object.entries(SHADOW_STATE).map(([k, v]) => [BigInt(v), k]));
@@ -53,7 +56,12 @@ const STATE_NAMES = new Map(Object.entries(SHADOW_STATE).map(([k, v]) => [BigInt
 export async function residentShadowStatus(guest: GuestEndpoints): Promise<ResidentStatus> {
   const record = new JournalStore(guest.runDir).load()?.shadow;
   if (!record?.resident) return { guest: guest.name, resident: false };
-  const status: ResidentStatus = { guest: guest.name, resident: true, pid: record.pid };
+  const status: ResidentStatus = {
+    guest: guest.name,
+    resident: true,
+    pid: record.pid,
+    context: record.context,
+  };
   if (!guest.ramFile)
     return { ...status, health: 'unknown', detail: 'no shared RAM file to read it through' };
   const mem = new RamFileMemory(guest.ramFile, guest.ramSize, false);

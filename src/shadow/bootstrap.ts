@@ -166,7 +166,8 @@ async function catchVictim(
       if (uid !== 0n || pid <= 1n || (prefer !== undefined && pid !== BigInt(prefer))) return false;
       const seccomp = await v.syscall(sysno('prctl'), [PR_GET_SECCOMP]);
       if (seccomp !== 0n) {
-        const reason = seccomp < 0n ? `prctl(PR_GET_SECCOMP) failed (errno ${-seccomp})` : `seccomp mode ${seccomp}`;
+        const reason =
+          seccomp < 0n ? `prctl(PR_GET_SECCOMP) failed (errno ${-seccomp})` : `seccomp mode ${seccomp}`;
         opts.progress(`pid ${pid} refused: ${reason}; trying another task`);
         refusals.push({ pid: Number(pid), reason });
         return false;

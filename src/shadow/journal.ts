@@ -1,5 +1,6 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import type { ShadowContext } from './root-context.js';
 
 /**
  * The crash journal: what vmi changed in the guest, written to disk (fsync + rename)
@@ -34,6 +35,8 @@ export interface ShadowRecord {
   transport: 'trap' | 'doorbell';
   /** Left running on purpose between invocations (`vmi shadow start`). */
   resident?: boolean;
+  /** Its context as last verified inside the guest (src/shadow/root-context.ts). */
+  context?: ShadowContext;
 }
 
 export interface Journal {

@@ -72,7 +72,13 @@ export interface ShadowContext {
   seccomp: number;
   noNewPrivs: boolean;
   /** Capability sets as the kernel prints them (hex): effective, permitted, bounding, inheritable, ambient. */
-  capabilities: { effective: string; permitted: string; bounding: string; inheritable: string; ambient: string };
+  capabilities: {
+    effective: string;
+    permitted: string;
+    bounding: string;
+    inheritable: string;
+    ambient: string;
+  };
   /** /proc/self/cgroup, one entry per hierarchy (`0::/` on cgroup v2). */
   cgroup: string[];
   /** /proc/self/attr/current (LSM label), '' when no LSM reports one. */
@@ -174,7 +180,8 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
   const mnt = b.call('fsmount', ref(fs), int(FSMOUNT_CLOEXEC), int(MOUNT_ATTR_NOSUID_NODEV_NOEXEC));
   b.call('close', ref(fs));
   const ns: Record<string, number> = {};
-  for (const who of ['self', '1']) for (const n of NAMESPACES) ns[`${who}/${n}`] = b.stat(ref(mnt), `${who}/ns/${n}`);
+  for (const who of ['self', '1'])
+    for (const n of NAMESPACES) ns[`${who}/${n}`] = b.stat(ref(mnt), `${who}/ns/${n}`);
   const selfStatus = b.readFile(ref(mnt), 'self/status');
   const initStatus = b.readFile(ref(mnt), '1/status');
   const selfLsm = b.readFile(ref(mnt), 'self/attr/current');
@@ -193,14 +200,17 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
   };
   if (ret(rs, seccomp) !== 0n)
     await refuse(
-      failed(rs, seccomp) ? `prctl(PR_GET_SECCOMP) refused (${errOf(rs, seccomp)})` : `seccomp mode ${ret(rs, seccomp)}`,
+      failed(rs, seccomp)
+        ? `prctl(PR_GET_SECCOMP) refused (${errOf(rs, seccomp)})`
+        : `seccomp mode ${ret(rs, seccomp)}`,
     );
   for (const [i, what] of [
     [fs, 'fsopen(proc)'],
     [conf, 'fsconfig'],
     [mnt, 'fsmount'],
   ] as const) {
-    if (failed(rs, i)) await refuse(`cannot create a procfs: ${what} failed (${errOf(rs, i)}; no CAP_SYS_ADMIN?)`);
+    if (failed(rs, i))
+      await refuse(`cannot create a procfs: ${what} failed (${errOf(rs, i)}; no CAP_SYS_ADMIN?)`);
   }
   const pidNs = statIds(rs, ns['self/pid']!);
   if (!pidNs) await refuse(`cannot read its PID namespace (${errOf(rs, ns['self/pid']!)})`);
@@ -211,12 +221,13 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
     await refuse(`in a user namespace (user:[${userNs?.ino ?? '?'}]) other than the initial one`);
   const st = text(rs, selfStatus);
   const it = text(rs, initStatus);
-  if (st === undefined || it === undefined) await refuse('cannot read its own or init\'s status');
+  if (st === undefined || it === undefined) await refuse("cannot read its own or init's status");
   const self = parsePidStatus(st!, '/proc/self/status');
   const init = parsePidStatus(it!, '/proc/1/status');
   for (const key of ['CapEff', 'CapPrm', 'CapBnd']) {
     const missing = capOf(init, key) & ~capOf(self, key);
-    if (missing !== 0n) await refuse(`capabilities dropped (${key} lacks 0x${missing.toString(16)} that init has)`);
+    if (missing !== 0n)
+      await refuse(`capabilities dropped (${key} lacks 0x${missing.toString(16)} that init has)`);
   }
   const lsmSelf = text(rs, selfLsm) ?? '';
   const lsmInit = text(rs, initLsm) ?? '';
@@ -281,7 +292,10 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
   });
   c.call('setpriority', int(0), int(0), int(0)); // PRIO_PROCESS, self, nice 0
   c.call('sched_setscheduler', int(0), int(0), { kind: 'in', data: new Uint8Array(4) }); // SCHED_OTHER
-  c.call('sched_setaffinity', int(0), int(CPU_MASK_BYTES), { kind: 'in', data: new Uint8Array(CPU_MASK_BYTES).fill(0xff) });
+  c.call('sched_setaffinity', int(0), int(CPU_MASK_BYTES), {
+    kind: 'in',
+    data: new Uint8Array(CPU_MASK_BYTES).fill(0xff),
+  });
   c.call('close', mntFd);
   await exec.run(c.calls);
 }
@@ -294,7 +308,8 @@ export async function readShadowContext(exec: SyscallExecutor): Promise<ShadowCo
   const b = new CallList();
   const cwdFd = int(AT_FDCWD);
   const ns: Record<string, number> = {};
-  for (const who of ['self', '1']) for (const n of NAMESPACES) ns[`${who}/${n}`] = b.stat(cwdFd, `/proc/${who}/ns/${n}`);
+  for (const who of ['self', '1'])
+    for (const n of NAMESPACES) ns[`${who}/${n}`] = b.stat(cwdFd, `/proc/${who}/ns/${n}`);
   const procFs = b.call('statfs', str('/proc'), { kind: 'out', size: STATFS_SIZE, keep: 'all' });
   const root = b.stat(cwdFd, '/');
   const initRoot = b.stat(cwdFd, '/proc/1/root');
@@ -422,7 +437,9 @@ function contextFromResults(rs: CallResult[], ix: VerifyIndex): ShadowContext {
   let cpus = 0;
   if (!failed(rs, ix.affinity)) for (const byte of rs[ix.affinity]!.out[0]!) cpus += popcount(byte);
   const rlimitsDiffer = ix.lims.flatMap(([s, i], r) =>
-    failed(rs, s) || failed(rs, i) || !bytesEqual(rs[s]!.out[0]!, rs[i]!.out[0]!) ? [RLIMIT_NAMES[r] ?? String(r)] : [],
+    failed(rs, s) || failed(rs, i) || !bytesEqual(rs[s]!.out[0]!, rs[i]!.out[0]!)
+      ? [RLIMIT_NAMES[r] ?? String(r)]
+      : [],
   );
   if (rlimitsDiffer.length > 0) problems.push(`rlimits differ from init's: ${rlimitsDiffer.join(', ')}`);
   return {
@@ -464,23 +481,12 @@ export async function establishRootContext(
   exec: SyscallExecutor,
   acceptPartial = false,
 ): Promise<ShadowContext> {
-  const t0 = performance.now();
-  const timed: SyscallExecutor = {
-    run: async (calls) => {
-      const t = performance.now();
-      const r = await exec.run(calls);
-      if (process.env.VMI_DEBUG_CONTEXT) {
-        const slow = r.map((x, i) => ({ i, nr: calls[i]!.nr, ret: x.ret }));
-        console.error(`batch ${calls.length} calls ${(performance.now() - t).toFixed(1)} ms`, JSON.stringify(slow.filter((x) => x.ret < 0n).map((x) => `${x.nr}:${x.ret}`)));
-      }
-      return r;
-    },
-  };
-  const probe = await probeContext(timed);
-  await joinRootContext(timed, probe);
-  const ctx = await readShadowContext(timed);
-  if (process.env.VMI_DEBUG_CONTEXT) console.error(`context ${(performance.now() - t0).toFixed(1)} ms`);
+  const probe = await probeContext(exec);
+  await joinRootContext(exec, probe);
+  const ctx = await readShadowContext(exec);
   if (!ctx.complete && !acceptPartial)
-    throw new ContextError(`the shadow's context is not the guest's root context: ${ctx.problems.join('; ')}`);
+    throw new ContextError(
+      `the shadow's context is not the guest's root context: ${ctx.problems.join('; ')}`,
+    );
   return ctx;
 }

@@ -23,7 +23,12 @@ import {
   SHADOW_IDLE,
   type Refusal,
 } from './bootstrap.js';
-import { establishRootContext, readShadowContext, VictimRefusedError, type ShadowContext } from './root-context.js';
+import {
+  establishRootContext,
+  readShadowContext,
+  VictimRefusedError,
+  type ShadowContext,
+} from './root-context.js';
 import { GuestDebugger } from './debugger.js';
 import { GuestLock } from './guest-lock.js';
 import { hex, JournalStore, unhex, type Journal, type ShadowRecord } from './journal.js';
@@ -78,6 +83,8 @@ export interface SessionStats {
   context?: ShadowContext;
   /** Tasks borrowed and given back unused while creating the shadow, with the reason. */
   refusals: Refusal[];
+  /** Milliseconds spent establishing and verifying the context (or re-verifying a resident one). */
+  contextMs: number;
 }
 
 const SYSCALL_ENTRY_FILE = 'syscall-entry.json';
@@ -116,7 +123,10 @@ export class RedirectSession implements SyscallExecutor {
     private readonly wake: WakeLine | undefined,
     private readonly opts: SessionOptions,
     private lstar: string | undefined,
-    stats: Pick<SessionStats, 'attachMs' | 'victimPid' | 'recovered' | 'reused' | 'context' | 'refusals'> & {
+    stats: Pick<
+      SessionStats,
+      'attachMs' | 'victimPid' | 'recovered' | 'reused' | 'context' | 'refusals' | 'contextMs'
+    > & {
       wasResident: boolean;
       /** The resident shadow's record as the journal already holds it. */
       journaled?: string;
@@ -139,6 +149,7 @@ export class RedirectSession implements SyscallExecutor {
       wakeLine: wake?.usable ?? false,
       context: stats.context,
       refusals: stats.refusals,
+      contextMs: stats.contextMs,
     };
   }
 
@@ -175,6 +186,7 @@ export class RedirectSession implements SyscallExecutor {
 
       let link: Link | undefined;
       let context: ShadowContext | undefined;
+      let contextMs = 0;
       const refusals: Refusal[] = [];
       let reused = false;
       let tampered: number | undefined;
@@ -182,12 +194,20 @@ export class RedirectSession implements SyscallExecutor {
         const handle = shadowFromRecord(mem, resident);
         try {
           await handle.verify();
-          const candidate: Link = { shadow: handle, transport: makeTransport(transportName, handle, dbg, wake), dbg };
+          const candidate: Link = {
+            shadow: handle,
+            transport: makeTransport(transportName, handle, dbg, wake),
+            dbg,
+          };
           // Its context was verified when it was made; check it again (a guest root user can
           // still enter its namespaces).
+          const tc = performance.now();
           context = await readShadowContext(linkExecutor(candidate, opts.batchTimeoutMs));
+          contextMs = performance.now() - tc;
           if (!context.complete && !opts.acceptPartialContext)
-            throw new ShadowTamperedError(`the resident shadow's context changed: ${context.problems.join('; ')}`);
+            throw new ShadowTamperedError(
+              `the resident shadow's context changed: ${context.problems.join('; ')}`,
+            );
           link = candidate;
           reused = true;
           progress(`reusing the resident shadow (pid ${handle.pid})`);
@@ -208,12 +228,23 @@ export class RedirectSession implements SyscallExecutor {
         dbg ??= await connectDebugger(guest.gdbSocket);
         // Never borrow the unusable resident shadow as the victim.
         const avoid = resident ? [unhex(resident.cr3)] : [];
-        const fresh = await bootstrapShadow(guest, dbg, mem, journal, transportName, wake, progress, opts, avoid);
+        const fresh = await bootstrapShadow(
+          guest,
+          dbg,
+          mem,
+          journal,
+          transportName,
+          wake,
+          progress,
+          opts,
+          avoid,
+        );
         link = fresh.link;
         victimPid = fresh.victimPid;
         lstar = fresh.lstar;
         dbg = link.dbg;
         context = fresh.context;
+        contextMs = fresh.contextMs;
         refusals.push(...fresh.refusals);
       } else if (transportName === 'doorbell' && dbg && guest.ramFile) {
         await dbg.gdb.detach();
@@ -228,6 +259,7 @@ export class RedirectSession implements SyscallExecutor {
         wasResident: resident !== undefined,
         context,
         refusals,
+        contextMs,
         journaled: reused ? JSON.stringify(resident) : undefined,
       });
       if (tampered !== undefined) await session.retire(tampered);
@@ -357,7 +389,11 @@ export class RedirectSession implements SyscallExecutor {
         await shadow.verify();
         await shadow.writeControl('spin', SHADOW_IDLE.spinCycles);
         // The journal is fsync'ed: rewriting an unchanged record cost ~2 ms per run.
-        const record: ShadowRecord = { ...shadowRecord(shadow, this.transportName), resident: true };
+        const record: ShadowRecord = {
+          ...shadowRecord(shadow, this.transportName),
+          resident: true,
+          context: this.stats.context,
+        };
         if (JSON.stringify(record) !== this.journaled)
           this.journal.save({ lstar: this.lstar, shadow: record });
       } else {
@@ -487,7 +523,14 @@ async function bootstrapShadow(
   progress: (m: string) => void,
   opts: SessionOptions,
   avoidCr3: readonly bigint[] = [],
-): Promise<{ link: Link; victimPid: number; lstar: string; context: ShadowContext; refusals: Refusal[] }> {
+): Promise<{
+  link: Link;
+  victimPid: number;
+  lstar: string;
+  context: ShadowContext;
+  refusals: Refusal[];
+  contextMs: number;
+}> {
   const lstar = await syscallEntry(dbg, mem, guest.runDir, journal.load());
   const lstarHex = hex(lstar);
   const refusals: Refusal[] = [];
@@ -533,15 +576,22 @@ async function bootstrapShadow(
     try {
       const t0 = performance.now();
       await hold(shadow, wake); // awake between the context batches
-      const context = await establishRootContext(linkExecutor(link, opts.batchTimeoutMs), opts.acceptPartialContext);
-      progress(
-        `shadow ready (pid ${shadow.pid}), transport ${transportName}; root context ${context.complete ? 'verified' : `INCOMPLETE: ${context.problems.join('; ')}`} in ${(performance.now() - t0).toFixed(1)} ms`,
+      const context = await establishRootContext(
+        linkExecutor(link, opts.batchTimeoutMs),
+        opts.acceptPartialContext,
       );
-      return { link, victimPid, lstar: lstarHex, context, refusals };
+      const contextMs = performance.now() - t0;
+      progress(
+        `shadow ready (pid ${shadow.pid}), transport ${transportName}; root context ${context.complete ? 'verified' : `INCOMPLETE: ${context.problems.join('; ')}`} in ${contextMs.toFixed(1)} ms`,
+      );
+      return { link, victimPid, lstar: lstarHex, context, refusals, contextMs };
     } catch (err) {
       // Refused or unverifiable: this shadow must not serve plugins. It exits; the guest is
       // left as it was (a refused victim was restored before its shadow ran).
-      await shadow.verify().then(() => link.transport.dismiss(10_000)).catch(() => {});
+      await shadow
+        .verify()
+        .then(() => link.transport.dismiss(10_000))
+        .catch(() => {});
       journal.save({ lstar: lstarHex });
       if (!(err instanceof VictimRefusedError)) {
         if (kept) {

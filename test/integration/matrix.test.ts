@@ -10,6 +10,8 @@ import { labDown, labUp } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
 import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
+import { guestSh } from './helpers/guest-shell.js';
+import { startSandbox, stopSandbox } from './helpers/sandbox.js';
 
 const ALL = ['6.1', '6.1-cloud', '6.1-rt', '6.12', '6.12-cloud', '6.12-rt'];
 const CI = ['6.1', '6.12-rt'];
@@ -68,10 +70,52 @@ describe('plugins across the kernel matrix', () => {
           con.close();
         }
 
-        const run = await runPluginsOnGuest(
+        // The shadow is forked off a sandboxed task in its own namespaces, chrooted, at
+        // nice 19 with RLIMIT_NOFILE 16: it must still run in init's context (issue 12).
+        const initNs = await guestSh(
           guest,
-          builtinPlugins.map((plugin) => ({ plugin, options: {} })),
+          'for n in pid user net uts ipc cgroup; do readlink /proc/1/ns/$n; done',
         );
+        const sb = await startSandbox(
+          guest,
+          '--mntns --netns --utsns --ipcns --cgroupns --chroot /tmp/sandbox-root --cgroup sandbox-m --pids-slack 2 --nice 19 --nofile 16',
+        );
+        let run: Awaited<ReturnType<typeof runPluginsOnGuest>>;
+        try {
+          run = await runPluginsOnGuest(
+            guest,
+            builtinPlugins.map((plugin) => ({ plugin, options: {} })),
+            { preferVictimPid: sb.nsPid },
+          );
+        } finally {
+          await stopSandbox(guest);
+        }
+        expect(run.session.victimPid, `${alias}: borrowed the sandboxed task`).toBe(sb.pid);
+        expect(run.session.context?.complete, `${alias}: ${run.session.context?.problems.join('; ')}`).toBe(
+          true,
+        );
+        for (const ns of initNs.trim().split('\n'))
+          expect(Object.values(run.session.context!.namespaces), alias).toContain(ns.trim());
+        // A task of a child PID namespace with a seccomp filter is refused, and named.
+        const boxed = await startSandbox(guest, '--all');
+        try {
+          const ps = await runPluginsOnGuest(
+            guest,
+            [{ plugin: builtinPlugins.find((p) => p.name === 'pslist')!, options: {} }],
+            {
+              preferVictimPid: boxed.nsPid,
+            },
+          );
+          expect(ps.session.refusals[0]?.pid, alias).toBe(boxed.nsPid);
+          expect(ps.session.refusals[0]?.reason, alias).toMatch(/seccomp mode 2|child PID namespace/);
+          const pidCol = ps.tables[0]!.columns.findIndex((c) => c.name === 'PID');
+          expect(
+            ps.tables[0]!.rows.map((r) => Number(r[pidCol])),
+            alias,
+          ).toContain(boxed.pid);
+        } finally {
+          await stopSandbox(guest);
+        }
         const r: KernelResult = {
           release: guest.kernelRelease,
           bootMs,

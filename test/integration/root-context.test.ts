@@ -22,6 +22,7 @@ import { sockstat } from '../../src/plugins/sockstat.js';
 import { banner } from '../../src/plugins/banner.js';
 import { runPluginsOnGuest, type PluginsRun } from '../../src/runner/run-plugins.js';
 import { guestProcs, guestSh } from './helpers/guest-shell.js';
+import { startSandbox, stopSandbox, type Sandbox } from './helpers/sandbox.js';
 import { runVmi } from './helpers/cli.js';
 
 const NAME = 't-rootctx';
@@ -43,7 +44,10 @@ interface Truth {
   holderFds: Map<number, string>;
 }
 
-async function truthFromConsole(guest: LabGuest, holder: number): Promise<Omit<Truth, 'stablePids' | 'seenPids'>> {
+async function truthFromConsole(
+  guest: LabGuest,
+  holder: number,
+): Promise<Omit<Truth, 'stablePids' | 'seenPids'>> {
   const nsOut = await guestSh(
     guest,
     `for n in ${NS.join(' ')}; do echo "$n $(readlink /proc/1/ns/$n) $(readlink /proc/self/ns/$n)"; done`,
@@ -72,7 +76,9 @@ async function truthFromConsole(guest: LabGuest, holder: number): Promise<Omit<T
     .sort();
   const hostname = (await guestSh(guest, 'hostname')).trim();
   const holderFds = new Map<number, string>();
-  for (const line of (await guestSh(guest, `cd /proc/${holder}/fd && for f in *; do echo "$f $(readlink $f)"; done`))
+  for (const line of (
+    await guestSh(guest, `cd /proc/${holder}/fd && for f in *; do echo "$f $(readlink $f)"; done`)
+  )
     .trim()
     .split('\n')) {
     const sp = line.indexOf(' ');
@@ -98,36 +104,6 @@ async function syscallRegs(guest: LabGuest, pid: number): Promise<string | undef
   return undefined;
 }
 
-interface Sandbox {
-  /** The busy worker's PID as the guest's init sees it. */
-  pid: number;
-  /** Its PID in its own PID namespace (what --victim-pid names). */
-  nsPid: number;
-}
-
-async function startSandbox(guest: LabGuest, flags: string): Promise<Sandbox> {
-  await guestSh(guest, 'rm -f /tmp/sb.out');
-  await guestSh(guest, `setsid /usr/sbin/labsandbox ${flags} </dev/null >/tmp/sb.out 2>&1 &`);
-  for (let i = 0; i < 50; i++) {
-    const out = await guestSh(guest, 'cat /tmp/sb.out 2>/dev/null; true');
-    if (out.includes('labsandbox:')) throw new Error(`labsandbox ${flags} failed: ${out}`);
-    if (out.includes('ready')) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const procs = [...(await guestProcs(guest)).values()].filter((p) => p.comm === 'sandbox-busy');
-  expect(procs, `one sandbox-busy for ${flags}`).toHaveLength(1);
-  const pid = procs[0]!.pid;
-  const nspid = /^NSpid:\s+(.*)$/m.exec(await guestSh(guest, `cat /proc/${pid}/status`))![1]!.trim().split(/\s+/);
-  return { pid, nsPid: Number(nspid[nspid.length - 1]) };
-}
-
-async function stopSandbox(guest: LabGuest): Promise<void> {
-  await guestSh(
-    guest,
-    `for d in /proc/[0-9]*; do case "$(cat $d/comm 2>/dev/null)" in sandbox-*) kill -9 \${d#/proc/};; esac; done; sleep 0.3; for c in /sys/fs/cgroup/sandbox-*; do [ -d "$c" ] && rmdir "$c"; done; true`,
-  );
-}
-
 const PLUGINS = [pslist, psaux, sockstat, mountinfo, lsmod, lsof, banner];
 
 /** pslist ... lsof, once, preferring `prefer` as the victim. */
@@ -142,6 +118,7 @@ function runAll(guest: LabGuest, prefer: number): Promise<PluginsRun> {
 describe('the shadow runs in the guest root context whatever it borrows', () => {
   let guest: LabGuest;
   let holder: number;
+  let ticker: number;
   let worker1: number;
 
   beforeAll(async () => {
@@ -149,6 +126,7 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
     guest = await labUp({ name: NAME });
     const pids = parseLabPids(await guestSh(guest, `cat ${LAB_WORKLOAD.pidsFile}`));
     holder = pids.holder!;
+    ticker = pids.ticker!;
     worker1 = pids['worker-1']!;
   });
 
@@ -158,10 +136,10 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
 
   /** Runs every plugin with the sandbox preferred and compares with the guest's own view. */
   async function checkAgainstGuest(sb: Sandbox): Promise<PluginsRun> {
-    const before = await guestProcs(guest);
     const t = await truthFromConsole(guest, holder);
     const snap = await taskSnapshot(guest, sb.pid);
     const regs = await syscallRegs(guest, sb.pid);
+    const before = await guestProcs(guest);
     const run = await runAll(guest, sb.nsPid);
     const after = await guestProcs(guest);
     const tables = Object.fromEntries(run.tables.map((x) => [x.plugin, x]));
@@ -173,7 +151,8 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
     const shadowPid = run.session.shadowPid;
     for (const pid of before.keys()) if (after.has(pid)) expect(listed.has(pid), `pid ${pid}`).toBe(true);
     for (const r of rows)
-      if (r.PID !== shadowPid)
+      // The lab's ticker starts a `sleep 10` every 10 s: one may come and go in between.
+      if (r.PID !== shadowPid && !(r.COMM === 'sleep' && r.PPID === ticker))
         expect(before.has(r.PID as number) || after.has(r.PID as number), JSON.stringify(r)).toBe(true);
     expect(listed.has(sb.pid)).toBe(true);
     // psaux: argv as the guest has it.
@@ -189,7 +168,11 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
     // mountinfo: init's mounts, not the sandbox's nor the shadow's own /proc.
     expect(records(tables.mountinfo!).map((r) => r.MOUNT_POINT)).toEqual(t.mountPoints);
     // lsmod, lsof, banner.
-    expect(records(tables.lsmod!).map((r) => r.Name as string).sort()).toEqual(t.modules);
+    expect(
+      records(tables.lsmod!)
+        .map((r) => r.Name as string)
+        .sort(),
+    ).toEqual(t.modules);
     const fds = new Map(
       records(tables.lsof!)
         .filter((r) => r.PID === holder)
@@ -219,7 +202,10 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
     ['own cgroup with cpu.max (room to fork)', '--cgroup sandbox-cpu --pids-slack 2'],
     ['nice 19', '--nice 19'],
     ['RLIMIT_NOFILE 16', '--nofile 16'],
-    ['all fixable conditions at once', '--mntns --netns --utsns --ipcns --cgroupns --chroot /tmp/sandbox-root --cgroup sandbox-fix --pids-slack 2 --nice 19 --nofile 16'],
+    [
+      'all fixable conditions at once',
+      '--mntns --netns --utsns --ipcns --cgroupns --chroot /tmp/sandbox-root --cgroup sandbox-fix --pids-slack 2 --nice 19 --nofile 16',
+    ],
   ];
   for (const [what, flags] of fixable) {
     it(`borrows a task with ${what} and still sees init's view`, async () => {
@@ -260,9 +246,12 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
   it('the CLI names the refused task and prints the table', async () => {
     const sb = await startSandbox(guest, '--seccomp-wx');
     try {
-      const r = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '--victim-pid', String(sb.nsPid), '--timing'], {
-        env: { COLUMNS: '200' },
-      });
+      const r = await runVmi(
+        ['plugins', 'run', 'pslist', '--guest', NAME, '--victim-pid', String(sb.nsPid), '--timing'],
+        {
+          env: { COLUMNS: '200' },
+        },
+      );
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toContain(`pid ${sb.nsPid} refused: seccomp mode 2`);
       expect(r.stdout).toContain('sandbox-busy');
@@ -278,7 +267,9 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
         // The ticker's `sleep 10` comes and goes; exited shadows linger until init reaps them.
         // kworkers rename themselves after the workqueue they serve.
         .filter((r) => r.COMM !== 'sleep' && r.COMM !== 'vmi-shadow')
-        .map((r) => (String(r.COMM).startsWith('kworker/') ? `${r.PID} kworker` : `${r.PID} ${r.COMM} ${r.ARGS}`));
+        .map((r) =>
+          String(r.COMM).startsWith('kworker/') ? `${r.PID} kworker` : `${r.PID} ${r.COMM} ${r.ARGS}`,
+        );
     try {
       // Hide one process's /proc directory, then cover /proc as a whole.
       await guestSh(guest, `mount -t tmpfs hide /proc/${worker1}`);

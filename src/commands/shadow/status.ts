@@ -32,6 +32,15 @@ export default class ShadowStatus extends VmiCommand {
                 ? `: ${st.detail}`
                 : ''),
         );
+      if (!flags.json && st.context) {
+        const c = st.context;
+        this.log(
+          `  context: ${c.complete ? 'root (verified)' : `partial: ${c.problems.join('; ')}`}\n` +
+            `  namespaces: ${Object.values(c.namespaces).join(' ')}\n` +
+            `  seccomp ${c.seccomp}, no_new_privs ${c.noNewPrivs ? 1 : 0}, CapEff ${c.capabilities.effective}, CapBnd ${c.capabilities.bounding}\n` +
+            `  cgroup ${c.cgroup.join(' ')}, LSM label '${c.lsm}', nice ${c.nice}, ${c.cpus} CPUs`,
+        );
+      }
       if (st.resident && st.health !== 'alive') this.exit(1);
     } catch (err) {
       this.fail(err);
