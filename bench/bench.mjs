@@ -90,6 +90,9 @@ async function vmiRun(guest, plugin, transport) {
   if (table.errors.length > 0) log(`  ${plugin.name}/${transport} errors: ${table.errors.join('; ')}`);
   return {
     attachMs: r.session.attachMs,
+    // Of the attach: establishing and verifying the shadow's root context (fresh shadow),
+    // or re-verifying it (resident shadow).
+    contextMs: r.session.contextMs,
     pluginMs: r.pluginMs[plugin.name],
     totalMs,
     // Time inside session.run(): guest work + transport, without the plugin's parsing.
@@ -116,6 +119,7 @@ async function vmiSeries(guest, plugin, transport, { runs: count = RUNS, gapMs =
   return {
     transport,
     attachMs: pick('attachMs'),
+    contextMs: pick('contextMs'),
     pluginMs: pick('pluginMs'),
     totalMs: pick('totalMs'),
     runMs: pick('runMs'),
@@ -280,6 +284,7 @@ function tableRows(levels) {
   const row = (label, fn) => rows.push([label, ...levels.map((l) => fn(l) ?? '–')]);
   row('processes in guest (psnative count)', (l) => String(l.psnative.procs));
   row('vmi pslist doorbell: attach ms', (l) => ms(l.pslistDoorbell.attachMs, 0));
+  row('vmi pslist doorbell: of the attach, root context ms', (l) => ms(l.pslistDoorbell.contextMs, 2));
   row('vmi pslist doorbell: plugin ms', (l) => ms(l.pslistDoorbell.pluginMs, 2));
   row('vmi pslist doorbell: of which in batches ms', (l) => ms(l.pslistDoorbell.runMs, 2));
   row('vmi pslist doorbell: total ms', (l) => ms(l.pslistDoorbell.totalMs, 0));
@@ -288,6 +293,9 @@ function tableRows(levels) {
     (l) => `${l.pslistDoorbell.batches} / ${l.pslistDoorbell.calls}`,
   );
   row('vmi pslist resident shadow, back to back: attach ms', (l) => ms(l.resident.pslist.attachMs, 1));
+  row('vmi pslist resident shadow, back to back: of the attach, context re-check ms', (l) =>
+    ms(l.resident.pslist.contextMs, 2),
+  );
   row('vmi pslist resident shadow, back to back: plugin ms', (l) => ms(l.resident.pslist.pluginMs, 2));
   row('vmi pslist resident shadow, back to back: total ms', (l) => ms(l.resident.pslist.totalMs, 2));
   row(`vmi pslist resident shadow, ${GAP_MS} ms apart: plugin ms`, (l) =>
@@ -300,6 +308,7 @@ function tableRows(levels) {
   row('resident shadow idle: guest CPU %', (l) => `${f(l.resident.idleCpuPercent, 2)}%`);
   row('plain 10 ms nanosleep loop: guest CPU %', (l) => `${f(l.resident.naiveNap10msCpuPercent, 2)}%`);
   row('vmi pslist trap: attach ms', (l) => ms(l.pslistTrap.attachMs, 0));
+  row('vmi pslist trap: of the attach, root context ms', (l) => ms(l.pslistTrap.contextMs, 2));
   row('vmi pslist trap: plugin ms', (l) => ms(l.pslistTrap.pluginMs, 2));
   row('vmi pslist trap: of which in batches ms', (l) => ms(l.pslistTrap.runMs, 2));
   row('vmi pslist trap: total ms', (l) => ms(l.pslistTrap.totalMs, 0));

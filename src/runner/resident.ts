@@ -10,12 +10,13 @@ import type { TransportName } from '../shadow/transport.js';
 /** Starts (or confirms) a resident shadow: later runs reuse it and skip the bootstrap. */
 export async function startResidentShadow(
   guest: GuestEndpoints,
-  opts: { transport?: TransportName | 'auto'; progress?: (m: string) => void } = {},
+  opts: { transport?: TransportName | 'auto'; progress?: (m: string) => void; preferVictimPid?: number } = {},
 ): Promise<SessionStats> {
   const session = await RedirectSession.attach(guest, {
     transport: opts.transport,
     onProgress: opts.progress,
     keepResident: true,
+    preferVictimPid: opts.preferVictimPid,
   });
   // One batch proves the shadow answers before it is left behind.
   await session.run([{ nr: 39, args: [] }]);

@@ -114,7 +114,7 @@ export async function createShadow(
       }
       throw new NoVictimError(
         refusals.length > 0
-          ? `no guest task could host the shadow within ${opts.catchTimeoutMs} ms: ${describeRefusals(refusals)}`
+          ? `no guest task could host the shadow (no other root task made a syscall in time): ${describeRefusals(refusals)}`
           : err.message,
         refusals,
       );

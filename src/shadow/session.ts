@@ -88,6 +88,8 @@ export interface SessionStats {
 }
 
 const SYSCALL_ENTRY_FILE = 'syscall-entry.json';
+/** How long one bootstrap looks for a task to borrow, all candidates together. */
+const CATCH_TIMEOUT_MS = 20_000;
 
 /** A shadow ready for batches, with what it takes to talk to it. */
 interface Link {
@@ -536,13 +538,15 @@ async function bootstrapShadow(
   const refusals: Refusal[] = [];
   const avoid = [...avoidCr3];
   let current: GuestDebugger | undefined = dbg;
+  // One time budget for every candidate of this bootstrap, refused ones included.
+  const deadline = Date.now() + CATCH_TIMEOUT_MS;
   for (;;) {
     current ??= await connectDebugger(guest.gdbSocket!);
     let created: Awaited<ReturnType<typeof createShadow>>;
     try {
       created = await createShadow(current, mem, journal, {
         lstar,
-        catchTimeoutMs: 20_000,
+        catchTimeoutMs: Math.max(1, deadline - Date.now()),
         progress,
         avoidCr3: avoid,
         refusals,

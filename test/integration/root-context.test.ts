@@ -260,6 +260,59 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
     }
   });
 
+  it('the trap transport and the resident shadow keep the root context', async () => {
+    const sb = await startSandbox(guest, '--mntns --netns --chroot /tmp/sandbox-root --nice 19');
+    try {
+      const lab = Object.values(parseLabPids(await guestSh(guest, `cat ${LAB_WORKLOAD.pidsFile}`)));
+      const trap = await runVmi(
+        [
+          'plugins',
+          'run',
+          'pslist',
+          '--guest',
+          NAME,
+          '--transport',
+          'trap',
+          '--victim-pid',
+          String(sb.nsPid),
+          '-r',
+          'json',
+        ],
+        { timeoutMs: 120_000 },
+      );
+      expect(trap.code, trap.stderr).toBe(0);
+      const pids = (JSON.parse(trap.stdout) as { PID: number }[]).map((r) => r.PID);
+      for (const pid of [1, ...lab, sb.pid]) expect(pids).toContain(pid);
+
+      // A resident shadow forked off the sandboxed task: its context is init's.
+      const start = await runVmi(['shadow', 'start', '--guest', NAME, '--victim-pid', String(sb.nsPid)]);
+      expect(start.code, start.stderr).toBe(0);
+      const shadowPid = Number(/resident shadow pid (\d+)/.exec(start.stdout)![1]);
+      const links = async (pid: number | string): Promise<string> =>
+        guestSh(
+          guest,
+          `for n in pid user net uts ipc cgroup; do readlink /proc/${pid}/ns/$n; done; readlink /proc/${pid}/root`,
+        );
+      expect(await links(shadowPid)).toBe(await links(1));
+      expect(await guestSh(guest, `grep -E '^(Seccomp|CapEff):' /proc/${shadowPid}/status`)).toBe(
+        await guestSh(guest, `grep -E '^(Seccomp|CapEff):' /proc/1/status`),
+      );
+      expect((await guestSh(guest, `cat /proc/${shadowPid}/cgroup`)).trim()).toBe('0::/');
+
+      // Someone enters its mount namespace and covers its /proc: the next run notices,
+      // replaces it, and its table is still the guest's.
+      await guestSh(guest, `nsenter -t ${shadowPid} -m mount -t tmpfs fake /proc`);
+      const again = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json', '--timing']);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toMatch(/resident shadow is unusable: .*context changed/);
+      const after = (JSON.parse(again.stdout) as { PID: number }[]).map((r) => r.PID);
+      for (const pid of [1, ...lab]) expect(after).toContain(pid);
+    } finally {
+      await runVmi(['shadow', 'stop', '--guest', NAME]);
+      await stopSandbox(guest);
+    }
+  });
+
   it("what a guest process mounts over /proc does not change vmi's tables", async () => {
     const plain = await runPluginsOnGuest(guest, [{ plugin: psaux, options: {} }]);
     const rowsOf = (run: PluginsRun): string[] =>

@@ -20,6 +20,11 @@ export default class ShadowStart extends VmiCommand {
       default: 'auto',
       description: 'transport',
     }),
+    'victim-pid': Flags.integer({
+      description:
+        'borrow this task first to fork the shadow (its PID as it sees itself); another task is used if it refuses',
+      min: 2,
+    }),
   };
 
   async run(): Promise<void> {
@@ -29,6 +34,7 @@ export default class ShadowStart extends VmiCommand {
       const stats = await startResidentShadow(guest, {
         transport: flags.transport as 'auto' | 'doorbell' | 'trap',
         progress: (m) => this.progress(m),
+        preferVictimPid: flags['victim-pid'],
       });
       this.log(
         `resident shadow pid ${stats.shadowPid} on ${guest.name} (${stats.reused ? 'already running' : `started in ${stats.attachMs.toFixed(0)} ms`}, wake-up line ${stats.wakeLine ? 'on' : 'off'})`,
