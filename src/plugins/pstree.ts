@@ -4,14 +4,13 @@
  * children of an exited parent that was not reparented yet) are roots.
  */
 import { definePlugin, TREE_DEPTH } from '../sdk/index.js';
-import { processForest, readProcesses } from './lib/processes.js';
-import { pslist } from './pslist.js';
+import { processForest, PROCESS_COLUMNS, readProcesses } from './lib/processes.js';
 
 export const pstree = definePlugin({
   name: 'pstree',
   description: 'Shows the processes of the guest as a parent/child tree',
   version: '1.0.0',
-  columns: pslist.columns,
+  columns: PROCESS_COLUMNS,
   options: {
     pid: {
       type: 'integer',
