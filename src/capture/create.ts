@@ -24,7 +24,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { waitForMigration, type MigrateInfo } from '../qemu/migration.js';
+import type { MigrateInfo } from '../qemu/migration.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
 import { gzipFile } from './compression.js';
@@ -45,6 +45,8 @@ import {
 } from './manifest.js';
 import { extractRam, parseVcpus, streamMachineType, type StreamVcpu } from './migration-stream.js';
 import { processAlive } from '../util/process-alive.js';
+import { shellQuote } from '../util/shell-quote.js';
+import { awaitDevstateMigration } from './devstate-migration.js';
 
 export interface CreateCaptureOptions {
   /** QMP socket of the source QEMU. */
@@ -72,10 +74,6 @@ export interface CreateCaptureResult {
   bytes: number;
   /** Time spent compressing the RAM (with `compress`). */
   compressMs?: number;
-}
-
-export function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function toolVersion(): string {
@@ -200,16 +198,6 @@ async function addBootFile(
 }
 
 type Status = { status: string; running: boolean };
-async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
-  const end = await waitForMigration(qmp, timeoutMs);
-  if (end.status === 'completed') return;
-  if (end.status === 'timeout') {
-    await qmp.execute('migrate_cancel').catch(() => undefined);
-    throw new CaptureError(`${DEVSTATE_PART}: migration did not complete within ${timeoutMs} ms`);
-  }
-  throw new CaptureError(`${DEVSTATE_PART}: migration ${end.status}: ${end.detail ?? 'no detail'}`);
-}
-
 /** Written in the partial dir while the source guest is paused; removed once it runs again. */
 const PAUSED_MARKER = 'source-paused.json';
 
@@ -338,7 +326,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       }
       const tm = performance.now();
       await q.execute('migrate', { uri: `exec:cat > ${shellQuote(devPath)}` });
-      await waitMigration(q, mode === 'shared-ram' ? 30_000 : 300_000);
+      await awaitDevstateMigration(q, 'outgoing', mode === 'shared-ram' ? 30_000 : 300_000);
       migrateMs = performance.now() - tm;
       await opts.onStep?.('migrated', tmp);
       if (mode === 'shared-ram') {

@@ -12,16 +12,16 @@
 import { writeFileSync } from 'node:fs';
 import { mkdtemp, open, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { ensurePrivateDir, randomTag, runRoot } from '../lab/host.js';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory } from '../memory/physical.js';
 import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launcher.js';
-import { waitForMigration } from '../qemu/migration.js';
 import { QmpClient } from '../qemu/qmp.js';
-import type { InspectedGuest } from '../runner/run-plugins.js';
+import type { InspectedGuest } from '../qemu/guest-endpoints.js';
+import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
+import { shellQuote } from '../util/shell-quote.js';
 import { checkPartHash, checkPartSize, hashFile, readManifest } from './artifact.js';
 import { gunzipRamTo } from './compression.js';
-import { shellQuote } from './create.js';
+import { awaitDevstateMigration } from './devstate-migration.js';
 import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from './manifest.js';
 
 export interface ReplayTimings {
@@ -46,15 +46,6 @@ export interface Replay {
 
 export interface ReplayOptions {
   progress?: (m: string) => void;
-}
-
-async function waitIncoming(qmp: QmpClient, timeoutMs: number): Promise<void> {
-  const end = await waitForMigration(qmp, timeoutMs);
-  if (end.status === 'completed') return;
-  if (end.status === 'timeout') {
-    throw new CaptureError(`${DEVSTATE_PART}: restore did not complete within ${timeoutMs} ms`);
-  }
-  throw new CaptureError(`${DEVSTATE_PART}: QEMU refused the device state: ${end.detail ?? end.status}`);
 }
 
 /** Starts a disposable clone of the captured guest; the caller must close() it. */
@@ -146,7 +137,7 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
         });
       }
       await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(join(dir, DEVSTATE_PART))}` });
-      await waitIncoming(qmp, 120_000);
+      await awaitDevstateMigration(qmp, 'incoming', 120_000);
       const restoreMs = performance.now() - t3;
       // Tell the engine where the syscall entry is (from the saved LSTAR) so it need not search.
       await seedSyscallEntry(runDir, ramCopy, manifest);

@@ -14,8 +14,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { ensurePrivateDir, runRoot } from '../lab/host.js';
-import { GuestLock } from '../shadow/guest-lock.js';
+import { GuestLock } from '../util/guest-lock.js';
+import { ensurePrivateDir, runRoot } from '../util/run-dir.js';
 import type { GuestEndpoints } from './guest-endpoints.js';
 import { GdbClient } from './gdb.js';
 import { MAX_UNIX_PATH } from './launcher.js';

@@ -22,3 +22,6 @@ export interface GuestEndpoints {
    */
   wake?: { socket: string; device: string };
 }
+
+/** A guest to inspect: its endpoints, plus what the caller knows of it for metadata. */
+export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureId?: string };

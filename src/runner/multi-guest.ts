@@ -5,9 +5,9 @@
  */
 import type { ColumnSpec, RowValue } from '../output/columns.js';
 import type { ResultTable } from '../output/table.js';
+import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import {
   runPluginsOnGuest,
-  type InspectedGuest,
   type PluginRequest,
   type PluginsRun,
   type RunOnGuestOptions,

@@ -1,4 +1,4 @@
-import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
+import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import type { ResultTable } from '../output/table.js';
 import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
 import { SyscallApi } from '../sdk/syscall-api.js';
@@ -46,9 +46,6 @@ export interface RunOnGuestOptions {
 
 /** What runPluginsOnGuest needs of a session: an executor with stats and a detach. */
 export type AttachedSession = SyscallExecutor & { readonly stats: SessionStats; detach(): Promise<void> };
-
-/** A guest to inspect: its endpoints, plus what the caller knows of it for metadata. */
-export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureId?: string };
 
 /**
  * Runs several plugins against one live guest through a single attach: one shadow

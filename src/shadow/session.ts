@@ -16,7 +16,7 @@ import {
 } from './batch-codec.js';
 import { createShadow, findShadow, SHADOW_IDLE } from './bootstrap.js';
 import { GuestDebugger } from './debugger.js';
-import { GuestLock } from './guest-lock.js';
+import { GuestLock } from '../util/guest-lock.js';
 import { hex, JournalStore, unhex, type Journal, type ShadowRecord } from './journal.js';
 import { ENTRY, LAYOUT, SETUP_FAILED, SHADOW_COMM, SHADOW_STATE } from './layout.js';
 import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
