@@ -4,12 +4,12 @@ import { JournalStore } from '../shadow/journal.js';
 import { CONTROL, LAYOUT, SHADOW_STATE } from '../shadow/layout.js';
 import { RedirectSession, type SessionStats } from '../shadow/session.js';
 import { ShadowHandle, ShadowLostError, ShadowTamperedError } from '../shadow/shadow.js';
-import type { TransportName } from '../shadow/transport.js';
+import type { TransportChoice } from '../shadow/transport.js';
 
 /** Starts (or confirms) a resident shadow: later runs reuse it and skip the bootstrap. */
 export async function startResidentShadow(
   guest: GuestEndpoints,
-  opts: { transport?: TransportName | 'auto'; progress?: (m: string) => void } = {},
+  opts: { transport?: TransportChoice; progress?: (m: string) => void } = {},
 ): Promise<SessionStats> {
   const session = await RedirectSession.attach(guest, {
     transport: opts.transport,

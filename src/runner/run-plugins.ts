@@ -6,7 +6,7 @@ import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
-import type { TransportName } from '../shadow/transport.js';
+import type { TransportChoice } from '../shadow/transport.js';
 
 export interface PluginRequest {
   plugin: PluginDefinition;
@@ -36,7 +36,7 @@ export interface PluginsRun {
 }
 
 export interface RunOnGuestOptions {
-  transport?: TransportName | 'auto';
+  transport?: TransportChoice;
   progress?: (message: string) => void;
   /** `--allow-write`: let plugins that declare `needs` make their declared calls. */
   allowWrite?: boolean;

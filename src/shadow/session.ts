@@ -22,12 +22,18 @@ import { ENTRY, LAYOUT, SETUP_FAILED, SHADOW_COMM, SHADOW_STATE } from './layout
 import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
 import { WakeLine } from './wake-line.js';
 import { findSyscallEntry } from './syscall-entry.js';
-import { DoorbellTransport, TrapTransport, type Transport, type TransportName } from './transport.js';
+import {
+  DoorbellTransport,
+  TrapTransport,
+  type Transport,
+  type TransportChoice,
+  type TransportName,
+} from './transport.js';
 import { Victim } from './victim.js';
 
 export interface SessionOptions {
   /** 'auto' = doorbell when the guest's RAM is shared with the host, trap otherwise. */
-  transport?: TransportName | 'auto';
+  transport?: TransportChoice;
   /** Progress lines (stderr in the CLI). */
   onProgress?: (message: string) => void;
   /** Per-batch timeout. */

@@ -8,6 +8,7 @@ import { writeOutput } from '../../output/write.js';
 import { parsePluginArgs } from '../../runner/plugin-args.js';
 import { inspect, type InspectTarget } from '../../runner/inspect.js';
 import { describePlugins } from '../../runner/plugin-list.js';
+import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 
 export default class PluginsRun extends VmiCommand {
   static override summary = 'Run introspection plugins against a guest (Volatility-style names and columns)';
@@ -68,12 +69,12 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       char: 'o',
       description: 'write to this file (or directory, one file per plugin)',
     }),
-    transport: Flags.string({
+    transport: Flags.option({
       description:
         'how batches reach the shadow: doorbell (shared RAM, VM keeps running) or trap (VM stopped)',
-      options: ['auto', 'doorbell', 'trap'],
-      default: 'auto',
-    }),
+      options: TRANSPORT_CHOICES,
+      default: 'auto' as const,
+    })(),
     list: Flags.boolean({ description: 'list the available plugins with their columns and options' }),
     all: Flags.boolean({
       description: 'run every built-in plugin with its default options (with -o DIR: one file each)',
@@ -115,7 +116,7 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
           ? { kind: 'qmp', socket: flags.qmp }
           : { kind: 'lab', guests: flags.guest ?? [], allGuests: flags['all-guests'] };
       const result = await inspect(target, requests, {
-        transport: flags.transport as 'auto' | 'doorbell' | 'trap',
+        transport: flags.transport,
         // Booting the default lab guest always shows progress; the rest with --timing.
         progress: flags.timing ? progress : undefined,
         bootProgress: progress,
