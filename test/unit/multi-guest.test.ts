@@ -4,7 +4,7 @@ import { builtinLabModules, parseKernelAlias, pickNewestOf } from '../../src/lab
 import type { ResultTable } from '../../src/output/table.js';
 import { pslist } from '../../src/plugins/pslist.js';
 import { pstree } from '../../src/plugins/pstree.js';
-import { existingGdbstub, foreignGuestName, foreignRunDir } from '../../src/qemu/foreign.js';
+import { existingGdbstub, foreignGuestName, foreignRunDir } from '../../src/targets/qmp.js';
 import { GUEST_COLUMN, mergeGuestTables, type GuestOutcome } from '../../src/runner/multi-guest.js';
 import type { PluginsRun } from '../../src/runner/run-plugins.js';
 

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { startResidentShadow } from '../../runner/resident.js';
-import { resolveLiveTarget } from '../../runner/target.js';
+import { resolveLiveTarget } from '../../targets/lab.js';
 import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 
 export default class ShadowStart extends VmiCommand {

@@ -16,10 +16,11 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { GuestLock } from '../util/guest-lock.js';
 import { ensurePrivateDir, runRoot } from '../util/run-dir.js';
-import type { GuestEndpoints } from './guest-endpoints.js';
-import { GdbClient } from './gdb.js';
-import { MAX_UNIX_PATH } from './launcher.js';
-import { QmpClient } from './qmp.js';
+import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
+import { GdbClient } from '../qemu/gdb.js';
+import { MAX_UNIX_PATH } from '../qemu/launcher.js';
+import { QmpClient } from '../qemu/qmp.js';
+import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
 export class ForeignGuestError extends Error {
   override name = 'ForeignGuestError';
@@ -197,16 +198,13 @@ export async function openForeignGuest(
   }
 }
 
-/** Runs `fn` against a foreign guest and always leaves the guest as it was. */
-export async function withForeignGuest<T>(
-  qmpSocket: string,
-  fn: (guest: GuestEndpoints) => Promise<T>,
-  opts: { progress?: (m: string) => void } = {},
-): Promise<T> {
-  const foreign = await openForeignGuest(qmpSocket, opts);
-  try {
-    return await fn(foreign.endpoints);
-  } finally {
-    await foreign.close();
-  }
+/** A foreign QEMU, by its QMP socket. */
+export interface QmpTargetSpec {
+  socket: string;
+}
+
+/** A foreign guest as a target; close() leaves the guest as it was. */
+export async function open(spec: QmpTargetSpec, opts: OpenTargetOptions = {}): Promise<OpenedTarget> {
+  const foreign = await openForeignGuest(spec.socket, opts);
+  return { guest: foreign.endpoints, close: () => foreign.close() };
 }

@@ -10,7 +10,7 @@
  * and run dir deleted when the replay ends (or fails).
  */
 import { writeFileSync } from 'node:fs';
-import { mkdtemp, open, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, open as openFile, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory } from '../memory/physical.js';
@@ -19,10 +19,11 @@ import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
 import { shellQuote } from '../util/shell-quote.js';
-import { checkPartHash, checkPartSize, hashFile, readManifest } from './artifact.js';
-import { gunzipRamTo } from './compression.js';
-import { awaitDevstateMigration } from './devstate-migration.js';
-import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from './manifest.js';
+import { checkPartHash, checkPartSize, hashFile, readManifest } from '../capture/artifact.js';
+import { gunzipRamTo } from '../capture/compression.js';
+import { awaitDevstateMigration } from '../capture/devstate-migration.js';
+import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from '../capture/manifest.js';
+import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
 export interface ReplayTimings {
   /** Manifest + sizes + hashes of the parts other than the RAM. */
@@ -87,7 +88,7 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       await gunzipRamTo(ramPath, ram, ramCopy, { flags: 'r+', verify: true });
     } else if (manifest.mode === 'shared-ram') {
       // Copy and hash in one read-only pass over the capture's RAM.
-      const dst = await open(ramCopy, 'r+');
+      const dst = await openFile(ramCopy, 'r+');
       try {
         const got = await hashFile(ramPath, async (chunk, off) => {
           await dst.write(chunk, 0, chunk.length, off);
@@ -185,6 +186,16 @@ export async function withReplay<T>(
   } finally {
     await replay.close();
   }
+}
+
+/** A capture directory, replayed in a disposable clone. */
+export interface CaptureTargetSpec {
+  path: string;
+}
+
+/** A capture as a target: its replay clone; close() destroys the clone. */
+export function open(spec: CaptureTargetSpec, opts: OpenTargetOptions = {}): Promise<OpenedTarget> {
+  return openReplay(spec.path, opts);
 }
 
 /**
