@@ -3,7 +3,11 @@ import type { ResultTable } from '../../src/output/table.js';
 import { validateTable } from '../../src/output/table.js';
 import { banner } from '../../src/plugins/banner.js';
 import { envars } from '../../src/plugins/envars.js';
-import { builtinPlugins, findPlugin } from '../../src/plugins/index.js';
+import { PluginRegistry } from '../../src/packs/registry.js';
+import { builtinPlugins } from '../../src/plugins/index.js';
+
+/** A built-in by name, case-insensitive: the CLI's registry with no pack loaded. */
+const findPlugin = (name: string) => new PluginRegistry(builtinPlugins).find(name);
 import { processForest } from '../../src/plugins/lib/processes.js';
 import { lsmod } from '../../src/plugins/lsmod.js';
 import { mountinfo } from '../../src/plugins/mountinfo.js';

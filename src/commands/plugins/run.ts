@@ -1,13 +1,13 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { splitArgv } from '../../cli/split-argv.js';
+import { flagSets, splitArgv } from '../../cli/split-argv.js';
 import { builtinPlugins } from '../../plugins/index.js';
-import { loadPluginRegistry } from '../../plugins/registry.js';
+import { loadPluginRegistry } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
-import { parsePluginArgs } from '../../runner/plugin-args.js';
+import { parsePluginArgs } from '../../cli/plugin-args.js';
 import { inspect, type InspectTarget } from '../../runner/inspect.js';
-import { describePlugins } from '../../runner/plugin-list.js';
+import { describePlugins } from '../../cli/plugin-list.js';
 import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 
 export default class PluginsRun extends VmiCommand {
@@ -87,11 +87,8 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
   };
 
   async run(): Promise<void> {
-    const { own, rest } = splitArgv(
-      this.argv,
-      new Set(['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport', 'qmp', 'capture']),
-      new Set(['list', 'timing', 'help', 'all-guests', 'allow-write', 'all']),
-    );
+    const { valued, booleans } = flagSets(PluginsRun.flags);
+    const { own, rest } = splitArgv(this.argv, valued, booleans);
     const { flags } = await this.parse(PluginsRun, own);
     // Built-ins plus installed plugin packs; broken packs and clashes are warnings on stderr.
     const registry = await loadPluginRegistry(this.config);

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { startResidentShadow } from '../../runner/resident.js';
+import { startResidentShadow } from '../../shadow/resident.js';
 import { resolveLiveTarget } from '../../targets/lab.js';
 import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { stopResidentShadow } from '../../runner/resident.js';
+import { stopResidentShadow } from '../../shadow/resident.js';
 import { requireLabGuest } from '../../targets/lab.js';
 
 export default class ShadowStop extends VmiCommand {

@@ -1,10 +1,12 @@
+/** The resident shadow's lifecycle: start one that outlives the attach, stop it, look at it. */
+import { sysno } from '../abi/linux/syscalls.js';
 import { RamFileMemory } from '../memory/physical.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
-import { JournalStore } from '../shadow/journal.js';
-import { CONTROL, LAYOUT, SHADOW_STATE } from '../shadow/layout.js';
-import { RedirectSession, type SessionStats } from '../shadow/session.js';
-import { ShadowHandle, ShadowLostError, ShadowTamperedError } from '../shadow/shadow.js';
-import type { TransportChoice } from '../shadow/transport.js';
+import { JournalStore } from './journal.js';
+import { CONTROL, LAYOUT, SHADOW_STATE } from './layout.js';
+import { RedirectSession, type SessionStats } from './session.js';
+import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
+import type { TransportChoice } from './transport.js';
 
 /** Starts (or confirms) a resident shadow: later runs reuse it and skip the bootstrap. */
 export async function startResidentShadow(
@@ -17,7 +19,7 @@ export async function startResidentShadow(
     keepResident: true,
   });
   // One batch proves the shadow answers before it is left behind.
-  await session.run([{ nr: 39, args: [] }]);
+  await session.run([{ nr: sysno('getpid'), args: [] }]);
   await session.detach();
   return session.stats;
 }
