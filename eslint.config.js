@@ -16,7 +16,7 @@ const LAYERS = [
   ['shadow', ['util', 'abi', 'sdk', 'qemu', 'memory']],
   ['capture', ['util', 'abi', 'qemu', 'memory']],
   ['lab', ['util', 'qemu']],
-  ['targets', ['util', 'qemu', 'memory', 'capture', 'lab']],
+  ['targets', ['util', 'qemu', 'memory', 'shadow', 'capture', 'lab']],
   ['plugins', ['abi', 'sdk']],
   ['packs', ['sdk', 'plugins']],
   ['runner', ['util', 'abi', 'output', 'sdk', 'qemu', 'memory', 'shadow', 'capture', 'lab', 'targets']],

@@ -1,6 +1,6 @@
 /**
  * How to reach one QEMU guest: what the lab writes for the guests it boots, and what an
- * attach needs. The redirection engine only ever sees this, never how the guest started.
+ * attach needs. The shadow engine only ever sees this, never how the guest started.
  */
 export interface GuestEndpoints {
   /** Human name of the guest (the lab guest's name, or derived from the QMP path). */

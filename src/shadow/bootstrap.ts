@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { sysno } from '../abi/linux/syscalls.js';
 import type { PhysicalMemory } from '../memory/physical.js';
 import { cpl } from '../qemu/x86-regs.js';
 import { catchUserContext, stats as catchStats } from './catch-user.js';
@@ -9,7 +10,6 @@ import { ShadowHandle } from './shadow.js';
 import { STUB_CODE_HEX } from './stub/stub-code.js';
 import { Victim } from './victim.js';
 
-const NR = { mmap: 9, munmap: 11, getpid: 39, getuid: 102 } as const;
 const PROT_RWX = 7n;
 const MAP_SHARED_ANON_POPULATE = 0x01n | 0x20n | 0x8000n;
 /**
@@ -68,8 +68,8 @@ export async function createShadow(
     const v = new Victim(dbg, c.thread, c.regs, marker);
     journal.save({ lstar, victim: victimRecord(v) });
     try {
-      const uid = await v.syscall(NR.getuid);
-      victimPid = await v.syscall(NR.getpid);
+      const uid = await v.syscall(sysno('getuid'));
+      victimPid = await v.syscall(sysno('getpid'));
       // Root for /proc access; never init, whose death would panic the guest.
       if (uid === 0n && victimPid > 1n) {
         accepted = v;
@@ -87,7 +87,7 @@ export async function createShadow(
     `borrowing pid ${victimPid} to start the shadow (${catchStats.entryStops} entry stops, ${catchStats.returnStops} return stops, ${catchStats.refused} refused)`,
   );
   journal.save({ lstar, victim: { ...victimRecord(victim), pendingMmap: true } });
-  const scratchRet = await victim.syscall(NR.mmap, [
+  const scratchRet = await victim.syscall(sysno('mmap'), [
     0n,
     BigInt(LAYOUT.size),
     PROT_RWX,
@@ -133,7 +133,7 @@ export async function createShadow(
       await dbg.readVirtual(victim.thread, base + BigInt(LAYOUT.control + CONTROL.bootResult), 8)
     ).readBigUInt64LE(0),
   );
-  const unmapped = await victim.syscall(NR.munmap, [base, BigInt(LAYOUT.size)]);
+  const unmapped = await victim.syscall(sysno('munmap'), [base, BigInt(LAYOUT.size)]);
   await victim.restore();
   await dbg.removeAllBreakpoints();
   dbg.forgetLastStop();

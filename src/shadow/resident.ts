@@ -60,14 +60,7 @@ export async function residentShadowStatus(guest: GuestEndpoints): Promise<Resid
     return { ...status, health: 'unknown', detail: 'no shared RAM file to read it through' };
   const mem = new RamFileMemory(guest.ramFile, guest.ramSize, false);
   try {
-    const h = new ShadowHandle(
-      mem,
-      BigInt(record.base),
-      BigInt(record.cr3),
-      BigInt(record.cr4),
-      BigInt(record.marker),
-      record.pid,
-    );
+    const h = ShadowHandle.fromRecord(mem, record);
     await h.verify();
     const ctl = await h.read(LAYOUT.control, 0x200);
     const word = (o: number) => ctl.readBigUInt64LE(o);

@@ -1,6 +1,6 @@
 /**
  * Replaying a capture: a disposable QEMU clone of the captured machine, resumed from the
- * capture's state, that the normal redirection engine attaches to.
+ * capture's state, that the normal shadow engine attaches to.
  *
  * The capture is only ever opened read-only. Its RAM is copied (and hashed on the way;
  * a compressed ram.raw.gz is decompressed, its stored bytes hashed) into a fresh /dev/shm
@@ -9,7 +9,6 @@
  * has its QMP/gdbstub sockets in a private 0700 run dir; it is killed and its RAM copy
  * and run dir deleted when the replay ends (or fails).
  */
-import { writeFileSync } from 'node:fs';
 import { mkdtemp, open as openFile, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
@@ -17,6 +16,7 @@ import { RamFileMemory } from '../memory/physical.js';
 import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launcher.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
+import { writeSyscallEntryCache } from '../shadow/syscall-entry.js';
 import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
 import { shellQuote } from '../util/shell-quote.js';
 import { checkPartHash, checkPartSize, hashFile, readManifest } from '../capture/artifact.js';
@@ -212,9 +212,7 @@ async function seedSyscallEntry(runDir: string, ramFile: string, manifest: Captu
     const t = await translate(mem, BigInt(v.cr3), BigInt(v.cr4), lstar);
     if (!t || (t.paddr & 0xfffn) > 0xff0n) return;
     const bytes = (await mem.read(t.paddr, 16)).toString('hex');
-    writeFileSync(join(runDir, 'syscall-entry.json'), JSON.stringify({ lstar: v.lstar, bytes }), {
-      mode: 0o600,
-    });
+    writeSyscallEntryCache(runDir, { lstar: v.lstar, bytes });
   } catch {
     // leave it to the engine
   } finally {

@@ -2,7 +2,7 @@
  * Attaching to a QEMU that vmi did not start, given only its QMP socket: the gdbstub is
  * switched on at run time through HMP (`gdbserver unix:…`) on a socket in a private
  * directory, and switched off again afterwards (`gdbserver none`), so the guest is left
- * as it was. There is no shared RAM file, so the redirection engine reads memory through
+ * as it was. There is no shared RAM file, so the shadow engine reads memory through
  * the gdbstub and batches use the trap transport.
  *
  * Run state: connecting a gdb client stops the VM and detaching resumes it, whatever it
