@@ -3,8 +3,7 @@
  * Volatility's linux.pslist walks task_struct lists with a symbol table; here the guest
  * kernel does the walk, so the same plugin works on every kernel version.
  */
-import { definePlugin, PID_OPTION } from '../sdk/index.js';
-import { PROCESS_COLUMNS, readProcesses } from './lib/processes.js';
+import { definePlugin, PID_OPTION, PROCESS_COLUMNS, readProcesses } from '../sdk/index.js';
 
 export const pslist = definePlugin({
   name: 'pslist',

@@ -3,8 +3,7 @@
  * parent, children by PID. Processes whose parent is not listed (init, kthreadd, the
  * children of an exited parent that was not reparented yet) are roots.
  */
-import { definePlugin, TREE_DEPTH } from '../sdk/index.js';
-import { processForest, PROCESS_COLUMNS, readProcesses } from './lib/processes.js';
+import { definePlugin, PROCESS_COLUMNS, processForest, readProcesses, TREE_DEPTH } from '../sdk/index.js';
 
 export const pstree = definePlugin({
   name: 'pstree',

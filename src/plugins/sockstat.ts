@@ -19,15 +19,15 @@ import {
 } from '../abi/linux/proc/index.js';
 import {
   definePlugin,
-  notAvailable,
-  SyscallError,
-  unreadable,
-  PID_OPTION,
   type FileReadResult,
+  notAvailable,
+  PID_OPTION,
+  readProcessFds,
   type Row,
   type RowValue,
+  SyscallError,
+  unreadable,
 } from '../sdk/index.js';
-import { readProcessFds } from './lib/fds.js';
 
 const columns = [
   { name: 'NetNS', type: 'int64', description: 'Network namespace id (inode of /proc/PID/ns/net)' },

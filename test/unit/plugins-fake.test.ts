@@ -8,7 +8,7 @@ import { builtinPlugins } from '../../src/plugins/index.js';
 
 /** A built-in by name, case-insensitive: the CLI's registry with no pack loaded. */
 const findPlugin = (name: string) => new PluginRegistry(builtinPlugins).find(name);
-import { processForest } from '../../src/plugins/lib/processes.js';
+import { processForest } from '../../src/sdk/index.js';
 import { lsmod } from '../../src/plugins/lsmod.js';
 import { mountinfo } from '../../src/plugins/mountinfo.js';
 import { psaux } from '../../src/plugins/psaux.js';

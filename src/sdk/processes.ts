@@ -3,19 +3,12 @@
  * envars): which tasks exist, their stat/status, and any other per-process files, all in
  * a number of guest entries that does not grow with the number of processes.
  */
-import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../../abi/linux/proc/index.js';
-import {
-  isVanished,
-  notAvailable,
-  ProcFs,
-  unreadable,
-  type FileReadRequest,
-  type FileReadResult,
-  type PluginContext,
-  type Row,
-  type RowValue,
-  type TaskId,
-} from '../../sdk/index.js';
+import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../abi/linux/proc/index.js';
+import { notAvailable, unreadable, type RowValue } from '../output/columns.js';
+import { isVanished } from './errors.js';
+import type { PluginContext, Row } from './plugin.js';
+import { ProcFs, type TaskId } from './procfs.js';
+import type { FileReadRequest, FileReadResult } from './syscall-api.js';
 
 /** The cells of one process (or thread): pslist's columns, which pstree shares. */
 export const PROCESS_COLUMNS = [
