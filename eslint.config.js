@@ -14,12 +14,12 @@ const LAYERS = [
   ['qemu', ['util']],
   ['memory', ['util', 'qemu']],
   ['shadow', ['util', 'abi', 'sdk', 'qemu', 'memory']],
-  ['capture', ['util', 'abi', 'qemu', 'memory']],
+  ['capture', ['util', 'qemu']],
   ['lab', ['util', 'qemu']],
   ['targets', ['util', 'qemu', 'memory', 'shadow', 'capture', 'lab']],
   ['plugins', ['abi', 'sdk']],
   ['packs', ['sdk', 'plugins']],
-  ['runner', ['util', 'abi', 'output', 'sdk', 'qemu', 'memory', 'shadow', 'capture', 'lab', 'targets']],
+  ['runner', ['util', 'output', 'sdk', 'qemu', 'memory', 'shadow', 'targets']],
   ['cli', ['util', 'output', 'sdk', 'plugins', 'packs', 'runner']],
 ];
 const FOLDERS = [...LAYERS.map(([f]) => f), 'commands'];
