@@ -12,10 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { format } from 'prettier';
 import { GuestConsole } from '../dist/lab/console.js';
 import { labDown, labUp } from '../dist/lab/lab.js';
-import { findPlugin } from '../dist/plugins/index.js';
+import { builtinPlugins } from '../dist/plugins/index.js';
 import { runPluginsOnGuest } from '../dist/runner/run-plugins.js';
 import { RedirectSession } from '../dist/shadow/session.js';
-import { startResidentShadow, stopResidentShadow } from '../dist/runner/resident.js';
+import { startResidentShadow, stopResidentShadow } from '../dist/shadow/resident.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const GUEST = process.env.BENCH_GUEST ?? 'bench';
@@ -407,9 +407,9 @@ function extrasRows(results) {
 // ------------------------------------------------------------------ main
 
 async function main() {
-  const pslist = findPlugin('pslist');
+  const pslist = builtinPlugins.find((p) => p.name === 'pslist');
   if (!pslist) throw new Error('pslist plugin not found (run npm run build)');
-  const psaux = findPlugin('psaux');
+  const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };
 

@@ -24,7 +24,8 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { waitForMigration, type MigrateInfo } from '../qemu/migration.js';
+import type { MigrateInfo } from '../qemu/migration.js';
+import { queryMachineInfo, queryMigrateCapability, queryStatus } from '../qemu/machine-info.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
 import { gzipFile } from './compression.js';
@@ -45,6 +46,8 @@ import {
 } from './manifest.js';
 import { extractRam, parseVcpus, streamMachineType, type StreamVcpu } from './migration-stream.js';
 import { processAlive } from '../util/process-alive.js';
+import { shellQuote } from '../util/shell-quote.js';
+import { awaitDevstateMigration } from './devstate-migration.js';
 
 export interface CreateCaptureOptions {
   /** QMP socket of the source QEMU. */
@@ -72,10 +75,6 @@ export interface CreateCaptureResult {
   bytes: number;
   /** Time spent compressing the RAM (with `compress`). */
   compressMs?: number;
-}
-
-export function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function toolVersion(): string {
@@ -199,17 +198,6 @@ async function addBootFile(
   return { part, info };
 }
 
-type Status = { status: string; running: boolean };
-async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
-  const end = await waitForMigration(qmp, timeoutMs);
-  if (end.status === 'completed') return;
-  if (end.status === 'timeout') {
-    await qmp.execute('migrate_cancel').catch(() => undefined);
-    throw new CaptureError(`${DEVSTATE_PART}: migration did not complete within ${timeoutMs} ms`);
-  }
-  throw new CaptureError(`${DEVSTATE_PART}: migration ${end.status}: ${end.detail ?? 'no detail'}`);
-}
-
 /** Written in the partial dir while the source guest is paused; removed once it runs again. */
 const PAUSED_MARKER = 'source-paused.json';
 
@@ -237,7 +225,7 @@ async function sweepStalePartials(out: string, progress: (m: string) => void): P
             await new Promise((r) => setTimeout(r, 10));
           }
           // The marker is only written when the guest was running before the capture.
-          const st = await q.execute<Status>('query-status');
+          const st = await queryStatus(q);
           if (st.status === 'postmigrate' || st.status === 'paused') {
             await q.execute('cont');
             progress(`resumed the guest a killed capture (pid ${m[2]}) had left paused`);
@@ -277,44 +265,26 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
   try {
     qmp = await QmpClient.connect(opts.qmpSocket, { timeoutMs: 5000 });
     const q = qmp;
-    const qom = <T>(path: string, property: string): Promise<T> =>
-      q.execute<T>('qom-get', { path, property });
 
     // Machine description (before pausing: none of this counts toward the pause).
-    const version = await q.execute<{
-      qemu: { major: number; minor: number; micro: number };
-      package?: string;
-    }>('query-version');
-    const machineType = (await qom<string>('/machine', 'type')).replace(/-machine$/, '');
-    const kernel = await qom<string>('/machine', 'kernel');
-    const initrd = await qom<string>('/machine', 'initrd');
-    const append = await qom<string>('/machine', 'append');
+    const { version, machineType, kernel, initrd, append, cpus, cpuModel, memBytes, ramFile, name, uuid } =
+      await queryMachineInfo(q);
     if (!kernel || !initrd)
       throw new CaptureError('the guest was not booted with -kernel/-initrd: replay could not rebuild it');
-    const cpusInfo = await q.execute<{ 'qom-path': string; 'cpu-index': number }[]>('query-cpus-fast');
-    const cpuModel = (await qom<string>(cpusInfo[0]['qom-path'], 'type')).replace(/-x86_64-cpu$/, '');
-    const memBytes = (await q.execute<{ 'base-memory': number }>('query-memory-size-summary'))['base-memory'];
     if (memBytes > 2 * 1024 ** 3)
       throw new CaptureError(`guest RAM ${memBytes} bytes: captures support up to 2 GiB (one range)`);
-    const memdevs = await q.execute<{ id: string; share: boolean; size: number }[]>('query-memdev');
-    const shared = memdevs.find((m) => m.share && m.size === memBytes);
-    const ramFile = shared
-      ? await qom<string>(`/objects/${shared.id}`, 'mem-path').catch(() => undefined)
-      : undefined;
     const mode: CaptureManifest['mode'] = ramFile && !opts.full ? 'shared-ram' : 'full-stream';
-    const qname = (await q.execute<{ name?: string }>('query-name')).name?.replace(/^vmi-/, '');
-    const uuid = (await q.execute<{ UUID: string }>('query-uuid')).UUID;
+    const qname = name?.replace(/^vmi-/, '');
 
     const kernelPart = await addBootFile(tmp, kernel, 'vmlinux');
     const initrdPart = await addBootFile(tmp, initrd, 'initrd');
     await opts.onStep?.('boot-files', tmp);
 
-    const caps = await q.execute<{ capability: string; state: boolean }[]>('query-migrate-capabilities');
-    const prevIgnore = caps.find((c) => c.capability === 'x-ignore-shared');
+    const prevIgnore = await queryMigrateCapability(q, 'x-ignore-shared');
     if (mode === 'shared-ram' && !prevIgnore) {
       throw new CaptureError('this QEMU has no x-ignore-shared migration capability');
     }
-    const status = await q.execute<Status>('query-status');
+    const status = await queryStatus(q);
     if (status.status === 'inmigrate' || status.status === 'finish-migrate') {
       throw new CaptureError(`the guest is migrating (${status.status})`);
     }
@@ -338,7 +308,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       }
       const tm = performance.now();
       await q.execute('migrate', { uri: `exec:cat > ${shellQuote(devPath)}` });
-      await waitMigration(q, mode === 'shared-ram' ? 30_000 : 300_000);
+      await awaitDevstateMigration(q, 'outgoing', mode === 'shared-ram' ? 30_000 : 300_000);
       migrateMs = performance.now() - tm;
       await opts.onStep?.('migrated', tmp);
       if (mode === 'shared-ram') {
@@ -447,7 +417,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       machine: {
         machineType,
         cpuModel,
-        cpus: cpusInfo.length,
+        cpus,
         memMiB: Math.round(memBytes / (1024 * 1024)),
         append,
         kernelPart: kernelPart.part,

@@ -30,3 +30,27 @@ export function splitArgv(
   }
   return { own, rest };
 }
+
+/** The part of an oclif flag declaration the splitter reads. */
+export interface FlagDeclaration {
+  type: 'boolean' | 'option';
+  char?: string;
+}
+
+/**
+ * The `valued` and `booleans` sets of {@link splitArgv} from a command's own flag
+ * declarations (long names and short chars), plus oclif's implicit --help.
+ */
+export function flagSets(flags: Readonly<Record<string, FlagDeclaration>>): {
+  valued: Set<string>;
+  booleans: Set<string>;
+} {
+  const valued = new Set<string>();
+  const booleans = new Set<string>(['help']);
+  for (const [name, flag] of Object.entries(flags)) {
+    const set = flag.type === 'boolean' ? booleans : valued;
+    set.add(name);
+    if (flag.char) set.add(flag.char);
+  }
+  return { valued, booleans };
+}

@@ -1,9 +1,10 @@
 /** Host-side helpers for the lab: running tools, cache and runtime directories. */
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, chmod, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { runRoot } from '../util/run-dir.js';
 
 export class LabError extends Error {
   override name = 'LabError';
@@ -80,30 +81,8 @@ export function cacheRoot(): string {
   return join(homedir(), '.cache', 'vmi');
 }
 
-function uid(): number {
-  return process.getuid?.() ?? 0;
-}
-
-/** /tmp/vmi-<uid>: the private (0700) parent of every guest's runtime directory. */
-export function runRoot(): string {
-  return join(process.env.VMI_RUNTIME_ROOT ?? '/tmp', `vmi-${uid()}`);
-}
-
 export function guestsRoot(): string {
   return join(runRoot(), 'guests');
-}
-
-/**
- * Creates a directory 0700 owned by us, refusing a symlink or someone else's directory
- * (both would let another user read guest memory or hijack the control sockets).
- */
-export async function ensurePrivateDir(path: string): Promise<void> {
-  await mkdir(path, { recursive: true, mode: 0o700 });
-  const st = await lstat(path);
-  if (!st.isDirectory()) throw new LabError(`${path} is not a directory`);
-  if (st.uid !== uid())
-    throw new LabError(`${path} is owned by uid ${st.uid}, not by us: refusing to use it`);
-  if ((st.mode & 0o077) !== 0) await chmod(path, 0o700);
 }
 
 export function sha256(...parts: Array<string | Buffer>): string {
@@ -113,10 +92,6 @@ export function sha256(...parts: Array<string | Buffer>): string {
     h.update('\0');
   }
   return h.digest('hex');
-}
-
-export function randomTag(bytes = 4): string {
-  return randomBytes(bytes).toString('hex');
 }
 
 export async function removeQuietly(path: string): Promise<void> {

@@ -9,7 +9,8 @@ import { access, chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promi
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeCpio, type CpioEntry } from './cpio.js';
-import { cacheRoot, LabError, mustRun, randomTag, removeQuietly, sha256 } from './host.js';
+import { randomTag } from '../util/run-dir.js';
+import { cacheRoot, LabError, mustRun, removeQuietly, sha256 } from './host.js';
 import type { LabKernel } from './kernel.js';
 import { INITTAB, initScript, LAB_WORKLOAD, PROFILE } from './workload.js';
 

@@ -7,7 +7,8 @@ import { closeSync, openSync } from 'node:fs';
 import { access, copyFile, mkdir, open, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decompressorFor, findKernelPayload, isElf } from './bzimage.js';
-import { cacheRoot, LabError, mustRun, randomTag, removeQuietly, runTool } from './host.js';
+import { randomTag } from '../util/run-dir.js';
+import { cacheRoot, LabError, mustRun, removeQuietly, runTool } from './host.js';
 import { moduleDepends } from './modinfo.js';
 
 export interface LabKernel {

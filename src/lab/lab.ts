@@ -16,7 +16,8 @@ import {
   stopQemu,
 } from '../qemu/launcher.js';
 import { GuestConsole } from './console.js';
-import { ensurePrivateDir, guestsRoot, LabError, randomTag, runRoot, sleep } from './host.js';
+import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
+import { guestsRoot, LabError, sleep } from './host.js';
 import { buildInitramfs } from './initramfs.js';
 import { ensureKernel } from './kernel.js';
 import { LAB_WORKLOAD } from './workload.js';

@@ -29,9 +29,3 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   kmsg,
   ifconfig,
 ];
-
-/** The built-in plugin of that name (case-insensitive), or undefined. */
-export function findPlugin(name: string): PluginDefinition | undefined {
-  const n = name.toLowerCase();
-  return builtinPlugins.find((p) => p.name === n);
-}

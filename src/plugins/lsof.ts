@@ -15,8 +15,15 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from '../abi/linux/flags.js';
-import { definePlugin, unreadable, PID_OPTION, type Row, type RowValue, type Statx } from '../sdk/index.js';
-import { readProcessFds } from './lib/fds.js';
+import {
+  definePlugin,
+  PID_OPTION,
+  readProcessFds,
+  type Row,
+  type RowValue,
+  type Statx,
+  unreadable,
+} from '../sdk/index.js';
 
 const columns = [
   { name: 'PID', type: 'int32', description: 'Process id' },

@@ -4,8 +4,7 @@
  * are shown as `[comm]`, like ps does.
  */
 import { parseCmdline } from '../abi/linux/proc/index.js';
-import { definePlugin, isVanished, unreadable, PID_OPTION, type Row } from '../sdk/index.js';
-import { readProcesses } from './lib/processes.js';
+import { definePlugin, isVanished, PID_OPTION, readProcesses, type Row, unreadable } from '../sdk/index.js';
 
 const columns = [
   { name: 'PID', type: 'int32', description: 'Process id' },

@@ -3,15 +3,13 @@
  * parent, children by PID. Processes whose parent is not listed (init, kthreadd, the
  * children of an exited parent that was not reparented yet) are roots.
  */
-import { definePlugin, TREE_DEPTH } from '../sdk/index.js';
-import { processForest, readProcesses } from './lib/processes.js';
-import { pslist } from './pslist.js';
+import { definePlugin, PROCESS_COLUMNS, processForest, readProcesses, TREE_DEPTH } from '../sdk/index.js';
 
 export const pstree = definePlugin({
   name: 'pstree',
   description: 'Shows the processes of the guest as a parent/child tree',
   version: '1.0.0',
-  columns: pslist.columns,
+  columns: PROCESS_COLUMNS,
   options: {
     pid: {
       type: 'integer',

@@ -19,15 +19,17 @@ import {
 } from '../abi/linux/proc/index.js';
 import {
   definePlugin,
-  notAvailable,
-  SyscallError,
-  unreadable,
-  PID_OPTION,
   type FileReadResult,
+  type PluginContext,
+  type ProcessFds,
+  notAvailable,
+  PID_OPTION,
+  readProcessFds,
   type Row,
   type RowValue,
+  SyscallError,
+  unreadable,
 } from '../sdk/index.js';
-import { readProcessFds } from './lib/fds.js';
 
 const columns = [
   { name: 'NetNS', type: 'int64', description: 'Network namespace id (inode of /proc/PID/ns/net)' },
@@ -162,6 +164,83 @@ function socketCells(table: Table, data: Uint8Array, file: string): ParsedLines<
 }
 
 const UNKNOWN_SOCKET = notAvailable('socket not in the /proc/net tables read (packet, vsock, alg...)');
+const UNKNOWN_CELLS: SocketCells = {
+  Family: UNKNOWN_SOCKET,
+  Type: UNKNOWN_SOCKET,
+  Proto: UNKNOWN_SOCKET,
+  'Source Addr': UNKNOWN_SOCKET,
+  'Source Port': UNKNOWN_SOCKET,
+  'Destination Addr': UNKNOWN_SOCKET,
+  'Destination Port': UNKNOWN_SOCKET,
+  State: UNKNOWN_SOCKET,
+};
+
+/** The key of a process's network namespace: its inode, or the pid when the link failed. */
+const nsKey = (p: ProcessFds): string => (typeof p.netns === 'bigint' ? p.netns.toString() : `pid ${p.pid}`);
+
+/** The socket descriptors of a process, with their inodes. */
+function socketFds(p: ProcessFds): { fd: number; inode: bigint }[] {
+  const out: { fd: number; inode: bigint }[] = [];
+  for (const f of p.fds) {
+    const m = f.target ? SOCKET_RE.exec(f.target) : null;
+    if (m) out.push({ fd: f.fd, inode: BigInt(m[1]) });
+  }
+  return out;
+}
+
+/**
+ * The socket tables (/proc/PID/net/*) of the network namespaces of `procs`, as cells by
+ * inode, per namespace key: one batch for all of them. The tables of a namespace are read
+ * through two of its processes, in case one exits meanwhile; a process whose namespace
+ * link failed reads its own.
+ */
+async function readNamespaceSockets(
+  ctx: PluginContext,
+  procs: readonly ProcessFds[],
+): Promise<Map<string, Map<bigint, SocketCells>>> {
+  const readers = new Map<string, number[]>();
+  for (const p of procs) {
+    if (typeof p.netns !== 'bigint' && p.netns) ctx.warn(`pid ${p.pid}: ${p.netns.message}`);
+    const list = readers.get(nsKey(p)) ?? [];
+    if (list.length < 2) list.push(p.pid);
+    readers.set(nsKey(p), list);
+  }
+  const reads = [...readers].flatMap(([key, pids]) =>
+    pids.flatMap((pid) => TABLES.map((table) => ({ key, table, path: `/proc/${pid}/net/${table}` }))),
+  );
+  const files = await ctx.sys.readFiles(reads.map(({ path }) => ({ path, chunkSize: 16384 })));
+  const results = new Map<string, FileReadResult[]>();
+  reads.forEach(({ key, table }, i) => {
+    const id = `${key}/${table}`;
+    results.set(id, [...(results.get(id) ?? []), files[i]]);
+  });
+  const sockets = new Map<string, Map<bigint, SocketCells>>();
+  for (const key of readers.keys()) {
+    const byInode = new Map<bigint, SocketCells>();
+    for (const table of TABLES) {
+      const got = results.get(`${key}/${table}`)!;
+      const f = got.find((x) => !x.error);
+      if (!f) {
+        // ENOENT: a kernel without that table (no IPv6), or every reader exited.
+        const err = got.find((x) => !(x.error instanceof SyscallError && x.error.code === 'ENOENT'));
+        if (err) ctx.warn(`${err.path}: ${err.error!.message}`);
+        continue;
+      }
+      const { entries, errors } = socketCells(table, f.data!, f.path);
+      for (const e of errors) ctx.warn(e.message);
+      for (const [inode, cells] of entries) byInode.set(inode, cells);
+    }
+    sockets.set(key, byInode);
+  }
+  return sockets;
+}
+
+/** --unix and --inet: only those families (both or neither: every family). */
+function familyWanted(family: RowValue | undefined, unix: boolean, inet: boolean): boolean {
+  if (unix && !inet) return family === 'AF_UNIX';
+  if (inet && !unix) return family === 'AF_INET' || family === 'AF_INET6';
+  return true;
+}
 
 export const sockstat = definePlugin({
   name: 'sockstat',
@@ -178,77 +257,23 @@ export const sockstat = definePlugin({
     // 1 batch for the listing (none with --pid), 1 for /proc/PID/fd, 1 for every link and
     // comm, 1 for the socket tables of every namespace (+ a follow-up for big tables).
     const procs = await readProcessFds(ctx, { pids: ctx.options.pid, netns: true });
-    const withSockets = procs.filter((p) => p.fds.some((f) => f.target && SOCKET_RE.test(f.target)));
-
-    // The tables of a namespace are read through two of its processes, in case one exits
-    // meanwhile; a process whose namespace link failed reads its own.
-    const nsKey = (p: (typeof procs)[number]) =>
-      typeof p.netns === 'bigint' ? p.netns.toString() : `pid ${p.pid}`;
-    const readers = new Map<string, number[]>();
-    for (const p of withSockets) {
-      if (typeof p.netns !== 'bigint' && p.netns) ctx.warn(`pid ${p.pid}: ${p.netns.message}`);
-      const list = readers.get(nsKey(p)) ?? [];
-      if (list.length < 2) list.push(p.pid);
-      readers.set(nsKey(p), list);
-    }
-    const reads = [...readers].flatMap(([key, pids]) =>
-      pids.flatMap((pid) => TABLES.map((table) => ({ key, table, path: `/proc/${pid}/net/${table}` }))),
-    );
-    const files = await ctx.sys.readFiles(reads.map(({ path }) => ({ path, chunkSize: 16384 })));
-    const results = new Map<string, FileReadResult[]>();
-    reads.forEach(({ key, table }, i) => {
-      const id = `${key}/${table}`;
-      results.set(id, [...(results.get(id) ?? []), files[i]]);
-    });
-    const sockets = new Map<string, Map<bigint, SocketCells>>();
-    for (const key of readers.keys()) {
-      const byInode = new Map<bigint, SocketCells>();
-      for (const table of TABLES) {
-        const got = results.get(`${key}/${table}`)!;
-        const f = got.find((x) => !x.error);
-        if (!f) {
-          // ENOENT: a kernel without that table (no IPv6), or every reader exited.
-          const err = got.find((x) => !(x.error instanceof SyscallError && x.error.code === 'ENOENT'));
-          if (err) ctx.warn(`${err.path}: ${err.error!.message}`);
-          continue;
-        }
-        const { entries, errors } = socketCells(table, f.data!, f.path);
-        for (const e of errors) ctx.warn(e.message);
-        for (const [inode, cells] of entries) byInode.set(inode, cells);
-      }
-      sockets.set(key, byInode);
-    }
-
+    const withSockets = procs.filter((p) => socketFds(p).length > 0);
+    const tables = await readNamespaceSockets(ctx, withSockets);
     const rows: SockstatRow[] = [];
     for (const p of withSockets) {
       const netns: RowValue =
         typeof p.netns === 'bigint' ? p.netns : unreadable(p.netns?.message ?? 'no namespace link');
-      const table = sockets.get(nsKey(p))!;
-      for (const f of p.fds) {
-        const m = f.target ? SOCKET_RE.exec(f.target) : null;
-        if (!m) continue;
-        const inode = BigInt(m[1]);
-        const cells = table.get(inode);
-        const family = cells?.Family;
-        if (unix && !inet && family !== 'AF_UNIX') continue;
-        if (inet && !unix && family !== 'AF_INET' && family !== 'AF_INET6') continue;
+      for (const { fd, inode } of socketFds(p)) {
+        const cells = tables.get(nsKey(p))!.get(inode);
+        if (!familyWanted(cells?.Family, unix, inet)) continue;
         rows.push({
           NetNS: netns,
           'Process Name': p.comm,
           PID: p.pid,
           TID: p.pid,
-          FD: f.fd,
+          FD: fd,
           Inode: inode,
-          ...(cells ?? {
-            Family: UNKNOWN_SOCKET,
-            Type: UNKNOWN_SOCKET,
-            Proto: UNKNOWN_SOCKET,
-            'Source Addr': UNKNOWN_SOCKET,
-            'Source Port': UNKNOWN_SOCKET,
-            'Destination Addr': UNKNOWN_SOCKET,
-            'Destination Port': UNKNOWN_SOCKET,
-            State: UNKNOWN_SOCKET,
-          }),
+          ...(cells ?? UNKNOWN_CELLS),
         });
       }
     }

@@ -1,6 +1,6 @@
 /**
  * How to reach one QEMU guest: what the lab writes for the guests it boots, and what an
- * attach needs. The redirection engine only ever sees this, never how the guest started.
+ * attach needs. The shadow engine only ever sees this, never how the guest started.
  */
 export interface GuestEndpoints {
   /** Human name of the guest (the lab guest's name, or derived from the QMP path). */
@@ -22,3 +22,6 @@ export interface GuestEndpoints {
    */
   wake?: { socket: string; device: string };
 }
+
+/** A guest to inspect: its endpoints, plus what the caller knows of it for metadata. */
+export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureId?: string };

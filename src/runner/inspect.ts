@@ -1,6 +1,6 @@
-import { withReplay } from '../capture/replay.js';
 import type { ResultTable } from '../output/table.js';
-import { withForeignGuest } from '../qemu/foreign.js';
+import { openTarget, withTarget, type TargetSpec } from '../targets/index.js';
+import { resolveLiveTargets } from '../targets/lab.js';
 import { runPluginsOnGuests } from './multi-guest.js';
 import {
   runPluginsOnGuest,
@@ -8,7 +8,6 @@ import {
   type PluginsRun,
   type RunOnGuestOptions,
 } from './run-plugins.js';
-import { resolveLiveTarget, resolveLiveTargets } from './target.js';
 
 /** Which guest(s) an invocation inspects. */
 export type InspectTarget =
@@ -63,22 +62,12 @@ export async function inspect(
     return { tables: multi.tables, problems, notes, exitCode };
   }
 
-  let run: PluginsRun;
-  if (target.kind === 'capture') {
-    run = await withReplay(target.path, (r) => runPluginsOnGuest(r.guest, requests, opts), {
-      progress: opts.progress,
-    });
-  } else if (target.kind === 'qmp') {
-    run = await withForeignGuest(target.socket, (g) => runPluginsOnGuest(g, requests, opts), {
-      progress: opts.progress,
-    });
-  } else {
-    const guest = await resolveLiveTarget({
-      guest: target.guests[0],
-      progress: opts.bootProgress ?? opts.progress,
-    });
-    run = await runPluginsOnGuest(guest, requests, opts);
-  }
+  // One guest: open it (whatever kind), run, close. Booting the default lab guest has its own progress.
+  const spec: TargetSpec = target.kind === 'lab' ? { kind: 'lab', guest: target.guests[0] } : target;
+  const progress = target.kind === 'lab' ? (opts.bootProgress ?? opts.progress) : opts.progress;
+  const run: PluginsRun = await withTarget(openTarget(spec, { progress }), (guest) =>
+    runPluginsOnGuest(guest, requests, opts),
+  );
   // A plugin that threw costs its own table: the others are still returned.
   const problems = run.failures.map((f) => `${f.plugin}: ${oneLine(f.message)}`);
   const notes: string[] = [];

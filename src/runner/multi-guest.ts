@@ -5,9 +5,9 @@
  */
 import type { ColumnSpec, RowValue } from '../output/columns.js';
 import type { ResultTable } from '../output/table.js';
+import type { GuestTarget } from '../targets/target.js';
 import {
   runPluginsOnGuest,
-  type InspectedGuest,
   type PluginRequest,
   type PluginsRun,
   type RunOnGuestOptions,
@@ -18,13 +18,6 @@ export const GUEST_COLUMN: ColumnSpec = {
   type: 'utf8',
   description: 'Guest the row was read from',
 };
-
-/** One guest to inspect: its name (known up front) and how to reach it. */
-export interface GuestTarget {
-  name: string;
-  /** Resolves the guest's endpoints (may fail: a guest that is not running). */
-  resolve: () => Promise<InspectedGuest>;
-}
 
 export interface GuestOutcome {
   guest: string;

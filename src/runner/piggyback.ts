@@ -1,4 +1,4 @@
-import { DEFAULT_BATCH_LIMITS, type BatchLimits } from '../sdk/limits.js';
+import { batchCost, DEFAULT_BATCH_LIMITS, fitsLimits, type BatchLimits } from '../sdk/limits.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
 
 interface Rider {
@@ -42,25 +42,7 @@ export class PiggybackExecutor implements SyscallExecutor {
   /** The queued riders that fit beside `calls` in one batch (the SDK's limits). */
   private boarding(calls: readonly Call[]): Rider[] {
     if (this.queued.length === 0) return [];
-    const size = (list: readonly Call[]) => {
-      let out = 0;
-      let input = 0;
-      for (const c of list)
-        for (const a of c.args) {
-          if (a.kind === 'out') out += a.size;
-          else if (a.kind === 'in') input += a.data.length;
-        }
-      return { out, input };
-    };
-    const mine = size(calls);
-    const all = this.queued.flatMap((r) => r.calls);
-    const theirs = size(all);
-    if (
-      calls.length + all.length > this.limits.maxCalls ||
-      mine.out + theirs.out > this.limits.maxOutBytes ||
-      mine.input + theirs.input > this.limits.maxInBytes
-    )
-      return [];
+    if (!fitsLimits(batchCost([...this.queued.flatMap((r) => r.calls), ...calls]), this.limits)) return [];
     return this.queued.splice(0);
   }
 

@@ -1,4 +1,4 @@
-import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
+import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import type { ResultTable } from '../output/table.js';
 import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
 import { SyscallApi } from '../sdk/syscall-api.js';
@@ -6,7 +6,7 @@ import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
-import type { TransportName } from '../shadow/transport.js';
+import type { TransportChoice } from '../shadow/transport.js';
 
 export interface PluginRequest {
   plugin: PluginDefinition;
@@ -36,7 +36,7 @@ export interface PluginsRun {
 }
 
 export interface RunOnGuestOptions {
-  transport?: TransportName | 'auto';
+  transport?: TransportChoice;
   progress?: (message: string) => void;
   /** `--allow-write`: let plugins that declare `needs` make their declared calls. */
   allowWrite?: boolean;
@@ -50,9 +50,6 @@ export interface RunOnGuestOptions {
 
 /** What runPluginsOnGuest needs of a session: an executor with stats and a detach. */
 export type AttachedSession = SyscallExecutor & { readonly stats: SessionStats; detach(): Promise<void> };
-
-/** A guest to inspect: its endpoints, plus what the caller knows of it for metadata. */
-export type InspectedGuest = GuestEndpoints & { kernelRelease?: string; captureId?: string };
 
 /**
  * Runs several plugins against one live guest through a single attach: one shadow

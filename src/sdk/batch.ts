@@ -13,7 +13,7 @@ import { syscallName, sysno, type SyscallName } from '../abi/linux/syscalls.js';
 import { SEEK_SET } from '../abi/linux/flags.js';
 import { STATX_SIZE, SYSINFO_SIZE, UTSNAME_SIZE } from '../abi/linux/structs.js';
 import { BatchProtocolError, SyscallError } from './errors.js';
-import { DEFAULT_BATCH_LIMITS, type BatchLimits } from './limits.js';
+import { DEFAULT_BATCH_LIMITS, planChunks, type BatchLimits } from './limits.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
 
 /** The result of one recorded call, available after `submit()`. */
@@ -362,56 +362,4 @@ function toResult(entry: Entry, raw: CallResult): SyscallResult {
     outs,
     error: errno === undefined ? undefined : new SyscallError(entry.syscall, errno, entry.path),
   };
-}
-
-interface Cost {
-  calls: number;
-  out: number;
-  in: number;
-}
-
-/** Splits entries into [start, end) ranges within the limits, cutting between groups when possible. */
-export function planChunks(
-  entries: readonly { group: number; outBytes: number; inBytes: number }[],
-  limits: BatchLimits,
-): Array<[number, number]> {
-  const chunks: Array<[number, number]> = [];
-  let start = 0;
-  let cur: Cost = { calls: 0, out: 0, in: 0 };
-  const fits = (c: Cost, add: Cost) =>
-    c.calls + add.calls <= limits.maxCalls &&
-    c.out + add.out <= limits.maxOutBytes &&
-    c.in + add.in <= limits.maxInBytes;
-  const flush = (end: number) => {
-    if (end > start) chunks.push([start, end]);
-    start = end;
-    cur = { calls: 0, out: 0, in: 0 };
-  };
-  let i = 0;
-  while (i < entries.length) {
-    let j = i;
-    const g: Cost = { calls: 0, out: 0, in: 0 };
-    while (j < entries.length && entries[j].group === entries[i].group) {
-      g.calls++;
-      g.out += entries[j].outBytes;
-      g.in += entries[j].inBytes;
-      j++;
-    }
-    if (fits(cur, g)) {
-      cur = { calls: cur.calls + g.calls, out: cur.out + g.out, in: cur.in + g.in };
-    } else if (cur.calls > 0 && fits({ calls: 0, out: 0, in: 0 }, g)) {
-      flush(i);
-      cur = g;
-    } else {
-      // The group alone is too big: split it call by call; a single oversized call runs alone.
-      for (let k = i; k < j; k++) {
-        const c: Cost = { calls: 1, out: entries[k].outBytes, in: entries[k].inBytes };
-        if (!fits(cur, c) && cur.calls > 0) flush(k);
-        cur = { calls: cur.calls + 1, out: cur.out + c.out, in: cur.in + c.in };
-      }
-    }
-    i = j;
-  }
-  flush(entries.length);
-  return chunks;
 }

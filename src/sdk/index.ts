@@ -72,6 +72,16 @@ export {
   type PolicyOptions,
 } from './policy.js';
 export { ProcFs, PROC_FILE_CHUNK, type TaskId } from './procfs.js';
+// Reading processes and their open files, as the built-in process and file plugins do.
+export {
+  PROCESS_COLUMNS,
+  readProcesses,
+  processForest,
+  type ProcessRow,
+  type ProcessRecord,
+  type ReadProcessesOptions,
+} from './processes.js';
+export { readProcessFds, type OpenFd, type ProcessFds, type ReadFdsOptions } from './fds.js';
 export * from './limits.js';
 export type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
 export {

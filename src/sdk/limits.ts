@@ -1,8 +1,10 @@
 /**
  * Sizes that shape syscall batches, in one place. The shadow engine's batch buffer must
  * hold one batch: at most `maxCalls` calls, `maxInBytes` of input bytes and `maxOutBytes`
- * of output buffers. The SDK splits anything bigger into several `run()` calls.
+ * of output buffers. The SDK splits anything bigger into several `run()` calls, with
+ * planChunks (below), which is also how the engine and the piggyback carrier measure.
  */
+import type { Call } from './syscall-types.js';
 
 export interface BatchLimits {
   /** Calls per `run()`. */
@@ -14,15 +16,38 @@ export interface BatchLimits {
 }
 
 /**
- * The limits the shadow engine's batch buffer is sized for (2048 call entries and a
- * 3.8 MiB data area: src/shadow/layout.ts; a unit test keeps the two in step). Fewer,
- * fuller batches matter: each guest entry costs a wake-up and a page walk.
+ * The limits of one batch. The shadow engine takes its call-table size from here
+ * (src/shadow/layout.ts, which refuses to load when the stub or the data area disagree).
+ * Fewer, fuller batches matter: each guest entry costs a wake-up and a page walk.
  */
 export const DEFAULT_BATCH_LIMITS: Readonly<BatchLimits> = Object.freeze({
   maxCalls: 2048,
   maxOutBytes: 3 << 20,
   maxInBytes: 512 << 10,
 });
+
+/** What a list of calls takes of a batch: calls, output bytes, input bytes. */
+export interface BatchCost {
+  calls: number;
+  out: number;
+  in: number;
+}
+
+/** The cost of `calls` in one batch (pure). */
+export function batchCost(calls: readonly Call[]): BatchCost {
+  const cost: BatchCost = { calls: calls.length, out: 0, in: 0 };
+  for (const c of calls)
+    for (const a of c.args) {
+      if (a.kind === 'out') cost.out += a.size;
+      else if (a.kind === 'in') cost.in += a.data.length;
+    }
+  return cost;
+}
+
+/** True when a batch of this cost stays within the limits (pure). */
+export function fitsLimits(cost: BatchCost, limits: Readonly<BatchLimits>): boolean {
+  return cost.calls <= limits.maxCalls && cost.out <= limits.maxOutBytes && cost.in <= limits.maxInBytes;
+}
 
 /** First read size of `readFiles` when the caller gives none. */
 export const DEFAULT_READ_CHUNK = 4096;
@@ -51,3 +76,47 @@ export const DIR_EOF_PROBE = 280;
 export const READLINK_BUFFER = 4096;
 /** First syslog read buffer; a bigger kernel log buffer costs one more batch. */
 export const DEFAULT_SYSLOG_BUFFER = 256 << 10;
+
+/** Splits entries into [start, end) ranges within the limits, cutting between groups when possible. */
+export function planChunks(
+  entries: readonly { group: number; outBytes: number; inBytes: number }[],
+  limits: BatchLimits,
+): Array<[number, number]> {
+  const chunks: Array<[number, number]> = [];
+  let start = 0;
+  let cur: BatchCost = { calls: 0, out: 0, in: 0 };
+  const fits = (c: BatchCost, add: BatchCost) =>
+    fitsLimits({ calls: c.calls + add.calls, out: c.out + add.out, in: c.in + add.in }, limits);
+  const flush = (end: number) => {
+    if (end > start) chunks.push([start, end]);
+    start = end;
+    cur = { calls: 0, out: 0, in: 0 };
+  };
+  let i = 0;
+  while (i < entries.length) {
+    let j = i;
+    const g: BatchCost = { calls: 0, out: 0, in: 0 };
+    while (j < entries.length && entries[j].group === entries[i].group) {
+      g.calls++;
+      g.out += entries[j].outBytes;
+      g.in += entries[j].inBytes;
+      j++;
+    }
+    if (fits(cur, g)) {
+      cur = { calls: cur.calls + g.calls, out: cur.out + g.out, in: cur.in + g.in };
+    } else if (cur.calls > 0 && fits({ calls: 0, out: 0, in: 0 }, g)) {
+      flush(i);
+      cur = g;
+    } else {
+      // The group alone is too big: split it call by call; a single oversized call runs alone.
+      for (let k = i; k < j; k++) {
+        const c: BatchCost = { calls: 1, out: entries[k].outBytes, in: entries[k].inBytes };
+        if (!fits(cur, c) && cur.calls > 0) flush(k);
+        cur = { calls: cur.calls + 1, out: cur.out + c.out, in: cur.in + c.in };
+      }
+    }
+    i = j;
+  }
+  flush(entries.length);
+  return chunks;
+}

@@ -1,3 +1,4 @@
+import { batchCost, DEFAULT_BATCH_LIMITS, planChunks } from '../sdk/limits.js';
 import type { Call, CallResult } from '../sdk/syscall-types.js';
 import { LAYOUT } from './layout.js';
 
@@ -37,27 +38,21 @@ function align8(n: number): number {
 }
 
 /**
- * Splits calls into groups that each fit one batch. References to earlier results must
- * stay inside a group; the SDK's chunking keeps dependent calls together, and a
+ * Splits calls into groups that each fit one batch, by the SDK's limits and its planner
+ * (a SyscallApi has split already: then this is one group). References to earlier results
+ * must stay inside a group; the SDK's chunking keeps dependent calls together, and a
  * reference that would cross a boundary is an error rather than a silent wrong fd.
  */
 export function splitIntoBatches(calls: readonly Call[]): Array<{ start: number; end: number }> {
-  const groups: Array<{ start: number; end: number }> = [];
-  let start = 0;
-  let bytes = 0;
-  for (let i = 0; i < calls.length; i++) {
-    const need = dataBytesOf(calls[i]);
+  const entries = calls.map((call, group) => {
+    const need = dataBytesOf(call);
     if (need > DATA_CAPACITY) {
       throw new BatchTooLargeError(`a single call needs ${need} bytes of buffer, more than ${DATA_CAPACITY}`);
     }
-    if (i - start >= LAYOUT.maxCalls || bytes + need > DATA_CAPACITY) {
-      groups.push({ start, end: i });
-      start = i;
-      bytes = 0;
-    }
-    bytes += need;
-  }
-  if (calls.length > start) groups.push({ start, end: calls.length });
+    const cost = batchCost([call]);
+    return { group, outBytes: cost.out, inBytes: cost.in };
+  });
+  const groups = planChunks(entries, DEFAULT_BATCH_LIMITS).map(([start, end]) => ({ start, end }));
   for (const g of groups) {
     for (let i = g.start; i < g.end; i++) {
       for (const a of calls[i].args) {

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { sysno } from '../abi/linux/syscalls.js';
 import type { PhysicalMemory } from '../memory/physical.js';
 import { cpl } from '../qemu/x86-regs.js';
 import { errnoName } from '../abi/linux/errno.js';
-import { sysno } from '../abi/linux/syscalls.js';
 import { CatchTimeoutError, catchUserContext, stats as catchStats } from './catch-user.js';
 import type { GuestDebugger } from './debugger.js';
 import { hex, type JournalStore } from './journal.js';

@@ -11,7 +11,7 @@ export interface Stop {
 }
 
 /**
- * The gdbstub as the redirection engine uses it: hardware breakpoints it keeps track of
+ * The gdbstub as the shadow engine uses it: hardware breakpoints it keeps track of
  * (so every one it armed is removed), registers per vCPU thread, and "continue until
  * some vCPU stops" that first steps a vCPU off an armed breakpoint it sits on (QEMU
  * would otherwise report the same breakpoint again without executing anything).

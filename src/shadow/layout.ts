@@ -1,3 +1,4 @@
+import { DEFAULT_BATCH_LIMITS } from '../sdk/limits.js';
 import { STUB_CONSTANTS as K, STUB_SYMBOLS } from './stub/stub-code.js';
 
 /**
@@ -18,12 +19,23 @@ export const LAYOUT = {
   victimStackTop: 0x4000,
   entries: K.ENTRIES,
   entrySize: K.ENTRY_SIZE,
-  maxCalls: K.MAX_CALLS,
+  /** Calls per batch: the SDK's batch limit (the stub is assembled with the same number). */
+  maxCalls: DEFAULT_BATCH_LIMITS.maxCalls,
   results: K.RESULTS,
   data: 0x30000,
   /** Whole region: 4 MiB, so a pslist of thousands of processes fits in few batches. */
   size: 0x40_0000,
 } as const;
+
+// The batch limits are the SDK's (src/sdk/limits.ts); the stub and the data area must hold them.
+if (K.MAX_CALLS !== LAYOUT.maxCalls)
+  throw new Error(`the shadow stub was assembled for ${K.MAX_CALLS} calls per batch, not ${LAYOUT.maxCalls}`);
+{
+  const { maxOutBytes, maxInBytes, maxCalls } = DEFAULT_BATCH_LIMITS;
+  // Every buffer is 8-byte aligned in the data area: room for that padding per call.
+  if (maxOutBytes + maxInBytes + 2 * 8 * maxCalls > LAYOUT.size - LAYOUT.data)
+    throw new Error('the batch limits do not fit the shadow data area');
+}
 
 /** Offsets of the control words within the control page. */
 export const CONTROL = {

@@ -1,47 +1,41 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+/**
+ * A session of the shadow engine: attach (replaying a crash journal, reusing a resident
+ * shadow, or bootstrapping a new one), run batches, detach. Its parts live beside it:
+ * link.ts (gdbstub, bootstrap, transport), recovery.ts (the crash journal),
+ * syscall-entry.ts (the syscall-entry cache), shadow.ts (the handle and its journal record).
+ */
+import { existsSync } from 'node:fs';
+import { AT_FDCWD, O_RDONLY, SIGKILL } from '../abi/linux/flags.js';
+import { sysno } from '../abi/linux/syscalls.js';
 import { GdbPhysicalMemory } from '../memory/gdb-physical.js';
 import { RamFileMemory, type PhysicalMemory } from '../memory/physical.js';
-import { GdbClient } from '../qemu/gdb.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
-import { cpl, decodeX86Regs } from '../qemu/x86-regs.js';
 import { isReadOnlyCall } from '../sdk/policy.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
+import { GuestLock } from '../util/guest-lock.js';
+import { splitIntoBatches } from './batch-codec.js';
+import { SHADOW_IDLE, type Refusal } from './bootstrap.js';
+import type { GuestDebugger } from './debugger.js';
+import { JournalStore, unhex, type ShadowRecord } from './journal.js';
+import { SHADOW_COMM } from './layout.js';
 import {
-  decodeResults,
-  encodeBatch,
-  parseReturnValues,
-  resultExtent,
-  splitIntoBatches,
-} from './batch-codec.js';
-import {
-  createShadow,
-  describeRefusals,
-  findShadow,
-  MAX_CANDIDATES,
-  NoVictimError,
-  SHADOW_IDLE,
-  type Refusal,
-} from './bootstrap.js';
-import {
-  establishRootContext,
-  readShadowContext,
-  VictimRefusedError,
-  type ShadowContext,
-} from './root-context.js';
-import { GuestDebugger } from './debugger.js';
-import { GuestLock } from './guest-lock.js';
-import { hex, JournalStore, unhex, type Journal, type ShadowRecord } from './journal.js';
-import { ENTRY, LAYOUT, SETUP_FAILED, SHADOW_COMM, SHADOW_STATE } from './layout.js';
+  bootstrapShadow,
+  connectDebugger,
+  hold,
+  linkExecutor,
+  makeTransport,
+  runOnLink,
+  type Link,
+} from './link.js';
+import { readShadowContext, type ShadowContext } from './root-context.js';
+import { recoverJournal } from './recovery.js';
 import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
+import type { TransportChoice, TransportName } from './transport.js';
 import { WakeLine } from './wake-line.js';
-import { findSyscallEntry } from './syscall-entry.js';
-import { DoorbellTransport, TrapTransport, type Transport, type TransportName } from './transport.js';
-import { Victim } from './victim.js';
 
 export interface SessionOptions {
   /** 'auto' = doorbell when the guest's RAM is shared with the host, trap otherwise. */
-  transport?: TransportName | 'auto';
+  transport?: TransportChoice;
   /** Progress lines (stderr in the CLI). */
   onProgress?: (message: string) => void;
   /** Per-batch timeout. */
@@ -87,16 +81,25 @@ export interface SessionStats {
   contextMs: number;
 }
 
-const SYSCALL_ENTRY_FILE = 'syscall-entry.json';
-/** How long one bootstrap looks for a task to borrow, all candidates together. */
-const CATCH_TIMEOUT_MS = 20_000;
-
-/** A shadow ready for batches, with what it takes to talk to it. */
-interface Link {
-  shadow: ShadowHandle;
-  transport: Transport;
-  /** Kept only for the trap transport (or memory through the gdbstub). */
-  dbg?: GuestDebugger;
+/** What attach() hands the session it built. */
+interface SessionParts extends Pick<
+  SessionStats,
+  'attachMs' | 'victimPid' | 'recovered' | 'reused' | 'context' | 'refusals' | 'contextMs'
+> {
+  guest: GuestEndpoints;
+  lock: GuestLock;
+  journal: JournalStore;
+  mem: PhysicalMemory;
+  link: Link;
+  transportName: TransportName;
+  wake: WakeLine | undefined;
+  opts: SessionOptions;
+  /** LSTAR as the journal holds it. */
+  lstar: string | undefined;
+  /** An existing resident shadow was found (it stays resident unless told otherwise). */
+  wasResident: boolean;
+  /** The resident shadow's record as the journal already holds it. */
+  journaled?: string;
 }
 
 /**
@@ -115,43 +118,46 @@ export class RedirectSession implements SyscallExecutor {
   /** The shadow record the journal holds (resident reuse): detach need not rewrite it. */
   private journaled?: string;
 
-  private constructor(
-    private readonly guest: GuestEndpoints,
-    private readonly lock: GuestLock,
-    private readonly journal: JournalStore,
-    private readonly mem: PhysicalMemory,
-    private link: Link,
-    private readonly transportName: TransportName,
-    private readonly wake: WakeLine | undefined,
-    private readonly opts: SessionOptions,
-    private lstar: string | undefined,
-    stats: Pick<
-      SessionStats,
-      'attachMs' | 'victimPid' | 'recovered' | 'reused' | 'context' | 'refusals' | 'contextMs'
-    > & {
-      wasResident: boolean;
-      /** The resident shadow's record as the journal already holds it. */
-      journaled?: string;
-    },
-  ) {
-    this.journaled = stats.journaled;
-    this.progress = opts.onProgress ?? (() => {});
-    this.resident = opts.keepResident ?? stats.wasResident;
+  private readonly guest: GuestEndpoints;
+  private readonly lock: GuestLock;
+  private readonly journal: JournalStore;
+  private readonly mem: PhysicalMemory;
+  private link: Link;
+  private readonly transportName: TransportName;
+  private readonly wake: WakeLine | undefined;
+  private readonly opts: SessionOptions;
+  private readonly lstar: string | undefined;
+
+  private constructor(parts: SessionParts) {
+    ({
+      guest: this.guest,
+      lock: this.lock,
+      journal: this.journal,
+      mem: this.mem,
+      link: this.link,
+      transportName: this.transportName,
+      wake: this.wake,
+      opts: this.opts,
+      lstar: this.lstar,
+      journaled: this.journaled,
+    } = parts);
+    this.progress = parts.opts.onProgress ?? (() => {});
+    this.resident = parts.opts.keepResident ?? parts.wasResident;
     this.stats = {
-      attachMs: stats.attachMs,
-      victimPid: stats.victimPid,
-      recovered: stats.recovered,
-      reused: stats.reused,
-      transport: transportName,
-      shadowPid: link.shadow.pid,
+      attachMs: parts.attachMs,
+      victimPid: parts.victimPid,
+      recovered: parts.recovered,
+      reused: parts.reused,
+      transport: parts.transportName,
+      shadowPid: parts.link.shadow.pid,
       batches: 0,
       calls: 0,
       runMs: 0,
       rebootstraps: 0,
-      wakeLine: wake?.usable ?? false,
-      context: stats.context,
-      refusals: stats.refusals,
-      contextMs: stats.contextMs,
+      wakeLine: parts.wake?.usable ?? false,
+      context: parts.context,
+      refusals: parts.refusals,
+      contextMs: parts.contextMs,
     };
   }
 
@@ -193,7 +199,7 @@ export class RedirectSession implements SyscallExecutor {
       let reused = false;
       let tampered: number | undefined;
       if (resident) {
-        const handle = shadowFromRecord(mem, resident);
+        const handle = ShadowHandle.fromRecord(mem, resident);
         try {
           await handle.verify();
           const candidate: Link = {
@@ -201,8 +207,8 @@ export class RedirectSession implements SyscallExecutor {
             transport: makeTransport(transportName, handle, dbg, wake),
             dbg,
           };
-          // Its context was verified when it was made; check it again (a guest root user can
-          // still enter its namespaces).
+          // Its context was verified when it was made; check it again (a guest root user
+          // can still enter its namespaces).
           const tc = performance.now();
           context = await readShadowContext(linkExecutor(candidate, opts.batchTimeoutMs));
           contextMs = performance.now() - tc;
@@ -221,7 +227,7 @@ export class RedirectSession implements SyscallExecutor {
         }
       } else if (previous) {
         dbg ??= await connectDebugger(guest.gdbSocket);
-        await recover(dbg, mem, journal, previous, progress);
+        await recoverJournal(dbg, mem, journal, previous, progress);
       }
 
       let victimPid = 0;
@@ -253,7 +259,16 @@ export class RedirectSession implements SyscallExecutor {
         dbg = undefined;
       }
       await hold(link.shadow, wake);
-      const session = new RedirectSession(guest, lock, journal, mem, link, transportName, wake, opts, lstar, {
+      const session = new RedirectSession({
+        guest,
+        lock,
+        journal,
+        mem,
+        link,
+        transportName,
+        wake,
+        opts,
+        lstar,
         attachMs: performance.now() - t0,
         victimPid,
         recovered: previous !== undefined && !previous.shadow?.resident,
@@ -331,6 +346,7 @@ export class RedirectSession implements SyscallExecutor {
     );
     this.link = fresh.link;
     this.stats.context = fresh.context;
+    this.stats.contextMs = fresh.contextMs;
     this.stats.refusals.push(...fresh.refusals);
     this.journaled = undefined;
     await hold(this.link.shadow, this.wake);
@@ -348,30 +364,30 @@ export class RedirectSession implements SyscallExecutor {
     const comm = new TextEncoder().encode(`/proc/${pid}/comm\0`);
     const [, read] = await this.run([
       {
-        nr: 257,
+        nr: sysno('openat'),
         args: [
-          { kind: 'int', value: -100n },
+          { kind: 'int', value: BigInt(AT_FDCWD) },
           { kind: 'in', data: comm },
-          { kind: 'int', value: 0n },
+          { kind: 'int', value: BigInt(O_RDONLY) },
         ],
       },
       {
-        nr: 0,
+        nr: sysno('read'),
         args: [
           { kind: 'result', index: 0 },
           { kind: 'out', size: 64, keep: 'ret' },
           { kind: 'int', value: 64n },
         ],
       },
-      { nr: 3, args: [{ kind: 'result', index: 0 }] },
+      { nr: sysno('close'), args: [{ kind: 'result', index: 0 }] },
     ]);
     if (new TextDecoder().decode(read.out[0]).trim() !== SHADOW_COMM) return;
     await this.run([
       {
-        nr: 62,
+        nr: sysno('kill'),
         args: [
           { kind: 'int', value: BigInt(pid) },
-          { kind: 'int', value: 9n },
+          { kind: 'int', value: BigInt(SIGKILL) },
         ],
       },
     ]);
@@ -392,7 +408,7 @@ export class RedirectSession implements SyscallExecutor {
         await shadow.writeControl('spin', SHADOW_IDLE.spinCycles);
         // The journal is fsync'ed: rewriting an unchanged record cost ~2 ms per run.
         const record: ShadowRecord = {
-          ...shadowRecord(shadow, this.transportName),
+          ...shadow.toRecord(this.transportName),
           resident: true,
           context: this.stats.context,
         };
@@ -418,314 +434,4 @@ export class RedirectSession implements SyscallExecutor {
       this.lock.release();
     }
   }
-}
-
-/**
- * Keeps the shadow awake while a host is attached (a long spin window: no wake-up between
- * a plugin's batches), and wakes it now if it sleeps, so that its wake-up overlaps the
- * host's own work instead of delaying the first batch. The shadow was verified just before.
- */
-async function hold(shadow: ShadowHandle, wake: WakeLine | undefined): Promise<void> {
-  await shadow.writeControl('spin', SHADOW_IDLE.attachedSpinCycles);
-  if ((await shadow.readControl('state')) === BigInt(SHADOW_STATE.sleeping)) wake?.poke();
-}
-
-async function connectDebugger(gdbSocket: string): Promise<GuestDebugger> {
-  const gdb = await GdbClient.connect(gdbSocket, { timeoutMs: 5000 });
-  // '?' also makes QEMU drop every breakpoint a crashed client left armed.
-  await gdb.queryHaltReason();
-  // QEMU keeps the memory addressing mode a previous client left: start from virtual.
-  await gdb.setPhysicalMemoryMode(false);
-  return new GuestDebugger(gdb);
-}
-
-function makeTransport(
-  name: TransportName,
-  shadow: ShadowHandle,
-  dbg: GuestDebugger | undefined,
-  wake: WakeLine | undefined,
-): Transport {
-  if (name === 'doorbell') return new DoorbellTransport(shadow, wake);
-  if (!dbg) throw new Error('the trap transport needs the gdbstub');
-  return new TrapTransport(dbg, shadow, wake);
-}
-
-function shadowRecord(shadow: ShadowHandle, transport: TransportName): ShadowRecord {
-  return {
-    pid: shadow.pid,
-    cr3: hex(shadow.cr3),
-    cr4: hex(shadow.cr4),
-    base: hex(shadow.base),
-    marker: hex(shadow.marker),
-    transport,
-  };
-}
-
-function shadowFromRecord(mem: PhysicalMemory, r: ShadowRecord): ShadowHandle {
-  return new ShadowHandle(mem, unhex(r.base), unhex(r.cr3), unhex(r.cr4), unhex(r.marker), r.pid);
-}
-
-/**
- * Runs one batch on a shadow (at most LAYOUT.maxCalls calls): checks the shadow is still
- * itself before anything is written, writes the entries and inputs, rings, reads back.
- */
-async function runOnLink(
-  link: Link,
-  calls: readonly Call[],
-  indexBase: number,
-  timeoutMs = 30_000,
-): Promise<CallResult[]> {
-  const s = link.shadow;
-  const batch = encodeBatch(calls, s.base, indexBase);
-  try {
-    await s.verify();
-  } catch (err) {
-    if (err instanceof ShadowLostError) err.beforeWrite = true;
-    throw err;
-  }
-  await s.write(LAYOUT.entries, batch.entries);
-  if (batch.input.length > 0) await s.write(LAYOUT.data, batch.input);
-  await s.writeControl('count', BigInt(batch.count));
-  const seq = (await s.readControl('done')) + 1n;
-  await link.transport.ring(seq, timeoutMs);
-  await s.verify();
-  const rets = parseReturnValues(await s.read(LAYOUT.results, batch.count * 8), batch.count);
-  const extent = resultExtent(batch, rets);
-  const data =
-    extent.end > extent.start
-      ? await s.read(LAYOUT.data + extent.start, extent.end - extent.start)
-      : Buffer.alloc(0);
-  return decodeResults(batch, rets, data, extent.start);
-}
-
-/** The engine's own batches (context set-up and checks), outside any plugin policy. */
-function linkExecutor(link: Link, timeoutMs?: number): SyscallExecutor {
-  return {
-    run: async (calls) => {
-      const out: CallResult[] = [];
-      for (const g of splitIntoBatches(calls))
-        out.push(...(await runOnLink(link, calls.slice(g.start, g.end), g.start, timeoutMs)));
-      return out;
-    },
-  };
-}
-
-/**
- * Creates a new shadow in the guest's root context; for the doorbell transport the
- * gdbstub is let go afterwards. A victim whose context cannot become the root context is
- * refused: its shadow exits and another task is borrowed (bounded by MAX_CANDIDATES).
- */
-async function bootstrapShadow(
-  guest: GuestEndpoints,
-  dbg: GuestDebugger,
-  mem: PhysicalMemory,
-  journal: JournalStore,
-  transportName: TransportName,
-  wake: WakeLine | undefined,
-  progress: (m: string) => void,
-  opts: SessionOptions,
-  avoidCr3: readonly bigint[] = [],
-): Promise<{
-  link: Link;
-  victimPid: number;
-  lstar: string;
-  context: ShadowContext;
-  refusals: Refusal[];
-  contextMs: number;
-}> {
-  const lstar = await syscallEntry(dbg, mem, guest.runDir, journal.load());
-  const lstarHex = hex(lstar);
-  const refusals: Refusal[] = [];
-  const avoid = [...avoidCr3];
-  let current: GuestDebugger | undefined = dbg;
-  // One time budget for every candidate of this bootstrap, refused ones included.
-  const deadline = Date.now() + CATCH_TIMEOUT_MS;
-  for (;;) {
-    current ??= await connectDebugger(guest.gdbSocket!);
-    let created: Awaited<ReturnType<typeof createShadow>>;
-    try {
-      created = await createShadow(current, mem, journal, {
-        lstar,
-        catchTimeoutMs: Math.max(1, deadline - Date.now()),
-        progress,
-        avoidCr3: avoid,
-        refusals,
-        preferPid: refusals.length === 0 ? opts.preferVictimPid : undefined,
-        wakeDevice: wake?.usable ? guest.wake?.device : undefined,
-      });
-    } catch (err) {
-      // A connection made here after a refusal is ours to let go (the caller detaches its
-      // own): a client that leaves without detaching leaves the VM stopped.
-      if (current !== dbg) {
-        const mine = current;
-        await mine.removeAllBreakpoints().catch(() => {});
-        await mine.gdb.detach().catch(() => mine.gdb.close());
-      }
-      throw err;
-    }
-    const { shadow, victimPid, victimCr3 } = created;
-    const setup = await shadow.readControl('setup');
-    if (setup & BigInt(SETUP_FAILED.wakeLine))
-      progress('warning: the shadow could not open its wake-up line; it naps instead');
-    let kept: GuestDebugger | undefined = current;
-    if (transportName === 'doorbell' && !(mem instanceof GdbPhysicalMemory)) {
-      // The VM runs freely from here on: batches go through the RAM file only.
-      await current.removeAllBreakpoints();
-      await current.gdb.detach();
-      kept = undefined;
-      current = undefined;
-    }
-    journal.save({ lstar: lstarHex, shadow: shadowRecord(shadow, transportName) });
-    const link: Link = { shadow, transport: makeTransport(transportName, shadow, kept, wake), dbg: kept };
-    try {
-      const t0 = performance.now();
-      await hold(shadow, wake); // awake between the context batches
-      const context = await establishRootContext(
-        linkExecutor(link, opts.batchTimeoutMs),
-        opts.acceptPartialContext,
-      );
-      const contextMs = performance.now() - t0;
-      progress(
-        `shadow ready (pid ${shadow.pid}), transport ${transportName}; root context ${context.complete ? 'verified' : `INCOMPLETE: ${context.problems.join('; ')}`} in ${contextMs.toFixed(1)} ms`,
-      );
-      return { link, victimPid, lstar: lstarHex, context, refusals, contextMs };
-    } catch (err) {
-      // Refused or unverifiable: this shadow must not serve plugins. It exits; the guest is
-      // left as it was (a refused victim was restored before its shadow ran).
-      await shadow
-        .verify()
-        .then(() => link.transport.dismiss(10_000))
-        .catch(() => {});
-      journal.save({ lstar: lstarHex });
-      if (!(err instanceof VictimRefusedError)) {
-        if (kept) {
-          await kept.removeAllBreakpoints().catch(() => {});
-          await kept.gdb.detach().catch(() => kept?.gdb.close());
-        }
-        throw err;
-      }
-      progress(`pid ${victimPid} refused: ${err.reason}; trying another task`);
-      refusals.push({ pid: victimPid, reason: err.reason });
-      avoid.push(victimCr3);
-      if (refusals.length >= MAX_CANDIDATES)
-        throw new NoVictimError(
-          `no guest task could host the shadow (${refusals.length} refused): ${describeRefusals(refusals)}`,
-          refusals,
-        );
-    }
-  }
-}
-
-/**
- * Where the guest kernel's syscall entry is: cached per QEMU process in the run
- * directory (it does not change while the guest runs), validated by the code bytes
- * found there, found afresh otherwise.
- */
-async function syscallEntry(
-  dbg: GuestDebugger,
-  mem: PhysicalMemory,
-  runDir: string,
-  journal?: Journal,
-): Promise<bigint> {
-  const file = join(runDir, SYSCALL_ENTRY_FILE);
-  let cached: { lstar: string; bytes: string } | undefined;
-  try {
-    cached = JSON.parse(readFileSync(file, 'utf8')) as { lstar: string; bytes: string };
-  } catch {
-    cached = undefined;
-  }
-  const candidate = cached?.lstar ?? journal?.lstar;
-  if (candidate) {
-    try {
-      const bytes = (await dbg.readVirtual(await dbg.currentThread(), BigInt(candidate), 16)).toString('hex');
-      if (!cached || cached.bytes === bytes) return BigInt(candidate);
-    } catch {
-      // unmapped: find it again
-    }
-  }
-  const lstar = await findSyscallEntry(dbg, mem);
-  const bytes = (await dbg.readVirtual(await dbg.currentThread(), lstar, 16)).toString('hex');
-  writeFileSync(file, JSON.stringify({ lstar: `0x${lstar.toString(16)}`, bytes }), { mode: 0o600 });
-  return lstar;
-}
-
-/**
- * Replays the journal a dead vmi left: finish and undo whatever it had injected into its
- * victim, and make any shadow it left exit. Called with the VM stopped and no breakpoint
- * armed.
- */
-async function recover(
-  dbg: GuestDebugger,
-  mem: PhysicalMemory,
-  journal: JournalStore,
-  j: Journal,
-  progress: (m: string) => void,
-): Promise<void> {
-  progress('a previous vmi did not detach cleanly: replaying its journal');
-  if (j.victim) {
-    const v = j.victim;
-    const marker = unhex(v.marker);
-    const saved = decodeX86Regs(Buffer.from(v.savedRegs, 'hex'));
-    const gadgetEnd = unhex(v.gadget) + 2n;
-    const stops = [gadgetEnd];
-    if (v.scratch) stops.push(unhex(v.scratch) + BigInt(ENTRY.bootstrapDone));
-    for (const s of stops) await dbg.addBreakpoint(s);
-    const deadline = Date.now() + 5000;
-    let found: { thread: string; rax: bigint; rip: bigint } | undefined;
-    try {
-      while (!found && Date.now() < deadline) {
-        const { thread, regs } = await dbg.run(Math.max(1, deadline - Date.now())).catch(() => ({
-          thread: '',
-          regs: undefined,
-        }));
-        if (
-          regs &&
-          stops.includes(regs.rip) &&
-          regs.cr3 === saved.cr3 &&
-          cpl(regs) === 3 &&
-          regs.r15 === marker
-        ) {
-          found = { thread, rax: regs.rax, rip: regs.rip };
-        }
-      }
-    } finally {
-      await dbg.removeAllBreakpoints();
-    }
-    if (found) {
-      const victim = new Victim(dbg, found.thread, saved, marker);
-      await victim.arm();
-      let scratch = v.scratch ? unhex(v.scratch) : undefined;
-      if (!scratch && v.pendingMmap && found.rip === gadgetEnd && BigInt.asIntN(64, found.rax) > 0n)
-        scratch = found.rax;
-      if (scratch) await victim.syscall(11, [scratch, BigInt(LAYOUT.size)]);
-      await victim.restore();
-      await dbg.removeAllBreakpoints();
-      dbg.forgetLastStop();
-      progress('restored the borrowed task');
-    } else {
-      progress('the borrowed task was already restored');
-    }
-  }
-  if (j.shadow) {
-    const s = j.shadow;
-    const base = unhex(s.base);
-    const marker = unhex(s.marker);
-    let shadow: ShadowHandle | undefined;
-    try {
-      if (s.pid > 0) {
-        shadow = new ShadowHandle(mem, base, unhex(s.cr3), unhex(s.cr4), marker, s.pid);
-        await shadow.verify();
-      } else {
-        shadow = await findShadow(dbg, mem, base, marker, -1n, 3000);
-      }
-    } catch {
-      shadow = undefined;
-    }
-    if (shadow) {
-      await new TrapTransport(dbg, shadow).dismiss(5000);
-      await dbg.removeAllBreakpoints();
-      progress(`made the leftover shadow (pid ${shadow.pid}) exit`);
-    }
-  }
-  journal.clear();
 }

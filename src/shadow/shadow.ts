@@ -1,5 +1,6 @@
 import type { PhysicalMemory } from '../memory/physical.js';
 import { PageWalkError, readVirtual, translateRange } from '../memory/page-walk.js';
+import { hex, unhex, type ShadowRecord } from './journal.js';
 import { CONTROL, LAYOUT } from './layout.js';
 import { STUB_CODE_HEX } from './stub/stub-code.js';
 
@@ -28,6 +29,23 @@ export class ShadowHandle {
     readonly marker: bigint,
     readonly pid: number,
   ) {}
+
+  /** The handle of a shadow the journal recorded. */
+  static fromRecord(mem: PhysicalMemory, r: ShadowRecord): ShadowHandle {
+    return new ShadowHandle(mem, unhex(r.base), unhex(r.cr3), unhex(r.cr4), unhex(r.marker), r.pid);
+  }
+
+  /** What the journal records of this shadow (not resident). */
+  toRecord(transport: ShadowRecord['transport']): ShadowRecord {
+    return {
+      pid: this.pid,
+      cr3: hex(this.cr3),
+      cr4: hex(this.cr4),
+      base: hex(this.base),
+      marker: hex(this.marker),
+      transport,
+    };
+  }
 
   async read(offset: number, length: number): Promise<Buffer> {
     return this.lost(() => readVirtual(this.mem, this.cr3, this.cr4, this.base + BigInt(offset), length));

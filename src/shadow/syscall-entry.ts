@@ -1,7 +1,10 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import type { PhysicalMemory } from '../memory/physical.js';
 import { cpl, withRegs, type X86Regs } from '../qemu/x86-regs.js';
 import type { GuestDebugger } from './debugger.js';
+import type { Journal } from './journal.js';
 
 /** How far from the stopped rip to look for `0f 05` bytes (both directions). */
 const SCAN_PAGES = 4096;
@@ -66,4 +69,55 @@ async function* syscallBytes(
       }
     }
   }
+}
+
+/** The per-guest syscall-entry cache in the run directory: LSTAR and the 16 code bytes there. */
+export interface SyscallEntryCache {
+  /** LSTAR, hex with 0x. */
+  lstar: string;
+  /** The 16 bytes at LSTAR, hex: a different kernel (or a relocation) gives other bytes. */
+  bytes: string;
+}
+
+const SYSCALL_ENTRY_FILE = 'syscall-entry.json';
+
+/** The cache of this run directory, or undefined when there is none (or it is unreadable). */
+export function readSyscallEntryCache(runDir: string): SyscallEntryCache | undefined {
+  try {
+    return JSON.parse(readFileSync(join(runDir, SYSCALL_ENTRY_FILE), 'utf8')) as SyscallEntryCache;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes the cache (0600): by the engine after a search, by a replay from the captured LSTAR. */
+export function writeSyscallEntryCache(runDir: string, cache: SyscallEntryCache): void {
+  writeFileSync(join(runDir, SYSCALL_ENTRY_FILE), JSON.stringify(cache), { mode: 0o600 });
+}
+
+/**
+ * Where the guest kernel's syscall entry is: cached per QEMU process in the run
+ * directory (it does not change while the guest runs), validated by the code bytes
+ * found there, found afresh otherwise.
+ */
+export async function cachedSyscallEntry(
+  dbg: GuestDebugger,
+  mem: PhysicalMemory,
+  runDir: string,
+  journal?: Journal,
+): Promise<bigint> {
+  const cached = readSyscallEntryCache(runDir);
+  const candidate = cached?.lstar ?? journal?.lstar;
+  if (candidate) {
+    try {
+      const bytes = (await dbg.readVirtual(await dbg.currentThread(), BigInt(candidate), 16)).toString('hex');
+      if (!cached || cached.bytes === bytes) return BigInt(candidate);
+    } catch {
+      // unmapped: find it again
+    }
+  }
+  const lstar = await findSyscallEntry(dbg, mem);
+  const bytes = (await dbg.readVirtual(await dbg.currentThread(), lstar, 16)).toString('hex');
+  writeSyscallEntryCache(runDir, { lstar: `0x${lstar.toString(16)}`, bytes });
+  return lstar;
 }

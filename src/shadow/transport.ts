@@ -6,7 +6,13 @@ import type { WakeLine } from './wake-line.js';
 import { CONTROL, LAYOUT } from './layout.js';
 import { translate } from '../memory/page-walk.js';
 
-export type TransportName = 'trap' | 'doorbell';
+/** The ways batches reach the shadow (see DoorbellTransport and TrapTransport). */
+export const TRANSPORT_NAMES = ['doorbell', 'trap'] as const;
+export type TransportName = (typeof TRANSPORT_NAMES)[number];
+
+/** What a caller may ask for: a transport, or 'auto' (doorbell with a shared RAM file, else trap). */
+export const TRANSPORT_CHOICES = ['auto', ...TRANSPORT_NAMES] as const;
+export type TransportChoice = (typeof TRANSPORT_CHOICES)[number];
 
 /**
  * How the host makes the shadow run the batch already written into its pages, and

@@ -31,7 +31,7 @@ import {
   RAM_GZ_PART,
   RAM_PART,
 } from '../../src/capture/manifest.js';
-import { openReplay, withReplay } from '../../src/capture/replay.js';
+import { openReplay, withReplay } from '../../src/targets/capture.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import type { ResultTable } from '../../src/output/table.js';
 import { pslist } from '../../src/plugins/pslist.js';

@@ -15,7 +15,7 @@ import { buildInitramfs } from '../../src/lab/initramfs.js';
 import { ensureKernel } from '../../src/lab/kernel.js';
 import { BASE_CMDLINE } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD } from '../../src/lab/workload.js';
-import { foreignRunDir } from '../../src/qemu/foreign.js';
+import { foreignRunDir } from '../../src/targets/qmp.js';
 import { findQemu } from '../../src/qemu/launcher.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 

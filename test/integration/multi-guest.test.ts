@@ -9,7 +9,7 @@ import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { pslist } from '../../src/plugins/pslist.js';
 import { runPluginsOnGuests } from '../../src/runner/multi-guest.js';
 import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
-import { resolveLiveTargets } from '../../src/runner/target.js';
+import { resolveLiveTargets } from '../../src/targets/lab.js';
 
 const NAMES = ['t-multi-a', 't-multi-b', 't-multi-c'];
 

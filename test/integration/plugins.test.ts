@@ -1,5 +1,5 @@
 /**
- * The plugins against a real booted lab guest, through the real redirection engine (one
+ * The plugins against a real booted lab guest, through the real shadow engine (one
  * attach for all of them), compared with what the guest's own shell reports.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestProcs, guestSh, lasting } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { RamFileMemory } from '../../src/memory/physical.js';
-import { residentShadowStatus, startResidentShadow, stopResidentShadow } from '../../src/runner/resident.js';
+import { residentShadowStatus, startResidentShadow, stopResidentShadow } from '../../src/shadow/resident.js';
 import type { Call } from '../../src/sdk/syscall-types.js';
 import { JournalStore } from '../../src/shadow/journal.js';
 import { RedirectSession } from '../../src/shadow/session.js';

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { splitArgv } from '../../src/cli/split-argv.js';
+import { flagSets, splitArgv } from '../../src/cli/split-argv.js';
+import PluginsRunCommand from '../../src/commands/plugins/run.js';
 import { builtinLabModules, parseKernelAlias, pickNewestOf } from '../../src/lab/kernel.js';
 import type { ResultTable } from '../../src/output/table.js';
 import { pslist } from '../../src/plugins/pslist.js';
 import { pstree } from '../../src/plugins/pstree.js';
-import { existingGdbstub, foreignGuestName, foreignRunDir } from '../../src/qemu/foreign.js';
+import { existingGdbstub, foreignGuestName, foreignRunDir } from '../../src/targets/qmp.js';
 import { GUEST_COLUMN, mergeGuestTables, type GuestOutcome } from '../../src/runner/multi-guest.js';
 import type { PluginsRun } from '../../src/runner/run-plugins.js';
 
@@ -154,5 +155,15 @@ describe('plugins run argv with several guests', () => {
     );
     expect(own).toEqual(['--guest', 'a', '-g', 'b', '--all-guests', '--qmp', '/q.sock']);
     expect(rest).toEqual(['pslist', '--pid', '1']);
+  });
+
+  it("takes the command's own flag sets from its flag declarations", () => {
+    const { valued, booleans } = flagSets(PluginsRunCommand.flags);
+    expect([...valued].sort()).toEqual(
+      ['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport', 'qmp', 'capture', 'victim-pid'].sort(),
+    );
+    expect([...booleans].sort()).toEqual(
+      ['list', 'timing', 'help', 'all-guests', 'allow-write', 'all', 'accept-partial-context'].sort(),
+    );
   });
 });

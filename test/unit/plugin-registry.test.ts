@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { builtinPlugins } from '../../src/plugins/index.js';
-import { loadPack, loadPluginRegistry, PluginRegistry, type PackSource } from '../../src/plugins/registry.js';
+import { loadPack, loadPluginRegistry, PluginRegistry, type PackSource } from '../../src/packs/registry.js';
 import {
   apiVersion,
   definePlugin,

@@ -3,8 +3,12 @@ import type { ResultTable } from '../../src/output/table.js';
 import { validateTable } from '../../src/output/table.js';
 import { banner } from '../../src/plugins/banner.js';
 import { envars } from '../../src/plugins/envars.js';
-import { builtinPlugins, findPlugin } from '../../src/plugins/index.js';
-import { processForest } from '../../src/plugins/lib/processes.js';
+import { PluginRegistry } from '../../src/packs/registry.js';
+import { builtinPlugins } from '../../src/plugins/index.js';
+
+/** A built-in by name, case-insensitive: the CLI's registry with no pack loaded. */
+const findPlugin = (name: string) => new PluginRegistry(builtinPlugins).find(name);
+import { processForest } from '../../src/sdk/index.js';
 import { lsmod } from '../../src/plugins/lsmod.js';
 import { mountinfo } from '../../src/plugins/mountinfo.js';
 import { psaux } from '../../src/plugins/psaux.js';
@@ -175,10 +179,10 @@ describe('mountinfo', () => {
   const MI =
     '1 0 0:2 / / rw - rootfs none rw\n22 1 0:20 / /mnt/ev\\040x rw,nosuid shared:3 - tmpfs evidence rw,size=16384k\nbad\n';
 
-  it('reads /proc/self by default with the namespace id', async () => {
+  it("reads init's mounts (/proc/1) by default with the namespace id", async () => {
     const g = fakeProcGuest(2);
-    g.addFile('/proc/self/mountinfo', MI);
-    g.addLink('/proc/self/ns/mnt', 'mnt:[4026531840]');
+    g.addFile('/proc/1/mountinfo', MI);
+    g.addLink('/proc/1/ns/mnt', 'mnt:[4026531840]');
     const { table, runs } = await runPlugin(mountinfo, { executor: g });
     expect(runs).toBe(2);
     const rows = records(table);

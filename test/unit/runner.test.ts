@@ -10,11 +10,8 @@ import { writeOutput } from '../../src/output/write.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
 import { psaux } from '../../src/plugins/psaux.js';
 import { pslist } from '../../src/plugins/pslist.js';
-import {
-  runPluginsOnGuest,
-  type AttachedSession,
-  type InspectedGuest,
-} from '../../src/runner/run-plugins.js';
+import { runPluginsOnGuest, type AttachedSession } from '../../src/runner/run-plugins.js';
+import type { InspectedGuest } from '../../src/qemu/guest-endpoints.js';
 import { definePlugin } from '../../src/sdk/index.js';
 import type { SessionStats } from '../../src/shadow/session.js';
 import { addFakeProcess, fakeProcGuest, type FakeGuest } from './helpers/fake-guest.js';

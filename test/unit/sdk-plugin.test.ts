@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { AbsentValue, UNREADABLE } from '../../src/output/columns.js';
-import { builtinPlugins, findPlugin } from '../../src/plugins/index.js';
+import { PluginRegistry } from '../../src/packs/registry.js';
+import { builtinPlugins } from '../../src/plugins/index.js';
+
+/** A built-in by name, case-insensitive: the CLI's registry with no pack loaded. */
+const findPlugin = (name: string) => new PluginRegistry(builtinPlugins).find(name);
 import { pslist } from '../../src/plugins/pslist.js';
 import {
   apiVersion,

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AT_FDCWD, O_RDONLY, S_IFDIR, S_IFMT } from '../../src/abi/linux/flags.js';
 import { sysno } from '../../src/abi/linux/syscalls.js';
 import { isVanished, SyscallApi, SyscallError } from '../../src/sdk/index.js';
-import { planChunks } from '../../src/sdk/batch.js';
+import { planChunks } from '../../src/sdk/limits.js';
 import { FakeGuest, fakeProcGuest } from './helpers/fake-guest.js';
 
 describe('BatchBuilder', () => {

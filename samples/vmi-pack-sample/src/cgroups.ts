@@ -3,11 +3,11 @@
  * /proc/PID/cgroup (`hierarchy-ID:controller-list:cgroup-path`). On a cgroup v2 (unified)
  * system there is one line, `0::/path`, with an empty controller list.
  */
-import { definePlugin, isVanished, unreadable, type Row } from 'vmi/sdk';
+import { definePlugin, isVanished, readProcesses, unreadable, type Row } from 'vmi/sdk';
 
 const columns = [
   { name: 'PID', type: 'int32', description: 'Process id' },
-  { name: 'COMM', type: 'utf8', description: 'Task name (/proc/PID/comm)' },
+  { name: 'COMM', type: 'utf8', description: 'Task name (comm, from /proc/PID/stat)' },
   { name: 'HIERARCHY', type: 'int32', description: 'Hierarchy id (0 for cgroup v2)' },
   { name: 'CONTROLLERS', type: 'utf8', description: 'Controllers bound to the hierarchy (empty for v2)' },
   { name: 'PATH', type: 'utf8', description: 'Path of the cgroup, relative to the hierarchy root' },
@@ -48,37 +48,34 @@ export const cgroups = definePlugin({
     pid: { type: 'integer', multiple: true, description: 'Only these process ids (repeatable)' },
   },
   async run(ctx) {
-    const pids = ctx.options.pid.length > 0 ? ctx.options.pid : await ctx.proc.listPids();
-    // comm and cgroup of every process in one batch: 2 files per pid.
-    const files = await ctx.sys.readFiles(
-      pids.flatMap((pid) => [
-        { path: `/proc/${pid}/comm`, chunkSize: 64 },
-        { path: `/proc/${pid}/cgroup`, chunkSize: 2048 },
-      ]),
-    );
+    // 1 batch for the listing (none with --pid), 1 for every process's stat and cgroup.
+    const records = await readProcesses(ctx, {
+      pids: ctx.options.pid,
+      credentials: false,
+      files: ['cgroup'],
+    });
     const rows: Row<typeof columns>[] = [];
-    pids.forEach((pid, i) => {
-      const comm = files[2 * i];
-      const cgroup = files[2 * i + 1];
-      if (isVanished(comm.error) || isVanished(cgroup.error)) return;
-      const name = comm.error ? unreadable(comm.error.message) : utf8.decode(comm.data!).replace(/\n$/, '');
+    for (const { task, row, files } of records) {
+      const { PID, COMM } = row;
+      const cgroup = files.cgroup;
+      if (isVanished(cgroup.error)) continue;
       if (cgroup.error) {
-        ctx.warn(`pid ${pid}: ${cgroup.path}: ${cgroup.error.message}`);
+        ctx.warn(`pid ${task.pid}: ${cgroup.path}: ${cgroup.error.message}`);
         const u = unreadable(cgroup.error.message);
-        rows.push({ PID: pid, COMM: name, HIERARCHY: u, CONTROLLERS: u, PATH: u });
-        return;
+        rows.push({ PID, COMM, HIERARCHY: u, CONTROLLERS: u, PATH: u });
+        continue;
       }
       let lines: CgroupLine[];
       try {
         lines = parseCgroup(utf8.decode(cgroup.data!));
       } catch (err) {
-        ctx.warn(`pid ${pid}: ${cgroup.path}: ${(err as Error).message}`);
-        return;
+        ctx.warn(`pid ${task.pid}: ${cgroup.path}: ${(err as Error).message}`);
+        continue;
       }
       for (const l of lines) {
-        rows.push({ PID: pid, COMM: name, HIERARCHY: l.hierarchy, CONTROLLERS: l.controllers, PATH: l.path });
+        rows.push({ PID, COMM, HIERARCHY: l.hierarchy, CONTROLLERS: l.controllers, PATH: l.path });
       }
-    });
+    }
     return rows;
   },
 });

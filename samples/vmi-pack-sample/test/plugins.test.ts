@@ -30,10 +30,21 @@ const ROOT = {
 };
 const NET = { ...ROOT, CapPrm: '0000000000003000', CapEff: '0000000000001000', CapAmb: '0000000000001000' };
 
+/** A /proc/PID/stat line (what readProcesses parses for pid, comm and ppid). */
+function stat(pid: number, name: string): string {
+  return `${pid} (${name}) S 1 ${pid} ${pid} 0 -1 4194304 99 0 0 0 0 0 0 0 20 0 1 0 878929 2990080 407 0 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n`;
+}
+
 function guest(): FakeProc {
   return new FakeProc()
-    .addProcess(1, { status: status(1, 'init', ROOT), comm: 'init\n', cgroup: '0::/\n' })
+    .addProcess(1, {
+      stat: stat(1, 'init'),
+      status: status(1, 'init', ROOT),
+      comm: 'init\n',
+      cgroup: '0::/\n',
+    })
     .addProcess(42, {
+      stat: stat(42, 'netd'),
       status: status(42, 'netd', NET),
       comm: 'netd\n',
       cgroup: '12:cpu,cpuacct:/system.slice/netd\n1:name=systemd:/a:b\n0::/system.slice/netd\n',

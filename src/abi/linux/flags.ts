@@ -21,6 +21,9 @@ export const O_NOATIME = 0o1000000;
 export const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
 
+// Signals (asm/signal.h, x86-64).
+export const SIGKILL = 9;
+
 // *at() directory fd and flags (linux/fcntl.h).
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;

@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { createCapture } from '../../capture/create.js';
 import { DEFAULT_LAB_NAME } from '../../lab/lab.js';
-import { requireLabGuest } from '../../runner/target.js';
+import { requireLabGuest } from '../../targets/lab.js';
 
 export default class CaptureCreate extends VmiCommand {
   static override summary = 'Capture a live guest (device + vCPU state and raw RAM) into a capture directory';

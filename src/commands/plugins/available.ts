@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { loadPluginRegistry } from '../../plugins/registry.js';
-import { describePlugins, pluginCatalog } from '../../runner/plugin-list.js';
+import { loadPluginRegistry } from '../../packs/registry.js';
+import { describePlugins, pluginCatalog } from '../../cli/plugin-list.js';
 
 export default class PluginsAvailable extends VmiCommand {
   static override summary = 'List the introspection plugins: built-ins and those of installed plugin packs';

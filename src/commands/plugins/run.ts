@@ -1,13 +1,14 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { splitArgv } from '../../cli/split-argv.js';
+import { flagSets, splitArgv } from '../../cli/split-argv.js';
 import { builtinPlugins } from '../../plugins/index.js';
-import { loadPluginRegistry } from '../../plugins/registry.js';
+import { loadPluginRegistry } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
-import { parsePluginArgs } from '../../runner/plugin-args.js';
+import { parsePluginArgs } from '../../cli/plugin-args.js';
 import { inspect, type InspectTarget } from '../../runner/inspect.js';
-import { describePlugins } from '../../runner/plugin-list.js';
+import { describePlugins } from '../../cli/plugin-list.js';
+import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 
 export default class PluginsRun extends VmiCommand {
   static override summary = 'Run introspection plugins against a guest (Volatility-style names and columns)';
@@ -68,12 +69,12 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       char: 'o',
       description: 'write to this file (or directory, one file per plugin)',
     }),
-    transport: Flags.string({
+    transport: Flags.option({
       description:
         'how batches reach the shadow: doorbell (shared RAM, VM keeps running) or trap (VM stopped)',
-      options: ['auto', 'doorbell', 'trap'],
-      default: 'auto',
-    }),
+      options: TRANSPORT_CHOICES,
+      default: 'auto' as const,
+    })(),
     list: Flags.boolean({ description: 'list the available plugins with their columns and options' }),
     all: Flags.boolean({
       description: 'run every built-in plugin with its default options (with -o DIR: one file each)',
@@ -95,11 +96,8 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
   };
 
   async run(): Promise<void> {
-    const { own, rest } = splitArgv(
-      this.argv,
-      new Set(['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport', 'qmp', 'capture', 'victim-pid']),
-      new Set(['list', 'timing', 'help', 'all-guests', 'allow-write', 'all', 'accept-partial-context']),
-    );
+    const { valued, booleans } = flagSets(PluginsRun.flags);
+    const { own, rest } = splitArgv(this.argv, valued, booleans);
     const { flags } = await this.parse(PluginsRun, own);
     // Built-ins plus installed plugin packs; broken packs and clashes are warnings on stderr.
     const registry = await loadPluginRegistry(this.config);
@@ -124,7 +122,7 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
           ? { kind: 'qmp', socket: flags.qmp }
           : { kind: 'lab', guests: flags.guest ?? [], allGuests: flags['all-guests'] };
       const result = await inspect(target, requests, {
-        transport: flags.transport as 'auto' | 'doorbell' | 'trap',
+        transport: flags.transport,
         // Booting the default lab guest always shows progress; the rest with --timing.
         progress: flags.timing ? progress : undefined,
         bootProgress: progress,

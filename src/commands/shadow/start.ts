@@ -1,7 +1,8 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { startResidentShadow } from '../../runner/resident.js';
-import { resolveLiveTarget } from '../../runner/target.js';
+import { startResidentShadow } from '../../shadow/resident.js';
+import { resolveLiveTarget } from '../../targets/lab.js';
+import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 
 export default class ShadowStart extends VmiCommand {
   static override summary = 'Start a resident shadow, so later plugin runs skip the bootstrap';
@@ -15,11 +16,11 @@ export default class ShadowStart extends VmiCommand {
 
   static override flags = {
     guest: Flags.string({ char: 'g', description: 'lab guest (default: lab, booted if needed)' }),
-    transport: Flags.string({
-      options: ['auto', 'doorbell', 'trap'],
-      default: 'auto',
+    transport: Flags.option({
+      options: TRANSPORT_CHOICES,
+      default: 'auto' as const,
       description: 'transport',
-    }),
+    })(),
     'victim-pid': Flags.integer({
       description:
         'borrow this task first to fork the shadow (its PID as it sees itself); another task is used if it refuses',
@@ -32,7 +33,7 @@ export default class ShadowStart extends VmiCommand {
     try {
       const guest = await resolveLiveTarget({ guest: flags.guest, progress: (m) => this.progress(m) });
       const stats = await startResidentShadow(guest, {
-        transport: flags.transport as 'auto' | 'doorbell' | 'trap',
+        transport: flags.transport,
         progress: (m) => this.progress(m),
         preferVictimPid: flags['victim-pid'],
       });

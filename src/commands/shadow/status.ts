@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { residentShadowStatus } from '../../runner/resident.js';
-import { requireLabGuest } from '../../runner/target.js';
+import { residentShadowStatus } from '../../shadow/resident.js';
+import { requireLabGuest } from '../../targets/lab.js';
 
 export default class ShadowStatus extends VmiCommand {
   static override summary = 'Show the resident shadow of a guest (read-only: the guest is not stopped)';

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { stopResidentShadow } from '../../runner/resident.js';
-import { requireLabGuest } from '../../runner/target.js';
+import { stopResidentShadow } from '../../shadow/resident.js';
+import { requireLabGuest } from '../../targets/lab.js';
 
 export default class ShadowStop extends VmiCommand {
   static override summary = 'Stop the resident shadow: it exits and leaves nothing behind';

@@ -1,6 +1,6 @@
 import { openSync, readFileSync, rmSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { processAlive } from '../util/process-alive.js';
+import { processAlive } from './process-alive.js';
 
 export class GuestBusyError extends Error {}
 

@@ -1,6 +1,6 @@
 /**
  * Replaying a capture: a disposable QEMU clone of the captured machine, resumed from the
- * capture's state, that the normal redirection engine attaches to.
+ * capture's state, that the normal shadow engine attaches to.
  *
  * The capture is only ever opened read-only. Its RAM is copied (and hashed on the way;
  * a compressed ram.raw.gz is decompressed, its stored bytes hashed) into a fresh /dev/shm
@@ -9,20 +9,21 @@
  * has its QMP/gdbstub sockets in a private 0700 run dir; it is killed and its RAM copy
  * and run dir deleted when the replay ends (or fails).
  */
-import { writeFileSync } from 'node:fs';
-import { mkdtemp, open, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, open as openFile, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { ensurePrivateDir, randomTag, runRoot } from '../lab/host.js';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory } from '../memory/physical.js';
 import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launcher.js';
-import { waitForMigration } from '../qemu/migration.js';
 import { QmpClient } from '../qemu/qmp.js';
-import type { InspectedGuest } from '../runner/run-plugins.js';
-import { checkPartHash, checkPartSize, hashFile, readManifest } from './artifact.js';
-import { gunzipRamTo } from './compression.js';
-import { shellQuote } from './create.js';
-import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from './manifest.js';
+import type { InspectedGuest } from '../qemu/guest-endpoints.js';
+import { writeSyscallEntryCache } from '../shadow/syscall-entry.js';
+import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
+import { shellQuote } from '../util/shell-quote.js';
+import { checkPartHash, checkPartSize, hashFile, readManifest } from '../capture/artifact.js';
+import { gunzipRamTo } from '../capture/compression.js';
+import { awaitDevstateMigration } from '../capture/devstate-migration.js';
+import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from '../capture/manifest.js';
+import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
 export interface ReplayTimings {
   /** Manifest + sizes + hashes of the parts other than the RAM. */
@@ -46,15 +47,6 @@ export interface Replay {
 
 export interface ReplayOptions {
   progress?: (m: string) => void;
-}
-
-async function waitIncoming(qmp: QmpClient, timeoutMs: number): Promise<void> {
-  const end = await waitForMigration(qmp, timeoutMs);
-  if (end.status === 'completed') return;
-  if (end.status === 'timeout') {
-    throw new CaptureError(`${DEVSTATE_PART}: restore did not complete within ${timeoutMs} ms`);
-  }
-  throw new CaptureError(`${DEVSTATE_PART}: QEMU refused the device state: ${end.detail ?? end.status}`);
 }
 
 /** Starts a disposable clone of the captured guest; the caller must close() it. */
@@ -96,7 +88,7 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       await gunzipRamTo(ramPath, ram, ramCopy, { flags: 'r+', verify: true });
     } else if (manifest.mode === 'shared-ram') {
       // Copy and hash in one read-only pass over the capture's RAM.
-      const dst = await open(ramCopy, 'r+');
+      const dst = await openFile(ramCopy, 'r+');
       try {
         const got = await hashFile(ramPath, async (chunk, off) => {
           await dst.write(chunk, 0, chunk.length, off);
@@ -146,7 +138,7 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
         });
       }
       await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(join(dir, DEVSTATE_PART))}` });
-      await waitIncoming(qmp, 120_000);
+      await awaitDevstateMigration(qmp, 'incoming', 120_000);
       const restoreMs = performance.now() - t3;
       // Tell the engine where the syscall entry is (from the saved LSTAR) so it need not search.
       await seedSyscallEntry(runDir, ramCopy, manifest);
@@ -196,6 +188,16 @@ export async function withReplay<T>(
   }
 }
 
+/** A capture directory, replayed in a disposable clone. */
+export interface CaptureTargetSpec {
+  path: string;
+}
+
+/** A capture as a target: its replay clone; close() destroys the clone. */
+export function open(spec: CaptureTargetSpec, opts: OpenTargetOptions = {}): Promise<OpenedTarget> {
+  return openReplay(spec.path, opts);
+}
+
 /**
  * Writes the engine's per-guest syscall-entry cache (runDir/syscall-entry.json: LSTAR and
  * the 16 code bytes there) from the captured LSTAR, read through the RAM copy with the
@@ -210,9 +212,7 @@ async function seedSyscallEntry(runDir: string, ramFile: string, manifest: Captu
     const t = await translate(mem, BigInt(v.cr3), BigInt(v.cr4), lstar);
     if (!t || (t.paddr & 0xfffn) > 0xff0n) return;
     const bytes = (await mem.read(t.paddr, 16)).toString('hex');
-    writeFileSync(join(runDir, 'syscall-entry.json'), JSON.stringify({ lstar: v.lstar, bytes }), {
-      mode: 0o600,
-    });
+    writeSyscallEntryCache(runDir, { lstar: v.lstar, bytes });
   } catch {
     // leave it to the engine
   } finally {

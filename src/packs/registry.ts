@@ -21,7 +21,7 @@ import * as nodeModule from 'node:module';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { apiVersion, checkApiVersion, PluginApiVersionError, type PluginDefinition } from '../sdk/plugin.js';
-import { builtinPlugins } from './index.js';
+import { builtinPlugins } from '../plugins/index.js';
 
 /** The part of an oclif plugin (Config.plugins values) the registry reads. */
 export interface PackSource {
@@ -81,7 +81,7 @@ function reasonOf(err: unknown): string {
 }
 
 /** True when `x` has the shape of a PluginDefinition (what definePlugin returns). */
-export function isPluginDefinition(x: unknown): x is PluginDefinition {
+function isPluginDefinition(x: unknown): x is PluginDefinition {
   if (typeof x !== 'object' || x === null) return false;
   const d = x as Record<string, unknown>;
   return (
@@ -99,7 +99,7 @@ export function isPluginDefinition(x: unknown): x is PluginDefinition {
 }
 
 /** The `vmi` manifest of a package.json, or undefined when the package is not a pack. */
-export function packManifest(source: PackSource): PackManifest | undefined {
+function packManifest(source: PackSource): PackManifest | undefined {
   const m = source.pjson.vmi;
   if (m === undefined) return undefined;
   if (typeof m !== 'object' || m === null || typeof (m as PackManifest).plugins !== 'string') {

@@ -2,7 +2,7 @@
  * Attaching to a QEMU that vmi did not start, given only its QMP socket: the gdbstub is
  * switched on at run time through HMP (`gdbserver unix:…`) on a socket in a private
  * directory, and switched off again afterwards (`gdbserver none`), so the guest is left
- * as it was. There is no shared RAM file, so the redirection engine reads memory through
+ * as it was. There is no shared RAM file, so the shadow engine reads memory through
  * the gdbstub and batches use the trap transport.
  *
  * Run state: connecting a gdb client stops the VM and detaching resumes it, whatever it
@@ -14,12 +14,13 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { ensurePrivateDir, runRoot } from '../lab/host.js';
-import { GuestLock } from '../shadow/guest-lock.js';
-import type { GuestEndpoints } from './guest-endpoints.js';
-import { GdbClient } from './gdb.js';
-import { MAX_UNIX_PATH } from './launcher.js';
-import { QmpClient } from './qmp.js';
+import { GuestLock } from '../util/guest-lock.js';
+import { ensurePrivateDir, runRoot } from '../util/run-dir.js';
+import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
+import { GdbClient } from '../qemu/gdb.js';
+import { MAX_UNIX_PATH } from '../qemu/launcher.js';
+import { QmpClient } from '../qemu/qmp.js';
+import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
 export class ForeignGuestError extends Error {
   override name = 'ForeignGuestError';
@@ -197,16 +198,13 @@ export async function openForeignGuest(
   }
 }
 
-/** Runs `fn` against a foreign guest and always leaves the guest as it was. */
-export async function withForeignGuest<T>(
-  qmpSocket: string,
-  fn: (guest: GuestEndpoints) => Promise<T>,
-  opts: { progress?: (m: string) => void } = {},
-): Promise<T> {
-  const foreign = await openForeignGuest(qmpSocket, opts);
-  try {
-    return await fn(foreign.endpoints);
-  } finally {
-    await foreign.close();
-  }
+/** A foreign QEMU, by its QMP socket. */
+export interface QmpTargetSpec {
+  socket: string;
+}
+
+/** A foreign guest as a target; close() leaves the guest as it was. */
+export async function open(spec: QmpTargetSpec, opts: OpenTargetOptions = {}): Promise<OpenedTarget> {
+  const foreign = await openForeignGuest(spec.socket, opts);
+  return { guest: foreign.endpoints, close: () => foreign.close() };
 }

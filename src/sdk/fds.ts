@@ -7,19 +7,13 @@
  * read again in one follow-up batch. The cost does not grow with the number of processes
  * (beyond the batch size limits the SDK splits on).
  */
-import { AT_FDCWD, O_CLOEXEC, O_RDONLY, PATH_MAX, STATX_BASIC_STATS } from '../../abi/linux/flags.js';
-import {
-  decodeStatx,
-  isVanished,
-  ProcFs,
-  StructDecodeError,
-  unreadable,
-  type CallRef,
-  type PluginContext,
-  type RowValue,
-  type Statx,
-  type SyscallError,
-} from '../../sdk/index.js';
+import { AT_FDCWD, O_CLOEXEC, O_RDONLY, PATH_MAX, STATX_BASIC_STATS } from '../abi/linux/flags.js';
+import { decodeStatx, StructDecodeError, type Statx } from '../abi/linux/structs.js';
+import { unreadable, type RowValue } from '../output/columns.js';
+import type { CallRef } from './batch.js';
+import { isVanished, type SyscallError } from './errors.js';
+import type { PluginContext } from './plugin.js';
+import { ProcFs } from './procfs.js';
 
 /** First readlink buffer: nearly every open file's path fits. */
 const LINK_CHUNK = 256;

@@ -1,5 +1,5 @@
 import type { PluginDefinition } from '../sdk/plugin.js';
-import type { PluginRequest } from './run-plugins.js';
+import type { PluginRequest } from '../runner/run-plugins.js';
 
 export class PluginArgsError extends Error {}
 

@@ -3,19 +3,35 @@
  * envars): which tasks exist, their stat/status, and any other per-process files, all in
  * a number of guest entries that does not grow with the number of processes.
  */
-import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../../abi/linux/proc/index.js';
-import {
-  isVanished,
-  notAvailable,
-  ProcFs,
-  unreadable,
-  type FileReadRequest,
-  type FileReadResult,
-  type PluginContext,
-  type RowValue,
-  type TaskId,
-} from '../../sdk/index.js';
-import type { PslistRow } from '../pslist.js';
+import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../abi/linux/proc/index.js';
+import { notAvailable, unreadable, type RowValue } from '../output/columns.js';
+import { isVanished } from './errors.js';
+import type { PluginContext, Row } from './plugin.js';
+import { ProcFs, type TaskId } from './procfs.js';
+import type { FileReadRequest, FileReadResult } from './syscall-api.js';
+
+/** The cells of one process (or thread): pslist's columns, which pstree shares. */
+export const PROCESS_COLUMNS = [
+  { name: 'PID', type: 'int32', description: 'Process id (thread-group id)' },
+  { name: 'TID', type: 'int32', description: 'Thread id (= PID for the process row)' },
+  { name: 'PPID', type: 'int32', description: 'Parent process id' },
+  { name: 'COMM', type: 'utf8', description: 'Task name (comm, at most 15 bytes for user tasks)' },
+  // uid_t is 32-bit unsigned: ids ≥ 2^31 (e.g. user-namespace ranges, (uid_t)-1) do not fit int32.
+  { name: 'UID', type: 'int64', description: 'Real user id' },
+  { name: 'GID', type: 'int64', description: 'Real group id' },
+  { name: 'EUID', type: 'int64', description: 'Effective user id' },
+  { name: 'EGID', type: 'int64', description: 'Effective group id' },
+  {
+    name: 'CREATION TIME',
+    type: 'timestamp_ms',
+    description: 'Start time: boot time (/proc/stat btime, whole seconds) + starttime / USER_HZ',
+  },
+  { name: 'STATE', type: 'utf8', description: 'Scheduler state letter (R, S, D, T, t, Z, X, I...)' },
+  { name: 'THREADS', type: 'int32', description: 'Threads in the process' },
+] as const;
+
+/** One row of PROCESS_COLUMNS. */
+export type ProcessRow = Row<typeof PROCESS_COLUMNS>;
 
 export interface ReadProcessesOptions {
   /** Only these process ids; empty or absent: every process in /proc. */
@@ -34,7 +50,7 @@ export interface ReadProcessesOptions {
 export interface ProcessRecord {
   task: TaskId;
   /** pslist's cells for this task. */
-  row: PslistRow;
+  row: ProcessRow;
   /** Parent pid, when stat could be parsed. */
   ppid?: number;
   /** The extra files asked for, by name (read for the task, or the thread with `threads`). */

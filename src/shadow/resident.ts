@@ -1,16 +1,18 @@
+/** The resident shadow's lifecycle: start one that outlives the attach, stop it, look at it. */
+import { sysno } from '../abi/linux/syscalls.js';
 import { RamFileMemory } from '../memory/physical.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
-import { JournalStore } from '../shadow/journal.js';
-import type { ShadowContext } from '../shadow/root-context.js';
-import { CONTROL, LAYOUT, SHADOW_STATE } from '../shadow/layout.js';
-import { RedirectSession, type SessionStats } from '../shadow/session.js';
-import { ShadowHandle, ShadowLostError, ShadowTamperedError } from '../shadow/shadow.js';
-import type { TransportName } from '../shadow/transport.js';
+import { JournalStore } from './journal.js';
+import type { ShadowContext } from './root-context.js';
+import { CONTROL, LAYOUT, SHADOW_STATE } from './layout.js';
+import { RedirectSession, type SessionStats } from './session.js';
+import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
+import type { TransportChoice } from './transport.js';
 
 /** Starts (or confirms) a resident shadow: later runs reuse it and skip the bootstrap. */
 export async function startResidentShadow(
   guest: GuestEndpoints,
-  opts: { transport?: TransportName | 'auto'; progress?: (m: string) => void; preferVictimPid?: number } = {},
+  opts: { transport?: TransportChoice; progress?: (m: string) => void; preferVictimPid?: number } = {},
 ): Promise<SessionStats> {
   const session = await RedirectSession.attach(guest, {
     transport: opts.transport,
@@ -19,7 +21,7 @@ export async function startResidentShadow(
     preferVictimPid: opts.preferVictimPid,
   });
   // One batch proves the shadow answers before it is left behind.
-  await session.run([{ nr: 39, args: [] }]);
+  await session.run([{ nr: sysno('getpid'), args: [] }]);
   await session.detach();
   return session.stats;
 }
@@ -67,14 +69,7 @@ export async function residentShadowStatus(guest: GuestEndpoints): Promise<Resid
     return { ...status, health: 'unknown', detail: 'no shared RAM file to read it through' };
   const mem = new RamFileMemory(guest.ramFile, guest.ramSize, false);
   try {
-    const h = new ShadowHandle(
-      mem,
-      BigInt(record.base),
-      BigInt(record.cr3),
-      BigInt(record.cr4),
-      BigInt(record.marker),
-      record.pid,
-    );
+    const h = ShadowHandle.fromRecord(mem, record);
     await h.verify();
     const ctl = await h.read(LAYOUT.control, 0x200);
     const word = (o: number) => ctl.readBigUInt64LE(o);

@@ -1,5 +1,6 @@
+/** Lab guests as targets: the built-in lab guest (booted on demand) or a named running one. */
 import { DEFAULT_LAB_NAME, findLabGuest, labUp, listLabGuests, type LabGuest } from '../lab/lab.js';
-import type { GuestTarget } from './multi-guest.js';
+import type { GuestTarget, OpenedTarget, OpenTargetOptions } from './target.js';
 
 export class TargetError extends Error {}
 
@@ -55,4 +56,15 @@ export async function resolveLiveTargets(opts: LiveTargetsOptions): Promise<Gues
     name,
     resolve: () => requireLabGuest(name),
   }));
+}
+
+/** Which lab guest: `guest` by name, else the default one (booted when not running). */
+export interface LabTargetSpec {
+  guest?: string;
+}
+
+/** A lab guest as a target; close() leaves it running (it is the lab's to stop). */
+export async function open(spec: LabTargetSpec, opts: OpenTargetOptions = {}): Promise<OpenedTarget> {
+  const guest = await resolveLiveTarget({ guest: spec.guest, progress: opts.progress });
+  return { guest, close: async () => {} };
 }
