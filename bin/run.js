@@ -8,5 +8,11 @@ if (major < 22 || (major === 22 && minor < 12)) {
   await runUnderPrivateNode(import.meta.url);
 }
 
+// V8's compiled code for vmi's and oclif's modules, kept on disk between runs (Node's
+// module compile cache, in $TMPDIR/node-compile-cache unless NODE_COMPILE_CACHE says
+// otherwise; NODE_DISABLE_COMPILE_CACHE=1 turns it off). Enabled before anything else
+// loads, hence the dynamic import.
+const { enableCompileCache } = await import('node:module');
+enableCompileCache?.();
 const { execute } = await import('@oclif/core');
 await execute({ dir: import.meta.url });
