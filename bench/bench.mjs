@@ -1,7 +1,9 @@
 // vmi benchmark: vmi pslist/psaux (doorbell and trap) against the same work done natively
 // in the guest (psnative) and busybox ps, at several process counts, in one run.
-// Usage: npm run bench   (env: BENCH_RUNS, BENCH_RESIDENT_RUNS, BENCH_RESIDENT_WARMUP, BENCH_NATIVE_RUNS, BENCH_LEVELS, BENCH_GUEST)
+// Usage: npm run bench   (env: BENCH_RUNS, BENCH_RESIDENT_RUNS, BENCH_RESIDENT_WARMUP, BENCH_NATIVE_RUNS, BENCH_LEVELS, BENCH_GUEST, BENCH_CLI_RUNS)
+//        BENCH_ONLY=cli npm run bench   CLI start-up only (printed, results files left alone)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
+import { spawnSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -16,6 +18,7 @@ import { builtinPlugins } from '../dist/plugins/index.js';
 import { runPluginsOnGuest } from '../dist/runner/run-plugins.js';
 import { RedirectSession } from '../dist/shadow/session.js';
 import { startResidentShadow, stopResidentShadow } from '../dist/shadow/resident.js';
+import { installedNode, isTooOld, pins } from '../bin/node-runtime.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const GUEST = process.env.BENCH_GUEST ?? 'bench';
@@ -27,6 +30,8 @@ const RESIDENT_WARMUP = Number(process.env.BENCH_RESIDENT_WARMUP ?? 30);
 /** Idle gap before each run of the "apart" series (vmi resident and psnative alike). */
 const GAP_MS = 100;
 const LEVELS = (process.env.BENCH_LEVELS ?? '50,500,2000').split(',').map(Number);
+const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 10);
+const ONLY_CLI = process.env.BENCH_ONLY === 'cli';
 const GETPID_HOT = 200;
 const GETPID_IDLE = 10;
 
@@ -273,6 +278,85 @@ async function measureLevel(guest, con, plugins, level) {
   return out;
 }
 
+/**
+ * CLI start-up: `vmi` as a user starts it (a new process: `node bin/run.js ARGS`), wall
+ * clock to exit, on the system's Node (on Debian 12 that is 20, which runs vmi again under
+ * the private LTS: the re-exec costs a Node start more) and on the LTS itself, with the
+ * module compile cache and without it (NODE_DISABLE_COMPILE_CACHE=1). The variants take
+ * turns run by run, so host load drifts hit them alike. pslist goes through a resident
+ * shadow in the bench guest (the always-on target: <= 0.15 s).
+ */
+async function cliStartup(guest) {
+  const runJs = join(HERE, '..', 'bin', 'run.js');
+  const lts = pins().lts;
+  const ltsNode = installedNode(lts) ?? (process.versions.node === lts ? process.execPath : undefined);
+  const systemNode = spawnSync('/usr/bin/node', ['--version'], { encoding: 'utf8' }).stdout?.trim();
+  const variants = [];
+  if (systemNode) {
+    const label = isTooOld(systemNode)
+      ? `system Node ${systemNode.split('.')[0]} (re-runs on ${lts.split('.')[0]})`
+      : `system Node ${systemNode.split('.')[0]}`;
+    variants.push({ key: 'system', label, node: '/usr/bin/node', version: systemNode, env: {} });
+  }
+  if (ltsNode) {
+    variants.push({ key: 'lts', label: `Node ${lts}`, node: ltsNode, version: `v${lts}`, env: {} });
+    variants.push({
+      key: 'ltsNoCache',
+      label: `Node ${lts}, no compile cache`,
+      node: ltsNode,
+      version: `v${lts}`,
+      env: { NODE_DISABLE_COMPILE_CACHE: '1' },
+    });
+  }
+  const commands = [
+    { key: 'help', label: 'vmi --help', args: ['--help'] },
+    { key: 'list', label: 'vmi plugins run --list', args: ['plugins', 'run', '--list'] },
+    {
+      key: 'pslistResident',
+      label: 'vmi plugins run pslist (resident shadow)',
+      args: ['plugins', 'run', 'pslist', '--guest', guest.name],
+    },
+  ];
+  const once = (v, c) => {
+    const t0 = performance.now();
+    const r = spawnSync(v.node, [runJs, ...c.args], {
+      env: { ...process.env, ...v.env },
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
+    const wall = performance.now() - t0;
+    if (r.status !== 0) throw new Error(`${v.label}: ${c.label} failed: ${r.stderr.trim().slice(-300)}`);
+    return wall;
+  };
+  const out = {
+    runs: CLI_RUNS,
+    variants: variants.map(({ key, label, version }) => ({ key, label, version })),
+  };
+  await startResidentShadow(guest, { transport: 'doorbell' });
+  try {
+    for (const c of commands) {
+      log(`  start-up: ${c.label}`);
+      const samples = Object.fromEntries(variants.map((v) => [v.key, []]));
+      for (const v of variants) once(v, c); // warm-up: page cache, compile cache
+      for (let i = 0; i < CLI_RUNS; i++) for (const v of variants) samples[v.key].push(once(v, c));
+      out[c.key] = {
+        label: c.label,
+        ...Object.fromEntries(variants.map((v) => [v.key, stat(samples[v.key])])),
+      };
+    }
+  } finally {
+    await stopResidentShadow(guest);
+  }
+  out.commands = commands.map((c) => c.key);
+  return out;
+}
+
+function cliStartupTable(cli) {
+  const header = ['CLI start-up, wall ms', ...cli.variants.map((v) => v.label)];
+  const rows = cli.commands.map((k) => [cli[k].label, ...cli.variants.map((v) => ms(cli[k][v.key], 0))]);
+  return { header, rows };
+}
+
 // ------------------------------------------------------------------ rendering
 
 const f = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
@@ -418,8 +502,16 @@ async function main() {
   log(`booting lab guest ${GUEST} (512 MiB, 1 vCPU); host load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
   const levels = [];
   let guest;
+  let cli;
   try {
     guest = await labUp({ name: GUEST, memMiB: 512, cpus: 1, onProgress: (m) => log(`  ${m}`) });
+    log(`CLI start-up (${CLI_RUNS} runs per cell)`);
+    cli = await cliStartup(guest);
+    if (ONLY_CLI) {
+      const t = cliStartupTable(cli);
+      process.stdout.write(`${plain(t.header, t.rows)}\n\nCells: median (min) over ${CLI_RUNS} runs.\n`);
+      return;
+    }
     const con = await GuestConsole.connect(guest.serialSocket, { timeoutMs: 10_000 });
     try {
       await guestRun(con, 'test -x /usr/sbin/psnative');
@@ -468,6 +560,8 @@ async function main() {
       levels: LEVELS,
     },
     units: 'milliseconds unless named otherwise; {median, min, samples}',
+    // `node bin/run.js ARGS` from start to exit, per Node (cliStartup).
+    cliStartup: cli,
     levels,
     // vmi pslist (doorbell) plugin time / psnative median, per extra-process level.
     pslist_ratio_vs_native: Object.fromEntries(levels.map((l) => [l.extra, l.ratios.pslistPluginVsNative])),
@@ -515,19 +609,25 @@ async function main() {
   const header = ['', ...levels.map((l) => `+${l.extra} procs`)];
   const rows = tableRows(levels);
   const extras = extrasRows(results);
+  const cliTable = cliStartupTable(cli);
   const note =
     `Guest: ${results.guest?.kernelRelease}, ${results.guest?.memMiB} MiB, ${results.guest?.cpus} vCPU, TCG. ` +
     `Cells: median (min) over ${RUNS} vmi runs (resident shadow: ${RESIDENT_WARMUP} untimed warm-up runs, then ${RESIDENT_RUNS} runs per series) / ` +
-    `${NATIVE_RUNS} psnative passes / ${PS_RUNS} busybox ps runs. ` +
+    `${NATIVE_RUNS} psnative passes / ${PS_RUNS} busybox ps runs / ${CLI_RUNS} CLI start-ups. ` +
     `Host load average before/after: ${load0[0].toFixed(2)} / ${results.hostLoadavg.after[0].toFixed(2)}. ` +
     `Run ${started}.`;
   // Formatted like the rest of the tree, so `prettier --check .` stays clean.
-  const md = await format(`${markdown(header, rows)}\n\n${markdown(['', 'value'], extras)}\n\n${note}\n`, {
-    parser: 'markdown',
-  });
+  const md = await format(
+    `${markdown(header, rows)}\n\n${markdown(['', 'value'], extras)}\n\n` +
+      `${markdown(cliTable.header, cliTable.rows)}\n\n${note}\n`,
+    { parser: 'markdown' },
+  );
   await writeFile(join(HERE, 'results.json'), JSON.stringify(results, null, 2) + '\n');
   await writeFile(join(HERE, 'results.md'), md);
-  process.stdout.write(`${plain(header, rows)}\n\n${plain(['', 'value'], extras)}\n\n${note}\n`);
+  process.stdout.write(
+    `${plain(header, rows)}\n\n${plain(['', 'value'], extras)}\n\n` +
+      `${plain(cliTable.header, cliTable.rows)}\n\n${note}\n`,
+  );
   log('wrote bench/results.json and bench/results.md');
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vmi needs on a fresh Debian 12 machine: QEMU, busybox for the lab guest's
-# userland, tools to unpack kernels and build the lab's helper programs, and npm packages.
-# Idempotent; needs root for apt-get (as on the project's machines).
+# userland, tools to unpack kernels and build the lab's helper programs, a supported Node
+# when the system's is older (vmi's private copy of the LTS, in vmi's cache), and npm
+# packages. Idempotent; needs root for apt-get (as on the project's machines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(qemu-system-x86 busybox-static cpio xz-utils zstd kmod binutils xxd gcc libc6-dev)
@@ -14,6 +15,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+# The system's Node too old (Debian 12: 20)? Install the pinned LTS into vmi's cache
+# (nothing if it is there) and run npm and the build on it: PATH changes for this script only.
+node_bin=$(node scripts/private-node.mjs install --if-old lts)
+if [ -n "$node_bin" ]; then
+  export PATH="$node_bin:$PATH"
+  echo "vmi setup: using vmi's private Node $(node --version) ($node_bin/node); the system's stays as it is" >&2
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "vmi setup: installing npm packages" >&2

@@ -72,6 +72,7 @@ export class JournalStore {
     } catch (err) {
       throw new Error(
         `redirection journal ${this.path} is unreadable (${(err as Error).message}); inspect it, then delete it`,
+        { cause: err },
       );
     }
   }

@@ -5,13 +5,15 @@
  * The start-up bound asserted here (1.5 s) is a sanity check only; the 0.5 s target is
  * reported by the benchmark.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PLAIN_TERMINAL, ROOT, runVmi } from './helpers/cli.js';
+import { PLAIN_TERMINAL, ROOT, VMI_BIN, runProcess, runVmi } from './helpers/cli.js';
+import { installedNode, isTooOld, pins } from '../../bin/node-runtime.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
 
 const SANITY_MS = 1500;
@@ -91,6 +93,33 @@ describe('vmi plugins available', () => {
     expect(pslist?.options).toContainEqual(
       expect.objectContaining({ name: 'pid', type: 'integer', multiple: true }),
     );
+  });
+});
+
+/** The system's node when it is older than vmi supports (Debian 12's 20), else undefined. */
+function oldSystemNode(): string | undefined {
+  const r = spawnSync('/usr/bin/node', ['--version'], { encoding: 'utf8' });
+  return r.status === 0 && isTooOld(r.stdout.trim()) ? '/usr/bin/node' : undefined;
+}
+
+describe.runIf(oldSystemNode() && installedNode(pins().lts))('on a system Node that is too old', () => {
+  const old = oldSystemNode() as string;
+  it("runs itself again under vmi's private LTS Node, and exits as it does", async () => {
+    const r = await runProcess(old, [VMI_BIN, '--version'], { env: PLAIN_TERMINAL });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`node-v${pins().lts}`);
+    const bad = await runProcess(old, [VMI_BIN, 'no-such-command'], { env: PLAIN_TERMINAL });
+    const same = await vmi(['no-such-command']);
+    expect(same.code).not.toBe(0);
+    expect(bad.code).toBe(same.code);
+  });
+
+  it('says how to get a supported Node when the private one is not installed', async () => {
+    const r = await runProcess(old, [VMI_BIN, '--version'], {
+      env: { ...PLAIN_TERMINAL, VMI_CACHE: join(tmpdir(), `vmi-no-cache-${process.pid}`) },
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/older than vmi supports.*run `npm run setup`/);
   });
 });
 

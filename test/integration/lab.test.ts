@@ -87,20 +87,22 @@ describe('lab guest', () => {
   });
 
   it.runIf(built)('shows in `vmi lab list` and `vmi lab status`', async () => {
-    const list = await run('node', [BIN, 'lab:list']);
+    const list = await run(process.execPath, [BIN, 'lab:list']);
     expect(list.stdout).toMatch(/^NAME\s+PID\s+KERNEL\s+CPUS\s+MEM\s+STARTED/);
     expect(list.stdout).toMatch(new RegExp(`^${NAME}\\s+${guest.pid}\\s`, 'm'));
-    const status = await run('node', [BIN, 'lab:status', '--name', NAME, '--json']);
+    const status = await run(process.execPath, [BIN, 'lab:status', '--name', NAME, '--json']);
     expect(JSON.parse(status.stdout).pid).toBe(guest.pid);
-    await expect(run('node', [BIN, 'lab:status', '--name', 'no-such-guest'])).rejects.toMatchObject({
-      code: 1,
-    });
+    await expect(run(process.execPath, [BIN, 'lab:status', '--name', 'no-such-guest'])).rejects.toMatchObject(
+      {
+        code: 1,
+      },
+    );
   });
 
   it('goes down and cleans up', async () => {
     con.close();
     if (built) {
-      const down = await run('node', [BIN, 'lab:down', '--name', NAME]);
+      const down = await run(process.execPath, [BIN, 'lab:down', '--name', NAME]);
       expect(down.stdout).toContain('stopped');
     } else {
       expect(await labDown(NAME)).toBe(true);

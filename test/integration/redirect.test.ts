@@ -153,7 +153,7 @@ describe('live pslist by system call redirection', () => {
       let stderr = '';
       for (let attempt = 0; attempt < 3; attempt++) {
         const c = spawn(
-          'node',
+          process.execPath,
           [VMI_BIN, 'plugins:run', 'pslist', '--guest', NAME, '--transport', transport, '--timing'],
           {
             stdio: ['ignore', 'ignore', 'pipe'],

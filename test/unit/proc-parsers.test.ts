@@ -170,7 +170,12 @@ describe('fuzz: parsers return or throw ProcParseError, never anything else, nev
       parse(input);
     } catch (e) {
       if (!(e instanceof ProcParseError)) {
-        throw new Error(`${name} threw ${String(e)} on ${JSON.stringify(Array.from(input.subarray(0, 64)))}`);
+        throw new Error(
+          `${name} threw ${String(e)} on ${JSON.stringify(Array.from(input.subarray(0, 64)))}`,
+          {
+            cause: e,
+          },
+        );
       }
       expect(e.message).not.toMatch(/[\r\n]/);
       expect(e.message.length).toBeLessThan(300);
