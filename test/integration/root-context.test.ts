@@ -21,6 +21,7 @@ import { pslist } from '../../src/plugins/pslist.js';
 import { sockstat } from '../../src/plugins/sockstat.js';
 import { banner } from '../../src/plugins/banner.js';
 import { runPluginsOnGuest, type PluginsRun } from '../../src/runner/run-plugins.js';
+import { RedirectSession } from '../../src/shadow/session.js';
 import { guestProcs, guestSh } from './helpers/guest-shell.js';
 import { startSandbox, stopSandbox, type Sandbox } from './helpers/sandbox.js';
 import { runVmi } from './helpers/cli.js';
@@ -106,12 +107,37 @@ async function syscallRegs(guest: LabGuest, pid: number): Promise<string | undef
 
 const PLUGINS = [pslist, psaux, sockstat, mountinfo, lsmod, lsof, banner];
 
-/** pslist ... lsof, once, preferring `prefer` as the victim. */
-function runAll(guest: LabGuest, prefer: number): Promise<PluginsRun> {
+/**
+ * A task's context as the guest shows it: namespaces (but mnt: the shadow's is a private
+ * copy by design), root, seccomp, capabilities, cgroup, nice, CPUs, rlimits.
+ */
+async function contextFromConsole(guest: LabGuest, pid: number): Promise<string> {
+  return guestSh(
+    guest,
+    `cd /proc/${pid} && for n in pid user net uts ipc cgroup; do readlink ns/$n; done; readlink root; ` +
+      `grep -E '^(Seccomp|NoNewPrivs|Cap(Eff|Prm|Bnd)|Cpus_allowed_list):' status; cat cgroup; ` +
+      `s=$(cat stat); set -- \${s##*) }; echo "nice \${17} policy \${39}"; cat limits`,
+  );
+}
+
+/**
+ * pslist ... lsof through one session that borrows `prefer` first; before the plugins run,
+ * the shadow's context as the guest shows it must be PID 1's.
+ */
+async function runAll(guest: LabGuest, prefer: number): Promise<PluginsRun> {
+  const session = await RedirectSession.attach(guest, { preferVictimPid: prefer });
+  try {
+    expect(await contextFromConsole(guest, session.stats.shadowPid), "the shadow is in init's context").toBe(
+      await contextFromConsole(guest, 1),
+    );
+  } catch (err) {
+    await session.detach();
+    throw err;
+  }
   return runPluginsOnGuest(
     guest,
     PLUGINS.map((plugin) => ({ plugin, options: {} })),
-    { preferVictimPid: prefer },
+    { attach: async () => session },
   );
 }
 
