@@ -221,7 +221,10 @@ describe('captures of the lab guest', () => {
     report.pslistOnCompressedCaptureTotalMs = (performance.now() - t0).toFixed(0);
     expect(t.errors).toEqual([]);
     const cols = ['PID', 'TID', 'PPID', 'COMM', 'CREATION TIME'];
-    expect(view(t, cols)).toEqual(view(beforeGz, cols));
+    // The ticker's `sleep 10` can end in the clone as soon as it resumes (its timer runs on
+    // host time: a known replay limit, issue 14); every other task must be there.
+    const noSleep = (rows: string[]): string[] => rows.filter((r) => !r.includes('"sleep"'));
+    expect(noSleep(view(t, cols))).toEqual(noSleep(view(beforeGz, cols)));
     expect(readdirSync('/dev/shm').filter((f) => f.startsWith('vmi-replay-'))).toEqual([]);
     // export raw = a gunzip of the stored part, byte for byte; the ELF core carries the same RAM.
     const raw = join(work, 'lab-gz.raw');
