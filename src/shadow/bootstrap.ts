@@ -72,6 +72,9 @@ export interface BootstrapOptions {
   refusals?: Refusal[];
 }
 
+/** The preferred victim was caught and refused: stop waiting for it. */
+class PreferredRefused extends Error {}
+
 /** Formats refused candidates for one error line. */
 export function describeRefusals(refusals: readonly Refusal[]): string {
   return refusals.map((r) => `pid ${r.pid}: ${r.reason}`).join('; ');
@@ -106,6 +109,10 @@ export async function createShadow(
     try {
       caught = await catchVictim(dbg, journal, opts, avoid, refusals, prefer, left);
     } catch (err) {
+      if (err instanceof PreferredRefused) {
+        prefer = undefined; // it was caught and refused: no need to wait out its window
+        continue;
+      }
       if (!(err instanceof CatchTimeoutError)) throw err;
       if (prefer !== undefined && left > PREFER_WINDOW_MS) {
         opts.progress(`pid ${prefer} made no syscall within ${PREFER_WINDOW_MS} ms; borrowing another task`);
@@ -141,7 +148,7 @@ async function catchVictim(
   dbg: GuestDebugger,
   journal: JournalStore,
   opts: BootstrapOptions,
-  avoid: readonly bigint[],
+  avoid: bigint[],
   refusals: Refusal[],
   prefer: number | undefined,
   timeoutMs: number,
@@ -170,6 +177,8 @@ async function catchVictim(
           seccomp < 0n ? `prctl(PR_GET_SECCOMP) failed (errno ${-seccomp})` : `seccomp mode ${seccomp}`;
         opts.progress(`pid ${pid} refused: ${reason}; trying another task`);
         refusals.push({ pid: Number(pid), reason });
+        avoid.push(c.regs.cr3);
+        if (prefer !== undefined) throw new PreferredRefused();
         return false;
       }
       accepted = { victim: v, pid };
