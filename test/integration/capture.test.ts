@@ -149,16 +149,16 @@ describe('captures of the lab guest', () => {
   });
 
   it('captures the live guest right after a live pslist, and resumes it', async () => {
-    const live = await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }]);
-    before = live.tables[0];
     // The guest's own word for its syscall entry point (the console shell is root, which
-    // kallsyms shows real addresses to) and its process list, just before and after.
+    // kallsyms shows real addresses to) and its process list, before and after (the live
+    // pslist comes last before the capture: the ticker's sleep changes pid every 10 s).
     const kallsyms = await guestSh(guest, "grep ' entry_SYSCALL_64$' /proc/kallsyms");
     const entry = /^([0-9a-f]{16}) [Tt] entry_SYSCALL_64$/m.exec(kallsyms);
     expect(entry, `no entry_SYSCALL_64 in the guest's /proc/kallsyms: ${kallsyms}`).not.toBeNull();
     const lstarFromGuest = BigInt(`0x${entry![1]}`);
     expect(lstarFromGuest).not.toBe(0n); // hidden addresses read as zeros
     const beforeProcs = await guestProcs(guest);
+    before = (await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }])).tables[0];
     cap = await createCapture({
       qmpSocket: guest.qmpSocket,
       output: join(work, 'lab.vmicap'),
@@ -200,8 +200,8 @@ describe('captures of the lab guest', () => {
   it('a compressed capture (--compress) of the same guest: ram.raw.gz, much smaller, verifies', async () => {
     // Its own live view just before: the lab's ticker starts a new `sleep 10` every 10 s,
     // so a pslist taken before the first capture may not match this one's instant.
-    beforeGz = (await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }])).tables[0];
     const gzProcs = await guestProcs(guest);
+    beforeGz = (await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }])).tables[0];
     gzCap = await createCapture({
       qmpSocket: guest.qmpSocket,
       output: join(work, 'lab-gz.vmicap'),
