@@ -38,7 +38,7 @@ import { pslist } from '../../src/plugins/pslist.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
 import { requireBuilt } from './helpers/cli.js';
-import { guestProcs, guestSh, type GuestProc } from './helpers/guest-shell.js';
+import { guestProcs, guestSh, unseenRows, type GuestProc } from './helpers/guest-shell.js';
 
 const NAME = 't-capture';
 const SHADOW = 'vmi-shadow';
@@ -106,7 +106,7 @@ function expectMatchesConsole(t: ResultTable, truth: ConsoleTruth): void {
     compared++;
   }
   expect(compared).toBeGreaterThan(40);
-  const extra = rows.filter((r) => !truth.before.has(r.PID as number) && !truth.after.has(r.PID as number));
+  const extra = unseenRows(rows, truth.before, truth.after);
   expect(
     extra.map((r) => `${String(r.PID)} ${String(r.COMM)}`),
     'rows for processes the guest never showed',
@@ -423,7 +423,9 @@ describe('captures of the lab guest', () => {
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=100M', 'tmpfs', small], { stdio: 'pipe' });
     } catch (e) {
       const why = (e as { stderr?: Buffer }).stderr?.toString().trim() || String(e);
-      throw new Error(`the ENOSPC case needs a 100 MiB tmpfs and mount refused it (run as root): ${why}`);
+      throw new Error(`the ENOSPC case needs a 100 MiB tmpfs and mount refused it (run as root): ${why}`, {
+        cause: e,
+      });
     }
     try {
       guest = await labUp({ name: NAME });

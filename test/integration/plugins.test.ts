@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
-import { guestProcs, type GuestProc } from './helpers/guest-shell.js';
+import { guestProcs, unseenRows, type GuestProc } from './helpers/guest-shell.js';
 import { isAbsent, type RowValue } from '../../src/output/columns.js';
 import type { ResultTable } from '../../src/output/table.js';
 import { banner } from '../../src/plugins/banner.js';
@@ -186,9 +186,7 @@ describe('plugins on the lab guest', () => {
       compared++;
     }
     expect(compared).toBeGreaterThan(40);
-    const extra = rows.filter(
-      (r) => !truth.procsBefore.has(r.PID as number) && !truth.procsAfter.has(r.PID as number),
-    );
+    const extra = unseenRows(rows, truth.procsBefore, truth.procsAfter);
     expect(extra.map((r) => String(r.COMM))).toEqual(['vmi-shadow']);
     // The tree is the PPID relation: a row with a parent in the table sits right under it.
     rows.forEach((r, i) => {

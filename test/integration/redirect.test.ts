@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { tableFromIPC, Type, TimeUnit } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runVmi, VMI_BIN } from './helpers/cli.js';
-import { guestProcs, guestSh, lasting } from './helpers/guest-shell.js';
+import { guestProcs, guestSh, lasting, unseenRows } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { GdbClient, GdbTimeoutError } from '../../src/qemu/gdb.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
@@ -118,7 +118,7 @@ describe('live pslist by system call redirection', () => {
     // shadow: a pid the guest kernel handed out during the run, gone now.
     const shadowPid = pidIn(r.stderr, /shadow pid (\d+)/);
     expectShadowPid(shadowPid, { lastBefore, lastAfter, before: procsBefore, after: truth });
-    const extra = rows.filter((row) => !procsBefore.has(row.PID as number) && !truth.has(row.PID as number));
+    const extra = unseenRows(rows, procsBefore, truth);
     expect(extra.map((row) => `${String(row.PID)} ${String(row.COMM)}`)).toEqual([`${shadowPid} vmi-shadow`]);
     const worker = rows.find((row) => row.COMM === 'labd');
     expect(worker).toMatchObject({ UID: 0, EUID: 0, THREADS: 1 });
