@@ -120,12 +120,13 @@ describe('network and file plugins on the lab guest', () => {
     const port = (client['Source Port'] as number).toString(16).toUpperCase().padStart(4, '0');
     expect(truth.tcp).toMatch(new RegExp(`0100007F:${port} 0100007F:2328 01 `));
     expect(of('httpd').find((r) => r.State === 'LISTEN')?.['Source Port']).toBe(LAB_WORKLOAD.httpPort);
-    // UDP: the udp process's sockets are the socket fds its /proc/PID/fd shows, and each is
+    // UDP (udp4_format_sock: sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...):
+    // the udp process's sockets are the socket fds its /proc/PID/fd shows, and each is
     // the line of the guest's /proc/net/udp with that inode (address, port, state 07 = close).
     const udpLines = new Map(
       [
         ...truth.udp.matchAll(
-          /^\s*\d+: ([0-9A-F]{8}):([0-9A-F]{4}) ([0-9A-F]{8}):([0-9A-F]{4}) ([0-9A-F]{2}) (?:\S+ ){4}\s*\d+\s+\d+ (\d+)/gm,
+          /^\s*\d+: ([0-9A-F]{8}):([0-9A-F]{4}) ([0-9A-F]{8}):([0-9A-F]{4}) ([0-9A-F]{2}) \S+ \S+ \S+\s+\d+\s+\d+ (\d+)/gm,
         ),
       ].map((m) => [BigInt(m[6]), m]),
     );
