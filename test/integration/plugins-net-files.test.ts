@@ -153,12 +153,13 @@ describe('network and file plugins on the lab guest', () => {
         .map((r) => r.Inode as bigint)
         .sort(),
     ).toEqual([...udpLines.keys()].sort());
-    // Unix: the same with /proc/net/unix (Num RefCount Protocol Flags Type St Inode [Path]);
+    // Unix: the same with /proc/net/unix (unix_seq_show: "%pK: %08X %08X %08X %04X %02X %5lu"
+    // Num RefCount Protocol Flags Type St Inode, then the path);
     // flag 00010000 is __SO_ACCEPTCON (listening), St 03 is SS_CONNECTED.
     const unixLines = new Map(
       [
         ...truth.unix.matchAll(
-          /^[0-9a-f]+: [0-9A-F]+ [0-9A-F]+ ([0-9A-F]+) ([0-9A-F]+) ([0-9A-F]+) (\d+) ?(.*)$/gm,
+          /^[0-9a-f]+: [0-9A-F]+ [0-9A-F]+ ([0-9A-F]+) ([0-9A-F]+) ([0-9A-F]+) +(\d+) ?(.*)$/gm,
         ),
       ].map((m) => [BigInt(m[4]), m]),
     );
