@@ -408,6 +408,7 @@ async function captureAndWall() {
       const pause = [];
       const total = [];
       const bytes = [];
+      const ramBytes = [];
       const compressMs = [];
       for (let i = 0; i < CAPTURE_RUNS; i++) {
         log(`  capture ${compress ? '--compress ' : ''}${i + 1}/${CAPTURE_RUNS}`);
@@ -416,6 +417,7 @@ async function captureAndWall() {
         pause.push(c.pauseMs);
         total.push(c.totalMs);
         bytes.push(c.bytes);
+        ramBytes.push((c.manifest.parts['ram.raw.gz'] ?? c.manifest.parts['ram.raw']).size);
         if (c.compressMs !== undefined) compressMs.push(c.compressMs);
         await rm(output, { recursive: true, force: true });
       }
@@ -423,6 +425,7 @@ async function captureAndWall() {
         pauseMs: stat(pause),
         totalMs: stat(total),
         artifactBytes: stat(bytes),
+        ramPartBytes: stat(ramBytes),
         ...(compressMs.length ? { compressMs: stat(compressMs) } : {}),
       };
     }
@@ -439,10 +442,12 @@ async function captureAndWall() {
     ['`vmi plugins run pslist` wall ms, resident shadow', ms(out.wallMs.pslistResident, 0)],
     ['capture create: guest paused ms', ms(out.capture.pauseMs, 0)],
     ['capture create: total ms', ms(out.capture.totalMs, 0)],
-    ['capture create: artifact MB', mb(out.capture.artifactBytes)],
+    ['capture create: artifact MB (RAM, device state, kernel, initramfs)', mb(out.capture.artifactBytes)],
+    ['capture create: ram.raw MB', mb(out.capture.ramPartBytes)],
     ['capture create --compress: guest paused ms', ms(out.captureCompressed.pauseMs, 0)],
     ['capture create --compress: total ms', ms(out.captureCompressed.totalMs, 0)],
     ['capture create --compress: artifact MB', mb(out.captureCompressed.artifactBytes)],
+    ['capture create --compress: ram.raw.gz MB', mb(out.captureCompressed.ramPartBytes)],
   ];
   const note =
     `Guest: ${out.guest.kernelRelease}, ${out.guest.ramBytes / 2 ** 20} MiB, 1 vCPU, TCG; vmi on Node ${out.node}. ` +
