@@ -2,16 +2,20 @@
 // in the guest (psnative) and busybox ps, at several process counts, in one run.
 // Usage: npm run bench   (env: BENCH_RUNS, BENCH_RESIDENT_RUNS, BENCH_RESIDENT_WARMUP, BENCH_NATIVE_RUNS, BENCH_LEVELS, BENCH_GUEST, BENCH_CLI_RUNS)
 //        BENCH_ONLY=cli npm run bench   CLI start-up only (printed, results files left alone)
+//        BENCH_ONLY=capture npm run bench   capture pause and size, and the wall time of
+//          `vmi plugins run pslist` from the shell, fresh and with a resident shadow, on the
+//          256 MiB lab guest (bench/results-capture.json and bench/results-capture.md)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
 import { spawnSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { loadavg } from 'node:os';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout } from 'node:timers';
 import { fileURLToPath } from 'node:url';
 import { format } from 'prettier';
+import { createCapture } from '../dist/capture/create.js';
 import { GuestConsole } from '../dist/lab/console.js';
 import { labDown, labUp } from '../dist/lab/lab.js';
 import { builtinPlugins } from '../dist/plugins/index.js';
@@ -32,6 +36,8 @@ const GAP_MS = 100;
 const LEVELS = (process.env.BENCH_LEVELS ?? '50,500,2000').split(',').map(Number);
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 10);
 const ONLY_CLI = process.env.BENCH_ONLY === 'cli';
+const ONLY_CAPTURE = process.env.BENCH_ONLY === 'capture';
+const CAPTURE_RUNS = Number(process.env.BENCH_CAPTURE_RUNS ?? 5);
 const GETPID_HOT = 200;
 const GETPID_IDLE = 10;
 
@@ -357,6 +363,103 @@ function cliStartupTable(cli) {
   return { header, rows };
 }
 
+/**
+ * The figures the README quotes about captures and the CLI seen from the shell, on the
+ * lab guest as `vmi lab up` boots it (256 MiB, 1 vCPU): `capture create` pause (stop →
+ * cont) and artifact size, plain and --compress (RAM gzip -1 after the resume); the wall
+ * time of `vmi plugins run pslist` as a shell runs it (a fresh shadow each run, then
+ * through a resident one), and of `vmi --help` (Node and CLI start-up alone).
+ */
+async function captureAndWall() {
+  const name = `${GUEST}-capture`;
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  log(`booting lab guest ${name} (lab defaults); host load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
+  const guest = await labUp({ name, onProgress: (m) => log(`  ${m}`) });
+  const work = await mkdtemp(join(tmpdir(), 'vmi-bench-capture-'));
+  const runJs = join(HERE, '..', 'bin', 'run.js');
+  const wall = (args) => {
+    const t0 = performance.now();
+    const r = spawnSync(process.execPath, [runJs, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    const msWall = performance.now() - t0;
+    if (r.status !== 0) throw new Error(`vmi ${args.join(' ')} failed: ${r.stderr.trim().slice(-300)}`);
+    return msWall;
+  };
+  const out = { started, node: process.version, runs: CAPTURE_RUNS };
+  try {
+    out.guest = { kernelRelease: guest.kernelRelease, ramBytes: guest.ramSize, cpus: 1 };
+    const pslistArgs = ['plugins', 'run', 'pslist', '--guest', name];
+    wall(['--help']); // warm-up: page cache, compile cache
+    wall(pslistArgs);
+    const samples = { help: [], pslistFresh: [], pslistResident: [] };
+    for (let i = 0; i < CAPTURE_RUNS; i++) {
+      samples.help.push(wall(['--help']));
+      samples.pslistFresh.push(wall(pslistArgs));
+    }
+    await startResidentShadow(guest, { transport: 'doorbell' });
+    try {
+      wall(pslistArgs);
+      for (let i = 0; i < CAPTURE_RUNS; i++) samples.pslistResident.push(wall(pslistArgs));
+    } finally {
+      await stopResidentShadow(guest);
+    }
+    out.wallMs = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stat(v)]));
+    for (const compress of [false, true]) {
+      const pause = [];
+      const total = [];
+      const bytes = [];
+      const ramBytes = [];
+      const compressMs = [];
+      for (let i = 0; i < CAPTURE_RUNS; i++) {
+        log(`  capture ${compress ? '--compress ' : ''}${i + 1}/${CAPTURE_RUNS}`);
+        const output = join(work, `c${i}.vmicap`);
+        const c = await createCapture({ qmpSocket: guest.qmpSocket, output, compress });
+        pause.push(c.pauseMs);
+        total.push(c.totalMs);
+        bytes.push(c.bytes);
+        ramBytes.push((c.manifest.parts['ram.raw.gz'] ?? c.manifest.parts['ram.raw']).size);
+        if (c.compressMs !== undefined) compressMs.push(c.compressMs);
+        await rm(output, { recursive: true, force: true });
+      }
+      out[compress ? 'captureCompressed' : 'capture'] = {
+        pauseMs: stat(pause),
+        totalMs: stat(total),
+        artifactBytes: stat(bytes),
+        ramPartBytes: stat(ramBytes),
+        ...(compressMs.length ? { compressMs: stat(compressMs) } : {}),
+      };
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+    await labDown(name);
+  }
+  out.hostLoadavg = { before: load0, after: loadavg() };
+  out.finished = new Date().toISOString();
+  const mb = (s) => `${f(s.median / 1e6, 1)} (${f(s.min / 1e6, 1)})`;
+  const rows = [
+    ['`vmi --help` wall ms (Node and CLI start-up)', ms(out.wallMs.help, 0)],
+    ['`vmi plugins run pslist` wall ms, fresh shadow', ms(out.wallMs.pslistFresh, 0)],
+    ['`vmi plugins run pslist` wall ms, resident shadow', ms(out.wallMs.pslistResident, 0)],
+    ['capture create: guest paused ms', ms(out.capture.pauseMs, 0)],
+    ['capture create: total ms', ms(out.capture.totalMs, 0)],
+    ['capture create: artifact MB (RAM, device state, kernel, initramfs)', mb(out.capture.artifactBytes)],
+    ['capture create: ram.raw MB', mb(out.capture.ramPartBytes)],
+    ['capture create --compress: guest paused ms', ms(out.captureCompressed.pauseMs, 0)],
+    ['capture create --compress: total ms', ms(out.captureCompressed.totalMs, 0)],
+    ['capture create --compress: artifact MB', mb(out.captureCompressed.artifactBytes)],
+    ['capture create --compress: ram.raw.gz MB', mb(out.captureCompressed.ramPartBytes)],
+  ];
+  const note =
+    `Guest: ${out.guest.kernelRelease}, ${out.guest.ramBytes / 2 ** 20} MiB, 1 vCPU, TCG; vmi on Node ${out.node}. ` +
+    `Cells: median (min) over ${CAPTURE_RUNS} runs. Host load average before/after: ` +
+    `${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)}. Run ${started}.`;
+  const md = await format(`${markdown(['', 'value'], rows)}\n\n${note}\n`, { parser: 'markdown' });
+  await writeFile(join(HERE, 'results-capture.json'), JSON.stringify(out, null, 2) + '\n');
+  await writeFile(join(HERE, 'results-capture.md'), md);
+  process.stdout.write(`${plain(['', 'value'], rows)}\n\n${note}\n`);
+  log('wrote bench/results-capture.json and bench/results-capture.md');
+}
+
 // ------------------------------------------------------------------ rendering
 
 const f = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
@@ -493,6 +596,7 @@ function extrasRows(results) {
 async function main() {
   const pslist = builtinPlugins.find((p) => p.name === 'pslist');
   if (!pslist) throw new Error('pslist plugin not found (run npm run build)');
+  if (ONLY_CAPTURE) return captureAndWall();
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };

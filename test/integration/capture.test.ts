@@ -37,6 +37,8 @@ import type { ResultTable } from '../../src/output/table.js';
 import { pslist } from '../../src/plugins/pslist.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
+import { requireBuilt } from './helpers/cli.js';
+import { guestProcs, guestSh, unseenRows, type GuestProc } from './helpers/guest-shell.js';
 
 const NAME = 't-capture';
 const SHADOW = 'vmi-shadow';
@@ -65,6 +67,58 @@ function view(t: ResultTable, cols: readonly string[]): string[] {
     .sort();
 }
 
+/** QEMU's own view of the VM's run state (QMP serves one client at a time: connect per call). */
+async function qmpStatus(qmpSocket: string): Promise<string> {
+  const qmp = await QmpClient.connect(qmpSocket);
+  try {
+    return (await qmp.execute<{ status: string }>('query-status')).status;
+  } finally {
+    qmp.close();
+  }
+}
+
+/**
+ * The guest's process list by its own shell, just before and just after a capture: a
+ * process in both was there at the capture's instant, one in neither cannot have been.
+ */
+interface ConsoleTruth {
+  before: Map<number, GuestProc>;
+  after: Map<number, GuestProc>;
+}
+
+/**
+ * A replayed pslist against the source guest's console truth, both directions (the clone
+ * has no console of its own): every process the guest showed before and after the capture
+ * is in the table with the guest's PPID and COMM, and every row of the table (but the
+ * replay's own shadow) is a process the guest showed before or after it.
+ */
+function expectMatchesConsole(
+  t: ResultTable,
+  truth: ConsoleTruth,
+  /** Guest processes a replay may legitimately lack (see the compressed replay). */
+  mayEnd: (p: GuestProc) => boolean = () => false,
+): void {
+  const rows = records(t).filter((r) => r.COMM !== SHADOW);
+  const byPid = new Map(rows.map((r) => [r.PID as number, r]));
+  let compared = 0;
+  for (const p of truth.before.values()) {
+    const later = truth.after.get(p.pid);
+    if (!later || later.comm !== p.comm) continue; // exited (or the pid reused) around the capture
+    if (mayEnd(p) && !byPid.has(p.pid)) continue;
+    const row = byPid.get(p.pid);
+    expect(row, `pid ${p.pid} (${p.comm}) of the guest missing from the replayed pslist`).toBeDefined();
+    expect(row!.PPID, `PPID of ${p.pid}`).toBe(p.ppid);
+    expect(normalize('COMM', row!.COMM), `COMM of ${p.pid}`).toBe(normalize('COMM', p.comm));
+    compared++;
+  }
+  expect(compared).toBeGreaterThan(40);
+  const extra = unseenRows(rows, truth.before, truth.after);
+  expect(
+    extra.map((r) => `${String(r.PID)} ${String(r.COMM)}`),
+    'rows for processes the guest never showed',
+  ).toEqual([]);
+}
+
 async function flipByte(path: string, at: number): Promise<void> {
   const fh = await open(path, 'r+');
   try {
@@ -84,7 +138,8 @@ describe('captures of the lab guest', () => {
   let gzCap: CreateCaptureResult;
   let before: ResultTable;
   let beforeGz: ResultTable;
-  let liveLstar: string | undefined;
+  let truth: ConsoleTruth;
+  let truthGz: ConsoleTruth;
   const report: Record<string, string> = {};
 
   beforeAll(async () => {
@@ -100,10 +155,16 @@ describe('captures of the lab guest', () => {
   });
 
   it('captures the live guest right after a live pslist, and resumes it', async () => {
-    const live = await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }]);
-    before = live.tables[0];
-    const entry = join(guest.runDir, 'syscall-entry.json');
-    if (existsSync(entry)) liveLstar = (JSON.parse(readFileSync(entry, 'utf8')) as { lstar: string }).lstar;
+    // The guest's own word for its syscall entry point (the console shell is root, which
+    // kallsyms shows real addresses to) and its process list, before and after (the live
+    // pslist comes last before the capture: the ticker's sleep changes pid every 10 s).
+    const kallsyms = await guestSh(guest, "grep ' entry_SYSCALL_64$' /proc/kallsyms");
+    const entry = /^([0-9a-f]{16}) [Tt] entry_SYSCALL_64$/m.exec(kallsyms);
+    expect(entry, `no entry_SYSCALL_64 in the guest's /proc/kallsyms: ${kallsyms}`).not.toBeNull();
+    const lstarFromGuest = BigInt(`0x${entry![1]}`);
+    expect(lstarFromGuest).not.toBe(0n); // hidden addresses read as zeros
+    const beforeProcs = await guestProcs(guest);
+    before = (await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }])).tables[0];
     cap = await createCapture({
       qmpSocket: guest.qmpSocket,
       output: join(work, 'lab.vmicap'),
@@ -116,8 +177,14 @@ describe('captures of the lab guest', () => {
     expect(m.machine.machineType).toMatch(/^pc-q35-/);
     expect(m.guest.banner).toContain(guest.kernelRelease);
     expect(m.guest.banner).toMatch(/ #\d+ /);
-    // The LSTAR parsed from the migration stream is the one the engine found by stepping.
-    if (liveLstar) expect(BigInt(m.vcpus[0].lstar)).toBe(BigInt(liveLstar));
+    truth = { before: beforeProcs, after: await guestProcs(guest) };
+    // The LSTAR parsed from QEMU's migration stream is where the guest kernel says its
+    // syscall entry is; so is the one the engine found by single-stepping (its cache).
+    expect(BigInt(m.vcpus[0].lstar)).toBe(lstarFromGuest);
+    const cached = JSON.parse(readFileSync(join(guest.runDir, 'syscall-entry.json'), 'utf8')) as {
+      lstar: string;
+    };
+    expect(BigInt(cached.lstar)).toBe(lstarFromGuest);
     expect(BigInt(m.vcpus[0].cr3)).not.toBe(0n);
     const qmp = await QmpClient.connect(guest.qmpSocket);
     try {
@@ -139,6 +206,7 @@ describe('captures of the lab guest', () => {
   it('a compressed capture (--compress) of the same guest: ram.raw.gz, much smaller, verifies', async () => {
     // Its own live view just before: the lab's ticker starts a new `sleep 10` every 10 s,
     // so a pslist taken before the first capture may not match this one's instant.
+    const gzProcs = await guestProcs(guest);
     beforeGz = (await runPluginsOnGuest(guest, [{ plugin: pslist, options: {} }])).tables[0];
     gzCap = await createCapture({
       qmpSocket: guest.qmpSocket,
@@ -147,6 +215,7 @@ describe('captures of the lab guest', () => {
       kernelRelease: guest.kernelRelease,
       compress: true,
     });
+    truthGz = { before: gzProcs, after: await guestProcs(guest) };
     const parts = gzCap.manifest.parts;
     expect(parts[RAM_PART]).toBeUndefined();
     const gz = parts[RAM_GZ_PART];
@@ -159,15 +228,14 @@ describe('captures of the lab guest', () => {
     expect(gzCap.manifest.guest.banner).toBe(cap.manifest.guest.banner);
     report.compressed = `${RAM_GZ_PART} ${gz.size} of ${gz.uncompressedSize} bytes, gzip ${gzCap.compressMs?.toFixed(0)} ms after resume; pause ${gzCap.pauseMs.toFixed(1)} ms (RAM copy ${gzCap.manifest.timing.copyMs.toFixed(1)}), total ${gzCap.totalMs.toFixed(0)} ms`;
     await verifyCapture(gzCap.path);
-    if (existsSync(join(ROOT, 'dist/commands/capture/info.js'))) {
-      const r = await runCli(['capture', 'info', gzCap.path]);
-      expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(
-        new RegExp(
-          `storage +ram\\.raw\\.gz: gzip, ${gz.size} bytes stored, ${gz.uncompressedSize} uncompressed`,
-        ),
-      );
-    }
+    requireBuilt('dist/commands/capture/info.js');
+    const r = await runCli(['capture', 'info', gzCap.path]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      new RegExp(
+        `storage +ram\\.raw\\.gz: gzip, ${gz.size} bytes stored, ${gz.uncompressedSize} uncompressed`,
+      ),
+    );
   });
 
   let first: ResultTable;
@@ -193,6 +261,7 @@ describe('captures of the lab guest', () => {
     expect(first.metadata?.['capture.id']).toBe(cap.manifest.id);
     const cols = ['PID', 'TID', 'PPID', 'COMM', 'CREATION TIME'];
     expect(view(first, cols)).toEqual(view(before, cols));
+    expectMatchesConsole(first, truth);
     expect(records(first).filter((r) => r.COMM === SHADOW)).toHaveLength(1);
     // The clone is gone: run dir deleted, no replay RAM left in /dev/shm.
     expect(existsSync(clone)).toBe(false);
@@ -225,6 +294,7 @@ describe('captures of the lab guest', () => {
     // host time: a known replay limit, issue 14); every other task must be there.
     const noSleep = (rows: string[]): string[] => rows.filter((r) => !r.includes('"sleep"'));
     expect(noSleep(view(t, cols))).toEqual(noSleep(view(beforeGz, cols)));
+    expectMatchesConsole(t, truthGz, (p) => p.comm === 'sleep');
     expect(readdirSync('/dev/shm').filter((f) => f.startsWith('vmi-replay-'))).toEqual([]);
     // export raw = a gunzip of the stored part, byte for byte; the ELF core carries the same RAM.
     const raw = join(work, 'lab-gz.raw');
@@ -337,20 +407,19 @@ describe('captures of the lab guest', () => {
       await writeFile(sPath, sBuf);
     }
     // The CLI: one line naming the part, non-zero exit.
-    if (existsSync(join(ROOT, 'dist/commands/capture/verify.js'))) {
+    requireBuilt('dist/commands/capture/verify.js', 'dist/commands/plugins/run.js');
+    await flipByte(join(cap.path, RAM_PART), 12345);
+    try {
+      const r = await runCli(['capture', 'verify', cap.path]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.trim().split('\n')).toEqual([
+        expect.stringMatching(/^vmi: error: ram\.raw: sha256 mismatch/),
+      ]);
+      const p = await runCli(['plugins', 'run', 'pslist', '--capture', cap.path]);
+      expect(p.code).not.toBe(0);
+      expect(p.stderr).toMatch(/ram\.raw: sha256 mismatch/);
+    } finally {
       await flipByte(join(cap.path, RAM_PART), 12345);
-      try {
-        const r = await runCli(['capture', 'verify', cap.path]);
-        expect(r.code).not.toBe(0);
-        expect(r.stderr.trim().split('\n')).toEqual([
-          expect.stringMatching(/^vmi: error: ram\.raw: sha256 mismatch/),
-        ]);
-        const p = await runCli(['plugins', 'run', 'pslist', '--capture', cap.path]);
-        expect(p.code).not.toBe(0);
-        expect(p.stderr).toMatch(/ram\.raw: sha256 mismatch/);
-      } finally {
-        await flipByte(join(cap.path, RAM_PART), 12345);
-      }
     }
   });
 
@@ -360,10 +429,12 @@ describe('captures of the lab guest', () => {
     const { mkdirSync } = await import('node:fs');
     mkdirSync(small);
     try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=100M', 'tmpfs', small], { stdio: 'ignore' });
-    } catch {
-      console.log('ENOSPC case skipped: cannot mount a tmpfs here');
-      return;
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=100M', 'tmpfs', small], { stdio: 'pipe' });
+    } catch (e) {
+      const why = (e as { stderr?: Buffer }).stderr?.toString().trim() || String(e);
+      throw new Error(`the ENOSPC case needs a 100 MiB tmpfs and mount refused it (run as root): ${why}`, {
+        cause: e,
+      });
     }
     try {
       guest = await labUp({ name: NAME });
@@ -378,44 +449,61 @@ describe('captures of the lab guest', () => {
       } finally {
         qmp.close();
       }
+      expect((await guestSh(guest, 'echo alive')).trim()).toBe('alive');
       expect(readdirSync('/dev/shm').filter((f) => f.startsWith(`vmi-capture-${process.pid}-`))).toEqual([]);
     } finally {
       execFileSync('umount', [small]);
     }
   });
 
-  it('a capture killed with SIGKILL mid-way leaves no artifact that verifies', async () => {
-    if (!existsSync(join(ROOT, 'dist/commands/capture/create.js'))) return;
+  it('a capture killed with SIGKILL mid-way leaves no artifact that verifies; the next one resumes the guest', async () => {
+    requireBuilt('dist/commands/capture/create.js');
     guest = await labUp({ name: NAME });
     const target = join(work, 'killed.vmicap');
-    const child = spawn(process.execPath, [CLI, 'capture', 'create', '--guest', NAME, '-o', target], {
-      stdio: 'ignore',
-    });
-    const partial = join(work, `.killed.vmicap.partial-${child.pid}`);
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline && !existsSync(join(partial, DEVSTATE_PART)))
-      await new Promise((r) => setTimeout(r, 2));
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
+    // The kill must land between the device-state migration (devstate.bin written into
+    // the partial directory) and the rename into place; if it lands late (a loaded host
+    // let the capture finish), try again, and fail saying so after 3 tries.
+    let killed: { pid: number; partial: string } | undefined;
+    const tries: string[] = [];
+    for (let attempt = 0; attempt < 3 && !killed; attempt++) {
+      const child = spawn(process.execPath, [CLI, 'capture', 'create', '--guest', NAME, '-o', target], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise((r) => child.once('exit', r));
+      const partial = join(work, `.killed.vmicap.partial-${child.pid}`);
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && child.exitCode === null && !existsSync(join(partial, DEVSTATE_PART)))
+        await new Promise((r) => setTimeout(r, 2));
+      child.kill('SIGKILL');
+      await exited;
+      const landed = child.signalCode === 'SIGKILL' && existsSync(partial) && !existsSync(target);
+      tries.push(
+        `try ${attempt + 1}: signal ${child.signalCode}, exit ${child.exitCode}, partial ${existsSync(partial)}, ` +
+          `artifact ${existsSync(target)}, status ${await qmpStatus(guest.qmpSocket)}; ${stderr.trim()}`,
+      );
+      if (landed) killed = { pid: child.pid!, partial };
+      else await rm(target, { recursive: true, force: true });
+    }
+    expect(killed, `the SIGKILL never landed mid-capture:\n${tries.join('\n')}`).toBeDefined();
+    report.afterSigkill = tries[tries.length - 1];
     expect(existsSync(target)).toBe(false);
-    if (existsSync(partial)) await expect(verifyCapture(partial)).rejects.toThrow(/incomplete/);
+    await expect(verifyCapture(killed!.partial)).rejects.toThrow(/incomplete/);
     await expect(verifyCapture(target)).rejects.toThrow(/no such capture/);
-    // A SIGKILLed capture cannot resume the guest itself: it may be left paused.
-    const status = async (): Promise<string> => {
-      const qmp = await QmpClient.connect(guest.qmpSocket);
-      try {
-        return (await qmp.execute<{ status: string }>('query-status')).status;
-      } finally {
-        qmp.close();
-      }
-    };
-    report.afterSigkillStatus = await status();
-    // The next capture to that name resumes a guest it left paused, sweeps the dead
-    // partial dir and its /dev/shm staging file, and succeeds.
+    // A SIGKILLed capture cannot resume the guest itself: it may be left paused. The next
+    // capture to that name resumes a guest it left paused, sweeps the dead partial dir and
+    // its /dev/shm staging file, and succeeds.
     const next = await createCapture({ qmpSocket: guest.qmpSocket, output: target });
-    expect(await status()).toBe('running');
+    expect(await qmpStatus(guest.qmpSocket)).toBe('running');
+    // And the guest itself runs: its shell answers and its clock moves.
+    const uptime = async (): Promise<number> =>
+      Number((await guestSh(guest, 'cat /proc/uptime')).split(' ')[0]);
+    const u0 = await uptime();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await uptime()).toBeGreaterThan(u0 + 0.5);
     expect(readdirSync(work).filter((f) => f.includes('partial'))).toEqual([]);
-    expect(readdirSync('/dev/shm').filter((f) => f.startsWith(`vmi-capture-${child.pid}-`))).toEqual([]);
+    expect(readdirSync('/dev/shm').filter((f) => f.startsWith(`vmi-capture-${killed!.pid}-`))).toEqual([]);
     await verifyCapture(next.path);
   });
 

@@ -6,13 +6,12 @@
  * reported by the benchmark.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PLAIN_TERMINAL, ROOT, VMI_BIN, runProcess, runVmi } from './helpers/cli.js';
+import { PLAIN_TERMINAL, VMI_BIN, requireBuilt, runProcess, runVmi } from './helpers/cli.js';
 import { installedNode, isTooOld, pins } from '../../bin/node-runtime.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
 
@@ -33,14 +32,7 @@ async function medianMs(args: string[], runs = 3): Promise<number> {
 
 const names = builtinPlugins.map((p) => p.name);
 
-beforeAll(() => {
-  if (
-    !existsSync(join(ROOT, 'dist/commands/plugins/run.js')) ||
-    !existsSync(join(ROOT, 'oclif.manifest.json'))
-  ) {
-    throw new Error('the CLI is not built: run `npm run build` first');
-  }
-});
+beforeAll(() => requireBuilt('dist/commands/plugins/run.js'));
 
 describe('vmi --help', () => {
   it('succeeds and shows the topics and a quick start', async () => {

@@ -5,11 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
 import { findLabGuest, labDown, labUp, listLabGuests, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
+import { requireBuilt } from './helpers/cli.js';
 
 const run = promisify(execFile);
 const NAME = 't-lab';
 const BIN = new URL('../../bin/run.js', import.meta.url).pathname;
-const built = existsSync(new URL('../../dist/commands/lab/list.js', import.meta.url));
 
 describe('lab guest', () => {
   let guest: LabGuest;
@@ -17,6 +17,7 @@ describe('lab guest', () => {
   const progress: string[] = [];
 
   beforeAll(async () => {
+    requireBuilt('dist/commands/lab/list.js', 'dist/commands/lab/status.js', 'dist/commands/lab/down.js');
     await labDown(NAME);
     guest = await labUp({ name: NAME, onProgress: (m) => progress.push(m) });
     con = await GuestConsole.connect(guest.serialSocket);
@@ -86,7 +87,7 @@ describe('lab guest', () => {
     expect((await listLabGuests()).map((g) => g.name)).toContain(NAME);
   });
 
-  it.runIf(built)('shows in `vmi lab list` and `vmi lab status`', async () => {
+  it('shows in `vmi lab list` and `vmi lab status`', async () => {
     const list = await run(process.execPath, [BIN, 'lab:list']);
     expect(list.stdout).toMatch(/^NAME\s+PID\s+KERNEL\s+CPUS\s+MEM\s+STARTED/);
     expect(list.stdout).toMatch(new RegExp(`^${NAME}\\s+${guest.pid}\\s`, 'm'));
@@ -101,12 +102,8 @@ describe('lab guest', () => {
 
   it('goes down and cleans up', async () => {
     con.close();
-    if (built) {
-      const down = await run(process.execPath, [BIN, 'lab:down', '--name', NAME]);
-      expect(down.stdout).toContain('stopped');
-    } else {
-      expect(await labDown(NAME)).toBe(true);
-    }
+    const down = await run(process.execPath, [BIN, 'lab:down', '--name', NAME]);
+    expect(down.stdout).toContain('stopped');
     expect(existsSync(guest.runDir)).toBe(false);
     expect(existsSync(guest.ramFile!)).toBe(false);
     expect(await findLabGuest(NAME)).toBeUndefined();

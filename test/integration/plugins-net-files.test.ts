@@ -34,6 +34,14 @@ describe('network and file plugins on the lab guest', () => {
     sizes: {} as Record<number, number>,
     holderMaps: '',
     linuxVersion: '',
+    udp: '',
+    unix: '',
+    /** socket:[INODE] fds of the udp and unix workload processes, from their /proc/PID/fd. */
+    socketInodes: {} as Record<string, bigint[]>,
+    netDev: '',
+    /** `ip -o addr` of the guest, and /sys/class/net/IF/{mtu,address,flags} per interface. */
+    addrs: '',
+    links: '',
   };
 
   beforeAll(async () => {
@@ -55,6 +63,22 @@ describe('network and file plugins on the lab guest', () => {
       }
       truth.holderMaps = (await con.run(`cat /proc/${holder}/maps`)).output;
       truth.linuxVersion = (await con.run(`dmesg | grep -m1 'Linux version'`)).output.trim();
+      const must = async (cmd: string): Promise<string> => {
+        const r = await con.run(cmd);
+        if (r.status !== 0) throw new Error(`guest command failed (${r.status}): ${cmd}\n${r.output}`);
+        return r.output;
+      };
+      truth.udp = await must('cat /proc/net/udp');
+      truth.unix = await must('cat /proc/net/unix');
+      for (const role of ['udp', 'unix-server', 'unix-client']) {
+        const fds = await must(`ls -l /proc/${truth.pids[role]}/fd`);
+        truth.socketInodes[role] = [...fds.matchAll(/socket:\[(\d+)\]/g)].map((m) => BigInt(m[1])).sort();
+      }
+      truth.netDev = await must('cat /proc/net/dev');
+      truth.addrs = await must('ip -o addr');
+      truth.links = await must(
+        'cd /sys/class/net && for i in *; do echo "$i $(cat $i/mtu) $(cat $i/address) $(cat $i/flags)"; done',
+      );
     } finally {
       con.close();
     }
@@ -96,24 +120,63 @@ describe('network and file plugins on the lab guest', () => {
     const port = (client['Source Port'] as number).toString(16).toUpperCase().padStart(4, '0');
     expect(truth.tcp).toMatch(new RegExp(`0100007F:${port} 0100007F:2328 01 `));
     expect(of('httpd').find((r) => r.State === 'LISTEN')?.['Source Port']).toBe(LAB_WORKLOAD.httpPort);
-    expect(of('udp')).toEqual([
-      expect.objectContaining({
+    // UDP (udp4_format_sock: sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...):
+    // the udp process's sockets are the socket fds its /proc/PID/fd shows, and each is
+    // the line of the guest's /proc/net/udp with that inode (address, port, state 07 = close).
+    const udpLines = new Map(
+      [
+        ...truth.udp.matchAll(
+          /^\s*\d+: ([0-9A-F]{8}):([0-9A-F]{4}) ([0-9A-F]{8}):([0-9A-F]{4}) ([0-9A-F]{2}) \S+ \S+ \S+\s+\d+\s+\d+ (\d+)/gm,
+        ),
+      ].map((m) => [BigInt(m[6]), m]),
+    );
+    const udp = of('udp');
+    expect(udp.map((r) => r.Inode as bigint).sort()).toEqual(truth.socketInodes.udp);
+    expect(udp.length).toBeGreaterThan(0);
+    const ipv4 = (h: string) => [3, 2, 1, 0].map((i) => parseInt(h.slice(i * 2, i * 2 + 2), 16)).join('.');
+    for (const r of udp) {
+      const m = udpLines.get(r.Inode as bigint);
+      expect(m, `udp inode ${String(r.Inode)} not in the guest's /proc/net/udp`).toBeDefined();
+      expect(r).toMatchObject({
         Family: 'AF_INET',
         Type: 'DGRAM',
         Proto: 'UDP',
-        'Source Addr': '127.0.0.1',
-        'Source Port': LAB_WORKLOAD.udpPort,
-        State: 'UNCONNECTED',
-      }),
-    ]);
-    const unix = of('unix-server');
-    expect(unix.find((r) => r.State === 'LISTEN')).toMatchObject({
-      Family: 'AF_UNIX',
-      Type: 'STREAM',
-      'Source Addr': LAB_WORKLOAD.unixSocket,
-    });
-    expect(unix.find((r) => r.State === 'CONNECTED')?.['Source Addr']).toBe(LAB_WORKLOAD.unixSocket);
-    expect(of('unix-client').map((r) => [r.Family, r.State])).toEqual([['AF_UNIX', 'CONNECTED']]);
+        'Source Addr': ipv4(m![1]),
+        'Source Port': parseInt(m![2], 16),
+        State: m![5] === '07' ? 'UNCONNECTED' : expect.anything(),
+      });
+    }
+    // Every UDP socket of the guest's table is a row (they are all held by some process).
+    expect(
+      rows
+        .filter((r) => r.Proto === 'UDP' && r.Family === 'AF_INET')
+        .map((r) => r.Inode as bigint)
+        .sort(),
+    ).toEqual([...udpLines.keys()].sort());
+    // Unix: the same with /proc/net/unix (unix_seq_show: "%pK: %08X %08X %08X %04X %02X %5lu"
+    // Num RefCount Protocol Flags Type St Inode, then the path);
+    // flag 00010000 is __SO_ACCEPTCON (listening), St 03 is SS_CONNECTED.
+    const unixLines = new Map(
+      [
+        ...truth.unix.matchAll(
+          /^[0-9a-f]+: [0-9A-F]+ [0-9A-F]+ ([0-9A-F]+) ([0-9A-F]+) ([0-9A-F]+) +(\d+) ?(.*)$/gm,
+        ),
+      ].map((m) => [BigInt(m[4]), m]),
+    );
+    for (const role of ['unix-server', 'unix-client']) {
+      const mine = of(role);
+      expect(mine.map((r) => r.Inode as bigint).sort(), role).toEqual(truth.socketInodes[role]);
+      for (const r of mine) {
+        const m = unixLines.get(r.Inode as bigint);
+        expect(m, `unix inode ${String(r.Inode)} not in the guest's /proc/net/unix`).toBeDefined();
+        const state = m![1] === '00010000' ? 'LISTEN' : m![3] === '03' ? 'CONNECTED' : 'UNCONNECTED';
+        expect(r.Family).toBe('AF_UNIX');
+        expect(r.Type).toBe(m![2] === '0001' ? 'STREAM' : m![2] === '0002' ? 'DGRAM' : 'SEQPACKET');
+        expect(r.State, `state of unix inode ${String(r.Inode)}`).toBe(state);
+        expect(String(r['Source Addr'] ?? ''), `path of unix inode ${String(r.Inode)}`).toBe(m![5]);
+      }
+    }
+    expect(of('unix-server').map((r) => r.State)).toContain('LISTEN');
     // All in the initial network namespace.
     expect(new Set(rows.map((r) => r.NetNS)).size).toBe(1);
     expect(typeof rows[0].NetNS).toBe('bigint');
@@ -161,16 +224,34 @@ describe('network and file plugins on the lab guest', () => {
     expect(tables.kmsg.rows.length).toBeGreaterThan(50);
   });
 
-  it('ifconfig shows lo UP with 127.0.0.1/8', () => {
-    const lo = records(tables.ifconfig).filter((r) => r.Interface === 'lo');
-    expect(lo.find((r) => r['IP Address'] === '127.0.0.1')).toMatchObject({
-      Prefix: 8,
-      State: 'UP',
-      MTU: 65536,
-      'MAC Address': '00:00:00:00:00:00',
-      Promiscuous: false,
-    });
-    expect(lo.find((r) => r['IP Address'] === '::1')?.Prefix).toBe(128);
-    expect(records(tables.ifconfig).find((r) => r.Interface === 'dummy0')?.State).toBe('DOWN');
+  it("ifconfig shows the guest's interfaces (/proc/net/dev), addresses (ip addr), MTU, MAC and state (/sys)", () => {
+    const rows = records(tables.ifconfig);
+    const names = [...truth.netDev.matchAll(/^\s*([^\s:]+):/gm)].map((m) => m[1]).sort();
+    expect(names).toContain('lo');
+    expect([...new Set(rows.map((r) => String(r.Interface)))].sort()).toEqual(names);
+    // `ip -o addr`: "1: lo    inet 127.0.0.1/8 scope host lo ..." (and inet6)
+    const addrs = [...truth.addrs.matchAll(/^\d+: (\S+)\s+inet6? ([0-9a-f.:]+)\/(\d+)/gm)]
+      .map((m) => `${m[1]} ${m[2]}/${m[3]}`)
+      .sort();
+    expect(addrs).toContain('lo 127.0.0.1/8');
+    const shown = rows
+      .filter((r) => r['IP Address'] !== null && r['IP Address'] !== undefined && r['IP Address'] !== '')
+      .filter((r) => typeof r['IP Address'] === 'string')
+      .map((r) => `${String(r.Interface)} ${String(r['IP Address'])}/${String(r.Prefix)}`)
+      .sort();
+    expect(shown).toEqual(addrs);
+    for (const line of truth.links.trim().split('\n')) {
+      const [name, mtu, mac, flags] = line.trim().split(' ');
+      const up = (parseInt(flags, 16) & 0x1) !== 0; // IFF_UP
+      const promisc = (parseInt(flags, 16) & 0x100) !== 0; // IFF_PROMISC
+      for (const r of rows.filter((x) => x.Interface === name)) {
+        expect(r, name).toMatchObject({
+          MTU: Number(mtu),
+          'MAC Address': mac,
+          State: up ? 'UP' : 'DOWN',
+          Promiscuous: promisc,
+        });
+      }
+    }
   });
 });

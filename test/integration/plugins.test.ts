@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
+import { guestProcs, unseenRows, type GuestProc } from './helpers/guest-shell.js';
 import { isAbsent, type RowValue } from '../../src/output/columns.js';
 import type { ResultTable } from '../../src/output/table.js';
 import { banner } from '../../src/plugins/banner.js';
@@ -35,6 +36,13 @@ describe('plugins on the lab guest', () => {
     release: '',
     memTotalKiB: 0,
     init: '',
+    /** /proc/PID/environ of each workload process, one KEY=VALUE a line. */
+    environ: {} as Record<number, string[]>,
+    /** /proc/1/mountinfo: init's mounts, which mountinfo without --pid shows. */
+    mountinfo: '',
+    /** The guest's process list just before and just after the plugins ran. */
+    procsBefore: new Map<number, GuestProc>(),
+    procsAfter: new Map<number, GuestProc>(),
   };
 
   beforeAll(async () => {
@@ -51,15 +59,23 @@ describe('plugins on the lab guest', () => {
       truth.memTotalKiB = Number(
         /^MemTotal:\s+(\d+) kB/m.exec((await con.run('cat /proc/meminfo')).output)![1],
       );
+      for (const pid of Object.values(truth.pids)) {
+        const env = await con.run(`tr '\\0' '\\n' < /proc/${pid}/environ`);
+        expect(env.status, `environ of ${pid}: ${env.output}`).toBe(0);
+        truth.environ[pid] = env.output.split('\n').filter(Boolean);
+      }
+      truth.mountinfo = (await con.run('cat /proc/1/mountinfo')).output;
     } finally {
       con.close();
     }
+    truth.procsBefore = await guestProcs(guest);
     const plugins = [pstree, psaux, envars, lsmod, mountinfo, banner, sysinfo];
     run = await runPluginsOnGuest(
       guest,
       plugins.map((plugin) => ({ plugin, options: {} })),
     );
     for (const t of run.tables) tables[t.plugin] = t;
+    truth.procsAfter = await guestProcs(guest);
     console.log('plugin ms on the lab guest:', run.pluginMs);
   });
 
@@ -84,8 +100,15 @@ describe('plugins on the lab guest', () => {
     expect(tables.psaux.errors).toEqual([]);
   });
 
-  it('envars shows each worker its own LAB_SECRET', () => {
+  it('envars shows each workload process the environment its /proc/PID/environ holds', () => {
     const rows = records(tables.envars);
+    expect(Object.keys(truth.environ).length).toBeGreaterThan(5);
+    for (const [pid, env] of Object.entries(truth.environ)) {
+      const mine = rows
+        .filter((r) => r.PID === Number(pid))
+        .map((r) => `${String(r.KEY)}=${String(r.VALUE)}`);
+      expect(mine.sort(), `environment of ${pid}`).toEqual([...env].sort());
+    }
     LAB_WORKLOAD.workers.forEach((w) => {
       const pid = truth.pids[w.role];
       const mine = rows.filter((r) => r.PID === pid);
@@ -111,8 +134,31 @@ describe('plugins on the lab guest', () => {
     else expect(row.Offset).toBe(BigInt(offset));
   });
 
-  it('mountinfo shows the evidence tmpfs', () => {
+  it("mountinfo shows init's mounts exactly as /proc/1/mountinfo in the guest", () => {
     const rows = records(tables.mountinfo);
+    // proc_pid_mountinfo(): ID PARENT MAJ:MIN ROOT POINT OPTIONS [FIELDS...] - TYPE SOURCE SB_OPTIONS
+    const guestLines = truth.mountinfo
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().replace(/ +/g, ' '));
+    const asLine = (r: Record<string, RowValue>) =>
+      [
+        r['MOUNT ID'],
+        r.PARENT_ID,
+        r['MAJOR:MINOR'],
+        r.ROOT,
+        r.MOUNT_POINT,
+        r.MOUNT_OPTIONS,
+        ...(r.FIELDS ? [r.FIELDS] : []),
+        '-',
+        r.FSTYPE,
+        r.MOUNT_SRC,
+        r.SB_OPTIONS,
+      ]
+        .map(String)
+        .join(' ');
+    expect(guestLines.length).toBeGreaterThan(5);
+    expect(rows.map(asLine).sort()).toEqual([...guestLines].sort());
     const ev = rows.find((r) => r.MOUNT_POINT === '/mnt/evidence')!;
     expect(ev).toBeDefined();
     expect(ev.FSTYPE).toBe('tmpfs');
@@ -124,10 +170,33 @@ describe('plugins on the lab guest', () => {
     expect(tables.mountinfo.errors).toEqual([]);
   });
 
-  it('pstree puts a worker one level below its parent, init at the root', () => {
+  it("pstree gives every process the guest's PPID, one level below its parent, init at the root", () => {
     const t = tables.pstree;
     expect(t.depths).toHaveLength(t.rows.length);
     const rows = records(t);
+    // Every process the guest showed before and after the run is a row with the PPID of
+    // the guest's /proc/PID/stat; every row is a process the guest showed (or the shadow).
+    const byPid = new Map(rows.map((r) => [r.PID as number, r]));
+    let compared = 0;
+    for (const p of truth.procsAfter.values()) {
+      if (truth.procsBefore.get(p.pid)?.comm !== p.comm) continue;
+      const row = byPid.get(p.pid);
+      expect(row, `pid ${p.pid} (${p.comm}) missing from pstree`).toBeDefined();
+      expect(row!.PPID, `PPID of ${p.pid}`).toBe(p.ppid);
+      compared++;
+    }
+    expect(compared).toBeGreaterThan(40);
+    const extra = unseenRows(rows, truth.procsBefore, truth.procsAfter);
+    expect(extra.map((r) => String(r.COMM))).toEqual(['vmi-shadow']);
+    // The tree is the PPID relation: a row with a parent in the table sits right under it.
+    rows.forEach((r, i) => {
+      const parent = rows.findIndex((q) => q.PID === r.PPID);
+      if (parent < 0) expect(t.depths![i], `pid ${String(r.PID)} has no parent row`).toBe(0);
+      else {
+        expect(parent, `parent of ${String(r.PID)} listed after it`).toBeLessThan(i);
+        expect(t.depths![i], `depth of ${String(r.PID)}`).toBe(t.depths![parent] + 1);
+      }
+    });
     const at = (pid: number) => rows.findIndex((r) => r.PID === pid);
     expect(t.depths![at(1)]).toBe(0);
     const w = at(truth.pids['worker-2']);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { tableFromIPC, Type, TimeUnit } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runVmi, VMI_BIN } from './helpers/cli.js';
-import { guestProcs, guestSh, lasting } from './helpers/guest-shell.js';
+import { guestProcs, guestSh, lasting, unseenRows } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { GdbClient, GdbTimeoutError } from '../../src/qemu/gdb.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
@@ -34,6 +34,40 @@ async function processFingerprints(guest: LabGuest, pids: number[]): Promise<Map
   return map;
 }
 
+/** A pid from vmi's progress line; a line that does not parse fails here (never NaN). */
+function pidIn(stderr: string, re: RegExp): number {
+  const m = re.exec(stderr);
+  expect(m, `no ${String(re)} in vmi's stderr:\n${stderr}`).not.toBeNull();
+  const pid = Number(m![1]);
+  expect(Number.isSafeInteger(pid) && pid > 1, `${m![1]} is not a pid`).toBe(true);
+  return pid;
+}
+
+/** The last pid the guest kernel handed out (its own counter). */
+async function lastPid(guest: LabGuest): Promise<number> {
+  return Number((await guestSh(guest, 'cat /proc/sys/kernel/ns_last_pid')).trim());
+}
+
+/**
+ * The shadow vmi names is a process the guest kernel created during that run (a pid
+ * handed out between the two counter reads, unknown to the guest before the run) and
+ * gone from the guest's /proc after it.
+ */
+function expectShadowPid(
+  shadowPid: number,
+  run: { lastBefore: number; lastAfter: number; before: Map<number, unknown>; after: Map<number, unknown> },
+): void {
+  expect(shadowPid, `shadow pid ${shadowPid} not handed out during the run`).toBeGreaterThan(run.lastBefore);
+  expect(shadowPid, `shadow pid ${shadowPid} not handed out during the run`).toBeLessThanOrEqual(
+    run.lastAfter,
+  );
+  expect(run.before.has(shadowPid), `shadow pid ${shadowPid} existed before the run`).toBe(false);
+  expect(run.after.has(shadowPid), `shadow pid ${shadowPid} still in the guest's /proc`).toBe(false);
+}
+
+/** USER_HZ: /proc/PID/stat counts starttime in these ticks; 100 on x86-64 (AT_CLKTCK). */
+const CLK_TCK = 100;
+
 const lastingZombies = (guest: LabGuest) => lasting(guest, (p) => p.state === 'Z');
 const lastingShadows = (guest: LabGuest) => lasting(guest, (p) => p.comm === 'vmi-shadow');
 
@@ -57,18 +91,20 @@ describe('live pslist by system call redirection', () => {
     await labDown(NAME);
   });
 
-  it('lists every guest process with the PPID and COMM the guest reports', async () => {
+  it('lists every guest process with the PPID and COMM the guest reports, and no other', async () => {
+    const procsBefore = await guestProcs(guest);
+    const lastBefore = await lastPid(guest);
     const r = await vmi(['plugins:run', 'pslist', '--guest', NAME, '-r', 'json', '--timing']);
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.code).toBe(0);
     const rows = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
     const byPid = new Map(rows.map((row) => [row.PID as number, row]));
     const truth = await guestProcs(guest);
+    const lastAfter = await lastPid(guest);
+    // Every process the guest shows before and after the run is a row, with its PPID and COMM.
     let compared = 0;
     for (const p of truth.values()) {
-      // Processes the console started for this very listing, and the ticker's short
-      // sleeps, need not have existed while pslist ran.
-      if (['cat', 'sh', 'sleep'].includes(p.comm) && !stable.includes(p.pid)) continue;
+      if (procsBefore.get(p.pid)?.comm !== p.comm) continue; // started or exited around the run
       const row = byPid.get(p.pid);
       expect(row, `pid ${p.pid} (${p.comm}) missing from pslist`).toBeDefined();
       expect(row!.PPID).toBe(p.ppid);
@@ -78,27 +114,49 @@ describe('live pslist by system call redirection', () => {
       compared++;
     }
     expect(compared).toBeGreaterThan(40);
+    // And every row is a process the guest showed before or after the run, but the
+    // shadow: a pid the guest kernel handed out during the run, gone now.
+    const shadowPid = pidIn(r.stderr, /shadow pid (\d+)/);
+    expectShadowPid(shadowPid, { lastBefore, lastAfter, before: procsBefore, after: truth });
+    const extra = unseenRows(rows, procsBefore, truth);
+    expect(extra.map((row) => `${String(row.PID)} ${String(row.COMM)}`)).toEqual([`${shadowPid} vmi-shadow`]);
     const worker = rows.find((row) => row.COMM === 'labd');
     expect(worker).toMatchObject({ UID: 0, EUID: 0, THREADS: 1 });
-    // CREATION TIME is wall-clock: the guest booted a few seconds ago.
-    const created = Date.parse(String(worker!['CREATION TIME']));
-    expect(Math.abs(created - Date.parse(guest.startedAt))).toBeLessThan(120_000);
+    // CREATION TIME is the guest's boot time (/proc/stat btime, whole seconds) plus the
+    // task's starttime (/proc/PID/stat field 22, in USER_HZ ticks), as the guest reports them.
+    const starts = await guestSh(
+      guest,
+      `grep '^btime ' /proc/stat; for p in ${stable.join(' ')}; do s=$(cat /proc/$p/stat); set -- \${s##*) }; echo "$p \${20}"; done`,
+    );
+    const btime = Number(/^btime (\d+)$/m.exec(starts)?.[1]);
+    expect(btime, starts).toBeGreaterThan(1_000_000_000);
+    let timed = 0;
+    for (const [, pid, ticks] of starts.matchAll(/^(\d+) (\d+)$/gm)) {
+      const row = byPid.get(Number(pid));
+      expect(row, `pid ${pid} missing from pslist`).toBeDefined();
+      const want = btime * 1000 + Math.round((Number(ticks) * 1000) / CLK_TCK);
+      expect(Date.parse(String(row!['CREATION TIME'])), `CREATION TIME of ${pid}`).toBe(want);
+      timed++;
+    }
+    expect(timed).toBe(stable.length);
     expect(r.stderr).toMatch(/attach [\d.]+ ms \(doorbell/);
   });
 
   it('leaves no shadow, no zombie, and every process exactly as it was', async () => {
+    const procsBefore = await guestProcs(guest);
+    const lastBefore = await lastPid(guest);
     const r = await vmi(['plugins:run', 'pslist', '--guest', NAME, '--timing', '-r', 'csv']);
     expect(r.code).toBe(0);
-    const borrowed = Number(/borrowed pid (\d+)/.exec(r.stderr)?.[1]);
-    const shadowPid = Number(/shadow pid (\d+)/.exec(r.stderr)?.[1]);
-    expect(borrowed).toBeGreaterThan(1);
-    expect(r.stdout).toContain('vmi-shadow'); // the shadow is honest about itself while it runs
+    const borrowed = pidIn(r.stderr, /borrowed pid (\d+)/);
+    const shadowPid = pidIn(r.stderr, /shadow pid (\d+)/);
+    expect(r.stdout).toMatch(new RegExp(`^${shadowPid},.*vmi-shadow`, 'm')); // honest about itself while it runs
 
     expect(await lastingShadows(guest)).toEqual([]);
     const after = await guestProcs(guest);
-    expect(after.has(shadowPid)).toBe(false);
+    expectShadowPid(shadowPid, { lastBefore, lastAfter: await lastPid(guest), before: procsBefore, after });
     expect(JSON.stringify(await lastingZombies(guest))).toBe('[]');
-    expect(after.has(borrowed)).toBe(true);
+    expect(procsBefore.has(borrowed), `borrowed pid ${borrowed} was not a guest process`).toBe(true);
+    expect(after.get(borrowed)?.comm).toBe(procsBefore.get(borrowed)!.comm);
     const now = await processFingerprints(guest, stable.slice(1));
     for (const pid of stable.slice(1)) expect(now.get(pid), `process ${pid} changed`).toBe(before.get(pid));
   });

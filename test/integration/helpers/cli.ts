@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The checkout's root, and the CLI as `npm run build` leaves it. */
@@ -51,4 +52,16 @@ export function runVmi(
   opts: RunOptions & { nodeArgs?: readonly string[] } = {},
 ): Promise<Ran> {
   return runProcess(process.execPath, [...(opts.nodeArgs ?? []), VMI_BIN, ...args], opts);
+}
+
+/**
+ * Fails (never skips) when the CLI is not built: a test of the CLI that silently passes
+ * on a checkout without dist/ has checked nothing. `files` are paths under the root that
+ * the test needs (the command files it runs).
+ */
+export function requireBuilt(...files: string[]): void {
+  for (const f of ['oclif.manifest.json', ...files]) {
+    if (!existsSync(join(ROOT, f)))
+      throw new Error(`the CLI is not built (${f} is missing): run npm run build`);
+  }
 }

@@ -52,3 +52,27 @@ export async function lasting(guest: LabGuest, pred: (p: GuestProc) => boolean):
   }
   return found;
 }
+
+/**
+ * Rows of a process table (PID, PPID, COMM) for processes the guest showed neither in
+ * `before` nor in `after` (two guestProcs around the run). One churn is expected: the
+ * lab's ticker starts a `sleep 10` every 10 s, so a slow run (a loaded host) can see a
+ * sleep that was born and gone between the two reads; such a row is not returned when
+ * its parent is a process the guest showed both times with a `sleep` child then too.
+ */
+export function unseenRows<R extends Record<string, unknown>>(
+  rows: readonly R[],
+  before: Map<number, GuestProc>,
+  after: Map<number, GuestProc>,
+): R[] {
+  const sleepParents = new Set(
+    [...before.values(), ...after.values()].filter((p) => p.comm === 'sleep').map((p) => p.ppid),
+  );
+  return rows.filter((r) => {
+    const pid = r.PID as number;
+    if (before.has(pid) || after.has(pid)) return false;
+    const ppid = r.PPID as number;
+    const tickerSleep = r.COMM === 'sleep' && sleepParents.has(ppid) && before.has(ppid) && after.has(ppid);
+    return !tickerSleep;
+  });
+}
