@@ -166,6 +166,8 @@ function capOf(status: ReturnType<typeof parsePidStatus>, key: string): bigint {
 interface Probe {
   mntFd: bigint;
   initRlimits: Uint8Array[];
+  /** Every hierarchy of /proc/self/cgroup is already `/`: no move (it costs an RCU grace period). */
+  inRootCgroup: boolean;
 }
 
 /**
@@ -186,6 +188,7 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
   const initStatus = b.readFile(ref(mnt), '1/status');
   const selfLsm = b.readFile(ref(mnt), 'self/attr/current');
   const initLsm = b.readFile(ref(mnt), '1/attr/current');
+  const selfCgroup = b.readFile(ref(mnt), 'self/cgroup');
   const limits: number[] = [];
   for (let r = 0; r < RLIMIT_COUNT; r++)
     limits.push(b.call('prlimit64', int(1), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }));
@@ -234,7 +237,9 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
   if (lsmLabel(lsmSelf) !== lsmLabel(lsmInit))
     await refuse(`LSM label '${lsmLabel(lsmSelf)}' differs from init's '${lsmLabel(lsmInit)}'`);
   const initRlimits = limits.map((i) => (failed(rs, i) ? new Uint8Array(0) : rs[i]!.out[0]!));
-  return { mntFd: ret(rs, mnt), initRlimits };
+  const cgroups = (text(rs, selfCgroup) ?? '').split('\n').filter((l) => l.length > 0);
+  const inRootCgroup = cgroups.length > 0 && cgroups.every((l) => l.endsWith(':/'));
+  return { mntFd: ret(rs, mnt), initRlimits, inRootCgroup };
 }
 
 function lsmLabel(s: string): string {
@@ -281,12 +286,14 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
 
   const c = new CallList();
   c.call('mount', str('proc'), str('/proc'), str('proc'), int(MS_NOSUID_NODEV_NOEXEC), int(0));
-  const cg = c.call('fsopen', str('cgroup2'), int(FSOPEN_CLOEXEC));
-  c.call('fsconfig', ref(cg), int(FSCONFIG_CMD_CREATE), int(0), int(0), int(0));
-  const cgm = c.call('fsmount', ref(cg), int(FSMOUNT_CLOEXEC), int(0));
-  const procs = c.call('openat', ref(cgm), str('cgroup.procs'), int(O_WRONLY | O_CLOEXEC));
-  c.call('write', ref(procs), { kind: 'in', data: enc.encode('0') }, int(1));
-  for (const i of [procs, cgm, cg]) c.call('close', ref(i));
+  if (!probe.inRootCgroup) {
+    const cg = c.call('fsopen', str('cgroup2'), int(FSOPEN_CLOEXEC));
+    c.call('fsconfig', ref(cg), int(FSCONFIG_CMD_CREATE), int(0), int(0), int(0));
+    const cgm = c.call('fsmount', ref(cg), int(FSMOUNT_CLOEXEC), int(0));
+    const procs = c.call('openat', ref(cgm), str('cgroup.procs'), int(O_WRONLY | O_CLOEXEC));
+    c.call('write', ref(procs), { kind: 'in', data: enc.encode('0') }, int(1));
+    for (const i of [procs, cgm, cg]) c.call('close', ref(i));
+  }
   probe.initRlimits.forEach((lim, r) => {
     if (lim.length === 16) c.call('prlimit64', int(0), int(r), { kind: 'in', data: lim }, int(0));
   });
@@ -296,7 +303,8 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
     kind: 'in',
     data: new Uint8Array(CPU_MASK_BYTES).fill(0xff),
   });
-  c.call('close', mntFd);
+  // The detached procfs stays open in the shadow until it exits: releasing a mount waits
+  // for an RCU grace period (fs/namespace.c, namespace_unlock), tens of ms under TCG.
   await exec.run(c.calls);
 }
 

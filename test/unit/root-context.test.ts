@@ -36,6 +36,8 @@ interface Scenario {
   initLsm?: string;
   fsopenErrno?: number;
   setnsErrno?: number;
+  /** /proc/self/cgroup before the join (default: the root cgroup). */
+  startCgroup?: string;
   /** After the join: what verify reads. */
   joined?: { nice?: number; cgroup?: string; rlimitNofile?: [bigint, bigint]; seccomp?: string };
 }
@@ -166,14 +168,18 @@ class ScriptedGuest implements SyscallExecutor {
     }
     if (path.endsWith('attr/current'))
       return init ? (this.sc.initLsm ?? 'unconfined\n') : (this.sc.selfLsm ?? 'unconfined\n');
-    if (path.endsWith('cgroup')) return this.sc.joined?.cgroup ?? '0::/\n';
+    if (path.endsWith('cgroup'))
+      return !this.joined && this.sc.startCgroup ? this.sc.startCgroup : (this.sc.joined?.cgroup ?? '0::/\n');
     return '';
   }
 }
 
 describe('the shadow root context', () => {
   it('joins init and verifies a complete root context', async () => {
-    const g = new ScriptedGuest({ selfNs: { mnt: 4026532500n, net: 4026532501n } });
+    const g = new ScriptedGuest({
+      selfNs: { mnt: 4026532500n, net: 4026532501n },
+      startCgroup: '0::/system.slice/x.service\n',
+    });
     const ctx = await establishRootContext(g);
     expect(ctx.complete).toBe(true);
     expect(ctx.problems).toEqual([]);
@@ -197,6 +203,12 @@ describe('the shadow root context', () => {
     expect(g.calls[procs + 1]).toMatch(/^write \d+ 0 1$/);
     expect(g.calls.filter((c) => c.startsWith('chroot'))).toEqual(['chroot .']);
     expect(g.calls).toContain('setpriority 0 0 0');
+  });
+
+  it('makes no cgroup move when the shadow is in the root cgroup already (it costs an RCU grace period)', async () => {
+    const g = new ScriptedGuest({});
+    expect((await establishRootContext(g)).complete).toBe(true);
+    expect(g.calls.some((c) => c.includes('cgroup.procs'))).toBe(false);
   });
 
   it.each([
