@@ -166,8 +166,6 @@ function capOf(status: ReturnType<typeof parsePidStatus>, key: string): bigint {
 interface Probe {
   mntFd: bigint;
   initRlimits: Uint8Array[];
-  /** Every hierarchy of /proc/self/cgroup is already `/`: no move (it costs an RCU grace period). */
-  inRootCgroup: boolean;
 }
 
 /**
@@ -188,7 +186,6 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
   const initStatus = b.readFile(ref(mnt), '1/status');
   const selfLsm = b.readFile(ref(mnt), 'self/attr/current');
   const initLsm = b.readFile(ref(mnt), '1/attr/current');
-  const selfCgroup = b.readFile(ref(mnt), 'self/cgroup');
   const limits: number[] = [];
   for (let r = 0; r < RLIMIT_COUNT; r++)
     limits.push(b.call('prlimit64', int(1), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }));
@@ -237,9 +234,7 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
   if (lsmLabel(lsmSelf) !== lsmLabel(lsmInit))
     await refuse(`LSM label '${lsmLabel(lsmSelf)}' differs from init's '${lsmLabel(lsmInit)}'`);
   const initRlimits = limits.map((i) => (failed(rs, i) ? new Uint8Array(0) : rs[i]!.out[0]!));
-  const cgroups = (text(rs, selfCgroup) ?? '').split('\n').filter((l) => l.length > 0);
-  const inRootCgroup = cgroups.length > 0 && cgroups.every((l) => l.endsWith(':/'));
-  return { mntFd: ret(rs, mnt), initRlimits, inRootCgroup };
+  return { mntFd: ret(rs, mnt), initRlimits };
 }
 
 function lsmLabel(s: string): string {
@@ -275,7 +270,13 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
     i: b.call('mount', str('none'), str('/'), int(0), int(MS_REC_PRIVATE), int(0)),
     what: 'mount(/, MS_REC|MS_PRIVATE)',
   });
+  // Read only now, in init's cgroup namespace: /proc/self/cgroup is relative to the
+  // reader's cgroup namespace (kernel/cgroup/cgroup.c, proc_cgroup_show).
+  const cgroupNow = b.readFile(mntFd, 'self/cgroup');
   const rs = await exec.run(b.calls);
+  const cgroups = (text(rs, cgroupNow) ?? '').split('\n').filter((l) => l.length > 0);
+  // Already in the root cgroup: no move (a move waits for an RCU grace period).
+  const inRootCgroup = cgroups.length > 0 && cgroups.every((l) => l.endsWith(':/'));
   const bad = steps.filter((s) => failed(rs, s.i));
   if (bad.length > 0) {
     await exec.run([{ nr: nr('close'), args: [mntFd] }]);
@@ -286,7 +287,7 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
 
   const c = new CallList();
   c.call('mount', str('proc'), str('/proc'), str('proc'), int(MS_NOSUID_NODEV_NOEXEC), int(0));
-  if (!probe.inRootCgroup) {
+  if (!inRootCgroup) {
     const cg = c.call('fsopen', str('cgroup2'), int(FSOPEN_CLOEXEC));
     c.call('fsconfig', ref(cg), int(FSCONFIG_CMD_CREATE), int(0), int(0), int(0));
     const cgm = c.call('fsmount', ref(cg), int(FSMOUNT_CLOEXEC), int(0));
