@@ -19,9 +19,12 @@
  *            /proc/1/root, /proc/1/cwd), then a private mount namespace of its own
  *            (unshare + MS_REC|MS_PRIVATE: nothing it mounts propagates into the guest).
  * 3. settle  a fresh procfs mounted on /proc in that private namespace (only after step 2
- *            made every mount private), the root cgroup (cgroup.procs of a fresh cgroup2
- *            mount; kernel/cgroup/cgroup.c: writing 0 moves the writer), init's rlimits,
- *            nice 0, SCHED_OTHER, every CPU.
+ *            made every mount private), the root cgroup when it is elsewhere (cgroup.procs
+ *            of a fresh cgroup2 mount; kernel/cgroup/cgroup.c: writing 0 moves the writer),
+ *            init's rlimits, nice 0, SCHED_OTHER, every CPU. A cgroup move and a mount
+ *            release each wait for an RCU grace period (tens of ms under TCG): the move is
+ *            skipped when not needed, and the probe's procfs is never released while the
+ *            shadow lives.
  * 4. verify  read back through the new /proc and compare with PID 1: the report below.
  * Cost: 4 batches of ~30–80 calls, once per shadow (the verify batch again when a resident
  * shadow is reused).
