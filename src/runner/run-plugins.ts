@@ -6,6 +6,7 @@ import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
+import { createPolicyGate, revocable, RUNNER_POLICY_NAME } from './policy-gate.js';
 import type { TransportChoice } from '../shadow/transport.js';
 
 export interface PluginRequest {
@@ -75,23 +76,26 @@ export async function runPluginsOnGuest(
   const pluginMs: Record<string, number> = {};
   try {
     // uname rides along with the first plugin's first batch: no guest entry of its own.
-    const carrier = new PiggybackExecutor(session);
+    // The engine checks every batch against the running plugin's needs as well (policy-gate.ts).
+    const gate = createPolicyGate(session);
+    const carrier = new PiggybackExecutor(gate.executor);
     const identityPending = guestIdentity(carrier.rider, guest);
     const collected: { table: ResultTable; at: string }[] = [];
     for (const [index, req] of requests.entries()) {
       const t0 = performance.now();
       let table: ResultTable;
+      const grant = opts.allowWrite ? req.plugin.needs : undefined;
+      gate.enter(req.plugin.name, grant);
+      const lane = revocable(carrier, req.plugin.name);
       try {
         ({ table } = await runPlugin(req.plugin, {
           // Every plugin's calls pass the read-only policy (plus its declared needs with --allow-write).
-          executor: new PolicyExecutor(carrier, {
-            plugin: req.plugin.name,
-            grant: opts.allowWrite ? req.plugin.needs : undefined,
-          }),
+          executor: new PolicyExecutor(lane.executor, { plugin: req.plugin.name, grant }),
           options: req.options,
           progress: opts.progress,
         }));
       } catch (error) {
+        lane.revoke();
         // One plugin's failure costs its own table, never the others'.
         pluginMs[req.plugin.name] = performance.now() - t0;
         const message = error instanceof Error ? error.message : String(error);
@@ -99,10 +103,12 @@ export async function runPluginsOnGuest(
         byRequest.push(undefined);
         continue;
       }
+      lane.revoke();
       pluginMs[req.plugin.name] = performance.now() - t0;
       collected.push({ table, at: new Date().toISOString() });
       byRequest.push(table);
     }
+    gate.enter(RUNNER_POLICY_NAME);
     await carrier.flush();
     const identity = await identityPending;
     for (const { table, at } of collected) {

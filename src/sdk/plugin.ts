@@ -266,14 +266,15 @@ export interface CreateContextOptions<O> {
 /** Builds the context a plugin's `run()` receives. */
 export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginContext<O> {
   const sys = new SyscallApi(opts.executor, { signal: opts.signal, limits: opts.limits });
-  return {
+  // Frozen: a plugin cannot swap ctx.sys for something of its own between calls.
+  return Object.freeze({
     sys,
     proc: new ProcFs(sys),
     options: opts.options,
     progress: opts.progress ?? (() => {}),
     warn: opts.warn ?? (() => {}),
     signal: opts.signal,
-  };
+  });
 }
 
 /** Cells of a row in column order; a column the row lacks becomes NOT_AVAILABLE. */

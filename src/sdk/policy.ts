@@ -237,25 +237,85 @@ export function isReadOnlyCall(call: Call): boolean {
 }
 
 /**
+ * A private copy of calls: fresh objects and byte arrays that nobody else holds, so what
+ * was checked is exactly what runs (a caller cannot change an argument between the
+ * check and the encoding). Non-plain shapes are refused by the check that follows.
+ */
+export function snapshotCalls(calls: readonly Call[]): Call[] {
+  if (!Array.isArray(calls)) throw new TypeError('calls must be an array');
+  const out: Call[] = [];
+  for (let i = 0; i < calls.length; i++) {
+    const c = calls[i];
+    const args: CallArg[] = [];
+    const src = c.args;
+    if (!Array.isArray(src) || src.length > 6)
+      throw new TypeError('a call takes an array of at most 6 arguments');
+    for (let j = 0; j < src.length; j++) {
+      const a = src[j];
+      if (a.kind === 'int') args.push({ kind: 'int', value: BigInt(a.value) });
+      else if (a.kind === 'in') args.push({ kind: 'in', data: Uint8Array.from(a.data) });
+      else if (a.kind === 'out')
+        args.push({ kind: 'out', size: Number(a.size), keep: a.keep === 'all' ? 'all' : 'ret' });
+      else if (a.kind === 'result') args.push({ kind: 'result', index: Number(a.index) });
+      else throw new TypeError(`unknown argument kind ${String((a as { kind?: unknown }).kind)}`);
+    }
+    out.push({ nr: Number(c.nr), args });
+  }
+  return out;
+}
+
+/** Throws the first refusal of `calls` under `opts`, if any. */
+export function assertCallsAllowed(calls: readonly Call[], opts: PolicyOptions): void {
+  for (let i = 0; i < calls.length; i++) {
+    const v = checkCall(calls[i], opts);
+    if (v) throw v;
+  }
+}
+
+/** A frozen copy of policy options (the grant's list copied too). */
+function frozenOptions(opts: PolicyOptions): PolicyOptions {
+  const grant = opts.grant
+    ? Object.freeze({
+        ...(opts.grant.syscalls ? { syscalls: Object.freeze([...opts.grant.syscalls]) } : {}),
+        ...(opts.grant.writeFiles ? { writeFiles: true } : {}),
+      })
+    : undefined;
+  return Object.freeze({ plugin: String(opts.plugin), ...(grant ? { grant } : {}) });
+}
+
+/**
  * A {@link SyscallExecutor} that enforces the read-only policy in front of another
  * executor (the shadow session, a capture replay, a fake). Every call of a `run()` is
  * checked first; one refused call rejects the whole run with a PolicyViolationError and
  * nothing of it reaches the inner executor.
+ *
+ * The inner executor is held in a real private field (`#inner`): no property, prototype
+ * or reflection path leads from an instance to it. Instances and the prototype are
+ * frozen. The calls are copied before the check and the copy is what runs.
  */
 export class PolicyExecutor implements SyscallExecutor {
-  constructor(
-    private readonly inner: SyscallExecutor,
-    private readonly opts: PolicyOptions,
-  ) {}
+  readonly #inner: SyscallExecutor;
+  readonly #opts: PolicyOptions;
+
+  constructor(inner: SyscallExecutor, opts: PolicyOptions) {
+    this.#inner = inner;
+    this.#opts = frozenOptions(opts);
+    Object.freeze(this);
+  }
+
+  /** The plugin this executor carries calls for. */
+  get plugin(): string {
+    return this.#opts.plugin;
+  }
 
   async run(calls: readonly Call[]): Promise<CallResult[]> {
-    for (const c of calls) {
-      const v = checkCall(c, this.opts);
-      if (v) throw v;
-    }
-    return this.inner.run(calls);
+    const copy = snapshotCalls(calls);
+    assertCallsAllowed(copy, this.#opts);
+    return this.#inner.run(copy);
   }
 }
+Object.freeze(PolicyExecutor.prototype);
+Object.freeze(PolicyExecutor);
 
 /**
  * Refuses, before anything is sent to the guest, a plugin that declares write needs

@@ -147,27 +147,28 @@ function positiveInt(n: number | undefined, fallback: number, what: string): num
 export class SyscallApi {
   readonly limits: Readonly<BatchLimits>;
   readonly stats: SyscallStats = { runs: 0, calls: 0, outBytes: 0 };
-  private readonly signal?: AbortSignal;
+  // Real private fields: `ctx.sys` gives a plugin no path to the executor behind it.
+  readonly #executor: SyscallExecutor;
+  readonly #signal?: AbortSignal;
 
-  constructor(
-    private readonly executor: SyscallExecutor,
-    options: SyscallApiOptions = {},
-  ) {
+  constructor(executor: SyscallExecutor, options: SyscallApiOptions = {}) {
     this.limits = Object.freeze({ ...DEFAULT_BATCH_LIMITS, ...options.limits });
-    this.signal = options.signal;
+    this.#executor = executor;
+    this.#signal = options.signal;
+    Object.freeze(this);
   }
 
   /** A new, empty batch. Nothing runs until its `submit()`. */
   batch(): BatchBuilder {
     return new BatchBuilder(
-      this.executor,
+      this.#executor,
       this.limits,
       (calls, outBytes) => {
         this.stats.runs++;
         this.stats.calls += calls;
         this.stats.outBytes += outBytes;
       },
-      this.signal,
+      this.#signal,
     );
   }
 
@@ -431,3 +432,4 @@ export class SyscallApi {
     }
   }
 }
+Object.freeze(SyscallApi.prototype);
