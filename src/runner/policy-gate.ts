@@ -5,7 +5,13 @@
  * running now. It is a closure, not an object with fields: nothing reachable from a
  * plugin leads to the session, and the runner alone says whose batch it is.
  */
-import { assertCallsAllowed, snapshotCalls, type PluginNeeds, type PolicyOptions } from '../sdk/policy.js';
+import {
+  assertCallsAllowed,
+  frozenPolicyOptions,
+  snapshotCalls,
+  type PluginNeeds,
+  type PolicyOptions,
+} from '../sdk/policy.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
 
 export interface PolicyGate {
@@ -35,17 +41,7 @@ export function createPolicyGate(session: SyscallExecutor): PolicyGate {
   return Object.freeze({
     executor,
     enter(plugin: string, grant?: PluginNeeds) {
-      current = Object.freeze({
-        plugin,
-        ...(grant
-          ? {
-              grant: Object.freeze({
-                ...(grant.syscalls ? { syscalls: Object.freeze([...grant.syscalls]) } : {}),
-                ...(grant.writeFiles ? { writeFiles: true } : {}),
-              }),
-            }
-          : {}),
-      });
+      current = frozenPolicyOptions({ plugin, grant });
     },
   });
 }
