@@ -5,6 +5,7 @@ import { builtinPlugins } from '../../plugins/index.js';
 import { loadPluginRegistry } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
+import { parseFileMode } from '../../output/sink.js';
 import { parsePluginArgs } from '../../cli/plugin-args.js';
 import { inspect, type InspectTarget } from '../../runner/inspect.js';
 import { describePlugins } from '../../cli/plugin-list.js';
@@ -69,6 +70,11 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       char: 'o',
       description: 'write to this file (or directory, one file per plugin)',
     }),
+    'output-mode': Flags.string({
+      description:
+        'permissions of the files -o writes, octal (default 0600: they hold guest data such as environments and shell history)',
+      default: '0600',
+    }),
     transport: Flags.option({
       description:
         'how batches reach the shadow: doorbell (shared RAM, VM keeps running) or trap (VM stopped)',
@@ -99,6 +105,8 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
     const { valued, booleans } = flagSets(PluginsRun.flags);
     const { own, rest } = splitArgv(this.argv, valued, booleans);
     const { flags } = await this.parse(PluginsRun, own);
+    // Checked before anything reaches a guest.
+    const outputMode = parseFileMode(flags['output-mode']);
     // Built-ins plus installed plugin packs; broken packs and clashes are warnings on stderr.
     const registry = await loadPluginRegistry(this.config);
     if (flags.list) {
@@ -132,7 +140,11 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
         timing: flags.timing,
       });
       for (const line of result.problems) process.stderr.write(`vmi: error: ${line}\n`);
-      await writeOutput(result.tables, { format: flags.renderer, output: flags.output });
+      await writeOutput(result.tables, {
+        format: flags.renderer,
+        output: flags.output,
+        mode: outputMode,
+      });
       for (const t of result.tables) {
         for (const e of t.errors) process.stderr.write(`vmi: ${t.plugin}: ${e}\n`);
       }
