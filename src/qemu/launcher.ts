@@ -3,7 +3,7 @@
  * PVH kernel boot, QMP/gdbstub/serial on unix sockets in a private run dir, no NIC) and a
  * daemonized process whose pid we track. Nothing here knows what runs inside the guest.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { constants, existsSync, readFileSync } from 'node:fs';
 import { access, open, readFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
@@ -77,6 +77,29 @@ export interface LaunchSpec {
   machine?: string;
   /** `-incoming` value (e.g. `defer`): start waiting for a migration stream instead of booting. */
   incoming?: string;
+  /** `-sandbox` value (seccomp), e.g. {@link REPLAY_SANDBOX}; left out when QEMU lacks -sandbox. */
+  sandbox?: string;
+}
+
+/**
+ * The seccomp sandbox of replay clones: obsolete syscalls and resource control
+ * (setpriority, sched_setaffinity, ...) denied. Measured on QEMU 7.2: `elevateprivileges=deny`
+ * and `spawn=deny` make `-daemonize` fail (exit 1, or SIGSYS at the fork), and the
+ * migration stream comes in through `exec:cat`, so those two stay allowed.
+ */
+export const REPLAY_SANDBOX = 'on,obsolete=deny,resourcecontrol=deny';
+
+const sandboxSupport = new Map<string, boolean>();
+
+/** True when this QEMU binary has `-sandbox` (built with seccomp); asked once per binary. */
+export function qemuHasSandbox(qemu: string): boolean {
+  let v = sandboxSupport.get(qemu);
+  if (v === undefined) {
+    const r = spawnSync(qemu, ['-help'], { encoding: 'utf8', timeout: 10_000 });
+    v = r.status === 0 && /^-sandbox on/m.test(r.stdout ?? '');
+    sandboxSupport.set(qemu, v);
+  }
+  return v;
 }
 
 /** Paths of the control endpoints inside a run dir. */
@@ -161,6 +184,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     '-pidfile',
     p.pidFile,
     ...(spec.incoming ? ['-incoming', spec.incoming] : []),
+    ...(spec.sandbox ? ['-sandbox', spec.sandbox] : []),
     '-daemonize',
   ];
 }
@@ -181,7 +205,7 @@ export async function createRamFile(path: string, memMiB: number): Promise<void>
  */
 export async function launchQemu(spec: LaunchSpec): Promise<{ pid: number; argv: string[] }> {
   const qemu = await findQemu();
-  const args = qemuArgs(spec);
+  const args = qemuArgs(spec.sandbox && !qemuHasSandbox(qemu) ? { ...spec, sandbox: undefined } : spec);
   const p = runDirPaths(spec.runDir);
   const log = await open(p.qemuLog, 'w', 0o600);
   let code: number | null;

@@ -13,7 +13,7 @@ import { mkdtemp, open as openFile, rm, statfs, unlink } from 'node:fs/promises'
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory } from '../memory/physical.js';
-import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launcher.js';
+import { createRamFile, launchQemu, REPLAY_SANDBOX, runDirPaths, stopQemu } from '../qemu/launcher.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import { writeSyscallEntryCache } from '../shadow/syscall-entry.js';
@@ -121,6 +121,8 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       accel: 'tcg',
       machine: m.machineType,
       incoming: 'defer',
+      // Guest code from an untrusted capture runs in this clone: seccomp where QEMU has it.
+      sandbox: REPLAY_SANDBOX,
     });
     pid = launched.pid;
     const launchMs = performance.now() - t2;
