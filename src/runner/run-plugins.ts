@@ -4,6 +4,7 @@ import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
 import { SyscallApi } from '../sdk/syscall-api.js';
 import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
+import type { RunLimits } from '../sdk/limits.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
 import { createPolicyGate, revocable, RUNNER_POLICY_NAME } from './policy-gate.js';
@@ -45,6 +46,8 @@ export interface RunOnGuestOptions {
   preferVictimPid?: number;
   /** `--accept-partial-context`: run even if the shadow's root context does not verify. */
   acceptPartialContext?: boolean;
+  /** `--max-read`, `--plugin-timeout`: bounds on each plugin run (defaults: DEFAULT_RUN_LIMITS). */
+  runLimits?: Partial<RunLimits>;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
@@ -93,6 +96,7 @@ export async function runPluginsOnGuest(
           executor: new PolicyExecutor(lane.executor, { plugin: req.plugin.name, grant }),
           options: req.options,
           progress: opts.progress,
+          runLimits: opts.runLimits,
         }));
       } catch (error) {
         lane.revoke();

@@ -6,6 +6,7 @@ import { loadPluginRegistry } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
 import { parseFileMode } from '../../output/sink.js';
+import { DEFAULT_RUN_LIMITS } from '../../sdk/limits.js';
 import { parsePluginArgs } from '../../cli/plugin-args.js';
 import { inspect, type InspectTarget } from '../../runner/inspect.js';
 import { describePlugins } from '../../cli/plugin-list.js';
@@ -69,6 +70,17 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
     output: Flags.string({
       char: 'o',
       description: 'write to this file (or directory, one file per plugin)',
+    }),
+    'plugin-timeout': Flags.integer({
+      description: 'seconds each plugin may run before it fails with a time-limit error',
+      default: DEFAULT_RUN_LIMITS.timeoutMs / 1000,
+      min: 1,
+    }),
+    'max-read': Flags.integer({
+      description:
+        'MiB each plugin run may read from the guest in all (a guest controls how big its files and environments are)',
+      default: DEFAULT_RUN_LIMITS.maxReadBytes / 1048576,
+      min: 1,
     }),
     'output-mode': Flags.string({
       description:
@@ -137,6 +149,10 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
         allowWrite: flags['allow-write'],
         preferVictimPid: flags['victim-pid'],
         acceptPartialContext: flags['accept-partial-context'],
+        runLimits: {
+          timeoutMs: flags['plugin-timeout'] * 1000,
+          maxReadBytes: flags['max-read'] * 1048576,
+        },
         timing: flags.timing,
       });
       for (const line of result.problems) process.stderr.write(`vmi: error: ${line}\n`);
