@@ -49,6 +49,8 @@ export interface LabUpOptions {
   memMiB?: number;
   /** Extra kernel command-line arguments. */
   appendCmdline?: string;
+  /** Cap of the console log in bytes (default CONSOLE_LOG_CAP, 8 MiB; rotated once to .1). */
+  consoleLogCap?: number;
   /**
    * What QEMU boots: the uncompressed vmlinux through its PVH entry (default, 2-4 s under
    * TCG, always 4-level paging) or the compressed bzImage (12-15 s; its decompressor is
@@ -344,6 +346,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       memMiB,
       ramFile,
       accel,
+      consoleLogCap: opts.consoleLogCap,
     });
     const paths = runDirPaths(dir);
     const guest: LabGuest = {
