@@ -71,5 +71,10 @@ setInterval(() => {
     }
   }
   if (alive) seenQemu = true;
-  if ((seenQemu && !alive) || (!seenQemu && Date.now() - started > 60_000)) process.exit(0);
+  if ((seenQemu && !alive) || (!seenQemu && Date.now() - started > 60_000)) {
+    // Every chunk was written synchronously: nothing is pending. process.exit() would wait
+    // for the thread-pool thread blocked in read(2) on the FIFO, forever; end it outright.
+    closeSync(outFd);
+    process.kill(process.pid, 'SIGKILL');
+  }
 }, 1000);

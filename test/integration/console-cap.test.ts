@@ -5,6 +5,7 @@
  * stay within 2 × the cap, the newest output is in the log, QEMU is alive and the
  * guest's shell answers.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestConsole } from '../../src/lab/console.js';
@@ -30,6 +31,25 @@ describe('console log cap', () => {
   });
   afterAll(async () => {
     await labDown(NAME);
+  });
+
+  it('the log writer exits with its guest', async () => {
+    const writerAlive = () =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .some((d) => {
+          try {
+            const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+            return cmd.includes('console-log-writer') && cmd.includes(guest.runDir);
+          } catch {
+            return false;
+          }
+        });
+    expect(writerAlive()).toBe(true);
+    await labDown(NAME);
+    const t0 = Date.now();
+    while (writerAlive() && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 200));
+    expect(writerAlive()).toBe(false);
   });
 
   it(`${CONSOLE_MIB} MiB written to the console leave at most 2 × ${CAP >> 20} MiB on the host`, async () => {
