@@ -33,25 +33,6 @@ describe('console log cap', () => {
     await labDown(NAME);
   });
 
-  it('the log writer exits with its guest', async () => {
-    const writerAlive = () =>
-      readdirSync('/proc')
-        .filter((d) => /^\d+$/.test(d))
-        .some((d) => {
-          try {
-            const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
-            return cmd.includes('console-log-writer') && cmd.includes(guest.runDir);
-          } catch {
-            return false;
-          }
-        });
-    expect(writerAlive()).toBe(true);
-    await labDown(NAME);
-    const t0 = Date.now();
-    while (writerAlive() && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 200));
-    expect(writerAlive()).toBe(false);
-  });
-
   it(`${CONSOLE_MIB} MiB written to the console leave at most 2 × ${CAP >> 20} MiB on the host`, async () => {
     const con = await GuestConsole.connect(guest.serialSocket);
     const t0 = Date.now();
@@ -91,4 +72,23 @@ describe('console log cap', () => {
       con2.close();
     }
   }, 900_000);
+
+  it('the log writer exits with its guest', async () => {
+    const writerAlive = () =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .some((d) => {
+          try {
+            const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+            return cmd.includes('console-log-writer') && cmd.includes(guest.runDir);
+          } catch {
+            return false;
+          }
+        });
+    expect(writerAlive()).toBe(true);
+    await labDown(NAME);
+    const t0 = Date.now();
+    while (writerAlive() && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 200));
+    expect(writerAlive()).toBe(false);
+  });
 });
