@@ -13,6 +13,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import {
   copyFile,
+  lstat,
   mkdir,
   open,
   readdir,
@@ -48,6 +49,7 @@ import { extractRam, parseVcpus, streamMachineType, type StreamVcpu } from './mi
 import { processAlive } from '../util/process-alive.js';
 import { shellQuote } from '../util/shell-quote.js';
 import { awaitDevstateMigration } from './devstate-migration.js';
+import { PARTIAL_STAMP, stampPartialDir, verifyPartialDir } from './partial-stamp.js';
 
 export interface CreateCaptureOptions {
   /** QMP socket of the source QEMU. */
@@ -210,13 +212,20 @@ async function sweepStalePartials(out: string, progress: (m: string) => void): P
   const parent = dirname(out);
   for (const e of await readdir(parent).catch(() => [] as string[])) {
     const m = PARTIAL_RE.exec(e);
-    if (!m || m[1] !== basename(out) || processAlive(Number(m[2]))) continue;
+    if (!m || m[1] !== basename(out)) continue;
+    const pid = Number(m[2]);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || processAlive(pid)) continue;
     const dir = join(parent, e);
-    const marker = await readFile(join(dir, PAUSED_MARKER), 'utf8').catch(() => undefined);
-    if (marker) {
+    // Only what vmi wrote as this user: owner, mode and a stamp keyed with our secret.
+    // A planted directory is left as it is; no socket named in it is ever connected to.
+    const ours = await verifyPartialDir(dir, pid);
+    if (!ours) {
+      progress(`left ${dir} alone: not a partial capture this user's vmi wrote`);
+      continue;
+    }
+    if (ours.qmpSocket) {
       try {
-        const { qmpSocket } = JSON.parse(marker) as { qmpSocket: string };
-        const q = await QmpClient.connect(qmpSocket, { timeoutMs: 3000 });
+        const q = await QmpClient.connect(ours.qmpSocket, { timeoutMs: 3000 });
         try {
           // Let a migration the killed capture started finish (QEMU runs it on its own).
           for (let i = 0; i < 500; i++) {
@@ -224,11 +233,11 @@ async function sweepStalePartials(out: string, progress: (m: string) => void): P
             if (mig.status !== 'active' && mig.status !== 'setup' && mig.status !== 'device') break;
             await new Promise((r) => setTimeout(r, 10));
           }
-          // The marker is only written when the guest was running before the capture.
+          // The stamp names a guest only while the capture had it paused.
           const st = await queryStatus(q);
           if (st.status === 'postmigrate' || st.status === 'paused') {
             await q.execute('cont');
-            progress(`resumed the guest a killed capture (pid ${m[2]}) had left paused`);
+            progress(`resumed the guest a killed capture (pid ${pid}) had left paused`);
           }
         } finally {
           q.close();
@@ -238,9 +247,18 @@ async function sweepStalePartials(out: string, progress: (m: string) => void): P
       }
     }
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-    for (const f of await readdir('/dev/shm').catch(() => [] as string[])) {
-      if (f.startsWith(`vmi-capture-${m[2]}-`)) await unlink(join('/dev/shm', f)).catch(() => undefined);
-    }
+    await removeOwnStaging(pid);
+  }
+}
+
+/** /dev/shm staging files of capture `pid`: our exact naming, regular files owned by us. */
+async function removeOwnStaging(pid: number): Promise<void> {
+  const re = new RegExp(`^vmi-capture-${pid}-[0-9a-f]{8}\\.ram$`);
+  for (const f of await readdir('/dev/shm').catch(() => [] as string[])) {
+    if (!re.test(f)) continue;
+    const path = join('/dev/shm', f);
+    const st = await lstat(path).catch(() => undefined);
+    if (st && st.isFile() && st.uid === process.getuid!()) await unlink(path).catch(() => undefined);
   }
 }
 
@@ -259,6 +277,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
   await sweepStalePartials(out, progress);
   const tmp = partialDirFor(out);
   await step(basename(tmp), () => mkdir(tmp, { mode: 0o700 }));
+  await stampPartialDir(tmp, process.pid);
   let qmp: QmpClient | undefined;
   /** RAM snapshot staged in /dev/shm during the pause. */
   let staging: string | undefined;
@@ -297,6 +316,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       await writeFile(join(tmp, PAUSED_MARKER), JSON.stringify({ qmpSocket: resolve(opts.qmpSocket) }), {
         mode: 0o600,
       });
+      // What a sweep trusts is the stamp, keyed with this user's secret, not the marker.
+      await stampPartialDir(tmp, process.pid, resolve(opts.qmpSocket));
     }
     const tStop = performance.now();
     await q.execute('stop');
@@ -329,6 +350,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       if (status.running) await q.execute('cont');
       pauseMs = performance.now() - tStop;
       await rm(join(tmp, PAUSED_MARKER), { force: true });
+      await stampPartialDir(tmp, process.pid);
       if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram')) {
         await q
           .execute('migrate-set-capabilities', {
@@ -440,6 +462,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     await step('fsync', async () => {
       for (const p of [MANIFEST, MANIFEST_SUM, ...Object.keys(parts)]) await fsyncPath(join(tmp, p));
       await fsyncPath(join(tmp, 'boot'));
+      // The stamp is for sweeps of partials only; a finished capture does not carry it.
+      await rm(join(tmp, PARTIAL_STAMP), { force: true });
       await fsyncPath(tmp);
     });
     await step(basename(out), () => rename(tmp, out));

@@ -4,7 +4,7 @@
  * capture (ram.raw.gz) is decompressed on the fly.
  */
 import { constants } from 'node:fs';
-import { copyFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { verifyCapture } from './artifact.js';
 import { gunzipRamTo, gzipRamReader } from './compression.js';
@@ -37,6 +37,8 @@ export async function exportCapture(
     try {
       if (part.compressed) await gunzipRamTo(ram, part, tmp, { flags: 'wx' });
       else await copyFile(ram, tmp, constants.COPYFILE_EXCL);
+      // Guest memory: readable by its owner only, whatever the capture's file had.
+      await chmod(tmp, 0o600);
       await rename(tmp, out);
     } catch (e) {
       await rm(tmp, { force: true });

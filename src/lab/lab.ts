@@ -3,7 +3,7 @@
  * initramfs running a known workload, under QEMU with every control endpoint in a private
  * run directory (/tmp/vmi-<uid>/guests/<name>/).
  */
-import { access, mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import {
@@ -22,6 +22,8 @@ import { buildInitramfs } from './initramfs.js';
 import { ensureKernel } from './kernel.js';
 import { LAB_WORKLOAD } from './workload.js';
 import { processAlive } from '../util/process-alive.js';
+import { readStateJson, StateFileError, writeStateFile } from '../util/state-file.js';
+import { readFileSync } from 'node:fs';
 
 export { LabError } from './host.js';
 
@@ -47,6 +49,8 @@ export interface LabUpOptions {
   memMiB?: number;
   /** Extra kernel command-line arguments. */
   appendCmdline?: string;
+  /** Cap of the console log in bytes (default CONSOLE_LOG_CAP, 8 MiB; rotated once to .1). */
+  consoleLogCap?: number;
   /**
    * What QEMU boots: the uncompressed vmlinux through its PVH entry (default, 2-4 s under
    * TCG, always 4-level paging) or the compressed bzImage (12-15 s; its decompressor is
@@ -83,9 +87,54 @@ function guestDir(name: string): string {
   return join(guestsRoot(), name);
 }
 
-async function readJson<T>(path: string): Promise<T | undefined> {
+/** The fields of guest.json that vmi acts on (pid, sockets, RAM file) have the right types. */
+function isLabGuest(v: unknown): v is LabGuest {
+  const g = v as Partial<LabGuest> | null;
+  return (
+    typeof g === 'object' &&
+    g !== null &&
+    typeof g.name === 'string' &&
+    Number.isSafeInteger(g.pid) &&
+    (g.pid as number) > 1 &&
+    typeof g.runDir === 'string' &&
+    typeof g.qmpSocket === 'string' &&
+    typeof g.serialSocket === 'string'
+  );
+}
+
+/** guest.json: undefined when absent, a LabError naming the file when it cannot be parsed. */
+async function readGuestJson(dir: string): Promise<LabGuest | undefined> {
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
+    return await readStateJson(join(dir, GUEST_JSON), isLabGuest);
+  } catch (e) {
+    if (!(e instanceof StateFileError)) throw e;
+    throw new CorruptGuestError(e.path, e.reason, dir);
+  }
+}
+
+/**
+ * A guest whose guest.json exists but cannot be parsed. Nothing is stopped or removed on
+ * the strength of such a file: its QEMU (if any) keeps running until the user decides.
+ */
+export class CorruptGuestError extends LabError {
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+    readonly dir: string,
+  ) {
+    const qemu = readPidFileSync(runDirPaths(dir).pidFile);
+    super(
+      `${path} cannot be read (${reason}); the guest was left as it is` +
+        (qemu && isQemuAlive(qemu, dir) ? ` (its QEMU, pid ${qemu}, is still running)` : '') +
+        `: repair or remove that file, or stop the guest yourself and remove ${dir}`,
+    );
+  }
+}
+
+function readPidFileSync(path: string): number | undefined {
+  try {
+    const n = Number(readFileSync(path, 'utf8').trim());
+    return Number.isSafeInteger(n) && n > 1 ? n : undefined;
   } catch {
     return undefined;
   }
@@ -100,7 +149,8 @@ async function exists(path: string): Promise<boolean> {
 
 /** Removes a guest's run dir and its RAM file, stopping a QEMU still recorded there. */
 async function cleanupGuestDir(dir: string): Promise<void> {
-  const guest = await readJson<LabGuest>(join(dir, GUEST_JSON));
+  // Throws (and nothing is stopped) when guest.json is there but cannot be parsed.
+  const guest = await readGuestJson(dir);
   const qemuPid =
     guest?.pid ?? Number((await readFile(runDirPaths(dir).pidFile, 'utf8').catch(() => '')).trim());
   if (qemuPid && isQemuAlive(qemuPid, dir)) await stopQemu(qemuPid, dir);
@@ -116,7 +166,7 @@ async function dirState(name: string): Promise<DirState> {
   const dir = guestDir(name);
   const entries = await readdir(dir).catch(() => undefined);
   if (!entries) return { kind: 'absent' };
-  const guest = await readJson<LabGuest>(join(dir, GUEST_JSON));
+  const guest = await readGuestJson(dir);
   if (guest) return isQemuAlive(guest.pid, dir) ? { kind: 'running', guest } : { kind: 'stale' };
   const starter = Number((await readFile(join(dir, STARTING), 'utf8').catch(() => '')).trim());
   if (starter && processAlive(starter)) return { kind: 'starting' };
@@ -132,13 +182,23 @@ export async function findLabGuest(name: string): Promise<LabGuest | undefined> 
   return undefined;
 }
 
-/** Every running lab guest of this user, by name. */
-export async function listLabGuests(): Promise<LabGuest[]> {
+/**
+ * Every running lab guest of this user, by name. A guest whose guest.json cannot be
+ * parsed is reported to `onProblem` and skipped (left untouched); without `onProblem`
+ * it is an error.
+ */
+export async function listLabGuests(onProblem?: (e: CorruptGuestError) => void): Promise<LabGuest[]> {
   const names = await readdir(guestsRoot()).catch(() => [] as string[]);
   const guests: LabGuest[] = [];
   for (const name of names.sort()) {
     if (!NAME_RE.test(name)) continue;
-    const g = await findLabGuest(name);
+    let g: LabGuest | undefined;
+    try {
+      g = await findLabGuest(name);
+    } catch (e) {
+      if (!(e instanceof CorruptGuestError) || !onProblem) throw e;
+      onProblem(e);
+    }
     if (g) guests.push(g);
   }
   return guests;
@@ -250,7 +310,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
         continue;
       }
       await waitReady(st.guest, progress);
-      await writeFile(join(dir, READY), `${new Date().toISOString()}\n`, { mode: 0o600 });
+      await writeStateFile(join(dir, READY), `${new Date().toISOString()}\n`);
       return st.guest;
     }
     if (st.kind === 'stale') await cleanupGuestDir(dir);
@@ -262,14 +322,14 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
 
   let ramFile: string | undefined;
   try {
-    await writeFile(join(dir, STARTING), `${process.pid}\n`, { mode: 0o600 });
+    await writeStateFile(join(dir, STARTING), `${process.pid}\n`);
     const t0 = Date.now();
     const kernel = await ensureKernel(opts.kernel, progress);
     const initrd = await buildInitramfs(kernel, progress);
     progress?.(`kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     ramFile = `/dev/shm/vmi-${name}-${randomTag()}.ram`;
-    await writeFile(join(dir, RAM_MARKER), `${ramFile}\n`, { mode: 0o600 });
+    await writeStateFile(join(dir, RAM_MARKER), `${ramFile}\n`);
     await createRamFile(ramFile, memMiB);
     const append = [BASE_CMDLINE, opts.appendCmdline?.trim()].filter(Boolean).join(' ');
     const accel = chooseAccel();
@@ -286,6 +346,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       memMiB,
       ramFile,
       accel,
+      consoleLogCap: opts.consoleLogCap,
     });
     const paths = runDirPaths(dir);
     const guest: LabGuest = {
@@ -306,9 +367,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       cpuModel,
       memMiB,
     };
-    await writeFile(join(dir, GUEST_JSON), JSON.stringify(guest, null, 2) + '\n', { mode: 0o600 });
+    await writeStateFile(join(dir, GUEST_JSON), JSON.stringify(guest, null, 2) + '\n');
     await waitReady(guest, progress);
-    await writeFile(join(dir, READY), `${new Date().toISOString()}\n`, { mode: 0o600 });
+    await writeStateFile(join(dir, READY), `${new Date().toISOString()}\n`);
     await rm(join(dir, STARTING), { force: true });
     progress?.(`guest ${name} booted in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
     return guest;

@@ -49,15 +49,38 @@ export function streamSink(stream: Writable): Sink {
 }
 
 /**
+ * Mode of output files unless the user asks otherwise (`--output-mode`): they hold guest
+ * data (environment variables, shell history, memory), readable by their owner only.
+ */
+export const DEFAULT_OUTPUT_MODE = 0o600;
+
+/**
+ * Parses an octal file mode as the user gives it (`0644`, `644`, `0o640`): permission
+ * bits only, no setuid/setgid/sticky. Throws a RangeError naming the value.
+ */
+export function parseFileMode(text: string): number {
+  const m = /^(?:0o?)?([0-7]{1,3})$/.exec(text.trim());
+  if (!m) throw new RangeError(`file mode must be octal permission bits like 0600 or 0644, got '${text}'`);
+  return parseInt(m[1], 8);
+}
+
+/**
  * Runs `fill` against a sink on a temporary file next to `path`, then renames it into
  * place. If `fill` (or any write) throws, the temporary file is removed and `path` is left
  * as it was: readers never see a half-written output file.
  */
-export async function writeFileAtomic(path: string, fill: (sink: Sink) => Promise<void>): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  fill: (sink: Sink) => Promise<void>,
+  mode: number = DEFAULT_OUTPUT_MODE,
+): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'wx', 0o644);
+  // Created 0600 and then set to `mode` exactly (the umask can only take bits away at
+  // creation): the file never holds guest data with more access than asked for.
+  const fh = await open(tmp, 'wx', 0o600);
   let closed = false;
   try {
+    await fh.chmod(mode);
     await fill({
       async write(chunk) {
         const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;

@@ -20,6 +20,8 @@ export interface OutputOptions {
   output?: string;
   /** The stream used when `output` is omitted (default process.stdout). */
   stdout?: Writable;
+  /** Mode of the files written (default 0600: they hold guest data). */
+  mode?: number;
 }
 
 /** A file name for a plugin label: path separators and other odd characters become `_`. */
@@ -63,12 +65,12 @@ export async function writeOutput(
   }
 
   if (await isDirectory(output)) {
-    await mkdir(output, { recursive: true });
+    await mkdir(output, { recursive: true, mode: 0o700 });
     const labels = tableLabels(tables);
     const written: string[] = [];
     for (let k = 0; k < tables.length; k++) {
       const path = join(output, fileNameFor(labels[k], renderer.extension));
-      await writeFileAtomic(path, (sink) => renderer.render([tables[k]], sink));
+      await writeFileAtomic(path, (sink) => renderer.render([tables[k]], sink), options.mode);
       written.push(path);
     }
     return written;
@@ -79,6 +81,6 @@ export async function writeOutput(
       `${renderer.name} output holds one table and ${tables.length} were produced; give a directory (-o DIR/) instead of '${output}'`,
     );
   }
-  await writeFileAtomic(output, (sink) => renderer.render(tables, sink));
+  await writeFileAtomic(output, (sink) => renderer.render(tables, sink), options.mode);
   return [output];
 }

@@ -3,10 +3,11 @@
  * PVH kernel boot, QMP/gdbstub/serial on unix sockets in a private run dir, no NIC) and a
  * daemonized process whose pid we track. Nothing here knows what runs inside the guest.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { constants, existsSync, readFileSync } from 'node:fs';
 import { access, open, readFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { QmpClient } from './qmp.js';
 
 export const QEMU_NOT_FOUND = 'qemu-system-x86_64 not found: install the Debian package qemu-system-x86';
@@ -77,6 +78,37 @@ export interface LaunchSpec {
   machine?: string;
   /** `-incoming` value (e.g. `defer`): start waiting for a migration stream instead of booting. */
   incoming?: string;
+  /** `-sandbox` value (seccomp), e.g. {@link REPLAY_SANDBOX}; left out when QEMU lacks -sandbox. */
+  sandbox?: string;
+  /**
+   * Cap of console.log in bytes (rotated once to console.log.1): QEMU logs into a FIFO
+   * that console-log-writer copies with the cap. Default {@link CONSOLE_LOG_CAP}.
+   */
+  consoleLogCap?: number;
+}
+
+/** What the guest's serial console may fill on the host: console.log plus one rotation. */
+export const CONSOLE_LOG_CAP = 8 << 20;
+
+/**
+ * The seccomp sandbox of replay clones: obsolete syscalls and resource control
+ * (setpriority, sched_setaffinity, ...) denied. Measured on QEMU 7.2: `elevateprivileges=deny`
+ * and `spawn=deny` make `-daemonize` fail (exit 1, or SIGSYS at the fork), and the
+ * migration stream comes in through `exec:cat`, so those two stay allowed.
+ */
+export const REPLAY_SANDBOX = 'on,obsolete=deny,resourcecontrol=deny';
+
+const sandboxSupport = new Map<string, boolean>();
+
+/** True when this QEMU binary has `-sandbox` (built with seccomp); asked once per binary. */
+export function qemuHasSandbox(qemu: string): boolean {
+  let v = sandboxSupport.get(qemu);
+  if (v === undefined) {
+    const r = spawnSync(qemu, ['-help'], { encoding: 'utf8', timeout: 10_000 });
+    v = r.status === 0 && /^-sandbox on/m.test(r.stdout ?? '');
+    sandboxSupport.set(qemu, v);
+  }
+  return v;
 }
 
 /** Paths of the control endpoints inside a run dir. */
@@ -86,6 +118,8 @@ export function runDirPaths(runDir: string): {
   serialSocket: string;
   wakeSocket: string;
   consoleLog: string;
+  /** The FIFO QEMU logs the console into (console-log-writer caps it into consoleLog). */
+  consoleFifo: string;
   pidFile: string;
   qemuLog: string;
 } {
@@ -95,6 +129,7 @@ export function runDirPaths(runDir: string): {
     serialSocket: join(runDir, 'serial.sock'),
     wakeSocket: join(runDir, 'wake.sock'),
     consoleLog: join(runDir, 'console.log'),
+    consoleFifo: join(runDir, 'console.fifo'),
     pidFile: join(runDir, 'qemu.pid'),
     qemuLog: join(runDir, 'qemu.log'),
   };
@@ -150,7 +185,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     '-gdb',
     `unix:${p.gdbSocket},server=on,wait=off`,
     '-chardev',
-    `socket,id=ser0,path=${p.serialSocket},server=on,wait=off,logfile=${p.consoleLog}`,
+    `socket,id=ser0,path=${p.serialSocket},server=on,wait=off,logfile=${p.consoleFifo}`,
     '-serial',
     'chardev:ser0',
     // ttyS1: the shadow's wake-up line (see GuestEndpoints.wake).
@@ -161,6 +196,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     '-pidfile',
     p.pidFile,
     ...(spec.incoming ? ['-incoming', spec.incoming] : []),
+    ...(spec.sandbox ? ['-sandbox', spec.sandbox] : []),
     '-daemonize',
   ];
 }
@@ -181,8 +217,9 @@ export async function createRamFile(path: string, memMiB: number): Promise<void>
  */
 export async function launchQemu(spec: LaunchSpec): Promise<{ pid: number; argv: string[] }> {
   const qemu = await findQemu();
-  const args = qemuArgs(spec);
+  const args = qemuArgs(spec.sandbox && !qemuHasSandbox(qemu) ? { ...spec, sandbox: undefined } : spec);
   const p = runDirPaths(spec.runDir);
+  await startConsoleLogWriter(p, spec.consoleLogCap ?? CONSOLE_LOG_CAP);
   const log = await open(p.qemuLog, 'w', 0o600);
   let code: number | null;
   try {
@@ -206,6 +243,25 @@ export async function launchQemu(spec: LaunchSpec): Promise<{ pid: number; argv:
   const pid = Number((await readFile(p.pidFile, 'utf8')).trim());
   if (!Number.isInteger(pid) || pid <= 0) throw new QemuError(`bad pid file ${p.pidFile}`);
   return { pid, argv: [qemu, ...args] };
+}
+
+/**
+ * The FIFO QEMU logs the console into, and the detached process that copies it into
+ * console.log with a cap (src/qemu/console-log-writer.ts). Started before QEMU.
+ */
+async function startConsoleLogWriter(p: ReturnType<typeof runDirPaths>, cap: number): Promise<void> {
+  const made = spawnSync('mkfifo', ['-m', '600', p.consoleFifo], { encoding: 'utf8' });
+  if (made.status !== 0) throw new QemuError(`mkfifo ${p.consoleFifo}: ${made.stderr?.trim() || made.error}`);
+  const js = fileURLToPath(new URL('./console-log-writer.js', import.meta.url));
+  const script = existsSync(js) ? js : js.replace(/\.js$/, '.ts');
+  const child = spawn(process.execPath, [script, p.consoleFifo, p.consoleLog, String(cap), p.pidFile], {
+    detached: true,
+    stdio: 'ignore',
+  });
+  child.unref();
+  // It must hold the FIFO before QEMU opens it for writing; opening O_RDWR takes it at once.
+  for (let i = 0; i < 100 && !existsSync(p.consoleLog); i++) await new Promise((r) => setTimeout(r, 20));
+  if (!existsSync(p.consoleLog)) throw new QemuError('the console log writer did not start');
 }
 
 /**

@@ -15,11 +15,15 @@ interface Rider {
  */
 export class PiggybackExecutor implements SyscallExecutor {
   private queued: Rider[] = [];
+  // A real private field: the carrier sits behind every plugin's policy executor.
+  readonly #inner: SyscallExecutor;
 
   constructor(
-    private readonly inner: SyscallExecutor,
+    inner: SyscallExecutor,
     private readonly limits: Readonly<BatchLimits> = DEFAULT_BATCH_LIMITS,
-  ) {}
+  ) {
+    this.#inner = inner;
+  }
 
   /** An executor whose calls wait for the next carrier batch (or `flush()`). */
   readonly rider: SyscallExecutor = {
@@ -29,7 +33,7 @@ export class PiggybackExecutor implements SyscallExecutor {
 
   async run(calls: readonly Call[]): Promise<CallResult[]> {
     const riders = this.boarding(calls);
-    if (riders.length === 0) return this.inner.run(calls);
+    if (riders.length === 0) return this.#inner.run(calls);
     return this.carry(riders, calls);
   }
 
@@ -56,7 +60,7 @@ export class PiggybackExecutor implements SyscallExecutor {
     }
     let results: CallResult[];
     try {
-      results = await this.inner.run(combined);
+      results = await this.#inner.run(combined);
     } catch (err) {
       for (const r of riders) r.reject(err);
       throw err;
@@ -65,6 +69,8 @@ export class PiggybackExecutor implements SyscallExecutor {
     return results.slice(starts[riders.length]);
   }
 }
+
+Object.freeze(PiggybackExecutor.prototype);
 
 /** The same calls placed `by` entries later in a batch: 'result' indices follow. */
 function shiftReferences(calls: readonly Call[], by: number): readonly Call[] {

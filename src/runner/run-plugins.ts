@@ -4,8 +4,10 @@ import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
 import { SyscallApi } from '../sdk/syscall-api.js';
 import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
+import type { RunLimits } from '../sdk/limits.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
+import { createPolicyGate, revocable, RUNNER_POLICY_NAME } from './policy-gate.js';
 import type { TransportChoice } from '../shadow/transport.js';
 
 export interface PluginRequest {
@@ -44,6 +46,8 @@ export interface RunOnGuestOptions {
   preferVictimPid?: number;
   /** `--accept-partial-context`: run even if the shadow's root context does not verify. */
   acceptPartialContext?: boolean;
+  /** `--max-read`, `--plugin-timeout`: bounds on each plugin run (defaults: DEFAULT_RUN_LIMITS). */
+  runLimits?: Partial<RunLimits>;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
@@ -75,23 +79,27 @@ export async function runPluginsOnGuest(
   const pluginMs: Record<string, number> = {};
   try {
     // uname rides along with the first plugin's first batch: no guest entry of its own.
-    const carrier = new PiggybackExecutor(session);
+    // The engine checks every batch against the running plugin's needs as well (policy-gate.ts).
+    const gate = createPolicyGate(session);
+    const carrier = new PiggybackExecutor(gate.executor);
     const identityPending = guestIdentity(carrier.rider, guest);
     const collected: { table: ResultTable; at: string }[] = [];
     for (const [index, req] of requests.entries()) {
       const t0 = performance.now();
       let table: ResultTable;
+      const grant = opts.allowWrite ? req.plugin.needs : undefined;
+      gate.enter(req.plugin.name, grant);
+      const lane = revocable(carrier, req.plugin.name);
       try {
         ({ table } = await runPlugin(req.plugin, {
           // Every plugin's calls pass the read-only policy (plus its declared needs with --allow-write).
-          executor: new PolicyExecutor(carrier, {
-            plugin: req.plugin.name,
-            grant: opts.allowWrite ? req.plugin.needs : undefined,
-          }),
+          executor: new PolicyExecutor(lane.executor, { plugin: req.plugin.name, grant }),
           options: req.options,
           progress: opts.progress,
+          runLimits: opts.runLimits,
         }));
       } catch (error) {
+        lane.revoke();
         // One plugin's failure costs its own table, never the others'.
         pluginMs[req.plugin.name] = performance.now() - t0;
         const message = error instanceof Error ? error.message : String(error);
@@ -99,10 +107,12 @@ export async function runPluginsOnGuest(
         byRequest.push(undefined);
         continue;
       }
+      lane.revoke();
       pluginMs[req.plugin.name] = performance.now() - t0;
       collected.push({ table, at: new Date().toISOString() });
       byRequest.push(table);
     }
+    gate.enter(RUNNER_POLICY_NAME);
     await carrier.flush();
     const identity = await identityPending;
     for (const { table, at } of collected) {

@@ -126,13 +126,24 @@ export class BatchBuilder {
   private nextGroup = 0;
   private currentGroup: number | undefined;
 
+  // Real private fields: a plugin holding a batch has no path to the executor behind it.
+  readonly #executor: SyscallExecutor;
+  readonly #observe?: RunObserver;
+  readonly #signal?: AbortSignal;
+  private readonly limits: BatchLimits;
+
   /** @internal Created by SyscallApi.batch(). */
   constructor(
-    private readonly executor: SyscallExecutor,
-    private readonly limits: BatchLimits = DEFAULT_BATCH_LIMITS,
-    private readonly observe?: RunObserver,
-    private readonly signal?: AbortSignal,
-  ) {}
+    executor: SyscallExecutor,
+    limits: BatchLimits = DEFAULT_BATCH_LIMITS,
+    observe?: RunObserver,
+    signal?: AbortSignal,
+  ) {
+    this.#executor = executor;
+    this.limits = limits;
+    this.#observe = observe;
+    this.#signal = signal;
+  }
 
   /** Number of recorded calls. */
   get length(): number {
@@ -299,7 +310,7 @@ export class BatchBuilder {
     this.submitting = true;
     const results: SyscallResult[] = new Array<SyscallResult>(this.entries.length);
     for (const [start, end] of planChunks(this.entries, this.limits)) {
-      this.signal?.throwIfAborted();
+      this.#signal?.throwIfAborted();
       const calls = this.entries.slice(start, end).map((e) => relocate(e.call, start, results));
       let outBytes = 0;
       let inLen = 0;
@@ -307,8 +318,8 @@ export class BatchBuilder {
         outBytes += this.entries[i].outBytes;
         inLen += this.entries[i].inBytes;
       }
-      this.observe?.(calls.length, outBytes, inLen);
-      const raw = await this.executor.run(calls);
+      this.#observe?.(calls.length, outBytes, inLen);
+      const raw = await this.#executor.run(calls);
       if (!Array.isArray(raw) || raw.length !== calls.length) {
         throw new BatchProtocolError(`executor returned ${raw?.length} results for ${calls.length} calls`);
       }
@@ -318,6 +329,9 @@ export class BatchBuilder {
     this.submitting = false;
   }
 }
+
+Object.freeze(BatchBuilder.prototype);
+Object.freeze(CallRef.prototype);
 
 function pathText(p: PathArg): string {
   return typeof p === 'string' ? p : new TextDecoder().decode(p);

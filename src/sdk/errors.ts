@@ -40,3 +40,19 @@ export function isVanished(err: unknown): boolean {
 export class BatchProtocolError extends Error {
   override name = 'BatchProtocolError';
 }
+
+/**
+ * A plugin run hit one of the bounds on what a guest can make vmi hold or do (bytes read
+ * from the guest, rows, time; see RunLimits). The message names the limit and the flag
+ * that raises it.
+ */
+export class LimitExceededError extends Error {
+  override name = 'LimitExceededError';
+  constructor(
+    /** Which limit: 'read' (bytes from the guest), 'rows' or 'time'. */
+    readonly limit: 'read' | 'rows' | 'time',
+    message: string,
+  ) {
+    super(message);
+  }
+}

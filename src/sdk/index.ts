@@ -54,7 +54,7 @@ export {
   type OutArg,
 } from './batch.js';
 // Typed errors of redirected calls.
-export { SyscallError, BatchProtocolError, isVanished } from './errors.js';
+export { SyscallError, BatchProtocolError, LimitExceededError, isVanished } from './errors.js';
 // The read-only syscall policy every plugin runs under.
 export {
   PolicyExecutor,

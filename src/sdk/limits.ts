@@ -26,6 +26,26 @@ export const DEFAULT_BATCH_LIMITS: Readonly<BatchLimits> = Object.freeze({
   maxInBytes: 512 << 10,
 });
 
+/**
+ * Bounds on one plugin run, whatever the guest holds (a guest controls how big its
+ * processes' environments, maps and files are). Exceeding one fails that plugin with a
+ * LimitExceededError naming it; the other plugins of the run are not affected.
+ */
+export interface RunLimits {
+  /** Output-buffer bytes all batches of one plugin run may ask of the guest (`--max-read`, MiB). */
+  maxReadBytes: number;
+  /** Rows one plugin may return. */
+  maxRows: number;
+  /** Wall time of one plugin run, ms (`--plugin-timeout`, s). */
+  timeoutMs: number;
+}
+
+export const DEFAULT_RUN_LIMITS: Readonly<RunLimits> = Object.freeze({
+  maxReadBytes: 256 << 20,
+  maxRows: 5_000_000,
+  timeoutMs: 300_000,
+});
+
 /** What a list of calls takes of a batch: calls, output bytes, input bytes. */
 export interface BatchCost {
   calls: number;

@@ -4,6 +4,8 @@
  */
 import { NOT_AVAILABLE, type ColumnSpec, type RowValue } from '../output/columns.js';
 import type { ResultTable } from '../output/table.js';
+import { LimitExceededError } from './errors.js';
+import { DEFAULT_RUN_LIMITS, type RunLimits } from './limits.js';
 import { ProcFs } from './procfs.js';
 import { SyscallApi, type SyscallApiOptions } from './syscall-api.js';
 import type { SyscallExecutor } from './syscall-types.js';
@@ -261,19 +263,26 @@ export interface CreateContextOptions<O> {
   warn?: (message: string) => void;
   signal?: AbortSignal;
   limits?: SyscallApiOptions['limits'];
+  /** Output-buffer bytes the whole run may ask of the guest. */
+  maxReadBytes?: number;
 }
 
 /** Builds the context a plugin's `run()` receives. */
 export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginContext<O> {
-  const sys = new SyscallApi(opts.executor, { signal: opts.signal, limits: opts.limits });
-  return {
+  const sys = new SyscallApi(opts.executor, {
+    signal: opts.signal,
+    limits: opts.limits,
+    maxReadBytes: opts.maxReadBytes,
+  });
+  // Frozen: a plugin cannot swap ctx.sys for something of its own between calls.
+  return Object.freeze({
     sys,
     proc: new ProcFs(sys),
     options: opts.options,
     progress: opts.progress ?? (() => {}),
     warn: opts.warn ?? (() => {}),
     signal: opts.signal,
-  };
+  });
 }
 
 /** Cells of a row in column order; a column the row lacks becomes NOT_AVAILABLE. */
@@ -297,6 +306,8 @@ export interface RunPluginOptions {
   warn?: (message: string) => void;
   signal?: AbortSignal;
   limits?: SyscallApiOptions['limits'];
+  /** Bytes, rows and time this run may take (defaults: DEFAULT_RUN_LIMITS). */
+  runLimits?: Partial<RunLimits>;
 }
 
 /** Result of runPlugin: the table plus how many guest entries it cost. */
@@ -312,8 +323,17 @@ export interface PluginRun {
  */
 export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): Promise<PluginRun> {
   checkApiVersion(def);
+  const limits: RunLimits = { ...DEFAULT_RUN_LIMITS, ...opts.runLimits };
   const errors: string[] = [];
   const options = resolveOptions(def, opts.options);
+  // The time limit aborts the signal the SDK checks before every guest entry, and the
+  // run's promise is raced against it (a plugin stuck in host code between entries).
+  const timeUp = new AbortController();
+  const timeError = new LimitExceededError(
+    'time',
+    `time limit: plugin '${def.name}' ran longer than ${limits.timeoutMs / 1000} s (raise it with --plugin-timeout SECONDS)`,
+  );
+  const signal = opts.signal ? AbortSignal.any([opts.signal, timeUp.signal]) : timeUp.signal;
   const ctx = createPluginContext({
     executor: opts.executor,
     options,
@@ -322,23 +342,48 @@ export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): 
       errors.push(m);
       opts.warn?.(m);
     },
-    signal: opts.signal,
+    signal,
     limits: opts.limits,
+    maxReadBytes: limits.maxReadBytes,
   });
   const rows: RowValue[][] = [];
   const depths: number[] = [];
   let tree = false;
   const take = (r: Row) => {
+    if (rows.length >= limits.maxRows) {
+      throw new LimitExceededError(
+        'rows',
+        `row limit: plugin '${def.name}' returned more than ${limits.maxRows} rows`,
+      );
+    }
     rows.push(rowCells(def.columns, r));
     const d = r[TREE_DEPTH];
     if (d !== undefined) tree = true;
     depths.push(d ?? 0);
   };
-  const produced = def.run(ctx);
-  if (Symbol.asyncIterator in produced) {
-    for await (const r of produced) take(r);
-  } else {
-    for (const r of await produced) take(r);
+  const collect = async () => {
+    const produced = def.run(ctx);
+    if (Symbol.asyncIterator in produced) {
+      for await (const r of produced) take(r);
+    } else {
+      for (const r of await produced) take(r);
+    }
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timeUp.abort(timeError);
+      reject(timeError);
+    }, limits.timeoutMs);
+  });
+  const running = collect();
+  // After the time limit the plugin may still reject on its own: that is not unhandled.
+  running.catch(() => {});
+  try {
+    await Promise.race([running, expired]);
+  } finally {
+    clearTimeout(timer);
+    expired.catch(() => {});
   }
   return {
     table: {

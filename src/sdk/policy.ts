@@ -17,7 +17,7 @@ import {
   SYSLOG_ACTION_READ_ALL,
   SYSLOG_ACTION_SIZE_BUFFER,
 } from '../abi/linux/flags.js';
-import { syscallName } from '../abi/linux/syscalls.js';
+import { allSyscalls } from '../abi/linux/syscalls.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
 
 /** `__O_TMPFILE` (O_TMPFILE is this plus O_DIRECTORY): creates an unnamed file. */
@@ -164,8 +164,48 @@ export function describeOpenFlags(flags: number): string {
   return parts.join('|');
 }
 
+// The check below runs in the same process as plugin code, which can replace built-ins
+// (Set.prototype.has, Array.prototype.includes, BigInt.asUintN, ...). Everything the
+// decision depends on is therefore captured when this module loads, before any pack is
+// imported, and looked up in null-prototype tables: patching a prototype or a global
+// afterwards cannot turn a refusal into a pass.
+const freeze = Object.freeze;
+const defineProperty = Object.defineProperty;
+const isArray = Array.isArray;
+const isView = ArrayBuffer.isView;
+const toBigInt = BigInt;
+const asUintN = BigInt.asUintN;
+const toNumber = Number;
+const U8 = Uint8Array;
+
+function nullTable<K extends string | number>(
+  keys: Iterable<readonly [K, string | true]>,
+): Record<K, string | true> {
+  const t = Object.create(null) as Record<K, string | true>;
+  for (const [k, v] of keys) t[k] = v;
+  return freeze(t);
+}
+const NAME_BY_NR = nullTable(
+  [...allSyscalls()].reverse().map(([name, nr]) => [nr, name] as const),
+) as Readonly<Record<number, string>>;
+const READ_ONLY_TABLE = nullTable([...READ_ONLY_SYSCALLS].map((n) => [n, true] as const));
+const SYSLOG_TABLE = nullTable([...READ_ONLY_SYSLOG_ACTIONS].map((a) => [a, true] as const));
+
 function nameOf(nr: number): string {
-  return syscallName(nr);
+  const n = NAME_BY_NR[nr];
+  return typeof n === 'string' ? n : `syscall_${nr}`;
+}
+
+function granted(grant: PluginNeeds | undefined, name: string): boolean {
+  const list = grant?.syscalls;
+  if (!list) return false;
+  for (let i = 0; i < list.length; i++) if (list[i] === name) return true;
+  return false;
+}
+
+/** Argument i, only if the call has it (an index past the end would reach Array.prototype). */
+function argAt(call: Call, i: number): CallArg | undefined {
+  return i < call.args.length ? call.args[i] : undefined;
 }
 
 function intArg(a: CallArg | undefined): bigint | undefined {
@@ -199,26 +239,28 @@ export function checkCall(call: Call, opts: PolicyOptions): PolicyViolationError
       `plugin '${opts.plugin}' is not allowed ${detail}: vmi plugins are read-only unless the plugin declares \`needs\` and --allow-write is given`,
       flags,
     );
-  if (opts.grant?.syscalls?.includes(name)) return undefined;
-  if (!READ_ONLY_SYSCALLS.has(name)) return refuse(`to call ${name}`);
+  if (granted(opts.grant, name)) return undefined;
+  if (READ_ONLY_TABLE[name] !== true) return refuse(`to call ${name}`);
   if (name === 'open' || name === 'openat') {
-    const [pathIdx, flagIdx] = name === 'open' ? [0, 1] : [1, 2];
-    const flags = intArg(call.args[flagIdx]);
+    // No destructuring here: it would go through Array.prototype[Symbol.iterator].
+    const pathIdx = name === 'open' ? 0 : 1;
+    const flagIdx = name === 'open' ? 1 : 2;
+    const flags = intArg(argAt(call, flagIdx));
     // The path is decoded only for the refusal's message: most opens pass.
     const where = () => {
-      const path = pathArg(call.args[pathIdx]);
+      const path = pathArg(argAt(call, pathIdx));
       return path === undefined ? '' : ` ${JSON.stringify(path)}`;
     };
     if (flags === undefined) return refuse(`to call ${name}${where()} with flags not known in advance`);
-    const f = Number(BigInt.asUintN(32, flags));
+    const f = toNumber(asUintN(32, flags));
     if (f & WRITE_OPEN_FLAGS && !opts.grant?.writeFiles) {
       const text = describeOpenFlags(f);
       return refuse(`to call ${name}${where()} with ${text}`, text);
     }
   }
   if (name === 'syslog') {
-    const action = intArg(call.args[0]);
-    if (action === undefined || !READ_ONLY_SYSLOG_ACTIONS.has(Number(action))) {
+    const action = intArg(argAt(call, 0));
+    if (action === undefined || SYSLOG_TABLE[toNumber(action)] !== true) {
       return refuse(
         `to call syslog with action ${action ?? '?'} (only 3 READ_ALL and 10 SIZE_BUFFER read without changing the log)`,
       );
@@ -237,25 +279,98 @@ export function isReadOnlyCall(call: Call): boolean {
 }
 
 /**
+ * A private copy of calls: fresh objects and byte arrays that nobody else holds, so what
+ * was checked is exactly what runs (a caller cannot change an argument between the
+ * check and the encoding). Non-plain shapes are refused by the check that follows.
+ */
+export function snapshotCalls(calls: readonly Call[]): Call[] {
+  if (!isArray(calls)) throw new TypeError('calls must be an array');
+  const n = calls.length;
+  const out: Call[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = calls[i];
+    const src = c.args;
+    if (!isArray(src) || src.length > 6) throw new TypeError('a call takes an array of at most 6 arguments');
+    const args: CallArg[] = [];
+    for (let j = 0; j < src.length; j++) {
+      const a = src[j];
+      let copy: CallArg;
+      if (a.kind === 'int') copy = { kind: 'int', value: toBigInt(a.value) };
+      else if (a.kind === 'in' && isView(a.data)) copy = { kind: 'in', data: new U8(a.data) };
+      else if (a.kind === 'out')
+        copy = { kind: 'out', size: toNumber(a.size), keep: a.keep === 'all' ? 'all' : 'ret' };
+      else if (a.kind === 'result') copy = { kind: 'result', index: toNumber(a.index) };
+      else throw new TypeError(`bad argument ${j} of call ${i}`);
+      // defineProperty, not push or index assignment: no setter a plugin put on
+      // Array.prototype sees (or keeps) the checked objects.
+      defineProperty(args, j, {
+        value: freeze(copy),
+        enumerable: true,
+        writable: false,
+        configurable: false,
+      });
+    }
+    const call: Call = { nr: toNumber(c.nr), args: freeze(args) as CallArg[] };
+    defineProperty(out, i, { value: freeze(call), enumerable: true, writable: false, configurable: false });
+  }
+  return freeze(out) as Call[];
+}
+
+/** Throws the first refusal of `calls` under `opts`, if any. */
+export function assertCallsAllowed(calls: readonly Call[], opts: PolicyOptions): void {
+  for (let i = 0; i < calls.length; i++) {
+    const v = checkCall(calls[i], opts);
+    if (v) throw v;
+  }
+}
+
+/** A frozen copy of policy options (the grant's list copied too, without iterators). */
+export function frozenPolicyOptions(opts: PolicyOptions): PolicyOptions {
+  let grant: PluginNeeds | undefined;
+  if (opts.grant) {
+    const list = opts.grant.syscalls;
+    const syscalls: string[] = [];
+    if (list)
+      for (let i = 0; i < list.length; i++)
+        defineProperty(syscalls, i, { value: String(list[i]), enumerable: true });
+    grant = freeze({ syscalls: freeze(syscalls), writeFiles: opts.grant.writeFiles === true });
+  }
+  return freeze({ plugin: String(opts.plugin), grant });
+}
+
+/**
  * A {@link SyscallExecutor} that enforces the read-only policy in front of another
  * executor (the shadow session, a capture replay, a fake). Every call of a `run()` is
  * checked first; one refused call rejects the whole run with a PolicyViolationError and
  * nothing of it reaches the inner executor.
+ *
+ * The inner executor is held in a real private field (`#inner`): no property, prototype
+ * or reflection path leads from an instance to it. Instances and the prototype are
+ * frozen. The calls are copied before the check and the copy is what runs.
  */
 export class PolicyExecutor implements SyscallExecutor {
-  constructor(
-    private readonly inner: SyscallExecutor,
-    private readonly opts: PolicyOptions,
-  ) {}
+  readonly #inner: SyscallExecutor;
+  readonly #opts: PolicyOptions;
+
+  constructor(inner: SyscallExecutor, opts: PolicyOptions) {
+    this.#inner = inner;
+    this.#opts = frozenPolicyOptions(opts);
+    Object.freeze(this);
+  }
+
+  /** The plugin this executor carries calls for. */
+  get plugin(): string {
+    return this.#opts.plugin;
+  }
 
   async run(calls: readonly Call[]): Promise<CallResult[]> {
-    for (const c of calls) {
-      const v = checkCall(c, this.opts);
-      if (v) throw v;
-    }
-    return this.inner.run(calls);
+    const copy = snapshotCalls(calls);
+    assertCallsAllowed(copy, this.#opts);
+    return this.#inner.run(copy);
   }
 }
+Object.freeze(PolicyExecutor.prototype);
+Object.freeze(PolicyExecutor);
 
 /**
  * Refuses, before anything is sent to the guest, a plugin that declares write needs

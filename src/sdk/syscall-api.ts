@@ -23,9 +23,10 @@ import {
   type Utsname,
 } from '../abi/linux/structs.js';
 import { BatchBuilder, type CallRef } from './batch.js';
-import { SyscallError } from './errors.js';
+import { LimitExceededError, SyscallError } from './errors.js';
 import {
   DEFAULT_BATCH_LIMITS,
+  DEFAULT_RUN_LIMITS,
   DEFAULT_DIR_BUFFER,
   DEFAULT_MAX_FILE_SIZE,
   DEFAULT_MULTI_DIR_BUFFER,
@@ -111,6 +112,8 @@ export interface StatxOptions {
 /** Options of a SyscallApi (limits, abort signal). */
 export interface SyscallApiOptions {
   limits?: Partial<BatchLimits>;
+  /** Output-buffer bytes all batches together may ask of the guest (default DEFAULT_RUN_LIMITS.maxReadBytes). */
+  maxReadBytes?: number;
   /** Checked before every guest entry; an aborted signal rejects with its reason. */
   signal?: AbortSignal;
 }
@@ -136,6 +139,8 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+const mib = (n: number): string => `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`;
+
 function positiveInt(n: number | undefined, fallback: number, what: string): number {
   if (n === undefined) return fallback;
   if (!Number.isSafeInteger(n) || n <= 0)
@@ -147,27 +152,38 @@ function positiveInt(n: number | undefined, fallback: number, what: string): num
 export class SyscallApi {
   readonly limits: Readonly<BatchLimits>;
   readonly stats: SyscallStats = { runs: 0, calls: 0, outBytes: 0 };
-  private readonly signal?: AbortSignal;
+  // Real private fields: `ctx.sys` gives a plugin no path to the executor behind it.
+  readonly #executor: SyscallExecutor;
+  readonly #signal?: AbortSignal;
+  readonly #maxReadBytes: number;
 
-  constructor(
-    private readonly executor: SyscallExecutor,
-    options: SyscallApiOptions = {},
-  ) {
+  constructor(executor: SyscallExecutor, options: SyscallApiOptions = {}) {
+    this.#maxReadBytes = positiveInt(options.maxReadBytes, DEFAULT_RUN_LIMITS.maxReadBytes, 'maxReadBytes');
     this.limits = Object.freeze({ ...DEFAULT_BATCH_LIMITS, ...options.limits });
-    this.signal = options.signal;
+    this.#executor = executor;
+    this.#signal = options.signal;
+    Object.freeze(this);
   }
 
   /** A new, empty batch. Nothing runs until its `submit()`. */
   batch(): BatchBuilder {
     return new BatchBuilder(
-      this.executor,
+      this.#executor,
       this.limits,
       (calls, outBytes) => {
+        // Checked before the batch goes out: nothing of it is read, nothing is held.
+        if (this.stats.outBytes + outBytes > this.#maxReadBytes) {
+          throw new LimitExceededError(
+            'read',
+            `read limit: this plugin run would read more than ${mib(this.#maxReadBytes)} from the guest ` +
+              `(${mib(this.stats.outBytes)} read so far, the next batch asks ${mib(outBytes)}; raise it with --max-read MiB)`,
+          );
+        }
         this.stats.runs++;
         this.stats.calls += calls;
         this.stats.outBytes += outBytes;
       },
-      this.signal,
+      this.#signal,
     );
   }
 
@@ -431,3 +447,4 @@ export class SyscallApi {
     }
   }
 }
+Object.freeze(SyscallApi.prototype);

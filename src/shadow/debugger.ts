@@ -142,3 +142,6 @@ export class GuestDebugger {
     this.last = undefined;
   }
 }
+
+// Frozen: code loaded into this process (a pack) cannot replace its methods to reach the guest.
+Object.freeze(GuestDebugger.prototype);

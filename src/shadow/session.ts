@@ -435,3 +435,6 @@ export class RedirectSession implements SyscallExecutor {
     }
   }
 }
+
+// Frozen: code loaded into this process (a pack) cannot replace its methods to reach the guest.
+Object.freeze(RedirectSession.prototype);

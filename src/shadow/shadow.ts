@@ -110,3 +110,6 @@ export class ShadowHandle {
     }
   }
 }
+
+// Frozen: code loaded into this process (a pack) cannot replace its methods to reach the guest.
+Object.freeze(ShadowHandle.prototype);

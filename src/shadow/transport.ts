@@ -177,3 +177,7 @@ export class DoorbellTransport implements Transport {
     }
   }
 }
+
+// Frozen: code loaded into this process (a pack) cannot replace their methods to reach the guest.
+Object.freeze(TrapTransport.prototype);
+Object.freeze(DoorbellTransport.prototype);

@@ -9,11 +9,11 @@
  * has its QMP/gdbstub sockets in a private 0700 run dir; it is killed and its RAM copy
  * and run dir deleted when the replay ends (or fails).
  */
-import { mkdtemp, open as openFile, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, open as openFile, rm, statfs, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory } from '../memory/physical.js';
-import { createRamFile, launchQemu, runDirPaths, stopQemu } from '../qemu/launcher.js';
+import { createRamFile, launchQemu, REPLAY_SANDBOX, runDirPaths, stopQemu } from '../qemu/launcher.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import { writeSyscallEntryCache } from '../shadow/syscall-entry.js';
@@ -22,6 +22,7 @@ import { shellQuote } from '../util/shell-quote.js';
 import { checkPartHash, checkPartSize, hashFile, readManifest } from '../capture/artifact.js';
 import { gunzipRamTo } from '../capture/compression.js';
 import { awaitDevstateMigration } from '../capture/devstate-migration.js';
+import { checkReplayManifest } from '../capture/replay-policy.js';
 import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from '../capture/manifest.js';
 import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
@@ -56,6 +57,9 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
   const dir = resolve(capture);
   const manifest = await readManifest(dir);
   const ram = ramPartOf(manifest);
+  // Untrusted input: every machine field is checked before any file or process exists.
+  const shm = await statfs('/dev/shm');
+  checkReplayManifest(manifest, ram, shm.bavail * shm.bsize);
   const ramPath = join(dir, ram.name);
   for (const [name, want] of Object.entries(manifest.parts)) await checkPartSize(dir, name, want);
   for (const [name, want] of Object.entries(manifest.parts).sort((a, b) => a[1].size - b[1].size)) {
@@ -117,6 +121,8 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       accel: 'tcg',
       machine: m.machineType,
       incoming: 'defer',
+      // Guest code from an untrusted capture runs in this clone: seccomp where QEMU has it.
+      sandbox: REPLAY_SANDBOX,
     });
     pid = launched.pid;
     const launchMs = performance.now() - t2;

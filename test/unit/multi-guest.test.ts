@@ -160,7 +160,21 @@ describe('plugins run argv with several guests', () => {
   it("takes the command's own flag sets from its flag declarations", () => {
     const { valued, booleans } = flagSets(PluginsRunCommand.flags);
     expect([...valued].sort()).toEqual(
-      ['guest', 'g', 'renderer', 'r', 'output', 'o', 'transport', 'qmp', 'capture', 'victim-pid'].sort(),
+      [
+        'guest',
+        'g',
+        'renderer',
+        'r',
+        'output',
+        'o',
+        'output-mode',
+        'transport',
+        'qmp',
+        'capture',
+        'victim-pid',
+        'plugin-timeout',
+        'max-read',
+      ].sort(),
     );
     expect([...booleans].sort()).toEqual(
       ['list', 'timing', 'help', 'all-guests', 'allow-write', 'all', 'accept-partial-context'].sort(),

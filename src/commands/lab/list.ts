@@ -32,9 +32,13 @@ export default class LabList extends VmiCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(LabList);
     try {
-      const guests = await listLabGuests();
+      // A guest whose guest.json cannot be parsed is named (and left running); the others are listed.
+      const problems: Error[] = [];
+      const guests = await listLabGuests((e) => problems.push(e));
       if (flags.json) this.log(JSON.stringify(guests, null, 2));
       else this.log(formatGuestTable(guests));
+      for (const p of problems) process.stderr.write(`vmi: error: ${p.message}\n`);
+      if (problems.length > 0) this.exit(1);
     } catch (e) {
       this.fail(e, 1);
     }

@@ -5,6 +5,8 @@ import { builtinPlugins } from '../../plugins/index.js';
 import { loadPluginRegistry } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
+import { parseFileMode } from '../../output/sink.js';
+import { DEFAULT_RUN_LIMITS } from '../../sdk/limits.js';
 import { parsePluginArgs } from '../../cli/plugin-args.js';
 import { inspect, type InspectTarget } from '../../runner/inspect.js';
 import { describePlugins } from '../../cli/plugin-list.js';
@@ -69,6 +71,22 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       char: 'o',
       description: 'write to this file (or directory, one file per plugin)',
     }),
+    'plugin-timeout': Flags.integer({
+      description: 'seconds each plugin may run before it fails with a time-limit error',
+      default: DEFAULT_RUN_LIMITS.timeoutMs / 1000,
+      min: 1,
+    }),
+    'max-read': Flags.integer({
+      description:
+        'MiB each plugin run may read from the guest in all (a guest controls how big its files and environments are)',
+      default: DEFAULT_RUN_LIMITS.maxReadBytes / 1048576,
+      min: 1,
+    }),
+    'output-mode': Flags.string({
+      description:
+        'permissions of the files -o writes, octal (default 0600: they hold guest data such as environments and shell history)',
+      default: '0600',
+    }),
     transport: Flags.option({
       description:
         'how batches reach the shadow: doorbell (shared RAM, VM keeps running) or trap (VM stopped)',
@@ -99,6 +117,8 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
     const { valued, booleans } = flagSets(PluginsRun.flags);
     const { own, rest } = splitArgv(this.argv, valued, booleans);
     const { flags } = await this.parse(PluginsRun, own);
+    // Checked before anything reaches a guest.
+    const outputMode = parseFileMode(flags['output-mode']);
     // Built-ins plus installed plugin packs; broken packs and clashes are warnings on stderr.
     const registry = await loadPluginRegistry(this.config);
     if (flags.list) {
@@ -129,10 +149,18 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
         allowWrite: flags['allow-write'],
         preferVictimPid: flags['victim-pid'],
         acceptPartialContext: flags['accept-partial-context'],
+        runLimits: {
+          timeoutMs: flags['plugin-timeout'] * 1000,
+          maxReadBytes: flags['max-read'] * 1048576,
+        },
         timing: flags.timing,
       });
       for (const line of result.problems) process.stderr.write(`vmi: error: ${line}\n`);
-      await writeOutput(result.tables, { format: flags.renderer, output: flags.output });
+      await writeOutput(result.tables, {
+        format: flags.renderer,
+        output: flags.output,
+        mode: outputMode,
+      });
       for (const t of result.tables) {
         for (const e of t.errors) process.stderr.write(`vmi: ${t.plugin}: ${e}\n`);
       }
