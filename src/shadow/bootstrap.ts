@@ -64,20 +64,44 @@ export interface BootstrapOptions {
   wakeDevice?: string;
   catchTimeoutMs: number;
   progress: (message: string) => void;
-  /** Address spaces never to borrow: a shadow being replaced, tasks refused earlier. */
-  avoidCr3?: readonly bigint[];
+  /** The tasks refused so far in this attach and the address spaces never to borrow. */
+  candidates: Candidates;
   /** Borrow this task first (its getpid(): the PID in its own PID namespace). */
   preferPid?: number;
-  /** Candidates refused so far in this attach (appended to; named in the final error). */
-  refusals?: Refusal[];
 }
 
 /** The preferred victim was caught and refused: stop waiting for it. */
 class PreferredRefused extends Error {}
 
-/** Formats refused candidates for one error line. */
-export function describeRefusals(refusals: readonly Refusal[]): string {
-  return refusals.map((r) => `pid ${r.pid}: ${r.reason}`).join('; ');
+/**
+ * The tasks one bootstrap borrowed and gave back, with why, and the address spaces it
+ * must not borrow (a shadow being replaced, every refused task). One instance serves the
+ * checks at catch time, the mmap and fork, and the context check of the new shadow.
+ */
+export class Candidates {
+  readonly refusals: Refusal[] = [];
+  readonly avoid: bigint[];
+
+  constructor(
+    avoidCr3: readonly bigint[],
+    private readonly progress: (message: string) => void,
+  ) {
+    this.avoid = [...avoidCr3];
+  }
+
+  /** Records a refused task; throws NoVictimError once MAX_CANDIDATES were refused. */
+  refuse(pid: number | bigint, cr3: bigint, reason: string): void {
+    this.progress(`pid ${pid} refused: ${reason}; trying another task`);
+    this.refusals.push({ pid: Number(pid), reason });
+    this.avoid.push(cr3);
+    if (this.refusals.length >= MAX_CANDIDATES) throw this.exhausted(`${this.refusals.length} refused`);
+  }
+
+  /** The one-line error naming every refused task. */
+  exhausted(why: string): NoVictimError {
+    const named = this.refusals.map((r) => `pid ${r.pid}: ${r.reason}`).join('; ');
+    return new NoVictimError(`no guest task could host the shadow (${why}): ${named}`, this.refusals);
+  }
 }
 
 /**
@@ -94,20 +118,14 @@ export async function createShadow(
   journal: JournalStore,
   opts: BootstrapOptions,
 ): Promise<{ shadow: ShadowHandle; victimPid: number; victimCr3: bigint }> {
-  const refusals = opts.refusals ?? [];
-  const avoid = [...(opts.avoidCr3 ?? [])];
+  const candidates = opts.candidates;
   const deadline = Date.now() + opts.catchTimeoutMs;
   let prefer = opts.preferPid;
   for (;;) {
-    if (refusals.length >= MAX_CANDIDATES)
-      throw new NoVictimError(
-        `no guest task could host the shadow (${refusals.length} refused): ${describeRefusals(refusals)}`,
-        refusals,
-      );
     const left = deadline - Date.now();
     let caught: { victim: Victim; pid: bigint } | undefined;
     try {
-      caught = await catchVictim(dbg, journal, opts, avoid, refusals, prefer, left);
+      caught = await catchVictim(dbg, journal, opts, prefer, left);
     } catch (err) {
       if (err instanceof PreferredRefused) {
         prefer = undefined; // it was caught and refused: no need to wait out its window
@@ -119,12 +137,9 @@ export async function createShadow(
         prefer = undefined;
         continue;
       }
-      throw new NoVictimError(
-        refusals.length > 0
-          ? `no guest task could host the shadow (no other root task made a syscall in time): ${describeRefusals(refusals)}`
-          : err.message,
-        refusals,
-      );
+      if (candidates.refusals.length > 0)
+        throw candidates.exhausted('no other root task made a syscall in time');
+      throw new NoVictimError(err.message, candidates.refusals);
     }
     prefer = undefined;
     try {
@@ -132,9 +147,7 @@ export async function createShadow(
       return { shadow, victimPid: Number(caught.pid), victimCr3: caught.victim.cr3 };
     } catch (err) {
       if (!(err instanceof VictimRefusedError)) throw err;
-      opts.progress(`pid ${caught.pid} refused: ${err.reason}; trying another task`);
-      refusals.push({ pid: Number(caught.pid), reason: err.reason });
-      avoid.push(caught.victim.cr3);
+      candidates.refuse(caught.pid, caught.victim.cr3, err.reason);
     }
   }
 }
@@ -148,8 +161,6 @@ async function catchVictim(
   dbg: GuestDebugger,
   journal: JournalStore,
   opts: BootstrapOptions,
-  avoid: bigint[],
-  refusals: Refusal[],
   prefer: number | undefined,
   timeoutMs: number,
 ): Promise<{ victim: Victim; pid: bigint }> {
@@ -163,7 +174,7 @@ async function catchVictim(
   let accepted: { victim: Victim; pid: bigint } | undefined;
   const wait = prefer === undefined ? timeoutMs : Math.min(timeoutMs, PREFER_WINDOW_MS);
   await catchUserContext(dbg, opts.lstar, wait, async (c) => {
-    if (avoid.includes(c.regs.cr3)) return false;
+    if (opts.candidates.avoid.includes(c.regs.cr3)) return false;
     const v = new Victim(dbg, c.thread, c.regs, marker);
     journal.save({ lstar, victim: victimRecord(v) });
     try {
@@ -175,9 +186,7 @@ async function catchVictim(
       if (seccomp !== 0n) {
         const reason =
           seccomp < 0n ? `prctl(PR_GET_SECCOMP) failed (errno ${-seccomp})` : `seccomp mode ${seccomp}`;
-        opts.progress(`pid ${pid} refused: ${reason}; trying another task`);
-        refusals.push({ pid: Number(pid), reason });
-        avoid.push(c.regs.cr3);
+        opts.candidates.refuse(pid, c.regs.cr3, reason);
         if (prefer !== undefined) throw new PreferredRefused();
         return false;
       }

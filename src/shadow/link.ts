@@ -15,14 +15,7 @@ import {
   resultExtent,
   splitIntoBatches,
 } from './batch-codec.js';
-import {
-  createShadow,
-  describeRefusals,
-  MAX_CANDIDATES,
-  NoVictimError,
-  SHADOW_IDLE,
-  type Refusal,
-} from './bootstrap.js';
+import { Candidates, createShadow, SHADOW_IDLE, type Refusal } from './bootstrap.js';
 import { GuestDebugger } from './debugger.js';
 import { hex, type JournalStore } from './journal.js';
 import { LAYOUT, SETUP_FAILED, SHADOW_STATE } from './layout.js';
@@ -57,6 +50,12 @@ export async function connectDebugger(gdbSocket: string): Promise<GuestDebugger>
   // QEMU keeps the memory addressing mode a previous client left: start from virtual.
   await gdb.setPhysicalMemoryMode(false);
   return new GuestDebugger(gdb);
+}
+
+/** Lets the VM go: no breakpoint left armed, detached (or at least disconnected). */
+export async function releaseDebugger(dbg: GuestDebugger): Promise<void> {
+  await dbg.removeAllBreakpoints().catch(() => {});
+  await dbg.gdb.detach().catch(() => dbg.gdb.close());
 }
 
 export function makeTransport(
@@ -153,8 +152,7 @@ export async function bootstrapShadow(
 }> {
   const lstar = await cachedSyscallEntry(dbg, mem, guest.runDir, journal.load());
   const lstarHex = hex(lstar);
-  const refusals: Refusal[] = [];
-  const avoid = [...avoidCr3];
+  const candidates = new Candidates(avoidCr3, progress);
   let current: GuestDebugger | undefined = dbg;
   const deadline = Date.now() + CATCH_TIMEOUT_MS;
   for (;;) {
@@ -165,19 +163,14 @@ export async function bootstrapShadow(
         lstar,
         catchTimeoutMs: Math.max(1, deadline - Date.now()),
         progress,
-        avoidCr3: avoid,
-        refusals,
-        preferPid: refusals.length === 0 ? opts.preferVictimPid : undefined,
+        candidates,
+        preferPid: candidates.refusals.length === 0 ? opts.preferVictimPid : undefined,
         wakeDevice: wake?.usable ? guest.wake?.device : undefined,
       });
     } catch (err) {
       // A connection made here after a refusal is ours to let go (the caller detaches its
       // own): a client that leaves without detaching leaves the VM stopped.
-      if (current !== dbg) {
-        const mine = current;
-        await mine.removeAllBreakpoints().catch(() => {});
-        await mine.gdb.detach().catch(() => mine.gdb.close());
-      }
+      if (current !== dbg) await releaseDebugger(current);
       throw err;
     }
     const { shadow, victimPid, victimCr3 } = created;
@@ -205,7 +198,7 @@ export async function bootstrapShadow(
       progress(
         `shadow ready (pid ${shadow.pid}), transport ${transportName}; root context ${context.complete ? 'verified' : `INCOMPLETE: ${context.problems.join('; ')}`} in ${contextMs.toFixed(1)} ms`,
       );
-      return { link, victimPid, lstar: lstarHex, context, refusals, contextMs };
+      return { link, victimPid, lstar: lstarHex, context, refusals: candidates.refusals, contextMs };
     } catch (err) {
       // Refused or unverifiable: this shadow must not serve plugins. It exits; the guest is
       // left as it was (a refused victim was restored before its shadow ran).
@@ -214,21 +207,17 @@ export async function bootstrapShadow(
         .then(() => link.transport.dismiss(10_000))
         .catch(() => {});
       journal.save({ lstar: lstarHex });
-      if (!(err instanceof VictimRefusedError)) {
-        if (kept) {
-          await kept.removeAllBreakpoints().catch(() => {});
-          await kept.gdb.detach().catch(() => kept?.gdb.close());
+      let failure = err;
+      if (err instanceof VictimRefusedError) {
+        try {
+          candidates.refuse(victimPid, victimCr3, err.reason);
+          continue;
+        } catch (exhausted) {
+          failure = exhausted;
         }
-        throw err;
       }
-      progress(`pid ${victimPid} refused: ${err.reason}; trying another task`);
-      refusals.push({ pid: victimPid, reason: err.reason });
-      avoid.push(victimCr3);
-      if (refusals.length >= MAX_CANDIDATES)
-        throw new NoVictimError(
-          `no guest task could host the shadow (${refusals.length} refused): ${describeRefusals(refusals)}`,
-          refusals,
-        );
+      if (kept) await releaseDebugger(kept);
+      throw failure;
     }
   }
 }

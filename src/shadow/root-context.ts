@@ -166,6 +166,23 @@ function capOf(status: ReturnType<typeof parsePidStatus>, key: string): bigint {
   return v && /^[0-9a-f]{1,16}$/i.test(v) ? BigInt(`0x${v}`) : 0n;
 }
 
+/** Per capability set init has bits in that `self` lacks: `CapEff lacks 0x… that init has`. */
+function capsMissing(
+  self: ReturnType<typeof parsePidStatus>,
+  init: ReturnType<typeof parsePidStatus>,
+): string[] {
+  return ['CapEff', 'CapPrm', 'CapBnd'].flatMap((key) => {
+    const missing = capOf(init, key) & ~capOf(self, key);
+    return missing === 0n ? [] : [`${key} lacks 0x${missing.toString(16)} that init has`];
+  });
+}
+
+/** /proc/PID/cgroup lines, and whether every hierarchy is at its root (`…:/`). */
+function cgroupLines(content: string | undefined): { lines: string[]; atRoot: boolean } {
+  const lines = (content ?? '').split('\n').filter((l) => l.length > 0);
+  return { lines, atRoot: lines.length > 0 && lines.every((l) => l.endsWith(':/')) };
+}
+
 interface Probe {
   mntFd: bigint;
   initRlimits: Uint8Array[];
@@ -227,11 +244,8 @@ export async function probeContext(exec: SyscallExecutor): Promise<Probe> {
   if (st === undefined || it === undefined) await refuse("cannot read its own or init's status");
   const self = parsePidStatus(st!, '/proc/self/status');
   const init = parsePidStatus(it!, '/proc/1/status');
-  for (const key of ['CapEff', 'CapPrm', 'CapBnd']) {
-    const missing = capOf(init, key) & ~capOf(self, key);
-    if (missing !== 0n)
-      await refuse(`capabilities dropped (${key} lacks 0x${missing.toString(16)} that init has)`);
-  }
+  const dropped = capsMissing(self, init)[0];
+  if (dropped) await refuse(`capabilities dropped (${dropped})`);
   const lsmSelf = text(rs, selfLsm) ?? '';
   const lsmInit = text(rs, initLsm) ?? '';
   if (lsmLabel(lsmSelf) !== lsmLabel(lsmInit))
@@ -277,9 +291,8 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
   // reader's cgroup namespace (kernel/cgroup/cgroup.c, proc_cgroup_show).
   const cgroupNow = b.readFile(mntFd, 'self/cgroup');
   const rs = await exec.run(b.calls);
-  const cgroups = (text(rs, cgroupNow) ?? '').split('\n').filter((l) => l.length > 0);
   // Already in the root cgroup: no move (a move waits for an RCU grace period).
-  const inRootCgroup = cgroups.length > 0 && cgroups.every((l) => l.endsWith(':/'));
+  const inRootCgroup = cgroupLines(text(rs, cgroupNow)).atRoot;
   const bad = steps.filter((s) => failed(rs, s.i));
   if (bad.length > 0) {
     await exec.run([{ nr: nr('close'), args: [mntFd] }]);
@@ -431,14 +444,9 @@ function contextFromResults(rs: CallResult[], ix: VerifyIndex): ShadowContext {
     inheritable: field('CapInh'),
     ambient: field('CapAmb'),
   };
-  if (self && init)
-    for (const key of ['CapEff', 'CapPrm', 'CapBnd']) {
-      const missing = capOf(init, key) & ~capOf(self, key);
-      if (missing !== 0n) problems.push(`${key} lacks 0x${missing.toString(16)} that init has`);
-    }
-  const cgroup = (text(rs, ix.cgroup) ?? '').split('\n').filter((l) => l.length > 0);
-  if (cgroup.length === 0 || !cgroup.every((l) => l.endsWith(':/')))
-    problems.push(`not in the root cgroup (${cgroup.join(', ') || 'unreadable'})`);
+  if (self && init) problems.push(...capsMissing(self, init));
+  const { lines: cgroup, atRoot } = cgroupLines(text(rs, ix.cgroup));
+  if (!atRoot) problems.push(`not in the root cgroup (${cgroup.join(', ') || 'unreadable'})`);
   const lsm = lsmLabel(text(rs, ix.selfLsm) ?? '');
   const lsmInit = lsmLabel(text(rs, ix.initLsm) ?? '');
   if (lsm !== lsmInit) problems.push(`LSM label '${lsm}' is not init's '${lsmInit}'`);

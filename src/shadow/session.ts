@@ -24,6 +24,7 @@ import {
   hold,
   linkExecutor,
   makeTransport,
+  releaseDebugger,
   runOnLink,
   type Link,
 } from './link.js';
@@ -425,10 +426,7 @@ export class RedirectSession implements SyscallExecutor {
         this.journal.clear();
       }
     } finally {
-      if (dbg) {
-        await dbg.removeAllBreakpoints().catch(() => {});
-        await dbg.gdb.detach().catch(() => dbg.gdb.close());
-      }
+      if (dbg) await releaseDebugger(dbg);
       this.wake?.close();
       this.mem.close();
       this.lock.release();
