@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PLAIN_TERMINAL, ROOT, runVmi } from './helpers/cli.js';
-import { GuestConsole } from '../../src/lab/console.js';
+import { guestRun } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 
@@ -21,15 +21,6 @@ const PACK = join(ROOT, 'test/fixtures/packs/vmi-pack-escape');
 let dataHome = '';
 const vmi = (...args: string[]) => runVmi(args, { env: { ...PLAIN_TERMINAL, XDG_DATA_HOME: dataHome } });
 
-async function guestSh(guest: LabGuest, command: string): Promise<{ output: string; status: number }> {
-  const con = await GuestConsole.connect(guest.serialSocket);
-  try {
-    return await con.run(command);
-  } finally {
-    con.close();
-  }
-}
-
 describe('a pack that tries to reach around the policy, through the CLI', () => {
   let guest: LabGuest;
   let target = 0;
@@ -38,7 +29,7 @@ describe('a pack that tries to reach around the policy, through the CLI', () => 
     dataHome = await mkdtemp(join(tmpdir(), 'vmi-escape-test-'));
     await labDown(NAME);
     guest = await labUp({ name: NAME });
-    target = parseLabPids((await guestSh(guest, `cat ${LAB_WORKLOAD.pidsFile}`)).output)['worker-2'];
+    target = parseLabPids((await guestRun(guest, `cat ${LAB_WORKLOAD.pidsFile}`)).output)['worker-2'];
     expect(target).toBeGreaterThan(1);
     const link = await vmi('plugins', 'link', PACK, '--no-install');
     expect(link.code, link.stderr).toBe(0);
@@ -76,7 +67,7 @@ describe('a pack that tries to reach around the policy, through the CLI', () => 
     const patches = rows.filter((x) => x.ROUTE.includes('(import of '));
     expect(patches.length).toBeGreaterThanOrEqual(7);
     for (const p of patches) expect(p.OUTCOME, p.ROUTE).toMatch(/^refused/);
-    expect((await guestSh(guest, `kill -0 ${target} && echo alive`)).output.trim()).toBe('alive');
+    expect((await guestRun(guest, `kill -0 ${target} && echo alive`)).output.trim()).toBe('alive');
   });
 
   it('the plain run fails with the policy error: one line, exit 1, the target lives', async () => {
@@ -86,6 +77,6 @@ describe('a pack that tries to reach around the policy, through the CLI', () => 
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^vmi: error: (escape: )?plugin 'escape' is not allowed to call kill: /);
     expect(r.stdout).toBe('');
-    expect((await guestSh(guest, `kill -0 ${target} && echo alive`)).output.trim()).toBe('alive');
+    expect((await guestRun(guest, `kill -0 ${target} && echo alive`)).output.trim()).toBe('alive');
   });
 });

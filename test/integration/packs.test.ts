@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PLAIN_TERMINAL, ROOT, runProcess, runVmi } from './helpers/cli.js';
-import { GuestConsole } from '../../src/lab/console.js';
+import { guestRun } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 
@@ -40,15 +40,6 @@ async function tempPack(name: string, source: string): Promise<string> {
   return dir;
 }
 
-async function guestSh(guest: LabGuest, command: string): Promise<{ output: string; status: number }> {
-  const con = await GuestConsole.connect(guest.serialSocket);
-  try {
-    return await con.run(command);
-  } finally {
-    con.close();
-  }
-}
-
 describe('plugin packs', () => {
   let guest: LabGuest;
   let pids: Record<string, number> = {};
@@ -61,13 +52,13 @@ describe('plugin packs', () => {
     guest = await labUp({ name: NAME });
     // The lab's /init mounts the v2 hierarchy on /sys/fs/cgroup; mount a v1 one (pids)
     // too, and move a worker into a v2 child group.
-    const cg = await guestSh(
+    const cg = await guestRun(
       guest,
       'mkdir -p /run/vmi-cg1 && mount -t cgroup -o pids none /run/vmi-cg1 && ' +
         'grep -q " /sys/fs/cgroup cgroup2 " /proc/mounts && mkdir -p /sys/fs/cgroup/vmi-test',
     );
     expect(cg.status, cg.output).toBe(0);
-    pids = parseLabPids((await guestSh(guest, `cat ${LAB_WORKLOAD.pidsFile}`)).output);
+    pids = parseLabPids((await guestRun(guest, `cat ${LAB_WORKLOAD.pidsFile}`)).output);
   });
 
   afterAll(async () => {
@@ -84,7 +75,7 @@ describe('plugin packs', () => {
     expect(list.stdout).toContain('capabilities  (v0.1.0, pack vmi-pack-sample)');
     expect(list.stdout).toContain('cgroups  (v0.1.0, pack vmi-pack-sample)');
 
-    const moved = await guestSh(guest, `echo ${pids['worker-1']} > /sys/fs/cgroup/vmi-test/cgroup.procs`);
+    const moved = await guestRun(guest, `echo ${pids['worker-1']} > /sys/fs/cgroup/vmi-test/cgroup.procs`);
     expect(moved.status, moved.output).toBe(0);
     const r = await vmi('plugins', 'run', 'capabilities', 'cgroups', '--guest', NAME, '-r', 'json');
     expect(r.code, r.stderr).toBe(0);
@@ -93,7 +84,7 @@ describe('plugin packs', () => {
 
     // The guest's own view, for every process at once (PID then its five Cap lines).
     const truth = new Map<number, Record<string, string>>();
-    const sh = await guestSh(
+    const sh = await guestRun(
       guest,
       'for d in /proc/[0-9]*; do echo "P ${d#/proc/}"; grep Cap $d/status 2>/dev/null; done',
     );
@@ -129,7 +120,7 @@ describe('plugin packs', () => {
     const worker = pids['worker-1'];
     expect(out.cgroups.filter((row) => row.PID === worker && row.PATH === '/vmi-test')).toHaveLength(1);
     expect(out.cgroups.filter((row) => row.PID === 1 && row.CONTROLLERS === 'pids')).toHaveLength(1);
-    const cgTruth = (await guestSh(guest, `cat /proc/1/cgroup; echo --; cat /proc/${worker}/cgroup`)).output
+    const cgTruth = (await guestRun(guest, `cat /proc/1/cgroup; echo --; cat /proc/${worker}/cgroup`)).output
       .trim()
       .split(/\n--\n/);
     for (const [i, pid] of [1, worker].entries()) {
@@ -205,7 +196,7 @@ export const plugins = [
       );
       const link = await vmi('plugins', 'link', dir, '--no-install');
       expect(link.code, link.stderr).toBe(0);
-      const made = await guestSh(guest, `rm -f ${CREATE}; echo keep > ${VICTIM}; echo keep > ${VICTIM2}`);
+      const made = await guestRun(guest, `rm -f ${CREATE}; echo keep > ${VICTIM}; echo keep > ${VICTIM2}`);
       expect(made.status).toBe(0);
     });
 
@@ -215,7 +206,7 @@ export const plugins = [
 
     async function guestState() {
       const worker = pids['worker-2'];
-      const sh = await guestSh(
+      const sh = await guestRun(
         guest,
         `test -e ${CREATE} && echo created; test -e ${VICTIM} && echo victim; kill -0 ${worker} && echo alive`,
       );
@@ -291,7 +282,7 @@ export const plugins = [
       );
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toEqual([{ RET: 0, __children: [] }]);
-      expect((await guestSh(guest, `test -e ${VICTIM2}`)).status).not.toBe(0);
+      expect((await guestRun(guest, `test -e ${VICTIM2}`)).status).not.toBe(0);
       expect(await guestState()).toEqual(['victim', 'alive']);
     });
   });

@@ -14,12 +14,9 @@ import { lsof } from '../../src/plugins/lsof.js';
 import { maps } from '../../src/plugins/maps.js';
 import { sockstat } from '../../src/plugins/sockstat.js';
 import { runPluginsOnGuest, type PluginsRun } from '../../src/runner/run-plugins.js';
+import { records } from '../helpers/records.js';
 
 const NAME = 't-netfiles';
-
-function records(t: ResultTable): Record<string, RowValue>[] {
-  return t.rows.map((r) => Object.fromEntries(t.columns.map((c, i) => [c.name, r[i]])));
-}
 
 const hex = (v: RowValue, width: number) => (v as bigint).toString(16).padStart(width, '0');
 

@@ -17,13 +17,9 @@ import { psaux } from '../../src/plugins/psaux.js';
 import { pstree } from '../../src/plugins/pstree.js';
 import { sysinfo } from '../../src/plugins/sysinfo.js';
 import { runPluginsOnGuest, type PluginsRun } from '../../src/runner/run-plugins.js';
+import { records } from '../helpers/records.js';
 
 const NAME = 't-plugins';
-
-/** Rows of a table as objects keyed by column name. */
-function records(t: ResultTable): Record<string, RowValue>[] {
-  return t.rows.map((r) => Object.fromEntries(t.columns.map((c, i) => [c.name, r[i]])));
-}
 
 describe('plugins on the lab guest', () => {
   let guest: LabGuest;

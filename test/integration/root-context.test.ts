@@ -11,8 +11,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
-import type { RowValue } from '../../src/output/columns.js';
-import type { ResultTable } from '../../src/output/table.js';
 import { lsmod } from '../../src/plugins/lsmod.js';
 import { lsof } from '../../src/plugins/lsof.js';
 import { mountinfo } from '../../src/plugins/mountinfo.js';
@@ -25,13 +23,10 @@ import { RedirectSession } from '../../src/shadow/session.js';
 import { guestProcs, guestSh } from './helpers/guest-shell.js';
 import { startSandbox, stopSandbox, type Sandbox } from './helpers/sandbox.js';
 import { runVmi } from './helpers/cli.js';
+import { records } from '../helpers/records.js';
 
 const NAME = 't-rootctx';
 const NS = ['pid', 'user', 'net', 'uts', 'ipc', 'cgroup'] as const;
-
-function records(t: ResultTable): Record<string, RowValue>[] {
-  return t.rows.map((r) => Object.fromEntries(t.columns.map((c, i) => [c.name, r[i]])));
-}
 
 /** What the guest itself says, from init's context (the console shell). */
 interface Truth {

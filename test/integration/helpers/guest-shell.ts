@@ -7,11 +7,20 @@ import type { LabGuest } from '../../../src/lab/lab.js';
  * one client at a time, so it is closed again at once.
  */
 export async function guestSh(guest: LabGuest, command: string): Promise<string> {
+  const r = await guestRun(guest, command, 60_000);
+  if (r.status !== 0) throw new Error(`guest command failed (${r.status}): ${command}\n${r.output}`);
+  return r.output;
+}
+
+/** Like guestSh, but a non-zero status is returned, not thrown. */
+export async function guestRun(
+  guest: LabGuest,
+  command: string,
+  timeoutMs = 30_000,
+): Promise<{ output: string; status: number }> {
   const con = await GuestConsole.connect(guest.serialSocket);
   try {
-    const r = await con.run(command, 60_000);
-    if (r.status !== 0) throw new Error(`guest command failed (${r.status}): ${command}\n${r.output}`);
-    return r.output;
+    return await con.run(command, timeoutMs);
   } finally {
     con.close();
   }
