@@ -19,7 +19,7 @@ const LAYERS = [
   ['lab', ['util', 'qemu']],
   ['targets', ['util', 'qemu', 'memory', 'shadow', 'capture', 'lab']],
   ['plugins', ['abi', 'sdk']],
-  ['packs', ['sdk', 'plugins']],
+  ['packs', ['util', 'output', 'sdk', 'plugins']],
   ['runner', ['util', 'output', 'sdk', 'qemu', 'memory', 'shadow', 'targets']],
   ['cli', ['util', 'output', 'sdk', 'plugins', 'packs', 'runner']],
 ];

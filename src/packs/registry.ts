@@ -16,12 +16,23 @@
  * packs clash; every clash is one warning line naming both sides. A pack that fails to
  * load costs one warning line and nothing else.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import * as nodeModule from 'node:module';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { apiVersion, checkApiVersion, PluginApiVersionError, type PluginDefinition } from '../sdk/plugin.js';
+import type { PluginApiVersionError, PluginDefinition, PluginRunner } from '../sdk/plugin.js';
 import { builtinPlugins } from '../plugins/index.js';
+import { describeIsolatedPack } from './isolated-pack.js';
+import {
+  checkManifestApi,
+  packManifest,
+  PackLoadError,
+  pluginsOfModule,
+  reasonOf,
+  type LoadedPack,
+} from './pack-exports.js';
+
+export { PackLoadError, type LoadedPack, type PackManifest } from './pack-exports.js';
 
 /** The part of an oclif plugin (Config.plugins values) the registry reads. */
 export interface PackSource {
@@ -40,72 +51,13 @@ export interface PackConfig {
   plugins: ReadonlyMap<string, PackSource> | Iterable<PackSource>;
 }
 
-/** The `vmi` key of a pack's package.json. */
-export interface PackManifest {
-  /** Entry module exporting the pack's PluginDefinitions, relative to the package root. */
-  plugins: string;
-  /** Plugin API major version the pack was built for (optional; checked before import). */
-  apiVersion?: number;
-}
-
-/** A pack that could not be loaded (bad manifest, import threw, bad exports). */
-export class PackLoadError extends Error {
-  override name = 'PackLoadError';
-  constructor(
-    readonly pack: string,
-    reason: string,
-  ) {
-    super(`plugin pack ${pack} failed to load: ${reason}`);
-  }
-}
-
-/** A loaded pack: its usable plugins and the ones refused for their API version. */
-export interface LoadedPack {
-  name: string;
-  plugins: PluginDefinition[];
-  rejected: PluginApiVersionError[];
-}
-
 /** One registered plugin and where it comes from. */
 export interface RegistryEntry {
   plugin: PluginDefinition;
   /** The pack's package name; undefined for a built-in. */
   pack?: string;
-}
-
-const NAME_RE = /^[a-z][a-z0-9._-]*$/;
-
-function reasonOf(err: unknown): string {
-  const m = err instanceof Error ? err.message : String(err);
-  return m.replace(/\s*\n\s*/g, ' ');
-}
-
-/** True when `x` has the shape of a PluginDefinition (what definePlugin returns). */
-function isPluginDefinition(x: unknown): x is PluginDefinition {
-  if (typeof x !== 'object' || x === null) return false;
-  const d = x as Record<string, unknown>;
-  return (
-    typeof d.name === 'string' &&
-    NAME_RE.test(d.name) &&
-    typeof d.description === 'string' &&
-    typeof d.version === 'string' &&
-    Array.isArray(d.columns) &&
-    d.columns.length > 0 &&
-    typeof d.options === 'object' &&
-    d.options !== null &&
-    typeof d.run === 'function' &&
-    'apiVersion' in d
-  );
-}
-
-/** The `vmi` manifest of a package.json, or undefined when the package is not a pack. */
-function packManifest(source: PackSource): PackManifest | undefined {
-  const m = source.pjson.vmi;
-  if (m === undefined) return undefined;
-  if (typeof m !== 'object' || m === null || typeof (m as PackManifest).plugins !== 'string') {
-    throw new PackLoadError(source.name, 'package.json "vmi.plugins" must name the entry module');
-  }
-  return m as PackManifest;
+  /** How it runs when not in vmi's process (a plugin of an isolated pack). */
+  runner?: PluginRunner;
 }
 
 let sdkAliased = false;
@@ -132,20 +84,14 @@ function aliasSdkForPacks(): void {
   register(`data:text/javascript,${encodeURIComponent(hook)}`);
 }
 
-/** Imports one pack and checks its exports. Throws PackLoadError. */
+/**
+ * Imports one pack into vmi's own process (a trusted pack: its code runs with vmi's
+ * privileges) and checks its exports. Throws PackLoadError.
+ */
 export async function loadPack(source: PackSource): Promise<LoadedPack> {
-  const manifest = packManifest(source);
+  const manifest = packManifest(source.name, source.pjson.vmi);
   if (!manifest) throw new PackLoadError(source.name, 'package.json has no "vmi" key');
-  if (manifest.apiVersion !== undefined) {
-    try {
-      checkApiVersion({ name: '*', apiVersion: manifest.apiVersion });
-    } catch {
-      throw new PackLoadError(
-        source.name,
-        `it was built for vmi plugin API ${String(manifest.apiVersion)}, but this vmi provides plugin API ${apiVersion}`,
-      );
-    }
-  }
+  checkManifestApi(source.name, manifest);
   let mod: Record<string, unknown>;
   aliasSdkForPacks();
   try {
@@ -156,28 +102,25 @@ export async function loadPack(source: PackSource): Promise<LoadedPack> {
   } catch (err) {
     throw new PackLoadError(source.name, reasonOf(err));
   }
-  const list = mod.plugins ?? mod.default;
-  if (!Array.isArray(list)) {
-    throw new PackLoadError(
-      source.name,
-      `${manifest.plugins} exports no plugin list (export const plugins = [...])`,
-    );
+  return pluginsOfModule(source.name, manifest.plugins, mod);
+}
+
+/**
+ * Describes one pack from a confined child process (src/packs/isolated-pack.ts): nothing
+ * of the pack runs in vmi's process; its plugins run in children of their own.
+ * Throws PackLoadError.
+ */
+export async function loadIsolatedPack(source: PackSource): Promise<LoadedPack> {
+  const manifest = packManifest(source.name, source.pjson.vmi);
+  if (!manifest) throw new PackLoadError(source.name, 'package.json has no "vmi" key');
+  checkManifestApi(source.name, manifest);
+  let root: string;
+  try {
+    root = realpathSync(source.root);
+  } catch (err) {
+    throw new PackLoadError(source.name, reasonOf(err));
   }
-  const plugins: PluginDefinition[] = [];
-  const rejected: PluginApiVersionError[] = [];
-  list.forEach((d, i) => {
-    if (!isPluginDefinition(d)) {
-      throw new PackLoadError(source.name, `plugins[${i}] is not a plugin definition (use definePlugin)`);
-    }
-    try {
-      checkApiVersion(d, source.name);
-      plugins.push(d);
-    } catch (err) {
-      if (err instanceof PluginApiVersionError) rejected.push(err);
-      else throw err;
-    }
-  });
-  return { name: source.name, plugins, rejected };
+  return describeIsolatedPack({ name: source.name, root, manifest });
 }
 
 /** Built-ins and pack plugins, merged. */
@@ -202,7 +145,11 @@ export class PluginRegistry {
           );
           continue;
         }
-        this.byName.set(plugin.name, { plugin, pack: pack.name });
+        this.byName.set(plugin.name, {
+          plugin,
+          pack: pack.name,
+          ...(pack.runner ? { runner: pack.runner } : {}),
+        });
       }
       for (const err of pack.rejected) {
         this.warnings.push(err.message);
@@ -234,6 +181,11 @@ export class PluginRegistry {
     return undefined;
   }
 
+  /** How the named plugin runs outside vmi's process; undefined: runPlugin, in process. */
+  runnerOf(name: string): PluginRunner | undefined {
+    return this.byName.get(name.toLowerCase())?.runner;
+  }
+
   /** The pack a plugin comes from; undefined for a built-in or an unknown name. */
   packOf(name: string): string | undefined {
     return this.byName.get(name.toLowerCase())?.pack;
@@ -255,6 +207,23 @@ export interface LoadRegistryOptions {
   builtins?: readonly PluginDefinition[];
   /** Called with each warning line; default: `vmi: warning: LINE` on stderr. */
   onWarning?: (line: string) => void;
+  /**
+   * Packs to import into vmi's own process (trusted: host code with vmi's privileges).
+   * Every other pack is isolated: described and run in confined child processes.
+   * Default: the names in VMI_TRUST_PACKS (comma-separated; `*` trusts every pack).
+   */
+  trusted?: (pack: string) => boolean;
+}
+
+/** The packs VMI_TRUST_PACKS names (comma-separated package names; `*`: all). */
+export function trustedFromEnv(value = process.env.VMI_TRUST_PACKS): (pack: string) => boolean {
+  const names = new Set(
+    (value ?? '')
+      .split(',')
+      .map((n) => n.trim())
+      .filter((n) => n !== ''),
+  );
+  return (pack) => names.has('*') || names.has(pack);
 }
 
 /**
@@ -266,20 +235,23 @@ export async function loadPluginRegistry(
   config: PackConfig,
   opts: LoadRegistryOptions = {},
 ): Promise<PluginRegistry> {
+  const trusted = opts.trusted ?? trustedFromEnv();
+  const sources = sourcesOf(config).filter((s) => !s.isRoot && s.pjson?.vmi !== undefined);
+  // Isolated packs are described concurrently (a Node start each); order is kept.
+  const settled = await Promise.allSettled(
+    sources.map((s) => (trusted(s.name) ? loadPack(s) : loadIsolatedPack(s))),
+  );
   const packs: LoadedPack[] = [];
   const failures: string[] = [];
-  for (const source of sourcesOf(config)) {
-    if (source.isRoot || source.pjson?.vmi === undefined) continue;
-    try {
-      packs.push(await loadPack(source));
-    } catch (err) {
+  settled.forEach((r, i) => {
+    if (r.status === 'fulfilled') packs.push(r.value);
+    else
       failures.push(
-        err instanceof PackLoadError
-          ? err.message
-          : `plugin pack ${source.name} failed to load: ${reasonOf(err)}`,
+        r.reason instanceof PackLoadError
+          ? r.reason.message
+          : `plugin pack ${sources[i].name} failed to load: ${reasonOf(r.reason)}`,
       );
-    }
-  }
+  });
   const registry = new PluginRegistry(opts.builtins ?? builtinPlugins, packs);
   registry.warnings.unshift(...failures);
   const warn = opts.onWarning ?? ((line: string) => process.stderr.write(`vmi: warning: ${line}\n`));

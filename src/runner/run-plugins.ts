@@ -1,6 +1,6 @@
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import type { ResultTable } from '../output/table.js';
-import { runPlugin, type PluginDefinition } from '../sdk/plugin.js';
+import { runPlugin, type PluginDefinition, type PluginRunner } from '../sdk/plugin.js';
 import { SyscallApi } from '../sdk/syscall-api.js';
 import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
@@ -14,6 +14,11 @@ export interface PluginRequest {
   plugin: PluginDefinition;
   /** Raw option values for this plugin (validated by the SDK). */
   options: Record<string, unknown>;
+  /**
+   * How it runs, when not in this process (a plugin of an isolated pack: its child
+   * process sends its batches to the executor this runner gives it). Default: runPlugin.
+   */
+  runner?: PluginRunner;
 }
 
 /** A plugin that threw: its table is missing, the other plugins' tables are kept. */
@@ -91,7 +96,7 @@ export async function runPluginsOnGuest(
       gate.enter(req.plugin.name, grant);
       const lane = revocable(carrier, req.plugin.name);
       try {
-        ({ table } = await runPlugin(req.plugin, {
+        ({ table } = await (req.runner ?? runPlugin)(req.plugin, {
           // Every plugin's calls pass the read-only policy (plus its declared needs with --allow-write).
           executor: new PolicyExecutor(lane.executor, { plugin: req.plugin.name, grant }),
           options: req.options,

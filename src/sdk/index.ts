@@ -24,6 +24,7 @@ export {
   type CreateContextOptions,
   type RunPluginOptions,
   type PluginRun,
+  type PluginRunner,
 } from './plugin.js';
 export {
   SyscallApi,

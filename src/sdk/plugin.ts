@@ -318,6 +318,13 @@ export interface PluginRun {
 }
 
 /**
+ * How a plugin is run: {@link runPlugin} in this process, or another function with the
+ * same contract (an isolated pack's plugin runs in a child process and only its batches
+ * come back through `opts.executor`).
+ */
+export type PluginRunner = (def: PluginDefinition, opts: RunPluginOptions) => Promise<PluginRun>;
+
+/**
  * Runs a plugin to completion and assembles its ResultTable. Warnings become the table's
  * `errors`; an exception from run() propagates (the command decides how to report it).
  */

@@ -174,6 +174,7 @@ describe('plugins run argv with several guests', () => {
         'victim-pid',
         'plugin-timeout',
         'max-read',
+        'trust-pack',
       ].sort(),
     );
     expect([...booleans].sort()).toEqual(

@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { flagSets, splitArgv } from '../../cli/split-argv.js';
 import { builtinPlugins } from '../../plugins/index.js';
-import { loadPluginRegistry } from '../../packs/registry.js';
+import { loadPluginRegistry, trustedFromEnv } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
 import { parseFileMode } from '../../output/sink.js';
@@ -25,6 +25,8 @@ Built-in plugins: ${builtinPlugins.map((p) => p.name).join(', ')}. --all runs ev
 Without --guest the built-in lab guest is used (booted first if it is not running). With several --guest flags or --all-guests the guests are inspected concurrently and every table gets a leading GUEST column; a guest that fails is reported on stderr (\`vmi: error: guest NAME: ...\`), the others' rows are kept, and the exit code is 3.
 
 --qmp attaches to a QEMU that vmi did not start, through its QMP socket only: the gdbstub is switched on for the run and off again afterwards (memory is read through it, so batches use the trap transport).
+
+Plugins of installed packs run isolated by default: each run in a child process under Node's permission model (no file writes, no processes, no workers, reads only of the pack and vmi's code), as root also in an empty network namespace and as the user nobody (VMI_PACK_USER), with only a message channel to vmi, which checks every batch against the same policy and limits. --trust-pack NAME runs a pack in vmi's own process instead.
 
 --capture FILE inspects a capture instead: its parts are verified (sha256), then it is resumed in a disposable QEMU clone (no network, TCG, RAM copied to /dev/shm; the capture is never written) that every named plugin shares, and the clone is destroyed afterwards.`;
 
@@ -107,6 +109,11 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       description:
         "print tables even when the shadow's context cannot be verified as the guest's root context (recorded in the tables' metadata)",
     }),
+    'trust-pack': Flags.string({
+      description:
+        "run this plugin pack inside vmi's own process, with vmi's privileges (repeatable; VMI_TRUST_PACKS=a,b does the same). Other packs run isolated: a confined child process per plugin run",
+      multiple: true,
+    }),
     'allow-write': Flags.boolean({
       description:
         'let plugins that declare write needs (e.g. unlink) make those calls; all others stay read-only',
@@ -120,7 +127,11 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
     // Checked before anything reaches a guest.
     const outputMode = parseFileMode(flags['output-mode']);
     // Built-ins plus installed plugin packs; broken packs and clashes are warnings on stderr.
-    const registry = await loadPluginRegistry(this.config);
+    const trustFlag = new Set(flags['trust-pack'] ?? []);
+    const fromEnv = trustedFromEnv();
+    const registry = await loadPluginRegistry(this.config, {
+      trusted: (pack) => trustFlag.has(pack) || fromEnv(pack),
+    });
     if (flags.list) {
       this.log(describePlugins(registry.plugins, (n) => registry.packOf(n)));
       return;
@@ -132,7 +143,10 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
       }
       const requests = flags.all
         ? registry.entries.filter((e) => e.pack === undefined).map((e) => ({ plugin: e.plugin, options: {} }))
-        : parsePluginArgs(rest, (n) => registry.find(n));
+        : parsePluginArgs(rest, (n) => registry.find(n)).map((r) => ({
+            ...r,
+            runner: registry.runnerOf(r.plugin.name),
+          }));
       if (requests.length === 0)
         throw new Error('name at least one plugin, or --all (see `vmi plugins available`)');
       const progress = (m: string): void => this.progress(m);
