@@ -13,7 +13,7 @@
  * that plugin only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { realpathSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { COLUMN_TYPES, type RowValue } from '../output/columns.js';
@@ -146,6 +146,14 @@ function definitionOf(pack: string, d: PluginDescription): PluginDefinition {
  * Throws PackLoadError for any failure (the pack's import, its exports, the sandbox).
  */
 export async function describeIsolatedPack(source: IsolatedPackSource): Promise<LoadedPack> {
+  const drop = planFor(source).drop;
+  const closed = drop ? closedTo(source.root, drop) : undefined;
+  if (closed) {
+    throw new PackLoadError(
+      source.name,
+      `isolated packs run as uid ${drop!.uid}, who cannot read ${closed}: install or link the pack in a directory others can read (755), or trust it with --trust-pack ${source.name}`,
+    );
+  }
   let child: PackChild;
   try {
     child = startChild(source, { mode: 'describe' });
@@ -201,6 +209,27 @@ export async function describeIsolatedPack(source: IsolatedPackSource): Promise<
     runner: isolatedRunner(source),
     isolation: child.plan.layers,
   };
+}
+
+/**
+ * The first of `dir` and its ancestors that `who` cannot search (or, for `dir`, read),
+ * by the owner/group/other bits; undefined when the path is open to it.
+ */
+export function closedTo(dir: string, who: { uid: number; gid: number }): string | undefined {
+  const parts = dir.split('/').filter((p) => p !== '');
+  for (let i = 0; i <= parts.length; i++) {
+    const path = `/${parts.slice(0, i).join('/')}`;
+    let st;
+    try {
+      st = statSync(path);
+    } catch {
+      return path;
+    }
+    const shift = st.uid === who.uid ? 6 : st.gid === who.gid ? 3 : 0;
+    const need = i === parts.length ? 0o5 : 0o1;
+    if (((st.mode >> shift) & need) !== need) return `${path} (mode ${(st.mode & 0o777).toString(8)})`;
+  }
+  return undefined;
 }
 
 /** A load failure that the sandbox user cannot read its files gets told what to do. */

@@ -6,7 +6,7 @@
  *
  * Runs bin/run.js against dist/ (`npm run build` first); builds the sample pack itself.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,9 +21,12 @@ const SAMPLE = join(ROOT, 'samples/vmi-pack-sample');
 let dataHome = '';
 
 /** The oclif data dir (linked plugins) lives under XDG_DATA_HOME: never the user's. */
-const env = () => ({ ...PLAIN_TERMINAL, XDG_DATA_HOME: dataHome });
+const env = () => ({ ...PLAIN_TERMINAL, XDG_DATA_HOME: dataHome, VMI_TRUST_PACKS: '' });
 const run = (file: string, args: string[]) => runProcess(file, args, { env: env() });
 const vmi = (...args: string[]) => runVmi(args, { env: env() });
+/** The same, with the sample pack trusted: imported into vmi's process instead of isolated. */
+const vmiTrusted = (...args: string[]) =>
+  runVmi(args, { env: { ...env(), VMI_TRUST_PACKS: 'vmi-pack-sample' } });
 
 /** stderr without blank lines. */
 const lines = (s: string) => s.split('\n').filter((l) => l.trim() !== '');
@@ -46,6 +49,8 @@ describe('plugin packs', () => {
 
   beforeAll(async () => {
     dataHome = await mkdtemp(join(tmpdir(), 'vmi-packs-test-'));
+    // Isolated packs run as an unprivileged user (as root: nobody), who must read them.
+    await chmod(dataHome, 0o755);
     const built = await run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', SAMPLE]);
     expect(built.code, built.stdout + built.stderr).toBe(0);
     await labDown(NAME);
@@ -136,6 +141,24 @@ describe('plugin packs', () => {
         want,
       );
       expect(rows[0].COMM).toBe(byPid.get(pid)!.COMM);
+    }
+
+    // In vmi's process (trusted) the same plugins give the same rows for every process
+    // both runs saw (processes come and go between the runs; each run has its own shadow).
+    const t = await vmiTrusted('plugins', 'run', 'capabilities', 'cgroups', '--guest', NAME, '-r', 'json');
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stderr).toBe('');
+    const trustedOut = JSON.parse(t.stdout) as typeof out;
+    for (const plugin of ['capabilities', 'cgroups'] as const) {
+      const task = (row: Record<string, unknown>) => `${String(row.PID)} ${String(row.COMM)}`;
+      const tasks = (rows: Array<Record<string, unknown>>) =>
+        new Set(rows.filter((row) => row.COMM !== 'vmi-shadow').map(task));
+      const seen = tasks(trustedOut[plugin]);
+      const both = [...tasks(out[plugin])].filter((k) => seen.has(k));
+      expect(both.length, plugin).toBeGreaterThan(10);
+      const pick = (rows: Array<Record<string, unknown>>) =>
+        rows.filter((row) => both.includes(task(row))).map((row) => JSON.stringify(row));
+      expect(pick(trustedOut[plugin]), plugin).toEqual(pick(out[plugin]));
     }
 
     const unlink = await vmi('plugins', 'unlink', 'vmi-pack-sample');
