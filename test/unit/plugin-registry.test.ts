@@ -127,7 +127,8 @@ describe('loading packs', () => {
         ['good', packOnDisk('good', `export const plugins = [${defSource('goodone')}];`)],
       ]),
     };
-    const r = await loadPluginRegistry(config, { onWarning: (l) => lines.push(l) });
+    // Trusted (imported here): isolated packs run dist/'s child script (test/integration/packs*.test.ts).
+    const r = await loadPluginRegistry(config, { onWarning: (l) => lines.push(l), trusted: () => true });
     expect(lines).toEqual([
       'plugin pack broken failed to load: kaboom second line',
       'plugin pack noexport failed to load: ./index.js exports no plugin list (export const plugins = [...])',
