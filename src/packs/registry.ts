@@ -12,6 +12,12 @@
  * `apiVersion` (optional) lets vmi refuse a pack for another plugin API without
  * importing it; each definition is checked too (definePlugin stamps it).
  *
+ * A pack is isolated unless trusted (LoadRegistryOptions.trusted; VMI_TRUST_PACKS,
+ * `--trust-pack`): it is never imported here but described by a confined child process
+ * (isolated-pack.ts), and its plugins carry a runner that runs them in children of their
+ * own. A trusted pack is imported into vmi's process (loadPack): host code with vmi's
+ * privileges.
+ *
  * Rules: a built-in always wins a name clash, and so does the pack loaded first when two
  * packs clash; every clash is one warning line naming both sides. A pack that fails to
  * load costs one warning line and nothing else.
