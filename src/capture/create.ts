@@ -9,7 +9,7 @@
  * if it was running when we started). With `compress`, the RAM is stored as ram.raw.gz
  * (gzip level 1, streamed), compressed after the guest is resumed.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type KeyObject } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import {
   copyFile,
@@ -50,6 +50,7 @@ import { processAlive } from '../util/process-alive.js';
 import { shellQuote } from '../util/shell-quote.js';
 import { awaitDevstateMigration } from './devstate-migration.js';
 import { PARTIAL_STAMP, stampPartialDir, verifyPartialDir } from './partial-stamp.js';
+import { SIGNATURE_FILE, signatureFileText } from './signature.js';
 
 export interface CreateCaptureOptions {
   /** QMP socket of the source QEMU. */
@@ -63,6 +64,8 @@ export interface CreateCaptureOptions {
   full?: boolean;
   /** Store the RAM gzip-compressed (ram.raw.gz, level 1), after the guest is resumed. */
   compress?: boolean;
+  /** Ed25519 private key (loadSigningKey): the capture gets a manifest.sig (signature.ts). */
+  signKey?: KeyObject;
   progress?: (m: string) => void;
   /** Test hook: called between steps with the step name (e.g. to inject a failure). */
   onStep?: (step: string, partialDir: string) => void | Promise<void>;
@@ -453,14 +456,20 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     manifest.timing.totalMs = performance.now() - t0;
     const mbuf = encodeManifest(manifest);
     await step(MANIFEST, () => writeFile(join(tmp, MANIFEST), mbuf, { mode: 0o600 }));
-    await step(MANIFEST_SUM, () =>
-      writeFile(join(tmp, MANIFEST_SUM), createHash('sha256').update(mbuf).digest('hex') + '\n', {
-        mode: 0o600,
-      }),
-    );
+    const sum = createHash('sha256').update(mbuf).digest('hex');
+    await step(MANIFEST_SUM, () => writeFile(join(tmp, MANIFEST_SUM), sum + '\n', { mode: 0o600 }));
+    const signed = opts.signKey ? [SIGNATURE_FILE] : [];
+    if (opts.signKey) {
+      const key = opts.signKey;
+      // Inside the partial directory: a capture appears under its name signed or not at all.
+      await step(SIGNATURE_FILE, () =>
+        writeFile(join(tmp, SIGNATURE_FILE), signatureFileText(sum, key), { mode: 0o600 }),
+      );
+    }
     await opts.onStep?.('manifest-written', tmp);
     await step('fsync', async () => {
-      for (const p of [MANIFEST, MANIFEST_SUM, ...Object.keys(parts)]) await fsyncPath(join(tmp, p));
+      for (const p of [MANIFEST, MANIFEST_SUM, ...signed, ...Object.keys(parts)])
+        await fsyncPath(join(tmp, p));
       await fsyncPath(join(tmp, 'boot'));
       // The stamp is for sweeps of partials only; a finished capture does not carry it.
       await rm(join(tmp, PARTIAL_STAMP), { force: true });

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { ResultTable } from '../output/table.js';
 import { openTarget, withTarget, type TargetSpec } from '../targets/index.js';
 import { resolveLiveTargets } from '../targets/lab.js';
@@ -13,7 +14,7 @@ import {
 export type InspectTarget =
   | { kind: 'lab'; guests: readonly string[]; allGuests: boolean }
   | { kind: 'qmp'; socket: string }
-  | { kind: 'capture'; path: string };
+  | { kind: 'capture'; path: string; trust?: readonly KeyObject[] };
 
 export interface InspectOptions extends RunOnGuestOptions {
   /** Adds timing lines to the result's notes. */

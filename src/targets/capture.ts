@@ -9,6 +9,7 @@
  * has its QMP/gdbstub sockets in a private 0700 run dir; it is killed and its RAM copy
  * and run dir deleted when the replay ends (or fails).
  */
+import type { KeyObject } from 'node:crypto';
 import { mkdtemp, open as openFile, rm, statfs, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
@@ -23,6 +24,7 @@ import { checkPartHash, checkPartSize, hashFile, readManifest } from '../capture
 import { gunzipRamTo } from '../capture/compression.js';
 import { awaitDevstateMigration } from '../capture/devstate-migration.js';
 import { checkReplayManifest } from '../capture/replay-policy.js';
+import { checkCaptureSignature } from '../capture/signature.js';
 import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from '../capture/manifest.js';
 import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
@@ -48,6 +50,11 @@ export interface Replay {
 
 export interface ReplayOptions {
   progress?: (m: string) => void;
+  /**
+   * Ed25519 public keys (loadTrustedKey): the capture must be signed by one of them
+   * (manifest.sig, signature.ts), checked before anything else is read or started.
+   */
+  trust?: readonly KeyObject[];
 }
 
 /** Starts a disposable clone of the captured guest; the caller must close() it. */
@@ -55,6 +62,8 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
   const t0 = performance.now();
   const progress = opts.progress ?? (() => {});
   const dir = resolve(capture);
+  // Origin before content: an unsigned or foreign capture is refused before its manifest is used.
+  if (opts.trust && opts.trust.length > 0) await checkCaptureSignature(dir, opts.trust);
   const manifest = await readManifest(dir);
   const ram = ramPartOf(manifest);
   // Untrusted input: every machine field is checked before any file or process exists.
@@ -197,11 +206,13 @@ export async function withReplay<T>(
 /** A capture directory, replayed in a disposable clone. */
 export interface CaptureTargetSpec {
   path: string;
+  /** Public keys one of which must have signed it (`--trust`); none: not checked. */
+  trust?: readonly KeyObject[];
 }
 
 /** A capture as a target: its replay clone; close() destroys the clone. */
 export function open(spec: CaptureTargetSpec, opts: OpenTargetOptions = {}): Promise<OpenedTarget> {
-  return openReplay(spec.path, opts);
+  return openReplay(spec.path, { ...opts, ...(spec.trust ? { trust: spec.trust } : {}) });
 }
 
 /**

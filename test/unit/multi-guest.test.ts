@@ -175,6 +175,7 @@ describe('plugins run argv with several guests', () => {
         'plugin-timeout',
         'max-read',
         'trust-pack',
+        'trust',
       ].sort(),
     );
     expect([...booleans].sort()).toEqual(

@@ -1,19 +1,23 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { createCapture } from '../../capture/create.js';
+import { keyFingerprint, loadSigningKey } from '../../capture/signature.js';
 import { DEFAULT_LAB_NAME } from '../../lab/lab.js';
 import { requireLabGuest } from '../../targets/lab.js';
 
 export default class CaptureCreate extends VmiCommand {
   static override summary = 'Capture a live guest (device + vCPU state and raw RAM) into a capture directory';
 
-  static override description = `The guest is paused for the capture and always resumed (the pause time is reported). A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other QEMU reachable over QMP gets a full migration stream, from which raw RAM is rebuilt. The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last. With --compress the RAM is stored gzip-compressed (ram.raw.gz, level 1), compressed after the guest is resumed: the pause does not grow, the capture takes longer.`;
+  static override description = `The guest is paused for the capture and always resumed (the pause time is reported). A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other QEMU reachable over QMP gets a full migration stream, from which raw RAM is rebuilt. The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last. With --compress the RAM is stored gzip-compressed (ram.raw.gz, level 1), compressed after the guest is resumed: the pause does not grow, the capture takes longer.
+
+With --sign-key KEY.pem (an Ed25519 private key: vmi capture keygen) the capture also gets manifest.sig, a signature of manifest.sha256 (which covers every part): \`vmi capture verify --trust KEY.pub.pem\` and \`vmi plugins run --capture … --trust KEY.pub.pem\` then refuse a capture that is unsigned, changed, or signed by another key.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> -o lab.vmicap',
     '<%= config.bin %> <%= command.id %> --guest lab2 -o lab2.vmicap',
     '<%= config.bin %> <%= command.id %> --compress -o lab.vmicap',
     '<%= config.bin %> <%= command.id %> --qmp /run/myvm/qmp.sock -o myvm.vmicap',
+    '<%= config.bin %> <%= command.id %> --sign-key ~/.vmi/capture.pem -o lab.vmicap',
   ];
 
   static override flags = {
@@ -27,11 +31,16 @@ export default class CaptureCreate extends VmiCommand {
     full: Flags.boolean({ description: 'use a full migration stream even when RAM is shared' }),
     compress: Flags.boolean({ description: 'store the RAM gzip-compressed (ram.raw.gz)', default: false }),
     json: Flags.boolean({ description: 'print the result as JSON' }),
+    'sign-key': Flags.string({
+      description: 'sign the capture with this Ed25519 private key (PEM; vmi capture keygen makes one)',
+    }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(CaptureCreate);
     try {
+      // Before the guest is touched: a bad key costs nothing.
+      const signKey = flags['sign-key'] ? await loadSigningKey(flags['sign-key']) : undefined;
       let qmpSocket = flags.qmp;
       let guestName: string | undefined;
       let kernelRelease: string | undefined;
@@ -49,6 +58,7 @@ export default class CaptureCreate extends VmiCommand {
         kernelRelease,
         full: flags.full,
         compress: flags.compress,
+        signKey,
         progress: (m) => this.progress(m),
       });
       const t = r.manifest.timing;
@@ -59,6 +69,7 @@ export default class CaptureCreate extends VmiCommand {
             id: r.manifest.id,
             mode: r.manifest.mode,
             bytes: r.bytes,
+            ...(signKey ? { signedBy: keyFingerprint(signKey) } : {}),
             ...(r.compressMs !== undefined ? { compression: 'gzip' } : {}),
             timing: {
               ...t,
@@ -72,6 +83,7 @@ export default class CaptureCreate extends VmiCommand {
           `${r.path}: capture ${r.manifest.id} (${r.manifest.mode}), ${(r.bytes / 2 ** 20).toFixed(1)} MiB; ` +
             `guest paused ${t.pauseMs.toFixed(1)} ms (migrate ${t.migrateMs.toFixed(1)} ms, RAM copy ${t.copyMs.toFixed(1)} ms)` +
             (r.compressMs !== undefined ? `; RAM gzip ${r.compressMs.toFixed(0)} ms` : '') +
+            (signKey ? `; signed by ${keyFingerprint(signKey)}` : '') +
             `; total ${r.totalMs.toFixed(0)} ms`,
         );
       }

@@ -11,6 +11,7 @@ import { parsePluginArgs } from '../../cli/plugin-args.js';
 import { inspect, type InspectTarget } from '../../runner/inspect.js';
 import { describePlugins } from '../../cli/plugin-list.js';
 import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
+import { loadTrustedKey } from '../../capture/signature.js';
 
 export default class PluginsRun extends VmiCommand {
   static override summary = 'Run introspection plugins against a guest (Volatility-style names and columns)';
@@ -109,6 +110,12 @@ Plugins of installed packs run isolated by default: each run in a child process 
       description:
         "print tables even when the shadow's context cannot be verified as the guest's root context (recorded in the tables' metadata)",
     }),
+    trust: Flags.string({
+      description:
+        'with --capture: require a signature (capture create --sign-key) by this Ed25519 public key (PEM; repeatable: any of them), checked before the clone starts',
+      multiple: true,
+      dependsOn: ['capture'],
+    }),
     'trust-pack': Flags.string({
       description:
         "run this plugin pack inside vmi's own process, with vmi's privileges (repeatable; VMI_TRUST_PACKS=a,b does the same). Other packs run isolated: a confined child process per plugin run",
@@ -150,8 +157,9 @@ Plugins of installed packs run isolated by default: each run in a child process 
       if (requests.length === 0)
         throw new Error('name at least one plugin, or --all (see `vmi plugins available`)');
       const progress = (m: string): void => this.progress(m);
+      const trust = await Promise.all((flags.trust ?? []).map((p) => loadTrustedKey(p)));
       const target: InspectTarget = flags.capture
-        ? { kind: 'capture', path: flags.capture }
+        ? { kind: 'capture', path: flags.capture, ...(trust.length > 0 ? { trust } : {}) }
         : flags.qmp
           ? { kind: 'qmp', socket: flags.qmp }
           : { kind: 'lab', guests: flags.guest ?? [], allGuests: flags['all-guests'] };
