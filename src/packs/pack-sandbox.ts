@@ -19,7 +19,10 @@
  *   privileges back.
  * As a non-root user only the first layer applies (documented in the README).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { passwdUser } from '../util/passwd.js';
+
+export { passwdUser } from '../util/passwd.js';
 
 /** Facts about the host that decide the plan. */
 export interface SandboxHost {
@@ -97,26 +100,6 @@ export function sandboxPlan(host: SandboxHost, script: string, readPaths: readon
 /** The first of `names` found in the usual system directories. */
 function findTool(name: string): string | undefined {
   return ['/usr/bin', '/bin', '/usr/sbin', '/sbin'].map((d) => `${d}/${name}`).find((p) => existsSync(p));
-}
-
-/** uid/gid of `name` from /etc/passwd; undefined when absent. */
-export function passwdUser(
-  name: string,
-  passwd = '/etc/passwd',
-): { name: string; uid: number; gid: number } | undefined {
-  let text: string;
-  try {
-    text = readFileSync(passwd, 'utf8');
-  } catch {
-    return undefined;
-  }
-  for (const line of text.split('\n')) {
-    const f = line.split(':');
-    if (f[0] === name && f.length >= 4 && /^\d+$/.test(f[2]) && /^\d+$/.test(f[3])) {
-      return { name, uid: Number(f[2]), gid: Number(f[3]) };
-    }
-  }
-  return undefined;
 }
 
 /**

@@ -81,6 +81,17 @@ export interface LaunchSpec {
   /** `-sandbox` value (seccomp), e.g. {@link REPLAY_SANDBOX}; left out when QEMU lacks -sandbox. */
   sandbox?: string;
   /**
+   * `-runas UID:GID`: QEMU drops root just before the VM starts, after it has opened
+   * everything on its command line (kernel, initrd, RAM file, sockets, pid file, console
+   * FIFO). Anything it needs later must come as an open descriptor ({@link passFds}).
+   */
+  runAs?: { uid: number; gid: number };
+  /**
+   * Open descriptors QEMU inherits as fd 3, 4, … (e.g. a migration stream for
+   * `migrate-incoming fd:3`), so that a QEMU that dropped root needs no file access.
+   */
+  passFds?: number[];
+  /**
    * Cap of console.log in bytes (rotated once to console.log.1): QEMU logs into a FIFO
    * that console-log-writer copies with the cap. Default {@link CONSOLE_LOG_CAP}.
    */
@@ -197,6 +208,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     p.pidFile,
     ...(spec.incoming ? ['-incoming', spec.incoming] : []),
     ...(spec.sandbox ? ['-sandbox', spec.sandbox] : []),
+    ...(spec.runAs ? ['-runas', `${spec.runAs.uid}:${spec.runAs.gid}`] : []),
     '-daemonize',
   ];
 }
@@ -224,7 +236,10 @@ export async function launchQemu(spec: LaunchSpec): Promise<{ pid: number; argv:
   let code: number | null;
   try {
     code = await new Promise<number | null>((resolve, reject) => {
-      const child = spawn(qemu, args, { stdio: ['ignore', log.fd, log.fd], cwd: spec.runDir });
+      const child = spawn(qemu, args, {
+        stdio: ['ignore', log.fd, log.fd, ...(spec.passFds ?? [])],
+        cwd: spec.runDir,
+      });
       child.on('error', (e: NodeJS.ErrnoException) =>
         reject(e.code === 'ENOENT' ? new QemuError(QEMU_NOT_FOUND) : e),
       );

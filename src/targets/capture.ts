@@ -10,7 +10,7 @@
  * and run dir deleted when the replay ends (or fails).
  */
 import type { KeyObject } from 'node:crypto';
-import { mkdtemp, open as openFile, rm, statfs, unlink } from 'node:fs/promises';
+import { mkdtemp, open as openFile, rm, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory } from '../memory/physical.js';
@@ -19,12 +19,12 @@ import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import { writeSyscallEntryCache } from '../shadow/syscall-entry.js';
 import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
-import { shellQuote } from '../util/shell-quote.js';
 import { checkPartHash, checkPartSize, hashFile, readManifest } from '../capture/artifact.js';
 import { gunzipRamTo } from '../capture/compression.js';
 import { awaitDevstateMigration } from '../capture/devstate-migration.js';
 import { checkReplayManifest } from '../capture/replay-policy.js';
 import { checkCaptureSignature } from '../capture/signature.js';
+import { passwdUser, type HostUser } from '../util/passwd.js';
 import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from '../capture/manifest.js';
 import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
@@ -57,6 +57,24 @@ export interface ReplayOptions {
   trust?: readonly KeyObject[];
 }
 
+/**
+ * Whom replay clones run as when vmi runs as root (QEMU's -runas): VMI_REPLAY_USER, else
+ * `vmi-replay` when that user exists, else `nobody`; `VMI_REPLAY_USER=root` keeps root.
+ * Undefined when vmi is not root (QEMU then runs as vmi's user anyway). Throws
+ * CaptureError for a VMI_REPLAY_USER that does not exist.
+ */
+export function replayUser(env: NodeJS.ProcessEnv = process.env): HostUser | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const wanted = env.VMI_REPLAY_USER;
+  if (wanted === 'root') return undefined;
+  if (wanted) {
+    const u = passwdUser(wanted);
+    if (!u) throw new CaptureError(`VMI_REPLAY_USER=${wanted}: no such user in /etc/passwd`);
+    return u.uid === 0 ? undefined : u;
+  }
+  return passwdUser('vmi-replay') ?? passwdUser('nobody') ?? { name: 'nobody', uid: 65534, gid: 65534 };
+}
+
 /** Starts a disposable clone of the captured guest; the caller must close() it. */
 export async function openReplay(capture: string, opts: ReplayOptions = {}): Promise<Replay> {
   const t0 = performance.now();
@@ -81,11 +99,13 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
   const runDir = await mkdtemp(join(runRoot(), 'replays', 'r-'));
   const ramCopy = `/dev/shm/vmi-replay-${randomTag()}.ram`;
   let pid: number | undefined;
+  let devstate: FileHandle | undefined;
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
     try {
+      await devstate?.close().catch(() => undefined);
       if (pid) await stopQemu(pid, runDir);
     } finally {
       await unlink(ramCopy).catch(() => undefined);
@@ -117,6 +137,10 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
     const ramCopyMs = performance.now() - t1;
 
     const t2 = performance.now();
+    // The device state reaches QEMU as an inherited descriptor (fd 3), read-only: no `cat`
+    // to spawn, and a QEMU that dropped root (-runas) needs no access to the capture.
+    devstate = await openFile(join(dir, DEVSTATE_PART), 'r');
+    const runAs = replayUser();
     const launched = await launchQemu({
       name: `replay-${manifest.id.slice(0, 8)}`,
       runDir,
@@ -132,6 +156,8 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       incoming: 'defer',
       // Guest code from an untrusted capture runs in this clone: seccomp where QEMU has it.
       sandbox: REPLAY_SANDBOX,
+      ...(runAs ? { runAs } : {}),
+      passFds: [devstate.fd],
     });
     pid = launched.pid;
     const launchMs = performance.now() - t2;
@@ -152,8 +178,10 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
           capabilities: [{ capability: 'x-ignore-shared', state: true }],
         });
       }
-      await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(join(dir, DEVSTATE_PART))}` });
+      await qmp.execute('migrate-incoming', { uri: 'fd:3' });
       await awaitDevstateMigration(qmp, 'incoming', 120_000);
+      await devstate.close();
+      devstate = undefined;
       const restoreMs = performance.now() - t3;
       // Tell the engine where the syscall entry is (from the saved LSTAR) so it need not search.
       await seedSyscallEntry(runDir, ramCopy, manifest);

@@ -1,7 +1,10 @@
 /**
  * Captures of a real lab guest: create (fast path), replay in a disposable clone after
  * the source guest is gone, determinism across replays, integrity (hashes unchanged,
- * every flipped byte refused naming its part), SIGKILL mid-capture, ELF export.
+ * every flipped byte refused naming its part), SIGKILL mid-capture, ELF export. As root,
+ * the clone's QEMU runs as an unprivileged user (-runas), read from /proc/PID/status. The
+ * compressed capture is signed (--sign-key's code path) and replayed with its key trusted;
+ * another key is refused before any clone starts.
  *
  * Rows that differ by construction: the shadow process (COMM vmi-shadow) is created by
  * each attach, so its PID/creation time differ between the live run and each replay; the
@@ -13,7 +16,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +34,10 @@ import {
   RAM_GZ_PART,
   RAM_PART,
 } from '../../src/capture/manifest.js';
-import { openReplay, withReplay } from '../../src/targets/capture.js';
+import { openReplay, replayUser, withReplay, type Replay } from '../../src/targets/capture.js';
+import { generateSigningKeyPair, SIGNATURE_FILE } from '../../src/capture/signature.js';
+import { passwdUser } from '../../src/util/passwd.js';
+import { runRoot } from '../../src/util/run-dir.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import type { ResultTable } from '../../src/output/table.js';
 import { pslist } from '../../src/plugins/pslist.js';
@@ -41,6 +47,23 @@ import { requireBuilt } from './helpers/cli.js';
 import { guestProcs, guestSh, unseenRows, type GuestProc } from './helpers/guest-shell.js';
 
 const NAME = 't-capture';
+const signer = generateSigningKeyPair();
+const stranger = generateSigningKeyPair();
+
+/**
+ * The uids of the clone's QEMU as the host kernel reports them (real, effective, saved,
+ * filesystem), from its pid file and /proc/PID/status.
+ */
+function cloneUids(r: Replay): number[] {
+  const pid = Number(readFileSync(join(r.guest.runDir, 'qemu.pid'), 'utf8').trim());
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const uid = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/m.exec(status);
+  expect(uid, status).not.toBeNull();
+  return uid!.slice(1).map(Number);
+}
+/** The unprivileged user replay clones must run as when the tests run as root. */
+const expectedCloneUid = (): number =>
+  process.getuid?.() === 0 ? (passwdUser('vmi-replay') ?? passwdUser('nobody'))!.uid : process.getuid!();
 const SHADOW = 'vmi-shadow';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = join(ROOT, 'bin/run.js');
@@ -214,7 +237,9 @@ describe('captures of the lab guest', () => {
       guestName: guest.name,
       kernelRelease: guest.kernelRelease,
       compress: true,
+      signKey: createPrivateKey(signer.privatePem),
     });
+    expect(existsSync(join(gzCap.path, SIGNATURE_FILE))).toBe(true);
     truthGz = { before: gzProcs, after: await guestProcs(guest) };
     const parts = gzCap.manifest.parts;
     expect(parts[RAM_PART]).toBeUndefined();
@@ -244,8 +269,10 @@ describe('captures of the lab guest', () => {
     const t0 = performance.now();
     let firstResultMs = 0;
     let clone = '';
+    let uids: number[] = [];
     first = await withReplay(cap.path, async (r) => {
       clone = r.guest.runDir;
+      uids = cloneUids(r);
       const run = await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }]);
       firstResultMs = performance.now() - t0;
       report.replayPhases = JSON.stringify(
@@ -257,6 +284,9 @@ describe('captures of the lab guest', () => {
     report.replayToFirstResultMs = firstResultMs.toFixed(0);
     report.pslistOnCaptureTotalMs = (performance.now() - t0).toFixed(0);
     expect(first.errors).toEqual([]);
+    // As root the clone dropped root for good (QEMU's -runas): all four uids.
+    expect(uids).toEqual(Array(4).fill(expectedCloneUid()));
+    if (process.getuid?.() === 0) expect(replayUser()?.uid).not.toBe(0);
     expect(first.metadata?.source).toBe('capture');
     expect(first.metadata?.['capture.id']).toBe(cap.manifest.id);
     const cols = ['PID', 'TID', 'PPID', 'COMM', 'CREATION TIME'];
@@ -280,13 +310,27 @@ describe('captures of the lab guest', () => {
   });
 
   it('replays the compressed capture: pslist equals the one taken live; raw/ELF export decompress', async () => {
+    // Signed by `signer`: with another key trusted it is refused before any clone exists.
+    const replays = join(runRoot(), 'replays');
+    const clonesBefore = existsSync(replays) ? readdirSync(replays) : [];
+    await expect(
+      withReplay(gzCap.path, async () => 'ran', { trust: [createPublicKey(stranger.publicPem)] }),
+    ).rejects.toThrow(
+      /manifest\.sig: signed by key sha256:[0-9a-f]{64}, which is not among the trusted keys/,
+    );
+    expect(existsSync(replays) ? readdirSync(replays) : []).toEqual(clonesBefore);
     const t0 = performance.now();
-    const t = await withReplay(gzCap.path, async (r) => {
-      report.replayPhasesCompressed = JSON.stringify(
-        Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v)])),
-      );
-      return (await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }])).tables[0];
-    });
+    const t = await withReplay(
+      gzCap.path,
+      async (r) => {
+        expect(cloneUids(r)).toEqual(Array(4).fill(expectedCloneUid()));
+        report.replayPhasesCompressed = JSON.stringify(
+          Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v)])),
+        );
+        return (await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }])).tables[0];
+      },
+      { trust: [createPublicKey(signer.publicPem)] },
+    );
     report.pslistOnCompressedCaptureTotalMs = (performance.now() - t0).toFixed(0);
     expect(t.errors).toEqual([]);
     const cols = ['PID', 'TID', 'PPID', 'COMM', 'CREATION TIME'];
