@@ -100,6 +100,13 @@ describe('qemu command line', () => {
     expect(after('-append')).toBe('console=ttyS0 quiet');
   });
 
+  it('-runas UID:GID only when asked (replay clones as root), before -daemonize', () => {
+    expect(qemuArgs(spec)).not.toContain('-runas');
+    const a = qemuArgs({ ...spec, runAs: { uid: 65534, gid: 65533 } });
+    expect(a[a.indexOf('-runas') + 1]).toBe('65534:65533');
+    expect(a.indexOf('-runas')).toBeLessThan(a.indexOf('-daemonize'));
+  });
+
   it('rejects unusable paths', () => {
     expect(() => qemuArgs({ ...spec, runDir: '/tmp/' + 'x'.repeat(100) })).toThrow(QemuError);
     expect(() => qemuArgs({ ...spec, ramFile: '/dev/shm/a,b' })).toThrow(/','/);
