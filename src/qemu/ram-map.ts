@@ -63,9 +63,18 @@ export function parseSystemFlatView(text: string): FlatViewEntry[] {
   return out;
 }
 
+/** End of the legacy window: 0xa0000-0xfffff holds VGA, option ROMs and the BIOS. */
+export const LEGACY_WINDOW_END = 0x10_0000;
+
 /**
  * RAM ranges from flat-view entries: `ram` entries of the given blocks, adjacent pieces
- * of one block (contiguous in address and in block offset) merged.
+ * of one block (contiguous in address and in block offset) merged. A gap below 1 MiB
+ * between two pieces of one block that map it 1:1 (address - offset the same on both
+ * sides) is merged too: that is the legacy window, which the firmware switches between
+ * the RAM block, ROM and MMIO (PAM/SMRAM) as it boots, so the flat view's pieces there
+ * change over the guest's life (measured: 0-0xbffff + 0x100000- before the BIOS ran,
+ * 0-0xc2fff, 0xe8000-0xeffff, 0x100000- on a booted guest). The block's own bytes are
+ * used there, which keeps one stable layout for the guest's whole life.
  */
 export function ramRangesFromFlatView(entries: readonly FlatViewEntry[], blocks: ReadonlySet<string>): RamRange[] {
   const out: RamRange[] = [];
@@ -73,8 +82,9 @@ export function ramRangesFromFlatView(entries: readonly FlatViewEntry[], blocks:
     if (e.kind !== 'ram' || !blocks.has(e.region)) continue;
     const size = e.end - e.start + 1;
     const last = out[out.length - 1];
-    if (last && last.block === e.region && last.gpa + last.size === e.start && last.offset + last.size === e.offset)
-      last.size += size;
+    const sameBlock = last && last.block === e.region && e.start - last.gpa === e.offset - last.offset;
+    if (last && sameBlock && (last.gpa + last.size === e.start || e.start <= LEGACY_WINDOW_END))
+      last.size = e.start + size - last.gpa;
     else out.push({ gpa: e.start, size, block: e.region, offset: e.offset });
   }
   return out;
