@@ -489,7 +489,9 @@ async function memorySizes(pslist) {
       for (const g of guests) {
         const r = await vmiRun(g.guest, pslist, 'doorbell');
         g.runs.push(r);
-        log(`  ${g.memMiB} MiB run ${i + 1}/${MEMORY_RUNS}: attach ${r.attachMs.toFixed(0)} ms, pslist ${r.pluginMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms`);
+        log(
+          `  ${g.memMiB} MiB run ${i + 1}/${MEMORY_RUNS}: attach ${r.attachMs.toFixed(0)} ms, pslist ${r.pluginMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms`,
+        );
       }
     }
   } finally {
@@ -510,8 +512,17 @@ async function memorySizes(pslist) {
   }
   out.hostLoadavg = { before: load0, after: loadavg() };
   out.finished = new Date().toISOString();
-  const layout = (ram) => (ram ?? []).map((r) => `0x${r.gpa.toString(16)}+${r.size / 2 ** 20} MiB`).join(', ');
-  const header = ['guest RAM', 'layout (guest-physical)', 'boot s', 'attach ms', 'pslist ms', 'total ms', 'rows'];
+  const layout = (ram) =>
+    (ram ?? []).map((r) => `0x${r.gpa.toString(16)}+${r.size / 2 ** 20} MiB`).join(', ');
+  const header = [
+    'guest RAM',
+    'layout (guest-physical)',
+    'boot s',
+    'attach ms',
+    'pslist ms',
+    'total ms',
+    'rows',
+  ];
   const rows = out.guests.map((g) => [
     `${g.memMiB} MiB`,
     layout(g.ram),

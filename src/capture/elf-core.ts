@@ -171,7 +171,7 @@ export async function copyRanges(
 ): Promise<void> {
   const buf = Buffer.allocUnsafe(1024 * 1024);
   for (const p of pieces) {
-    for (let done = 0; done < p.size; ) {
+    for (let done = 0; done < p.size;) {
       const n = Math.min(buf.length, p.size - done);
       await src.read(buf, n, p.from + done);
       if (!isZero(buf, n)) await dst.write(buf, 0, n, p.to + done);

@@ -33,7 +33,11 @@ export async function exportCapture(
   const ram = join(dir, part.name);
   let bytes: number;
   if (format === 'raw') {
-    bytes = await writeRawImage(out, part.compressed ? gzipRamReader(ram, part) : await fileRamReader(ram), manifest);
+    bytes = await writeRawImage(
+      out,
+      part.compressed ? gzipRamReader(ram, part) : await fileRamReader(ram),
+      manifest,
+    );
   } else {
     bytes = await writeElfCore(
       out,

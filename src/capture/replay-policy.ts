@@ -81,18 +81,24 @@ export function checkReplayManifest(m: CaptureManifest, ram: RamPart, shmFreeByt
  * RAM part, not overlapping in guest-physical space, and no byte of the part used twice.
  */
 function checkRamRanges(ram: unknown, bytes: number): void {
-  if (!Array.isArray(ram) || ram.length === 0 || ram.length > 64) refuse('the RAM range list is missing or too long');
+  if (!Array.isArray(ram) || ram.length === 0 || ram.length > 64)
+    refuse('the RAM range list is missing or too long');
   const ranges = ram as { gpa: unknown; size: unknown; offset: unknown }[];
   for (const r of ranges) {
     const { gpa, size, offset } = r ?? {};
-    if (![gpa, size, offset].every((v) => Number.isSafeInteger(v) && (v as number) >= 0) || (size as number) === 0)
+    if (
+      ![gpa, size, offset].every((v) => Number.isSafeInteger(v) && (v as number) >= 0) ||
+      (size as number) === 0
+    )
       refuse(`RAM range ${JSON.stringify(r)} is not three non-negative integers`);
     if ((offset as number) + (size as number) > bytes)
       refuse(`RAM range at 0x${(gpa as number).toString(16)} runs past the end of the RAM part`);
   }
   const overlap = (key: 'gpa' | 'offset'): boolean => {
     const s = [...ranges].sort((a, b) => (a[key] as number) - (b[key] as number));
-    return s.some((r, i) => i > 0 && (s[i - 1][key] as number) + (s[i - 1].size as number) > (r[key] as number));
+    return s.some(
+      (r, i) => i > 0 && (s[i - 1][key] as number) + (s[i - 1].size as number) > (r[key] as number),
+    );
   };
   if (overlap('gpa')) refuse('RAM ranges overlap in guest-physical space');
   if (overlap('offset')) refuse('RAM ranges overlap in the RAM part');

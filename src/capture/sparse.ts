@@ -34,7 +34,7 @@ export async function copySparse(src: string, dst: string): Promise<{ size: numb
     try {
       const buf = Buffer.allocUnsafe(CHUNK);
       let written = 0;
-      for (let off = 0; off < size; ) {
+      for (let off = 0; off < size;) {
         const { bytesRead } = await from.read(buf, 0, Math.min(CHUNK, size - off), off);
         if (bytesRead === 0) throw new Error(`${src}: shrank while copying`);
         if (!isZero(buf, bytesRead)) {

@@ -173,8 +173,11 @@ async function cleanupGuestDir(dir: string): Promise<void> {
     guest?.pid ?? Number((await readFile(runDirPaths(dir).pidFile, 'utf8').catch(() => '')).trim());
   if (qemuPid && isQemuAlive(qemuPid, dir)) await stopQemu(qemuPid, dir);
   const marker = (await readFile(join(dir, RAM_MARKER), 'utf8').catch(() => '')).split('\n');
-  const rams = new Set([guest?.ramFile, ...Object.values(guest?.ramFiles ?? {}), ...marker].map((r) => r?.trim()));
-  for (const ram of rams) if (ram && ram.startsWith('/dev/shm/vmi-')) await unlink(ram).catch(() => undefined);
+  const rams = new Set(
+    [guest?.ramFile, ...Object.values(guest?.ramFiles ?? {}), ...marker].map((r) => r?.trim()),
+  );
+  for (const ram of rams)
+    if (ram && ram.startsWith('/dev/shm/vmi-')) await unlink(ram).catch(() => undefined);
   await rm(dir, { recursive: true, force: true });
 }
 
@@ -296,13 +299,17 @@ async function maxGuestMiB(): Promise<number> {
  * Where QEMU put the guest's RAM, recorded in guest.json so that attaches need not ask:
  * ranges from the flat view, and each backend's file (only the files this lab created).
  */
-async function labRamMap(qmpSocket: string, ramFiles: readonly string[]): Promise<{ ranges: RamRange[]; files: Record<string, string> }> {
+async function labRamMap(
+  qmpSocket: string,
+  ramFiles: readonly string[],
+): Promise<{ ranges: RamRange[]; files: Record<string, string> }> {
   const qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 });
   try {
     const map = await queryRamMap(qmp);
     const files = Object.fromEntries(Object.entries(map.files).filter(([, f]) => ramFiles.includes(f)));
     const missing = map.ranges.find((r) => !files[r.block]);
-    if (missing) throw new LabError(`QEMU maps RAM block ${missing.block}, which is none of the lab's RAM files`);
+    if (missing)
+      throw new LabError(`QEMU maps RAM block ${missing.block}, which is none of the lab's RAM files`);
     return { ranges: map.ranges, files };
   } finally {
     qmp.close();
@@ -328,7 +335,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
   if (!LAB_MACHINES.includes(machine))
     throw new LabError(`machine must be one of ${LAB_MACHINES.join(', ')}, got ${JSON.stringify(machine)}`);
   const numaNodes = checkInt('NUMA nodes', opts.numaNodes ?? 1, 1, MAX_NUMA_NODES);
-  if (memMiB / numaNodes < 64) throw new LabError(`each of the ${numaNodes} NUMA nodes needs at least 64 MiB`);
+  if (memMiB / numaNodes < 64)
+    throw new LabError(`each of the ${numaNodes} NUMA nodes needs at least 64 MiB`);
   const cpuModel = opts.cpuModel ?? 'max';
   if (!/^[A-Za-z0-9_.+=,-]+$/.test(cpuModel))
     throw new LabError(`invalid CPU model ${JSON.stringify(cpuModel)}`);

@@ -48,7 +48,11 @@ export async function learnGuestRam(guest: GuestEndpoints): Promise<GuestRam> {
 }
 
 /** The shared RAM file(s) as memory, or undefined when the guest has none. */
-export function openRamFiles(guest: GuestEndpoints, ram: GuestRam, writable = true): PhysicalMemory | undefined {
+export function openRamFiles(
+  guest: GuestEndpoints,
+  ram: GuestRam,
+  writable = true,
+): PhysicalMemory | undefined {
   if (!guest.ramFile) return undefined;
   return new RamFileMemory(ram.files, ram.layout, writable);
 }

@@ -14,7 +14,6 @@ import type { RamRange } from '../qemu/ram-map.js';
 
 export type { RamRange } from '../qemu/ram-map.js';
 
-
 /** Thrown for an access outside every RAM range, or a source that cannot be opened. */
 export class PhysicalMemoryError extends Error {}
 

@@ -224,13 +224,23 @@ function memoryArgs(spec: LaunchSpec): string[] {
     `memory-backend-file,id=${id},size=${mib}M,mem-path=${path},share=on`,
   ];
   if (files.length < 2) {
-    return ['-machine', `${machine},memory-backend=m`, '-m', `${spec.memMiB}M`, ...backend('m', spec.memMiB, spec.ramFile)];
+    return [
+      '-machine',
+      `${machine},memory-backend=m`,
+      '-m',
+      `${spec.memMiB}M`,
+      ...backend('m', spec.memMiB, spec.ramFile),
+    ];
   }
   const sizes = numaNodeSizes(spec.memMiB, files.length);
   const args = ['-machine', machine, '-m', `${spec.memMiB}M`];
   files.forEach((f, i) => {
     const cpus = Array.from({ length: spec.cpus }, (_, c) => c).filter((c) => c % files.length === i);
-    args.push(...backend(`m${i}`, sizes[i], f), '-numa', [`node,nodeid=${i},memdev=m${i}`, ...cpus.map((c) => `cpus=${c}`)].join(','));
+    args.push(
+      ...backend(`m${i}`, sizes[i], f),
+      '-numa',
+      [`node,nodeid=${i},memdev=m${i}`, ...cpus.map((c) => `cpus=${c}`)].join(','),
+    );
   });
   return args;
 }

@@ -76,7 +76,10 @@ export const LEGACY_WINDOW_END = 0x10_0000;
  * 0-0xc2fff, 0xe8000-0xeffff, 0x100000- on a booted guest). The block's own bytes are
  * used there, which keeps one stable layout for the guest's whole life.
  */
-export function ramRangesFromFlatView(entries: readonly FlatViewEntry[], blocks: ReadonlySet<string>): RamRange[] {
+export function ramRangesFromFlatView(
+  entries: readonly FlatViewEntry[],
+  blocks: ReadonlySet<string>,
+): RamRange[] {
   const out: RamRange[] = [];
   for (const e of [...entries].sort((a, b) => a.start - b.start)) {
     if (e.kind !== 'ram' || !blocks.has(e.region)) continue;

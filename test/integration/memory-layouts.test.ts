@@ -43,18 +43,32 @@ async function iomemSystemRam(guest: LabGuest): Promise<{ start: number; end: nu
  * range, every range holds System RAM, the ranges hold exactly the guest's RAM size,
  * and above 4 GiB (no firmware reservations there) they are equal.
  */
-function expectLayoutMatchesIomem(ranges: readonly { gpa: number; size: number }[], ram: { start: number; end: number }[], bytes: number, what: string): void {
+function expectLayoutMatchesIomem(
+  ranges: readonly { gpa: number; size: number }[],
+  ram: { start: number; end: number }[],
+  bytes: number,
+  what: string,
+): void {
   expect(ram.length, `${what}: /proc/iomem has System RAM`).toBeGreaterThan(0);
   for (const r of ram) {
     const inside = ranges.filter((x) => x.gpa <= r.start && r.end < x.gpa + x.size);
-    expect(inside, `${what}: System RAM 0x${r.start.toString(16)}-0x${r.end.toString(16)} inside one range`).toHaveLength(1);
+    expect(
+      inside,
+      `${what}: System RAM 0x${r.start.toString(16)}-0x${r.end.toString(16)} inside one range`,
+    ).toHaveLength(1);
   }
   for (const x of ranges) {
-    expect(ram.some((r) => x.gpa <= r.start && r.end < x.gpa + x.size), `${what}: range 0x${x.gpa.toString(16)} holds System RAM`).toBe(true);
+    expect(
+      ram.some((r) => x.gpa <= r.start && r.end < x.gpa + x.size),
+      `${what}: range 0x${x.gpa.toString(16)} holds System RAM`,
+    ).toBe(true);
     if (x.gpa >= 4 * GiB)
       expect(ram, `${what}: range above 4 GiB`).toContainEqual({ start: x.gpa, end: x.gpa + x.size - 1 });
   }
-  expect(ranges.reduce((a, x) => a + x.size, 0), `${what}: bytes in all ranges`).toBe(bytes);
+  expect(
+    ranges.reduce((a, x) => a + x.size, 0),
+    `${what}: bytes in all ranges`,
+  ).toBe(bytes);
 }
 
 /** Every process's command line as the guest's shell reads it (NULs as spaces). */
@@ -79,7 +93,13 @@ const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, 
  * the guest showed both times (same comm) is a row with its PPID and COMM, and every row
  * but the run's shadow is a process the guest showed. Returns the rows compared.
  */
-function expectMatchesConsole(t: ResultTable, before: Map<number, GuestProc>, after: Map<number, GuestProc>, shadowPid: number, what: string): number {
+function expectMatchesConsole(
+  t: ResultTable,
+  before: Map<number, GuestProc>,
+  after: Map<number, GuestProc>,
+  shadowPid: number,
+  what: string,
+): number {
   expect(t.errors, what).toEqual([]);
   const rows = records(t).filter((r) => r.PID !== shadowPid);
   const byPid = new Map(rows.map((r) => [r.PID as number, r]));
@@ -93,7 +113,10 @@ function expectMatchesConsole(t: ResultTable, before: Map<number, GuestProc>, af
     compared++;
   }
   expect(compared, what).toBeGreaterThan(40);
-  expect(unseenRows(rows, before, after).map((r) => `${String(r.PID)} ${String(r.COMM)}`), `${what}: rows the guest never showed`).toEqual([]);
+  expect(
+    unseenRows(rows, before, after).map((r) => `${String(r.PID)} ${String(r.COMM)}`),
+    `${what}: rows the guest never showed`,
+  ).toEqual([]);
   return compared;
 }
 
@@ -106,7 +129,8 @@ async function expectPluginsMatchConsole(guest: LabGuest, what: string): Promise
     { plugin: pslist, options: {} },
     { plugin: psaux, options: {} },
   ]);
-  report[what] = `attach ${run.session.attachMs.toFixed(0)} ms, pslist ${run.pluginMs.pslist?.toFixed(0)} ms, total ${(performance.now() - t0).toFixed(0)} ms`;
+  report[what] =
+    `attach ${run.session.attachMs.toFixed(0)} ms, pslist ${run.pluginMs.pslist?.toFixed(0)} ms, total ${(performance.now() - t0).toFixed(0)} ms`;
   const after = await guestProcs(guest);
   const [ps, aux] = run.tables;
   expectMatchesConsole(ps, before, after, run.session.shadowPid, `${what} pslist`);
@@ -182,10 +206,16 @@ describe('guests of every memory size and layout', () => {
         const guest = await labUp(c.opts);
         report[`${c.what} boot`] = `${((performance.now() - t0) / 1000).toFixed(1)} s`;
         const ranges = guest.ram ?? [];
-        expect(ranges.map((r) => ({ gpa: r.gpa, block: r.block })), c.what).toEqual(c.want);
+        expect(
+          ranges.map((r) => ({ gpa: r.gpa, block: r.block })),
+          c.what,
+        ).toEqual(c.want);
         expectLayoutMatchesIomem(ranges, await iomemSystemRam(guest), c.opts.memMiB! * 1024 * 1024, c.what);
         if (c.opts.numaNodes)
-          expect((await guestSh(guest, 'cat /sys/devices/system/node/online')).trim(), 'nodes the guest sees').toBe('0-1');
+          expect(
+            (await guestSh(guest, 'cat /sys/devices/system/node/online')).trim(),
+            'nodes the guest sees',
+          ).toBe('0-1');
         await expectPluginsMatchConsole(guest, c.what);
       } finally {
         await labDown(name);
@@ -193,49 +223,58 @@ describe('guests of every memory size and layout', () => {
     });
   }
 
-  it('q35 8 GiB: plugins, a capture that replays, an ELF export whose PT_LOADs are the System RAM', { timeout: 900_000 }, async () => {
-    const name = 't-mem-q35-8g';
-    await labDown(name);
-    const work = await mkdtemp(join(tmpdir(), 'vmi-mem8-'));
-    try {
-      const guest = await labUp({ name, memMiB: 8192 });
-      const iomem = await iomemSystemRam(guest);
-      expectLayoutMatchesIomem(guest.ram ?? [], iomem, 8 * GiB, '8 GiB');
-      await expectPluginsMatchConsole(guest, 'q35 8 GiB');
-      // Sparse: the host holds what the guest touched, far from 8 GiB.
-      const held = await allocatedBytes(guest);
-      report['8 GiB RAM file allocated'] = `${(held / 2 ** 20).toFixed(0)} MiB`;
-      expect(held).toBeLessThan(2 * GiB);
-
-      const before = await guestProcs(guest);
-      const cap = await createCapture({ qmpSocket: guest.qmpSocket, output: join(work, 'big.vmicap'), guestName: name });
-      const after = await guestProcs(guest);
-      report['8 GiB capture'] = `${(cap.totalMs / 1000).toFixed(1)} s, paused ${cap.pauseMs.toFixed(0)} ms, ${(cap.bytes / 2 ** 20).toFixed(0)} MiB listed`;
-      expect(cap.manifest.ram.map((r) => r.gpa)).toEqual([0, 4 * GiB]);
-      expect((await lstat(join(cap.path, 'ram.raw'))).blocks * 512).toBeLessThan(2 * GiB);
-
-      const replayed = await withReplay(cap.path, async (r) => {
-        const run = await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }]);
-        return { table: run.tables[0], shadowPid: run.session.shadowPid };
-      });
-      expectMatchesConsole(replayed.table, before, after, replayed.shadowPid, '8 GiB replay pslist');
-
-      const elf = join(work, 'big.elf');
-      await exportCapture(cap.path, 'elf', elf);
-      const head = Buffer.alloc(4096);
-      const fh = await open(elf, 'r');
-      try {
-        await fh.read(head, 0, head.length, 0);
-      } finally {
-        await fh.close();
-      }
-      const load = parseElfCore(head).phdrs.filter((p) => p.type === PT_LOAD);
-      const segments = load.map((p) => ({ gpa: Number(p.paddr), size: Number(p.filesz) }));
-      expectLayoutMatchesIomem(segments, iomem, 8 * GiB, '8 GiB ELF export');
-      expect((await stat(elf)).blocks * 512, 'ELF export is sparse').toBeLessThan(2 * GiB);
-    } finally {
+  it(
+    'q35 8 GiB: plugins, a capture that replays, an ELF export whose PT_LOADs are the System RAM',
+    { timeout: 900_000 },
+    async () => {
+      const name = 't-mem-q35-8g';
       await labDown(name);
-      await rm(work, { recursive: true, force: true });
-    }
-  });
+      const work = await mkdtemp(join(tmpdir(), 'vmi-mem8-'));
+      try {
+        const guest = await labUp({ name, memMiB: 8192 });
+        const iomem = await iomemSystemRam(guest);
+        expectLayoutMatchesIomem(guest.ram ?? [], iomem, 8 * GiB, '8 GiB');
+        await expectPluginsMatchConsole(guest, 'q35 8 GiB');
+        // Sparse: the host holds what the guest touched, far from 8 GiB.
+        const held = await allocatedBytes(guest);
+        report['8 GiB RAM file allocated'] = `${(held / 2 ** 20).toFixed(0)} MiB`;
+        expect(held).toBeLessThan(2 * GiB);
+
+        const before = await guestProcs(guest);
+        const cap = await createCapture({
+          qmpSocket: guest.qmpSocket,
+          output: join(work, 'big.vmicap'),
+          guestName: name,
+        });
+        const after = await guestProcs(guest);
+        report['8 GiB capture'] =
+          `${(cap.totalMs / 1000).toFixed(1)} s, paused ${cap.pauseMs.toFixed(0)} ms, ${(cap.bytes / 2 ** 20).toFixed(0)} MiB listed`;
+        expect(cap.manifest.ram.map((r) => r.gpa)).toEqual([0, 4 * GiB]);
+        expect((await lstat(join(cap.path, 'ram.raw'))).blocks * 512).toBeLessThan(2 * GiB);
+
+        const replayed = await withReplay(cap.path, async (r) => {
+          const run = await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }]);
+          return { table: run.tables[0], shadowPid: run.session.shadowPid };
+        });
+        expectMatchesConsole(replayed.table, before, after, replayed.shadowPid, '8 GiB replay pslist');
+
+        const elf = join(work, 'big.elf');
+        await exportCapture(cap.path, 'elf', elf);
+        const head = Buffer.alloc(4096);
+        const fh = await open(elf, 'r');
+        try {
+          await fh.read(head, 0, head.length, 0);
+        } finally {
+          await fh.close();
+        }
+        const load = parseElfCore(head).phdrs.filter((p) => p.type === PT_LOAD);
+        const segments = load.map((p) => ({ gpa: Number(p.paddr), size: Number(p.filesz) }));
+        expectLayoutMatchesIomem(segments, iomem, 8 * GiB, '8 GiB ELF export');
+        expect((await stat(elf)).blocks * 512, 'ELF export is sparse').toBeLessThan(2 * GiB);
+      } finally {
+        await labDown(name);
+        await rm(work, { recursive: true, force: true });
+      }
+    },
+  );
 });

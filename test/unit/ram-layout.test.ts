@@ -120,9 +120,19 @@ describe('RAM ranges from the flat view', () => {
     expect(defaultRamSplit('pc-i440fx-7.2', 4 * GiB, 'm')).toEqual(ranges(PC_4G, ['m']));
     // Below the thresholds (q35 2.75 GiB, pc 3.5 GiB) everything is low.
     expect(defaultRamSplit('q35', 2816 * MiB - 1, 'm')).toHaveLength(1);
-    expect(defaultRamSplit('q35', 2816 * MiB, 'm')[1]).toEqual({ gpa: 4 * GiB, size: 768 * MiB, block: 'm', offset: 2 * GiB });
+    expect(defaultRamSplit('q35', 2816 * MiB, 'm')[1]).toEqual({
+      gpa: 4 * GiB,
+      size: 768 * MiB,
+      block: 'm',
+      offset: 2 * GiB,
+    });
     expect(defaultRamSplit('pc', 3584 * MiB - 1, 'm')).toHaveLength(1);
-    expect(defaultRamSplit('pc', 3584 * MiB, 'm')[1]).toEqual({ gpa: 4 * GiB, size: 512 * MiB, block: 'm', offset: 3 * GiB });
+    expect(defaultRamSplit('pc', 3584 * MiB, 'm')[1]).toEqual({
+      gpa: 4 * GiB,
+      size: 512 * MiB,
+      block: 'm',
+      offset: 3 * GiB,
+    });
   });
 
   it('refuses overlapping or empty ranges', () => {
@@ -157,7 +167,9 @@ describe('RamFileMemory over a split layout', () => {
         expect(mem.readSync(0n, 4).readUInt32LE(0)).toBe(0);
         expect(mem.readSync(0x3ffcn, 4).readUInt32LE(0)).toBe(0x3ffc);
         expect(mem.readSync(0x10000n, 4).readUInt32LE(0)).toBe(0x4000);
-        expect(mem.readSync(0x13ffcn, 8)).toEqual(Buffer.concat([block.subarray(0x7ffc, 0x8000), block.subarray(0x8000, 0x8004)]));
+        expect(mem.readSync(0x13ffcn, 8)).toEqual(
+          Buffer.concat([block.subarray(0x7ffc, 0x8000), block.subarray(0x8000, 0x8004)]),
+        );
         expect(mem.readSync(0x1bffcn, 4).readUInt32LE(0)).toBe(0xfffc);
         expect(() => mem.readSync(0x4000n, 4)).toThrow(PhysicalMemoryError);
         expect(() => mem.readSync(0xfffcn, 8)).toThrow(/0xfffc is not guest RAM/);

@@ -36,7 +36,8 @@ export default class LabUp extends VmiCommand {
       default: 'q35',
     }),
     numa: Flags.integer({
-      description: 'NUMA nodes: with 2 or more, RAM is split evenly into one memory backend per node and vCPUs are dealt out round-robin',
+      description:
+        'NUMA nodes: with 2 or more, RAM is split evenly into one memory backend per node and vCPUs are dealt out round-robin',
       default: 1,
       min: 1,
       max: MAX_NUMA_NODES,
@@ -75,7 +76,10 @@ export default class LabUp extends VmiCommand {
         this.log(`  qmp:    ${guest.qmpSocket}`);
         this.log(`  gdb:    ${guest.gdbSocket}`);
         this.log(`  ram:    ${Object.values(guest.ramFiles ?? { m: guest.ramFile }).join(', ')}`);
-        if (guest.ram) this.log(`  layout: ${guest.ram.map((r) => `0x${r.gpa.toString(16)}+${r.size / 1048576} MiB`).join(', ')}`);
+        if (guest.ram)
+          this.log(
+            `  layout: ${guest.ram.map((r) => `0x${r.gpa.toString(16)}+${r.size / 1048576} MiB`).join(', ')}`,
+          );
         this.log(`  serial: ${guest.serialSocket} (log ${guest.consoleLog})`);
       }
     } catch (e) {
