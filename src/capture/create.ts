@@ -415,7 +415,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         `wrote ${RAM_GZ_PART} (${ramInfo.size} of ${ramInfo.uncompressedSize} bytes) in ${compressMs.toFixed(0)} ms (after the guest resumed)`,
       );
     } else {
-      ramInfo = await step(RAM_PART, () => hashFile(ramPath));
+      // Sparse digest: zero MiBs (most of a big, young guest) cost a compare, not a hash.
+      ramInfo = await step(RAM_PART, () => hashFile(ramPath, undefined, 'sha256-sparse'));
     }
     const ramSize = ramInfo.uncompressedSize ?? ramInfo.size;
     const ramName = opts.compress ? RAM_GZ_PART : RAM_PART;

@@ -97,16 +97,20 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       try {
         // Zero chunks are left as holes of the fresh (sparse) copy: an 8 GiB guest costs
         // /dev/shm what it had touched, not 8 GiB.
-        const got = await hashFile(ramPath, async (chunk, off) => {
-          if (!isZero(chunk)) await dst.write(chunk, 0, chunk.length, off);
-        });
+        const got = await hashFile(
+          ramPath,
+          async (chunk, off) => {
+            if (!isZero(chunk)) await dst.write(chunk, 0, chunk.length, off);
+          },
+          ram.info.digest,
+        );
         checkPartHash(ram.name, ram.info, got);
       } finally {
         await dst.close();
       }
     } else {
       // The full stream carries the RAM: QEMU loads it; the RAM part is still checked.
-      checkPartHash(ram.name, ram.info, await hashFile(ramPath));
+      checkPartHash(ram.name, ram.info, await hashFile(ramPath, undefined, ram.info.digest));
     }
     const ramCopyMs = performance.now() - t1;
 
