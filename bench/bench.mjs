@@ -5,6 +5,9 @@
 //        BENCH_ONLY=capture npm run bench   capture pause and size, and the wall time of
 //          `vmi plugins run pslist` from the shell, fresh and with a resident shadow, on the
 //          256 MiB lab guest (bench/results-capture.json and bench/results-capture.md)
+//        BENCH_ONLY=memory npm run bench   attach and pslist on a 256 MiB and an 8 GiB lab
+//          guest (q35: RAM split around the PCI hole) in the same run, runs interleaved
+//          (bench/results-memory.json and bench/results-memory.md)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -37,6 +40,9 @@ const LEVELS = (process.env.BENCH_LEVELS ?? '50,500,2000').split(',').map(Number
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 10);
 const ONLY_CLI = process.env.BENCH_ONLY === 'cli';
 const ONLY_CAPTURE = process.env.BENCH_ONLY === 'capture';
+const ONLY_MEMORY = process.env.BENCH_ONLY === 'memory';
+const MEMORY_RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? 10);
+const MEMORY_SIZES_MIB = (process.env.BENCH_MEMORY_SIZES ?? '256,8192').split(',').map(Number);
 const CAPTURE_RUNS = Number(process.env.BENCH_CAPTURE_RUNS ?? 5);
 const GETPID_HOT = 200;
 const GETPID_IDLE = 10;
@@ -460,6 +466,83 @@ async function captureAndWall() {
   log('wrote bench/results-capture.json and bench/results-capture.md');
 }
 
+/**
+ * BENCH_ONLY=memory: attach and pslist (fresh shadow, doorbell) on lab guests of each
+ * size in BENCH_MEMORY_SIZES (MiB, default 256 and 8192), all booted at once and measured
+ * in interleaved rounds, so host noise falls on every size alike.
+ */
+async function memorySizes(pslist) {
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  const out = { started, node: process.version, runs: MEMORY_RUNS, guests: [] };
+  const guests = [];
+  try {
+    for (const memMiB of MEMORY_SIZES_MIB) {
+      const name = `${GUEST}-mem${memMiB}`;
+      log(`booting lab guest ${name} (${memMiB} MiB, 1 vCPU); host load ${loadavg()[0].toFixed(2)}`);
+      const t0 = performance.now();
+      const guest = await labUp({ name, memMiB, onProgress: (m) => log(`  ${m}`) });
+      guests.push({ memMiB, guest, bootMs: performance.now() - t0, runs: [] });
+    }
+    for (const g of guests) await vmiRun(g.guest, pslist, 'doorbell'); // warm-up
+    for (let i = 0; i < MEMORY_RUNS; i++) {
+      for (const g of guests) {
+        const r = await vmiRun(g.guest, pslist, 'doorbell');
+        g.runs.push(r);
+        log(
+          `  ${g.memMiB} MiB run ${i + 1}/${MEMORY_RUNS}: attach ${r.attachMs.toFixed(0)} ms, pslist ${r.pluginMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms`,
+        );
+      }
+    }
+  } finally {
+    for (const g of guests) await labDown(g.guest.name);
+  }
+  for (const g of guests) {
+    const pick = (k) => stat(g.runs.map((r) => r[k]));
+    out.guests.push({
+      memMiB: g.memMiB,
+      ram: g.guest.ram,
+      kernelRelease: g.guest.kernelRelease,
+      bootMs: g.bootMs,
+      attachMs: pick('attachMs'),
+      pluginMs: pick('pluginMs'),
+      totalMs: pick('totalMs'),
+      rows: median(g.runs.map((r) => r.rows)),
+    });
+  }
+  out.hostLoadavg = { before: load0, after: loadavg() };
+  out.finished = new Date().toISOString();
+  const layout = (ram) =>
+    (ram ?? []).map((r) => `0x${r.gpa.toString(16)}+${r.size / 2 ** 20} MiB`).join(', ');
+  const header = [
+    'guest RAM',
+    'layout (guest-physical)',
+    'boot s',
+    'attach ms',
+    'pslist ms',
+    'total ms',
+    'rows',
+  ];
+  const rows = out.guests.map((g) => [
+    `${g.memMiB} MiB`,
+    layout(g.ram),
+    f(g.bootMs / 1000, 1),
+    ms(g.attachMs, 0),
+    ms(g.pluginMs, 1),
+    ms(g.totalMs, 0),
+    String(g.rows),
+  ]);
+  const note =
+    `Lab guests (q35, 1 vCPU, TCG, ${out.guests[0]?.kernelRelease}), all running during the measurement; ` +
+    `fresh shadow each run, doorbell transport; vmi on Node ${out.node}. Cells: median (min) over ${MEMORY_RUNS} ` +
+    `interleaved runs. Host load average before/after: ${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)}. Run ${started}.`;
+  const md = await format(`${markdown(header, rows)}\n\n${note}\n`, { parser: 'markdown' });
+  await writeFile(join(HERE, 'results-memory.json'), JSON.stringify(out, null, 2) + '\n');
+  await writeFile(join(HERE, 'results-memory.md'), md);
+  process.stdout.write(`${plain(header, rows)}\n\n${note}\n`);
+  log('wrote bench/results-memory.json and bench/results-memory.md');
+}
+
 // ------------------------------------------------------------------ rendering
 
 const f = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
@@ -597,6 +680,7 @@ async function main() {
   const pslist = builtinPlugins.find((p) => p.name === 'pslist');
   if (!pslist) throw new Error('pslist plugin not found (run npm run build)');
   if (ONLY_CAPTURE) return captureAndWall();
+  if (ONLY_MEMORY) return memorySizes(pslist);
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };

@@ -26,6 +26,8 @@ import {
 } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { MigrateInfo } from '../qemu/migration.js';
+import { queryRamMap } from '../qemu/ram-map.js';
+import { copySparse } from './sparse.js';
 import { queryMachineInfo, queryMigrateCapability, queryStatus } from '../qemu/machine-info.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
@@ -293,8 +295,16 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       await queryMachineInfo(q);
     if (!kernel || !initrd)
       throw new CaptureError('the guest was not booted with -kernel/-initrd: replay could not rebuild it');
-    if (memBytes > 2 * 1024 ** 3)
-      throw new CaptureError(`guest RAM ${memBytes} bytes: captures support up to 2 GiB (one range)`);
+    // Where RAM is: ram.raw holds the one RAM block, the manifest says which ranges of it
+    // sit at which guest-physical addresses (q35/pc split RAM around the PCI hole).
+    const ramMap = await queryRamMap(q);
+    const blocks = [...new Set(ramMap.ranges.map((r) => r.block))];
+    if (blocks.length !== 1)
+      throw new CaptureError(
+        `the guest's RAM is in ${blocks.length} memory backends (${blocks.join(', ')}, e.g. NUMA nodes): captures support one`,
+      );
+    if (ramFile && ramMap.files[blocks[0]] !== ramFile)
+      throw new CaptureError(`the shared RAM file ${ramFile} is not the guest's RAM block ${blocks[0]}`);
     const mode: CaptureManifest['mode'] = ramFile && !opts.full ? 'shared-ram' : 'full-stream';
     const qname = name?.replace(/^vmi-/, '');
 
@@ -339,12 +349,13 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         // Memory to memory while paused (~0.1 s for 256 MiB); to the capture's disk after cont.
         const tc = performance.now();
         staging = `/dev/shm/vmi-capture-${process.pid}-${randomUUID().slice(0, 8)}.ram`;
+        // Holes stay holes: a big, mostly untouched guest costs what it touched.
         try {
-          await copyFile(ramFile!, staging, constants.COPYFILE_EXCL);
+          await copySparse(ramFile!, staging);
         } catch {
           await unlink(staging).catch(() => undefined);
           staging = undefined;
-          await step(RAM_PART, () => copyFile(ramFile!, ramPath));
+          await step(RAM_PART, () => copySparse(ramFile!, ramPath));
         }
         copyMs = performance.now() - tc;
         await opts.onStep?.('ram-copied', tmp);
@@ -365,7 +376,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     // With compression the staged copy is compressed straight into ram.raw.gz (below).
     if (staging && !opts.compress) {
       const tw = performance.now();
-      await step(RAM_PART, () => copyFile(staging!, ramPath));
+      await step(RAM_PART, () => copySparse(staging!, ramPath));
       await unlink(staging).catch(() => undefined);
       staging = undefined;
       progress(`wrote ${RAM_PART} in ${(performance.now() - tw).toFixed(0)} ms (after the guest resumed)`);
@@ -407,7 +418,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         `wrote ${RAM_GZ_PART} (${ramInfo.size} of ${ramInfo.uncompressedSize} bytes) in ${compressMs.toFixed(0)} ms (after the guest resumed)`,
       );
     } else {
-      ramInfo = await step(RAM_PART, () => hashFile(ramPath));
+      // Sparse digest: zero MiBs (most of a big, young guest) cost a compare, not a hash.
+      ramInfo = await step(RAM_PART, () => hashFile(ramPath, undefined, 'sha256-sparse'));
     }
     const ramSize = ramInfo.uncompressedSize ?? ramInfo.size;
     const ramName = opts.compress ? RAM_GZ_PART : RAM_PART;
@@ -448,7 +460,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         kernelPart: kernelPart.part,
         initrdPart: initrdPart.part,
       },
-      ram: [{ gpa: 0, size: memBytes, offset: 0 }],
+      ram: ramMap.ranges.map((r) => ({ gpa: r.gpa, size: r.size, offset: r.offset })),
       vcpus: vcpus.map(vcpuRecord),
       timing: { pauseMs, migrateMs, copyMs },
       parts,

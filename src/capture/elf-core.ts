@@ -4,9 +4,10 @@
  * PT_NOTE holding an NT_PRSTATUS per vCPU, and one PT_LOAD per guest-physical RAM range
  * (p_paddr = p_vaddr = guest-physical address).
  */
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { fileRamReader, type RamReader } from './compression.js';
 import type { VcpuRecord } from './manifest.js';
+import { isZero } from './sparse.js';
 
 export const ET_CORE = 4;
 export const EM_X86_64 = 62;
@@ -159,6 +160,27 @@ export function buildCoreHeader(
 }
 
 /**
+ * Copies `size` bytes from `from` in the source to `to` in `dst` for each piece (in
+ * increasing `from` order: a RamReader may be forward-only). All-zero 1 MiB chunks are not
+ * written, so a mostly untouched 8 GiB guest makes a sparse file of what it touched.
+ */
+export async function copyRanges(
+  src: RamReader,
+  dst: FileHandle,
+  pieces: readonly { from: number; to: number; size: number }[],
+): Promise<void> {
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  for (const p of pieces) {
+    for (let done = 0; done < p.size;) {
+      const n = Math.min(buf.length, p.size - done);
+      await src.read(buf, n, p.from + done);
+      if (!isZero(buf, n)) await dst.write(buf, 0, n, p.to + done);
+      done += n;
+    }
+  }
+}
+
+/**
  * Writes an ELF core from a raw RAM file (offset = guest-physical address for each range's
  * `fileOffset`), or from a RamReader (e.g. decompressing ram.raw.gz; ranges in increasing
  * `fileOffset` order; closed here), atomically: OUT.partial-<pid> then rename.
@@ -176,16 +198,14 @@ export async function writeElfCore(
     const dst = await open(tmp, 'wx', 0o600);
     try {
       await dst.write(header, 0, header.length, 0);
-      const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
-      for (const [i, r] of ranges.entries()) {
-        const size = Number(r.size);
-        for (let done = 0; done < size;) {
-          const n = Math.min(buf.length, size - done);
-          await src.read(buf, n, r.fileOffset + done);
-          await dst.write(buf, 0, n, offsets[i] + done);
-          done += n;
-        }
-      }
+      await copyRanges(
+        src,
+        dst,
+        ranges.map((r, i) => ({ from: r.fileOffset, to: offsets[i], size: Number(r.size) })),
+      );
+      const total = header.length + ranges.reduce((a, r) => a + Number(r.size), 0);
+      // Trailing zero RAM was skipped: the size comes from truncate (the tail stays a hole).
+      await dst.truncate(total);
       await dst.sync();
     } finally {
       await dst.close();

@@ -1,15 +1,15 @@
 /**
- * `vmi capture export`: the capture's RAM as a raw image (a copy of ram.raw) or as an
+ * `vmi capture export`: the capture's RAM as a raw image (file offset = guest-physical
+ * address, holes zero-filled and sparse) or as an
  * ELF64 core with one PT_LOAD per RAM range and an NT_PRSTATUS per vCPU. A compressed
  * capture (ram.raw.gz) is decompressed on the fly.
  */
-import { constants } from 'node:fs';
-import { chmod, copyFile, rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { verifyCapture } from './artifact.js';
-import { gunzipRamTo, gzipRamReader } from './compression.js';
-import { writeElfCore } from './elf-core.js';
-import { CaptureError, ramPartOf } from './manifest.js';
+import { fileRamReader, gzipRamReader, type RamReader } from './compression.js';
+import { copyRanges, writeElfCore } from './elf-core.js';
+import { CaptureError, ramPartOf, type CaptureManifest } from './manifest.js';
 
 export type ExportFormat = 'raw' | 'elf';
 
@@ -33,18 +33,11 @@ export async function exportCapture(
   const ram = join(dir, part.name);
   let bytes: number;
   if (format === 'raw') {
-    const tmp = `${out}.partial-${process.pid}`;
-    try {
-      if (part.compressed) await gunzipRamTo(ram, part, tmp, { flags: 'wx' });
-      else await copyFile(ram, tmp, constants.COPYFILE_EXCL);
-      // Guest memory: readable by its owner only, whatever the capture's file had.
-      await chmod(tmp, 0o600);
-      await rename(tmp, out);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
-    bytes = part.rawSize;
+    bytes = await writeRawImage(
+      out,
+      part.compressed ? gzipRamReader(ram, part) : await fileRamReader(ram),
+      manifest,
+    );
   } else {
     bytes = await writeElfCore(
       out,
@@ -54,4 +47,37 @@ export async function exportCapture(
     );
   }
   return { bytes, ms: performance.now() - t0 };
+}
+
+/**
+ * A raw image as Volatility and LiME's "padded" format expect: file offset = guest-physical
+ * address, each RAM range at its address, holes (the PCI hole, the legacy window) as
+ * zeros. Written sparse (zero chunks and holes are not written), atomically through
+ * OUT.partial-<pid>, mode 0600 (guest memory). Returns the image size in bytes.
+ */
+async function writeRawImage(out: string, src: RamReader, manifest: CaptureManifest): Promise<number> {
+  const tmp = `${out}.partial-${process.pid}`;
+  const ranges = [...manifest.ram].sort((a, b) => a.offset - b.offset);
+  const size = ranges.reduce((a, r) => Math.max(a, r.gpa + r.size), 0);
+  try {
+    const dst = await open(tmp, 'wx', 0o600);
+    try {
+      await copyRanges(
+        src,
+        dst,
+        ranges.map((r) => ({ from: r.offset, to: r.gpa, size: r.size })),
+      );
+      await dst.truncate(size);
+      await dst.sync();
+    } finally {
+      await dst.close();
+    }
+    await rename(tmp, out);
+    return size;
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  } finally {
+    await src.close();
+  }
 }

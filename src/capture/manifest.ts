@@ -7,7 +7,10 @@ import { Packr } from 'msgpackr';
 import { GPR_NAMES } from '../qemu/x86-regs.js';
 
 export const CAPTURE_FORMAT = 'vmi-capture';
-export const CAPTURE_VERSION = 1;
+/** 2: ram.raw may carry the `sha256-sparse` digest (version 1 captures are still read). */
+export const CAPTURE_VERSION = 2;
+/** Manifest versions this vmi reads. */
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
 export const MANIFEST = 'manifest.msgpack';
 /** sha256 of manifest.msgpack, so a flipped byte in the manifest is caught too. */
 export const MANIFEST_SUM = 'manifest.sha256';
@@ -20,10 +23,19 @@ export class CaptureError extends Error {
   override name = 'CaptureError';
 }
 
+export type PartDigest = 'sha256-sparse';
+
 export interface PartInfo {
   /** Size and sha256 of the file as stored (for a compressed part: the compressed file). */
   size: number;
   sha256: string;
+  /**
+   * How `sha256` was computed: absent = SHA-256 of the file's bytes; `sha256-sparse`
+   * (ram.raw only) = SHA-256 over each 1 MiB chunk that is not all zeros, each preceded
+   * by its file offset as a little-endian u64 (see artifact.ts). A mostly untouched
+   * 8 GiB guest is then hashed in about the time its touched memory takes.
+   */
+  digest?: PartDigest;
   /** Only on ram.raw.gz. */
   compression?: 'gzip';
   /** Size once decompressed (only with `compression`). */
@@ -154,7 +166,8 @@ export function decodeManifest(buf: Buffer): CaptureManifest {
   if (typeof m !== 'object' || m === null) return bad('not a map');
   const r = m as Partial<CaptureManifest>;
   if (r.format !== CAPTURE_FORMAT) bad(`not a vmi capture (format ${JSON.stringify(r.format)})`);
-  if (r.version !== CAPTURE_VERSION) bad(`unsupported format version ${String(r.version)}`);
+  if (!READABLE_VERSIONS.includes(r.version as number))
+    bad(`unsupported format version ${String(r.version)}`);
   if (typeof r.id !== 'string' || typeof r.createdAt !== 'string') bad('missing id or creation time');
   if (r.mode !== 'shared-ram' && r.mode !== 'full-stream') bad(`unknown mode ${String(r.mode)}`);
   if (typeof r.parts !== 'object' || r.parts === null) bad('missing part list');
@@ -162,6 +175,8 @@ export function decodeManifest(buf: Buffer): CaptureManifest {
     if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(name) || name.includes('..')) bad(`bad part name ${name}`);
     if (!Number.isSafeInteger(p?.size) || p.size < 0 || !/^[0-9a-f]{64}$/.test(String(p?.sha256)))
       bad(`bad entry for part ${name}`);
+    if (p.digest !== undefined && (name !== RAM_PART || p.digest !== 'sha256-sparse' || r.version! < 2))
+      bad(`bad entry for part ${name} (digest)`);
     if (name === RAM_GZ_PART) {
       if (p.compression !== 'gzip' || !Number.isSafeInteger(p.uncompressedSize) || p.uncompressedSize! < 0)
         bad(`bad entry for part ${name} (compression)`);

@@ -54,6 +54,7 @@ export function checkReplayManifest(m: CaptureManifest, ram: RamPart, shmFreeByt
     refuse(
       `memory size ${memMiB} MiB is more than /dev/shm has free (${Math.floor(shmFreeBytes / 1048576)} MiB)`,
     );
+  checkRamRanges(m.ram, bytes);
   if (typeof append !== 'string') refuse('the kernel command line is missing');
   if (append.length > REPLAY_MAX_CMDLINE)
     refuse(`the kernel command line is ${append.length} characters (at most ${REPLAY_MAX_CMDLINE})`);
@@ -73,4 +74,32 @@ export function checkReplayManifest(m: CaptureManifest, ram: RamPart, shmFreeByt
   }
   if (typeof m.qemu?.version !== 'string' || !/^[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?$/.test(m.qemu.version))
     refuse(`QEMU version ${JSON.stringify(m.qemu?.version)} is not a version number`);
+}
+
+/**
+ * The manifest's RAM ranges (they become the replay's RAM layout): integers, inside the
+ * RAM part, not overlapping in guest-physical space, and no byte of the part used twice.
+ */
+function checkRamRanges(ram: unknown, bytes: number): void {
+  if (!Array.isArray(ram) || ram.length === 0 || ram.length > 64)
+    refuse('the RAM range list is missing or too long');
+  const ranges = ram as { gpa: unknown; size: unknown; offset: unknown }[];
+  for (const r of ranges) {
+    const { gpa, size, offset } = r ?? {};
+    if (
+      ![gpa, size, offset].every((v) => Number.isSafeInteger(v) && (v as number) >= 0) ||
+      (size as number) === 0
+    )
+      refuse(`RAM range ${JSON.stringify(r)} is not three non-negative integers`);
+    if ((offset as number) + (size as number) > bytes)
+      refuse(`RAM range at 0x${(gpa as number).toString(16)} runs past the end of the RAM part`);
+  }
+  const overlap = (key: 'gpa' | 'offset'): boolean => {
+    const s = [...ranges].sort((a, b) => (a[key] as number) - (b[key] as number));
+    return s.some(
+      (r, i) => i > 0 && (s[i - 1][key] as number) + (s[i - 1].size as number) > (r[key] as number),
+    );
+  };
+  if (overlap('gpa')) refuse('RAM ranges overlap in guest-physical space');
+  if (overlap('offset')) refuse('RAM ranges overlap in the RAM part');
 }

@@ -3,7 +3,8 @@
  * initramfs running a known workload, under QEMU with every control endpoint in a private
  * run directory (/tmp/vmi-<uid>/guests/<name>/).
  */
-import { access, mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, statfs, unlink } from 'node:fs/promises';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import {
@@ -12,9 +13,12 @@ import {
   findQemu,
   isQemuAlive,
   launchQemu,
+  numaNodeSizes,
   runDirPaths,
   stopQemu,
 } from '../qemu/launcher.js';
+import { QmpClient } from '../qemu/qmp.js';
+import { queryRamMap, type RamRange } from '../qemu/ram-map.js';
 import { GuestConsole } from './console.js';
 import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
 import { guestsRoot, LabError, sleep } from './host.js';
@@ -37,7 +41,17 @@ export interface LabGuest extends GuestEndpoints {
   cpus: number;
   cpuModel: string;
   memMiB: number;
+  /** QEMU machine type as given (`q35` or `pc`). */
+  machine?: LabMachine;
+  /** NUMA nodes (1: no NUMA layout). */
+  numaNodes?: number;
 }
+
+/** Machine types the lab boots: q35 (default) and i440fx (`pc`). */
+export type LabMachine = 'q35' | 'pc';
+export const LAB_MACHINES: readonly LabMachine[] = ['q35', 'pc'];
+/** Most NUMA nodes a lab guest may have. */
+export const MAX_NUMA_NODES = 8;
 
 export interface LabUpOptions {
   /** Guest name, default 'lab'. */
@@ -47,6 +61,10 @@ export interface LabUpOptions {
   cpus?: number;
   cpuModel?: string;
   memMiB?: number;
+  /** Machine type, default q35. */
+  machine?: LabMachine;
+  /** NUMA nodes, default 1: with 2 or more, one memory backend (and RAM file) per node. */
+  numaNodes?: number;
   /** Extra kernel command-line arguments. */
   appendCmdline?: string;
   /** Cap of the console log in bytes (default CONSOLE_LOG_CAP, 8 MiB; rotated once to .1). */
@@ -154,8 +172,12 @@ async function cleanupGuestDir(dir: string): Promise<void> {
   const qemuPid =
     guest?.pid ?? Number((await readFile(runDirPaths(dir).pidFile, 'utf8').catch(() => '')).trim());
   if (qemuPid && isQemuAlive(qemuPid, dir)) await stopQemu(qemuPid, dir);
-  const ram = guest?.ramFile ?? (await readFile(join(dir, RAM_MARKER), 'utf8').catch(() => '')).trim();
-  if (ram && ram.startsWith('/dev/shm/vmi-')) await unlink(ram).catch(() => undefined);
+  const marker = (await readFile(join(dir, RAM_MARKER), 'utf8').catch(() => '')).split('\n');
+  const rams = new Set(
+    [guest?.ramFile, ...Object.values(guest?.ramFiles ?? {}), ...marker].map((r) => r?.trim()),
+  );
+  for (const ram of rams)
+    if (ram && ram.startsWith('/dev/shm/vmi-')) await unlink(ram).catch(() => undefined);
   await rm(dir, { recursive: true, force: true });
 }
 
@@ -262,6 +284,38 @@ async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Pro
   }
 }
 
+/**
+ * The largest lab guest, MiB: the host's RAM and the size of /dev/shm (where the RAM
+ * files live), whichever is smaller. The files are sparse, so a guest costs what it
+ * touches; this bound only stops a guest that could fill either.
+ */
+async function maxGuestMiB(): Promise<number> {
+  const shm = await statfs('/dev/shm').catch(() => undefined);
+  const shmMiB = shm ? Math.floor((shm.blocks * shm.bsize) / 1048576) : Infinity;
+  return Math.max(64, Math.min(Math.floor(totalmem() / 1048576), shmMiB));
+}
+
+/**
+ * Where QEMU put the guest's RAM, recorded in guest.json so that attaches need not ask:
+ * ranges from the flat view, and each backend's file (only the files this lab created).
+ */
+async function labRamMap(
+  qmpSocket: string,
+  ramFiles: readonly string[],
+): Promise<{ ranges: RamRange[]; files: Record<string, string> }> {
+  const qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 });
+  try {
+    const map = await queryRamMap(qmp);
+    const files = Object.fromEntries(Object.entries(map.files).filter(([, f]) => ramFiles.includes(f)));
+    const missing = map.ranges.find((r) => !files[r.block]);
+    if (missing)
+      throw new LabError(`QEMU maps RAM block ${missing.block}, which is none of the lab's RAM files`);
+    return { ranges: map.ranges, files };
+  } finally {
+    qmp.close();
+  }
+}
+
 function checkInt(what: string, v: number, min: number, max: number): number {
   if (!Number.isInteger(v) || v < min || v > max)
     throw new LabError(`${what} must be an integer in ${min}..${max}, got ${v}`);
@@ -276,7 +330,13 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
   const name = validateGuestName(opts.name ?? DEFAULT_LAB_NAME);
   const progress = opts.onProgress;
   const cpus = checkInt('cpus', opts.cpus ?? 1, 1, 16);
-  const memMiB = checkInt('memory (MiB)', opts.memMiB ?? 256, 64, 1920);
+  const memMiB = checkInt('memory (MiB)', opts.memMiB ?? 256, 64, await maxGuestMiB());
+  const machine = opts.machine ?? 'q35';
+  if (!LAB_MACHINES.includes(machine))
+    throw new LabError(`machine must be one of ${LAB_MACHINES.join(', ')}, got ${JSON.stringify(machine)}`);
+  const numaNodes = checkInt('NUMA nodes', opts.numaNodes ?? 1, 1, MAX_NUMA_NODES);
+  if (memMiB / numaNodes < 64)
+    throw new LabError(`each of the ${numaNodes} NUMA nodes needs at least 64 MiB`);
   const cpuModel = opts.cpuModel ?? 'max';
   if (!/^[A-Za-z0-9_.+=,-]+$/.test(cpuModel))
     throw new LabError(`invalid CPU model ${JSON.stringify(cpuModel)}`);
@@ -320,7 +380,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     }
   }
 
-  let ramFile: string | undefined;
+  let ramFiles: string[] = [];
   try {
     await writeStateFile(join(dir, STARTING), `${process.pid}\n`);
     const t0 = Date.now();
@@ -328,12 +388,21 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     const initrd = await buildInitramfs(kernel, progress);
     progress?.(`kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
-    ramFile = `/dev/shm/vmi-${name}-${randomTag()}.ram`;
-    await writeStateFile(join(dir, RAM_MARKER), `${ramFile}\n`);
-    await createRamFile(ramFile, memMiB);
+    // Sparse files (ftruncate): the host pays for the pages the guest touches, not memMiB.
+    const tag = randomTag();
+    ramFiles =
+      numaNodes === 1
+        ? [`/dev/shm/vmi-${name}-${tag}.ram`]
+        : Array.from({ length: numaNodes }, (_, i) => `/dev/shm/vmi-${name}-${tag}-node${i}.ram`);
+    await writeStateFile(join(dir, RAM_MARKER), ramFiles.join('\n') + '\n');
+    const nodeMiB = numaNodeSizes(memMiB, numaNodes);
+    for (const [i, f] of ramFiles.entries()) await createRamFile(f, nodeMiB[i]);
+    const ramFile = ramFiles[0];
     const append = [BASE_CMDLINE, opts.appendCmdline?.trim()].filter(Boolean).join(' ');
     const accel = chooseAccel();
-    progress?.(`starting qemu (${accel}, ${cpus} vCPU, ${memMiB} MiB, -cpu ${cpuModel})`);
+    progress?.(
+      `starting qemu (${accel}, ${machine}, ${cpus} vCPU, ${memMiB} MiB${numaNodes > 1 ? ` in ${numaNodes} NUMA nodes` : ''}, -cpu ${cpuModel})`,
+    );
     const t1 = Date.now();
     const { pid } = await launchQemu({
       name,
@@ -345,15 +414,20 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       cpuModel,
       memMiB,
       ramFile,
+      ...(numaNodes > 1 ? { numaRamFiles: ramFiles } : {}),
+      machine,
       accel,
       consoleLogCap: opts.consoleLogCap,
     });
     const paths = runDirPaths(dir);
+    const ramMap = await labRamMap(paths.qmpSocket, ramFiles);
     const guest: LabGuest = {
       name,
       qmpSocket: paths.qmpSocket,
       gdbSocket: paths.gdbSocket,
       ramFile,
+      ramFiles: ramMap.files,
+      ram: ramMap.ranges,
       ramSize: memMiB * 1024 * 1024,
       runDir: dir,
       pid,
@@ -366,6 +440,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       cpus,
       cpuModel,
       memMiB,
+      machine,
+      numaNodes,
     };
     await writeStateFile(join(dir, GUEST_JSON), JSON.stringify(guest, null, 2) + '\n');
     await waitReady(guest, progress);
@@ -375,7 +451,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     return guest;
   } catch (e) {
     await cleanupGuestDir(dir).catch(() => undefined);
-    if (ramFile) await unlink(ramFile).catch(() => undefined);
+    for (const f of ramFiles) await unlink(f).catch(() => undefined);
     throw e;
   }
 }

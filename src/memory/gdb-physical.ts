@@ -1,5 +1,6 @@
 import type { GdbClient } from '../qemu/gdb.js';
 import type { PhysicalMemory } from './physical.js';
+import type { RamLayout } from './ram-layout.js';
 
 /**
  * Guest-physical memory through the gdbstub (`Qqemu.PhyMemMode:1`), for guests without
@@ -10,7 +11,7 @@ import type { PhysicalMemory } from './physical.js';
 export class GdbPhysicalMemory implements PhysicalMemory {
   constructor(
     private readonly gdb: GdbClient,
-    readonly size: number,
+    readonly layout: RamLayout,
   ) {}
 
   /** The client tracks the stub's mode, so this is free unless someone switched it. */
@@ -18,7 +19,12 @@ export class GdbPhysicalMemory implements PhysicalMemory {
     return this.gdb.setPhysicalMemoryMode(on);
   }
 
+  /**
+   * The stub reads whatever QEMU maps at an address (MMIO, ROM, nothing): only RAM
+   * ranges are allowed through, so a wrong address is an error, not wrong bytes.
+   */
   async read(paddr: bigint, length: number): Promise<Buffer> {
+    this.layout.pieces(paddr, length);
     await this.mode(true);
     return this.gdb.readMemory(paddr, length);
   }
@@ -28,6 +34,7 @@ export class GdbPhysicalMemory implements PhysicalMemory {
   }
 
   async write(paddr: bigint, data: Uint8Array): Promise<void> {
+    this.layout.pieces(paddr, data.length);
     await this.mode(true);
     await this.gdb.writeMemory(paddr, data);
   }

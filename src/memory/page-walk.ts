@@ -44,7 +44,7 @@ export async function translate(
     const shift = BigInt(12 + 9 * (level - 1));
     const index = (vaddr >> shift) & 0x1ffn;
     const entryAddr = table + index * 8n;
-    if (entryAddr + 8n > BigInt(mem.size)) {
+    if (!mem.layout.contains(entryAddr, 8)) {
       throw new PageWalkError(`page table at 0x${table.toString(16)} lies outside guest RAM`);
     }
     const entry = (await mem.read(entryAddr, 8)).readBigUInt64LE(0);
@@ -81,7 +81,7 @@ async function walkToTable(
   for (let level = levels; level >= 2; level--) {
     const shift = BigInt(12 + 9 * (level - 1));
     const entryAddr = table + ((vaddr >> shift) & 0x1ffn) * 8n;
-    if (entryAddr + 8n > BigInt(mem.size)) {
+    if (!mem.layout.contains(entryAddr, 8)) {
       throw new PageWalkError(`page table at 0x${table.toString(16)} lies outside guest RAM`);
     }
     const entry = (await mem.read(entryAddr, 8)).readBigUInt64LE(0);

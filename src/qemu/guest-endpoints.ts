@@ -1,3 +1,5 @@
+import type { RamRange } from './ram-map.js';
+
 /**
  * How to reach one QEMU guest: what the lab writes for the guests it boots, and what an
  * attach needs. The shadow engine only ever sees this, never how the guest started.
@@ -9,9 +11,19 @@ export interface GuestEndpoints {
   qmpSocket: string;
   /** gdbstub unix socket when QEMU was started with one; otherwise enabled at attach time. */
   gdbSocket?: string;
-  /** Shared guest-RAM file: file offset = guest-physical address (q35, RAM below 2 GiB). */
+  /**
+   * Shared guest-RAM file (a memory-backend-file with share=on): its presence is what
+   * enables the doorbell transport. With several backends (NUMA), the first one.
+   */
   ramFile?: string;
-  /** Guest RAM size in bytes. */
+  /** Every backend's RAM file by RAM block name (NUMA: one per node); default {block: ramFile}. */
+  ramFiles?: Record<string, string>;
+  /**
+   * Where guest RAM is mapped (guest-physical ranges → block and offset), when the starter
+   * of the guest recorded it; otherwise learnt from QEMU (`info mtree -f`) at attach.
+   */
+  ram?: RamRange[];
+  /** Guest RAM size in bytes (all ranges). */
   ramSize: number;
   /** Private (0700) directory for this guest's sockets, logs and the redirection journal. */
   runDir: string;

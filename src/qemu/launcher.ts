@@ -71,8 +71,18 @@ export interface LaunchSpec {
   cpus: number;
   cpuModel: string;
   memMiB: number;
-  /** Shared RAM file (created beforehand, 0600); file offset = guest-physical address. */
+  /**
+   * Shared RAM file (created beforehand, 0600) of the one RAM block `m`. Which guest-physical
+   * ranges map to which file offsets is QEMU's business (see ram-map.ts): only on q35 below
+   * 2.75 GiB (pc: 3.5 GiB) is file offset = guest-physical address.
+   */
   ramFile: string;
+  /**
+   * NUMA: one shared RAM file per node (blocks `m0`, `m1`, ...; each node gets memMiB/n,
+   * the last one the remainder; vCPUs are dealt out round-robin). Replaces `ramFile`'s
+   * single backend when it has two or more entries.
+   */
+  numaRamFiles?: string[];
   accel?: Accel;
   /** Machine type (default `q35`); a capture replay names the exact one, e.g. pc-q35-7.2. */
   machine?: string;
@@ -157,7 +167,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
   }
   if (spec.machine !== undefined && !/^[A-Za-z0-9_.-]+$/.test(spec.machine))
     throw new QemuError(`invalid machine type ${JSON.stringify(spec.machine)}`);
-  for (const v of [spec.ramFile, spec.runDir, spec.kernel, spec.initrd]) {
+  for (const v of [spec.ramFile, ...(spec.numaRamFiles ?? []), spec.runDir, spec.kernel, spec.initrd]) {
     // QEMU's option parser treats ',' as a separator (',,' escapes it); keep paths plain.
     if (v.includes(',')) throw new QemuError(`path must not contain ',': ${v}`);
   }
@@ -165,18 +175,13 @@ export function qemuArgs(spec: LaunchSpec): string[] {
   return [
     '-name',
     `vmi-${spec.name}`,
-    '-machine',
-    `${spec.machine ?? 'q35'},memory-backend=m`,
+    ...memoryArgs(spec),
     '-accel',
     accel,
     '-cpu',
     spec.cpuModel,
     '-smp',
     String(spec.cpus),
-    '-m',
-    `${spec.memMiB}M`,
-    '-object',
-    `memory-backend-file,id=m,size=${spec.memMiB}M,mem-path=${spec.ramFile},share=on`,
     '-kernel',
     spec.kernel,
     '-initrd',
@@ -211,6 +216,45 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     ...(spec.runAs ? ['-runas', `${spec.runAs.uid}:${spec.runAs.gid}`] : []),
     '-daemonize',
   ];
+}
+
+/** MiB of each NUMA node: memMiB split evenly, the remainder on the last node. */
+export function numaNodeSizes(memMiB: number, nodes: number): number[] {
+  const each = Math.floor(memMiB / nodes);
+  return Array.from({ length: nodes }, (_, i) => (i === nodes - 1 ? memMiB - each * (nodes - 1) : each));
+}
+
+/**
+ * -machine, -m, the memory backend(s) and NUMA nodes. One node: `-machine TYPE,memory-backend=m`.
+ * Several: a backend per node (`m0`, `m1`, ...) and `-numa node,memdev=mI,cpus=...`.
+ */
+function memoryArgs(spec: LaunchSpec): string[] {
+  const machine = spec.machine ?? 'q35';
+  const files = spec.numaRamFiles ?? [];
+  const backend = (id: string, mib: number, path: string): string[] => [
+    '-object',
+    `memory-backend-file,id=${id},size=${mib}M,mem-path=${path},share=on`,
+  ];
+  if (files.length < 2) {
+    return [
+      '-machine',
+      `${machine},memory-backend=m`,
+      '-m',
+      `${spec.memMiB}M`,
+      ...backend('m', spec.memMiB, spec.ramFile),
+    ];
+  }
+  const sizes = numaNodeSizes(spec.memMiB, files.length);
+  const args = ['-machine', machine, '-m', `${spec.memMiB}M`];
+  files.forEach((f, i) => {
+    const cpus = Array.from({ length: spec.cpus }, (_, c) => c).filter((c) => c % files.length === i);
+    args.push(
+      ...backend(`m${i}`, sizes[i], f),
+      '-numa',
+      [`node,nodeid=${i},memdev=m${i}`, ...cpus.map((c) => `cpus=${c}`)].join(','),
+    );
+  });
+  return args;
 }
 
 /** Creates the guest RAM file ourselves (0600, exclusive) so it is never world-readable. */

@@ -1,6 +1,6 @@
 /** The resident shadow's lifecycle: start one that outlives the attach, stop it, look at it. */
 import { sysno } from '../abi/linux/syscalls.js';
-import { RamFileMemory } from '../memory/physical.js';
+import { learnGuestRam, openRamFiles } from '../memory/guest-ram.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { JournalStore } from './journal.js';
 import type { ShadowContext } from './root-context.js';
@@ -67,7 +67,7 @@ export async function residentShadowStatus(guest: GuestEndpoints): Promise<Resid
   };
   if (!guest.ramFile)
     return { ...status, health: 'unknown', detail: 'no shared RAM file to read it through' };
-  const mem = new RamFileMemory(guest.ramFile, guest.ramSize, false);
+  const mem = openRamFiles(guest, await learnGuestRam(guest), false)!;
   try {
     const h = ShadowHandle.fromRecord(mem, record);
     await h.verify();

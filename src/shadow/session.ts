@@ -7,8 +7,8 @@
 import { existsSync } from 'node:fs';
 import { AT_FDCWD, O_RDONLY, SIGKILL } from '../abi/linux/flags.js';
 import { sysno } from '../abi/linux/syscalls.js';
-import { GdbPhysicalMemory } from '../memory/gdb-physical.js';
-import { RamFileMemory, type PhysicalMemory } from '../memory/physical.js';
+import { gdbMemory, learnGuestRam, openRamFiles } from '../memory/guest-ram.js';
+import type { PhysicalMemory } from '../memory/physical.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { isReadOnlyCall } from '../sdk/policy.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
@@ -187,10 +187,12 @@ export class RedirectSession implements SyscallExecutor {
       if (wake) await wake.open();
       const previous = journal.load();
       const resident = previous?.shadow?.resident && !previous.victim ? previous.shadow : undefined;
-      if (guest.ramFile) mem = new RamFileMemory(guest.ramFile, guest.ramSize);
+      // Where RAM is (q35 splits it at 2 GiB, pc at 3 GiB once it is big enough).
+      const ram = await learnGuestRam(guest);
+      mem = openRamFiles(guest, ram);
       if (!mem || transportName === 'trap' || !resident) {
         dbg = await connectDebugger(guest.gdbSocket);
-        mem ??= new GdbPhysicalMemory(dbg.gdb, guest.ramSize);
+        mem ??= gdbMemory(dbg.gdb, ram);
       }
 
       let link: Link | undefined;

@@ -13,7 +13,8 @@ import type { KeyObject } from 'node:crypto';
 import { mkdtemp, open as openFile, rm, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
-import { RamFileMemory } from '../memory/physical.js';
+import { RamFileMemory, RamLayout, type RamRange } from '../memory/physical.js';
+import { isZero } from '../capture/sparse.js';
 import { createRamFile, launchQemu, REPLAY_SANDBOX, runDirPaths, stopQemu } from '../qemu/launcher.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
@@ -123,16 +124,22 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       // Copy and hash in one read-only pass over the capture's RAM.
       const dst = await openFile(ramCopy, 'r+');
       try {
-        const got = await hashFile(ramPath, async (chunk, off) => {
-          await dst.write(chunk, 0, chunk.length, off);
-        });
+        // Zero chunks are left as holes of the fresh (sparse) copy: an 8 GiB guest costs
+        // /dev/shm what it had touched, not 8 GiB.
+        const got = await hashFile(
+          ramPath,
+          async (chunk, off) => {
+            if (!isZero(chunk)) await dst.write(chunk, 0, chunk.length, off);
+          },
+          ram.info.digest,
+        );
         checkPartHash(ram.name, ram.info, got);
       } finally {
         await dst.close();
       }
     } else {
       // The full stream carries the RAM: QEMU loads it; the RAM part is still checked.
-      checkPartHash(ram.name, ram.info, await hashFile(ramPath));
+      checkPartHash(ram.name, ram.info, await hashFile(ramPath, undefined, ram.info.digest));
     }
     const ramCopyMs = performance.now() - t1;
 
@@ -202,6 +209,8 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
         qmpSocket: paths.qmpSocket,
         gdbSocket: paths.gdbSocket,
         ramFile: ramCopy,
+        ramFiles: { [REPLAY_BLOCK]: ramCopy },
+        ram: replayRanges(manifest),
         ramSize: m.memMiB * 1024 * 1024,
         runDir,
         ...(manifest.guest.kernelRelease ? { kernelRelease: manifest.guest.kernelRelease } : {}),
@@ -215,6 +224,17 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
     await close().catch(() => undefined);
     throw e;
   }
+}
+
+/** The RAM block name of the clone's one backend (launchQemu's `-object memory-backend-file,id=m`). */
+const REPLAY_BLOCK = 'm';
+
+/**
+ * The clone's RAM ranges: the captured ranges, whose offsets into ram.raw are offsets into
+ * the clone's RAM copy (the same machine type and size give QEMU the same layout).
+ */
+function replayRanges(manifest: CaptureManifest): RamRange[] {
+  return manifest.ram.map((r) => ({ gpa: r.gpa, size: r.size, block: REPLAY_BLOCK, offset: r.offset }));
 }
 
 /** Runs `fn` against a replay clone and always disposes of the clone. */
@@ -252,7 +272,7 @@ async function seedSyscallEntry(runDir: string, ramFile: string, manifest: Captu
   const v = manifest.vcpus[0];
   const lstar = BigInt(v.lstar);
   if (lstar === 0n) return;
-  const mem = new RamFileMemory(ramFile, manifest.machine.memMiB * 1024 * 1024);
+  const mem = new RamFileMemory(ramFile, new RamLayout(replayRanges(manifest)));
   try {
     const t = await translate(mem, BigInt(v.cr3), BigInt(v.cr4), lstar);
     if (!t || (t.paddr & 0xfffn) > 0xff0n) return;

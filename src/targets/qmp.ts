@@ -20,6 +20,7 @@ import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { GdbClient } from '../qemu/gdb.js';
 import { MAX_UNIX_PATH } from '../qemu/launcher.js';
 import { QmpClient } from '../qemu/qmp.js';
+import { queryRamMap } from '../qemu/ram-map.js';
 import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
 export class ForeignGuestError extends Error {
@@ -121,6 +122,8 @@ export async function openForeignGuest(
       'query-memory-size-summary',
     );
     const ramSize = Number(mem['base-memory']);
+    // Where its RAM is (asked here: QMP takes one client at a time, and this one holds it).
+    const ram = (await queryRamMap(qmp)).ranges;
 
     await ensurePrivateDir(runRoot());
     await ensurePrivateDir(join(runRoot(), 'foreign'));
@@ -162,7 +165,7 @@ export async function openForeignGuest(
       opts.progress?.(`guest is ${initialStatus}: resuming it for the run`);
       await qmp.execute('cont');
     }
-    const endpoints: GuestEndpoints = { name, qmpSocket: qmpPath, gdbSocket, ramSize, runDir };
+    const endpoints: GuestEndpoints = { name, qmpSocket: qmpPath, gdbSocket, ramSize, ram, runDir };
     let closed = false;
     const heldLock = lock;
     const status = initialStatus;

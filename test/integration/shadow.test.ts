@@ -6,7 +6,7 @@ import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestProcs, guestSh, lasting } from './helpers/guest-shell.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
-import { RamFileMemory } from '../../src/memory/physical.js';
+import { RamFileMemory, RamLayout } from '../../src/memory/physical.js';
 import { residentShadowStatus, startResidentShadow, stopResidentShadow } from '../../src/shadow/resident.js';
 import type { Call } from '../../src/sdk/syscall-types.js';
 import { JournalStore } from '../../src/shadow/journal.js';
@@ -195,7 +195,7 @@ describe('shadow engine', () => {
       await session.run([{ nr: 39, args: [] }]);
       // Someone in the guest rewrites one byte of the shadow's code.
       const rec = new JournalStore(guest.runDir).load()!.shadow!;
-      const mem = new RamFileMemory(guest.ramFile!, guest.ramSize);
+      const mem = new RamFileMemory(guest.ramFile!, RamLayout.flat(guest.ramSize));
       const h = new ShadowHandle(
         mem,
         BigInt(rec.base),

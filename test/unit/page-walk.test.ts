@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { translate, translateRange, PageWalkError, CR4_LA57 } from '../../src/memory/page-walk.js';
-import type { PhysicalMemory } from '../../src/memory/physical.js';
+import { RamLayout, type PhysicalMemory } from '../../src/memory/physical.js';
 
 /** A small guest-physical memory held in a Buffer, for building page tables by hand. */
 class BufferMemory implements PhysicalMemory {
   readonly buf: Buffer;
+  readonly layout: RamLayout;
   constructor(readonly size: number) {
     this.buf = Buffer.alloc(size);
+    this.layout = RamLayout.flat(size);
   }
   async read(paddr: bigint, length: number): Promise<Buffer> {
     const o = Number(paddr);

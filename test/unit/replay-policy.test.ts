@@ -112,6 +112,34 @@ const HOSTILE: Array<[string, (m: CaptureManifest) => void, RegExp]> = [
   ],
   ['memory not the RAM part size', (m) => (m.machine.memMiB = 512), /does not match the RAM part ram\.raw/],
   [
+    'a RAM range past the end of the RAM part',
+    (m) => (m.ram = [{ gpa: 4 * 2 ** 30, size: 256 * MiB, offset: 1 }]),
+    /RAM range at 0x100000000 runs past the end of the RAM part/,
+  ],
+  [
+    'RAM ranges that overlap in guest-physical space',
+    (m) =>
+      (m.ram = [
+        { gpa: 0, size: 128 * MiB, offset: 0 },
+        { gpa: 64 * MiB, size: 128 * MiB, offset: 128 * MiB },
+      ]),
+    /RAM ranges overlap in guest-physical space/,
+  ],
+  [
+    'RAM ranges that read one byte of the part twice',
+    (m) =>
+      (m.ram = [
+        { gpa: 0, size: 128 * MiB, offset: 0 },
+        { gpa: 4 * 2 ** 30, size: 128 * MiB, offset: 64 * MiB },
+      ]),
+    /RAM ranges overlap in the RAM part/,
+  ],
+  [
+    'a negative RAM range',
+    (m) => (m.ram = [{ gpa: -1, size: 1, offset: 0 }]),
+    /not three non-negative integers/,
+  ],
+  [
     'a hostile kernel command line',
     (m) => (m.machine.append = 'console=ttyS0 init=/bin/sh;$(reboot) `id`'),
     /kernel command line has a word with characters outside/,
@@ -160,6 +188,7 @@ describe('replay manifest checks', () => {
         initrdPart: 'boot/initrd-bbbb',
       },
       qemu: { version: '7.2.22' },
+      ram: [{ gpa: 0, size: 256 * MiB, offset: 0 }],
       parts: { 'ram.raw': { size: 256 * MiB }, 'boot/vmlinux-aaaa': {}, 'boot/initrd-bbbb': {} },
     } as unknown as CaptureManifest;
     expect(() => checkReplayManifest(m, ramPartOf(m), 1024 * MiB)).not.toThrow();

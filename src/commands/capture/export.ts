@@ -5,7 +5,7 @@ import { exportCapture, type ExportFormat } from '../../capture/export.js';
 export default class CaptureExport extends VmiCommand {
   static override summary = "Export a capture's RAM as a raw image or an ELF core (after verifying it)";
 
-  static override description = `raw: a copy of ram.raw (file offset = guest-physical address; a compressed capture's ram.raw.gz is decompressed on the fly). elf: an ELF64 core (ET_CORE, EM_X86_64) with one PT_LOAD per RAM range (p_paddr = p_vaddr = guest-physical address) and one NT_PRSTATUS note per vCPU, as memory-forensics tools read.`;
+  static override description = `raw: file offset = guest-physical address, each RAM range at its address and the holes between them (e.g. the PCI hole below 4 GiB) zero-filled, as Volatility and LiME's padded format expect; written sparse (a compressed capture's ram.raw.gz is decompressed on the fly). elf: an ELF64 core (ET_CORE, EM_X86_64) with one PT_LOAD per RAM range (p_paddr = p_vaddr = guest-physical address) and one NT_PRSTATUS note per vCPU, as memory-forensics tools read.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> lab.vmicap --format elf -o lab.elf',

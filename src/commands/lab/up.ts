@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { labUp } from '../../lab/lab.js';
+import { LAB_MACHINES, labUp, MAX_NUMA_NODES } from '../../lab/lab.js';
 
 export default class LabUp extends VmiCommand {
   static override description =
@@ -9,6 +9,9 @@ export default class LabUp extends VmiCommand {
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --name lab2 --cpus 2 --memory 512',
+    '<%= config.bin %> <%= command.id %> --name big --memory 8192 --cpus 2',
+    '<%= config.bin %> <%= command.id %> --name numa --memory 2048 --cpus 2 --numa 2',
+    '<%= config.bin %> <%= command.id %> --name i440fx --machine pc --memory 4096',
     '<%= config.bin %> <%= command.id %> --kernel 6.12-rt',
     '<%= config.bin %> <%= command.id %> --kernel linux-image-6.12.107+deb12-rt-amd64-unsigned',
   ];
@@ -21,7 +24,24 @@ export default class LabUp extends VmiCommand {
     }),
     cpus: Flags.integer({ description: 'number of vCPUs', default: 1, min: 1, max: 16 }),
     cpu: Flags.string({ description: 'QEMU CPU model', default: 'max' }),
-    memory: Flags.integer({ description: 'guest RAM in MiB', default: 256, min: 64, max: 1920 }),
+    memory: Flags.integer({
+      description:
+        "guest RAM in MiB, up to the host's RAM and /dev/shm size (the RAM file is sparse: the host pays for what the guest touches)",
+      default: 256,
+      min: 64,
+    }),
+    machine: Flags.string({
+      description: 'QEMU machine type: q35, or pc (i440fx)',
+      options: [...LAB_MACHINES],
+      default: 'q35',
+    }),
+    numa: Flags.integer({
+      description:
+        'NUMA nodes: with 2 or more, RAM is split evenly into one memory backend per node and vCPUs are dealt out round-robin',
+      default: 1,
+      min: 1,
+      max: MAX_NUMA_NODES,
+    }),
     append: Flags.string({ description: 'extra kernel command-line arguments' }),
     boot: Flags.string({
       description:
@@ -42,6 +62,8 @@ export default class LabUp extends VmiCommand {
         cpus: flags.cpus,
         cpuModel: flags.cpu,
         memMiB: flags.memory,
+        machine: LAB_MACHINES.find((m) => m === flags.machine),
+        numaNodes: flags.numa,
         appendCmdline: flags.append,
         bootImage: flags.boot === 'bzimage' ? 'bzImage' : 'vmlinux',
         onProgress: (m) => process.stderr.write(`vmi lab: ${m}\n`),
@@ -53,7 +75,11 @@ export default class LabUp extends VmiCommand {
         this.log(`${guest.name} running (pid ${guest.pid}, ${guest.kernelRelease}) in ${secs} s`);
         this.log(`  qmp:    ${guest.qmpSocket}`);
         this.log(`  gdb:    ${guest.gdbSocket}`);
-        this.log(`  ram:    ${guest.ramFile}`);
+        this.log(`  ram:    ${Object.values(guest.ramFiles ?? { m: guest.ramFile }).join(', ')}`);
+        if (guest.ram)
+          this.log(
+            `  layout: ${guest.ram.map((r) => `0x${r.gpa.toString(16)}+${r.size / 1048576} MiB`).join(', ')}`,
+          );
         this.log(`  serial: ${guest.serialSocket} (log ${guest.consoleLog})`);
       }
     } catch (e) {
