@@ -5,6 +5,7 @@
  */
 import { parseMaps } from '../abi/linux/proc/index.js';
 import {
+  bytesToText,
   definePlugin,
   isVanished,
   ProcFs,
@@ -59,7 +60,7 @@ export const maps = definePlugin({
         ctx.warn(`pid ${pid}: ${commFile.error.message}`);
         comm = unreadable(commFile.error.message);
       } else {
-        comm = new TextDecoder().decode(commFile.data).replace(/\n$/, '');
+        comm = bytesToText(commFile.data!).replace(/\n$/, '');
       }
       if (mapsFile.error) {
         ctx.warn(`pid ${pid}: ${mapsFile.error.message}`);

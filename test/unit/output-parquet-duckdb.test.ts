@@ -137,6 +137,7 @@ describe('DuckDB reads vmi parquet', () => {
       { k: 'vmi.guest', v: 'lab' },
       { k: 'vmi.kernel.release', v: '6.1.0-56-amd64' },
       { k: 'vmi.plugin', v: 'pslist' },
+      { k: 'vmi.text_encoding', v: 'utf8-xescape' },
     ]);
   });
 });
