@@ -177,7 +177,16 @@ describe('plugins run argv with several guests', () => {
       ].sort(),
     );
     expect([...booleans].sort()).toEqual(
-      ['list', 'timing', 'help', 'all-guests', 'allow-write', 'all', 'accept-partial-context'].sort(),
+      [
+        'list',
+        'timing',
+        'help',
+        'all-guests',
+        'allow-write',
+        'all',
+        'accept-partial-context',
+        'include-shadow',
+      ].sort(),
     );
   });
 });

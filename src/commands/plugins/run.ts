@@ -103,6 +103,10 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
         'borrow this task first when the shadow is created (its PID as it sees itself: inside a PID namespace, the PID there); another task is used if it refuses',
       min: 2,
     }),
+    'include-shadow': Flags.boolean({
+      description:
+        "keep the rows of vmi's own shadow process (left out by default; its PID is in every table's metadata as shadow.pid), marked in a VMI_SHADOW column",
+    }),
     'accept-partial-context': Flags.boolean({
       description:
         "print tables even when the shadow's context cannot be verified as the guest's root context (recorded in the tables' metadata)",
@@ -149,6 +153,7 @@ Without --guest the built-in lab guest is used (booted first if it is not runnin
         allowWrite: flags['allow-write'],
         preferVictimPid: flags['victim-pid'],
         acceptPartialContext: flags['accept-partial-context'],
+        includeShadow: flags['include-shadow'],
         runLimits: {
           timeoutMs: flags['plugin-timeout'] * 1000,
           maxReadBytes: flags['max-read'] * 1048576,
