@@ -22,6 +22,7 @@ import {
 } from '../../src/output/index.js';
 import { cPath } from '../../src/sdk/batch.js';
 import { BYTE_TEXT_ENCODING, bytesToText, textToBytes } from '../../src/util/byte-text.js';
+import { parseCsv } from '../helpers/csv.js';
 import { MemorySink } from './output-helpers.js';
 
 const b = (...xs: (number | string)[]): Uint8Array =>
@@ -107,47 +108,6 @@ describe('byte text', () => {
     ]);
   });
 });
-
-/** RFC 4180 records (quoted fields with doubled quotes, `\n` line ends). */
-function parseCsv(text: string): string[][] {
-  const records: string[][] = [];
-  let field = '';
-  let record: string[] = [];
-  let i = 0;
-  let quoted = false;
-  while (i < text.length) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"' && text[i + 1] === '"') {
-        field += '"';
-        i += 2;
-      } else if (ch === '"') {
-        quoted = false;
-        i++;
-      } else {
-        field += ch;
-        i++;
-      }
-    } else if (ch === '"') {
-      quoted = true;
-      i++;
-    } else if (ch === ',') {
-      record.push(field);
-      field = '';
-      i++;
-    } else if (ch === '\n') {
-      record.push(field);
-      records.push(record);
-      record = [];
-      field = '';
-      i++;
-    } else {
-      field += ch;
-      i++;
-    }
-  }
-  return records;
-}
 
 /** The VALUE cells of a rendered ID/VALUE table, in row order, as each renderer's reader gets them. */
 async function valuesFrom(format: RendererName, table: ResultTable): Promise<string[]> {
