@@ -44,6 +44,14 @@ WHERE a.ARGS IS NOT NULL
   AND NOT starts_with(ltrim(regexp_replace(split_part(a.ARGS, ' ', 1), '^.*/', ''), '-'), p.COMM)
 ORDER BY p.PID;
 
+-- title: names with bytes that are not UTF-8, and the exact bytes
+-- vmi writes guest text as byte text: valid UTF-8 as is, \xNN for any other byte, \x5c
+-- for a backslash; this turns it back into the guest's bytes (a BLOB).
+SELECT PID, COMM, hex(replace(encode(COMM)::VARCHAR, '\x5Cx', '\x')::BLOB) AS comm_bytes
+FROM 'pslist.parquet'
+WHERE contains(COMM, '\')
+ORDER BY PID;
+
 -- title: vmi metadata of pslist.parquet
 SELECT decode(key) AS key, decode(value) AS value
 FROM parquet_kv_metadata('pslist.parquet')

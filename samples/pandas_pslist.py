@@ -9,6 +9,7 @@ Needs pyarrow and pandas (`pip install pyarrow pandas`). Reads out/pslist.arrow 
 file) and/or out/pslist.parquet, whichever exist, and out/psaux.parquet if present.
 """
 
+import codecs
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,12 @@ def vmi_metadata(table: pa.Table) -> dict:
     """The vmi.* keys of the Arrow schema metadata (guest, kernel, plugin, errors...)."""
     meta = table.schema.metadata or {}
     return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"vmi.")}
+
+
+def guest_bytes(text: str) -> bytes:
+    """The guest's exact bytes of a vmi text cell (field metadata vmi.encoding = utf8-xescape):
+    valid UTF-8 as is, \\xNN for any other byte, \\x5c for a backslash."""
+    return codecs.escape_decode(text.encode("utf-8"))[0]
 
 
 def read_arrow(path: Path) -> pa.Table:
@@ -60,6 +67,12 @@ def main() -> None:
         a, b = frames.values()
         same = a.reset_index(drop=True).equals(b.reset_index(drop=True))
         print(f"\nArrow and Parquet hold the same rows: {same}")
+
+    odd = ps[ps["COMM"].str.contains("\\", regex=False, na=False)]
+    if len(odd):
+        print("\n== process names with bytes that are not UTF-8 (exact bytes)")
+        for pid, comm in zip(odd["PID"], odd["COMM"]):
+            print(f"   {pid}: {guest_bytes(comm)!r}")
 
     print("\n== processes per COMM")
     print(ps.groupby("COMM").size().sort_values(ascending=False).head(10).to_string())

@@ -20,9 +20,11 @@ import {
   Utf8,
   type Data,
 } from 'apache-arrow';
+import { BYTE_TEXT_ENCODING } from '../util/byte-text.js';
 import { AbsentValue, type ColumnType, type RowValue } from './columns.js';
 import {
   FIELD_DESCRIPTION_KEY,
+  FIELD_ENCODING_KEY,
   FIELD_TYPE_KEY,
   schemaMetadata,
   TableError,
@@ -67,6 +69,8 @@ export function toArrow(table: ResultTable): Table {
   table.columns.forEach((col, c) => {
     const meta = new Map<string, string>([[FIELD_TYPE_KEY, col.type]]);
     if (col.description) meta.set(FIELD_DESCRIPTION_KEY, col.description);
+    // Text cells are byte text: the reader needs the scheme to get the guest's bytes back.
+    if (col.type === 'utf8') meta.set(FIELD_ENCODING_KEY, BYTE_TEXT_ENCODING);
     const data = columnData(table, c);
     fields.push(new Field(col.name, data.type, true, meta));
     children.push(data);

@@ -5,7 +5,10 @@
 
 /**
  * Column types a plugin can declare.
- * - `int32`, `int64`, `uint64`, `float64`, `bool`, `utf8`: as in Arrow.
+ * - `int32`, `int64`, `uint64`, `float64`, `bool`: as in Arrow.
+ * - `utf8`: byte text (src/util/byte-text.ts): valid UTF-8 as is, `\xNN` for every other
+ *   byte and `\x5c` for a backslash, so guest bytes come back exactly. Stored as Arrow
+ *   Utf8 with field metadata `vmi.encoding: utf8-xescape`.
  * - `timestamp_ms`: milliseconds since the Unix epoch, UTC (value: Date, number or bigint).
  * - `hex64`: an unsigned 64-bit integer that is an address or offset; stored as Arrow
  *   Uint64, shown as `0x…` by the text, CSV and JSON renderers.

@@ -2,6 +2,7 @@
  * Cell formatting shared by the text renderers. Formatters are chosen once per column so
  * the per-cell work in hot loops is one function call.
  */
+import { byteEscape } from '../util/byte-text.js';
 import { AbsentValue, type ColumnType, type RowValue } from './columns.js';
 
 export type CellFormatter = (v: RowValue) => string;
@@ -41,22 +42,21 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_G = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
 
+const utf8 = new TextEncoder();
+
+/** A control character as the `\xNN` escapes of its UTF-8 bytes (U+0085 → `\xc2\x85`). */
 function escapeChar(ch: string): string {
-  switch (ch) {
-    case '\t':
-      return '\\t';
-    case '\n':
-      return '\\n';
-    case '\r':
-      return '\\r';
-    default: {
-      const code = ch.charCodeAt(0);
-      return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16)}`;
-    }
-  }
+  let s = '';
+  for (const b of utf8.encode(ch)) s += byteEscape(b);
+  return s;
 }
 
-/** Escapes control characters (`\t`, `\n`, `\xNN`) so a cell never breaks a text row. */
+/**
+ * Escapes control characters so a cell never breaks a text row: each becomes the `\xNN`
+ * escapes of its UTF-8 bytes (tab `\x09`, newline `\x0a`). Cells are byte text
+ * (src/util/byte-text.ts), whose own backslashes are already `\x5c`: the escaped cell
+ * decodes to the guest's bytes exactly as the unescaped one does.
+ */
 export function escapeControl(s: string): string {
   return CONTROL.test(s) ? s.replace(CONTROL_G, escapeChar) : s;
 }

@@ -14,20 +14,56 @@ export interface Sink {
 }
 
 /**
+ * The reader of the output went away (EPIPE: `vmi … | head -1`). Not a failure: like every
+ * Unix tool, vmi then stops writing and ends quietly with the status it would have had.
+ */
+export class OutputClosedError extends Error {
+  override name = 'OutputClosedError';
+  constructor() {
+    super('the reader of the output closed it');
+  }
+}
+
+/** EPIPE (the pipe's reader exited), or a write after Node destroyed the stream for it. */
+function isClosedPipe(err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED';
+}
+
+/** Streams whose reader is gone: later 'error' events of theirs are expected, never fatal. */
+const closedStreams = new WeakSet<Writable>();
+
+function markClosed(stream: Writable): void {
+  if (closedStreams.has(stream)) return;
+  closedStreams.add(stream);
+  // Node emits EPIPE as an 'error' event (once per pending write); unheard, it would be an
+  // uncaught exception with a stack on stderr.
+  stream.on('error', () => undefined);
+}
+
+/**
  * A Sink over a Writable. Waits for 'drain' when the stream's buffer is full and rejects
- * if the stream errors (EPIPE when the reader of a pipe went away). Does not end the stream.
+ * if the stream errors: with OutputClosedError when the reader of a pipe went away (EPIPE),
+ * with the stream's error otherwise. Does not end the stream.
  */
 export function streamSink(stream: Writable): Sink {
   return {
     write(chunk) {
       return new Promise<void>((resolve, reject) => {
+        if (closedStreams.has(stream)) {
+          reject(new OutputClosedError());
+          return;
+        }
         if (stream.destroyed || stream.writableEnded) {
           reject(new Error('output stream is closed'));
           return;
         }
         const onError = (err: Error): void => {
           stream.off('drain', onDrain);
-          reject(err);
+          if (isClosedPipe(err)) {
+            markClosed(stream);
+            reject(new OutputClosedError());
+          } else reject(err);
         };
         const onDrain = (): void => {
           stream.off('error', onError);

@@ -2,6 +2,7 @@
  * A plugin's result as a typed table (its Arrow form is in arrow-table.ts, loaded only
  * by the binary renderers).
  */
+import { BYTE_TEXT_ENCODING } from '../util/byte-text.js';
 import { AbsentValue, type ColumnSpec, type RowValue } from './columns.js';
 
 export interface ResultTable {
@@ -30,6 +31,13 @@ export const TREE_DEPTH_COLUMN = 'TreeDepth';
 /** Field metadata keys written by toArrow. */
 export const FIELD_TYPE_KEY = 'vmi.type';
 export const FIELD_DESCRIPTION_KEY = 'vmi.description';
+/**
+ * Field (utf8 columns) and schema metadata key naming the text representation:
+ * BYTE_TEXT_ENCODING (`utf8-xescape`, src/util/byte-text.ts): UTF-8, with `\xNN` for
+ * every byte that is not valid UTF-8 and `\x5c` for a backslash.
+ */
+export const FIELD_ENCODING_KEY = 'vmi.encoding';
+export const TEXT_ENCODING_KEY = 'vmi.text_encoding';
 /** Schema metadata keys written by toArrow. */
 export const PLUGIN_KEY = 'vmi.plugin';
 export const ERRORS_KEY = 'vmi.errors';
@@ -109,6 +117,7 @@ export function schemaMetadata(table: ResultTable): Map<string, string> {
   for (const [k, v] of Object.entries(table.metadata))
     m.set(k.startsWith('vmi.') ? k : `vmi.${k}`, String(v));
   m.set(PLUGIN_KEY, table.plugin);
+  m.set(TEXT_ENCODING_KEY, BYTE_TEXT_ENCODING);
   const errors = [...table.errors, ...absentNotes(table)];
   if (errors.length > 0) m.set(ERRORS_KEY, JSON.stringify(errors));
   return m;

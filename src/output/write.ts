@@ -7,7 +7,7 @@ import { join, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DEFAULT_RENDERER, getRenderer } from './registry.js';
 import { OutputError, tableLabels } from './renderer.js';
-import { streamSink, writeFileAtomic } from './sink.js';
+import { OutputClosedError, streamSink, writeFileAtomic } from './sink.js';
 import type { ResultTable } from './table.js';
 
 export interface OutputOptions {
@@ -39,7 +39,10 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** Renders the tables as asked; returns the files written (empty when writing to the stream). */
+/**
+ * Renders the tables as asked; returns the files written (empty when writing to the
+ * stream). A stream whose reader went away (EPIPE) ends the rendering quietly.
+ */
 export async function writeOutput(
   tables: readonly ResultTable[],
   options: OutputOptions = {},
@@ -60,7 +63,12 @@ export async function writeOutput(
         `${renderer.name} output holds one table and ${tables.length} were produced; give an output directory with -o DIR/`,
       );
     }
-    await renderer.render(tables, streamSink(stream));
+    try {
+      await renderer.render(tables, streamSink(stream));
+    } catch (err) {
+      // `vmi … | head`: the reader has what it wanted; the rest of the output is not an error.
+      if (!(err instanceof OutputClosedError)) throw err;
+    }
     return [];
   }
 

@@ -22,6 +22,7 @@ import {
   type NetDevStats,
 } from '../abi/linux/proc/index.js';
 import {
+  bytesToText,
   definePlugin,
   notAvailable,
   SyscallError,
@@ -60,7 +61,7 @@ interface Addr {
   prefix: number;
 }
 
-const text = (f: FileReadResult) => new TextDecoder().decode(f.data).trim();
+const text = (f: FileReadResult) => bytesToText(f.data!).trim();
 
 export const ifconfig = definePlugin({
   name: 'ifconfig',

@@ -1,9 +1,10 @@
 /**
  * lsof: the open files of every process (Volatility's linux.lsof), one row per file
- * descriptor: the path the kernel gives for /proc/PID/fd/N (` (deleted)` appended for an
- * unlinked file, `socket:[INODE]`, `pipe:[INODE]`, `anon_inode:[...]` for the others) and
- * the statx of the open file itself, which the magic link leads to even when the file was
- * deleted. TID is the process id: threads share the descriptor table.
+ * descriptor: the path the kernel gives for /proc/PID/fd/N (`socket:[INODE]`,
+ * `pipe:[INODE]`, `anon_inode:[...]` for the others) and the statx of the open file itself,
+ * which the magic link leads to even when the file was deleted. Deleted comes from that
+ * statx's link count, and an unlinked file's path loses the ` (deleted)` the kernel
+ * appends (sdk/unlinked.ts): a file really named `r (deleted)` is not mistaken for it. TID is the process id: threads share the descriptor table.
  */
 import {
   S_IFBLK,
@@ -22,6 +23,7 @@ import {
   type Row,
   type RowValue,
   type Statx,
+  unlinkedPath,
   unreadable,
 } from '../sdk/index.js';
 
@@ -30,7 +32,16 @@ const columns = [
   { name: 'TID', type: 'int32', description: 'Thread id (= PID: threads share the descriptor table)' },
   { name: 'Process', type: 'utf8', description: 'Task name (comm)' },
   { name: 'FD', type: 'int32', description: 'File descriptor number' },
-  { name: 'Path', type: 'utf8', description: 'Target of /proc/PID/fd/N' },
+  {
+    name: 'Path',
+    type: 'utf8',
+    description: "Target of /proc/PID/fd/N; an unlinked file's without the kernel's ' (deleted)'",
+  },
+  {
+    name: 'Deleted',
+    type: 'bool',
+    description: 'The open file is unlinked: its link count (statx st_nlink via /proc/PID/fd/N) is 0',
+  },
   { name: 'Device', type: 'utf8', description: 'major:minor of the filesystem holding the file' },
   { name: 'Inode', type: 'int64', description: 'Inode number' },
   {
@@ -112,12 +123,15 @@ export const lsof = definePlugin({
           const u = unreadable(why);
           stat = { Device: u, Inode: u, Type: u, Mode: u, Changed: u, Modified: u, Accessed: u, Size: u };
         }
+        const unread = unreadable(f.error?.message ?? 'not read');
+        const named = f.target === undefined ? undefined : unlinkedPath(f.target, f.stat);
         rows.push({
           PID: p.pid,
           TID: p.pid,
           Process: p.comm,
           FD: f.fd,
-          Path: f.target ?? unreadable(f.error?.message ?? 'not read'),
+          Path: named?.path ?? unread,
+          Deleted: named?.deleted ?? unread,
           ...stat,
         });
       }

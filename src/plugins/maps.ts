@@ -2,10 +2,21 @@
  * maps: the memory mappings of every process (Volatility's linux.proc.Maps), from
  * /proc/PID/maps. Kernel threads have no user memory, hence no rows. Volatility's
  * `--dump` (the mapped bytes) is out of scope here.
+ *
+ * Deleted is the link count of the mapped inode, read with statx through
+ * /proc/PID/map_files/START-END (sdk/unlinked.ts). The kernel appends ` (deleted)` to the
+ * path of every unlinked dentry, so only the mappings whose path ends that way can be
+ * unlinked: those are the ones asked (one more batch, only when there are any), and their
+ * link count decides, so a file really named `r (deleted)` stays `r (deleted)`, not deleted.
  */
 import { parseMaps } from '../abi/linux/proc/index.js';
 import {
+  bytesToText,
+  DELETED_SUFFIX,
   definePlugin,
+  flags,
+  notAvailable,
+  unlinkedPath,
   isVanished,
   ProcFs,
   unreadable,
@@ -13,6 +24,8 @@ import {
   type Row,
   type RowValue,
 } from '../sdk/index.js';
+
+const { STATX_NLINK } = flags;
 
 const columns = [
   { name: 'PID', type: 'int32', description: 'Process id' },
@@ -27,9 +40,18 @@ const columns = [
   {
     name: 'File Path',
     type: 'utf8',
-    description: 'Mapped file, [heap], [stack], [vdso]..., empty if anonymous',
+    description:
+      "Mapped file, [heap], [stack], [vdso]..., empty if anonymous; an unlinked file's without the kernel's ' (deleted)'",
+  },
+  {
+    name: 'Deleted',
+    type: 'bool',
+    description:
+      'The mapped file is unlinked: its link count (statx st_nlink via /proc/PID/map_files/START-END) is 0; N/A without a file',
   },
 ] as const;
+
+const NO_FILE = notAvailable('no file behind the mapping');
 
 export const maps = definePlugin({
   name: 'maps',
@@ -50,6 +72,8 @@ export const maps = definePlugin({
       ]),
     );
     const rows: Row<typeof columns>[] = [];
+    // Mappings whose path carries the kernel's suffix: their link count is read below.
+    const suffixed: { row: Row<typeof columns>; path: string; mapFile: string }[] = [];
     pids.forEach((pid, i) => {
       const commFile = files[2 * i];
       const mapsFile = files[2 * i + 1];
@@ -59,7 +83,7 @@ export const maps = definePlugin({
         ctx.warn(`pid ${pid}: ${commFile.error.message}`);
         comm = unreadable(commFile.error.message);
       } else {
-        comm = new TextDecoder().decode(commFile.data).replace(/\n$/, '');
+        comm = bytesToText(commFile.data!).replace(/\n$/, '');
       }
       if (mapsFile.error) {
         ctx.warn(`pid ${pid}: ${mapsFile.error.message}`);
@@ -68,7 +92,7 @@ export const maps = definePlugin({
       const { entries, errors } = parseMaps(mapsFile.data!, mapsFile.path);
       for (const e of errors) ctx.warn(e.message);
       for (const m of entries) {
-        rows.push({
+        const row: Row<typeof columns> = {
           PID: pid,
           Process: comm,
           Start: m.start,
@@ -79,9 +103,33 @@ export const maps = definePlugin({
           Minor: m.minor,
           Inode: m.inode,
           'File Path': m.path,
-        });
+          Deleted: m.inode === 0n && m.major === 0 && m.minor === 0 ? NO_FILE : false,
+        };
+        rows.push(row);
+        if (row.Deleted === false && m.path.endsWith(DELETED_SUFFIX)) {
+          const range = `${m.start.toString(16)}-${m.end.toString(16)}`;
+          suffixed.push({ row, path: m.path, mapFile: ProcFs.path(pid, `map_files/${range}`) });
+        }
       }
     });
+    if (suffixed.length > 0) {
+      // 1 more batch: statx of every suffixed mapping's map_files link.
+      const stats = await ctx.sys.statx(
+        suffixed.map((x) => x.mapFile),
+        { mask: STATX_NLINK },
+      );
+      suffixed.forEach((x, i) => {
+        const r = stats[i];
+        if (r.error) {
+          ctx.warn(`${r.path}: ${r.error.message}`);
+          x.row.Deleted = unreadable(r.error.message);
+          return;
+        }
+        const named = unlinkedPath(x.path, r.stat);
+        x.row['File Path'] = named.path;
+        x.row.Deleted = named.deleted ?? unreadable('statx without a link count');
+      });
+    }
     return rows;
   },
 });

@@ -70,6 +70,11 @@ export function mergeGuestTables(
     };
     if (releases.size > 0) metadata['kernel.release'] = [...releases].join(',');
     else delete metadata['kernel.release'];
+    // Each guest had its own shadow: `a=812,b=90` (shadow-rows.ts).
+    const shadows = parts.filter((p) => p.table?.metadata['shadow.pid']);
+    if (shadows.length > 0) {
+      metadata['shadow.pid'] = shadows.map((p) => `${p.guest}=${p.table!.metadata['shadow.pid']}`).join(',');
+    }
     return {
       plugin: first?.plugin ?? req.plugin.name,
       columns,

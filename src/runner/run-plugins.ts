@@ -7,6 +7,7 @@ import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import type { RunLimits } from '../sdk/limits.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
+import { applyShadowRows } from './shadow-rows.js';
 import { createPolicyGate, revocable, RUNNER_POLICY_NAME } from './policy-gate.js';
 import type { TransportChoice } from '../shadow/transport.js';
 
@@ -49,6 +50,11 @@ export interface RunOnGuestOptions {
   allowWrite?: boolean;
   /** `--victim-pid`: borrow this task first when a shadow is created. */
   preferVictimPid?: number;
+  /**
+   * `--include-shadow`: keep the shadow's own rows (marked in a VMI_SHADOW column) instead
+   * of leaving them out of every table (shadow-rows.ts).
+   */
+  includeShadow?: boolean;
   /** `--accept-partial-context`: run even if the shadow's root context does not verify. */
   acceptPartialContext?: boolean;
   /** `--max-read`, `--plugin-timeout`: bounds on each plugin run (defaults: DEFAULT_RUN_LIMITS). */
@@ -89,6 +95,8 @@ export async function runPluginsOnGuest(
     const carrier = new PiggybackExecutor(gate.executor);
     const identityPending = guestIdentity(carrier.rider, guest);
     const collected: { table: ResultTable; at: string }[] = [];
+    // Every shadow that served this run (a dead or changed one is replaced mid-run).
+    const shadowPids = new Set<number>([session.stats.shadowPid]);
     for (const [index, req] of requests.entries()) {
       const t0 = performance.now();
       let table: ResultTable;
@@ -113,6 +121,7 @@ export async function runPluginsOnGuest(
         continue;
       }
       lane.revoke();
+      shadowPids.add(session.stats.shadowPid);
       pluginMs[req.plugin.name] = performance.now() - t0;
       collected.push({ table, at: new Date().toISOString() });
       byRequest.push(table);
@@ -121,6 +130,7 @@ export async function runPluginsOnGuest(
     await carrier.flush();
     const identity = await identityPending;
     for (const { table, at } of collected) {
+      applyShadowRows(table, [...shadowPids], opts.includeShadow ?? false);
       table.metadata = {
         ...table.metadata,
         guest: guest.name,

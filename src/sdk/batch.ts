@@ -14,6 +14,7 @@ import { SEEK_SET } from '../abi/linux/flags.js';
 import { STATX_SIZE, SYSINFO_SIZE, UTSNAME_SIZE } from '../abi/linux/structs.js';
 import { BatchProtocolError, SyscallError } from './errors.js';
 import { DEFAULT_BATCH_LIMITS, planChunks, type BatchLimits } from './limits.js';
+import { bytesToText, textToBytes } from '../util/byte-text.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
 
 /** The result of one recorded call, available after `submit()`. */
@@ -43,7 +44,11 @@ export interface OutArg {
 export type ArgSpec = number | bigint | CallRef | InArg | OutArg;
 /** A file descriptor: a literal number or the result of an earlier openat. */
 export type FdArg = number | bigint | CallRef;
-/** A path: text (encoded as UTF-8) or raw bytes; the NUL terminator is added. */
+/**
+ * A path: byte text (src/util/byte-text.ts: UTF-8, with `\xNN` for any other byte and
+ * `\x5c` for a backslash, so a path read from the guest goes back byte for byte) or raw
+ * bytes; the NUL terminator is added.
+ */
 export type PathArg = string | Uint8Array;
 
 /** Wraps bytes as an input argument. */
@@ -55,11 +60,9 @@ export function outBuffer(size: number, keep: 'ret' | 'all' = 'ret'): OutArg {
   return { out: size, keep };
 }
 
-const encoder = new TextEncoder();
-
-/** A path as a NUL-terminated C string. */
+/** A path as a NUL-terminated C string (a string is byte text: see PathArg). */
 export function cPath(path: PathArg): Uint8Array {
-  const bytes = typeof path === 'string' ? encoder.encode(path) : path;
+  const bytes = typeof path === 'string' ? textToBytes(path) : path;
   const out = new Uint8Array(bytes.length + 1);
   out.set(bytes);
   return out;
@@ -334,7 +337,7 @@ Object.freeze(BatchBuilder.prototype);
 Object.freeze(CallRef.prototype);
 
 function pathText(p: PathArg): string {
-  return typeof p === 'string' ? p : new TextDecoder().decode(p);
+  return typeof p === 'string' ? p : bytesToText(p);
 }
 
 function refPath(fd: FdArg): string | undefined {

@@ -13,6 +13,7 @@ import { unreadable, type RowValue } from '../output/columns.js';
 import type { CallRef } from './batch.js';
 import { isVanished, type SyscallError } from './errors.js';
 import type { PluginContext } from './plugin.js';
+import { bytesToText } from '../util/byte-text.js';
 import { ProcFs } from './procfs.js';
 
 /** First readlink buffer: nearly every open file's path fits. */
@@ -48,7 +49,6 @@ export interface ReadFdsOptions {
   netns?: boolean;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: false });
 const FD_RE = /^(0|[1-9]\d{0,9})$/;
 const NETNS_RE = /^net:\[(\d{1,20})\]$/;
 
@@ -118,7 +118,7 @@ export async function readProcessFds(ctx: PluginContext, opts: ReadFdsOptions = 
     await b2.submit();
     for (const x of long) {
       const r = x.ref!.result();
-      longTargets.set(x.p.links[x.j], r.error ?? utf8.decode(r.data));
+      longTargets.set(x.p.links[x.j], r.error ?? bytesToText(r.data));
     }
   }
 
@@ -131,17 +131,17 @@ export async function readProcessFds(ctx: PluginContext, opts: ReadFdsOptions = 
       ctx.warn(`pid ${p.pid}: ${commErr.message}`);
       comm = unreadable(commErr.message);
     } else {
-      comm = utf8.decode(p.comm.r.result().data).replace(/\n$/, '');
+      comm = bytesToText(p.comm.r.result().data).replace(/\n$/, '');
     }
     let netns: ProcessFds['netns'];
     if (p.ns) {
       const r = p.ns.result();
-      const m = r.error ? null : NETNS_RE.exec(utf8.decode(r.data));
+      const m = r.error ? null : NETNS_RE.exec(bytesToText(r.data));
       netns =
         r.error ??
         (m
           ? BigInt(m[1])
-          : new StructDecodeError('netns', `not a net namespace link: ${utf8.decode(r.data)}`));
+          : new StructDecodeError('netns', `not a net namespace link: ${bytesToText(r.data)}`));
     }
     const fds: OpenFd[] = [];
     p.fds.forEach((fd, j) => {
@@ -152,7 +152,7 @@ export async function readProcessFds(ctx: PluginContext, opts: ReadFdsOptions = 
       const entry: OpenFd = { fd };
       if (l.error) entry.error = l.error;
       else if (long !== undefined && typeof long !== 'string') entry.error = long;
-      else entry.target = long ?? utf8.decode(l.data);
+      else entry.target = long ?? bytesToText(l.data);
       if (opts.statx && !entry.error) {
         const s = p.stats[j].result();
         if (isVanished(s.error)) return;

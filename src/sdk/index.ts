@@ -84,6 +84,9 @@ export {
 } from './processes.js';
 export { readProcessFds, type OpenFd, type ProcessFds, type ReadFdsOptions } from './fds.js';
 export * from './limits.js';
+export { unlinkedPath, DELETED_SUFFIX, type UnlinkedPath } from './unlinked.js';
+// Guest text as exact bytes: the one representation of every guest-controlled string.
+export { bytesToText, textToBytes, stringToText, BYTE_TEXT_ENCODING } from '../util/byte-text.js';
 export type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
 export {
   UNREADABLE,

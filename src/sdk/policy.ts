@@ -18,6 +18,7 @@ import {
   SYSLOG_ACTION_SIZE_BUFFER,
 } from '../abi/linux/flags.js';
 import { allSyscalls } from '../abi/linux/syscalls.js';
+import { bytesToText } from '../util/byte-text.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
 
 /** `__O_TMPFILE` (O_TMPFILE is this plus O_DIRECTORY): creates an unnamed file. */
@@ -215,7 +216,7 @@ function intArg(a: CallArg | undefined): bigint | undefined {
 function pathArg(a: CallArg | undefined): string | undefined {
   if (a?.kind !== 'in') return undefined;
   const end = a.data.indexOf(0);
-  return new TextDecoder().decode(end >= 0 ? a.data.subarray(0, end) : a.data);
+  return bytesToText(end >= 0 ? a.data.subarray(0, end) : a.data);
 }
 
 /** Options of a {@link PolicyExecutor}. */

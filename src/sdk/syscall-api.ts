@@ -38,6 +38,7 @@ import {
   SNAPSHOT_REREAD_LIMIT,
   type BatchLimits,
 } from './limits.js';
+import { bytesToText } from '../util/byte-text.js';
 import type { SyscallExecutor } from './syscall-types.js';
 
 /** A file to read, with its first-read size (a good guess avoids the follow-up batch). */
@@ -124,8 +125,6 @@ export interface SyscallStats {
   calls: number;
   outBytes: number;
 }
-
-const utf8 = new TextDecoder('utf-8', { fatal: false });
 
 function concat(chunks: readonly Uint8Array[]): Uint8Array {
   if (chunks.length === 1) return chunks[0];
@@ -280,9 +279,9 @@ export class SyscallApi {
     return r.data!;
   }
 
-  /** A file decoded as UTF-8 (invalid bytes become U+FFFD); throws SyscallError. */
+  /** A file as byte text (src/util/byte-text.ts: exact bytes); throws SyscallError. */
   async readTextFile(path: string, options: ReadFilesOptions = {}): Promise<string> {
-    return utf8.decode(await this.readFile(path, options));
+    return bytesToText(await this.readFile(path, options));
   }
 
   // ------------------------------------------------------------------ directories
@@ -385,7 +384,7 @@ export class SyscallApi {
     await b.submit();
     return paths.map((path, i) => {
       const r = refs[i].result();
-      return r.error ? { path, error: r.error } : { path, target: utf8.decode(r.data) };
+      return r.error ? { path, error: r.error } : { path, target: bytesToText(r.data) };
     });
   }
 
@@ -442,7 +441,7 @@ export class SyscallApi {
       const want = sizeRef.result().errno === undefined ? Number(sizeRef.result().ret) : 0;
       const r = read.check();
       // The log is a ring: a buffer the size of the kernel's returns all of it.
-      if (want <= size || r.data.length < size || size >= cap) return utf8.decode(r.data);
+      if (want <= size || r.data.length < size || size >= cap) return bytesToText(r.data);
       size = Math.min(want, cap);
     }
   }

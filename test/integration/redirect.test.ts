@@ -114,12 +114,13 @@ describe('live pslist by system call redirection', () => {
       compared++;
     }
     expect(compared).toBeGreaterThan(40);
-    // And every row is a process the guest showed before or after the run, but the
-    // shadow: a pid the guest kernel handed out during the run, gone now.
+    // And every row is a process the guest showed before or after the run: the shadow (a
+    // pid the guest kernel handed out during the run, gone now) is left out of the evidence.
     const shadowPid = pidIn(r.stderr, /shadow pid (\d+)/);
     expectShadowPid(shadowPid, { lastBefore, lastAfter, before: procsBefore, after: truth });
     const extra = unseenRows(rows, procsBefore, truth);
-    expect(extra.map((row) => `${String(row.PID)} ${String(row.COMM)}`)).toEqual([`${shadowPid} vmi-shadow`]);
+    expect(extra.map((row) => `${String(row.PID)} ${String(row.COMM)}`)).toEqual([]);
+    expect(byPid.has(shadowPid)).toBe(false);
     const worker = rows.find((row) => row.COMM === 'labd');
     expect(worker).toMatchObject({ UID: 0, EUID: 0, THREADS: 1 });
     // CREATION TIME is the guest's boot time (/proc/stat btime, whole seconds) plus the
@@ -145,11 +146,22 @@ describe('live pslist by system call redirection', () => {
   it('leaves no shadow, no zombie, and every process exactly as it was', async () => {
     const procsBefore = await guestProcs(guest);
     const lastBefore = await lastPid(guest);
-    const r = await vmi(['plugins:run', 'pslist', '--guest', NAME, '--timing', '-r', 'csv']);
+    const r = await vmi([
+      'plugins:run',
+      'pslist',
+      '--guest',
+      NAME,
+      '--timing',
+      '-r',
+      'csv',
+      '--include-shadow',
+    ]);
     expect(r.code).toBe(0);
     const borrowed = pidIn(r.stderr, /borrowed pid (\d+)/);
     const shadowPid = pidIn(r.stderr, /shadow pid (\d+)/);
-    expect(r.stdout).toMatch(new RegExp(`^${shadowPid},.*vmi-shadow`, 'm')); // honest about itself while it runs
+    // Honest about itself while it runs when asked: --include-shadow keeps its row, marked True.
+    expect(r.stdout).toMatch(new RegExp(`^${shadowPid},.*vmi-shadow,.*,True$`, 'm'));
+    expect(r.stdout.match(/,True$/gm)).toHaveLength(1);
 
     expect(await lastingShadows(guest)).toEqual([]);
     const after = await guestProcs(guest);

@@ -33,7 +33,9 @@ describe('mergeGuestTables', () => {
     const merged = mergeGuestTables(
       [{ plugin: pslist, options: {} }],
       [
-        outcome('a', [table('pslist', [[1, 'init']], { metadata: { 'kernel.release': '6.1' } })]),
+        outcome('a', [
+          table('pslist', [[1, 'init']], { metadata: { 'kernel.release': '6.1', 'shadow.pid': '812' } }),
+        ]),
         { guest: 'b', ms: 1, error: new Error('gone') },
         outcome('c', [
           table(
@@ -42,7 +44,7 @@ describe('mergeGuestTables', () => {
               [1, 'init'],
               [2, 'kthreadd'],
             ],
-            { errors: ['pid 9: EACCES'] },
+            { errors: ['pid 9: EACCES'], metadata: { guest: 'x', 'shadow.pid': '90' } },
           ),
         ]),
       ],
@@ -59,6 +61,8 @@ describe('mergeGuestTables', () => {
     expect(t.errors).toEqual(['guest c: pid 9: EACCES']);
     expect(t.metadata.guest).toBe('a,c');
     expect(t.metadata['kernel.release']).toBe('6.1');
+    // Every guest's own shadow, by guest.
+    expect(t.metadata['shadow.pid']).toBe('a=812,c=90');
   });
 
   it('keeps tree depths aligned with rows', () => {
@@ -179,7 +183,16 @@ describe('plugins run argv with several guests', () => {
       ].sort(),
     );
     expect([...booleans].sort()).toEqual(
-      ['list', 'timing', 'help', 'all-guests', 'allow-write', 'all', 'accept-partial-context'].sort(),
+      [
+        'list',
+        'timing',
+        'help',
+        'all-guests',
+        'allow-write',
+        'all',
+        'accept-partial-context',
+        'include-shadow',
+      ].sort(),
     );
   });
 });

@@ -21,7 +21,8 @@ function pslistTable(): ResultTable {
     const pid = i + 1;
     return [pid, pid === 1 ? 0 : 1, comm, new Date(BOOT + pid * 1000), pid === 7 ? 'Z' : 'S'];
   });
-  rows.push([4242, 1, 'orphan', null, 'S']); // start time unreadable
+  // Start time unreadable; a comm with a 0xFF byte, as byte text.
+  rows.push([4242, 1, 'orph\\xffan', null, 'S']);
   return {
     plugin: 'pslist',
     columns: [
@@ -137,6 +138,7 @@ describe('DuckDB reads vmi parquet', () => {
       { k: 'vmi.guest', v: 'lab' },
       { k: 'vmi.kernel.release', v: '6.1.0-56-amd64' },
       { k: 'vmi.plugin', v: 'pslist' },
+      { k: 'vmi.text_encoding', v: 'utf8-xescape' },
     ]);
   });
 });
@@ -163,6 +165,9 @@ describe('samples/duckdb_pslist.mjs', () => {
     ]);
     expect(byTitle('command line differs')).toEqual([
       { PID: 8, COMM: 'httpd', ARGS: '/usr/sbin/nginx -g daemon off;' },
+    ]);
+    expect(byTitle('names with bytes that are not UTF-8')).toEqual([
+      { PID: 4242, COMM: 'orph\\xffan', comm_bytes: '6F727068FF616E' },
     ]);
     expect(byTitle('vmi metadata')).toContainEqual({ key: 'vmi.plugin', value: 'pslist' });
   });

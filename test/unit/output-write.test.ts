@@ -107,16 +107,6 @@ describe('streamSink', () => {
     expect(text.endsWith('mod19999,19999\n')).toBe(true);
     expect(drains).toBeGreaterThan(0);
   });
-
-  it('rejects when the stream fails (e.g. EPIPE)', async () => {
-    const broken = new Writable({
-      write(_chunk, _enc, cb) {
-        cb(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
-      },
-    });
-    broken.on('error', () => undefined);
-    await expect(writeOutput([lsmod()], { stdout: broken })).rejects.toThrow(/EPIPE/);
-  });
 });
 
 describe('writeFileAtomic', () => {
@@ -138,5 +128,52 @@ describe('writeFileAtomic', () => {
     await expect(writeOutput([bad], { format: 'arrow', output: path })).rejects.toThrow(/out of range/);
     expect(await readFile(path, 'utf8')).toBe('previous');
     expect(await readdir(dir)).toEqual(['keep.csv']);
+  });
+});
+
+describe('a closed pipe (vmi … | head -1)', () => {
+  /** A pipe whose reader exits after the first chunk: later writes fail with EPIPE, as Node reports it. */
+  class HeadPipe extends Writable {
+    writes = 0;
+    override _write(_chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+      this.writes++;
+      if (this.writes === 1) return cb();
+      cb(Object.assign(new Error('write EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' }));
+    }
+  }
+  /** Many rows: the text renderers flush every 64 KiB, so the output takes several writes. */
+  function big(): ResultTable {
+    const t = lsmod();
+    t.rows = Array.from({ length: 20000 }, (_, i) => [`module_${i}_${'x'.repeat(20)}`, BigInt(i)]);
+    return t;
+  }
+
+  for (const format of ['quick', 'pretty', 'csv', 'json', 'jsonl', 'arrows']) {
+    it(`${format}: ends the rendering quietly, without an unhandled error`, async () => {
+      const pipe = new HeadPipe();
+      const uncaught: unknown[] = [];
+      const onUncaught = (e: unknown): void => void uncaught.push(e);
+      process.on('uncaughtException', onUncaught);
+      try {
+        await expect(writeOutput([big()], { format, stdout: pipe })).resolves.toEqual([]);
+        // A second table after the reader left is refused quietly too.
+        await expect(writeOutput([big()], { format, stdout: pipe })).resolves.toEqual([]);
+        await new Promise((r) => setTimeout(r, 20));
+      } finally {
+        process.off('uncaughtException', onUncaught);
+      }
+      expect(pipe.writes).toBe(2);
+      expect(uncaught).toEqual([]);
+    });
+  }
+
+  it('other stream errors still fail the output', async () => {
+    const broken = new Writable({
+      write(_c, _e, cb) {
+        cb(Object.assign(new Error('write EIO'), { code: 'EIO' }));
+      },
+    });
+    broken.on('error', () => undefined);
+    await expect(writeOutput([big()], { format: 'csv', stdout: broken })).rejects.toThrow(/EIO/);
   });
 });

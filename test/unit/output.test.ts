@@ -57,7 +57,7 @@ describe('quick renderer', () => {
         '',
         '1\t0\tinit\t1234\t0xffff888000000000\t2026-11-25 10:00:00.000000 UTC\tFalse\t0.5',
         '2\t0\tkthreadd\t-\tN/A\t2026-11-25 10:00:01.250000 UTC\tTrue\t0',
-        '42\t1\ta,b "c"\\nd\\te\t-\t0x10\t-\t-\t-1.25',
+        '42\t1\ta,b "c"\\x0ad\\x09e\t-\t0x10\t-\t-\t-1.25',
         '43\t1\théllo 世界 🚀\t9007199254740993\t0x0\t-\tFalse\t-',
         '',
       ].join('\n'),
@@ -68,7 +68,8 @@ describe('quick renderer', () => {
     t.rows = [[1, 0, 'x\r\ny\u0000z\u2028', null, null, null, null, null]];
     const lines = (await render('quick', [t])).split('\n');
     expect(lines).toHaveLength(5);
-    expect(lines[3]).toContain('x\\r\\ny\\x00z\\u2028');
+    // Each control character as the \xNN escapes of its UTF-8 bytes (decodable like byte text).
+    expect(lines[3]).toContain('x\\x0d\\x0ay\\x00z\\xe2\\x80\\xa8');
   });
   it('adds headings only for several tables and marks tree depth with stars', async () => {
     const out = await render('quick', [sampleTable(), tree()]);

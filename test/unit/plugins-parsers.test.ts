@@ -80,7 +80,8 @@ describe('parseModules', () => {
 
 describe('parseMountInfo', () => {
   it('parses optional fields, the separator and escapes', () => {
-    const { entries, errors } = parseMountInfo(MOUNTINFO);
+    // Bytes as the guest returns them: the kernel's backslash is byte text `\x5c` after decoding.
+    const { entries, errors } = parseMountInfo(Buffer.from(MOUNTINFO));
     expect(errors).toEqual([]);
     expect(entries).toHaveLength(4);
     expect(entries[1]).toMatchObject({
@@ -104,13 +105,15 @@ describe('parseMountInfo', () => {
     expect(entries[3]).toMatchObject({
       root: '/a dir',
       mountPoint: '/mnt/with space\ttab',
-      source: '/dev/sd\\a',
+      // A backslash is `\x5c` in byte text.
+      source: '/dev/sd\\x5ca',
     });
   });
 
   it('unescapes only 3-digit octal escapes', () => {
-    expect(unescapeMountField('a\\040b\\012c\\134d')).toBe('a b\nc\\d');
-    expect(unescapeMountField('\\04x\\')).toBe('\\04x\\');
+    // Byte text: the kernel's backslash reads `\x5c`.
+    expect(unescapeMountField('a\\x5c040b\\x5c012c\\x5c134d')).toBe('a b\nc\\x5cd');
+    expect(unescapeMountField('\\x5c04x\\x5c')).toBe('\\x5c04x\\x5c');
   });
 
   it('reports bad lines and keeps the good ones', () => {

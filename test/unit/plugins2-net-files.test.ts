@@ -301,19 +301,24 @@ describe('sockstat', () => {
 describe('lsof', () => {
   it('one row per descriptor with link target and statx, in constant guest entries', async () => {
     const g = netGuest(150);
-    g.addLink('/proc/3/fd/5', '/tmp/deleted-but-open.tmp (deleted)');
+    // Unlinked (link count 0) beside a file really named `r (deleted)` (still linked).
+    g.addLink('/proc/3/fd/5', '/tmp/deleted-but-open.tmp (deleted)', { nlink: 0 });
     g.addLink('/proc/3/fd/6', '/x/' + 'a'.repeat(400));
+    g.addLink('/proc/3/fd/7', '/tmp/r (deleted)', { nlink: 1 });
+    g.addLink('/proc/3/fd/8', '/tmp/r (deleted) (deleted)', { nlink: 0 });
     g.remove('/proc/4/fd/3');
     const { table, runs } = await runPlugin(lsof, { executor: g });
     expect(runs).toBeLessThanOrEqual(7);
     const rows = records(table);
     const p3 = rows.filter((r) => r.PID === 3);
-    expect(p3.map((r) => [r.FD, r.Path])).toEqual([
-      [0, '/dev/null'],
-      [3, 'socket:[10003]'],
-      [4, 'socket:[20003]'],
-      [5, '/tmp/deleted-but-open.tmp (deleted)'],
-      [6, '/x/' + 'a'.repeat(400)],
+    expect(p3.map((r) => [r.FD, r.Path, r.Deleted])).toEqual([
+      [0, '/dev/null', false],
+      [3, 'socket:[10003]', false],
+      [4, 'socket:[20003]', false],
+      [5, '/tmp/deleted-but-open.tmp', true],
+      [6, '/x/' + 'a'.repeat(400), false],
+      [7, '/tmp/r (deleted)', false],
+      [8, '/tmp/r (deleted)', true],
     ]);
     // The fake's statx does not follow links: it reports the link itself.
     expect(p3[0]).toMatchObject({
@@ -374,8 +379,39 @@ describe('maps', () => {
       Minor: 1,
       Inode: 1234n,
       'File Path': '/usr/bin/x',
+      Deleted: false,
     });
+    expect(isAbsent(rows[1].Deleted)).toBe(true); // anonymous memory: no file
     expect(table.errors).toEqual([expect.stringContaining('/proc/8/maps:1')]);
+  });
+
+  it('Deleted from the link count of map_files, one more batch only when a path has the suffix', async () => {
+    const g = fakeProcGuest(3);
+    for (let pid = 1; pid <= 3; pid++) g.addFile(`/proc/${pid}/comm`, `proc${pid}\n`);
+    const m = (a: number, path: string) =>
+      `${a.toString(16)}000-${(a + 1).toString(16)}000 r--s 00000000 00:1a ${a}                          ${path}\n`;
+    g.addFile('/proc/1/maps', m(0x10, '/usr/bin/x'));
+    g.addFile(
+      '/proc/2/maps',
+      m(0x20, '/tmp/r (deleted)') + m(0x21, '/tmp/r (deleted)') + m(0x22, '/tmp/q (deleted)'),
+    );
+    g.addFile('/proc/3/maps', '');
+    // 0x20: an unlinked `r`; 0x21: a file really named `r (deleted)`; 0x22: statx refused.
+    g.addLink('/proc/2/map_files/20000-21000', '/tmp/r (deleted)', { nlink: 0 });
+    g.addLink('/proc/2/map_files/21000-22000', '/tmp/r (deleted)', { nlink: 1 });
+    const { table, runs } = await runPlugin(maps, { executor: g });
+    expect(runs).toBe(3);
+    const rows = records(table);
+    expect(rows.map((r) => [r.PID, r['File Path'], isAbsent(r.Deleted) ? 'unreadable' : r.Deleted])).toEqual([
+      [1, '/usr/bin/x', false],
+      [2, '/tmp/r', true],
+      [2, '/tmp/r (deleted)', false],
+      [2, '/tmp/q (deleted)', 'unreadable'],
+    ]);
+    expect(table.errors).toEqual([expect.stringContaining('/proc/2/map_files/22000-23000')]);
+    // Without a suffixed path, no extra batch.
+    g.addFile('/proc/2/maps', m(0x20, '/usr/lib/y'));
+    expect((await runPlugin(maps, { executor: g })).runs).toBe(2);
   });
 });
 

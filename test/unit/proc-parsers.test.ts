@@ -84,7 +84,8 @@ describe('parsePidStatus', () => {
   });
 
   it('undoes name escapes', () => {
-    expect(parsePidStatus('Name:\ta\\nb\\\\c\n').name).toBe('a\nb\\c');
+    // From the guest's bytes; a backslash of the name is `\x5c` in byte text.
+    expect(parsePidStatus(Buffer.from('Name:\ta\\nb\\\\c\n')).name).toBe('a\nb\\x5cc');
   });
 
   it('rejects garbage and malformed ids', () => {

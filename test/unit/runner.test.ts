@@ -10,6 +10,9 @@ import { writeOutput } from '../../src/output/write.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
 import { psaux } from '../../src/plugins/psaux.js';
 import { pslist } from '../../src/plugins/pslist.js';
+import { pstree } from '../../src/plugins/pstree.js';
+import { envars } from '../../src/plugins/envars.js';
+import { applyShadowRows } from '../../src/runner/shadow-rows.js';
 import { runPluginsOnGuest, type AttachedSession } from '../../src/runner/run-plugins.js';
 import type { InspectedGuest } from '../../src/qemu/guest-endpoints.js';
 import { definePlugin } from '../../src/sdk/index.js';
@@ -158,5 +161,91 @@ describe('runPluginsOnGuest', () => {
     expect(run.tables).toEqual([]);
     expect(run.failures.map((f) => f.plugin)).toEqual(builtinPlugins.slice(0, 3).map((p) => p.name));
     expect(run.failures.every((f) => /shadow lost/.test(f.message))).toBe(true);
+  });
+});
+
+describe("the shadow's own rows", () => {
+  /** Processes 1..3 plus the shadow (pid 999, as fakeSession says) forked off `sh`: same argv and environment. */
+  function guestWithShadow(): FakeGuest {
+    const g = guestWithProcesses();
+    addFakeProcess(g, 999, 'vmi-shadow');
+    g.addFile('/proc/999/cmdline', 'sh\0--flag\0');
+    for (const pid of [1, 2, 3, 999]) g.addFile(`/proc/${pid}/environ`, `PID_IS=${pid}\0`);
+    return g;
+  }
+  const requests = [
+    { plugin: pslist, options: {} },
+    { plugin: psaux, options: {} },
+    { plugin: pstree, options: {} },
+    { plugin: envars, options: {} },
+  ];
+
+  it('are left out of every table by default, with the shadow PID in the metadata', async () => {
+    const session = fakeSession(guestWithShadow());
+    const run = await runPluginsOnGuest(GUEST, requests, { attach: async () => session });
+    expect(run.failures).toEqual([]);
+    for (const t of run.tables) {
+      expect(
+        t.rows.map((r) => r[0]),
+        t.plugin,
+      ).toEqual([1, 2, 3]);
+      expect(t.columns.map((c) => c.name)).not.toContain('VMI_SHADOW');
+      expect(t.metadata).toMatchObject({ 'shadow.pid': '999', 'shadow.rows': 'excluded (1)' });
+    }
+    expect(run.tables[2].depths).toHaveLength(3);
+  });
+
+  it('are kept and marked in VMI_SHADOW with includeShadow', async () => {
+    const session = fakeSession(guestWithShadow());
+    const run = await runPluginsOnGuest(GUEST, requests, {
+      attach: async () => session,
+      includeShadow: true,
+    });
+    for (const t of run.tables) {
+      const mark = t.columns.findIndex((c) => c.name === 'VMI_SHADOW');
+      expect(mark, t.plugin).toBe(t.columns.length - 1);
+      expect(t.rows.map((r) => [r[0], r[mark]])).toEqual([
+        [1, false],
+        [2, false],
+        [3, false],
+        [999, true],
+      ]);
+      expect(t.metadata['shadow.rows']).toBe('included, marked in VMI_SHADOW (1)');
+    }
+  });
+
+  it('take their subtree with them in a tree, and leave tables without PID alone', () => {
+    const tree = {
+      plugin: 'pstree',
+      columns: [
+        { name: 'PID', type: 'int32' as const },
+        { name: 'COMM', type: 'utf8' as const },
+      ],
+      rows: [
+        [1, 'init'],
+        [999, 'vmi-shadow'],
+        [1000, 'child'],
+        [2, 'sh'],
+      ],
+      depths: [0, 1, 2, 1],
+      errors: [],
+      metadata: {},
+    };
+    applyShadowRows(tree, [999], false);
+    expect(tree.rows).toEqual([
+      [1, 'init'],
+      [2, 'sh'],
+    ]);
+    expect(tree.depths).toEqual([0, 1]);
+    const kmsg = {
+      plugin: 'kmsg',
+      columns: [{ name: 'MESSAGE', type: 'utf8' as const }],
+      rows: [['999']],
+      errors: [],
+      metadata: {},
+    };
+    applyShadowRows(kmsg, [999], false);
+    expect(kmsg.rows).toEqual([['999']]);
+    expect(kmsg.metadata).toMatchObject({ 'shadow.pid': '999', 'shadow.rows': 'none (no PID column)' });
   });
 });

@@ -3,6 +3,7 @@
  * buffers. Every decoder checks sizes first and throws StructDecodeError (one line) on
  * short or inconsistent input: a guest that returns garbage costs one result, never a hang.
  */
+import { bytesToText } from '../../util/byte-text.js';
 
 /** A buffer that does not hold a valid struct. */
 export class StructDecodeError extends Error {
@@ -19,14 +20,12 @@ function view(buf: Uint8Array): DataView {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: false });
-
-/** Decodes a NUL-terminated (or full-length) C string field. */
+/** Decodes a NUL-terminated (or full-length) C string field as byte text (exact bytes). */
 export function cString(buf: Uint8Array, start = 0, maxLen = buf.length - start): string {
   const end = Math.min(buf.length, start + maxLen);
   let i = start;
   while (i < end && buf[i] !== 0) i++;
-  return utf8.decode(buf.subarray(start, i));
+  return bytesToText(buf.subarray(start, i));
 }
 
 // ---------------------------------------------------------------- struct statx

@@ -106,6 +106,10 @@ Plugins of installed packs run isolated by default: each run in a child process 
         'borrow this task first when the shadow is created (its PID as it sees itself: inside a PID namespace, the PID there); another task is used if it refuses',
       min: 2,
     }),
+    'include-shadow': Flags.boolean({
+      description:
+        "keep the rows of vmi's own shadow process (left out by default; its PID is in every table's metadata as shadow.pid), marked in a VMI_SHADOW column",
+    }),
     'accept-partial-context': Flags.boolean({
       description:
         "print tables even when the shadow's context cannot be verified as the guest's root context (recorded in the tables' metadata)",
@@ -171,6 +175,7 @@ Plugins of installed packs run isolated by default: each run in a child process 
         allowWrite: flags['allow-write'],
         preferVictimPid: flags['victim-pid'],
         acceptPartialContext: flags['accept-partial-context'],
+        includeShadow: flags['include-shadow'],
         runLimits: {
           timeoutMs: flags['plugin-timeout'] * 1000,
           maxReadBytes: flags['max-read'] * 1048576,

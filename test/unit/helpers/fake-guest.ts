@@ -36,6 +36,8 @@ interface FileNode {
 interface LinkNode {
   kind: 'link';
   target: string;
+  /** st_nlink statx reports (the fake does not follow links: as of the open file behind it). Default 1. */
+  nlink?: number;
 }
 type Node = FileNode | LinkNode | { kind: 'dir' };
 
@@ -85,9 +87,9 @@ export class FakeGuest implements SyscallExecutor {
     return this;
   }
 
-  addLink(path: string, target: string): this {
+  addLink(path: string, target: string, opts: { nlink?: number } = {}): this {
     this.addDir(path.slice(0, path.lastIndexOf('/')) || '/');
-    this.nodes.set(path, { kind: 'link', target });
+    this.nodes.set(path, { kind: 'link', target, nlink: opts.nlink });
     return this;
   }
 
@@ -244,6 +246,7 @@ export class FakeGuest implements SyscallExecutor {
         dv.setUint32(0, 0x7ff, true);
         const mode = node.kind === 'dir' ? 0o040755 : node.kind === 'link' ? 0o120777 : 0o100644;
         dv.setUint16(28, mode, true);
+        dv.setUint32(16, node.kind === 'link' ? (node.nlink ?? 1) : 1, true);
         if (node.kind === 'file') {
           const raw = typeof node.content === 'function' ? node.content() : node.content;
           dv.setBigUint64(40, BigInt(typeof raw === 'string' ? enc.encode(raw).length : raw.length), true);

@@ -1,4 +1,5 @@
 /** Shared pieces of the /proc parsers: the error type and strict number parsing. */
+import { bytesToText } from '../../../util/byte-text.js';
 
 /**
  * /proc content that does not have the expected shape. The message is one line and names
@@ -15,13 +16,16 @@ export class ProcParseError extends Error {
   }
 }
 
-/** What the parsers accept: raw bytes as read from the guest, or already decoded text. */
+/** What the parsers accept: raw bytes as read from the guest, or byte text (src/util/byte-text.ts). */
 export type ProcInput = string | Uint8Array;
 
-const decoder = new TextDecoder('utf-8', { fatal: false });
-
+/**
+ * Bytes as byte text: valid UTF-8 as is, `\xNN` for any other byte and for a backslash
+ * (`\x5c`). Every string a parser returns is therefore byte text, exact to the byte.
+ * The kernel's own escapes (`\040` in mountinfo) then read `\x5c040`.
+ */
 export function toText(input: ProcInput): string {
-  return typeof input === 'string' ? input : decoder.decode(input);
+  return typeof input === 'string' ? input : bytesToText(input);
 }
 
 /** Shortens a value for an error message so a hostile file cannot make a huge message. */

@@ -8,6 +8,7 @@
  * (7) is zero or more optional fields ended by the `-` separator. Paths and sources have
  * space, tab, newline and backslash written as octal escapes (`\040`).
  */
+import { byteEscape } from '../../../util/byte-text.js';
 import {
   excerpt,
   parseIntStrict,
@@ -37,11 +38,16 @@ export interface MountInfo {
   superOptions: string;
 }
 
-/** Undoes the kernel's octal escapes (`\040` → space); other backslashes stay as they are. */
+/**
+ * Undoes the kernel's octal escapes (`\040` → space) in byte text, where the kernel's
+ * backslash reads `\x5c` (`\x5c040`). The kernel escapes only space, tab, newline and
+ * backslash (mangle()), so each becomes that ASCII character, a backslash `\x5c` again.
+ */
 export function unescapeMountField(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (m, oct: string) => {
+  return s.replace(/\\x5c([0-7]{3})/g, (m, oct: string) => {
     const n = parseInt(oct, 8);
-    return n <= 0xff ? String.fromCharCode(n) : m;
+    if (n > 0xff) return m;
+    return n === 0x5c || n >= 0x80 ? byteEscape(n) : String.fromCharCode(n);
   });
 }
 

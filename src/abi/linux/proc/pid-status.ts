@@ -15,7 +15,7 @@ export interface IdSet {
 export interface PidStatus {
   /** Every `Key: value` line, value trimmed, in file order. */
   fields: ReadonlyMap<string, string>;
-  /** Name with the kernel's escapes (`\n`, `\\`) undone. */
+  /** Name with the kernel's escapes (`\n`, `\\`) undone, as byte text. */
   name?: string;
   /** The state letter of `State:\tS (sleeping)`. */
   state?: string;
@@ -39,8 +39,12 @@ function parseIds(value: string, file: string, key: string): IdSet {
   return { real, effective, saved, fs };
 }
 
+/**
+ * Undoes the kernel's `\n` and `\\` in Name (proc_task_name). In byte text the kernel's
+ * backslash reads `\x5c`, and a backslash of the name stays `\x5c`.
+ */
 function unescapeName(s: string): string {
-  return s.replace(/\\(n|\\)/g, (_m, c: string) => (c === 'n' ? '\n' : '\\'));
+  return s.replace(/\\x5c(n|\\x5c)/g, (_m, c: string) => (c === 'n' ? '\n' : '\\x5c'));
 }
 
 /** The keys parsed into typed fields; every other line is only in `fields`. */
