@@ -19,6 +19,7 @@ export {
   type ParsedOptions,
   type Row,
   type PluginContext,
+  type FrozenView,
   type PluginSpec,
   type PluginDefinition,
   type CreateContextOptions,

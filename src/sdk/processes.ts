@@ -227,7 +227,11 @@ function namespaceCells(
     if (!st.nspid || st.nspid.length === 0) throw new ProcParseError(statusFile.path, 'no NSpid line');
     return st.nspid.join(' ');
   });
-  const cg = parseFile(ctx, t.pid, cgroupFile, (d) => processCgroup(d, cgroupFile.path));
+  const cg = parseFile(ctx, t.pid, cgroupFile, (d) => {
+    const c = processCgroup(d, cgroupFile.path);
+    // A frozen replay clone: vmi moved the root cgroup's tasks out to freeze them.
+    return ctx.frozen && c.path === ctx.frozen.holdingCgroup ? { path: '/' } : c;
+  });
   const container = cg.ok ? cg.value.container : undefined;
   return {
     container,
@@ -284,6 +288,8 @@ function taskRecord(
   const id = ids.ok ? ids.value : undefined;
   const noIds = ids.ok ? null : ids.cell;
 
+  // A frozen replay clone: the state from before the freeze (a runnable task shows S frozen).
+  const state = s ? (ctx.frozen?.stateBefore[t.tid] ?? s.state) : noStat;
   let created: RowValue = noStat;
   if (s) created = typeof bootMs === 'number' ? new Date(ctx.proc.startTimeMs(bootMs, s.starttime)) : bootMs;
   return {
@@ -299,7 +305,7 @@ function taskRecord(
       EUID: id ? id.uid.effective : noIds,
       EGID: id ? id.gid.effective : noIds,
       'CREATION TIME': created,
-      STATE: s ? s.state : noStat,
+      STATE: state,
       THREADS: s ? s.numThreads : noStat,
     },
   };
