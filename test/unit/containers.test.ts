@@ -164,3 +164,19 @@ describe('namespace columns and --container', () => {
     expect(ctr).toHaveLength(2);
   });
 });
+
+describe('a frozen replay clone', () => {
+  it('reports the pre-freeze state and the root cgroup for the tasks vmi moved', async () => {
+    const g = containerGuest();
+    g.addFile('/proc/2/cgroup', '0::/vmi-replay-frozen-1234abcd\n');
+    const frozen = { holdingCgroup: '/vmi-replay-frozen-1234abcd', stateBefore: { 2: 'R', 5: 'D' } };
+    const rows = records((await runPlugin(pslist, { executor: g, frozen })).table);
+    const by = new Map(rows.map((r) => [r.PID, r]));
+    expect([by.get(2)!.STATE, by.get(2)!.CGROUP]).toEqual(['R', '/']);
+    expect([by.get(5)!.STATE, by.get(5)!.CGROUP]).toEqual(['D', `/docker/${ID}`]);
+    expect(by.get(1)!.STATE).toBe('S');
+    // A live guest (no freeze): the files as they are.
+    const live = records((await runPlugin(pslist, { executor: g })).table).find((r) => r.PID === 2)!;
+    expect([live.STATE, live.CGROUP]).toEqual(['S', '/vmi-replay-frozen-1234abcd']);
+  });
+});
