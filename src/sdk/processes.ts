@@ -5,7 +5,13 @@
  */
 import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../abi/linux/proc/index.js';
 import { notAvailable, unreadable, type RowValue } from '../output/columns.js';
-import { containerLabel, containerMatches, processCgroup, type ContainerRef } from './containers.js';
+import {
+  containerLabel,
+  containerMatches,
+  processCgroup,
+  type ContainerRef,
+  type ProcessCgroup,
+} from './containers.js';
 import { isVanished } from './errors.js';
 import type { PluginContext, Row } from './plugin.js';
 import { ProcFs, type TaskId } from './procfs.js';
@@ -200,6 +206,7 @@ function bootTime(ctx: PluginContext, r: FileReadResult): number | RowValue {
 }
 
 const PIDNS_RE = /^pid:\[(\d{1,20})\]$/;
+const EXITED = notAvailable('the task has exited (a zombie keeps no namespaces)');
 
 /** NAMESPACE_COLUMNS cells of a task, or undefined when it exited meanwhile. */
 function namespaceCells(
@@ -211,10 +218,13 @@ function namespaceCells(
   /** Warn about an unreadable status (false: the credential cells already did). */
   warnStatus: boolean,
 ): { row: NamespaceCells; container?: ContainerRef } | undefined {
-  if (isVanished(cgroupFile.error) || (typeof link !== 'string' && isVanished(link))) return undefined;
+  // A task that exited is either gone (its stat too: no row) or a zombie, whose namespaces
+  // are already released (ns links give ENOENT, fs/proc/namespaces.c) though its stat stays.
+  if (isVanished(cgroupFile.error) && isVanished(statusFile.error)) return undefined;
   let pidNs: RowValue;
   const m = typeof link === 'string' ? PIDNS_RE.exec(link) : null;
   if (m) pidNs = BigInt(m[1]);
+  else if (typeof link !== 'string' && isVanished(link)) pidNs = EXITED;
   else {
     const why = typeof link === 'string' ? `not a pid namespace link: ${JSON.stringify(link)}` : link.message;
     ctx.warn(`pid ${t.pid}: ns/pid: ${why}`);
@@ -227,11 +237,13 @@ function namespaceCells(
     if (!st.nspid || st.nspid.length === 0) throw new ProcParseError(statusFile.path, 'no NSpid line');
     return st.nspid.join(' ');
   });
-  const cg = parseFile(ctx, t.pid, cgroupFile, (d) => {
-    const c = processCgroup(d, cgroupFile.path);
-    // A frozen replay clone: vmi moved the root cgroup's tasks out to freeze them.
-    return ctx.frozen && c.path === ctx.frozen.holdingCgroup ? { path: '/' } : c;
-  });
+  const cg: Parsed<ProcessCgroup> = isVanished(cgroupFile.error)
+    ? { ok: false, cell: EXITED }
+    : parseFile(ctx, t.pid, cgroupFile, (d) => {
+        const c = processCgroup(d, cgroupFile.path);
+        // A frozen replay clone: vmi moved the root cgroup's tasks out to freeze them.
+        return ctx.frozen && c.path === ctx.frozen.holdingCgroup ? { path: '/' } : c;
+      });
   const container = cg.ok ? cg.value.container : undefined;
   return {
     container,

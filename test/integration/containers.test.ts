@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCapture } from '../../src/capture/create.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
+import { isAbsent } from '../../src/output/columns.js';
 import type { ResultTable } from '../../src/output/table.js';
 import { ifconfig } from '../../src/plugins/ifconfig.js';
 import { lsof } from '../../src/plugins/lsof.js';
@@ -24,7 +25,7 @@ import { runPluginsOnGuest, type PluginRequest } from '../../src/runner/run-plug
 import { definePlugin } from '../../src/sdk/plugin.js';
 import { withReplay } from '../../src/targets/capture.js';
 import { records } from '../helpers/records.js';
-import { guestSh } from './helpers/guest-shell.js';
+import { guestProcs, guestSh } from './helpers/guest-shell.js';
 
 const NAME = 't-containers';
 const DOCKER_ID = '3f4e5a6b7c8d' + '0123456789abcdef'.repeat(3) + '0a1b';
@@ -99,7 +100,10 @@ describe('containers and namespaces', () => {
       guest,
       `mkdir -p /tmp/nsmnt && setsid unshare -m sh -c 'mount -t tmpfs -o size=1m vmi-ns-tmpfs /tmp/nsmnt && exec sleep 7401' </dev/null >/dev/null 2>&1 &`,
     );
+    // A zombie: a child that its parent never waits for.
+    await guestSh(guest, `setsid sh -c 'sleep 0.1 & exec sleep 7501' </dev/null >/dev/null 2>&1 &`);
     for (const [k, argv] of [
+      ['zombieParent', 'sleep 7501'],
       ['docker1', 'sleep 7101'],
       ['docker2', 'sleep 7102'],
       ['k8s', 'sleep 7201'],
@@ -146,6 +150,12 @@ describe('containers and namespaces', () => {
       expect(by.get(pid.net)!.CONTAINER).toBeNull();
       expect(by.get(1)!.CONTAINER).toBeNull();
     }
+    // A zombie keeps its row (its namespaces are released, its NSpid is not).
+    const zombie = [...(await guestProcs(guest)).values()].find((p) => p.ppid === pid.zombieParent);
+    expect(zombie?.state, 'the guest shows the zombie').toBe('Z');
+    const z = records(ps).find((r) => r.PID === zombie!.pid);
+    expect(z).toMatchObject({ STATE: 'Z', NSPID: String(zombie!.pid) });
+    expect(isAbsent(z!.PID_NS_ID)).toBe(true);
   });
 
   it('--container selects the container’s processes in the process, socket, file and mount plugins', async () => {

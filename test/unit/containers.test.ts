@@ -6,6 +6,7 @@ import { psaux } from '../../src/plugins/psaux.js';
 import { pslist } from '../../src/plugins/pslist.js';
 import { pstree } from '../../src/plugins/pstree.js';
 import { containerLabel, containerMatches, containerOf } from '../../src/sdk/containers.js';
+import { isAbsent } from '../../src/output/columns.js';
 import { runPlugin } from '../../src/sdk/plugin.js';
 import { records } from '../helpers/records.js';
 import { addFakeProcess, fakeProcGuest, fakeStatus, type FakeGuest } from './helpers/fake-guest.js';
@@ -178,5 +179,19 @@ describe('a frozen replay clone', () => {
     // A live guest (no freeze): the files as they are.
     const live = records((await runPlugin(pslist, { executor: g })).table).find((r) => r.PID === 2)!;
     expect([live.STATE, live.CGROUP]).toEqual(['S', '/vmi-replay-frozen-1234abcd']);
+  });
+});
+
+describe('a zombie', () => {
+  it('keeps its row: its namespaces are gone (N/A), its NSpid is not', async () => {
+    const g = containerGuest();
+    g.remove('/proc/2/ns/pid');
+    g.remove('/proc/2/cgroup');
+    const { table } = await runPlugin(pslist, { executor: g });
+    const z = records(table).find((r) => r.PID === 2)!;
+    expect(z).toBeDefined();
+    expect(isAbsent(z.PID_NS_ID) && isAbsent(z.CGROUP) && isAbsent(z.CONTAINER)).toBe(true);
+    expect(z.NSPID).toBe('2');
+    expect(table.errors).toEqual([]);
   });
 });
