@@ -4,7 +4,15 @@
  * process made later with setenv() live in its heap and are not visible here.
  */
 import { parseEnviron } from '../abi/linux/proc/index.js';
-import { definePlugin, isVanished, PID_OPTION, readProcesses, type Row, unreadable } from '../sdk/index.js';
+import {
+  CONTAINER_OPTION,
+  definePlugin,
+  isVanished,
+  PID_OPTION,
+  readProcesses,
+  type Row,
+  unreadable,
+} from '../sdk/index.js';
 
 const columns = [
   { name: 'PID', type: 'int32', description: 'Process id' },
@@ -21,13 +29,16 @@ export const envars = definePlugin({
   columns,
   options: {
     pid: PID_OPTION,
+    container: CONTAINER_OPTION,
   },
   async run(ctx) {
-    // 1 batch for the listing (none with --pid), 1 for every stat and environ.
+    // 1 batch for the listing (none with --pid), 1 for every stat and environ (with
+    // --container 1 more for the namespace links, and status and cgroup in the same batch).
     const records = await readProcesses(ctx, {
       pids: ctx.options.pid,
       credentials: false,
       files: ['environ'],
+      containers: ctx.options.container,
     });
     const rows: Row<typeof columns>[] = [];
     for (const { task, row, files } of records) {

@@ -17,11 +17,13 @@ import {
   S_IFSOCK,
 } from '../abi/linux/flags.js';
 import {
+  CONTAINER_OPTION,
   definePlugin,
   PID_OPTION,
   readProcessFds,
   type Row,
   type RowValue,
+  selectPids,
   type Statx,
   unlinkedPath,
   unreadable,
@@ -94,10 +96,13 @@ export const lsof = definePlugin({
   columns,
   options: {
     pid: PID_OPTION,
+    container: CONTAINER_OPTION,
   },
   async run(ctx) {
-    // 1 batch for the listing (none with --pid), 1 for /proc/PID/fd, 1 for every comm, link and statx.
-    const procs = await readProcessFds(ctx, { pids: ctx.options.pid, statx: true });
+    // 1 batch for the listing (none with --pid), 1 for the cgroups with --container, 1 for
+    // /proc/PID/fd, 1 for every comm, link and statx.
+    const pids = await selectPids(ctx, ctx.options.pid, ctx.options.container);
+    const procs = pids.length > 0 ? await readProcessFds(ctx, { pids, statx: true }) : [];
     const rows: Row<typeof columns>[] = [];
     for (const p of procs) {
       for (const f of p.fds) {

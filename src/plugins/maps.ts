@@ -13,6 +13,7 @@ import { parseMaps } from '../abi/linux/proc/index.js';
 import {
   bytesToText,
   DELETED_SUFFIX,
+  CONTAINER_OPTION,
   definePlugin,
   flags,
   notAvailable,
@@ -23,6 +24,7 @@ import {
   PID_OPTION,
   type Row,
   type RowValue,
+  selectPids,
 } from '../sdk/index.js';
 
 const { STATX_NLINK } = flags;
@@ -60,11 +62,13 @@ export const maps = definePlugin({
   columns,
   options: {
     pid: PID_OPTION,
+    container: CONTAINER_OPTION,
   },
   async run(ctx) {
-    const pids = await ctx.proc.selectPids(ctx.options.pid);
+    const pids = await selectPids(ctx, ctx.options.pid, ctx.options.container);
     ctx.progress(`reading the maps of ${pids.length} processes`);
-    // 1 batch for the listing (none with --pid), 1 for every comm and maps (+ follow-ups for big maps).
+    // 1 batch for the listing (none with --pid), 1 for the cgroups with --container, 1 for
+    // every comm and maps (+ follow-ups for big maps).
     const files = await ctx.sys.readFiles(
       pids.flatMap((pid) => [
         { path: ProcFs.path(pid, 'comm'), chunkSize: 64 },

@@ -4,7 +4,16 @@
  * are shown as `[comm]`, like ps does.
  */
 import { parseCmdline } from '../abi/linux/proc/index.js';
-import { definePlugin, isVanished, PID_OPTION, readProcesses, type Row, unreadable } from '../sdk/index.js';
+import {
+  CONTAINER_OPTION,
+  definePlugin,
+  isVanished,
+  NAMESPACE_COLUMNS,
+  PID_OPTION,
+  readProcesses,
+  type Row,
+  unreadable,
+} from '../sdk/index.js';
 
 const columns = [
   { name: 'PID', type: 'int32', description: 'Process id' },
@@ -15,6 +24,7 @@ const columns = [
     type: 'utf8',
     description: 'argv joined by spaces (/proc/PID/cmdline); [comm] for kernel threads',
   },
+  ...NAMESPACE_COLUMNS,
 ] as const;
 
 export const psaux = definePlugin({
@@ -24,16 +34,20 @@ export const psaux = definePlugin({
   columns,
   options: {
     pid: PID_OPTION,
+    container: CONTAINER_OPTION,
   },
   async run(ctx) {
-    // 1 batch for the listing (none with --pid), 1 for every stat and cmdline.
+    // 1 batch for the listing (none with --pid), 1 for the namespace links, 1 for every
+    // stat, status, cgroup and cmdline.
     const records = await readProcesses(ctx, {
       pids: ctx.options.pid,
       credentials: false,
       files: ['cmdline'],
+      namespaces: true,
+      containers: ctx.options.container,
     });
     const rows: Row<typeof columns>[] = [];
-    for (const { task, row, files } of records) {
+    for (const { task, row, ns, files } of records) {
       const f = files.cmdline;
       if (isVanished(f.error)) continue;
       let args: string | ReturnType<typeof unreadable>;
@@ -44,7 +58,7 @@ export const psaux = definePlugin({
         const argv = parseCmdline(f.data!);
         args = argv.length > 0 ? argv.join(' ') : typeof row.COMM === 'string' ? `[${row.COMM}]` : '';
       }
-      rows.push({ PID: row.PID, PPID: row.PPID, COMM: row.COMM, ARGS: args });
+      rows.push({ PID: row.PID, PPID: row.PPID, COMM: row.COMM, ARGS: args, ...ns! });
     }
     return rows;
   },

@@ -18,6 +18,7 @@ import {
   type ParsedLines,
 } from '../abi/linux/proc/index.js';
 import {
+  CONTAINER_OPTION,
   definePlugin,
   type FileReadResult,
   type PluginContext,
@@ -27,6 +28,7 @@ import {
   readProcessFds,
   type Row,
   type RowValue,
+  selectPids,
   SyscallError,
   unreadable,
 } from '../sdk/index.js';
@@ -251,12 +253,15 @@ export const sockstat = definePlugin({
     pid: PID_OPTION,
     unix: { type: 'boolean', description: 'Only unix sockets (default: every family)' },
     inet: { type: 'boolean', description: 'Only AF_INET and AF_INET6 sockets (default: every family)' },
+    container: CONTAINER_OPTION,
   },
   async run(ctx) {
     const { unix, inet } = ctx.options;
-    // 1 batch for the listing (none with --pid), 1 for /proc/PID/fd, 1 for every link and
-    // comm, 1 for the socket tables of every namespace (+ a follow-up for big tables).
-    const procs = await readProcessFds(ctx, { pids: ctx.options.pid, netns: true });
+    // 1 batch for the listing (none with --pid), 1 for the cgroups with --container, 1 for
+    // /proc/PID/fd, 1 for every link and comm, 1 for the socket tables of every namespace
+    // (+ a follow-up for big tables).
+    const pids = await selectPids(ctx, ctx.options.pid, ctx.options.container);
+    const procs = pids.length > 0 ? await readProcessFds(ctx, { pids, netns: true }) : [];
     const withSockets = procs.filter((p) => socketFds(p).length > 0);
     const tables = await readNamespaceSockets(ctx, withSockets);
     const rows: SockstatRow[] = [];

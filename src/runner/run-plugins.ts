@@ -10,6 +10,7 @@ import { PiggybackExecutor } from './piggyback.js';
 import { applyShadowRows } from './shadow-rows.js';
 import { createPolicyGate, revocable, RUNNER_POLICY_NAME } from './policy-gate.js';
 import type { TransportChoice } from '../shadow/transport.js';
+import { freezeReplayClone, type FreezeResult } from '../shadow/replay-freeze.js';
 
 export interface PluginRequest {
   plugin: PluginDefinition;
@@ -89,6 +90,8 @@ export async function runPluginsOnGuest(
   const failures: PluginFailure[] = [];
   const pluginMs: Record<string, number> = {};
   try {
+    // A replay clone shows the captured instant: its tasks are frozen before any plugin reads it.
+    const freeze = guest.captureId ? await freezeClone(session, opts.progress) : undefined;
     // uname rides along with the first plugin's first batch: no guest entry of its own.
     // The engine checks every batch against the running plugin's needs as well (policy-gate.ts).
     const gate = createPolicyGate(session);
@@ -110,6 +113,7 @@ export async function runPluginsOnGuest(
           options: req.options,
           progress: opts.progress,
           runLimits: opts.runLimits,
+          ...(freeze && 'view' in freeze ? { frozen: freeze.view } : {}),
         }));
       } catch (error) {
         lane.revoke();
@@ -139,6 +143,7 @@ export async function runPluginsOnGuest(
         'collection.time': at,
         'collection.transport': session.stats.transport,
         ...contextMetadata(session.stats),
+        ...(freeze ? { 'replay.frozen': freezeSummary(freeze) } : {}),
         source: guest.captureId ? 'capture' : 'live',
       };
     }
@@ -147,6 +152,36 @@ export async function runPluginsOnGuest(
   }
   const tables = byRequest.filter((t): t is ResultTable => t !== undefined);
   return { tables, byRequest, failures, session: session.stats, pluginMs };
+}
+
+/**
+ * Freezes a replay clone (src/capture/replay-freeze.ts). A clone that cannot be frozen
+ * (no cgroup v2, a shadow outside the root cgroup) is read unfrozen, and says so in every
+ * table's metadata and on the progress line.
+ */
+async function freezeClone(
+  session: SyscallExecutor,
+  progress?: (message: string) => void,
+): Promise<FreezeResult | { error: string }> {
+  try {
+    const f = await freezeReplayClone(session);
+    progress?.(`replay clone frozen: ${freezeSummary(f)}`);
+    return f;
+  } catch (e) {
+    const error = e instanceof Error ? e.message : String(e);
+    progress?.(`replay clone NOT frozen (its tasks run on while plugins read it): ${error}`);
+    return { error };
+  }
+}
+
+/** `replay.frozen` metadata: how the clone was frozen, or why not. */
+function freezeSummary(f: FreezeResult | { error: string }): string {
+  if ('error' in f) return `no: ${f.error}`;
+  return (
+    `${f.settled ? 'yes' : 'partly (not every cgroup reported frozen)'}: cgroup v2 freezer on ${f.frozenCgroups.join(', ')}; ` +
+    `${f.moved.length} tasks moved there from the root cgroup (reported as /); states as read before the freeze; ` +
+    `${f.ms.toFixed(0)} ms`
+  );
 }
 
 /**

@@ -19,6 +19,7 @@ export {
   type ParsedOptions,
   type Row,
   type PluginContext,
+  type FrozenView,
   type PluginSpec,
   type PluginDefinition,
   type CreateContextOptions,
@@ -76,12 +77,28 @@ export { ProcFs, PROC_FILE_CHUNK, type TaskId } from './procfs.js';
 // Reading processes and their open files, as the built-in process and file plugins do.
 export {
   PROCESS_COLUMNS,
+  NAMESPACE_COLUMNS,
+  PROCESS_NS_COLUMNS,
   readProcesses,
   processForest,
   type ProcessRow,
   type ProcessRecord,
   type ReadProcessesOptions,
+  type NamespaceCells,
 } from './processes.js';
+// Containers as the cgroup tree names them, and the --container filter.
+export {
+  CONTAINER_OPTION,
+  containerOf,
+  containerLabel,
+  containerMatches,
+  processCgroup,
+  pidsInContainers,
+  selectPids,
+  type ContainerRef,
+  type ContainerRuntime,
+  type ProcessCgroup,
+} from './containers.js';
 export { readProcessFds, type OpenFd, type ProcessFds, type ReadFdsOptions } from './fds.js';
 export * from './limits.js';
 export { unlinkedPath, DELETED_SUFFIX, type UnlinkedPath } from './unlinked.js';

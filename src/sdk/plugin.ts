@@ -77,6 +77,18 @@ export type Row<C extends readonly ColumnSpec[] = readonly ColumnSpec[]> = {
   [K in C[number]['name']]: RowValue;
 } & { [TREE_DEPTH]?: number };
 
+/**
+ * What vmi changed to freeze a replay clone at the captured instant
+ * (src/capture/replay-freeze.ts), so that the SDK's readers report the values from before
+ * the freeze. Absent on a live guest.
+ */
+export interface FrozenView {
+  /** The cgroup vmi moved the root cgroup's user tasks into to freeze them: reported as '/'. */
+  readonly holdingCgroup: string;
+  /** Scheduler state letter of each task (by TID) just before the freeze (a runnable task shows S once frozen). */
+  readonly stateBefore: Readonly<Record<number, string>>;
+}
+
 /** What `run()` gets. */
 export interface PluginContext<O = Record<string, unknown>> {
   /** The guest's syscalls, batched. */
@@ -95,6 +107,8 @@ export interface PluginContext<O = Record<string, unknown>> {
   warn(message: string): void;
   /** Set when the user interrupts; the syscall API checks it before each guest entry. */
   signal?: AbortSignal;
+  /** On a frozen replay clone: what the freeze changed (readProcesses reports the values from before it). */
+  frozen?: FrozenView;
 }
 
 /** What a plugin author writes and passes to {@link definePlugin}. */
@@ -265,6 +279,8 @@ export interface CreateContextOptions<O> {
   limits?: SyscallApiOptions['limits'];
   /** Output-buffer bytes the whole run may ask of the guest. */
   maxReadBytes?: number;
+  /** On a frozen replay clone: what the freeze changed. */
+  frozen?: FrozenView;
 }
 
 /** Builds the context a plugin's `run()` receives. */
@@ -282,6 +298,7 @@ export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginCon
     progress: opts.progress ?? (() => {}),
     warn: opts.warn ?? (() => {}),
     signal: opts.signal,
+    ...(opts.frozen ? { frozen: opts.frozen } : {}),
   });
 }
 
@@ -308,6 +325,8 @@ export interface RunPluginOptions {
   limits?: SyscallApiOptions['limits'];
   /** Bytes, rows and time this run may take (defaults: DEFAULT_RUN_LIMITS). */
   runLimits?: Partial<RunLimits>;
+  /** On a frozen replay clone: what the freeze changed (see FrozenView). */
+  frozen?: FrozenView;
 }
 
 /** Result of runPlugin: the table plus how many guest entries it cost. */
@@ -352,6 +371,7 @@ export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): 
     signal,
     limits: opts.limits,
     maxReadBytes: limits.maxReadBytes,
+    frozen: opts.frozen,
   });
   const rows: RowValue[][] = [];
   const depths: number[] = [];

@@ -5,6 +5,13 @@
  */
 import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../abi/linux/proc/index.js';
 import { notAvailable, unreadable, type RowValue } from '../output/columns.js';
+import {
+  containerLabel,
+  containerMatches,
+  processCgroup,
+  type ContainerRef,
+  type ProcessCgroup,
+} from './containers.js';
 import { isVanished } from './errors.js';
 import type { PluginContext, Row } from './plugin.js';
 import { ProcFs, type TaskId } from './procfs.js';
@@ -30,8 +37,39 @@ export const PROCESS_COLUMNS = [
   { name: 'THREADS', type: 'int32', description: 'Threads in the process' },
 ] as const;
 
+/**
+ * Where a process lives: its PID namespace, its PIDs there, its cgroup and the container
+ * that cgroup names (src/sdk/containers.ts). pslist, pstree and psaux end with these.
+ */
+export const NAMESPACE_COLUMNS = [
+  { name: 'PID_NS_ID', type: 'int64', description: 'PID namespace id (inode of /proc/PID/ns/pid)' },
+  {
+    name: 'NSPID',
+    type: 'utf8',
+    description:
+      "PID in each PID namespace the task is in, the guest's initial one first, its own last (NSpid of /proc/PID/status)",
+  },
+  {
+    name: 'CGROUP',
+    type: 'utf8',
+    description: 'cgroup path (cgroup v2; name=systemd or the first hierarchy on v1)',
+  },
+  {
+    name: 'CONTAINER',
+    type: 'utf8',
+    description:
+      'runtime:id of the container its cgroup path names (docker, k8s:POD/ID, podman, nspawn, lxc); empty if none',
+  },
+] as const;
+
+/** pslist's and pstree's columns. */
+export const PROCESS_NS_COLUMNS = [...PROCESS_COLUMNS, ...NAMESPACE_COLUMNS] as const;
+
 /** One row of PROCESS_COLUMNS. */
 export type ProcessRow = Row<typeof PROCESS_COLUMNS>;
+
+/** The NAMESPACE_COLUMNS cells of one process. */
+export type NamespaceCells = Row<typeof NAMESPACE_COLUMNS>;
 
 export interface ReadProcessesOptions {
   /** Only these process ids; empty or absent: every process in /proc. */
@@ -45,6 +83,16 @@ export interface ReadProcessesOptions {
   credentials?: boolean;
   /** Other per-process files to read in the same batch (`cmdline`, `environ`...). */
   files?: readonly string[];
+  /**
+   * Also read the PID namespace link, NSpid and cgroup for the NAMESPACE_COLUMNS cells
+   * (`ns` of each record): one more batch, for the namespace links.
+   */
+  namespaces?: boolean;
+  /**
+   * Only processes in these containers (`--container`, see CONTAINER_OPTION); implies
+   * `namespaces`. Empty or absent: no filter.
+   */
+  containers?: readonly string[];
 }
 
 export interface ProcessRecord {
@@ -53,6 +101,10 @@ export interface ProcessRecord {
   row: ProcessRow;
   /** Parent pid, when stat could be parsed. */
   ppid?: number;
+  /** The NAMESPACE_COLUMNS cells, with `namespaces`. */
+  ns?: NamespaceCells;
+  /** The container its cgroup names, with `namespaces` (undefined: none, or unreadable). */
+  container?: ContainerRef;
   /** The extra files asked for, by name (read for the task, or the thread with `threads`). */
   files: Record<string, FileReadResult>;
 }
@@ -71,6 +123,8 @@ export async function readProcesses(
   const { proc, sys } = ctx;
   const credentials = opts.credentials ?? true;
   const extra = opts.files ?? [];
+  const containers = opts.containers ?? [];
+  const namespaces = (opts.namespaces ?? false) || containers.length > 0;
 
   const pids = await proc.selectPids(opts.pids);
 
@@ -90,7 +144,14 @@ export async function readProcesses(
 
   // One batch: /proc/stat, then per task stat (+ status) (+ the extra files).
   const file = (t: TaskId, name: string) => ProcFs.path(t.pid, name, opts.threads ? t.tid : undefined);
-  const names = ['stat', ...(credentials ? ['status'] : []), ...extra];
+  const names = [
+    'stat',
+    ...(credentials || namespaces ? ['status'] : []),
+    ...(namespaces ? ['cgroup'] : []),
+    ...extra,
+  ];
+  // The namespace links first, in a batch of their own (readlink, not read).
+  const links = namespaces ? await sys.readlinks(tasks.map((t) => file(t, 'ns/pid'))) : [];
   const requests: FileReadRequest[] = credentials
     ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }]
     : [];
@@ -108,9 +169,25 @@ export async function readProcesses(
     names.forEach((n, j) => (byName[n] = own[j]));
     const rec = taskRecord(ctx, t, byName.stat, credentials ? byName.status : undefined, bootMs);
     if (!rec) return;
+    let ns: NamespaceCells | undefined;
+    let container: ContainerRef | undefined;
+    if (namespaces) {
+      const cells = namespaceCells(
+        ctx,
+        t,
+        links[i].target ?? links[i].error!,
+        byName.status,
+        byName.cgroup,
+        !credentials,
+      );
+      if (!cells) return;
+      if (containers.length > 0 && !containerMatches(cells.container, containers)) return;
+      ns = cells.row;
+      container = cells.container;
+    }
     const files: Record<string, FileReadResult> = {};
     for (const n of extra) files[n] = byName[n];
-    out.push({ ...rec, files });
+    out.push({ ...rec, ...(ns ? { ns } : {}), ...(container ? { container } : {}), files });
   });
   return out;
 }
@@ -128,11 +205,62 @@ function bootTime(ctx: PluginContext, r: FileReadResult): number | RowValue {
   }
 }
 
+const PIDNS_RE = /^pid:\[(\d{1,20})\]$/;
+const EXITED = notAvailable('the task has exited (a zombie keeps no namespaces)');
+
+/** NAMESPACE_COLUMNS cells of a task, or undefined when it exited meanwhile. */
+function namespaceCells(
+  ctx: PluginContext,
+  t: TaskId,
+  link: string | Error,
+  statusFile: FileReadResult,
+  cgroupFile: FileReadResult,
+  /** Warn about an unreadable status (false: the credential cells already did). */
+  warnStatus: boolean,
+): { row: NamespaceCells; container?: ContainerRef } | undefined {
+  // A task that exited is either gone (its stat too: no row) or a zombie, whose namespaces
+  // are already released (ns links give ENOENT, fs/proc/namespaces.c) though its stat stays.
+  if (isVanished(cgroupFile.error) && isVanished(statusFile.error)) return undefined;
+  let pidNs: RowValue;
+  const m = typeof link === 'string' ? PIDNS_RE.exec(link) : null;
+  if (m) pidNs = BigInt(m[1]);
+  else if (typeof link !== 'string' && isVanished(link)) pidNs = EXITED;
+  else {
+    const why = typeof link === 'string' ? `not a pid namespace link: ${JSON.stringify(link)}` : link.message;
+    ctx.warn(`pid ${t.pid}: ns/pid: ${why}`);
+    pidNs = unreadable(why);
+  }
+  const quiet = { warn: () => {} };
+  const nspid = parseFile(warnStatus ? ctx : quiet, t.pid, statusFile, (d) => {
+    const st = parsePidStatus(d, statusFile.path);
+    // NSpid is there since Linux 4.1 (the shadow needs 5.9).
+    if (!st.nspid || st.nspid.length === 0) throw new ProcParseError(statusFile.path, 'no NSpid line');
+    return st.nspid.join(' ');
+  });
+  const cg: Parsed<ProcessCgroup> = isVanished(cgroupFile.error)
+    ? { ok: false, cell: EXITED }
+    : parseFile(ctx, t.pid, cgroupFile, (d) => {
+        const c = processCgroup(d, cgroupFile.path);
+        // A frozen replay clone: vmi moved the root cgroup's tasks out to freeze them.
+        return ctx.frozen && c.path === ctx.frozen.holdingCgroup ? { path: '/' } : c;
+      });
+  const container = cg.ok ? cg.value.container : undefined;
+  return {
+    container,
+    row: {
+      PID_NS_ID: pidNs,
+      NSPID: nspid.ok ? nspid.value : nspid.cell,
+      CGROUP: cg.ok ? cg.value.path : cg.cell,
+      CONTAINER: cg.ok ? (container ? containerLabel(container) : null) : cg.cell,
+    },
+  };
+}
+
 type Parsed<T> = { ok: true; value: T } | { ok: false; cell: RowValue };
 
 /** Parses one file; on failure warns and gives the UNREADABLE cell to show instead. */
 function parseFile<T>(
-  ctx: PluginContext,
+  ctx: Pick<PluginContext, 'warn'>,
   pid: number,
   f: FileReadResult,
   parse: (d: Uint8Array) => T,
@@ -172,6 +300,8 @@ function taskRecord(
   const id = ids.ok ? ids.value : undefined;
   const noIds = ids.ok ? null : ids.cell;
 
+  // A frozen replay clone: the state from before the freeze (a runnable task shows S frozen).
+  const state = s ? (ctx.frozen?.stateBefore[t.tid] ?? s.state) : noStat;
   let created: RowValue = noStat;
   if (s) created = typeof bootMs === 'number' ? new Date(ctx.proc.startTimeMs(bootMs, s.starttime)) : bootMs;
   return {
@@ -187,7 +317,7 @@ function taskRecord(
       EUID: id ? id.uid.effective : noIds,
       EGID: id ? id.gid.effective : noIds,
       'CREATION TIME': created,
-      STATE: s ? s.state : noStat,
+      STATE: state,
       THREADS: s ? s.numThreads : noStat,
     },
   };

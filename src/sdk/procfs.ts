@@ -21,6 +21,8 @@ export const PROC_FILE_CHUNK: Readonly<Record<string, number>> = Object.freeze({
   limits: 2048,
   mountinfo: 16384,
   maps: 16384,
+  // One line on cgroup v2 (`0::/path`), a dozen on v1.
+  cgroup: 1024,
 });
 
 /** /proc/stat is long on many-CPU guests (one line per CPU, a long intr line). */

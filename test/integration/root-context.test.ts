@@ -34,6 +34,9 @@ interface Truth {
   seenPids: Set<number>;
   listeners: Set<string>;
   mountPoints: string[];
+  /** Every mount namespace a guest process is in (readlink /proc/PID/ns/mnt), and init's. */
+  mntNamespaces: Set<bigint>;
+  initMnt: bigint;
   modules: string[];
   hostname: string;
   initNs: Record<string, string>;
@@ -65,6 +68,18 @@ async function truthFromConsole(
     .trim()
     .split('\n')
     .map((l) => l.split(' ')[4]!);
+  const mntLinks = (
+    await guestSh(
+      guest,
+      'readlink /proc/1/ns/mnt; for d in /proc/[0-9]*; do readlink $d/ns/mnt; done 2>/dev/null; true',
+    )
+  )
+    .split('\n')
+    .map((l) => /^mnt:\[(\d+)\]$/.exec(l.trim())?.[1])
+    .filter((x): x is string => x !== undefined)
+    .map(BigInt);
+  const initMnt = mntLinks[0]!;
+  const mntNamespaces = new Set(mntLinks);
   const modules = (await guestSh(guest, 'cat /proc/modules'))
     .trim()
     .split('\n')
@@ -80,7 +95,7 @@ async function truthFromConsole(
     const sp = line.indexOf(' ');
     holderFds.set(Number(line.slice(0, sp)), line.slice(sp + 1));
   }
-  return { listeners, mountPoints, modules, hostname, initNs, holderFds };
+  return { listeners, mountPoints, mntNamespaces, initMnt, modules, hostname, initNs, holderFds };
 }
 
 /** Everything of the sandboxed task a bootstrap could disturb, as the guest shows it. */
@@ -186,8 +201,13 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
         .map((r) => String(r['Source Port'])),
     );
     expect(vmiListeners).toEqual(t.listeners);
-    // mountinfo: init's mounts, not the sandbox's nor the shadow's own /proc.
-    expect(records(tables.mountinfo!).map((r) => r.MOUNT_POINT)).toEqual(t.mountPoints);
+    // mountinfo: init's namespace first, with init's mounts (not the shadow's own /proc);
+    // then the other namespaces of guest processes (the sandbox's), never the shadow's.
+    const mi = records(tables.mountinfo!);
+    expect(mi[0]?.MNT_NS_ID).toBe(t.initMnt);
+    expect(mi.filter((r) => r.MNT_NS_ID === t.initMnt).map((r) => r.MOUNT_POINT)).toEqual(t.mountPoints);
+    for (const r of mi)
+      expect(t.mntNamespaces.has(r.MNT_NS_ID as bigint), `MNT_NS_ID ${String(r.MNT_NS_ID)}`).toBe(true);
     // lsmod, lsof, banner.
     expect(
       records(tables.lsmod!)

@@ -27,7 +27,7 @@ import { lsof, modeString } from '../../src/plugins/lsof.js';
 import { maps } from '../../src/plugins/maps.js';
 import { sockstat } from '../../src/plugins/sockstat.js';
 import { runPlugin, type RowValue } from '../../src/sdk/index.js';
-import { fakeProcGuest, type FakeGuest } from './helpers/fake-guest.js';
+import { addFakeProcess, fakeProcGuest, type FakeGuest } from './helpers/fake-guest.js';
 
 function records(t: ResultTable): Record<string, RowValue>[] {
   validateTable(t);
@@ -441,28 +441,31 @@ describe('kmsg', () => {
 });
 
 describe('ifconfig', () => {
+  const INIT_NET = 'net:[4026531992]';
   function ifGuest(): FakeGuest {
     const g = fakeProcGuest(1);
+    g.addLink('/proc/self/ns/net', INIT_NET);
+    g.addLink('/proc/1/ns/net', INIT_NET);
     g.addFile(
-      '/proc/net/dev',
+      '/proc/self/net/dev',
       'Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n' +
         '    lo:     291       5    0    0    0     0          0         0      291       5    0    0    0     0       0          0\n' +
         '  eth0:    1000      10    0    0    0     0          0         0     2000      20    0    0    0     0       0          0\n' +
         'dummy0:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n',
     );
     g.addFile(
-      '/proc/net/if_inet6',
+      '/proc/self/net/if_inet6',
       '00000000000000000000000000000001 01 80 10 80       lo\nfe800000000000005054fffe123456 02 40 20 80 eth0\n',
     );
     g.addFile(
-      '/proc/net/fib_trie',
+      '/proc/self/net/fib_trie',
       'Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.0.2.0\n        /24 link UNICAST\n' +
         'Local:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.0.2.15\n        /32 host LOCAL\n' +
         '     |-- 192.168.9.9\n        /32 host LOCAL\n' +
         '     +-- 127.0.0.0/8 2 0 2\n        |-- 127.0.0.0\n           /8 host LOCAL\n        |-- 127.0.0.1\n           /32 host LOCAL\n',
     );
     g.addFile(
-      '/proc/net/route',
+      '/proc/self/net/route',
       'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n' +
         'eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n' +
         'eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n',
@@ -478,10 +481,11 @@ describe('ifconfig', () => {
     return g;
   }
 
-  it('interfaces with IPv4 from fib_trie + route, IPv6 from if_inet6, in two guest entries', async () => {
+  it('interfaces with IPv4 from fib_trie + route, IPv6 from if_inet6, in four guest entries', async () => {
     const g = ifGuest();
     const { table, runs } = await runPlugin(ifconfig, { executor: g });
-    expect(runs).toBe(2);
+    // listing, namespace links, net files, sysfs
+    expect(runs).toBe(4);
     const rows = records(table);
     expect(rows.map((r) => [r.Interface, r['IP Address'], r.Prefix, r.State])).toEqual([
       ['lo', '127.0.0.1', 8, 'UP'],
@@ -491,6 +495,7 @@ describe('ifconfig', () => {
       [expect.anything(), '192.168.9.9', 32, expect.anything()],
     ]);
     expect(isAbsent(rows[4].Interface)).toBe(true);
+    expect(rows.every((r) => r.NetNS === 4026531992n)).toBe(true);
     expect(rows[2]).toMatchObject({
       'MAC Address': '52:54:00:12:34:56',
       Promiscuous: true,
@@ -512,5 +517,36 @@ describe('ifconfig', () => {
     expect(isAbsent(eth0.State)).toBe(true);
     expect(isAbsent(eth0.Promiscuous)).toBe(true);
     expect(eth0['IP Address']).toBe('10.0.2.15');
+  });
+
+  it('every network namespace, through /proc/PID/net of a process in it', async () => {
+    const g = ifGuest();
+    for (const pid of [2, 3]) {
+      addFakeProcess(g, pid, `ns${pid}`);
+      g.addLink(`/proc/${pid}/ns/net`, 'net:[4026532300]');
+    }
+    // pid 2 exits before its files are read: pid 3 is the second reader.
+    g.addFile(
+      '/proc/3/net/dev',
+      'Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n' +
+        '    lo:      84       1    0    0    0     0          0         0       84       1    0    0    0     0       0          0\n',
+    );
+    g.addFile('/proc/3/net/if_inet6', '');
+    g.addFile(
+      '/proc/3/net/fib_trie',
+      'Main:\n  +-- 0.0.0.0/0 3 0 5\nLocal:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 10.9.9.9\n        /32 host LOCAL\n',
+    );
+    g.addFile(
+      '/proc/3/net/route',
+      'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n',
+    );
+    const { table } = await runPlugin(ifconfig, { executor: g });
+    const rows = records(table).filter((r) => r.NetNS === 4026532300n);
+    expect(rows.map((r) => [r.Interface, r['IP Address'], r.Prefix, r['RX Bytes']])).toEqual([
+      ['lo', '10.9.9.9', 32, 84n],
+    ]);
+    // sysfs shows init's namespace only: no borrowed lo cells from it.
+    expect(isAbsent(rows[0].State) && isAbsent(rows[0].MTU)).toBe(true);
+    expect(records(table).filter((r) => r.NetNS === 4026531992n)).toHaveLength(5);
   });
 });

@@ -81,10 +81,11 @@ describe('definePlugin and options', () => {
 });
 
 describe('pslist', () => {
-  it('lists 300 processes in at most 4 guest entries', async () => {
+  it('lists 300 processes in at most 5 guest entries', async () => {
     const g = fakeProcGuest(300);
     const { table, runs } = await runPlugin(pslist, { executor: g });
-    expect(runs).toBeLessThanOrEqual(4);
+    // listing, namespace links, files (+ 2 for the SDK's batch size split)
+    expect(runs).toBeLessThanOrEqual(5);
     expect(g.runCount).toBe(runs);
     expect(table.rows).toHaveLength(300);
     expect(table.errors).toEqual([]);
@@ -100,8 +101,18 @@ describe('pslist', () => {
       'CREATION TIME',
       'STATE',
       'THREADS',
+      'PID_NS_ID',
+      'NSPID',
+      'CGROUP',
+      'CONTAINER',
     ]);
     const r = table.rows[41];
+    expect([r[col('PID_NS_ID')], r[col('NSPID')], r[col('CGROUP')], r[col('CONTAINER')]]).toEqual([
+      4026531836n,
+      '42',
+      '/',
+      null,
+    ]);
     expect(r[col('PID')]).toBe(42);
     expect(r[col('TID')]).toBe(42);
     expect(r[col('PPID')]).toBe(1);
@@ -163,7 +174,8 @@ describe('pslist', () => {
     const g = fakeProcGuest(50);
     const { table, runs } = await runPlugin(pslist, { executor: g, options: { pid: [7, 3, 999] } });
     expect(table.rows.map((r) => r[col('PID')])).toEqual([3, 7]);
-    expect(runs).toBe(1);
+    // the namespace links, then the files
+    expect(runs).toBe(2);
   });
 
   it('lists threads with --threads in a constant number of entries', async () => {
@@ -171,7 +183,7 @@ describe('pslist', () => {
     addFakeProcess(g, 500, 'multi', [500, 501, 502]);
     g.addFile('/proc/500/task/502/stat', fakeStat(502, 'worker', { threads: 3 }));
     const { table, runs } = await runPlugin(pslist, { executor: g, options: { threads: true } });
-    expect(runs).toBeLessThanOrEqual(6);
+    expect(runs).toBeLessThanOrEqual(7);
     expect(table.rows).toHaveLength(203);
     const multi = table.rows.filter((r) => r[col('PID')] === 500);
     expect(multi.map((r) => r[col('TID')])).toEqual([500, 501, 502]);

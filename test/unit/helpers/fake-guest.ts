@@ -304,15 +304,19 @@ export function fakeStat(
 export function fakeStatus(
   pid: number,
   comm: string,
-  opts: { uid?: number[]; gid?: number[]; ppid?: number } = {},
+  opts: { uid?: number[]; gid?: number[]; ppid?: number; nspid?: number[] } = {},
 ): string {
   const { uid = [0, 0, 0, 0], gid = [0, 0, 0, 0], ppid = 1 } = opts;
   return (
     `Name:\t${comm}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t${pid}\nNgid:\t0\nPid:\t${pid}\nPPid:\t${ppid}\n` +
     `TracerPid:\t0\nUid:\t${uid.join('\t')}\nGid:\t${gid.join('\t')}\nFDSize:\t64\nGroups:\t\n` +
-    `VmPeak:\t    1000 kB\nVmSize:\t    1000 kB\nThreads:\t1\nSigQ:\t0/1000\n`
+    `VmPeak:\t    1000 kB\nVmSize:\t    1000 kB\nThreads:\t1\nSigQ:\t0/1000\n` +
+    `NSpid:\t${(opts.nspid ?? [pid]).join('\t')}\n`
   );
 }
+
+/** The initial PID namespace's inode (PROC_PID_INIT_INO), as in every real guest. */
+export const INIT_PID_NS = 4026531836;
 
 /** A FakeGuest with /proc/stat, /proc/uptime and `n` processes (pids 1..n). */
 export function fakeProcGuest(n: number, btime = 1700000000): FakeGuest {
@@ -333,8 +337,12 @@ export function addFakeProcess(g: FakeGuest, pid: number, comm: string, tids: nu
     fakeStatus(pid, comm, { uid: [1000, 1001, 1002, 1003], gid: [100, 101, 102, 103] }),
   );
   g.addFile(`/proc/${pid}/cmdline`, `${comm}\0--flag\0`);
+  g.addFile(`/proc/${pid}/cgroup`, '0::/\n');
+  g.addLink(`/proc/${pid}/ns/pid`, `pid:[${INIT_PID_NS}]`);
   for (const tid of tids) {
     g.addFile(`/proc/${pid}/task/${tid}/stat`, fakeStat(tid, comm, { threads: tids.length }));
     g.addFile(`/proc/${pid}/task/${tid}/status`, fakeStatus(tid, comm));
+    g.addFile(`/proc/${pid}/task/${tid}/cgroup`, '0::/\n');
+    g.addLink(`/proc/${pid}/task/${tid}/ns/pid`, `pid:[${INIT_PID_NS}]`);
   }
 }

@@ -27,3 +27,4 @@ export {
   type FibEntry,
 } from './netdev.js';
 export { parseMaps, type MapEntry } from './maps.js';
+export { parsePidCgroup, type PidCgroup, type CgroupLine } from './cgroup.js';

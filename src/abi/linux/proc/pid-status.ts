@@ -25,6 +25,11 @@ export interface PidStatus {
   threads?: number;
   uid?: IdSet;
   gid?: IdSet;
+  /**
+   * `NSpid:`: the task's PID in each PID namespace it lives in, from the reader's
+   * namespace (first) down to its own (last) (Linux 4.1+; kernel/pid.c levels).
+   */
+  nspid?: number[];
 }
 
 const DIGITS = /^\d+$/;
@@ -48,7 +53,7 @@ function unescapeName(s: string): string {
 }
 
 /** The keys parsed into typed fields; every other line is only in `fields`. */
-const KNOWN_KEYS = new Set(['Name', 'State', 'Tgid', 'Pid', 'PPid', 'Threads', 'Uid', 'Gid']);
+const KNOWN_KEYS = new Set(['Name', 'State', 'Tgid', 'Pid', 'PPid', 'Threads', 'Uid', 'Gid', 'NSpid']);
 const LONGEST_KNOWN = 7;
 
 /**
@@ -100,6 +105,7 @@ export function parsePidStatus(input: ProcInput, file = 'status'): PidStatus {
   const gid = known.get('Gid');
   const state = known.get('State');
   const name = known.get('Name');
+  const nspid = known.get('NSpid');
   let fields: Map<string, string> | undefined;
   return {
     get fields(): ReadonlyMap<string, string> {
@@ -121,5 +127,9 @@ export function parsePidStatus(input: ProcInput, file = 'status'): PidStatus {
     threads: intField('Threads'),
     uid: uid === undefined ? undefined : parseIds(uid, file, 'Uid'),
     gid: gid === undefined ? undefined : parseIds(gid, file, 'Gid'),
+    nspid:
+      nspid === undefined
+        ? undefined
+        : nspid.split(/\s+/).map((v, i) => parseIntStrict(v, file, `NSpid[${i}]`)),
   };
 }
