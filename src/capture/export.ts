@@ -13,10 +13,16 @@ import { CaptureError, ramPartOf, type CaptureManifest } from './manifest.js';
 
 export type ExportFormat = 'raw' | 'elf';
 
+/**
+ * Verifies `capture`, then writes its RAM to `output` (which must not exist) as `format`.
+ * The file is created 0600 (guest memory) and gets `mode` (permission bits, e.g. 0o640)
+ * only once complete. Returns its size in bytes and the time taken. Throws CaptureError.
+ */
 export async function exportCapture(
   capture: string,
   format: ExportFormat,
   output: string,
+  mode = 0o600,
 ): Promise<{ bytes: number; ms: number }> {
   const t0 = performance.now();
   const dir = resolve(capture);
@@ -46,6 +52,8 @@ export async function exportCapture(
       manifest.ram.map((r) => ({ paddr: BigInt(r.gpa), size: BigInt(r.size), fileOffset: r.offset })),
     );
   }
+  // Umask-independent, and only on the finished file: it is never more open than asked.
+  await chmod(out, mode);
   return { bytes, ms: performance.now() - t0 };
 }
 

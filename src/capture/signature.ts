@@ -163,6 +163,21 @@ export function signatureFileText(sum: string, key: KeyObject): string {
   return `${JSON.stringify({ alg: 'ed25519', key: keyFingerprint(key), sig })}\n`;
 }
 
+/**
+ * The key manifest.sig names, unchecked (for `capture info`); undefined when the capture
+ * has no readable, well-formed manifest.sig. Only checkCaptureSignature says it is true.
+ */
+export async function claimedSigner(dir: string): Promise<string | undefined> {
+  try {
+    const buf = await readFile(join(dir, SIGNATURE_FILE));
+    if (buf.length > MAX_SIG_FILE) return undefined;
+    const key = (JSON.parse(buf.toString('utf8')) as { key?: unknown }).key;
+    return typeof key === 'string' && /^sha256:[0-9a-f]{64}$/.test(key) ? key : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** What a good signature says. */
 export interface SignatureCheck {
   /** Fingerprint of the trusted key that verified it. */

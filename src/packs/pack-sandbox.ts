@@ -12,7 +12,7 @@
  *   root two operating-system layers follow.
  * - A fresh network namespace (`unshare --net`, util-linux): no interface but a loopback
  *   that is down, so no TCP/UDP anywhere and no abstract unix socket of the host.
- * - An unprivileged user (nobody, or VMI_PACK_USER): the child switches to it before it
+ * - An unprivileged user (VMI_PACK_USER, vmi-pack, or nobody): the child switches to it before it
  *   imports the pack, so the kernel itself refuses what the permission model might miss
  *   (vmi's 0700 run directories with the guests' QMP and gdbstub sockets, root's files,
  *   signals to vmi), and `setpriv --no-new-privs` keeps set-uid programs from giving
@@ -104,7 +104,9 @@ function findTool(name: string): string | undefined {
 
 /**
  * The host as it is: vmi's Node, uid, util-linux tools, the Node's permission flags, and the
- * sandbox user (VMI_PACK_USER, default nobody; 65534 when /etc/passwd has no such user).
+ * sandbox user (VMI_PACK_USER, else `vmi-pack` when the host has that user, else nobody;
+ * 65534 when /etc/passwd has no nobody). A user of its own keeps pack children apart from
+ * other processes running as nobody (replay clones among them).
  * Throws SandboxUnavailableError for a VMI_PACK_USER that does not exist or is root.
  */
 export function probeSandboxHost(env: NodeJS.ProcessEnv = process.env): SandboxHost {
@@ -112,7 +114,7 @@ export function probeSandboxHost(env: NodeJS.ProcessEnv = process.env): SandboxH
   const wanted = env.VMI_PACK_USER;
   const user = wanted
     ? passwdUser(wanted)
-    : (passwdUser('nobody') ?? { name: 'nobody', uid: 65534, gid: 65534 });
+    : (passwdUser('vmi-pack') ?? passwdUser('nobody') ?? { name: 'nobody', uid: 65534, gid: 65534 });
   if (!user) throw new SandboxUnavailableError(`VMI_PACK_USER=${wanted}: no such user in /etc/passwd`);
   if (user.uid === 0)
     throw new SandboxUnavailableError(`VMI_PACK_USER=${wanted} is root: name an unprivileged user`);

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PLAIN_TERMINAL, ROOT, runVmi } from './helpers/cli.js';
 import { guestRun } from './helpers/guest-shell.js';
+import { passwdUser } from '../../src/util/passwd.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { LAB_WORKLOAD, parseLabPids } from '../../src/lab/workload.js';
 
@@ -160,7 +161,8 @@ describe('a pack that tries to reach around the policy, through the CLI', () => 
       expect(outcome.get(`read ${secret}`)).toMatch(/^refused: ERR_ACCESS_DENIED/);
       if (process.getuid?.() === 0) {
         // As root: the child ran as nobody in its own network namespace.
-        expect(outcome.get('whoami')).toBe('uid 65534');
+        const sandboxUser = passwdUser('vmi-pack') ?? passwdUser('nobody');
+        expect(outcome.get('whoami')).toBe(`uid ${sandboxUser!.uid}`);
         expect(outcome.get('QMP socket: quit')).toMatch(/^refused: (EACCES|ERR_ACCESS_DENIED)/);
         expect(outcome.get(`TCP 127.0.0.1:${port}`)).toMatch(/^refused: (ENETUNREACH|ERR_ACCESS_DENIED)/);
       }

@@ -16,6 +16,7 @@ import { encodeManifest, MANIFEST, MANIFEST_SUM, decodeManifest } from '../../sr
 import {
   checkCaptureSignature,
   CaptureKeyError,
+  claimedSigner,
   generateSigningKeyPair,
   keyFingerprint,
   loadSigningKey,
@@ -74,6 +75,8 @@ describe('capture signatures', () => {
   it('a signed capture verifies with its public key, and names it', async () => {
     const dir = signed('ok');
     expect(await checkCaptureSignature(dir, [otherPub, pub])).toEqual({ key: signer.fingerprint });
+    expect(await claimedSigner(dir)).toBe(signer.fingerprint);
+    expect(await claimedSigner(makeCapture(root, 'nosig'))).toBeUndefined();
     expect(signer.fingerprint).toBe(keyFingerprint(pub));
     expect(signer.fingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
     await verifyCapture(dir);

@@ -1,6 +1,7 @@
 /**
  * Output files hold guest data (environments, shell history, memory): they are created
- * 0600 whatever the umask, unless the user asks for another mode (`--output-mode`).
+ * 0600 whatever the umask, unless the user asks for another mode (`--output-mode` of
+ * plugins run and capture export).
  */
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeOutput } from '../../src/output/index.js';
 import { DEFAULT_OUTPUT_MODE, parseFileMode } from '../../src/output/sink.js';
 import { sampleTable } from './output-helpers.js';
+import { exportCapture } from '../../src/capture/export.js';
+import { makeCapture } from '../helpers/capture-fixture.js';
 
 const modeOf = async (p: string) => (await stat(p)).mode & 0o7777;
 
@@ -47,6 +50,18 @@ describe('output file modes', () => {
     const file2 = join(dir, 'ps2.csv');
     await writeOutput([sampleTable()], { format: 'csv', output: file2, mode: parseFileMode('640') });
     expect((await modeOf(file2)).toString(8)).toBe('640');
+  });
+
+  it('capture export: raw and ELF are 0600 by default under umask 0, or the mode asked for', async () => {
+    const cap = makeCapture(dir, 'c.vmicap');
+    for (const format of ['raw', 'elf'] as const) {
+      const def = join(dir, `ram.${format}`);
+      await exportCapture(cap, format, def);
+      expect((await modeOf(def)).toString(8), format).toBe('600');
+      const asked = join(dir, `ram-640.${format}`);
+      await exportCapture(cap, format, asked, parseFileMode('0640'));
+      expect((await modeOf(asked)).toString(8), format).toBe('640');
+    }
   });
 
   it('parses octal permission bits and refuses anything else', () => {

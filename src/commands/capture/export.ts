@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { exportCapture, type ExportFormat } from '../../capture/export.js';
+import { parseFileMode } from '../../output/sink.js';
 
 export default class CaptureExport extends VmiCommand {
   static override summary = "Export a capture's RAM as a raw image or an ELF core (after verifying it)";
@@ -19,12 +20,17 @@ export default class CaptureExport extends VmiCommand {
   static override flags = {
     format: Flags.string({ description: 'output format', options: ['raw', 'elf'], default: 'elf' }),
     output: Flags.string({ char: 'o', description: 'file to write (must not exist)', required: true }),
+    'output-mode': Flags.string({
+      description: 'permissions of the file written, octal (default 0600: it is guest memory)',
+      default: '0600',
+    }),
   };
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(CaptureExport);
     try {
-      const r = await exportCapture(args.file, flags.format as ExportFormat, flags.output);
+      const mode = parseFileMode(flags['output-mode']);
+      const r = await exportCapture(args.file, flags.format as ExportFormat, flags.output, mode);
       this.log(
         `${flags.output}: ${flags.format}, ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${r.ms.toFixed(0)} ms`,
       );

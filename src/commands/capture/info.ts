@@ -1,4 +1,5 @@
 import { Args, Flags } from '@oclif/core';
+import { claimedSigner } from '../../capture/signature.js';
 import { VmiCommand } from '../../cli/base-command.js';
 import { readManifest } from '../../capture/artifact.js';
 import { ramPartOf } from '../../capture/manifest.js';
@@ -30,6 +31,7 @@ export default class CaptureInfo extends VmiCommand {
       }
       const mc = m.machine;
       const rp = ramPartOf(m);
+      const signer = await claimedSigner(args.file);
       const lines = [
         `capture   ${m.id} (format ${m.format} v${m.version}, ${m.mode})`,
         `created   ${m.createdAt} by ${m.tool.name} ${m.tool.version}`,
@@ -48,6 +50,9 @@ export default class CaptureInfo extends VmiCommand {
         ...m.vcpus.map(
           (v) => `vcpu ${v.index}    rip ${v.rip} rsp ${v.rsp} cr3 ${v.cr3} cr4 ${v.cr4} lstar ${v.lstar}`,
         ),
+        signer
+          ? `signature ${signer} (as claimed: capture verify --trust PUB.pem checks it)`
+          : 'signature none',
         'parts',
         ...Object.entries(m.parts).map(
           ([n, p]) =>
