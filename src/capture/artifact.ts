@@ -42,7 +42,7 @@ const SPARSE_CHUNK = 1024 * 1024;
  * The offset prefix keeps the encoding unambiguous: a chunk cannot move, vanish (turn to
  * zeros) or appear without changing the digest; the size is checked on its own.
  */
-function partHasher(digest: PartDigest | undefined): {
+export function partHasher(digest: PartDigest | undefined): {
   update(chunk: Buffer, offset: number): void;
   hex(): string;
 } {

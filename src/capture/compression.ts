@@ -5,11 +5,12 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream, createWriteStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { Transform } from 'node:stream';
+import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { hashFile } from './artifact.js';
 import { CaptureError, type PartInfo, type RamPart } from './manifest.js';
+import { isZero } from './sparse.js';
 
 const CHUNK = 8 * 1024 * 1024;
 
@@ -68,9 +69,29 @@ async function decompressError(path: string, ram: RamPart, e: unknown): Promise<
 }
 
 /**
+ * Writes a stream at increasing offsets of `fh`, leaving all-zero chunks unwritten: into a
+ * fresh sparse RAM file, a big, mostly untouched guest costs what it had touched.
+ */
+function sparseWriter(fh: FileHandle): Writable {
+  let offset = 0;
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const at = offset;
+      offset += chunk.length;
+      if (isZero(chunk)) return done();
+      fh.write(chunk, 0, chunk.length, at).then(
+        () => done(),
+        (e: unknown) => done(e as Error),
+      );
+    },
+  });
+}
+
+/**
  * Decompresses the RAM part `path` into `dst` (opened with `flags`, e.g. 'r+' for an
- * existing RAM file or 'wx' for a new file). With `verify`, the stored bytes are hashed on
- * the way in and checked against the manifest. Throws a CaptureError naming the part.
+ * existing RAM file or 'wx' for a new file; zero chunks are skipped, the size set by
+ * truncate). With `verify`, the stored bytes are hashed on the way in and checked against
+ * the manifest. Throws a CaptureError naming the part.
  */
 export async function gunzipRamTo(
   path: string,
@@ -80,16 +101,21 @@ export async function gunzipRamTo(
 ): Promise<void> {
   const inTap = new Tap(opts.verify ?? false);
   const outTap = new Tap(false);
+  let fh: FileHandle | undefined;
   try {
+    fh = await open(dst, opts.flags, 0o600);
     await pipeline(
       createReadStream(path, { flags: 'r', highWaterMark: CHUNK }),
       inTap,
       createGunzip({ chunkSize: 1024 * 1024 }),
       outTap,
-      createWriteStream(dst, { flags: opts.flags, mode: 0o600 }),
+      sparseWriter(fh),
     );
+    await fh.truncate(outTap.bytes);
   } catch (e) {
     throw await decompressError(path, ram, e);
+  } finally {
+    await fh?.close();
   }
   if (opts.verify) {
     if (inTap.bytes !== ram.info.size) throw new CaptureError(`${ram.name}: size changed while reading`);

@@ -27,10 +27,10 @@ import {
 import { basename, dirname, join, resolve } from 'node:path';
 import type { MigrateInfo } from '../qemu/migration.js';
 import { queryRamMap } from '../qemu/ram-map.js';
-import { copySparse } from './sparse.js';
+import { copySparse, copySparseFast } from './sparse.js';
 import { queryMachineInfo, queryMigrateCapability, queryStatus } from '../qemu/machine-info.js';
 import { QmpClient } from '../qemu/qmp.js';
-import { hashFile, PARTIAL_RE, partialDirFor } from './artifact.js';
+import { hashFile, PARTIAL_RE, partHasher, partialDirFor } from './artifact.js';
 import { gzipFile } from './compression.js';
 import {
   CAPTURE_FORMAT,
@@ -351,7 +351,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         staging = `/dev/shm/vmi-capture-${process.pid}-${randomUUID().slice(0, 8)}.ram`;
         // Holes stay holes: a big, mostly untouched guest costs what it touched.
         try {
-          await copySparse(ramFile!, staging);
+          await copySparseFast(ramFile!, staging);
         } catch {
           await unlink(staging).catch(() => undefined);
           staging = undefined;
@@ -374,9 +374,15 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       }
     }
     // With compression the staged copy is compressed straight into ram.raw.gz (below).
+    // ram.raw's digest, when it is computed while ram.raw is written (one pass over 8 GiB, not two).
+    let ramHashed: PartInfo | undefined;
     if (staging && !opts.compress) {
       const tw = performance.now();
-      await step(RAM_PART, () => copySparse(staging!, ramPath));
+      const h = partHasher('sha256-sparse');
+      const { size } = await step(RAM_PART, () =>
+        copySparse(staging!, ramPath, (c, off) => h.update(c, off)),
+      );
+      ramHashed = { size, sha256: h.hex(), digest: 'sha256-sparse' };
       await unlink(staging).catch(() => undefined);
       staging = undefined;
       progress(`wrote ${RAM_PART} in ${(performance.now() - tw).toFixed(0)} ms (after the guest resumed)`);
@@ -419,7 +425,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       );
     } else {
       // Sparse digest: zero MiBs (most of a big, young guest) cost a compare, not a hash.
-      ramInfo = await step(RAM_PART, () => hashFile(ramPath, undefined, 'sha256-sparse'));
+      ramInfo = ramHashed ?? (await step(RAM_PART, () => hashFile(ramPath, undefined, 'sha256-sparse')));
     }
     const ramSize = ramInfo.uncompressedSize ?? ramInfo.size;
     const ramName = opts.compress ? RAM_GZ_PART : RAM_PART;
