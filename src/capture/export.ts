@@ -4,7 +4,7 @@
  * ELF64 core with one PT_LOAD per RAM range and an NT_PRSTATUS per vCPU. A compressed
  * capture (ram.raw.gz) is decompressed on the fly.
  */
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { chmod, open, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { verifyCapture } from './artifact.js';
 import { fileRamReader, gzipRamReader, type RamReader } from './compression.js';
