@@ -189,7 +189,11 @@ describe('the shadow runs in the guest root context whatever it borrows', () => 
     for (const r of rows)
       // The lab's ticker starts a `sleep 10` every 10 s: one may come and go in between.
       if (r.PID !== shadowPid && !(r.COMM === 'sleep' && r.PPID === ticker))
-        expect(before.has(r.PID as number) || after.has(r.PID as number), JSON.stringify(r)).toBe(true);
+        expect(
+          before.has(r.PID as number) || after.has(r.PID as number),
+          // PID_NS_ID is a bigint, which JSON.stringify refuses.
+          JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)),
+        ).toBe(true);
     expect(listed.has(sb.pid)).toBe(true);
     // psaux: argv as the guest has it.
     const cmdline = (await guestSh(guest, `tr '\\0' ' ' < /proc/${worker1}/cmdline`)).trimEnd();
