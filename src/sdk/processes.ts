@@ -206,7 +206,7 @@ function bootTime(ctx: PluginContext, r: FileReadResult): number | RowValue {
 }
 
 const PIDNS_RE = /^pid:\[(\d{1,20})\]$/;
-const EXITED = notAvailable('the task has exited (a zombie keeps no namespaces)');
+const EXITED = notAvailable('the task has exited');
 
 /** NAMESPACE_COLUMNS cells of a task, or undefined when it exited meanwhile. */
 function namespaceCells(
@@ -218,8 +218,9 @@ function namespaceCells(
   /** Warn about an unreadable status (false: the credential cells already did). */
   warnStatus: boolean,
 ): { row: NamespaceCells; container?: ContainerRef } | undefined {
-  // A task that exited is either gone (its stat too: no row) or a zombie, whose namespaces
-  // are already released (ns links give ENOENT, fs/proc/namespaces.c) though its stat stays.
+  // A task that exited is either gone (its stat too: no row) or a zombie, whose nsproxy is
+  // already released (its ns links but pid give ENOENT) though its stat stays; a link read
+  // before the task exited and a stat read after it make the same case.
   if (isVanished(cgroupFile.error) && isVanished(statusFile.error)) return undefined;
   let pidNs: RowValue;
   const m = typeof link === 'string' ? PIDNS_RE.exec(link) : null;

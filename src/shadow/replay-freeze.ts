@@ -23,8 +23,9 @@
  * - Kernel threads are never frozen by it (they cannot be moved out of the root cgroup
  *   either): they run on, as they would on a live guest. The shadow stays in the root
  *   cgroup (its root context put it there) and is the only user task that runs.
- * What is not undone: the clone ran its userland during the attach (about half a second
- * of guest time under TCG) before the freeze; a task that changed in that window shows
+ * What is not undone: the clone ran its userland during the attach (0.8-1.2 s of guest
+ * time under TCG on a loaded 2-core host: the attach plus the first freeze batches) before
+ * the freeze; a task that changed in that window shows
  * as changed. Frozen tasks' wchan and /proc/PID/syscall name the freezer, and the tasks
  * interrupted in a sleep have a restart pending; no plugin of vmi reports those.
  */
