@@ -1,7 +1,8 @@
 /**
  * Opens a live guest's physical memory: learns its RAM layout (recorded by whoever started
  * the guest, or asked of QEMU over QMP) and picks the source, the shared RAM file(s) when
- * the guest has them, else the gdbstub.
+ * the guest has them, else QEMU's own process memory when it was proven at attach, else
+ * the gdbstub.
  */
 import type { GdbClient } from '../qemu/gdb.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
@@ -9,6 +10,7 @@ import { QmpClient } from '../qemu/qmp.js';
 import { queryRamMap } from '../qemu/ram-map.js';
 import { GdbPhysicalMemory } from './gdb-physical.js';
 import { RamFileMemory, type PhysicalMemory } from './physical.js';
+import { ProcessMemory } from './process-memory.js';
 import { PhysicalMemoryError, RamLayout } from './ram-layout.js';
 
 export interface GuestRam {
@@ -55,6 +57,35 @@ export function openRamFiles(
 ): PhysicalMemory | undefined {
   if (!guest.ramFile) return undefined;
   return new RamFileMemory(ram.files, ram.layout, writable);
+}
+
+/**
+ * True when the host can reach the guest's RAM without the gdbstub (a shared RAM file, or
+ * QEMU's process memory proven at attach): what the doorbell transport needs.
+ */
+export function hasHostRam(guest: GuestEndpoints): boolean {
+  return guest.ramFile !== undefined || guest.qemuRam !== undefined;
+}
+
+/** Which host-side source {@link openHostRam} opened. */
+export type HostRamKind = 'ram-file' | 'qemu-process';
+
+/**
+ * The guest's RAM as the host reaches it directly: its shared RAM file(s), else QEMU's
+ * process memory; undefined when it has neither.
+ * @throws PhysicalMemoryError (ProcessMemoryError for QEMU's memory: one line, e.g. no
+ *   ptrace rights or QEMU gone) when the source exists but cannot be opened
+ */
+export function openHostRam(
+  guest: GuestEndpoints,
+  ram: GuestRam,
+  writable = true,
+): { mem: PhysicalMemory; kind: HostRamKind } | undefined {
+  const file = openRamFiles(guest, ram, writable);
+  if (file) return { mem: file, kind: 'ram-file' };
+  if (guest.qemuRam)
+    return { mem: new ProcessMemory(guest.qemuRam, ram.layout, writable), kind: 'qemu-process' };
+  return undefined;
 }
 
 /** The gdbstub as memory, checked against the layout. */

@@ -1,3 +1,4 @@
+import type { QemuRamHost } from './ram-host.js';
 import type { RamRange } from './ram-map.js';
 
 /**
@@ -23,6 +24,14 @@ export interface GuestEndpoints {
    * of the guest recorded it; otherwise learnt from QEMU (`info mtree -f`) at attach.
    */
   ram?: RamRange[];
+  /**
+   * Guest RAM inside the QEMU process (a QEMU without shared RAM files that this user may
+   * ptrace): its pid and each RAM block's host address, proven at attach. Enables the
+   * doorbell transport like a RAM file does (src/memory/process-memory.ts).
+   */
+  qemuRam?: QemuRamHost;
+  /** Why QEMU's process memory is not used (one line), when it was tried and refused. */
+  qemuRamRefused?: string;
   /** Guest RAM size in bytes (all ranges). */
   ramSize: number;
   /** Private (0700) directory for this guest's sockets, logs and the redirection journal. */

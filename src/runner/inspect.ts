@@ -78,7 +78,7 @@ export async function inspect(
       .map(([n, ms]) => `${n} ${ms.toFixed(1)} ms`)
       .join(', ');
     notes.push(
-      `attach ${s.attachMs.toFixed(1)} ms (${s.transport}, shadow pid ${s.shadowPid}, borrowed pid ${s.victimPid}); ` +
+      `attach ${s.attachMs.toFixed(1)} ms (${s.transport}, memory ${s.memory}, shadow pid ${s.shadowPid}, borrowed pid ${s.victimPid}); ` +
         `${plugins}; ${s.batches} batches, ${s.calls} syscalls; total ${(performance.now() - started).toFixed(1)} ms`,
     );
   }

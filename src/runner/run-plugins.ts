@@ -142,6 +142,7 @@ export async function runPluginsOnGuest(
         ...(guest.captureId ? { 'capture.id': guest.captureId } : {}),
         'collection.time': at,
         'collection.transport': session.stats.transport,
+        'collection.memory': session.stats.memory,
         ...contextMetadata(session.stats),
         ...(freeze ? { 'replay.frozen': freezeSummary(freeze) } : {}),
         source: guest.captureId ? 'capture' : 'live',

@@ -1,6 +1,7 @@
 /** The resident shadow's lifecycle: start one that outlives the attach, stop it, look at it. */
 import { sysno } from '../abi/linux/syscalls.js';
-import { learnGuestRam, openRamFiles } from '../memory/guest-ram.js';
+import { learnGuestRam, openHostRam } from '../memory/guest-ram.js';
+import { ProcessMemoryError } from '../memory/process-memory.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { JournalStore } from './journal.js';
 import type { ShadowContext } from './root-context.js';
@@ -55,7 +56,7 @@ export interface ResidentStatus {
 
 const STATE_NAMES = new Map(Object.entries(SHADOW_STATE).map(([k, v]) => [BigInt(v), k]));
 
-/** Looks at the resident shadow without attaching (read-only, through the RAM file). */
+/** Looks at the resident shadow without attaching (read-only, through the RAM file or QEMU's memory). */
 export async function residentShadowStatus(guest: GuestEndpoints): Promise<ResidentStatus> {
   const record = new JournalStore(guest.runDir).load()?.shadow;
   if (!record?.resident) return { guest: guest.name, resident: false };
@@ -65,9 +66,16 @@ export async function residentShadowStatus(guest: GuestEndpoints): Promise<Resid
     pid: record.pid,
     context: record.context,
   };
-  if (!guest.ramFile)
-    return { ...status, health: 'unknown', detail: 'no shared RAM file to read it through' };
-  const mem = openRamFiles(guest, await learnGuestRam(guest), false)!;
+  let host: ReturnType<typeof openHostRam>;
+  try {
+    host = openHostRam(guest, await learnGuestRam(guest), false);
+  } catch (err) {
+    if (!(err instanceof ProcessMemoryError)) throw err;
+    return { ...status, health: 'unknown', detail: err.message };
+  }
+  if (!host)
+    return { ...status, health: 'unknown', detail: 'no shared RAM file or QEMU memory to read it through' };
+  const mem = host.mem;
   try {
     const h = ShadowHandle.fromRecord(mem, record);
     await h.verify();

@@ -7,7 +7,8 @@
 import { existsSync } from 'node:fs';
 import { AT_FDCWD, O_RDONLY, SIGKILL } from '../abi/linux/flags.js';
 import { sysno } from '../abi/linux/syscalls.js';
-import { gdbMemory, learnGuestRam, openRamFiles } from '../memory/guest-ram.js';
+import { gdbMemory, hasHostRam, learnGuestRam, openHostRam, type HostRamKind } from '../memory/guest-ram.js';
+import { ProcessMemoryError } from '../memory/process-memory.js';
 import type { PhysicalMemory } from '../memory/physical.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { isReadOnlyCall } from '../sdk/policy.js';
@@ -35,7 +36,10 @@ import type { TransportChoice, TransportName } from './transport.js';
 import { WakeLine } from './wake-line.js';
 
 export interface SessionOptions {
-  /** 'auto' = doorbell when the guest's RAM is shared with the host, trap otherwise. */
+  /**
+   * 'auto' = doorbell when the host reaches the guest's RAM directly (a shared RAM file, or
+   * QEMU's process memory), trap otherwise (also when QEMU's memory is refused at open).
+   */
   transport?: TransportChoice;
   /** Progress lines (stderr in the CLI). */
   onProgress?: (message: string) => void;
@@ -63,6 +67,10 @@ export interface SessionStats {
   /** Milliseconds spent inside run() (encode, ring, decode). */
   runMs: number;
   transport: TransportName;
+  /** Where the host reads guest RAM: a shared file, QEMU's process memory, or the gdbstub. */
+  memory: MemoryKind;
+  /** Why the doorbell was not used although asked for by 'auto' (one line), if it was refused. */
+  fallback?: string;
   shadowPid: number;
   /** The task borrowed to fork the shadow (0 when a resident shadow was reused). */
   victimPid: number;
@@ -82,10 +90,21 @@ export interface SessionStats {
   contextMs: number;
 }
 
+/** Where a session reads guest RAM from. */
+export type MemoryKind = HostRamKind | 'gdbstub';
+
 /** What attach() hands the session it built. */
 interface SessionParts extends Pick<
   SessionStats,
-  'attachMs' | 'victimPid' | 'recovered' | 'reused' | 'context' | 'refusals' | 'contextMs'
+  | 'attachMs'
+  | 'victimPid'
+  | 'recovered'
+  | 'reused'
+  | 'context'
+  | 'refusals'
+  | 'contextMs'
+  | 'memory'
+  | 'fallback'
 > {
   guest: GuestEndpoints;
   lock: GuestLock;
@@ -150,6 +169,8 @@ export class RedirectSession implements SyscallExecutor {
       recovered: parts.recovered,
       reused: parts.reused,
       transport: parts.transportName,
+      memory: parts.memory,
+      ...(parts.fallback ? { fallback: parts.fallback } : {}),
       shadowPid: parts.link.shadow.pid,
       batches: 0,
       calls: 0,
@@ -169,12 +190,15 @@ export class RedirectSession implements SyscallExecutor {
       throw new Error(`guest ${guest.name} has no gdbstub socket (${guest.gdbSocket ?? 'none'})`);
     }
     const want = opts.transport ?? 'auto';
-    if (want === 'doorbell' && !guest.ramFile) {
+    if (want === 'doorbell' && !hasHostRam(guest)) {
       throw new Error(
-        `the doorbell transport needs a shared RAM file; guest ${guest.name} has none (use --transport trap)`,
+        `the doorbell transport needs a shared RAM file or access to QEMU's memory; guest ${guest.name} has neither` +
+          `${guest.qemuRamRefused ? ` (${guest.qemuRamRefused})` : ''} (use --transport trap)`,
       );
     }
-    const transportName: TransportName = want === 'auto' ? (guest.ramFile ? 'doorbell' : 'trap') : want;
+    let transportName: TransportName = want === 'auto' ? (hasHostRam(guest) ? 'doorbell' : 'trap') : want;
+    let fallback = want === 'auto' ? guest.qemuRamRefused : undefined;
+    let memory: MemoryKind = 'gdbstub';
 
     const lock = new GuestLock(guest.runDir, guest.name);
     lock.acquire();
@@ -189,7 +213,19 @@ export class RedirectSession implements SyscallExecutor {
       const resident = previous?.shadow?.resident && !previous.victim ? previous.shadow : undefined;
       // Where RAM is (q35 splits it at 2 GiB, pc at 3 GiB once it is big enough).
       const ram = await learnGuestRam(guest);
-      mem = openRamFiles(guest, ram);
+      try {
+        const host = openHostRam(guest, ram);
+        mem = host?.mem;
+        if (host) memory = host.kind;
+      } catch (err) {
+        // QEMU's memory was proven at attach but cannot be opened now (ptrace rights, QEMU
+        // gone): 'auto' falls back to the trap transport and says so.
+        if (!(err instanceof ProcessMemoryError) || want !== 'auto') throw err;
+        fallback = err.message;
+        transportName = 'trap';
+      }
+      if (fallback && transportName === 'trap')
+        progress(`QEMU's memory is not usable: ${fallback}; using the trap transport`);
       if (!mem || transportName === 'trap' || !resident) {
         dbg = await connectDebugger(guest.gdbSocket);
         mem ??= gdbMemory(dbg.gdb, ram);
@@ -257,7 +293,7 @@ export class RedirectSession implements SyscallExecutor {
         context = fresh.context;
         contextMs = fresh.contextMs;
         refusals.push(...fresh.refusals);
-      } else if (transportName === 'doorbell' && dbg && guest.ramFile) {
+      } else if (transportName === 'doorbell' && dbg && memory !== 'gdbstub') {
         await dbg.gdb.detach();
         dbg = undefined;
       }
@@ -269,6 +305,8 @@ export class RedirectSession implements SyscallExecutor {
         mem,
         link,
         transportName,
+        memory,
+        fallback,
         wake,
         opts,
         lstar,

@@ -2,8 +2,11 @@
  * Attaching to a QEMU that vmi did not start, given only its QMP socket: the gdbstub is
  * switched on at run time through HMP (`gdbserver unix:…`) on a socket in a private
  * directory, and switched off again afterwards (`gdbserver none`), so the guest is left
- * as it was. There is no shared RAM file, so the shadow engine reads memory through
- * the gdbstub and batches use the trap transport.
+ * as it was. There is no shared RAM file: when this user may ptrace QEMU, its RAM is read
+ * and written inside the QEMU process (src/memory/process-memory.ts: host addresses asked
+ * of QEMU, bytes checked against QEMU's own reading) and batches use the doorbell;
+ * otherwise memory goes through the gdbstub and batches use the trap transport, and the
+ * reason is reported.
  *
  * Run state: connecting a gdb client stops the VM and detaching resumes it, whatever it
  * was before. A guest that was paused before the attach is paused again (QMP `stop`)
@@ -21,6 +24,9 @@ import { GdbClient } from '../qemu/gdb.js';
 import { MAX_UNIX_PATH } from '../qemu/launcher.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { queryRamMap } from '../qemu/ram-map.js';
+import { probeProcessMemory } from '../memory/process-memory.js';
+import { RamLayout } from '../memory/ram-layout.js';
+import type { QemuRamHost } from '../qemu/ram-host.js';
 import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
 export class ForeignGuestError extends Error {
@@ -92,7 +98,11 @@ async function queryStatus(qmp: QmpClient): Promise<string> {
  */
 export async function openForeignGuest(
   qmpSocket: string,
-  opts: { progress?: (m: string) => void } = {},
+  opts: {
+    progress?: (m: string) => void;
+    /** Do not look for the guest's RAM inside the QEMU process (memory via the gdbstub only). */
+    noProcessMemory?: boolean;
+  } = {},
 ): Promise<ForeignGuest> {
   const qmpPath = resolve(qmpSocket);
   if (!existsSync(qmpPath)) throw new ForeignGuestError(`no QMP socket at ${qmpPath}`);
@@ -124,6 +134,17 @@ export async function openForeignGuest(
     const ramSize = Number(mem['base-memory']);
     // Where its RAM is (asked here: QMP takes one client at a time, and this one holds it).
     const ram = (await queryRamMap(qmp)).ranges;
+    // Its RAM inside the QEMU process, if this user may read it (else: trap, and why).
+    let qemuRam: QemuRamHost | undefined;
+    let qemuRamRefused: string | undefined;
+    if (!opts.noProcessMemory) {
+      try {
+        qemuRam = await probeProcessMemory(qmp, qmpPath, new RamLayout(ram));
+        opts.progress?.(`guest RAM: inside QEMU (pid ${qemuRam.pid}), checked against QEMU's own reading`);
+      } catch (e) {
+        qemuRamRefused = (e as Error).message;
+      }
+    }
 
     await ensurePrivateDir(runRoot());
     await ensurePrivateDir(join(runRoot(), 'foreign'));
@@ -165,7 +186,16 @@ export async function openForeignGuest(
       opts.progress?.(`guest is ${initialStatus}: resuming it for the run`);
       await qmp.execute('cont');
     }
-    const endpoints: GuestEndpoints = { name, qmpSocket: qmpPath, gdbSocket, ramSize, ram, runDir };
+    const endpoints: GuestEndpoints = {
+      name,
+      qmpSocket: qmpPath,
+      gdbSocket,
+      ramSize,
+      ram,
+      runDir,
+      ...(qemuRam ? { qemuRam } : {}),
+      ...(qemuRamRefused ? { qemuRamRefused } : {}),
+    };
     let closed = false;
     const heldLock = lock;
     const status = initialStatus;
