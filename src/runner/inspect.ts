@@ -72,6 +72,9 @@ export async function inspect(
   // A plugin that threw costs its own table: the others are still returned.
   const problems = run.failures.map((f) => `${f.plugin}: ${oneLine(f.message)}`);
   const notes: string[] = [];
+  // The doorbell was possible in principle but refused (no ptrace rights over QEMU...):
+  // said on every run, not only with --timing, since it costs the user speed.
+  if (run.session.fallback) notes.push(`transport trap, not doorbell: ${oneLine(run.session.fallback)}`);
   if (opts.timing) {
     const s = run.session;
     const plugins = Object.entries(run.pluginMs)

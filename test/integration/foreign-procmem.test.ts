@@ -1,0 +1,186 @@
+/**
+ * A foreign QEMU (ordinary RAM backend, attached with --qmp only) at doorbell speed: vmi
+ * reads and writes its RAM inside the QEMU process (/proc/PID/mem at the addresses QEMU
+ * gives for its RAM block). pslist and psaux through that doorbell must equal the guest's
+ * own view (its console, never vmi's output). A vmi that may not ptrace QEMU (root
+ * without CAP_SYS_PTRACE against a root QEMU, which holds every capability: the kernel's
+ * cap_ptrace_access_check refuses it, as it refuses another user's QEMU) must say why in
+ * one line and fall back to the trap transport, with the same table.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LabGuest } from '../../src/lab/lab.js';
+import { ProcessMemory } from '../../src/memory/process-memory.js';
+import { RamLayout } from '../../src/memory/ram-layout.js';
+import { psaux } from '../../src/plugins/psaux.js';
+import { pslist } from '../../src/plugins/pslist.js';
+import { findSocketServer } from '../../src/qemu/qemu-process.js';
+import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
+import { openForeignGuest } from '../../src/targets/qmp.js';
+import { records } from '../helpers/records.js';
+import { requireBuilt, runProcess, VMI_BIN } from './helpers/cli.js';
+import { bootForeignQemu, type ForeignQemu } from './helpers/foreign-qemu.js';
+import { guestProcs, guestSh, unseenRows, type GuestProc } from './helpers/guest-shell.js';
+
+/** Drops CAP_SYS_PTRACE for good (bounding and inheritable sets) before running `cmd`. */
+const NO_PTRACE = ['--bounding-set=-sys_ptrace', '--inh-caps=-sys_ptrace', '--'];
+
+const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, '$1');
+
+/** Every process the guest showed before and after (same comm) is a row with its PPID and COMM. */
+function expectMatchesConsole(
+  rows: Record<string, unknown>[],
+  before: Map<number, GuestProc>,
+  after: Map<number, GuestProc>,
+  what: string,
+): void {
+  const byPid = new Map(rows.map((r) => [r.PID as number, r]));
+  let compared = 0;
+  for (const p of before.values()) {
+    if (kworker(after.get(p.pid)?.comm ?? '') !== kworker(p.comm)) continue;
+    const row = byPid.get(p.pid);
+    expect(row, `${what}: pid ${p.pid} (${p.comm}) missing`).toBeDefined();
+    expect(row!.PPID, `${what}: PPID of ${p.pid}`).toBe(p.ppid);
+    expect(kworker(row!.COMM as string), `${what}: COMM of ${p.pid}`).toBe(kworker(p.comm));
+    compared++;
+  }
+  expect(compared, what).toBeGreaterThan(40);
+  expect(
+    unseenRows(rows, before, after).map((r) => `${String(r.PID)} ${String(r.COMM)}`),
+    `${what}: rows the guest never showed`,
+  ).toEqual([]);
+}
+
+describe('foreign guest through QEMU process memory', () => {
+  let vm: ForeignQemu;
+  let guest: LabGuest;
+
+  beforeAll(async () => {
+    requireBuilt('dist/commands/plugins/run.js');
+    vm = await bootForeignQemu();
+    // The console helpers need only the serial socket.
+    guest = { serialSocket: vm.serialSocket } as LabGuest;
+  });
+  afterAll(async () => {
+    await vm?.stop();
+  });
+
+  it('finds the QEMU process and its RAM block exactly', async () => {
+    expect(findSocketServer(vm.qmpSocket).pid).toBe(vm.qemu.pid);
+    const f = await openForeignGuest(vm.qmpSocket);
+    try {
+      const host = f.endpoints.qemuRam;
+      expect(host, f.endpoints.qemuRamRefused).toBeDefined();
+      expect(host!.pid).toBe(vm.qemu.pid);
+      expect(Object.keys(host!.blockBases)).toEqual(['pc.ram']);
+      // The guest's own kernel command line, found through the host mapping: the bytes
+      // are the guest's (its /proc/cmdline, read by its shell), not some other mapping's.
+      const cmdline = (await guestSh(guest, 'cat /proc/cmdline')).trim();
+      const mem = new ProcessMemory(host!, new RamLayout(f.endpoints.ram!));
+      try {
+        const needle = Buffer.from(cmdline);
+        let found = false;
+        for (let at = 0; at + 4096 <= 64 << 20 && !found; at += 1 << 20)
+          found = (await mem.read(BigInt(at), 1 << 20)).includes(needle);
+        expect(found, `"${cmdline}" in the first 64 MiB of guest RAM`).toBe(true);
+      } finally {
+        mem.close();
+      }
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('pslist and psaux through the process-memory doorbell equal the console view', async () => {
+    const before = await guestProcs(guest);
+    const f = await openForeignGuest(vm.qmpSocket);
+    let run: Awaited<ReturnType<typeof runPluginsOnGuest>>;
+    try {
+      run = await runPluginsOnGuest(f.endpoints, [
+        { plugin: pslist, options: {} },
+        { plugin: psaux, options: {} },
+      ]);
+    } finally {
+      await f.close();
+    }
+    const after = await guestProcs(guest);
+    expect(run.session.transport).toBe('doorbell');
+    expect(run.session.memory).toBe('qemu-process');
+    expect(run.session.fallback).toBeUndefined();
+    console.log(
+      `foreign, process-memory doorbell: attach ${run.session.attachMs.toFixed(0)} ms, pslist ${run.pluginMs.pslist?.toFixed(1)} ms, ${run.session.batches} batches`,
+    );
+    const [ps, aux] = run.tables;
+    expect(ps.errors).toEqual([]);
+    expect(aux.errors).toEqual([]);
+    const shadow = run.session.shadowPid;
+    expectMatchesConsole(
+      records(ps).filter((r) => r.PID !== shadow),
+      before,
+      after,
+      'pslist',
+    );
+    expectMatchesConsole(
+      records(aux).filter((r) => r.PID !== shadow),
+      before,
+      after,
+      'psaux',
+    );
+    // Command lines as the guest reads them.
+    const out = await guestSh(
+      guest,
+      `for d in /proc/[0-9]*; do a=$(tr '\\0' ' ' < $d/cmdline 2>/dev/null) || continue; echo "\${d#/proc/}|$a"; done`,
+    );
+    let args = 0;
+    for (const line of out.split('\n')) {
+      const m = /^(\d+)\|(.*)$/.exec(line.replace(/\r$/, ''));
+      const row = m && records(aux).find((r) => r.PID === Number(m[1]));
+      if (!m || !row || !m[2].trim() || after.get(Number(m[1]))?.comm !== before.get(Number(m[1]))?.comm)
+        continue;
+      expect(row.ARGS, `psaux ARGS of ${m[1]}`).toBe(m[2].trim());
+      args++;
+    }
+    expect(args).toBeGreaterThan(10);
+    // Nothing left behind.
+    expect((await guestSh(guest, 'cat /proc/[0-9]*/comm')).includes('vmi-shadow')).toBe(false);
+  });
+
+  it('refuses a QEMU it may not ptrace in one line and falls back to trap', async () => {
+    const pid = vm.qemu.pid!;
+    // The set-up is what it claims: without CAP_SYS_PTRACE this root cannot open QEMU's
+    // memory (with it, it can).
+    const open = ['sh', '-c', `exec 3< /proc/${pid}/mem`];
+    expect((await runProcess(open[0], open.slice(1))).code).toBe(0);
+    const denied = await runProcess('setpriv', [...NO_PTRACE, ...open]);
+    expect(denied.code, denied.stderr).not.toBe(0);
+    expect(denied.stderr).toMatch(/Permission denied/);
+
+    const before = await guestProcs(guest);
+    const cli = ['plugins', 'run', 'pslist', '--qmp', vm.qmpSocket, '-r', 'json'];
+    const r = await runProcess('setpriv', [...NO_PTRACE, process.execPath, VMI_BIN, ...cli], {
+      timeoutMs: 180_000,
+    });
+    const after = await guestProcs(guest);
+    expect(r.code, r.stderr).toBe(0);
+    const notes = r.stderr.split('\n').filter((l) => /transport trap/.test(l));
+    expect(notes, r.stderr).toHaveLength(1);
+    expect(notes[0]).toMatch(/^vmi: transport trap, not doorbell: .*(EACCES|EPERM|no ptrace access)/);
+    // The shadow is left out of pslist by default: every row is a guest process.
+    expectMatchesConsole(
+      JSON.parse(r.stdout) as Record<string, unknown>[],
+      before,
+      after,
+      'pslist over trap',
+    );
+
+    // Asked for the doorbell explicitly: refused with one line, nonzero exit.
+    const d = await runProcess(
+      'setpriv',
+      [...NO_PTRACE, process.execPath, VMI_BIN, ...cli, '--transport', 'doorbell'],
+      { timeoutMs: 120_000 },
+    );
+    expect(d.code).not.toBe(0);
+    const errors = d.stderr.split('\n').filter((l) => /doorbell/.test(l));
+    expect(errors, d.stderr).toHaveLength(1);
+    expect(errors[0]).toMatch(/needs a shared RAM file or access to QEMU's memory/);
+  });
+});
