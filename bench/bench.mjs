@@ -8,8 +8,12 @@
 //        BENCH_ONLY=memory npm run bench   attach and pslist on a 256 MiB and an 8 GiB lab
 //          guest (q35: RAM split around the PCI hole) in the same run, runs interleaved
 //          (bench/results-memory.json and bench/results-memory.md)
+//        BENCH_ONLY=foreign npm run bench   a foreign QEMU (ordinary RAM backend, no shared
+//          file, attached through its QMP socket only) beside a lab guest of the same size:
+//          attach and pslist through QEMU's process memory (doorbell) and through the
+//          gdbstub (trap), runs interleaved (bench/results-foreign.json and .md)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -20,7 +24,12 @@ import { fileURLToPath } from 'node:url';
 import { format } from 'prettier';
 import { createCapture } from '../dist/capture/create.js';
 import { GuestConsole } from '../dist/lab/console.js';
-import { labDown, labUp } from '../dist/lab/lab.js';
+import { BASE_CMDLINE, labDown, labUp } from '../dist/lab/lab.js';
+import { buildInitramfs } from '../dist/lab/initramfs.js';
+import { ensureKernel } from '../dist/lab/kernel.js';
+import { LAB_WORKLOAD } from '../dist/lab/workload.js';
+import { findQemu } from '../dist/qemu/launcher.js';
+import { foreignRunDir, openForeignGuest } from '../dist/targets/qmp.js';
 import { builtinPlugins } from '../dist/plugins/index.js';
 import { runPluginsOnGuest } from '../dist/runner/run-plugins.js';
 import { RedirectSession } from '../dist/shadow/session.js';
@@ -41,6 +50,9 @@ const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 10);
 const ONLY_CLI = process.env.BENCH_ONLY === 'cli';
 const ONLY_CAPTURE = process.env.BENCH_ONLY === 'capture';
 const ONLY_MEMORY = process.env.BENCH_ONLY === 'memory';
+const ONLY_FOREIGN = process.env.BENCH_ONLY === 'foreign';
+const FOREIGN_RUNS = Number(process.env.BENCH_FOREIGN_RUNS ?? 10);
+const FOREIGN_MEM_MIB = 256;
 const MEMORY_RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? 10);
 const MEMORY_SIZES_MIB = (process.env.BENCH_MEMORY_SIZES ?? '256,8192').split(',').map(Number);
 const CAPTURE_RUNS = Number(process.env.BENCH_CAPTURE_RUNS ?? 5);
@@ -543,6 +555,199 @@ async function memorySizes(pslist) {
   log('wrote bench/results-memory.json and bench/results-memory.md');
 }
 
+/**
+ * Boots a QEMU the way someone else would: the lab's kernel and initramfs, `-m` RAM (an
+ * anonymous mapping, no shared file), no gdbstub, QMP and a serial console only.
+ */
+async function bootForeign(memMiB) {
+  const kernel = await ensureKernel();
+  const initrd = await buildInitramfs(kernel);
+  const dir = await mkdtemp(join(tmpdir(), 'vmi-bench-foreign-'));
+  const qmpSocket = join(dir, 'qmp.sock');
+  const serialSocket = join(dir, 'serial.sock');
+  const qemu = spawn(
+    await findQemu(),
+    [
+      ...['-machine', 'q35', '-accel', 'tcg', '-cpu', 'max', '-m', `${memMiB}M`],
+      ...['-kernel', kernel.vmlinux, '-initrd', initrd.path, '-append', BASE_CMDLINE],
+      ...['-display', 'none', '-nodefaults', '-no-user-config', '-no-reboot', '-nic', 'none'],
+      ...['-qmp', `unix:${qmpSocket},server=on,wait=off`],
+      ...['-chardev', `socket,id=ser0,path=${serialSocket},server=on,wait=off`, '-serial', 'chardev:ser0'],
+    ],
+    { stdio: 'ignore' },
+  );
+  const stop = async () => {
+    qemu.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+    await rm(foreignRunDir(qmpSocket), { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 240_000;
+  for (;;) {
+    if (Date.now() > deadline || qemu.exitCode !== null) {
+      await stop();
+      throw new Error('the foreign guest did not become ready');
+    }
+    let con;
+    try {
+      con = await GuestConsole.connect(serialSocket, { timeoutMs: 3000 });
+      if ((await con.run(`cat ${LAB_WORKLOAD.readyFile}`, 3000)).status === 0) break;
+    } catch {
+      // not up yet
+    } finally {
+      con?.close();
+    }
+    await sleep(300);
+  }
+  return { qmpSocket, serialSocket, pid: qemu.pid, stop };
+}
+
+/** What `vmi plugins run pslist --qmp SOCKET` does: open the foreign guest, run, close it again. */
+async function foreignRun(qmpSocket, pslist, processMemory) {
+  const t0 = performance.now();
+  const f = await openForeignGuest(qmpSocket, { noProcessMemory: !processMemory });
+  const openMs = performance.now() - t0;
+  let r;
+  try {
+    r = await runPluginsOnGuest(f.endpoints, [{ plugin: pslist, options: {} }], {
+      transport: processMemory ? 'auto' : 'trap',
+    });
+  } finally {
+    await f.close();
+  }
+  const totalMs = performance.now() - t0;
+  if (r.failures.length > 0)
+    throw new Error(`foreign pslist: ${r.failures.map((x) => x.message).join('; ')}`);
+  const want = processMemory ? ['doorbell', 'qemu-process'] : ['trap', 'gdbstub'];
+  if (r.session.transport !== want[0] || r.session.memory !== want[1])
+    throw new Error(
+      `foreign pslist ran ${r.session.transport}/${r.session.memory}, not ${want.join('/')}: ${r.session.fallback ?? ''}`,
+    );
+  return {
+    openMs,
+    attachMs: r.session.attachMs,
+    pluginMs: r.pluginMs.pslist,
+    totalMs,
+    batches: r.session.batches,
+    rows: r.tables[0].rows.length,
+  };
+}
+
+/**
+ * BENCH_ONLY=foreign: a foreign QEMU's pslist through its process memory (doorbell) and
+ * through the gdbstub (trap, what vmi did before), against a lab guest of the same size
+ * (shared RAM file, doorbell). Fresh shadow every run; all three series interleaved.
+ * Foreign totals include opening the guest through QMP (gdbstub on, RAM located and
+ * checked) and closing it (gdbstub off), as the CLI does.
+ */
+async function foreignGuest(pslist) {
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  const name = `${GUEST}-fg`;
+  const series = { lab: [], foreignDoorbell: [], foreignTrap: [] };
+  let lab;
+  let foreign;
+  try {
+    log(
+      `booting lab guest ${name} (${FOREIGN_MEM_MIB} MiB) and a foreign QEMU (${FOREIGN_MEM_MIB} MiB, -m RAM)`,
+    );
+    lab = await labUp({ name, memMiB: FOREIGN_MEM_MIB, onProgress: (m) => log(`  ${m}`) });
+    foreign = await bootForeign(FOREIGN_MEM_MIB);
+    log(`foreign QEMU pid ${foreign.pid}, QMP ${foreign.qmpSocket}`);
+    const runs = {
+      lab: () => vmiRun(lab, pslist, 'doorbell'),
+      foreignDoorbell: () => foreignRun(foreign.qmpSocket, pslist, true),
+      foreignTrap: () => foreignRun(foreign.qmpSocket, pslist, false),
+    };
+    for (const run of Object.values(runs)) await run(); // warm-up
+    for (let i = 0; i < FOREIGN_RUNS; i++) {
+      for (const [k, run] of Object.entries(runs)) {
+        const r = await run();
+        series[k].push(r);
+        log(
+          `  ${k} run ${i + 1}/${FOREIGN_RUNS}: attach ${r.attachMs.toFixed(0)} ms, pslist ${r.pluginMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms`,
+        );
+      }
+    }
+  } finally {
+    await foreign?.stop();
+    if (lab) await labDown(name);
+  }
+  const pick = (rs, k) => (rs[0]?.[k] === undefined ? undefined : stat(rs.map((r) => r[k])));
+  const out = { started, node: process.version, runs: FOREIGN_RUNS, memMiB: FOREIGN_MEM_MIB, series: {} };
+  for (const [k, rs] of Object.entries(series)) {
+    out.series[k] = {
+      openMs: pick(rs, 'openMs'),
+      attachMs: pick(rs, 'attachMs'),
+      pluginMs: pick(rs, 'pluginMs'),
+      totalMs: pick(rs, 'totalMs'),
+      batches: median(rs.map((r) => r.batches)),
+      rows: median(rs.map((r) => r.rows)),
+    };
+  }
+  const s = out.series;
+  const r = (a, b) => a.median / b.median;
+  out.ratios = {
+    foreignDoorbellVsLab: {
+      attach: r(s.foreignDoorbell.attachMs, s.lab.attachMs),
+      pslist: r(s.foreignDoorbell.pluginMs, s.lab.pluginMs),
+      total: r(s.foreignDoorbell.totalMs, s.lab.totalMs),
+    },
+    foreignTrapVsForeignDoorbell: {
+      attach: r(s.foreignTrap.attachMs, s.foreignDoorbell.attachMs),
+      pslist: r(s.foreignTrap.pluginMs, s.foreignDoorbell.pluginMs),
+      total: r(s.foreignTrap.totalMs, s.foreignDoorbell.totalMs),
+    },
+  };
+  out.kernelRelease = lab?.kernelRelease;
+  out.hostLoadavg = { before: load0, after: loadavg() };
+  out.finished = new Date().toISOString();
+  const header = ['', 'open ms', 'attach ms', 'pslist ms', 'total ms', 'batches', 'rows'];
+  const row = (label, x) => [
+    label,
+    ms(x.openMs, 0),
+    ms(x.attachMs, 0),
+    ms(x.pluginMs, 1),
+    ms(x.totalMs, 0),
+    String(x.batches),
+    String(x.rows),
+  ];
+  const q = out.ratios;
+  const rows = [
+    row('lab guest, shared RAM file, doorbell', s.lab),
+    row('foreign QEMU, process memory, doorbell', s.foreignDoorbell),
+    row('foreign QEMU, gdbstub, trap', s.foreignTrap),
+    [
+      '**ratio** foreign doorbell / lab',
+      '',
+      ratio(q.foreignDoorbellVsLab.attach),
+      ratio(q.foreignDoorbellVsLab.pslist),
+      ratio(q.foreignDoorbellVsLab.total),
+      '',
+      '',
+    ],
+    [
+      '**ratio** foreign trap / foreign doorbell',
+      '',
+      ratio(q.foreignTrapVsForeignDoorbell.attach),
+      ratio(q.foreignTrapVsForeignDoorbell.pslist),
+      ratio(q.foreignTrapVsForeignDoorbell.total),
+      '',
+      '',
+    ],
+  ];
+  const note =
+    `Both guests q35, ${FOREIGN_MEM_MIB} MiB, 1 vCPU, TCG, ${out.kernelRelease}, running during the whole measurement; ` +
+    `fresh shadow each run. Foreign runs open the guest through QMP (gdbstub on, RAM block located with gpa2hva and ` +
+    `checked against xp) and close it, as \`vmi plugins run --qmp\` does: "open" is that part, "total" includes it. ` +
+    `vmi on Node ${out.node}. Cells: median (min) over ${FOREIGN_RUNS} interleaved runs. Host load average before/after: ` +
+    `${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)}. Run ${started}.`;
+  const md = await format(`${markdown(header, rows)}\n\n${note}\n`, { parser: 'markdown' });
+  await writeFile(join(HERE, 'results-foreign.json'), JSON.stringify(out, null, 2) + '\n');
+  await writeFile(join(HERE, 'results-foreign.md'), md);
+  process.stdout.write(`${plain(header, rows)}\n\n${note}\n`);
+  log('wrote bench/results-foreign.json and bench/results-foreign.md');
+}
+
 // ------------------------------------------------------------------ rendering
 
 const f = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : '–');
@@ -681,6 +886,7 @@ async function main() {
   if (!pslist) throw new Error('pslist plugin not found (run npm run build)');
   if (ONLY_CAPTURE) return captureAndWall();
   if (ONLY_MEMORY) return memorySizes(pslist);
+  if (ONLY_FOREIGN) return foreignGuest(pslist);
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };
