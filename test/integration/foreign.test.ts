@@ -118,9 +118,7 @@ describe('foreign guest (--qmp only)', () => {
     const ms = performance.now() - t0;
     expect(r.code, r.stderr).toBe(0);
     const rows = JSON.parse(r.stdout) as { PID: number; COMM: string }[];
-    console.log(
-      `foreign pslist: ${rows.length} rows in ${ms.toFixed(0)} ms (trap transport, memory via gdbstub)`,
-    );
+    console.log(`foreign pslist: ${rows.length} rows in ${ms.toFixed(0)} ms (CLI, --qmp only)`);
     const seen = new Set(rows.map((x) => x.PID));
     // Every process that lived before and after the run is in the listing.
     const after = await guestPids(con);
