@@ -101,19 +101,25 @@ export function findSocketServer(socketPath: string, proc = '/proc'): QemuProces
       hidden.push(Number(name));
       continue;
     }
+    let unreadable = false;
     for (const fd of fds) {
       let link: string;
       try {
         link = readlinkSync(`${proc}/${name}/fd/${fd}`);
-      } catch {
+      } catch (e) {
+        // Listing the fds is allowed where reading the links is not (no ptrace access):
+        // such a process may be the holder; an fd closed meanwhile (ENOENT) is nothing.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') unreadable = true;
         continue;
       }
       const m = /^socket:\[(\d+)\]$/.exec(link);
       if (m && inodes.has(Number(m[1]))) {
         holders.push(Number(name));
+        unreadable = false;
         break;
       }
     }
+    if (unreadable) hidden.push(Number(name));
   }
   if (holders.length > 1)
     throw new QemuProcessError(`several processes hold ${path} (pids ${holders.join(', ')})`);
@@ -131,7 +137,7 @@ export function findSocketServer(socketPath: string, proc = '/proc'): QemuProces
   });
   if (named.length === 1) return { pid: named[0], startTime: start(named[0]), proven: false };
   throw new QemuProcessError(
-    `cannot see which process serves ${path} (${hidden.length} processes' fds are not readable: no ptrace access)`,
+    `cannot see which process serves ${path} (the fds of ${hidden.length} processes are not readable: no ptrace access)`,
   );
 }
 

@@ -109,7 +109,13 @@ describe('finding the process behind a QMP socket', () => {
       mkdirSync(d);
       if (p.fds) {
         mkdirSync(join(d, 'fd'));
-        p.fds.forEach((target, i) => symlinkSync(target, join(d, 'fd', String(i))));
+        // 'unreadable': an entry whose link cannot be read (EINVAL here; EACCES on a real
+        // /proc without ptrace access, where the listing itself works).
+        p.fds.forEach((target, i) =>
+          target === 'unreadable'
+            ? writeFileSync(join(d, 'fd', String(i)), '')
+            : symlinkSync(target, join(d, 'fd', String(i))),
+        );
       } else writeFileSync(join(d, 'fd'), ''); // readdir fails: what another user's fd dir does
       writeFileSync(join(d, 'cmdline'), (p.cmdline ?? 'sh').split(' ').join('\0'));
       writeFileSync(
@@ -130,6 +136,11 @@ describe('finding the process behind a QMP socket', () => {
   it('names an unproven candidate by command line only when holders are hidden', () => {
     const hidden = fakeProc({ 20: { cmdline: 'qemu -qmp unix:/tmp/pm-q.sock,server=on' }, 21: {} });
     expect(findSocketServer('/tmp/pm-q.sock', hidden)).toEqual({ pid: 20, startTime: 7720, proven: false });
+    const listed = fakeProc({
+      20: { fds: ['unreadable'], cmdline: 'qemu -qmp unix:/tmp/pm-q.sock' },
+      22: { fds: [] },
+    });
+    expect(findSocketServer('/tmp/pm-q.sock', listed)).toEqual({ pid: 20, startTime: 7720, proven: false });
     const none = fakeProc({ 21: {}, 22: { fds: [] } });
     expect(() => findSocketServer('/tmp/pm-q.sock', none)).toThrow(
       /cannot see which process .*no ptrace access/,
