@@ -172,7 +172,9 @@ describe('foreign guest through QEMU process memory', () => {
     const notes = r.stderr.split('\n').filter((l) => /transport trap/.test(l));
     expect(notes, r.stderr).toHaveLength(1);
     console.log(`no CAP_SYS_PTRACE: ${notes[0]} (${r.ms.toFixed(0)} ms)`);
-    expect(notes[0]).toMatch(/^vmi: transport trap, not doorbell: .*(EACCES|EPERM|no ptrace access)/);
+    expect(notes[0]).toMatch(
+      /^vmi: transport trap, not doorbell: no access to QEMU's memory \(pid \d+\): \/proc\/\d+\/mem: (EACCES|EPERM) \(needs ptrace rights over QEMU\)$/,
+    );
     // The shadow is left out of pslist by default: every row is a guest process.
     expectMatchesConsole(
       JSON.parse(r.stdout) as Record<string, unknown>[],
