@@ -18,7 +18,12 @@ import { definePlugin } from '../../src/sdk/index.js';
 import type { SessionOptions, SessionStats } from '../../src/shadow/session.js';
 import { addFakeProcess, fakeProcGuest, type FakeGuest } from './helpers/fake-guest.js';
 
-const GUEST: InspectedGuest = { name: 'fake', qmpSocket: '/nonexistent/qmp.sock', ramSize: 0, runDir: '/nonexistent' };
+const GUEST: InspectedGuest = {
+  name: 'fake',
+  qmpSocket: '/nonexistent/qmp.sock',
+  ramSize: 0,
+  runDir: '/nonexistent',
+};
 
 interface Harness {
   guest: Guest;
