@@ -14,4 +14,5 @@ export {
 } from './guest.js';
 export { TargetError } from '../targets/lab.js';
 export { ForeignGuestError } from '../targets/qmp.js';
+export { GuestBusyError } from '../util/guest-lock.js';
 export type { ResultTable } from '../output/table.js';
