@@ -160,6 +160,35 @@ function table(plugin: string, names: string[], rows: unknown[][]): ResultTable 
   };
 }
 
+describe('watch: a source whose read fails', () => {
+  it('keeps its previous snapshot: nothing gone, and what changed meanwhile is still reported', async () => {
+    const stop = new AbortController();
+    const g = baseGuest();
+    const api = apiGuest(g);
+    let tick = 0;
+    const guest: WatchedGuest = {
+      name: 'g1',
+      async runAll(calls) {
+        tick++;
+        if (tick === 2) addFakeProcess(g, 8, 'late');
+        if (tick === 3) stop.abort();
+        const r = await api.runAll(calls);
+        // The process plugin fails on the second snapshot only.
+        if (tick === 2)
+          return {
+            ...r,
+            results: [undefined],
+            failures: [{ plugin: 'watch-processes', index: 0, message: 'EIO', error: new Error('EIO') }],
+          };
+        return r;
+      },
+    };
+    const { events, status } = await collect(guest, stop);
+    expect(status.some((m) => m.includes('process snapshot failed: EIO'))).toBe(true);
+    expect(events.map((e) => [e.kind, e.row.PID])).toEqual([['process_started', 8]]);
+  });
+});
+
 describe('watch: identities of listeners, modules, mounts', () => {
   const cols = ['NetNS', 'PID', 'Inode', 'Proto', 'Source Port', 'State'];
   it('tracks listening sockets once per socket, not per holder, and ignores the rest', () => {
