@@ -88,6 +88,13 @@ export interface CallTiming {
   pluginMs: Record<string, number>;
   /** From the call to its results, detach included. */
   totalMs: number;
+  /** Of the attach: re-checking (or, fresh, establishing) the shadow's root context. */
+  contextMs: number;
+  /** Inside the guest round trips: encode, ring, wait, decode (without the plugins' parsing). */
+  runMs: number;
+  /** Guest entries (batches) and syscalls the call made. */
+  batches: number;
+  calls: number;
   /** The call reused a resident shadow (no bootstrap). */
   reused: boolean;
   /** The shadow's PID in the guest. */
@@ -245,6 +252,10 @@ function toGuestRun(run: PluginsRun, totalMs: number): GuestRun {
       attachMs: run.session.attachMs,
       pluginMs: { ...run.pluginMs },
       totalMs,
+      contextMs: run.session.contextMs,
+      runMs: run.session.runMs,
+      batches: run.session.batches,
+      calls: run.session.calls,
       reused: run.session.reused,
       shadowPid: run.session.shadowPid,
     },

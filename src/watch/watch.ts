@@ -97,8 +97,8 @@ export async function watchGuests(opts: WatchOptions): Promise<WatchResult> {
           });
           return { guest: label, stats };
         } catch (err) {
+          // Reported by the caller with the outcomes (the command: `vmi: error: guest NAME: …`).
           const error = err instanceof Error ? err : new Error(String(err));
-          opts.status?.(`${label}: ${error.message}`);
           return { guest: label, error };
         } finally {
           if (guest) {
