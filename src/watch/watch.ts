@@ -43,6 +43,20 @@ export interface WatchResult {
   outputClosed: boolean;
 }
 
+/**
+ * Passes each distinct message once: every snapshot attaches, and its "attaching",
+ * "reusing the resident shadow (pid N)" lines would repeat at every tick; a new shadow
+ * (a new pid) still shows.
+ */
+export function firstTimes(fn: (message: string) => void): (message: string) => void {
+  const seen = new Set<string>();
+  return (m) => {
+    if (seen.has(m)) return;
+    seen.add(m);
+    fn(m);
+  };
+}
+
 /** A GuestSpec as the user named it, for status lines before the guest is open. */
 export function specLabel(spec: GuestSpec): string {
   if (typeof spec === 'string') return spec;
@@ -84,7 +98,7 @@ export async function watchGuests(opts: WatchOptions): Promise<WatchResult> {
           guest = await open(spec, {
             keepShadow: opts.keepShadow ?? false,
             ...(opts.transport ? { transport: opts.transport } : {}),
-            ...(opts.status ? { progress: (m: string) => opts.status?.(`${label}: ${m}`) } : {}),
+            ...(opts.status ? { progress: firstTimes((m: string) => opts.status?.(`${label}: ${m}`)) } : {}),
           });
           opts.status?.(`${label}: watching every ${opts.intervalMs} ms`);
           const stats = await watchLoop(guest, {

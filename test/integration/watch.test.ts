@@ -219,11 +219,12 @@ describe('vmi watch and the API on the lab guest', () => {
     const fresh = [...after2.values()].filter(
       (p) => !before.has(p.pid) && after1.get(p.pid)?.comm === p.comm && p.comm !== 'sleep',
     );
-    expect(fresh.map((p) => p.comm)).toEqual(fresh.length === 0 ? [] : ['vmi-shadow']);
+    expect(fresh.map((p) => p.comm)).toEqual(['vmi-shadow']);
     const status = await runVmi(['shadow', 'status', '--guest', NAME, '--json'], { env: PLAIN_TERMINAL });
     expect(status.code, status.stderr).toBe(0);
     const st = JSON.parse(status.stdout) as { resident: boolean; pid?: number; health?: string };
     expect(st.resident).toBe(true);
+    expect(st.pid).toBe(fresh[0].pid);
 
     // Started before the next watch: part of its baseline, never an event.
     const old = Number((await guestSh(guest, 'sleep 1000 >/dev/null 2>&1 & echo $!')).trim());

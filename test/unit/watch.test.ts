@@ -12,7 +12,7 @@ import type { SessionStats } from '../../src/shadow/session.js';
 import { eventLine, isoNs, makeClock, type WatchEvent } from '../../src/watch/events.js';
 import { diffSnapshots, snapshotOf, SOURCES } from '../../src/watch/sources.js';
 import { watchLoop, type WatchedGuest } from '../../src/watch/watcher.js';
-import { parseInterval, watchGuests } from '../../src/watch/watch.js';
+import { firstTimes, parseInterval, watchGuests } from '../../src/watch/watch.js';
 import { addFakeProcess, fakeProcGuest, fakeStat, type FakeGuest } from './helpers/fake-guest.js';
 
 /** An API Guest over a FakeGuest (no QEMU). */
@@ -272,6 +272,24 @@ describe('watch: event lines', () => {
     // 64-bit integers exact, not rounded through a double.
     expect(line).toContain('"START_MS":9007199254740993');
     expect(isoNs(5n)).toBe('1970-01-01T00:00:00.000000005Z');
+  });
+
+  it('shows each attach progress line once, not at every snapshot', () => {
+    const seen: string[] = [];
+    const p = firstTimes((m) => seen.push(m));
+    for (const m of [
+      'attaching',
+      'reusing the resident shadow (pid 9)',
+      'attaching',
+      'reusing the resident shadow (pid 9)',
+    ])
+      p(m);
+    p('reusing the resident shadow (pid 12)');
+    expect(seen).toEqual([
+      'attaching',
+      'reusing the resident shadow (pid 9)',
+      'reusing the resident shadow (pid 12)',
+    ]);
   });
 
   it('parses --interval from 50 ms to 1 s', () => {
