@@ -21,6 +21,10 @@ const LAYERS = [
   ['plugins', ['abi', 'sdk']],
   ['packs', ['util', 'output', 'sdk', 'plugins']],
   ['runner', ['util', 'output', 'sdk', 'qemu', 'memory', 'shadow', 'targets']],
+  // The programmatic API (openGuest): targets and the runner, with a guest's lifetime.
+  ['api', ['util', 'output', 'sdk', 'qemu', 'shadow', 'targets', 'plugins', 'runner']],
+  // `vmi watch`: snapshots through the API, diffed into change events.
+  ['watch', ['util', 'abi', 'output', 'sdk', 'api']],
   ['cli', ['util', 'output', 'sdk', 'plugins', 'packs', 'runner']],
 ];
 const FOLDERS = [...LAYERS.map(([f]) => f), 'commands'];

@@ -5,6 +5,9 @@
 //        BENCH_ONLY=capture npm run bench   capture pause and size, and the wall time of
 //          `vmi plugins run pslist` from the shell, fresh and with a resident shadow, on the
 //          256 MiB lab guest (bench/results-capture.json and bench/results-capture.md)
+//        BENCH_ONLY=watch npm run bench   vmi watch on its own lab guest: latency from a process's
+//          exec in the guest to its process_started event (p50/p95), and the guest CPU the
+//          watch costs, at 1 Hz and 10 Hz (bench/results-watch.json and bench/results-watch.md)
 //        BENCH_ONLY=memory npm run bench   attach and pslist on a 256 MiB and an 8 GiB lab
 //          guest (q35: RAM split around the PCI hole) in the same run, runs interleaved
 //          (bench/results-memory.json and bench/results-memory.md)
@@ -13,6 +16,7 @@
 //          attach and pslist through QEMU's process memory (doorbell) and through the
 //          gdbstub (trap), runs interleaved (bench/results-foreign.json and .md)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
+/* global AbortController */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -31,7 +35,10 @@ import { LAB_WORKLOAD } from '../dist/lab/workload.js';
 import { findQemu } from '../dist/qemu/launcher.js';
 import { foreignRunDir, openForeignGuest } from '../dist/targets/qmp.js';
 import { builtinPlugins } from '../dist/plugins/index.js';
+import { openGuest } from '../dist/api/index.js';
 import { runPluginsOnGuest } from '../dist/runner/run-plugins.js';
+import { makeClock } from '../dist/watch/events.js';
+import { watchGuests } from '../dist/watch/watch.js';
 import { RedirectSession } from '../dist/shadow/session.js';
 import { startResidentShadow, stopResidentShadow } from '../dist/shadow/resident.js';
 import { installedNode, isTooOld, pins } from '../bin/node-runtime.js';
@@ -53,6 +60,10 @@ const ONLY_MEMORY = process.env.BENCH_ONLY === 'memory';
 const ONLY_FOREIGN = process.env.BENCH_ONLY === 'foreign';
 const FOREIGN_RUNS = Number(process.env.BENCH_FOREIGN_RUNS ?? 10);
 const FOREIGN_MEM_MIB = 256;
+const ONLY_WATCH = process.env.BENCH_ONLY === 'watch';
+const WATCH_SAMPLES = Number(process.env.BENCH_WATCH_SAMPLES ?? 20);
+const WATCH_INTERVALS_MS = (process.env.BENCH_WATCH_INTERVALS ?? '1000,100').split(',').map(Number);
+const WATCH_CPU_SECONDS = Number(process.env.BENCH_WATCH_CPU_SECONDS ?? 10);
 const MEMORY_RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? 10);
 const MEMORY_SIZES_MIB = (process.env.BENCH_MEMORY_SIZES ?? '256,8192').split(',').map(Number);
 const CAPTURE_RUNS = Number(process.env.BENCH_CAPTURE_RUNS ?? 5);
@@ -132,11 +143,34 @@ async function vmiRun(guest, plugin, transport) {
   };
 }
 
-async function vmiSeries(guest, plugin, transport, { runs: count = RUNS, gapMs = 0 } = {}) {
+/**
+ * One call of a program that holds the guest open through the API (openGuest): the
+ * figures a user's program gets, resident shadow and all.
+ */
+async function apiRun(api, plugin) {
+  const r = await api.runAll([{ plugin }]);
+  if (r.failures.length > 0)
+    throw new Error(`${plugin.name}/api: ${r.failures.map((f) => f.message).join('; ')}`);
+  const result = r.results[0];
+  if (result.errors.length > 0) log(`  ${plugin.name}/api errors: ${result.errors.join('; ')}`);
+  const t = r.timing;
+  return {
+    attachMs: t.attachMs,
+    contextMs: t.contextMs,
+    pluginMs: t.pluginMs[plugin.name],
+    totalMs: t.totalMs,
+    runMs: t.runMs,
+    batches: t.batches,
+    calls: t.calls,
+    rows: result.table.rows.length,
+  };
+}
+
+async function vmiSeries(guest, plugin, transport, { runs: count = RUNS, gapMs = 0, api } = {}) {
   const runs = [];
   for (let i = 0; i < count; i++) {
     if (gapMs > 0) await sleep(gapMs);
-    runs.push(await vmiRun(guest, plugin, transport));
+    runs.push(api ? await apiRun(api, plugin) : await vmiRun(guest, plugin, transport));
     const last = runs[runs.length - 1];
     log(
       `  ${plugin.name}/${transport} run ${i + 1}/${count}: attach ${last.attachMs.toFixed(0)} ms, ` +
@@ -219,13 +253,20 @@ async function residentShadow(guest, con, plugins) {
     // warm. Warm-up runs first (untimed, as psnative's own warm-up pass), then two series
     // like psnative's two: back to back, and 100 ms apart (each run then finds the shadow
     // asleep and pays its wake-up). More runs than elsewhere: single runs vary ±50%.
-    log(`  ${RESIDENT_WARMUP} warm-up runs`);
-    for (let i = 0; i < RESIDENT_WARMUP; i++) await vmiRun(guest, plugins.pslist, 'doorbell');
-    out.pslist = await vmiSeries(guest, plugins.pslist, 'doorbell', { runs: RESIDENT_RUNS });
-    out.pslistApart = await vmiSeries(guest, plugins.pslist, 'doorbell', {
-      runs: RESIDENT_RUNS,
-      gapMs: GAP_MS,
-    });
+    // Through the public API (openGuest), as a user's program runs it.
+    const api = await openGuest(guest.name, { transport: 'doorbell', keepShadow: true });
+    try {
+      log(`  ${RESIDENT_WARMUP} warm-up runs`);
+      for (let i = 0; i < RESIDENT_WARMUP; i++) await apiRun(api, plugins.pslist);
+      out.pslist = await vmiSeries(guest, plugins.pslist, 'doorbell', { runs: RESIDENT_RUNS, api });
+      out.pslistApart = await vmiSeries(guest, plugins.pslist, 'doorbell', {
+        runs: RESIDENT_RUNS,
+        gapMs: GAP_MS,
+        api,
+      });
+    } finally {
+      await api.close();
+    }
     log('idle cost of the resident shadow (10 s)');
     out.idleCpuPercent = await cpuPercent(con, started.shadowPid, 10);
     out.wakeLine = started.wakeLine;
@@ -879,6 +920,135 @@ function extrasRows(results) {
   return rows;
 }
 
+// ------------------------------------------------------------------ vmi watch
+
+const quantile = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
+};
+
+/** Busy share (%) of all guest CPUs over `seconds`, from /proc/stat's cpu line (idle + iowait are idle). */
+async function guestBusyPercent(con, seconds) {
+  const read = async () => {
+    const f = (await guestRun(con, 'head -1 /proc/stat')).trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    return { total, idle: f[3] + (f[4] ?? 0) };
+  };
+  const a = await read();
+  await sleep(seconds * 1000);
+  const b = await read();
+  return (1 - (b.idle - a.idle) / (b.total - a.total)) * 100;
+}
+
+/**
+ * vmi watch as a user runs it (watchGuests, all four sources), on its own lab guest: for
+ * each interval, the latency from starting a process in the guest (host clock just before
+ * the console command is sent: the figure includes the console's delivery, ~1–5 ms) to
+ * its process_started event (the event's observed time, same host clock ±1 ms), and the
+ * guest CPU the watch costs: the shadow's own CPU time and the whole guest's busy share,
+ * against the idle guest.
+ */
+async function watchBench() {
+  const name = `${GUEST}-watch`;
+  await labDown(name);
+  const guest = await labUp({ name, onProgress: (m) => log(`  ${m}`) });
+  const con = await GuestConsole.connect(guest.serialSocket);
+  const clock = makeClock();
+  const out = { started: new Date().toISOString(), guest: name, samples: WATCH_SAMPLES, intervals: [] };
+  try {
+    log(`idle guest, no watch (${WATCH_CPU_SECONDS} s)`);
+    out.idleGuestBusyPercent = await guestBusyPercent(con, WATCH_CPU_SECONDS);
+    for (const intervalMs of WATCH_INTERVALS_MS) {
+      log(`watch every ${intervalMs} ms`);
+      const stop = new AbortController();
+      const seen = new Map(); // pid → observed ns
+      let baselines = 0;
+      const ticksMs = [];
+      const watching = watchGuests({
+        guests: [name],
+        intervalMs,
+        signal: stop.signal,
+        emit: async (e) => {
+          if (e.kind === 'process_started' && !seen.has(Number(e.row.PID)))
+            seen.set(Number(e.row.PID), e.timeNs);
+        },
+        status: (m) => {
+          if (m.includes('baseline:')) baselines++;
+        },
+      });
+      const latencies = [];
+      let watchError;
+      try {
+        for (let i = 0; i < 600 && baselines < 4; i++) await sleep(50);
+        if (baselines < 4) throw new Error('no baseline from the watch');
+        for (let i = 0; i < WATCH_SAMPLES; i++) {
+          await sleep(Math.random() * intervalMs + 50);
+          const t0 = clock();
+          const pid = Number((await guestRun(con, 'sleep 3 >/dev/null 2>&1 & echo $!')).trim());
+          let te;
+          for (let k = 0; k < 200 && (te = seen.get(pid)) === undefined; k++) await sleep(10);
+          if (te === undefined) throw new Error(`no process_started for pid ${pid}`);
+          latencies.push(Number(te - t0) / 1e6);
+        }
+        await sleep(3500); // the sleeps exit before the CPU is measured
+        const shadowPid = Number(
+          (
+            await guestRun(
+              con,
+              'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = vmi-shadow ] && echo ${d#/proc/}; done; true',
+            )
+          )
+            .trim()
+            .split('\n')[0],
+        );
+        log(`  shadow pid ${shadowPid}: CPU over ${WATCH_CPU_SECONDS} s`);
+        const [shadowCpu, busy] = await Promise.all([
+          cpuPercent(con, shadowPid, WATCH_CPU_SECONDS),
+          guestBusyPercent(con, WATCH_CPU_SECONDS),
+        ]);
+        out.intervals.push({
+          intervalMs,
+          latencyMs: { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), samples: latencies },
+          shadowCpuPercent: shadowCpu,
+          guestBusyPercent: busy,
+        });
+        log(
+          `  latency p50 ${quantile(latencies, 0.5).toFixed(0)} ms, p95 ${quantile(latencies, 0.95).toFixed(0)} ms; ` +
+            `shadow CPU ${shadowCpu.toFixed(2)}%, guest busy ${busy.toFixed(2)}% (idle guest ${out.idleGuestBusyPercent.toFixed(2)}%)`,
+        );
+      } finally {
+        stop.abort();
+        // The watch's own failure is thrown after the finally (a throw inside it would hide another error).
+        const r = await watching;
+        for (const o of r.outcomes) {
+          if (o.error) watchError ??= o.error;
+          else ticksMs.push(...o.stats.tickMs);
+        }
+        const last = out.intervals[out.intervals.length - 1];
+        if (last && last.intervalMs === intervalMs)
+          last.snapshotMs = { p50: quantile(ticksMs, 0.5), p95: quantile(ticksMs, 0.95) };
+      }
+      if (watchError) throw watchError;
+    }
+  } finally {
+    con.close();
+    await labDown(name);
+  }
+  out.loadavg = loadavg();
+  await writeFile(join(HERE, 'results-watch.json'), `${JSON.stringify(out, null, 2)}\n`);
+  const rows = out.intervals.map(
+    (x) =>
+      `| ${x.intervalMs} ms | ${x.latencyMs.p50.toFixed(0)} | ${x.latencyMs.p95.toFixed(0)} | ${x.snapshotMs?.p50.toFixed(0)} / ${x.snapshotMs?.p95.toFixed(0)} | ${x.shadowCpuPercent.toFixed(2)}% | ${x.guestBusyPercent.toFixed(2)}% |`,
+  );
+  const md =
+    `# vmi watch (${out.started}, guest ${name}, ${WATCH_SAMPLES} samples per interval, load ${out.loadavg.map((l) => l.toFixed(2)).join(' ')})\n\n` +
+    '| interval | exec → event p50 ms | p95 ms | snapshot ms p50 / p95 | shadow CPU | guest busy |\n' +
+    '| --- | --- | --- | --- | --- | --- |\n' +
+    `${rows.join('\n')}\n| no watch | | | | | ${out.idleGuestBusyPercent.toFixed(2)}% |\n`;
+  await writeFile(join(HERE, 'results-watch.md'), await format(md, { parser: 'markdown' }));
+  process.stdout.write(md);
+}
+
 // ------------------------------------------------------------------ main
 
 async function main() {
@@ -887,6 +1057,7 @@ async function main() {
   if (ONLY_CAPTURE) return captureAndWall();
   if (ONLY_MEMORY) return memorySizes(pslist);
   if (ONLY_FOREIGN) return foreignGuest(pslist);
+  if (ONLY_WATCH) return watchBench();
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };

@@ -34,7 +34,8 @@ function send(m: ChildMessage): Promise<void> {
 function aliasSdk(): void {
   const map: Record<string, string> = {
     'vmi/sdk': new URL('../sdk/index.js', import.meta.url).href,
-    vmi: new URL('../index.js', import.meta.url).href,
+    // An isolated pack gets the SDK under either name, never the API (it would reach guests).
+    vmi: new URL('../sdk/index.js', import.meta.url).href,
   };
   const hooks = nodeModule as {
     registerHooks?: (h: {

@@ -60,6 +60,12 @@ export interface RunOnGuestOptions {
   acceptPartialContext?: boolean;
   /** `--max-read`, `--plugin-timeout`: bounds on each plugin run (defaults: DEFAULT_RUN_LIMITS). */
   runLimits?: Partial<RunLimits>;
+  /**
+   * Leave the shadow in the guest at detach (a resident shadow), so the next run on this
+   * guest reuses it and skips the bootstrap (the API keeps one between calls). Default:
+   * the shadow exits, unless it was resident already.
+   */
+  keepResident?: boolean;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
@@ -85,6 +91,7 @@ export async function runPluginsOnGuest(
     onProgress: opts.progress,
     preferVictimPid: opts.preferVictimPid,
     acceptPartialContext: opts.acceptPartialContext,
+    ...(opts.keepResident !== undefined ? { keepResident: opts.keepResident } : {}),
   });
   const byRequest: (ResultTable | undefined)[] = [];
   const failures: PluginFailure[] = [];

@@ -1,0 +1,276 @@
+/**
+ * The programmatic API: `openGuest(spec)` → a Guest that runs plugins and returns Arrow
+ * tables, keeping its shadow resident in the guest between calls, until close().
+ *
+ * It is the CLI's path, not a copy of it: the guest is opened by the same targets
+ * (src/targets: lab guest, foreign QEMU by QMP socket, capture replay) and every call is
+ * one runPluginsOnGuest (src/runner/run-plugins.ts), as `vmi plugins run` does. What the
+ * API adds is the lifetime: the attach of each call asks for a resident shadow, so the
+ * second call skips the bootstrap (~0.3–1 s) and pays a re-check of the shadow (~5 ms),
+ * and close() removes that shadow again (unless `keepShadow`). Between calls the guest is
+ * not locked: `vmi` commands can inspect it meanwhile (and reuse the same shadow).
+ * Reference: docs/api.md.
+ */
+import type { KeyObject } from 'node:crypto';
+import type { Table as ArrowTable } from 'apache-arrow';
+import { toArrow } from '../output/arrow-table.js';
+import type { ResultTable } from '../output/table.js';
+import { builtinPlugins } from '../plugins/index.js';
+import type { InspectedGuest } from '../qemu/guest-endpoints.js';
+import {
+  runPluginsOnGuest,
+  type AttachedSession,
+  type PluginsRun,
+  type RunOnGuestOptions,
+} from '../runner/run-plugins.js';
+import type { RunLimits } from '../sdk/limits.js';
+import type { PluginDefinition } from '../sdk/plugin.js';
+import type { SessionOptions } from '../shadow/session.js';
+import { stopResidentShadow } from '../shadow/resident.js';
+import type { TransportChoice } from '../shadow/transport.js';
+import { openTarget, type OpenedTarget, type TargetSpec } from '../targets/index.js';
+
+/**
+ * Which guest: a lab guest by name (`'lab'` is the default one, booted when it is not
+ * running; any other name must be running), a QEMU that vmi did not start by its QMP
+ * socket, or a capture file (verified, then replayed in a disposable clone).
+ */
+export type GuestSpec =
+  string | { lab: string } | { qmp: string } | { capture: string; trust?: readonly KeyObject[] };
+
+export interface OpenGuestOptions {
+  /** How batches reach the shadow: 'doorbell' (shared RAM), 'trap' (VM stopped), 'auto' (default). */
+  transport?: TransportChoice;
+  /** Progress lines (booting, attaching, bootstrapping a shadow); default: none. */
+  progress?: (message: string) => void;
+  /** Leave the resident shadow in the guest at close() (the next vmi reuses it). Default false. */
+  keepShadow?: boolean;
+  /** Borrow this task first when a shadow is created (its PID in its own PID namespace). */
+  preferVictimPid?: number;
+  /** Keep the shadow's own rows (marked in a VMI_SHADOW column); default: left out. */
+  includeShadow?: boolean;
+  /** Run even when the shadow's context is not the guest's verified root context. */
+  acceptPartialContext?: boolean;
+  /** Let plugins that declare write needs make those calls (default: read-only). */
+  allowWrite?: boolean;
+  /** Bounds on each plugin run (bytes read, rows, wall ms); defaults: DEFAULT_RUN_LIMITS. */
+  runLimits?: Partial<RunLimits>;
+}
+
+/** One plugin to run: a built-in's name or a plugin definition (definePlugin), with its options. */
+export interface PluginCall {
+  plugin: string | PluginDefinition;
+  /** Option values by option name (as in `plugins run NAME --opt v`); checked by the SDK. */
+  options?: Record<string, unknown>;
+}
+
+/** What one plugin produced. */
+export interface PluginResult {
+  plugin: string;
+  /**
+   * The table as Apache Arrow (built on first access): typed columns, field metadata
+   * `vmi.type` / `vmi.description`, schema metadata `vmi.*` (= `metadata` + plugin, errors).
+   */
+  readonly arrow: ArrowTable;
+  /** The same table as plain cells (numbers, bigints, strings, Dates, absent values). */
+  table: ResultTable;
+  /** guest, kernel.release, hostname, collection.time (ISO), collection.transport, shadow.*, source. */
+  metadata: Record<string, string>;
+  /** Problems that cost rows (the table is still complete for everything else). */
+  errors: string[];
+}
+
+/** Timing of one call, in milliseconds. */
+export interface CallTiming {
+  /** Attach: re-checking a resident shadow, or bootstrapping one (first call, or a lost shadow). */
+  attachMs: number;
+  /** Per plugin: its run (guest work and parsing). */
+  pluginMs: Record<string, number>;
+  /** From the call to its results, detach included. */
+  totalMs: number;
+  /** Of the attach: re-checking (or, fresh, establishing) the shadow's root context. */
+  contextMs: number;
+  /** Inside the guest round trips: encode, ring, wait, decode (without the plugins' parsing). */
+  runMs: number;
+  /** Guest entries (batches) and syscalls the call made. */
+  batches: number;
+  calls: number;
+  /** The call reused a resident shadow (no bootstrap). */
+  reused: boolean;
+  /** The shadow's PID in the guest. */
+  shadowPid: number;
+}
+
+/** Several plugins through one attach. */
+export interface GuestRun {
+  /** One entry per call, in order: its result, or undefined where the plugin failed. */
+  results: (PluginResult | undefined)[];
+  /** Plugins that threw (each costs its own result only). */
+  failures: { plugin: string; index: number; message: string; error: unknown }[];
+  timing: CallTiming;
+}
+
+/** The plugin name is not a built-in plugin. */
+export class UnknownPluginError extends Error {
+  override name = 'UnknownPluginError';
+}
+
+/** A plugin that threw (run() of a single plugin); `cause` is its error. */
+export class PluginRunError extends Error {
+  override name = 'PluginRunError';
+}
+
+/** The guest was closed: no more calls. */
+export class GuestClosedError extends Error {
+  override name = 'GuestClosedError';
+}
+
+/** Test seam: how each call attaches (default: the shadow engine). */
+export interface GuestInternals {
+  attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
+  stopShadow?: (guest: InspectedGuest) => Promise<unknown>;
+}
+
+/** A guest opened for plugin runs. Calls are serialized; close() once done. */
+export class Guest {
+  private closed = false;
+  /** The tail of the call queue: one attach at a time (the engine holds one lock per guest). */
+  private queue: Promise<unknown> = Promise.resolve();
+  /** A call has attached: there may be a resident shadow of ours to remove at close(). */
+  private attached = false;
+
+  /** @internal use openGuest */
+  constructor(
+    private readonly target: OpenedTarget,
+    private readonly opts: OpenGuestOptions = {},
+    private readonly internals: GuestInternals = {},
+  ) {}
+
+  /** The guest's name (lab guest name, QEMU's -name, or the capture's guest). */
+  get name(): string {
+    return this.target.guest.name;
+  }
+
+  /** Runs one plugin; throws PluginRunError if it fails, UnknownPluginError for a bad name. */
+  async run(plugin: string | PluginDefinition, options: Record<string, unknown> = {}): Promise<PluginResult> {
+    const r = await this.runAll([{ plugin, options }]);
+    const f = r.failures[0];
+    if (f) throw new PluginRunError(`${f.plugin}: ${f.message}`, { cause: f.error });
+    return r.results[0]!;
+  }
+
+  /** Runs several plugins through one attach; one plugin's failure costs its own result. */
+  async runAll(calls: readonly PluginCall[]): Promise<GuestRun> {
+    const requests = calls.map((c) => ({ plugin: resolvePlugin(c.plugin), options: c.options ?? {} }));
+    return this.serialized(async () => {
+      const t0 = performance.now();
+      const run = await runPluginsOnGuest(this.target.guest, requests, this.runOptions());
+      this.attached = true;
+      return toGuestRun(run, performance.now() - t0);
+    });
+  }
+
+  /**
+   * Detaches for good: removes the resident shadow (unless `keepShadow`), then closes the
+   * target (a capture's clone is destroyed; a lab or foreign guest keeps running). Safe
+   * to call twice; waits for a call in flight.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue.catch(() => undefined);
+    try {
+      // A replay clone is thrown away whole: no shadow to stop in it.
+      if (this.attached && !this.opts.keepShadow && !this.target.guest.captureId) {
+        const stop =
+          this.internals.stopShadow ?? ((g) => stopResidentShadow(g, { progress: this.opts.progress }));
+        await stop(this.target.guest);
+      }
+    } finally {
+      await this.target.close();
+    }
+  }
+
+  private runOptions(): RunOnGuestOptions {
+    const o = this.opts;
+    return {
+      keepResident: true,
+      ...(o.transport ? { transport: o.transport } : {}),
+      ...(o.progress ? { progress: o.progress } : {}),
+      ...(o.preferVictimPid !== undefined ? { preferVictimPid: o.preferVictimPid } : {}),
+      ...(o.includeShadow ? { includeShadow: true } : {}),
+      ...(o.acceptPartialContext ? { acceptPartialContext: true } : {}),
+      ...(o.allowWrite ? { allowWrite: true } : {}),
+      ...(o.runLimits ? { runLimits: o.runLimits } : {}),
+      ...(this.internals.attach ? { attach: this.internals.attach } : {}),
+    };
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new GuestClosedError(`guest ${this.name} is closed`));
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+}
+
+/**
+ * Opens a guest. Errors: the lab's TargetError (no running lab guest of that name),
+ * ForeignGuestError (QMP socket missing, guest not running), capture verification errors;
+ * nothing is attached yet (the first call attaches).
+ */
+export async function openGuest(spec: GuestSpec, opts: OpenGuestOptions = {}): Promise<Guest> {
+  const target = await openTarget(targetSpec(spec), opts.progress ? { progress: opts.progress } : {});
+  return new Guest(target, opts);
+}
+
+/** The targets layer's spec for a GuestSpec. */
+export function targetSpec(spec: GuestSpec): TargetSpec {
+  if (typeof spec === 'string') return { kind: 'lab', guest: spec };
+  if ('lab' in spec) return { kind: 'lab', guest: spec.lab };
+  if ('qmp' in spec) return { kind: 'qmp', socket: spec.qmp };
+  return { kind: 'capture', path: spec.capture, ...(spec.trust ? { trust: spec.trust } : {}) };
+}
+
+/** A built-in plugin by name, or the definition itself. */
+export function resolvePlugin(plugin: string | PluginDefinition): PluginDefinition {
+  if (typeof plugin !== 'string') return plugin;
+  const found = builtinPlugins.find((p) => p.name === plugin);
+  if (!found) {
+    throw new UnknownPluginError(
+      `no built-in plugin named '${plugin}' (built-ins: ${builtinPlugins.map((p) => p.name).join(', ')})`,
+    );
+  }
+  return found;
+}
+
+function toGuestRun(run: PluginsRun, totalMs: number): GuestRun {
+  return {
+    results: run.byRequest.map((t) => (t ? pluginResult(t) : undefined)),
+    failures: run.failures.map((f) => ({ ...f })),
+    timing: {
+      attachMs: run.session.attachMs,
+      pluginMs: { ...run.pluginMs },
+      totalMs,
+      contextMs: run.session.contextMs,
+      runMs: run.session.runMs,
+      batches: run.session.batches,
+      calls: run.session.calls,
+      reused: run.session.reused,
+      shadowPid: run.session.shadowPid,
+    },
+  };
+}
+
+function pluginResult(table: ResultTable): PluginResult {
+  let arrow: ArrowTable | undefined;
+  return {
+    plugin: table.plugin,
+    table,
+    metadata: table.metadata,
+    errors: table.errors,
+    get arrow() {
+      return (arrow ??= toArrow(table));
+    },
+  };
+}

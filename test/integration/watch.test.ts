@@ -1,0 +1,276 @@
+/**
+ * `vmi watch` and the programmatic API on a booted lab guest, against the guest's own
+ * console: the API runs pslist twice (the second through the resident shadow, faster) and
+ * matches the guest's process list; the watch reports a process started and exited, a
+ * listener opened and closed, a module unloaded and loaded; SIGINT leaves no shadow;
+ * SIGKILL leaves at most a resident shadow, which the next vmi reuses or replaces; a
+ * restarted watch reports nothing for what existed before it started.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openGuest } from '../../src/api/index.js';
+import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
+import { records } from '../helpers/records.js';
+import { PLAIN_TERMINAL, requireBuilt, ROOT, runVmi, VMI_BIN } from './helpers/cli.js';
+import { guestProcs, guestRun, guestSh, lasting, unseenRows } from './helpers/guest-shell.js';
+
+const NAME = 't-watch';
+
+interface Watcher {
+  child: ChildProcessByStdio<null, Readable, Readable>;
+  events: Record<string, unknown>[];
+  stderr: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startWatch(args: string[]): Watcher {
+  const child = spawn(process.execPath, [VMI_BIN, 'watch', '--guest', NAME, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...PLAIN_TERMINAL },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const w: Watcher = {
+    child,
+    events: [],
+    stderr: [],
+    exited: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal }))),
+  };
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    let nl: number;
+    while ((nl = out.indexOf('\n')) >= 0) {
+      w.events.push(JSON.parse(out.slice(0, nl)) as Record<string, unknown>);
+      out = out.slice(nl + 1);
+    }
+  });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    const lines = err.split('\n');
+    err = lines.pop()!;
+    w.stderr.push(...lines);
+  });
+  return w;
+}
+
+async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined,
+  w: Watcher,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = probe();
+    if (v !== undefined && v !== false) return v;
+    if (w.child.exitCode !== null || Date.now() - t0 > timeoutMs) {
+      throw new Error(`no ${what} (exit ${w.child.exitCode}); stderr:\n${w.stderr.join('\n')}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits for the baseline of all four sources: changes after this are events. */
+async function baseline(w: Watcher): Promise<void> {
+  await waitFor(
+    'baseline of every source',
+    () => w.stderr.filter((l) => l.includes('baseline:')).length >= 4,
+    w,
+  );
+}
+
+type Row = Record<string, unknown>;
+const eventOf = (w: Watcher, kind: string, pred: (row: Row) => boolean) =>
+  w.events.find((e) => e.kind === kind && pred(e.row as Row));
+
+async function shadowsInGuest(guest: LabGuest): Promise<string[]> {
+  const left = await lasting(guest, (p) => p.comm.startsWith('vmi-shadow') || p.state === 'Z');
+  return left.map((p) => `${p.pid} ${p.comm} ${p.state}`);
+}
+
+describe('vmi watch and the API on the lab guest', () => {
+  let guest: LabGuest;
+
+  beforeAll(async () => {
+    requireBuilt('dist/commands/watch.js', 'dist/api/index.js');
+    await labDown(NAME);
+    guest = await labUp({ name: NAME });
+  });
+
+  afterAll(async () => {
+    await labDown(NAME);
+  });
+
+  it('API: opens the guest, runs pslist twice (the second resident and faster), matches the console, closes', async () => {
+    const before = await guestProcs(guest);
+    const g = await openGuest(NAME);
+    let first, second;
+    try {
+      first = await g.runAll([{ plugin: 'pslist' }]);
+      second = await g.runAll([{ plugin: 'pslist' }]);
+    } finally {
+      await g.close();
+    }
+    const after = await guestProcs(guest);
+    expect(first.failures).toEqual([]);
+    expect(first.timing.reused).toBe(false);
+    expect(second.timing.reused).toBe(true);
+    expect(second.timing.shadowPid).toBe(first.timing.shadowPid);
+    expect(second.timing.totalMs).toBeLessThan(first.timing.totalMs);
+    console.log(
+      `API pslist: first ${first.timing.totalMs.toFixed(1)} ms, second ${second.timing.totalMs.toFixed(1)} ms`,
+    );
+    const table = second.results[0]!;
+    expect(table.arrow.numRows).toBe(table.table.rows.length);
+    const rows = records(table.table);
+    // Every process the guest showed both times is in the table, with its parent and name.
+    for (const p of before.values()) {
+      if (!after.has(p.pid)) continue;
+      const row = rows.find((r) => r.PID === p.pid);
+      expect(row, `pid ${p.pid} ${p.comm}`).toBeDefined();
+      expect(row!.PPID).toBe(p.ppid);
+    }
+    expect(unseenRows(rows, before, after)).toEqual([]);
+    // close() took the shadow away.
+    expect(await shadowsInGuest(guest)).toEqual([]);
+  });
+
+  it('watch: a process started and exited, a listener opened and closed, a module unloaded and loaded; SIGINT leaves no shadow', async () => {
+    const ko = (await guestSh(guest, 'ls /lib/modules/$(uname -r)/*.ko')).trim().split('\n')[0];
+    const mod = ko.split('/').pop()!.replace(/\.ko$/, '');
+    expect((await guestSh(guest, 'cat /proc/modules')).split('\n').some((l) => l.startsWith(`${mod} `))).toBe(
+      true,
+    );
+    const w = startWatch(['--interval', '200ms']);
+    try {
+      await baseline(w);
+
+      const pid = Number((await guestSh(guest, 'sleep 1000 >/dev/null 2>&1 & echo $!')).trim());
+      // Ground truth from the guest: its parent (field 4 of stat) and real uid (status).
+      const stat = await guestSh(guest, `cat /proc/${pid}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(await guestSh(guest, `cat /proc/${pid}/status`))![1]);
+      const started = await waitFor(
+        'process_started',
+        () => eventOf(w, 'process_started', (r) => r.PID === pid),
+        w,
+      );
+      expect(started).toMatchObject({
+        guest: NAME,
+        kind: 'process_started',
+        row: { PID: pid, PPID: ppid, ARGS: 'sleep 1000', UID: uid, COMM: 'sleep' },
+      });
+      expect(String(started.time)).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$/);
+      expect(BigInt(String(started.time_ns))).toBeGreaterThan(0n);
+      await guestSh(guest, `kill ${pid}`);
+      await waitFor('process_exited', () => eventOf(w, 'process_exited', (r) => r.PID === pid), w);
+
+      const port = 7799;
+      const lpid = Number(
+        (await guestSh(guest, `/usr/sbin/labd tcp-server ${port} >/dev/null 2>&1 & echo $!`)).trim(),
+      );
+      const opened = await waitFor(
+        'listener_opened',
+        () => eventOf(w, 'listener_opened', (r) => r['Source Port'] === port),
+        w,
+      );
+      expect(opened.row).toMatchObject({ PID: lpid, Proto: 'TCP', State: 'LISTEN' });
+      await guestSh(guest, `kill ${lpid}`);
+      await waitFor(
+        'listener_closed',
+        () => eventOf(w, 'listener_closed', (r) => r['Source Port'] === port),
+        w,
+      );
+
+      await guestSh(guest, `rmmod ${mod}`);
+      await waitFor('module_unloaded', () => eventOf(w, 'module_unloaded', (r) => r.Name === mod), w);
+      await guestSh(guest, `insmod ${ko}`);
+      const loaded = await waitFor(
+        'module_loaded',
+        () => eventOf(w, 'module_loaded', (r) => r.Name === mod),
+        w,
+      );
+      expect(loaded.row).toMatchObject({ Name: mod, State: 'Live' });
+      // Nothing but what happened: no event for the lab's own processes, listeners, mounts.
+      const kinds = new Set(w.events.map((e) => e.kind));
+      expect(kinds.has('mount_added') || kinds.has('mount_removed')).toBe(false);
+    } finally {
+      w.child.kill('SIGINT');
+    }
+    const end = await w.exited;
+    expect(end, w.stderr.join('\n')).toEqual({ code: 0, signal: null });
+    expect(w.stderr.some((l) => l.includes('SIGINT: detaching'))).toBe(true);
+    expect(await shadowsInGuest(guest)).toEqual([]);
+  });
+
+  it('SIGKILL leaves at most a resident shadow, which the next vmi reuses; a restarted watch replays nothing', async () => {
+    const before = await guestProcs(guest);
+    const killed = startWatch(['--interval', '100ms']);
+    await baseline(killed);
+    killed.child.kill('SIGKILL');
+    await killed.exited;
+    // What is new in the guest and lasts (the console's own commands come and go; so do the
+    // lab ticker's sleeps): the resident shadow and nothing else.
+    const after1 = await guestProcs(guest);
+    await new Promise((r) => setTimeout(r, 1500));
+    const after2 = await guestProcs(guest);
+    const fresh = [...after2.values()].filter(
+      (p) => !before.has(p.pid) && after1.get(p.pid)?.comm === p.comm && p.comm !== 'sleep',
+    );
+    expect(fresh.map((p) => p.comm)).toEqual(['vmi-shadow']);
+    const status = await runVmi(['shadow', 'status', '--guest', NAME, '--json'], { env: PLAIN_TERMINAL });
+    expect(status.code, status.stderr).toBe(0);
+    const st = JSON.parse(status.stdout) as { resident: boolean; pid?: number; health?: string };
+    expect(st.resident).toBe(true);
+    expect(st.pid).toBe(fresh[0].pid);
+
+    // Started before the next watch: part of its baseline, never an event.
+    const old = Number((await guestSh(guest, 'sleep 1000 >/dev/null 2>&1 & echo $!')).trim());
+    const next = startWatch(['--interval', '100ms']);
+    try {
+      await baseline(next);
+      expect(next.stderr.join('\n')).toMatch(
+        new RegExp(`reusing the resident shadow \\(pid ${st.pid}\\)|starting a new one`),
+      );
+      const marker = Number((await guestSh(guest, 'sleep 999 >/dev/null 2>&1 & echo $!')).trim());
+      await waitFor('process_started', () => eventOf(next, 'process_started', (r) => r.PID === marker), next);
+      expect(eventOf(next, 'process_started', (r) => r.PID === old)).toBeUndefined();
+      await guestRun(guest, `kill ${old} ${marker}`);
+    } finally {
+      next.child.kill('SIGTERM');
+    }
+    expect(await next.exited).toEqual({ code: 0, signal: null });
+    expect(await shadowsInGuest(guest)).toEqual([]);
+  });
+
+  it('ends quietly when its reader goes away (EPIPE) and leaves no shadow', async () => {
+    // pipefail: the pipeline's status is vmi's, not head's.
+    const sh = spawn(
+      'bash',
+      [
+        '-c',
+        `set -o pipefail; "${process.execPath}" "${VMI_BIN}" watch --guest ${NAME} --interval 50ms --only process | head -1`,
+      ],
+      { cwd: ROOT, env: { ...process.env, ...PLAIN_TERMINAL }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    sh.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    sh.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const waitBaseline = async () => {
+      for (let i = 0; i < 600 && !/baseline:/.test(err); i++)
+        await new Promise((res) => setTimeout(res, 100));
+    };
+    await waitBaseline();
+    expect(err).toMatch(/baseline:/);
+    // Its start is the line head takes; its exit, a second later, is the write that meets EPIPE.
+    await guestSh(guest, 'sleep 1 >/dev/null 2>&1 &');
+    const code = await new Promise<number | null>((res) => sh.on('exit', res));
+    expect(code, err).toBe(0);
+    expect(JSON.parse(out.trim()).kind).toMatch(/^process_(started|exited)$/);
+    expect(err).not.toMatch(/EPIPE|Error:/);
+    expect(await shadowsInGuest(guest)).toEqual([]);
+  });
+});
