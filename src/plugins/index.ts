@@ -11,6 +11,7 @@ import { mountinfo } from './mountinfo.js';
 import { psaux } from './psaux.js';
 import { pslist } from './pslist.js';
 import { pstree } from './pstree.js';
+import { psxview } from './psxview.js';
 import { sockstat } from './sockstat.js';
 import { sysinfo } from './sysinfo.js';
 
@@ -28,4 +29,5 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   maps,
   kmsg,
   ifconfig,
+  psxview,
 ];

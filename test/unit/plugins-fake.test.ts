@@ -52,6 +52,7 @@ describe('registry', () => {
       'maps',
       'kmsg',
       'ifconfig',
+      'psxview',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

@@ -35,6 +35,8 @@ export const KNOWN_SYSCALLS = [
   'geteuid',
   'getgid',
   'getegid',
+  'getpgid',
+  'getsid',
   'uname',
   'sysinfo',
   'syslog',

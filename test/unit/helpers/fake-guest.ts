@@ -1,6 +1,7 @@
 /**
  * TEST DOUBLE. A fake SyscallExecutor that emulates a few syscalls (openat, read,
- * pread64, close, lseek, getdents64, readlinkat, statx, uname, sysinfo, getpid) over an
+ * pread64, close, lseek, getdents64, readlinkat, statx, faccessat, uname, sysinfo, getpid,
+ * and getsid/getpgid of the tasks /proc/N names) over an
  * in-memory file tree, and records every run() so tests can count guest entries. It
  * knows nothing about QEMU or the shadow engine; it only honours the executor contract.
  */
@@ -15,6 +16,7 @@ import { DEFAULT_BATCH_LIMITS } from '../../../src/sdk/limits.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from '../../../src/sdk/syscall-types.js';
 
 const ENOENT = 2;
+const ESRCH = 3;
 const EBADF = 9;
 const EACCES = 13;
 const ENOTDIR = 20;
@@ -63,6 +65,16 @@ export class FakeGuest implements SyscallExecutor {
   limits = { ...DEFAULT_BATCH_LIMITS };
   /** The kernel log syslog(2) returns (READ_ALL, SIZE_BUFFER); undefined: no syslog (ENOSYS). */
   syslogText?: string;
+  /**
+   * A lying kernel, view by view: names left out of directory listings (`/proc` → `['57']`,
+   * a getdents64 filter), paths whose lookup fails (a proc_pid_lookup filter), PIDs getsid
+   * and getpgid do not find (a find_task_by_vpid filter).
+   */
+  hide: { listing: Map<string, Set<string>>; lookup: Set<string>; tasks: Set<number> } = {
+    listing: new Map(),
+    lookup: new Set(),
+    tasks: new Set(),
+  };
 
   get runCount(): number {
     return this.runs.length;
@@ -96,6 +108,12 @@ export class FakeGuest implements SyscallExecutor {
   /** Removes a node and everything below it (a process exiting). */
   remove(path: string): void {
     for (const k of [...this.nodes.keys()]) if (k === path || k.startsWith(path + '/')) this.nodes.delete(k);
+  }
+
+  /** The node at `p`, unless a hidden lookup filters it or a path above it. */
+  private lookup(p: string): Node | undefined {
+    for (const h of this.hide.lookup) if (p === h || p.startsWith(h + '/')) return undefined;
+    return this.nodes.get(p);
   }
 
   private children(dir: string): string[] {
@@ -167,14 +185,15 @@ export class FakeGuest implements SyscallExecutor {
       case sysno('openat'): {
         if (ints[0] !== AT_FDCWD) return fail(EBADF);
         const p = path();
-        const node = this.nodes.get(p);
+        const node = this.lookup(p);
         if (!node) return fail(ENOENT);
         if (node.kind === 'file' && node.openErrno) return fail(node.openErrno);
         const flags = Number(ints[2]);
         if (flags & O_DIRECTORY && node.kind !== 'dir') return fail(ENOTDIR);
         const fd = this.nextFd++;
         const f: OpenFile = { path: p, node, pos: 0 };
-        if (node.kind === 'dir') f.dirents = ['.', '..', ...this.children(p)];
+        const omit = this.hide.listing.get(p);
+        if (node.kind === 'dir') f.dirents = ['.', '..', ...this.children(p).filter((n) => !omit?.has(n))];
         this.fds.set(fd, f);
         return ok(fd);
       }
@@ -252,6 +271,19 @@ export class FakeGuest implements SyscallExecutor {
           dv.setBigUint64(40, BigInt(typeof raw === 'string' ? enc.encode(raw).length : raw.length), true);
         }
         return ok(0, buf);
+      }
+      case sysno('faccessat'): {
+        if (ints[0] !== AT_FDCWD) return fail(EBADF);
+        return this.lookup(path()) ? ok(0) : fail(ENOENT);
+      }
+      case sysno('getsid'):
+      case sysno('getpgid'): {
+        // Any task id, leader or thread, like find_task_by_vpid: /proc/N or /proc/*/task/N.
+        const pid = Number(ints[0]);
+        if (this.hide.tasks.has(pid)) return fail(ESRCH);
+        if (this.nodes.has(`/proc/${pid}`)) return ok(pid);
+        for (const k of this.nodes.keys()) if (k.endsWith(`/task/${pid}`)) return ok(pid);
+        return fail(ESRCH);
       }
       case sysno('uname'): {
         const buf = new Uint8Array(UTSNAME_SIZE);
