@@ -13,6 +13,7 @@ import { pslist } from './pslist.js';
 import { pstree } from './pstree.js';
 import { psxview } from './psxview.js';
 import { sockstat } from './sockstat.js';
+import { sockxview } from './sockxview.js';
 import { sysinfo } from './sysinfo.js';
 
 export const builtinPlugins: readonly PluginDefinition[] = [
@@ -30,4 +31,5 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   kmsg,
   ifconfig,
   psxview,
+  sockxview,
 ];

@@ -53,6 +53,7 @@ describe('registry', () => {
       'kmsg',
       'ifconfig',
       'psxview',
+      'sockxview',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

@@ -17,6 +17,9 @@ import type { Call, CallArg, CallResult, SyscallExecutor } from '../../../src/sd
 
 const ENOENT = 2;
 const ESRCH = 3;
+const EAGAIN = 11;
+const ENODATA = 61;
+const EPROTONOSUPPORT = 93;
 const EBADF = 9;
 const EACCES = 13;
 const ENOTDIR = 20;
@@ -70,6 +73,14 @@ export class FakeGuest implements SyscallExecutor {
    * a getdents64 filter), paths whose lookup fails (a proc_pid_lookup filter), PIDs getsid
    * and getpgid do not find (a find_task_by_vpid filter).
    */
+  /** getxattr values by path and name (`/proc/2/fd/3` → `system.sockprotoname` → `TCP`); else ENODATA. */
+  xattrs = new Map<string, Map<string, string>>();
+  /**
+   * The sock_diag dump: socket inodes by `family/protocol` (`2/6` TCP over IPv4, `1/0` unix).
+   * undefined: no NETLINK_SOCK_DIAG (socket() fails with EPROTONOSUPPORT).
+   */
+  diag?: Map<string, bigint[]>;
+  private readonly diagQueues = new Map<number, Uint8Array[]>();
   hide: { listing: Map<string, Set<string>>; lookup: Set<string>; tasks: Set<number> } = {
     listing: new Map(),
     lookup: new Set(),
@@ -198,6 +209,7 @@ export class FakeGuest implements SyscallExecutor {
         return ok(fd);
       }
       case sysno('close'):
+        this.diagQueues.delete(Number(ints[0]));
         return this.fds.delete(Number(ints[0])) ? ok(0) : fail(EBADF);
       case sysno('read'):
       case sysno('pread64'): {
@@ -284,6 +296,66 @@ export class FakeGuest implements SyscallExecutor {
         if (this.nodes.has(`/proc/${pid}`)) return ok(pid);
         for (const k of this.nodes.keys()) if (k.endsWith(`/task/${pid}`)) return ok(pid);
         return fail(ESRCH);
+      }
+      case sysno('getxattr'): {
+        const a = c.args[0];
+        const n = c.args[1];
+        if (a.kind !== 'in' || n.kind !== 'in') throw new Error('fake: getxattr arguments');
+        const dec = (b: Uint8Array) => new TextDecoder().decode(b.subarray(0, b.length - 1));
+        const v = this.xattrs.get(dec(a.data))?.get(dec(n.data));
+        if (v === undefined) return fail(ENODATA);
+        const bytes = enc.encode(v);
+        return ok(bytes.length, bytes);
+      }
+      case sysno('socket'): {
+        if (ints[0] !== 16n || ints[2] !== 4n || !this.diag) return fail(EPROTONOSUPPORT);
+        const fd = this.nextFd++;
+        this.fds.set(fd, { path: 'socket:[netlink]', node: { kind: 'dir' }, pos: 0 });
+        this.diagQueues.set(fd, []);
+        return ok(fd);
+      }
+      case sysno('sendto'): {
+        const q = this.diagQueues.get(Number(ints[0]));
+        const m = c.args[1];
+        if (!q || m.kind !== 'in') return fail(EBADF);
+        const family = m.data[16];
+        const inodes = this.diag!.get(`${family}/${family === 1 ? 0 : m.data[17]}`);
+        const msg = (type: number, body: Uint8Array) => {
+          const b = new Uint8Array(16 + body.length);
+          const dv = new DataView(b.buffer);
+          dv.setUint32(0, b.length, true);
+          dv.setUint16(4, type, true);
+          b.set(body, 16);
+          return b;
+        };
+        if (!inodes) {
+          const e = new Uint8Array(20);
+          new DataView(e.buffer).setInt32(0, -ENOENT, true);
+          q.push(msg(2, e));
+        } else {
+          const parts = inodes.map((ino) => {
+            const body = new Uint8Array(family === 1 ? 16 : 72);
+            new DataView(body.buffer).setUint32(family === 1 ? 4 : 68, Number(ino), true);
+            body[0] = family;
+            return msg(20, body);
+          });
+          parts.push(msg(3, new Uint8Array(4)));
+          const all = new Uint8Array(parts.reduce((n, x) => n + x.length, 0));
+          let pos = 0;
+          for (const x of parts) {
+            all.set(x, pos);
+            pos += x.length;
+          }
+          q.push(all);
+        }
+        return ok(m.data.length);
+      }
+      case sysno('recvfrom'): {
+        const q = this.diagQueues.get(Number(ints[0]));
+        if (!q) return fail(EBADF);
+        const next = q.shift();
+        if (!next) return fail(EAGAIN);
+        return ok(next.length, next);
       }
       case sysno('uname'): {
         const buf = new Uint8Array(UTSNAME_SIZE);
