@@ -11,7 +11,9 @@ import { mountinfo } from './mountinfo.js';
 import { psaux } from './psaux.js';
 import { pslist } from './pslist.js';
 import { pstree } from './pstree.js';
+import { psxview } from './psxview.js';
 import { sockstat } from './sockstat.js';
+import { sockxview } from './sockxview.js';
 import { sysinfo } from './sysinfo.js';
 
 export const builtinPlugins: readonly PluginDefinition[] = [
@@ -28,4 +30,6 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   maps,
   kmsg,
   ifconfig,
+  psxview,
+  sockxview,
 ];

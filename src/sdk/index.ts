@@ -63,6 +63,7 @@ export {
   PolicyViolationError,
   READ_ONLY_SYSCALLS,
   READ_ONLY_SYSLOG_ACTIONS,
+  SOCK_DIAG_SYSCALLS,
   WRITE_OPEN_FLAGS,
   O_TMPFILE_BIT,
   checkCall,
@@ -130,3 +131,12 @@ export {
   type Sysinfo,
   type Dirent64,
 } from '../abi/linux/structs.js';
+// The sock_diag netlink dump: sockets by a kernel path apart from /proc/net.
+export {
+  sockDiagDump,
+  SOCK_DIAG_RECV_BUFFER,
+  SOCK_DIAG_RECVS,
+  type SockDiagQuery,
+  type SockDiagResult,
+} from './sock-diag.js';
+export * as sockDiag from '../abi/linux/sock-diag.js';

@@ -17,6 +17,16 @@ import {
   SYSLOG_ACTION_READ_ALL,
   SYSLOG_ACTION_SIZE_BUFFER,
 } from '../abi/linux/flags.js';
+import {
+  AF_NETLINK,
+  MSG_DONTWAIT,
+  NETLINK_SOCK_DIAG,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  SOCK_DGRAM,
+  SOCK_DIAG_BY_FAMILY,
+  SOCK_RAW,
+} from '../abi/linux/sock-diag.js';
 import { allSyscalls } from '../abi/linux/syscalls.js';
 import { bytesToText } from '../util/byte-text.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
@@ -94,6 +104,20 @@ export const READ_ONLY_SYSCALLS: ReadonlySet<string> = new Set([
   'getsockname',
   'getpeername',
 ]);
+
+/**
+ * The sock_diag dump, allowed on its own terms (sockxview's second view of the sockets):
+ * `socket(AF_NETLINK, SOCK_RAW|SOCK_DGRAM [|SOCK_CLOEXEC|SOCK_NONBLOCK], NETLINK_SOCK_DIAG)`;
+ * `sendto` of exactly one SOCK_DIAG_BY_FAMILY message with NLM_F_REQUEST|NLM_F_DUMP to the
+ * kernel (no address); `recvfrom` with no flag but MSG_DONTWAIT and no address. sendto and
+ * recvfrom must name, as their fd, the result of such a socket() call of the same batch:
+ * never an fd number, which could be a socket the shadow inherited from its victim (a
+ * recvfrom there would consume the victim's data, a sendto would send on its behalf).
+ * Why this is read-only: the socket is the shadow's own and is closed in the batch; a
+ * dump only reads the kernel's socket tables (what `ss` does); SOCK_DESTROY (21), the one
+ * sock_diag message that changes anything, and every other type are refused.
+ */
+export const SOCK_DIAG_SYSCALLS: ReadonlySet<string> = new Set(['socket', 'sendto', 'recvfrom']);
 
 /** syslog(2) actions that neither consume nor change the kernel log. */
 export const READ_ONLY_SYSLOG_ACTIONS: ReadonlySet<number> = new Set([
@@ -190,6 +214,7 @@ const NAME_BY_NR = nullTable(
   [...allSyscalls()].reverse().map(([name, nr]) => [nr, name] as const),
 ) as Readonly<Record<number, string>>;
 const READ_ONLY_TABLE = nullTable([...READ_ONLY_SYSCALLS].map((n) => [n, true] as const));
+const SOCK_DIAG_TABLE = nullTable([...SOCK_DIAG_SYSCALLS].map((n) => [n, true] as const));
 const SYSLOG_TABLE = nullTable([...READ_ONLY_SYSLOG_ACTIONS].map((a) => [a, true] as const));
 
 function nameOf(nr: number): string {
@@ -219,6 +244,60 @@ function pathArg(a: CallArg | undefined): string | undefined {
   return bytesToText(end >= 0 ? a.data.subarray(0, end) : a.data);
 }
 
+/** SOCK_CLOEXEC | SOCK_NONBLOCK: flags a socket() type may carry. */
+const SOCK_TYPE_FLAGS = 0o2000000 | 0o4000;
+
+/** True for socket(AF_NETLINK, SOCK_RAW|SOCK_DGRAM [+flags], NETLINK_SOCK_DIAG). */
+function isDiagSocket(call: Call | undefined): boolean {
+  if (!call || nameOf(call.nr) !== 'socket') return false;
+  const domain = intArg(argAt(call, 0));
+  const type = intArg(argAt(call, 1));
+  const proto = intArg(argAt(call, 2));
+  if (domain !== toBigInt(AF_NETLINK) || proto !== toBigInt(NETLINK_SOCK_DIAG) || type === undefined)
+    return false;
+  const t = toNumber(asUintN(32, type));
+  const base = t & ~SOCK_TYPE_FLAGS;
+  return base === SOCK_RAW || base === SOCK_DGRAM;
+}
+
+/** The fd argument names the result of a diag socket() of the same batch. */
+function onDiagSocket(call: Call, batch: readonly Call[] | undefined): boolean {
+  const a = argAt(call, 0);
+  if (!batch || a?.kind !== 'result') return false;
+  const i = toNumber(a.index);
+  return i >= 0 && i < batch.length && isDiagSocket(batch[i]);
+}
+
+/** Exactly one SOCK_DIAG_BY_FAMILY dump request (read byte by byte: no DataView a plugin could patch). */
+function isDumpRequest(a: CallArg | undefined, len: bigint | undefined): boolean {
+  if (a?.kind !== 'in' || len === undefined) return false;
+  const d = a.data;
+  const n = d.length;
+  if (n < 16 || toBigInt(n) !== len) return false;
+  const u16 = (o: number) => d[o] | (d[o + 1] << 8);
+  const u32 = (o: number) => (u16(o) + u16(o + 2) * 65536) >>> 0;
+  const want = NLM_F_REQUEST | NLM_F_DUMP;
+  return u32(0) === n && u16(4) === SOCK_DIAG_BY_FAMILY && (u16(6) & want) === want;
+}
+
+/** Why a socket/sendto/recvfrom call is not the allowed sock_diag dump, or undefined when it is. */
+function sockDiagRefusal(name: string, call: Call, batch: readonly Call[] | undefined): string | undefined {
+  const zero = (i: number) => intArg(argAt(call, i)) === 0n;
+  if (name === 'socket')
+    return isDiagSocket(call) ? undefined : 'to call socket other than (AF_NETLINK, NETLINK_SOCK_DIAG)';
+  if (!onDiagSocket(call, batch))
+    return `to call ${name} on anything but a NETLINK_SOCK_DIAG socket opened in the same batch`;
+  if (name === 'sendto') {
+    const ok = isDumpRequest(argAt(call, 1), intArg(argAt(call, 2))) && zero(3) && zero(4) && zero(5);
+    return ok ? undefined : 'to call sendto with anything but one SOCK_DIAG_BY_FAMILY dump request';
+  }
+  const f = intArg(argAt(call, 3));
+  const ok = argAt(call, 1)?.kind === 'out' && f !== undefined && (f & ~toBigInt(MSG_DONTWAIT)) === 0n;
+  return ok && zero(4) && zero(5)
+    ? undefined
+    : 'to call recvfrom with flags other than MSG_DONTWAIT or an address';
+}
+
 /** Options of a {@link PolicyExecutor}. */
 export interface PolicyOptions {
   /** The plugin whose calls this executor carries (named in errors). */
@@ -229,9 +308,14 @@ export interface PolicyOptions {
 
 /**
  * Checks one call against the policy. Returns undefined when allowed, else the refusal
- * as a {@link PolicyViolationError} (not thrown).
+ * as a {@link PolicyViolationError} (not thrown). `batch` is the whole submission the
+ * call belongs to: sock_diag's sendto/recvfrom are allowed only on a socket of it.
  */
-export function checkCall(call: Call, opts: PolicyOptions): PolicyViolationError | undefined {
+export function checkCall(
+  call: Call,
+  opts: PolicyOptions,
+  batch?: readonly Call[],
+): PolicyViolationError | undefined {
   const name = nameOf(call.nr);
   const refuse = (detail: string, flags?: string) =>
     new PolicyViolationError(
@@ -241,6 +325,10 @@ export function checkCall(call: Call, opts: PolicyOptions): PolicyViolationError
       flags,
     );
   if (granted(opts.grant, name)) return undefined;
+  if (SOCK_DIAG_TABLE[name] === true) {
+    const why = sockDiagRefusal(name, call, batch);
+    return why === undefined ? undefined : refuse(why);
+  }
   if (READ_ONLY_TABLE[name] !== true) return refuse(`to call ${name}`);
   if (name === 'open' || name === 'openat') {
     // No destructuring here: it would go through Array.prototype[Symbol.iterator].
@@ -320,7 +408,7 @@ export function snapshotCalls(calls: readonly Call[]): Call[] {
 /** Throws the first refusal of `calls` under `opts`, if any. */
 export function assertCallsAllowed(calls: readonly Call[], opts: PolicyOptions): void {
   for (let i = 0; i < calls.length; i++) {
-    const v = checkCall(calls[i], opts);
+    const v = checkCall(calls[i], opts, calls);
     if (v) throw v;
   }
 }

@@ -52,6 +52,8 @@ describe('registry', () => {
       'maps',
       'kmsg',
       'ifconfig',
+      'psxview',
+      'sockxview',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

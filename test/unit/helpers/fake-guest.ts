@@ -1,6 +1,7 @@
 /**
  * TEST DOUBLE. A fake SyscallExecutor that emulates a few syscalls (openat, read,
- * pread64, close, lseek, getdents64, readlinkat, statx, uname, sysinfo, getpid) over an
+ * pread64, close, lseek, getdents64, readlinkat, statx, faccessat, uname, sysinfo, getpid,
+ * and getsid/getpgid of the tasks /proc/N names) over an
  * in-memory file tree, and records every run() so tests can count guest entries. It
  * knows nothing about QEMU or the shadow engine; it only honours the executor contract.
  */
@@ -15,6 +16,10 @@ import { DEFAULT_BATCH_LIMITS } from '../../../src/sdk/limits.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from '../../../src/sdk/syscall-types.js';
 
 const ENOENT = 2;
+const ESRCH = 3;
+const EAGAIN = 11;
+const ENODATA = 61;
+const EPROTONOSUPPORT = 93;
 const EBADF = 9;
 const EACCES = 13;
 const ENOTDIR = 20;
@@ -63,6 +68,24 @@ export class FakeGuest implements SyscallExecutor {
   limits = { ...DEFAULT_BATCH_LIMITS };
   /** The kernel log syslog(2) returns (READ_ALL, SIZE_BUFFER); undefined: no syslog (ENOSYS). */
   syslogText?: string;
+  /**
+   * A lying kernel, view by view: names left out of directory listings (`/proc` → `['57']`,
+   * a getdents64 filter), paths whose lookup fails (a proc_pid_lookup filter), PIDs getsid
+   * and getpgid do not find (a find_task_by_vpid filter).
+   */
+  /** getxattr values by path and name (`/proc/2/fd/3` → `system.sockprotoname` → `TCP`); else ENODATA. */
+  xattrs = new Map<string, Map<string, string>>();
+  /**
+   * The sock_diag dump: socket inodes by `family/protocol` (`2/6` TCP over IPv4, `1/0` unix).
+   * undefined: no NETLINK_SOCK_DIAG (socket() fails with EPROTONOSUPPORT).
+   */
+  diag?: Map<string, bigint[]>;
+  private readonly diagQueues = new Map<number, Uint8Array[]>();
+  hide: { listing: Map<string, Set<string>>; lookup: Set<string>; tasks: Set<number> } = {
+    listing: new Map(),
+    lookup: new Set(),
+    tasks: new Set(),
+  };
 
   get runCount(): number {
     return this.runs.length;
@@ -96,6 +119,12 @@ export class FakeGuest implements SyscallExecutor {
   /** Removes a node and everything below it (a process exiting). */
   remove(path: string): void {
     for (const k of [...this.nodes.keys()]) if (k === path || k.startsWith(path + '/')) this.nodes.delete(k);
+  }
+
+  /** The node at `p`, unless a hidden lookup filters it or a path above it. */
+  private lookup(p: string): Node | undefined {
+    for (const h of this.hide.lookup) if (p === h || p.startsWith(h + '/')) return undefined;
+    return this.nodes.get(p);
   }
 
   private children(dir: string): string[] {
@@ -167,18 +196,20 @@ export class FakeGuest implements SyscallExecutor {
       case sysno('openat'): {
         if (ints[0] !== AT_FDCWD) return fail(EBADF);
         const p = path();
-        const node = this.nodes.get(p);
+        const node = this.lookup(p);
         if (!node) return fail(ENOENT);
         if (node.kind === 'file' && node.openErrno) return fail(node.openErrno);
         const flags = Number(ints[2]);
         if (flags & O_DIRECTORY && node.kind !== 'dir') return fail(ENOTDIR);
         const fd = this.nextFd++;
         const f: OpenFile = { path: p, node, pos: 0 };
-        if (node.kind === 'dir') f.dirents = ['.', '..', ...this.children(p)];
+        const omit = this.hide.listing.get(p);
+        if (node.kind === 'dir') f.dirents = ['.', '..', ...this.children(p).filter((n) => !omit?.has(n))];
         this.fds.set(fd, f);
         return ok(fd);
       }
       case sysno('close'):
+        this.diagQueues.delete(Number(ints[0]));
         return this.fds.delete(Number(ints[0])) ? ok(0) : fail(EBADF);
       case sysno('read'):
       case sysno('pread64'): {
@@ -252,6 +283,79 @@ export class FakeGuest implements SyscallExecutor {
           dv.setBigUint64(40, BigInt(typeof raw === 'string' ? enc.encode(raw).length : raw.length), true);
         }
         return ok(0, buf);
+      }
+      case sysno('faccessat'): {
+        if (ints[0] !== AT_FDCWD) return fail(EBADF);
+        return this.lookup(path()) ? ok(0) : fail(ENOENT);
+      }
+      case sysno('getsid'):
+      case sysno('getpgid'): {
+        // Any task id, leader or thread, like find_task_by_vpid: /proc/N or /proc/*/task/N.
+        const pid = Number(ints[0]);
+        if (this.hide.tasks.has(pid)) return fail(ESRCH);
+        if (this.nodes.has(`/proc/${pid}`)) return ok(pid);
+        for (const k of this.nodes.keys()) if (k.endsWith(`/task/${pid}`)) return ok(pid);
+        return fail(ESRCH);
+      }
+      case sysno('getxattr'): {
+        const a = c.args[0];
+        const n = c.args[1];
+        if (a.kind !== 'in' || n.kind !== 'in') throw new Error('fake: getxattr arguments');
+        const dec = (b: Uint8Array) => new TextDecoder().decode(b.subarray(0, b.length - 1));
+        const v = this.xattrs.get(dec(a.data))?.get(dec(n.data));
+        if (v === undefined) return fail(ENODATA);
+        const bytes = enc.encode(v);
+        return ok(bytes.length, bytes);
+      }
+      case sysno('socket'): {
+        if (ints[0] !== 16n || ints[2] !== 4n || !this.diag) return fail(EPROTONOSUPPORT);
+        const fd = this.nextFd++;
+        this.fds.set(fd, { path: 'socket:[netlink]', node: { kind: 'dir' }, pos: 0 });
+        this.diagQueues.set(fd, []);
+        return ok(fd);
+      }
+      case sysno('sendto'): {
+        const q = this.diagQueues.get(Number(ints[0]));
+        const m = c.args[1];
+        if (!q || m.kind !== 'in') return fail(EBADF);
+        const family = m.data[16];
+        const inodes = this.diag!.get(`${family}/${family === 1 ? 0 : m.data[17]}`);
+        const msg = (type: number, body: Uint8Array) => {
+          const b = new Uint8Array(16 + body.length);
+          const dv = new DataView(b.buffer);
+          dv.setUint32(0, b.length, true);
+          dv.setUint16(4, type, true);
+          b.set(body, 16);
+          return b;
+        };
+        if (!inodes) {
+          const e = new Uint8Array(20);
+          new DataView(e.buffer).setInt32(0, -ENOENT, true);
+          q.push(msg(2, e));
+        } else {
+          const parts = inodes.map((ino) => {
+            const body = new Uint8Array(family === 1 ? 16 : 72);
+            new DataView(body.buffer).setUint32(family === 1 ? 4 : 68, Number(ino), true);
+            body[0] = family;
+            return msg(20, body);
+          });
+          parts.push(msg(3, new Uint8Array(4)));
+          const all = new Uint8Array(parts.reduce((n, x) => n + x.length, 0));
+          let pos = 0;
+          for (const x of parts) {
+            all.set(x, pos);
+            pos += x.length;
+          }
+          q.push(all);
+        }
+        return ok(m.data.length);
+      }
+      case sysno('recvfrom'): {
+        const q = this.diagQueues.get(Number(ints[0]));
+        if (!q) return fail(EBADF);
+        const next = q.shift();
+        if (!next) return fail(EAGAIN);
+        return ok(next.length, next);
       }
       case sysno('uname'): {
         const buf = new Uint8Array(UTSNAME_SIZE);
