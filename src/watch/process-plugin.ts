@@ -34,10 +34,10 @@ export const watchProcesses = definePlugin({
   version: '1.0.0',
   columns,
   async run(ctx) {
-    const [records, users] = await Promise.all([
-      readProcesses(ctx, { files: ['cmdline'] }),
-      guestUsers(ctx.sys.readTextFile('/etc/passwd')),
-    ]);
+    // One after the other: a session runs one batch at a time (the engine does not queue
+    // concurrent batches of one plugin).
+    const records = await readProcesses(ctx, { files: ['cmdline'] });
+    const users = await guestUsers(ctx.sys.readTextFile('/etc/passwd'));
     // Cached: readProcesses read /proc/stat in its batch.
     const bootMs = await ctx.proc.bootTime();
     const rows: Row<typeof columns>[] = [];

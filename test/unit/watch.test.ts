@@ -17,6 +17,7 @@ import { addFakeProcess, fakeProcGuest, fakeStat, type FakeGuest } from './helpe
 
 /** An API Guest over a FakeGuest (no QEMU). */
 function apiGuest(g: FakeGuest): Guest {
+  let busy = false;
   const attach = async (): Promise<AttachedSession> => ({
     stats: {
       attachMs: 0,
@@ -26,7 +27,17 @@ function apiGuest(g: FakeGuest): Guest {
       transport: 'doorbell',
       shadowPid: 0,
     } as SessionStats,
-    run: (calls) => g.run(calls),
+    // Like the real engine, one batch at a time: a plugin that overlaps its batches fails here.
+    run: async (calls) => {
+      if (busy) throw new Error('concurrent batches on one session');
+      busy = true;
+      try {
+        await new Promise((r) => setTimeout(r, 1));
+        return await g.run(calls);
+      } finally {
+        busy = false;
+      }
+    },
     detach: async () => undefined,
   });
   const target = {
