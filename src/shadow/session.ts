@@ -332,7 +332,22 @@ export class RedirectSession implements SyscallExecutor {
     }
   }
 
-  async run(calls: readonly Call[]): Promise<CallResult[]> {
+  /**
+   * Runs `calls` in the shadow, as batches, and returns one result per call. Calls made
+   * while an earlier run is in flight wait for it: a shadow has one batch buffer and one
+   * doorbell, so two runs interleaved on it would overwrite each other's batch (seen as
+   * empty results on a real guest when a plugin awaited two SDK reads at once).
+   */
+  run(calls: readonly Call[]): Promise<CallResult[]> {
+    const mine = this.inFlight.then(() => this.runNow(calls));
+    this.inFlight = mine.catch(() => undefined);
+    return mine;
+  }
+
+  /** The tail of the queue of runs: resolves when the last run started so far has ended. */
+  private inFlight: Promise<unknown> = Promise.resolve();
+
+  private async runNow(calls: readonly Call[]): Promise<CallResult[]> {
     if (this.closed) throw new Error('the redirection session is closed');
     const t0 = performance.now();
     const results: CallResult[] = [];

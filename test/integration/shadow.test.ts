@@ -64,6 +64,27 @@ describe('shadow engine', () => {
     }
   });
 
+  it('runs batches started at the same time one after the other, each with its own results', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const read = (path: string): Call[] => [
+        { nr: 257, args: [AT_FDCWD, { kind: 'in', data: enc(path) }, int(0)] },
+        { nr: 0, args: [{ kind: 'result', index: 0 }, { kind: 'out', size: 4096, keep: 'ret' }, int(4096)] },
+        { nr: 3, args: [{ kind: 'result', index: 0 }] },
+      ];
+      const paths = ['/run/vmi-lab/pids', '/proc/1/cmdline', '/proc/version', '/proc/cmdline'];
+      // Not awaited one by one: all four are in flight together, as a plugin's
+      // Promise.all over SDK reads makes them.
+      const got = await Promise.all(paths.map((p) => session.run(read(p))));
+      for (const [i, p] of paths.entries()) {
+        const truth = await guestSh(guest, `cat ${p} | od -An -tx1 -v | tr -d ' \\n'`);
+        expect(Buffer.from(got[i][1].out[0]).toString('hex'), p).toBe(truth);
+      }
+    } finally {
+      await session.detach();
+    }
+  });
+
   it('reports failing calls in the middle of a batch and goes on', async () => {
     const session = await RedirectSession.attach(guest);
     try {
