@@ -414,11 +414,12 @@ export class RedirectSession implements SyscallExecutor {
   /**
    * Ends a tampered shadow with SIGKILL from the new one, if /proc still names it
    * vmi-shadow (a pid may have been reused by then). Its code can no longer be trusted to
-   * obey the exit command.
+   * obey the exit command. Runs its batches directly, not through the queue of `run`: it is
+   * called from inside a run (replacing a shadow) and would otherwise wait for itself.
    */
   private async retire(pid: number): Promise<void> {
     const comm = new TextEncoder().encode(`/proc/${pid}/comm\0`);
-    const [, read] = await this.run([
+    const [, read] = await this.runNow([
       {
         nr: sysno('openat'),
         args: [
@@ -438,7 +439,7 @@ export class RedirectSession implements SyscallExecutor {
       { nr: sysno('close'), args: [{ kind: 'result', index: 0 }] },
     ]);
     if (new TextDecoder().decode(read.out[0]).trim() !== SHADOW_COMM) return;
-    await this.run([
+    await this.runNow([
       {
         nr: sysno('kill'),
         args: [

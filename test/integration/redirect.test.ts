@@ -203,7 +203,7 @@ describe('live pslist by system call redirection', () => {
       'json',
     ]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/\(trap, shadow pid/);
+    expect(r.stderr).toMatch(/\(trap, memory ram-file, shadow pid/);
     const pids = (JSON.parse(r.stdout) as Array<{ PID: number }>).map((row) => row.PID);
     expect(pids).toContain(1);
     expect(pids.length).toBeGreaterThan(40);
