@@ -11,6 +11,9 @@
 //        BENCH_ONLY=memory npm run bench   attach and pslist on a 256 MiB and an 8 GiB lab
 //          guest (q35: RAM split around the PCI hole) in the same run, runs interleaved
 //          (bench/results-memory.json and bench/results-memory.md)
+//        BENCH_ONLY=xview npm run bench   the cross-view plugins on a lab guest: psxview's whole
+//          PID sweep and a bounded one, sockxview, against pslist and sockstat in the same run
+//          (bench/results-xview.json and bench/results-xview.md)
 //        BENCH_ONLY=foreign npm run bench   a foreign QEMU (ordinary RAM backend, no shared
 //          file, attached through its QMP socket only) beside a lab guest of the same size:
 //          attach and pslist through QEMU's process memory (doorbell) and through the
@@ -61,6 +64,8 @@ const ONLY_FOREIGN = process.env.BENCH_ONLY === 'foreign';
 const FOREIGN_RUNS = Number(process.env.BENCH_FOREIGN_RUNS ?? 10);
 const FOREIGN_MEM_MIB = 256;
 const ONLY_WATCH = process.env.BENCH_ONLY === 'watch';
+const ONLY_XVIEW = process.env.BENCH_ONLY === 'xview';
+const XVIEW_RUNS = Number(process.env.BENCH_XVIEW_RUNS ?? 5);
 const WATCH_SAMPLES = Number(process.env.BENCH_WATCH_SAMPLES ?? 20);
 const WATCH_INTERVALS_MS = (process.env.BENCH_WATCH_INTERVALS ?? '1000,100').split(',').map(Number);
 const WATCH_CPU_SECONDS = Number(process.env.BENCH_WATCH_CPU_SECONDS ?? 10);
@@ -597,6 +602,126 @@ async function memorySizes(pslist) {
 }
 
 /**
+ * BENCH_ONLY=xview: what the cross-view plugins cost on a clean 256 MiB lab guest (fresh
+ * shadow, doorbell): psxview sweeping the whole PID space (1..pid_max) and 1..4096,
+ * sockxview, beside pslist and sockstat (the single views they cross-check) measured in
+ * the same interleaved rounds. Also counts HIDDEN rows, which must be 0 on a clean guest.
+ */
+async function crossView() {
+  const byName = (n) => {
+    const p = builtinPlugins.find((x) => x.name === n);
+    if (!p) throw new Error(`${n} plugin not found (run npm run build)`);
+    return p;
+  };
+  const series = [
+    { key: 'pslist', plugin: byName('pslist'), options: {} },
+    { key: 'psxview (whole PID space)', plugin: byName('psxview'), options: {} },
+    { key: 'psxview --max-pid 4096', plugin: byName('psxview'), options: { 'max-pid': 4096 } },
+    { key: 'sockstat', plugin: byName('sockstat'), options: {} },
+    { key: 'sockxview', plugin: byName('sockxview'), options: {} },
+  ];
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  const name = `${GUEST}-xview`;
+  log(`booting lab guest ${name} (256 MiB, 1 vCPU); host load ${load0[0].toFixed(2)}`);
+  const guest = await labUp({ name, memMiB: 256, onProgress: (m) => log(`  ${m}`) });
+  const runs = new Map(series.map((x) => [x.key, []]));
+  let pidMax;
+  try {
+    const con = await GuestConsole.connect(guest.serialSocket, { timeoutMs: 10_000 });
+    try {
+      pidMax = Number((await con.run('cat /proc/sys/kernel/pid_max', 10_000)).output.trim());
+    } finally {
+      con.close();
+    }
+    const once = async (x) => {
+      const r = await runPluginsOnGuest(guest, [{ plugin: x.plugin, options: x.options }], {
+        transport: 'doorbell',
+      });
+      if (r.failures.length > 0) throw new Error(`${x.key}: ${r.failures.map((e) => e.message).join('; ')}`);
+      const rows = r.tables[0].rows;
+      return {
+        pluginMs: r.pluginMs[x.plugin.name],
+        batches: r.session.batches,
+        calls: r.session.calls,
+        rows: rows.length,
+        hidden: rows.filter((row) => row.HIDDEN === true).length,
+      };
+    };
+    for (const x of series) await once(x); // warm-up
+    for (let i = 0; i < XVIEW_RUNS; i++) {
+      for (const x of series) {
+        const r = await once(x);
+        runs.get(x.key).push(r);
+        log(
+          `  ${x.key} run ${i + 1}/${XVIEW_RUNS}: ${r.pluginMs.toFixed(0)} ms, ${r.calls} syscalls, ${r.hidden} hidden`,
+        );
+      }
+    }
+  } finally {
+    await labDown(name);
+  }
+  const out = {
+    started,
+    node: process.version,
+    runs: XVIEW_RUNS,
+    pidMax,
+    kernelRelease: guest.kernelRelease,
+    series: [],
+  };
+  for (const x of series) {
+    const rs = runs.get(x.key);
+    out.series.push({
+      name: x.key,
+      pluginMs: stat(rs.map((r) => r.pluginMs)),
+      batches: median(rs.map((r) => r.batches)),
+      calls: median(rs.map((r) => r.calls)),
+      rows: median(rs.map((r) => r.rows)),
+      hiddenMax: Math.max(...rs.map((r) => r.hidden)),
+    });
+  }
+  out.hostLoadavg = { before: load0, after: loadavg() };
+  out.finished = new Date().toISOString();
+  const get = (k) => out.series.find((x) => x.name === k);
+  const ratio = (a, b) => `${(get(a).pluginMs.median / get(b).pluginMs.median).toFixed(1)}×`;
+  const header = ['', 'plugin ms', 'batches', 'syscalls', 'rows', 'HIDDEN rows (max)'];
+  const rows = out.series.map((x) => [
+    x.name,
+    ms(x.pluginMs, 0),
+    String(x.batches),
+    String(x.calls),
+    String(x.rows),
+    x.name.includes('xview') ? String(x.hiddenMax) : '–',
+  ]);
+  rows.push([
+    '**ratio** psxview (whole) / pslist',
+    ratio('psxview (whole PID space)', 'pslist'),
+    '',
+    '',
+    '',
+    '',
+  ]);
+  rows.push([
+    '**ratio** psxview --max-pid 4096 / pslist',
+    ratio('psxview --max-pid 4096', 'pslist'),
+    '',
+    '',
+    '',
+    '',
+  ]);
+  rows.push(['**ratio** sockxview / sockstat', ratio('sockxview', 'sockstat'), '', '', '', '']);
+  const note =
+    `Lab guest (q35, 256 MiB, 1 vCPU, TCG, ${out.kernelRelease}, pid_max ${pidMax}); fresh shadow each run, ` +
+    `doorbell transport; vmi on Node ${out.node}. Cells: median (min) over ${XVIEW_RUNS} interleaved runs. ` +
+    `Host load average before/after: ${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)}. Run ${started}.`;
+  const md = await format(`${markdown(header, rows)}\n\n${note}\n`, { parser: 'markdown' });
+  await writeFile(join(HERE, 'results-xview.json'), JSON.stringify(out, null, 2) + '\n');
+  await writeFile(join(HERE, 'results-xview.md'), md);
+  process.stdout.write(`${plain(header, rows)}\n\n${note}\n`);
+  log('wrote bench/results-xview.json and bench/results-xview.md');
+}
+
+/**
  * Boots a QEMU the way someone else would: the lab's kernel and initramfs, `-m` RAM (an
  * anonymous mapping, no shared file), no gdbstub, QMP and a serial console only.
  */
@@ -1058,6 +1183,7 @@ async function main() {
   if (ONLY_MEMORY) return memorySizes(pslist);
   if (ONLY_FOREIGN) return foreignGuest(pslist);
   if (ONLY_WATCH) return watchBench();
+  if (ONLY_XVIEW) return crossView();
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };
