@@ -163,7 +163,7 @@ export async function runPluginsOnGuest(
 }
 
 /**
- * Freezes a replay clone (src/capture/replay-freeze.ts). A clone that cannot be frozen
+ * Freezes a replay clone (src/shadow/replay-freeze.ts). A clone that cannot be frozen
  * (no cgroup v2, a shadow outside the root cgroup) is read unfrozen, and says so in every
  * table's metadata and on the progress line.
  */
