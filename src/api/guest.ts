@@ -235,7 +235,7 @@ export function targetSpec(spec: GuestSpec): TargetSpec {
 /** A built-in plugin by name, or the definition itself. */
 export function resolvePlugin(plugin: string | PluginDefinition): PluginDefinition {
   if (typeof plugin !== 'string') return plugin;
-  const found = builtinPlugins.find((p) => p.name === plugin);
+  const found = builtinPlugins.find((p) => p.name === plugin || p.volatilityName === plugin);
   if (!found) {
     throw new UnknownPluginError(
       `no built-in plugin named '${plugin}' (built-ins: ${builtinPlugins.map((p) => p.name).join(', ')})`,

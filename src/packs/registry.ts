@@ -133,11 +133,16 @@ export async function loadIsolatedPack(source: PackSource): Promise<LoadedPack> 
 export class PluginRegistry {
   private readonly byName = new Map<string, RegistryEntry>();
   private readonly refused = new Map<string, PluginApiVersionError>();
+  /** Volatility's dotted names (`linux.malware.malfind`) → vmi's plugin name. */
+  private readonly aliases = new Map<string, string>();
   /** One line each (without the `vmi: warning:` prefix): load failures and clashes. */
   readonly warnings: string[] = [];
 
   constructor(builtins: readonly PluginDefinition[], packs: readonly LoadedPack[] = []) {
-    for (const plugin of builtins) this.byName.set(plugin.name, { plugin });
+    for (const plugin of builtins) {
+      this.byName.set(plugin.name, { plugin });
+      if (plugin.volatilityName) this.aliases.set(plugin.volatilityName, plugin.name);
+    }
     for (const pack of packs) {
       for (const plugin of pack.plugins) {
         const existing = this.byName.get(plugin.name);
@@ -179,7 +184,7 @@ export class PluginRegistry {
    * its API version throws its PluginApiVersionError (naming the pack and both versions).
    */
   find(name: string): PluginDefinition | undefined {
-    const n = name.toLowerCase();
+    const n = this.canonical(name);
     const hit = this.byName.get(n);
     if (hit) return hit.plugin;
     const refused = this.refused.get(n);
@@ -189,12 +194,18 @@ export class PluginRegistry {
 
   /** How the named plugin runs outside vmi's process; undefined: runPlugin, in process. */
   runnerOf(name: string): PluginRunner | undefined {
-    return this.byName.get(name.toLowerCase())?.runner;
+    return this.byName.get(this.canonical(name))?.runner;
   }
 
   /** The pack a plugin comes from; undefined for a built-in or an unknown name. */
   packOf(name: string): string | undefined {
-    return this.byName.get(name.toLowerCase())?.pack;
+    return this.byName.get(this.canonical(name))?.pack;
+  }
+
+  /** vmi's name for `name`: lowercased, a built-in's Volatility dotted name mapped to it. */
+  private canonical(name: string): string {
+    const n = name.toLowerCase();
+    return this.aliases.get(n) ?? n;
   }
 }
 

@@ -24,6 +24,7 @@ const columns = [
 
 export const envars = definePlugin({
   name: 'envars',
+  volatilityName: 'linux.envars',
   description: 'Lists the environment variables of the processes of the guest',
   version: '1.0.0',
   columns,

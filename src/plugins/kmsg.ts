@@ -30,6 +30,7 @@ const NO_PREFIX = unreadable('line without a <level> prefix');
 
 export const kmsg = definePlugin({
   name: 'kmsg',
+  volatilityName: 'linux.kmsg',
   description: 'Lists the kernel log of the guest (dmesg)',
   version: '1.0.0',
   columns,

@@ -24,6 +24,7 @@ const NO_REFCOUNT = notAvailable('kernel without module unloading');
 
 export const lsmod = definePlugin({
   name: 'lsmod',
+  volatilityName: 'linux.lsmod',
   description: 'Lists the loaded kernel modules of the guest',
   version: '1.0.0',
   columns,

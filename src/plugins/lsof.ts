@@ -91,6 +91,7 @@ const time = (ts: Statx['mtime']) => new Date(Number(ts.sec) * 1000 + Math.floor
 
 export const lsof = definePlugin({
   name: 'lsof',
+  volatilityName: 'linux.lsof',
   description: 'Lists the open files of the processes of the guest',
   version: '1.0.0',
   columns,

@@ -39,6 +39,7 @@ const NS_RE = /^mnt:\[(\d{1,20})\]$/;
 
 export const mountinfo = definePlugin({
   name: 'mountinfo',
+  volatilityName: 'linux.mountinfo',
   description: 'Lists the mounts of the guest (of its mount namespaces)',
   version: '1.0.0',
   columns,

@@ -29,6 +29,7 @@ const columns = [
 
 export const psaux = definePlugin({
   name: 'psaux',
+  volatilityName: 'linux.psaux',
   description: 'Lists the processes of the guest with their command lines',
   version: '1.0.0',
   columns,

@@ -15,6 +15,7 @@ import {
 
 export const pslist = definePlugin({
   name: 'pslist',
+  volatilityName: 'linux.pslist',
   description: 'Lists the processes (or threads) of the guest with ids, credentials and start time',
   version: '1.0.0',
   columns: PROCESS_NS_COLUMNS,

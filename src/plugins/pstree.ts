@@ -15,6 +15,7 @@ import {
 
 export const pstree = definePlugin({
   name: 'pstree',
+  volatilityName: 'linux.pstree',
   description: 'Shows the processes of the guest as a parent/child tree',
   version: '1.0.0',
   columns: PROCESS_NS_COLUMNS,

@@ -246,6 +246,7 @@ function familyWanted(family: RowValue | undefined, unix: boolean, inet: boolean
 
 export const sockstat = definePlugin({
   name: 'sockstat',
+  volatilityName: 'linux.sockstat',
   description: 'Lists the sockets held open by the processes of the guest, with addresses and states',
   version: '1.0.0',
   columns,

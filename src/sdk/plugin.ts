@@ -115,6 +115,11 @@ export interface PluginContext<O = Record<string, unknown>> {
 export interface PluginSpec<C extends readonly ColumnSpec[], O extends OptionSpecs> {
   /** Volatility-style name: `pslist`, `psaux`, `lsof`. Lowercase, [a-z0-9._-]. */
   name: string;
+  /**
+   * Volatility 3's dotted module name for the same plugin (`linux.pslist`,
+   * `linux.malware.malfind`), accepted by `plugins run` beside `name`. Lowercase.
+   */
+  volatilityName?: string;
   /** One line. */
   description: string;
   /** The plugin's own version (semver). */
@@ -196,6 +201,8 @@ export function definePlugin<
   const O extends OptionSpecs = Record<never, OptionSpec>,
 >(spec: PluginSpec<C, O>): PluginDefinition<C, O> {
   if (!NAME_RE.test(spec.name)) throw new PluginDefinitionError(`bad plugin name '${spec.name}'`);
+  if (spec.volatilityName !== undefined && !NAME_RE.test(spec.volatilityName))
+    throw new PluginDefinitionError(`plugin ${spec.name}: bad volatilityName '${spec.volatilityName}'`);
   if (spec.columns.length === 0) throw new PluginDefinitionError(`${spec.name}: no columns`);
   const seen = new Set<string>();
   for (const c of spec.columns) {
