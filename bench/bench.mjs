@@ -20,7 +20,7 @@
 //          gdbstub (trap), runs interleaved (bench/results-foreign.json and .md)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
 /* global AbortController */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -31,12 +31,9 @@ import { fileURLToPath } from 'node:url';
 import { format } from 'prettier';
 import { createCapture } from '../dist/capture/create.js';
 import { GuestConsole } from '../dist/lab/console.js';
-import { BASE_CMDLINE, labDown, labUp } from '../dist/lab/lab.js';
-import { buildInitramfs } from '../dist/lab/initramfs.js';
-import { ensureKernel } from '../dist/lab/kernel.js';
-import { LAB_WORKLOAD } from '../dist/lab/workload.js';
-import { findQemu } from '../dist/qemu/launcher.js';
+import { labDown, labUp } from '../dist/lab/lab.js';
 import { foreignRunDir, openForeignGuest } from '../dist/targets/qmp.js';
+import { bootForeignQemu } from '../dist/lab/foreign-qemu.js';
 import { builtinPlugins } from '../dist/plugins/index.js';
 import { openGuest } from '../dist/api/index.js';
 import { runPluginsOnGuest } from '../dist/runner/run-plugins.js';
@@ -726,45 +723,12 @@ async function crossView() {
  * anonymous mapping, no shared file), no gdbstub, QMP and a serial console only.
  */
 async function bootForeign(memMiB) {
-  const kernel = await ensureKernel();
-  const initrd = await buildInitramfs(kernel);
-  const dir = await mkdtemp(join(tmpdir(), 'vmi-bench-foreign-'));
-  const qmpSocket = join(dir, 'qmp.sock');
-  const serialSocket = join(dir, 'serial.sock');
-  const qemu = spawn(
-    await findQemu(),
-    [
-      ...['-machine', 'q35', '-accel', 'tcg', '-cpu', 'max', '-m', `${memMiB}M`],
-      ...['-kernel', kernel.vmlinux, '-initrd', initrd.path, '-append', BASE_CMDLINE],
-      ...['-display', 'none', '-nodefaults', '-no-user-config', '-no-reboot', '-nic', 'none'],
-      ...['-qmp', `unix:${qmpSocket},server=on,wait=off`],
-      ...['-chardev', `socket,id=ser0,path=${serialSocket},server=on,wait=off`, '-serial', 'chardev:ser0'],
-    ],
-    { stdio: 'ignore' },
-  );
+  const vm = await bootForeignQemu(memMiB);
   const stop = async () => {
-    qemu.kill('SIGKILL');
-    await rm(dir, { recursive: true, force: true });
-    await rm(foreignRunDir(qmpSocket), { recursive: true, force: true });
+    await vm.stop();
+    await rm(foreignRunDir(vm.qmpSocket), { recursive: true, force: true });
   };
-  const deadline = Date.now() + 240_000;
-  for (;;) {
-    if (Date.now() > deadline || qemu.exitCode !== null) {
-      await stop();
-      throw new Error('the foreign guest did not become ready');
-    }
-    let con;
-    try {
-      con = await GuestConsole.connect(serialSocket, { timeoutMs: 3000 });
-      if ((await con.run(`cat ${LAB_WORKLOAD.readyFile}`, 3000)).status === 0) break;
-    } catch {
-      // not up yet
-    } finally {
-      con?.close();
-    }
-    await sleep(300);
-  }
-  return { qmpSocket, serialSocket, pid: qemu.pid, stop };
+  return { qmpSocket: vm.qmpSocket, serialSocket: vm.serialSocket, pid: vm.qemu.pid, stop };
 }
 
 /** What `vmi plugins run pslist --qmp SOCKET` does: open the foreign guest, run, close it again. */

@@ -55,6 +55,12 @@ export interface OpenGuestOptions {
   allowWrite?: boolean;
   /** Bounds on each plugin run (bytes read, rows, wall ms); defaults: DEFAULT_RUN_LIMITS. */
   runLimits?: Partial<RunLimits>;
+  /**
+   * While another vmi (or another Guest of this process) holds the guest: wait this long
+   * for its turn, in ms (0: fail at once with GuestBusyError). Default 60 000. Each run
+   * holds the guest only for its own duration, so several clients take turns.
+   */
+  lockWaitMs?: number;
 }
 
 /** One plugin to run: a built-in's name or a plugin definition (definePlugin), with its options. */
@@ -202,6 +208,7 @@ export class Guest {
       ...(o.acceptPartialContext ? { acceptPartialContext: true } : {}),
       ...(o.allowWrite ? { allowWrite: true } : {}),
       ...(o.runLimits ? { runLimits: o.runLimits } : {}),
+      ...(o.lockWaitMs !== undefined ? { lockWaitMs: o.lockWaitMs } : {}),
       ...(this.internals.attach ? { attach: this.internals.attach } : {}),
     };
   }

@@ -66,7 +66,8 @@ export async function inspect(
   // One guest: open it (whatever kind), run, close. Booting the default lab guest has its own progress.
   const spec: TargetSpec = target.kind === 'lab' ? { kind: 'lab', guest: target.guests[0] } : target;
   const progress = target.kind === 'lab' ? (opts.bootProgress ?? opts.progress) : opts.progress;
-  const run: PluginsRun = await withTarget(openTarget(spec, { progress }), (guest) =>
+  const openOpts = { progress, ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) };
+  const run: PluginsRun = await withTarget(openTarget(spec, openOpts), (guest) =>
     runPluginsOnGuest(guest, requests, opts),
   );
   // A plugin that threw costs its own table: the others are still returned.

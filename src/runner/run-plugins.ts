@@ -66,6 +66,12 @@ export interface RunOnGuestOptions {
    * the shadow exits, unless it was resident already.
    */
   keepResident?: boolean;
+  /**
+   * `--wait`: how long to wait (ms) while another vmi holds the guest (default 60 s; 0
+   * refuses at once); `onWait` hears once who holds it (the CLI prints it always).
+   */
+  lockWaitMs?: number;
+  onWait?: (message: string) => void;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
@@ -92,6 +98,8 @@ export async function runPluginsOnGuest(
     preferVictimPid: opts.preferVictimPid,
     acceptPartialContext: opts.acceptPartialContext,
     ...(opts.keepResident !== undefined ? { keepResident: opts.keepResident } : {}),
+    ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}),
+    ...(opts.onWait ? { onWait: opts.onWait } : {}),
   });
   const byRequest: (ResultTable | undefined)[] = [];
   const failures: PluginFailure[] = [];

@@ -57,6 +57,14 @@ export interface SessionOptions {
    * context (the problems are recorded in stats.context). Off by default: no table then.
    */
   acceptPartialContext?: boolean;
+  /**
+   * While another vmi holds the guest: wait this long for its turn (ms; 0 refuses at once;
+   * default DEFAULT_LOCK_WAIT_MS), saying once through onWait (default onProgress) who holds it.
+   */
+  lockWaitMs?: number;
+  onWait?: (message: string) => void;
+  /** Stops a wait for the guest. */
+  signal?: AbortSignal;
 }
 
 export interface SessionStats {
@@ -201,7 +209,11 @@ export class RedirectSession implements SyscallExecutor {
     let memory: MemoryKind = 'gdbstub';
 
     const lock = new GuestLock(guest.runDir, guest.name);
-    lock.acquire();
+    await lock.acquire({
+      ...(opts.lockWaitMs !== undefined ? { waitMs: opts.lockWaitMs } : {}),
+      onWait: opts.onWait ?? progress,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
     const journal = new JournalStore(guest.runDir);
     const wake = guest.wake ? new WakeLine(guest.wake.socket) : undefined;
     let mem: PhysicalMemory | undefined;

@@ -102,6 +102,8 @@ export async function openForeignGuest(
     progress?: (m: string) => void;
     /** Do not look for the guest's RAM inside the QEMU process (memory via the gdbstub only). */
     noProcessMemory?: boolean;
+    /** Wait this long (ms) for another vmi to let go of the guest (guest-lock.ts). */
+    lockWaitMs?: number;
   } = {},
 ): Promise<ForeignGuest> {
   const qmpPath = resolve(qmpSocket);
@@ -155,7 +157,10 @@ export async function openForeignGuest(
     // The session's own lock lives in runDir, so this one goes one level down.
     mkdirSync(join(runDir, 'setup'), { recursive: true, mode: 0o700 });
     lock = new GuestLock(join(runDir, 'setup'), name);
-    lock.acquire();
+    await lock.acquire({
+      ...(opts.lockWaitMs !== undefined ? { waitMs: opts.lockWaitMs } : {}),
+      ...(opts.progress ? { onWait: opts.progress } : {}),
+    });
 
     const chardevs = await qmp.execute<{ label: string; filename: string }[]>('query-chardev');
     const existing = existingGdbstub(chardevs);

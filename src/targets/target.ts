@@ -14,6 +14,8 @@ export interface OpenedTarget {
 export interface OpenTargetOptions {
   /** Progress lines (booting a lab guest, enabling a gdbstub, starting a replay clone). */
   progress?: (message: string) => void;
+  /** How long to wait (ms) while another vmi holds a foreign guest (its setup lock). */
+  lockWaitMs?: number;
 }
 
 /** Runs `fn` on an opened target and always closes it. */

@@ -1,13 +1,58 @@
-import { openSync, readFileSync, rmSync, writeSync, closeSync } from 'node:fs';
+import { linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { processAlive } from './process-alive.js';
 
 export class GuestBusyError extends Error {}
 
+/** How long a vmi waits for another one to let go of a guest before it gives up (ms). */
+export const DEFAULT_LOCK_WAIT_MS = 60_000;
+/** How often the lock is tried again while another vmi holds it (ms). */
+const POLL_MS = 50;
+/** How much of the holder's command line the lock file records (characters). */
+const MAX_COMMAND = 200;
+
+/** Lock files this process holds now: another attach in the same process waits for them too. */
+const heldHere = new Set<string>();
+
+/** Who holds a guest, as the lock file says. */
+export interface LockHolder {
+  pid: number;
+  /** The holder's command line after `vmi` (e.g. `plugins run psaux`); may be empty. */
+  command: string;
+  /** When it took the lock (ISO 8601), if recorded. */
+  since?: string;
+}
+
+export interface LockWaitOptions {
+  /** Give up after this long (ms); 0: refuse at once when the guest is held. Default 60 s. */
+  waitMs?: number;
+  /** Told once, when the guest is found held: who holds it and how long this vmi waits. */
+  onWait?: (message: string) => void;
+  /** Stops the wait (the user interrupted). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Parses a lock file: `PID\nCOMMAND\nSINCE` (older vmi wrote only the PID). Anything else
+ * is no holder (a stale or foreign file, taken over).
+ */
+export function parseLockFile(text: string): LockHolder | undefined {
+  const [pidLine = '', command = '', since] = text.split('\n');
+  const pid = Number.parseInt(pidLine.trim(), 10);
+  if (!Number.isInteger(pid) || pid <= 0 || String(pid) !== pidLine.trim()) return undefined;
+  return { pid, command: command.slice(0, MAX_COMMAND), ...(since ? { since: since.trim() } : {}) };
+}
+
+function describe(h: LockHolder): string {
+  const what = [h.command && `vmi ${h.command}`, h.since && `since ${h.since}`].filter(Boolean).join(', ');
+  return `vmi pid ${h.pid}${what ? ` (${what})` : ''}`;
+}
+
 /**
  * One vmi attached to a guest at a time (the gdbstub takes one client, and two shadows
- * fighting over a victim would corrupt it). A lock left by a dead vmi is taken over;
- * its journal is then replayed by the new owner.
+ * fighting over a victim would corrupt it). A second vmi waits for its turn (polling the
+ * lock file, up to `waitMs`) and says once who holds the guest; a lock left by a dead vmi
+ * is taken over, its journal then replayed by the new owner.
  */
 export class GuestLock {
   private readonly path: string;
@@ -20,30 +65,71 @@ export class GuestLock {
     this.path = join(runDir, 'vmi.lock');
   }
 
-  acquire(): void {
+  /** Takes the lock, waiting while another live vmi holds it. Throws GuestBusyError on timeout. */
+  async acquire(opts: LockWaitOptions = {}): Promise<void> {
+    const waitMs = opts.waitMs ?? DEFAULT_LOCK_WAIT_MS;
+    const deadline = Date.now() + waitMs;
+    let told = false;
+    for (;;) {
+      const holder = this.tryAcquire();
+      if (holder === undefined) return;
+      if (Date.now() >= deadline)
+        throw new GuestBusyError(
+          waitMs === 0
+            ? `guest ${this.guest} is being inspected by another vmi: ${describe(holder)}; wait for it (--wait SECONDS) or stop it`
+            : `guest ${this.guest} is still held by another vmi after ${Math.round(waitMs / 1000)} s: ${describe(holder)}; wait longer (--wait SECONDS) or stop it`,
+        );
+      if (!told) {
+        opts.onWait?.(
+          `guest ${this.guest} is held by ${describe(holder)}; waiting up to ${Math.round(waitMs / 1000)} s for its turn`,
+        );
+        told = true;
+      }
+      if (opts.signal?.aborted)
+        throw new GuestBusyError(`gave up waiting for guest ${this.guest}: interrupted`);
+      await new Promise((r) => setTimeout(r, Math.min(POLL_MS, Math.max(1, deadline - Date.now()))));
+    }
+  }
+
+  /** One try: undefined when the lock is now ours, else who holds it. */
+  private tryAcquire(): LockHolder | undefined {
     for (let attempt = 0; attempt < 2; attempt++) {
+      // Written whole under a private name, then linked into place: link() fails if the
+      // lock exists, and a reader never sees a half-written file (it would take it for stale).
+      const tmp = `${this.path}.${process.pid}`;
+      const command = process.argv.slice(2).join(' ').replace(/\s+/g, ' ').slice(0, MAX_COMMAND);
+      writeFileSync(tmp, `${process.pid}\n${command}\n${new Date().toISOString()}\n`, { mode: 0o600 });
       try {
-        const fd = openSync(this.path, 'wx', 0o600);
-        writeSync(fd, String(process.pid));
-        closeSync(fd);
+        linkSync(tmp, this.path);
         this.held = true;
-        return;
+        heldHere.add(this.path);
+        return undefined;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      } finally {
+        rmSync(tmp, { force: true });
       }
-      const owner = Number.parseInt(readFileSync(this.path, 'utf8').trim(), 10);
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && processAlive(owner)) {
-        throw new GuestBusyError(
-          `guest ${this.guest} is being inspected by another vmi (pid ${owner}); wait for it or stop it`,
-        );
+      let holder: LockHolder | undefined;
+      try {
+        holder = parseLockFile(readFileSync(this.path, 'utf8'));
+      } catch (err) {
+        // Released between our open and this read: try again.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
       }
+      if (holder && (holder.pid === process.pid ? heldHere.has(this.path) : processAlive(holder.pid)))
+        return holder;
+      // A lock of a dead vmi (or one of this process that nothing here holds): take it over.
       rmSync(this.path, { force: true });
     }
     throw new GuestBusyError(`cannot take the lock ${this.path}`);
   }
 
   release(): void {
-    if (this.held) rmSync(this.path, { force: true });
+    if (this.held) {
+      rmSync(this.path, { force: true });
+      heldHere.delete(this.path);
+    }
     this.held = false;
   }
 }

@@ -7,7 +7,7 @@
  * cap_ptrace_access_check refuses it, as it refuses another user's QEMU) must say why in
  * one line and fall back to the trap transport, with the same table.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabGuest } from '../../src/lab/lab.js';
@@ -21,37 +21,12 @@ import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
 import { openForeignGuest } from '../../src/targets/qmp.js';
 import { records } from '../helpers/records.js';
 import { requireBuilt, runProcess, VMI_BIN } from './helpers/cli.js';
-import { bootForeignQemu, type ForeignQemu } from './helpers/foreign-qemu.js';
-import { guestProcs, guestSh, unseenRows, type GuestProc } from './helpers/guest-shell.js';
+import { foreignRunDir } from '../../src/targets/qmp.js';
+import { bootForeignQemu, type ForeignQemu } from '../../src/lab/foreign-qemu.js';
+import { expectRowsMatchConsole, guestProcs, guestSh } from './helpers/guest-shell.js';
 
 /** Drops CAP_SYS_PTRACE for good (bounding and inheritable sets) before running `cmd`. */
 const NO_PTRACE = ['--bounding-set=-sys_ptrace', '--inh-caps=-sys_ptrace', '--'];
-
-const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, '$1');
-
-/** Every process the guest showed before and after (same comm) is a row with its PPID and COMM. */
-function expectMatchesConsole(
-  rows: Record<string, unknown>[],
-  before: Map<number, GuestProc>,
-  after: Map<number, GuestProc>,
-  what: string,
-): void {
-  const byPid = new Map(rows.map((r) => [r.PID as number, r]));
-  let compared = 0;
-  for (const p of before.values()) {
-    if (kworker(after.get(p.pid)?.comm ?? '') !== kworker(p.comm)) continue;
-    const row = byPid.get(p.pid);
-    expect(row, `${what}: pid ${p.pid} (${p.comm}) missing`).toBeDefined();
-    expect(row!.PPID, `${what}: PPID of ${p.pid}`).toBe(p.ppid);
-    expect(kworker(row!.COMM as string), `${what}: COMM of ${p.pid}`).toBe(kworker(p.comm));
-    compared++;
-  }
-  expect(compared, what).toBeGreaterThan(40);
-  expect(
-    unseenRows(rows, before, after).map((r) => `${String(r.PID)} ${String(r.COMM)}`),
-    `${what}: rows the guest never showed`,
-  ).toEqual([]);
-}
 
 describe('foreign guest through QEMU process memory', () => {
   let vm: ForeignQemu;
@@ -65,6 +40,7 @@ describe('foreign guest through QEMU process memory', () => {
   });
   afterAll(async () => {
     await vm?.stop();
+    if (vm) await rm(foreignRunDir(vm.qmpSocket), { recursive: true, force: true });
   });
 
   it('finds the QEMU process and its RAM block exactly', async () => {
@@ -121,13 +97,13 @@ describe('foreign guest through QEMU process memory', () => {
     expect(ps.errors).toEqual([]);
     expect(aux.errors).toEqual([]);
     const shadow = run.session.shadowPid;
-    expectMatchesConsole(
+    expectRowsMatchConsole(
       records(ps).filter((r) => r.PID !== shadow),
       before,
       after,
       'pslist',
     );
-    expectMatchesConsole(
+    expectRowsMatchConsole(
       records(aux).filter((r) => r.PID !== shadow),
       before,
       after,
@@ -176,7 +152,7 @@ describe('foreign guest through QEMU process memory', () => {
       /^vmi: transport trap, not doorbell: no access to QEMU's memory \(pid \d+\): \/proc\/\d+\/mem: (EACCES|EPERM) \(needs ptrace rights over QEMU\)$/,
     );
     // The shadow is left out of pslist by default: every row is a guest process.
-    expectMatchesConsole(
+    expectRowsMatchConsole(
       JSON.parse(r.stdout) as Record<string, unknown>[],
       before,
       after,

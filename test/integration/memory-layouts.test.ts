@@ -23,7 +23,7 @@ import type { RamRange } from '../../src/qemu/ram-map.js';
 import { runPluginsOnGuest } from '../../src/runner/run-plugins.js';
 import { withReplay } from '../../src/targets/capture.js';
 import { records } from '../helpers/records.js';
-import { guestProcs, guestSh, unseenRows, type GuestProc } from './helpers/guest-shell.js';
+import { expectRowsMatchConsole, guestProcs, guestSh, type GuestProc } from './helpers/guest-shell.js';
 
 const GiB = 1024 ** 3;
 const report: Record<string, string> = {};
@@ -86,13 +86,6 @@ async function guestCmdlines(guest: LabGuest): Promise<Map<number, string>> {
 }
 
 /** A kworker's comm names the workqueue it last ran (kworker/0:1-events): it changes under us. */
-const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, '$1');
-
-/**
- * A process table against the console's view before and after the run: every process
- * the guest showed both times (same comm) is a row with its PPID and COMM, and every row
- * but the run's shadow is a process the guest showed. Returns the rows compared.
- */
 function expectMatchesConsole(
   t: ResultTable,
   before: Map<number, GuestProc>,
@@ -101,23 +94,12 @@ function expectMatchesConsole(
   what: string,
 ): number {
   expect(t.errors, what).toEqual([]);
-  const rows = records(t).filter((r) => r.PID !== shadowPid);
-  const byPid = new Map(rows.map((r) => [r.PID as number, r]));
-  let compared = 0;
-  for (const p of before.values()) {
-    if (kworker(after.get(p.pid)?.comm ?? '') !== kworker(p.comm)) continue;
-    const row = byPid.get(p.pid);
-    expect(row, `${what}: pid ${p.pid} (${p.comm}) missing`).toBeDefined();
-    expect(row!.PPID, `${what}: PPID of ${p.pid}`).toBe(p.ppid);
-    expect(kworker(row!.COMM as string), `${what}: COMM of ${p.pid}`).toBe(kworker(p.comm));
-    compared++;
-  }
-  expect(compared, what).toBeGreaterThan(40);
-  expect(
-    unseenRows(rows, before, after).map((r) => `${String(r.PID)} ${String(r.COMM)}`),
-    `${what}: rows the guest never showed`,
-  ).toEqual([]);
-  return compared;
+  return expectRowsMatchConsole(
+    records(t).filter((r) => r.PID !== shadowPid),
+    before,
+    after,
+    what,
+  );
 }
 
 /** pslist and psaux in one attach, each checked against the guest's console. */

@@ -10,6 +10,7 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openGuest } from '../../src/api/index.js';
+import { GuestLock } from '../../src/util/guest-lock.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { records } from '../helpers/records.js';
 import { PLAIN_TERMINAL, requireBuilt, ROOT, runVmi, VMI_BIN } from './helpers/cli.js';
@@ -205,6 +206,72 @@ describe('vmi watch and the API on the lab guest', () => {
     expect(end, w.stderr.join('\n')).toEqual({ code: 0, signal: null });
     expect(w.stderr.some((l) => l.includes('SIGINT: detaching'))).toBe(true);
     expect(await shadowsInGuest(guest)).toEqual([]);
+  });
+
+  it('many clients: two plugin runs started at once beside a watch both succeed; a held guest is waited for, or refused with --wait 0', async () => {
+    const w = startWatch(['--interval', '200ms']);
+    try {
+      await baseline(w);
+      const before = await guestProcs(guest);
+      const [a, b] = await Promise.all([
+        runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json'], { env: PLAIN_TERMINAL }),
+        runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json'], { env: PLAIN_TERMINAL }),
+      ]);
+      const after = await guestProcs(guest);
+      for (const r of [a, b]) {
+        expect(r.code, r.stderr).toBe(0);
+        const rows = JSON.parse(r.stdout) as Row[];
+        for (const p of before.values())
+          // vmi leaves its own shadow (the watch's, resident) out of every table.
+          if (after.has(p.pid) && p.comm !== 'sleep' && p.comm !== 'vmi-shadow')
+            expect(rows.find((x) => x.PID === p.pid)?.PPID, `pid ${p.pid} ${p.comm}`).toBe(p.ppid);
+        // Nothing that never existed (short `sleep`s of the lab's ticker come and go while
+        // two runs and a watch share one TCG vCPU: they are not what this checks).
+        expect(unseenRows(rows, before, after).filter((r) => r.COMM !== 'sleep')).toEqual([]);
+      }
+    } finally {
+      w.child.kill('SIGTERM');
+    }
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+
+    // This test process holds the guest as another vmi would.
+    const lock = new GuestLock(guest.runDir, NAME);
+    await lock.acquire({ waitMs: 10_000 });
+    let released = false;
+    try {
+      const refused = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '--wait', '0'], {
+        env: PLAIN_TERMINAL,
+      });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stdout).toBe('');
+      const errors = refused.stderr.split('\n').filter((l) => l.startsWith('vmi: error:'));
+      expect(errors).toEqual([expect.stringContaining(`another vmi: vmi pid ${process.pid}`)]);
+      // Released only once the waiting vmi has said whom it waits for (its start-up alone
+      // can take seconds on a loaded host).
+      const waiting = spawn(
+        process.execPath,
+        [VMI_BIN, 'plugins', 'run', 'pslist', '--guest', NAME, '--wait', '90'],
+        {
+          cwd: ROOT,
+          env: { ...process.env, ...PLAIN_TERMINAL },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      let err = '';
+      waiting.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      waiting.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = new Promise<number | null>((res) => waiting.on('exit', res));
+      for (let i = 0; i < 600 && !err.includes('is held by'); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(err).toContain(`vmi: guest ${NAME} is held by vmi pid ${process.pid}`);
+      lock.release();
+      released = true;
+      expect(await code, err).toBe(0);
+      expect(out).toContain('PID');
+    } finally {
+      if (!released) lock.release();
+    }
   });
 
   it('SIGKILL leaves at most a resident shadow, which the next vmi reuses; a restarted watch replays nothing', async () => {

@@ -180,6 +180,7 @@ describe('plugins run argv with several guests', () => {
         'max-read',
         'trust-pack',
         'trust',
+        'wait',
       ].sort(),
     );
     expect([...booleans].sort()).toEqual(

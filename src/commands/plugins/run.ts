@@ -2,6 +2,7 @@ import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
 import { flagSets, splitArgv } from '../../cli/split-argv.js';
 import { builtinPlugins } from '../../plugins/index.js';
+import { DEFAULT_LOCK_WAIT_MS } from '../../util/guest-lock.js';
 import { loadPluginRegistry, trustedFromEnv } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
 import { writeOutput } from '../../output/write.js';
@@ -73,6 +74,12 @@ Plugins of installed packs run isolated by default: each run in a child process 
     output: Flags.string({
       char: 'o',
       description: 'write to this file (or directory, one file per plugin)',
+    }),
+    wait: Flags.integer({
+      description:
+        'seconds to wait for its turn while another vmi holds the guest (a line on stderr names it); 0 refuses at once',
+      default: DEFAULT_LOCK_WAIT_MS / 1000,
+      min: 0,
     }),
     'plugin-timeout': Flags.integer({
       description: 'seconds each plugin may run before it fails with a time-limit error',
@@ -176,6 +183,8 @@ Plugins of installed packs run isolated by default: each run in a child process 
         preferVictimPid: flags['victim-pid'],
         acceptPartialContext: flags['accept-partial-context'],
         includeShadow: flags['include-shadow'],
+        lockWaitMs: flags.wait * 1000,
+        onWait: progress,
         runLimits: {
           timeoutMs: flags['plugin-timeout'] * 1000,
           maxReadBytes: flags['max-read'] * 1048576,

@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { GuestConsole } from '../../../src/lab/console.js';
 import type { LabGuest } from '../../../src/lab/lab.js';
 
@@ -84,4 +85,36 @@ export function unseenRows<R extends Record<string, unknown>>(
     const tickerSleep = r.COMM === 'sleep' && sleepParents.has(ppid) && before.has(ppid) && after.has(ppid);
     return !tickerSleep;
   });
+}
+
+/** A kworker's name without its work item (`kworker/0:1-events` → `kworker/0:1`): that part changes by the moment. */
+export const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, '$1');
+
+/**
+ * A process table against the console's view before and after the run: every process the
+ * guest showed both times (same comm) is a row with its PPID and COMM, and no row is a
+ * process the guest never showed (unseenRows). Returns how many processes were compared.
+ */
+export function expectRowsMatchConsole(
+  rows: Record<string, unknown>[],
+  before: Map<number, GuestProc>,
+  after: Map<number, GuestProc>,
+  what: string,
+): number {
+  const byPid = new Map(rows.map((r) => [r.PID as number, r]));
+  let compared = 0;
+  for (const p of before.values()) {
+    if (kworker(after.get(p.pid)?.comm ?? '') !== kworker(p.comm)) continue;
+    const row = byPid.get(p.pid);
+    expect(row, `${what}: pid ${p.pid} (${p.comm}) missing`).toBeDefined();
+    expect(row!.PPID, `${what}: PPID of ${p.pid}`).toBe(p.ppid);
+    expect(kworker(row!.COMM as string), `${what}: COMM of ${p.pid}`).toBe(kworker(p.comm));
+    compared++;
+  }
+  expect(compared, what).toBeGreaterThan(40);
+  expect(
+    unseenRows(rows, before, after).map((r) => `${String(r.PID)} ${String(r.COMM)}`),
+    `${what}: rows the guest never showed`,
+  ).toEqual([]);
+  return compared;
 }

@@ -1,18 +1,18 @@
 /**
- * A QEMU that vmi did not start: the lab's kernel and initramfs, but an ordinary RAM
- * backend (`-m`, anonymous memory: no shared file), no gdbstub, only QMP and a serial
- * console. Deliberately not src/qemu/launcher.
+ * A QEMU that vmi did not start, for tests and the bench: the lab's kernel and initramfs,
+ * but an ordinary RAM backend (`-m`, anonymous memory: no shared file), no gdbstub, only
+ * QMP and a serial console. Deliberately not src/qemu/launcher (that is vmi's own QEMU).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GuestConsole } from '../../../src/lab/console.js';
-import { buildInitramfs } from '../../../src/lab/initramfs.js';
-import { ensureKernel } from '../../../src/lab/kernel.js';
-import { BASE_CMDLINE } from '../../../src/lab/lab.js';
-import { LAB_WORKLOAD } from '../../../src/lab/workload.js';
-import { findQemu } from '../../../src/qemu/launcher.js';
-import { foreignRunDir } from '../../../src/targets/qmp.js';
+import { GuestConsole } from './console.js';
+import { buildInitramfs } from './initramfs.js';
+import { ensureKernel } from './kernel.js';
+import { BASE_CMDLINE } from './lab.js';
+import { LAB_WORKLOAD } from './workload.js';
+import { findQemu } from '../qemu/launcher.js';
 
 export interface ForeignQemu {
   dir: string;
@@ -29,7 +29,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function bootForeignQemu(memMiB = 256): Promise<ForeignQemu> {
   const kernel = await ensureKernel();
   const initrd = await buildInitramfs(kernel);
-  const dir = await mkdtemp('/tmp/vmi-foreign-pm-');
+  const dir = await mkdtemp(join(tmpdir(), 'vmi-foreign-'));
   const qmpSocket = join(dir, 'qmp.sock');
   const serialSocket = join(dir, 'serial.sock');
   const qemu = spawn(
@@ -45,8 +45,8 @@ export async function bootForeignQemu(memMiB = 256): Promise<ForeignQemu> {
   );
   const stop = async (): Promise<void> => {
     qemu.kill('SIGKILL');
+    // What vmi kept for this guest (targets/qmp foreignRunDir) is the caller's to remove.
     await rm(dir, { recursive: true, force: true });
-    await rm(foreignRunDir(qmpSocket), { recursive: true, force: true });
   };
   const deadline = Date.now() + 240_000;
   try {

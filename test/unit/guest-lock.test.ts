@@ -1,0 +1,93 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { GuestBusyError, GuestLock, parseLockFile } from '../../src/util/guest-lock.js';
+
+describe('guest lock: a second vmi waits for its turn', () => {
+  let dir: string;
+  let holder: ChildProcess;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vmi-lock-'));
+    // A live process stands for the other vmi.
+    holder = spawn('sleep', ['30'], { stdio: 'ignore' });
+  });
+  afterEach(() => {
+    holder.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const plant = (): void =>
+    writeFileSync(
+      join(dir, 'vmi.lock'),
+      `${holder.pid}\nplugins run psaux --guest lab\n2026-11-29T00:00:00.000Z\n`,
+    );
+
+  it('reads what the holder recorded, and older PID-only files', () => {
+    expect(parseLockFile('12\nplugins run x\n2026-01-01T00:00:00Z\n')).toEqual({
+      pid: 12,
+      command: 'plugins run x',
+      since: '2026-01-01T00:00:00Z',
+    });
+    expect(parseLockFile('12')).toEqual({ pid: 12, command: '' });
+    expect(parseLockFile('')).toBeUndefined();
+    expect(parseLockFile('12abc\n')).toBeUndefined();
+    expect(parseLockFile('-3\n')).toBeUndefined();
+  });
+
+  it('waits while a live vmi holds the guest, says once who, and takes it when released', async () => {
+    plant();
+    const told: string[] = [];
+    setTimeout(() => rmSync(join(dir, 'vmi.lock')), 300);
+    const t0 = Date.now();
+    const lock = new GuestLock(dir, 'lab');
+    await lock.acquire({ waitMs: 5000, onWait: (m) => told.push(m) });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+    expect(told).toHaveLength(1);
+    expect(told[0]).toContain(
+      `vmi pid ${holder.pid} (vmi plugins run psaux --guest lab, since 2026-11-29T00:00:00.000Z)`,
+    );
+    expect(parseLockFile(`${process.pid}\n`)?.pid).toBe(process.pid);
+    lock.release();
+    expect(existsSync(join(dir, 'vmi.lock'))).toBe(false);
+  });
+
+  it('gives up after the wait with one line naming the holder', async () => {
+    plant();
+    const lock = new GuestLock(dir, 'lab');
+    await expect(lock.acquire({ waitMs: 200 })).rejects.toThrow(GuestBusyError);
+    await expect(lock.acquire({ waitMs: 200 })).rejects.toThrow(
+      new RegExp(`still held by another vmi after 0 s: vmi pid ${holder.pid} \\(vmi plugins run psaux`),
+    );
+    await expect(lock.acquire({ waitMs: 0 })).rejects.toThrow(
+      /being inspected by another vmi: vmi pid \d+.*--wait/,
+    );
+  });
+
+  it('takes over the lock of a dead vmi at once', async () => {
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('exit', r));
+    plant();
+    const told: string[] = [];
+    const lock = new GuestLock(dir, 'lab');
+    await lock.acquire({ waitMs: 0, onWait: (m) => told.push(m) });
+    expect(told).toEqual([]);
+    lock.release();
+  });
+
+  it('two waiters in turn: each gets the guest, never both at once', async () => {
+    const a = new GuestLock(dir, 'lab');
+    await a.acquire();
+    const b = new GuestLock(dir, 'lab');
+    let bHas = false;
+    const pb = b.acquire({ waitMs: 5000 }).then(() => (bHas = true));
+    await new Promise((r) => setTimeout(r, 150));
+    // Same process: the lock file names our own pid, which is alive, but it is ours: the
+    // takeover rule for our own pid must not let b in while a holds it.
+    expect(bHas).toBe(false);
+    a.release();
+    await pb;
+    expect(bHas).toBe(true);
+    b.release();
+  });
+});
