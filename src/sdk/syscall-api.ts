@@ -147,6 +147,23 @@ function positiveInt(n: number | undefined, fallback: number, what: string): num
   return n;
 }
 
+/**
+ * Per-process /proc files that hand their whole content to one read() big enough for it,
+ * so a short read is their end: fs/proc/base.c's ONE() entries (stat, statm, status,
+ * wchan, stack, syscall, personality, limits, cgroup, io… through single_open, whose
+ * buffer grows until the one record fits), cmdline and environ (their read loops until
+ * the count is met), comm, auxv. Every other file — above all multi-record seq_files such
+ * as maps, mountinfo, net/tcp or kallsyms, which return one page per read — is read until
+ * a read returns 0.
+ */
+const WHOLE_IN_ONE_READ =
+  /^\/proc\/(?:\d+|self|thread-self)(?:\/task\/\d+)?\/(?:cmdline|environ|stat|statm|status|comm|wchan|stack|syscall|personality|limits|cgroup|io|auxv|sessionid|loginuid|oom_score|oom_score_adj|schedstat|timerslack_ns)$/;
+
+/** True for a file that one big-enough read returns whole (WHOLE_IN_ONE_READ). */
+export function wholeInOneRead(path: string): boolean {
+  return WHOLE_IN_ONE_READ.test(path);
+}
+
 /** The guest's syscalls as plugins see them (`ctx.sys`): batch() for anything, and batched helpers (readFiles, listDirs, readlinks, statx, uname, sysinfo, syslogRead) that cost a constant number of guest entries. */
 export class SyscallApi {
   readonly limits: Readonly<BatchLimits>;
@@ -189,11 +206,15 @@ export class SyscallApi {
   // ------------------------------------------------------------------ files
 
   /**
-   * Reads whole files: openat+read+close of every file in one batch. Files that filled
-   * their buffer are read again in one follow-up batch (from offset 0 with a 4× buffer
-   * while small, so /proc files stay one consistent snapshot; with pread64 from where
-   * they stopped once large), repeated until EOF. Results are in input order; failures
-   * are per file and never stop the others.
+   * Reads whole files: per file, openat, reads, a one-byte EOF probe and close, every file
+   * in one batch. A file is whole only when a read returns 0: a /proc seq_file (maps,
+   * mountinfo, net/tcp, kallsyms…) returns at most one page per read() however much is
+   * asked (fs/seq_file.c seq_read_iter), so a short read is not the end. A file the probe
+   * finds longer is read again in a follow-up batch with more and bigger reads, from
+   * offset 0 while it is small (one open: /proc files stay one consistent snapshot), then
+   * continuing after an lseek to where it stopped; repeated until EOF. Results are in
+   * input order; failures are per file and never stop the others. Costs one batch for
+   * files up to one read (4 KiB), two up to ~16 KiB, about ⌈log4(size/4 KiB)⌉ + 1 beyond.
    */
   async readFiles(
     paths: readonly (string | FileReadRequest)[],
@@ -204,19 +225,34 @@ export class SyscallApi {
       MAX_READ_CALL,
     );
     const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
+    // Bytes one file may ask for in one pass (a group is never split across batches).
+    const passBytes = Math.max(DEFAULT_READ_CHUNK, Math.min(this.limits.maxOutBytes >> 1, 1 << 20));
     interface State {
       result: FileReadResult;
       chunks: Uint8Array[];
       total: number;
-      /** Size of the next read. */
-      next: number;
+      /** Size of each read of the next pass. */
+      size: number;
+      /** Reads in the next pass (before the EOF probe). */
+      count: number;
       /** Read from offset 0 again (replace) or continue at `total` (append). */
       restart: boolean;
+      /** One read returns the whole file when it is big enough (no EOF probe; see wholeInOneRead). */
+      whole: boolean;
     }
     const states: State[] = paths.map((p) => {
       const req = typeof p === 'string' ? { path: p } : p;
       const chunk = Math.min(positiveInt(req.chunkSize, defaultChunk, 'chunkSize'), MAX_READ_CALL, maxSize);
-      return { result: { path: req.path }, chunks: [], total: 0, next: chunk, restart: true };
+      const whole = wholeInOneRead(req.path);
+      return {
+        result: { path: req.path },
+        chunks: [],
+        total: 0,
+        size: chunk,
+        count: 1,
+        restart: true,
+        whole,
+      };
     });
     let pending = states;
     while (pending.length > 0) {
@@ -224,52 +260,68 @@ export class SyscallApi {
       const reads = pending.map((s) =>
         b.group(() => {
           const fd = b.openat(AT_FDCWD, s.result.path, O_RDONLY | O_CLOEXEC);
-          const r = s.restart ? b.read(fd, s.next) : b.pread64(fd, s.next, s.total);
+          const seek = s.restart ? undefined : b.lseek(fd, s.total);
+          const rs: CallRef[] = [];
+          for (let i = 0; i < s.count; i++) rs.push(b.read(fd, s.size));
+          // One byte more tells "end of file" (0) from "more" without fetching the more;
+          // files the kernel hands over whole to one big-enough read need none.
+          if (!s.whole) rs.push(b.read(fd, 1));
           b.close(fd);
-          return { fd, r };
+          return { fd, seek, rs };
         }),
       );
       await b.submit();
       const again: State[] = [];
       pending.forEach((s, i) => {
-        const { fd, r } = reads[i];
-        const err = fd.result().error ?? r.result().error;
+        const { fd, seek, rs } = reads[i]!;
+        const err =
+          fd.result().error ?? seek?.result().error ?? rs.find((r) => r.result().error)?.result().error;
         if (err) {
           // A file that vanished after a first successful read is reported like one that was never there.
           s.result.error = err;
           s.result.data = undefined;
           return;
         }
-        const data = r.result().data;
+        const got = rs.map((r) => r.result().data);
         if (s.restart) {
-          s.chunks = [data];
-          s.total = data.length;
-        } else {
+          s.chunks = [];
+          s.total = 0;
+        }
+        let eof = false;
+        let fullReads = 0;
+        for (const data of got) {
+          if (data.length === 0) {
+            eof = true;
+            break;
+          }
           s.chunks.push(data);
           s.total += data.length;
-        }
-        const full = data.length >= s.next;
-        if (full && s.total >= maxSize) {
-          s.result.truncated = true;
-        } else if (full) {
-          if (s.total * 4 <= SNAPSHOT_REREAD_LIMIT) {
-            s.restart = true;
-            s.next = Math.min(s.total * 4, maxSize);
-          } else {
-            s.restart = false;
-            s.next = Math.min(Math.max(s.next * 2, DEFAULT_READ_CHUNK), MAX_READ_CALL, maxSize - s.total);
+          if (data.length === s.size) fullReads++;
+          else if (s.whole) {
+            eof = true;
+            break;
           }
-          again.push(s);
+        }
+        if (eof) {
+          s.result.data = concat(s.chunks);
           return;
         }
-        s.result.data = concat(s.chunks);
+        if (s.total >= maxSize) {
+          s.result.truncated = true;
+          s.result.data = concat(s.chunks).subarray(0, maxSize);
+          return;
+        }
+        // Longer than this pass: reads that came back full (a regular file) grow in size,
+        // short ones (a seq_file's page at a time) in number; ~4× the bytes per pass.
+        const want = Math.min(Math.max(s.total * 4, s.size * s.count * 4), passBytes, maxSize);
+        if (fullReads === s.count) s.size = Math.min(Math.max(s.size * 4, s.size), MAX_READ_CALL, want);
+        s.count = Math.max(1, Math.min(Math.ceil(want / s.size), this.limits.maxCalls - 5));
+        s.restart = s.total * 4 <= SNAPSHOT_REREAD_LIMIT;
+        again.push(s);
       });
       pending = again;
     }
-    return states.map((s) => {
-      if (s.result.truncated) s.result.data = concat(s.chunks);
-      return s.result;
-    });
+    return states.map((s) => s.result);
   }
 
   /** The whole content of one file; throws SyscallError. */

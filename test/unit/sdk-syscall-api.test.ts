@@ -145,6 +145,30 @@ describe('readFiles', () => {
     expect(g.openFds).toBe(0);
   });
 
+  it('reads a seq_file (one page per read) to its end, and trusts a short read only where the kernel hands the whole file over', async () => {
+    const maps = Array.from(
+      { length: 1000 },
+      (_, i) => `${i.toString(16).padStart(12, '0')}-1000 r-xp 0 0:0 0 /lib/x${i}.so\n`,
+    ).join('');
+    const status = 'Name:\tx\n'.repeat(500);
+    const g = new FakeGuest()
+      .addFile('/proc/7/maps', maps, { maxPerRead: 4071 })
+      .addFile('/proc/net/tcp', 'sl local\n', { maxPerRead: 4071 })
+      .addFile('/proc/7/status', status);
+    const api = new SyscallApi(g);
+    const res = await api.readFiles(['/proc/7/maps', '/proc/net/tcp', '/proc/7/status']);
+    expect(maps.length).toBeGreaterThan(8 * 4071);
+    expect(new TextDecoder().decode(res[0].data)).toBe(maps);
+    expect(res[0].truncated).toBeUndefined();
+    expect(new TextDecoder().decode(res[1].data)).toBe('sl local\n');
+    expect(new TextDecoder().decode(res[2].data)).toBe(status);
+    // First batch: maps and net/tcp get an EOF probe (open, read, probe, close); status, a
+    // single_open file, none (open, read, close).
+    expect(g.runs[0].length).toBe(4 + 4 + 3);
+    expect(g.openFds).toBe(0);
+    expect(g.runCount).toBeLessThanOrEqual(5);
+  });
+
   it('continues only the files that filled their buffer, in one follow-up batch', async () => {
     const big = 'x'.repeat(10_000);
     const huge = Uint8Array.from({ length: 300_000 }, (_, i) => i & 0xff);
@@ -157,8 +181,10 @@ describe('readFiles', () => {
     expect(new TextDecoder().decode(res[1].data)).toBe(big);
     expect(new TextDecoder().decode(res[2].data)).toBe(exact);
     expect(res[3].data).toEqual(huge);
-    // Second run holds only the three overflowing files, not /small.
-    expect(g.runs[1].length).toBe(9);
+    // Second run holds only the two files longer than their first read: /small and /exact
+    // ended at their EOF probe. /big is read again from 0 (open, 2 reads, probe, close);
+    // /huge continues after an lseek (open, lseek, 2 reads, probe, close).
+    expect(g.runs[1].length).toBe(11);
     expect(g.runCount).toBeLessThanOrEqual(4);
     expect(g.openFds).toBe(0);
   });

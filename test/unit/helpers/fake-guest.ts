@@ -37,6 +37,8 @@ interface FileNode {
   /** errno returned by openat / read for this file. */
   openErrno?: number;
   readErrno?: number;
+  /** At most this many bytes per read(), as a /proc seq_file returns one page at a time. */
+  maxPerRead?: number;
 }
 interface LinkNode {
   kind: 'link';
@@ -104,7 +106,11 @@ export class FakeGuest implements SyscallExecutor {
     return this;
   }
 
-  addFile(path: string, content: Content, opts: { openErrno?: number; readErrno?: number } = {}): this {
+  addFile(
+    path: string,
+    content: Content,
+    opts: { openErrno?: number; readErrno?: number; maxPerRead?: number } = {},
+  ): this {
     this.addDir(path.slice(0, path.lastIndexOf('/')) || '/');
     this.nodes.set(path, { kind: 'file', content, ...opts });
     return this;
@@ -220,7 +226,7 @@ export class FakeGuest implements SyscallExecutor {
         if (f.node.readErrno) return fail(f.node.readErrno);
         const raw = typeof f.node.content === 'function' ? f.node.content() : f.node.content;
         const bytes = typeof raw === 'string' ? enc.encode(raw) : raw;
-        const count = Math.min(Number(ints[2]), outSize());
+        const count = Math.min(Number(ints[2]), outSize(), f.node.maxPerRead ?? Infinity);
         const pos = c.nr === sysno('pread64') ? Number(ints[3]) : f.pos;
         const chunk = bytes.subarray(Math.min(pos, bytes.length), Math.min(pos + count, bytes.length));
         if (c.nr === sysno('read')) f.pos += chunk.length;
