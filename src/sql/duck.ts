@@ -1,0 +1,263 @@
+/**
+ * vmi's tables in and out of an embedded DuckDB (`@duckdb/node-api`: the engine is a native
+ * binary inside the npm package, so it works offline).
+ *
+ * In: a ResultTable becomes a DuckDB table through the appender, cell by cell with the
+ * column's own type (INTEGER, BIGINT, UBIGINT, DOUBLE, BOOLEAN, VARCHAR, TIMESTAMPTZ).
+ * Measured against the other offline route (Parquet bytes from parquet-wasm into a temp
+ * file, then read_parquet; DuckDB's Arrow IPC reader is an extension it would download):
+ * see docs/sql.md, "How tables are loaded". Absent cells (unreadable, not available)
+ * become NULL; their reasons stay in the source tables' metadata.
+ *
+ * Out: a DuckDB result becomes a ResultTable whose column types map back (INTEGER→int32,
+ * BIGINT→int64, UBIGINT→uint64, or hex64 when the column is a hex64 column of a source
+ * table under the same name, TIMESTAMP*→timestamp_ms, VARCHAR→utf8 byte text; HUGEINT
+ * (SUM of BIGINT) → int64 when every value fits, text otherwise; DECIMAL→float64; other
+ * types (lists, structs, intervals) → their text).
+ */
+import {
+  DuckDBConnection,
+  DuckDBInstance,
+  DuckDBTimestampTZValue,
+  DuckDBTypeId,
+  type DuckDBResult,
+} from '@duckdb/node-api';
+import { AbsentValue, type ColumnSpec, type ColumnType, type RowValue } from '../output/columns.js';
+import type { ResultTable } from '../output/table.js';
+import { QueryError, sqlIdent } from './tables.js';
+
+/** DuckDB's SQL type for a vmi column type. */
+export function duckTypeOf(type: ColumnType): string {
+  switch (type) {
+    case 'int32':
+      return 'INTEGER';
+    case 'int64':
+      return 'BIGINT';
+    case 'uint64':
+    case 'hex64':
+      return 'UBIGINT';
+    case 'float64':
+      return 'DOUBLE';
+    case 'bool':
+      return 'BOOLEAN';
+    case 'utf8':
+      return 'VARCHAR';
+    case 'timestamp_ms':
+      return 'TIMESTAMPTZ';
+  }
+}
+
+/** An in-memory DuckDB with one connection; close() frees both. */
+export interface Duck {
+  connection: DuckDBConnection;
+  /** First column of the first row of `sql`, as text. */
+  scalar(sql: string): Promise<string>;
+  close(): void;
+}
+
+export async function openDuck(): Promise<Duck> {
+  const instance = await DuckDBInstance.create(':memory:');
+  const connection = await instance.connect();
+  return {
+    connection,
+    async scalar(sql) {
+      const r = await connection.runAndReadAll(sql);
+      const v = r.getRowsJS()[0]?.[0];
+      return typeof v === 'string' ? v : String(v);
+    },
+    close() {
+      connection.closeSync();
+      instance.closeSync();
+    },
+  };
+}
+
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+
+function toBigInt(v: RowValue): bigint {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v);
+  if (typeof v === 'string' && /^-?\d+$/.test(v)) return BigInt(v);
+  throw new TypeError(`not an integer: ${String(v)}`);
+}
+
+function toMillis(v: RowValue): number {
+  if (v instanceof Date) return v.getTime();
+  if (typeof v === 'number') return v;
+  if (typeof v === 'bigint') return Number(v);
+  return NaN;
+}
+
+/**
+ * Creates table `name` with `table`'s columns and appends its rows. A cell that does not
+ * fit its column's type (a plugin bug) becomes NULL rather than failing the query.
+ */
+export async function loadTable(
+  connection: DuckDBConnection,
+  name: string,
+  table: ResultTable,
+): Promise<void> {
+  const cols = table.columns.map((c) => `${sqlIdent(c.name)} ${duckTypeOf(c.type)}`).join(', ');
+  await connection.run(`CREATE TABLE ${sqlIdent(name)} (${cols})`);
+  const appender = await connection.createAppender(name);
+  const types = table.columns.map((c) => c.type);
+  for (const row of table.rows) {
+    for (let c = 0; c < types.length; c++) {
+      const v = row[c];
+      if (v === null || v === undefined || v instanceof AbsentValue) {
+        appender.appendNull();
+        continue;
+      }
+      try {
+        switch (types[c]) {
+          case 'int32':
+            if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError('not an int32');
+            appender.appendInteger(v);
+            break;
+          case 'int64':
+            appender.appendBigInt(toBigInt(v));
+            break;
+          case 'uint64':
+          case 'hex64':
+            appender.appendUBigInt(toBigInt(v));
+            break;
+          case 'float64':
+            appender.appendDouble(Number(v));
+            break;
+          case 'bool':
+            appender.appendBoolean(v === true);
+            break;
+          case 'utf8':
+            appender.appendVarchar(typeof v === 'string' ? v : String(v));
+            break;
+          case 'timestamp_ms': {
+            const ms = toMillis(v);
+            if (!Number.isFinite(ms)) throw new TypeError('not a time');
+            appender.appendTimestampTZ(new DuckDBTimestampTZValue(BigInt(Math.trunc(ms)) * 1000n));
+            break;
+          }
+        }
+      } catch {
+        appender.appendNull();
+      }
+    }
+    appender.endRow();
+  }
+  appender.closeSync();
+}
+
+/** The vmi column type of a result column, from DuckDB's type and the source columns' types. */
+function resultType(id: DuckDBTypeId, name: string, sources: ReadonlyMap<string, ColumnSpec>): ColumnType {
+  switch (id) {
+    case DuckDBTypeId.BOOLEAN:
+      return 'bool';
+    case DuckDBTypeId.TINYINT:
+    case DuckDBTypeId.SMALLINT:
+    case DuckDBTypeId.INTEGER:
+    case DuckDBTypeId.UTINYINT:
+    case DuckDBTypeId.USMALLINT:
+      return 'int32';
+    case DuckDBTypeId.UINTEGER:
+    case DuckDBTypeId.BIGINT:
+    case DuckDBTypeId.HUGEINT:
+      return 'int64';
+    case DuckDBTypeId.UBIGINT:
+      return sources.get(name)?.type === 'hex64' ? 'hex64' : 'uint64';
+    case DuckDBTypeId.FLOAT:
+    case DuckDBTypeId.DOUBLE:
+    case DuckDBTypeId.DECIMAL:
+      return 'float64';
+    case DuckDBTypeId.TIMESTAMP:
+    case DuckDBTypeId.TIMESTAMP_S:
+    case DuckDBTypeId.TIMESTAMP_MS:
+    case DuckDBTypeId.TIMESTAMP_NS:
+    case DuckDBTypeId.TIMESTAMP_TZ:
+      return 'timestamp_ms';
+    default:
+      return 'utf8';
+  }
+}
+
+/** A JS value of DuckDB's converter as a cell of `type`. */
+function cellOf(v: unknown, type: ColumnType): RowValue {
+  if (v === null || v === undefined) return null;
+  switch (type) {
+    case 'int32':
+    case 'float64':
+      return typeof v === 'bigint' ? Number(v) : (v as number);
+    case 'int64':
+    case 'uint64':
+    case 'hex64':
+      return typeof v === 'bigint' ? v : BigInt(v as number);
+    case 'bool':
+      return v === true;
+    case 'timestamp_ms':
+      return v instanceof Date ? v : null;
+    case 'utf8':
+      if (typeof v === 'string') return v;
+      if (v instanceof Date) return v.toISOString();
+      return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
+  }
+}
+
+/**
+ * Reads a whole result as a ResultTable named `name`. `sources` are the loaded tables'
+ * columns by name, whose descriptions (and hex64 type) carry over to same-named result
+ * columns. HUGEINT columns whose values do not all fit an int64 become text.
+ */
+export async function readResult(
+  result: DuckDBResult,
+  name: string,
+  sources: ReadonlyMap<string, ColumnSpec>,
+): Promise<ResultTable> {
+  const names = result.deduplicatedColumnNames();
+  const columns: ColumnSpec[] = names.map((n, i) => {
+    const type = resultType(result.columnTypeId(i), n, sources);
+    const desc = sources.get(n)?.description;
+    return { name: n, type, ...(desc ? { description: desc } : {}) };
+  });
+  const data = await result.getColumnsJS();
+  names.forEach((_, i) => {
+    if (result.columnTypeId(i) === DuckDBTypeId.HUGEINT || result.columnTypeId(i) === DuckDBTypeId.UHUGEINT) {
+      const fits = data[i].every(
+        (v) => v === null || (typeof v === 'bigint' && v >= I64_MIN && v <= I64_MAX),
+      );
+      if (!fits || result.columnTypeId(i) === DuckDBTypeId.UHUGEINT)
+        columns[i].type = fits ? 'int64' : 'utf8';
+      if (!fits) data[i] = data[i].map((v) => (v === null ? null : String(v)));
+    }
+  });
+  const count = data[0]?.length ?? 0;
+  const rows: RowValue[][] = [];
+  for (let r = 0; r < count; r++) rows.push(columns.map((c, i) => cellOf(data[i][r], c.type)));
+  return { plugin: name, columns, rows, errors: [], metadata: {} };
+}
+
+/**
+ * DuckDB's error as one line with its position: DuckDB marks the place with a `LINE n:`
+ * line and a caret under it; that becomes `at line n, column c`.
+ */
+export function duckErrorMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const lines = text.split('\n');
+  const first = lines[0].trim();
+  const li = lines.findIndex((l) => /^LINE \d+:/.test(l));
+  if (li >= 0 && li + 1 < lines.length) {
+    const lineNo = Number(/^LINE (\d+):/.exec(lines[li])![1]);
+    const prefix = /^LINE \d+: /.exec(lines[li])![0].length;
+    const caret = lines[li + 1].indexOf('^');
+    if (caret >= 0) return `${first} (at line ${lineNo}, column ${caret - prefix + 1} of the query as run)`;
+  }
+  const hint = lines.slice(1).find((l) => /Did you mean|Candidate/.test(l));
+  return hint ? `${first} ${hint.trim()}` : first;
+}
+
+/** Runs `sql`, mapping DuckDB's errors to QueryError with their position. */
+export async function runSql(connection: DuckDBConnection, sql: string): Promise<DuckDBResult> {
+  try {
+    return await connection.run(sql);
+  } catch (e) {
+    throw new QueryError(duckErrorMessage(e));
+  }
+}
