@@ -5,6 +5,7 @@
  * DuckDB bridge (src/sql/duck.ts): typed columns in and out.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { OptionSpecs } from '../../src/sdk/plugin.js';
 import { callEnd, discoverTables, QueryError, type PluginCatalog } from '../../src/sql/tables.js';
 import { loadTable, openDuck, readResult, runSql, type Duck } from '../../src/sql/duck.js';
 import { UNREADABLE, type ResultTable } from '../../src/output/index.js';
@@ -12,7 +13,7 @@ import { toArrow } from '../../src/output/arrow-table.js';
 
 const catalog: PluginCatalog = {
   names: ['pslist', 'psaux', 'sockstat', 'lsmod', 'odd-name'],
-  optionsOf: (n) =>
+  optionsOf: (n): OptionSpecs | undefined =>
     n === 'pslist'
       ? {
           pid: { type: 'integer', multiple: true, description: 'pid' },
