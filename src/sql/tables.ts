@@ -73,7 +73,14 @@ export function sqlIdent(s: string): string {
 
 /** The parse tree of `sql` as DuckDB's json_serialize_sql gives it; QueryError on bad SQL. */
 export async function parseTree(scalar: ScalarQuery, sql: string): Promise<Json> {
-  const text = await scalar(`SELECT json_serialize_sql(${sqlString(sql)})`);
+  let text: string;
+  try {
+    text = await scalar(`SELECT json_serialize_sql(${sqlString(sql)})`);
+  } catch (e) {
+    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    // DuckDB serializes SELECT statements only: vmi query never writes, creates or attaches.
+    throw new QueryError(/Only SELECT/i.test(msg) ? 'vmi query runs one SELECT statement only' : msg);
+  }
   const tree = JSON.parse(text) as { [key: string]: Json };
   if (tree.error === true) {
     const pos = Number(tree.position);
