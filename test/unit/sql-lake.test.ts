@@ -19,7 +19,12 @@ import {
   pluginGlob,
   tempFileName,
 } from '../../src/sql/lake.js';
-import { applyRetention, lakeTable, writeLakeFile } from '../../src/sql/collect.js';
+import { applyRetention, lakeTable, startCollect, writeLakeFile } from '../../src/sql/collect.js';
+import { pslist } from '../../src/plugins/pslist.js';
+import type { AttachedSession } from '../../src/runner/run-plugins.js';
+import type { InspectedGuest } from '../../src/qemu/guest-endpoints.js';
+import type { SessionStats } from '../../src/shadow/session.js';
+import { addFakeProcess, fakeProcGuest } from './helpers/fake-guest.js';
 import { queryLake, type QueryCatalog } from '../../src/sql/query.js';
 import { toParquet } from '../../src/output/renderers/parquet.js';
 import { openDuck } from '../../src/sql/duck.js';
@@ -176,5 +181,88 @@ describe('lake files and readers', () => {
     ]);
     await expect(queryLake('SELECT * FROM lsmod', catalog, root)).rejects.toThrow(/has no files of lsmod/);
     await expect(queryLake('SELECT * FROM pslist(pid := 1)', catalog, root)).rejects.toThrow(/do not apply/);
+  });
+});
+
+describe('startCollect with fake guests (no QEMU)', () => {
+  const fakeGuest = (name: string) => {
+    const g = fakeProcGuest(3);
+    addFakeProcess(g, 1, 'init');
+    addFakeProcess(g, 2, name === 'a' ? 'sh' : 'httpd');
+    const stats = {
+      attachMs: 1,
+      batches: 0,
+      calls: 0,
+      runMs: 0,
+      transport: 'trap',
+      shadowPid: 999,
+      victimPid: 1,
+    } as SessionStats;
+    const session: AttachedSession = { stats, run: (calls) => g.run(calls), detach: async () => {} };
+    const guest: InspectedGuest = { name, qmpSocket: '/nonexistent', ramSize: 0, runDir: '/nonexistent' };
+    return { target: { name, resolve: async () => guest }, session };
+  };
+
+  it('writes rounds × guests × plugins files, stops after the current file on stop(), leaves no temp file', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'vmi-collect-'));
+    try {
+      const a = fakeGuest('a');
+      const b = fakeGuest('b');
+      const sessions = new Map([
+        ['a', a.session],
+        ['b', b.session],
+      ]);
+      const lines: string[] = [];
+      const c = startCollect([a.target, b.target], [{ plugin: pslist, options: {} }], {
+        dir: root,
+        version: '1.2.3',
+        rounds: 2,
+        intervalMs: 100,
+        host: 'hv/1',
+        log: (l) => lines.push(l),
+        attach: async (g) => sessions.get(g.name)!,
+      });
+      const rounds = await c.done;
+      expect(rounds.map((r) => [r.round, r.files, r.failures])).toEqual([
+        [1, 2, 0],
+        [2, 2, 0],
+      ]);
+      expect(
+        lines.filter((l) => /^round \d\/2 at .*: 2 files, \d+ rows, 2 guests, 0 failures/.test(l)).length,
+      ).toBe(2);
+      const files = await readdir(root, { recursive: true });
+      const data = files.filter((f) => f.endsWith('.parquet'));
+      expect(data.length).toBe(4);
+      expect(files.some((f) => f.endsWith('.tmp'))).toBe(false);
+      for (const f of data)
+        expect(f).toMatch(
+          /^plugin=pslist\/host=hv%2F1\/guest=[ab]\/date=\d{4}-\d{2}-\d{2}\/\d{8}T\d{9}Z-[0-9a-f]{8}\.parquet$/,
+        );
+
+      // Until stopped: stop() in the middle of the run ends it after the file being written.
+      const stopRoot = join(root, 'stop');
+      let stopped = false;
+      const c2 = startCollect([a.target, b.target], [{ plugin: pslist, options: {} }], {
+        dir: stopRoot,
+        version: '1.2.3',
+        intervalMs: 100,
+        log: () => undefined,
+        attach: async (g) => {
+          if (!stopped) {
+            stopped = true;
+            c2.stop();
+          }
+          return sessions.get(g.name)!;
+        },
+      });
+      const r2 = await c2.done;
+      expect(r2.length).toBe(1);
+      expect(r2[0].files).toBe(0);
+      expect((await readdir(stopRoot, { recursive: true })).filter((f) => f.endsWith('.parquet'))).toEqual(
+        [],
+      );
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
