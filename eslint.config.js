@@ -26,6 +26,8 @@ const LAYERS = [
   // `vmi watch`: snapshots through the API, diffed into change events.
   ['watch', ['util', 'abi', 'output', 'sdk', 'api']],
   ['cli', ['util', 'output', 'sdk', 'plugins', 'packs', 'runner']],
+  // `vmi query`, `vmi collect`: plugin tables in an embedded DuckDB, and the Parquet lake.
+  ['sql', ['util', 'output', 'sdk', 'targets', 'runner']],
 ];
 const FOLDERS = [...LAYERS.map(([f]) => f), 'commands'];
 

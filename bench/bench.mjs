@@ -14,6 +14,9 @@
 //        BENCH_ONLY=xview npm run bench   the cross-view plugins on a lab guest: psxview's whole
 //          PID sweep and a bounded one, sockxview, against pslist and sockstat in the same run
 //          (bench/results-xview.json and bench/results-xview.md)
+//        BENCH_ONLY=sql npm run bench   vmi query's pslist⋈sockstat join on a lab guest, wall time
+//          of the CLI, next to the two plugins run plainly (one attach) in the same interleaved
+//          rounds (bench/results-sql.json and bench/results-sql.md)
 //        BENCH_ONLY=foreign npm run bench   a foreign QEMU (ordinary RAM backend, no shared
 //          file, attached through its QMP socket only) beside a lab guest of the same size:
 //          attach and pslist through QEMU's process memory (doorbell) and through the
@@ -62,6 +65,8 @@ const FOREIGN_RUNS = Number(process.env.BENCH_FOREIGN_RUNS ?? 10);
 const FOREIGN_MEM_MIB = 256;
 const ONLY_WATCH = process.env.BENCH_ONLY === 'watch';
 const ONLY_XVIEW = process.env.BENCH_ONLY === 'xview';
+const ONLY_SQL = process.env.BENCH_ONLY === 'sql';
+const SQL_RUNS = Number(process.env.BENCH_SQL_RUNS ?? 7);
 const XVIEW_RUNS = Number(process.env.BENCH_XVIEW_RUNS ?? 5);
 const WATCH_SAMPLES = Number(process.env.BENCH_WATCH_SAMPLES ?? 20);
 const WATCH_INTERVALS_MS = (process.env.BENCH_WATCH_INTERVALS ?? '1000,100').split(',').map(Number);
@@ -719,6 +724,114 @@ async function crossView() {
 }
 
 /**
+ * BENCH_ONLY=sql: `vmi query` for a pslist⋈sockstat join (listeners with their process
+ * names), wall time of the CLI from start to exit, next to `vmi plugins run pslist
+ * sockstat` (the same two plugins, one attach, JSON to a pipe) in the same interleaved
+ * rounds on one 256 MiB lab guest; plus the query's own split (collect, load, query) from
+ * --timing. Target: query ≤ 1.3× the plain run.
+ */
+async function sqlBench() {
+  const runJs = join(HERE, '..', 'bin', 'run.js');
+  const name = `${GUEST}-sql`;
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  const SQL =
+    `SELECT s.GUEST, s.PID, p.COMM, s."Source Addr", s."Source Port" FROM sockstat s ` +
+    `JOIN pslist p USING (GUEST, PID) WHERE s.State = 'LISTEN' ORDER BY s.PID`;
+  const cases = [
+    {
+      key: 'vmi plugins run pslist sockstat',
+      args: ['plugins', 'run', 'pslist', 'sockstat', '--guest', name, '-r', 'json'],
+    },
+    { key: 'vmi query (pslist ⋈ sockstat)', args: ['query', '--guest', name, '-r', 'json', '--timing', SQL] },
+  ];
+  const wall = (args) =>
+    new Promise((resolve, reject) => {
+      const t0 = performance.now();
+      const child = spawn(process.execPath, [runJs, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (err += d));
+      child.once('exit', (code) => {
+        const ms = performance.now() - t0;
+        if (code !== 0) reject(new Error(`vmi ${args.join(' ')}: exit ${code}: ${err}`));
+        else resolve({ ms, out, err });
+      });
+    });
+  log(`booting lab guest ${name} (256 MiB, 1 vCPU); host load ${load0[0].toFixed(2)}`);
+  const guest = await labUp({ name, memMiB: 256, onProgress: (m) => log(`  ${m}`) });
+  const runs = new Map(cases.map((c) => [c.key, []]));
+  const split = [];
+  let rows = 0;
+  try {
+    for (const c of cases) await wall(c.args); // warm-up (syscall entry cache, page cache)
+    for (let i = 0; i < SQL_RUNS; i++) {
+      for (const c of cases) {
+        const r = await wall(c.args);
+        runs.get(c.key).push(r.ms);
+        if (c.key.startsWith('vmi query')) {
+          rows = JSON.parse(r.out).length;
+          const m =
+            /sql: parse ([\d.]+) ms, collect ([\d.]+) ms, load ([\d.]+) ms \((\d+) rows\), query ([\d.]+) ms/.exec(
+              r.err,
+            );
+          if (m)
+            split.push({
+              parseMs: +m[1],
+              collectMs: +m[2],
+              loadMs: +m[3],
+              loadedRows: +m[4],
+              queryMs: +m[5],
+            });
+        }
+        log(`  ${c.key} run ${i + 1}/${SQL_RUNS}: ${r.ms.toFixed(0)} ms`);
+      }
+    }
+  } finally {
+    await labDown(name);
+  }
+  const series = cases.map((c) => ({ name: c.key, wallMs: stat(runs.get(c.key)) }));
+  const pick = (k) => stat(split.map((x) => x[k]));
+  const out = {
+    started,
+    node: process.version,
+    runs: SQL_RUNS,
+    kernelRelease: guest.kernelRelease,
+    query: SQL,
+    resultRows: rows,
+    series,
+    querySplit: {
+      parseMs: pick('parseMs'),
+      collectMs: pick('collectMs'),
+      loadMs: pick('loadMs'),
+      queryMs: pick('queryMs'),
+      loadedRows: median(split.map((x) => x.loadedRows)),
+    },
+  };
+  out.ratio = series[1].wallMs.median / series[0].wallMs.median;
+  out.hostLoadavg = { before: load0, after: loadavg() };
+  out.finished = new Date().toISOString();
+  const header = ['', 'wall ms (CLI start to exit)'];
+  const tableRows = series.map((x) => [x.name, ms(x.wallMs, 0)]);
+  tableRows.push(['**ratio** query / plain run', `${out.ratio.toFixed(2)}× (target ≤ 1.3×)`]);
+  const q = out.querySplit;
+  tableRows.push([
+    'of the query: parse · collect · load · query',
+    `${f(q.parseMs.median, 1)} · ${f(q.collectMs.median, 0)} · ${f(q.loadMs.median, 1)} (${q.loadedRows} rows) · ${f(q.queryMs.median, 1)}`,
+  ]);
+  const note =
+    `Lab guest (q35, 256 MiB, 1 vCPU, TCG, ${out.kernelRelease}); each run a new \`vmi\` process (\`node bin/run.js\`), ` +
+    `fresh shadow, one attach for both plugins; vmi on Node ${out.node}. Cells: median (min) over ${SQL_RUNS} interleaved runs. ` +
+    `Query: \`${SQL}\` (${rows} rows). Host load average before/after: ${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)}. Run ${started}.`;
+  const md = await format(`${markdown(header, tableRows)}\n\n${note}\n`, { parser: 'markdown' });
+  await writeFile(join(HERE, 'results-sql.json'), JSON.stringify(out, null, 2) + '\n');
+  await writeFile(join(HERE, 'results-sql.md'), md);
+  process.stdout.write(`${plain(header, tableRows)}\n\n${note}\n`);
+  log('wrote bench/results-sql.json and bench/results-sql.md');
+}
+
+/**
  * Boots a QEMU the way someone else would: the lab's kernel and initramfs, `-m` RAM (an
  * anonymous mapping, no shared file), no gdbstub, QMP and a serial console only.
  */
@@ -1148,6 +1261,7 @@ async function main() {
   if (ONLY_FOREIGN) return foreignGuest(pslist);
   if (ONLY_WATCH) return watchBench();
   if (ONLY_XVIEW) return crossView();
+  if (ONLY_SQL) return sqlBench();
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };

@@ -26,6 +26,11 @@ export interface InspectOptions extends RunOnGuestOptions {
 /** What an invocation produced, ready for a command to print. */
 export interface InspectResult {
   tables: ResultTable[];
+  /**
+   * One entry per request, in request order: its table (with a leading GUEST column when
+   * several guests were inspected), or undefined where the plugin failed on a single guest.
+   */
+  byRequest: (ResultTable | undefined)[];
   /** One line each, for `vmi: error: …` (a failed plugin or guest). */
   problems: string[];
   /** One line each, for `vmi: …` (timings). */
@@ -60,7 +65,7 @@ export async function inspect(
     }
     if (opts.timing) notes.push(`total ${(performance.now() - started).toFixed(1)} ms`);
     const exitCode = multi.failed ? 1 : problems.length > 0 ? 3 : 0;
-    return { tables: multi.tables, problems, notes, exitCode };
+    return { tables: multi.tables, byRequest: multi.tables, problems, notes, exitCode };
   }
 
   // One guest: open it (whatever kind), run, close. Booting the default lab guest has its own progress.
@@ -87,5 +92,5 @@ export async function inspect(
     );
   }
   const exitCode = problems.length === 0 ? 0 : run.tables.length > 0 ? 3 : 1;
-  return { tables: run.tables, problems, notes, exitCode };
+  return { tables: run.tables, byRequest: run.byRequest, problems, notes, exitCode };
 }
