@@ -46,6 +46,7 @@ export {
   CallRef,
   inBytes,
   outBuffer,
+  inOutBuffer,
   cPath,
   retErrno,
   type SyscallResult,

@@ -386,8 +386,24 @@ export function snapshotCalls(calls: readonly Call[]): Call[] {
       let copy: CallArg;
       if (a.kind === 'int') copy = { kind: 'int', value: toBigInt(a.value) };
       else if (a.kind === 'in' && isView(a.data)) copy = { kind: 'in', data: new U8(a.data) };
-      else if (a.kind === 'out')
+      else if (a.kind === 'out' && a.init === undefined && a.pointers === undefined)
         copy = { kind: 'out', size: toNumber(a.size), keep: a.keep === 'all' ? 'all' : 'ret' };
+      else if (a.kind === 'out' && isView(a.init)) {
+        const ptrs: number[] = [];
+        const src = a.pointers;
+        if (src !== undefined) {
+          if (!isArray(src) || src.length > 64) throw new TypeError(`bad pointers of argument ${j} of call ${i}`);
+          for (let k = 0; k < src.length; k++)
+            defineProperty(ptrs, k, { value: toNumber(src[k]), enumerable: true });
+        }
+        copy = {
+          kind: 'out',
+          size: toNumber(a.size),
+          keep: a.keep === 'all' ? 'all' : 'ret',
+          init: new U8(a.init),
+          pointers: freeze(ptrs),
+        };
+      }
       else if (a.kind === 'result') copy = { kind: 'result', index: toNumber(a.index) };
       else throw new TypeError(`bad argument ${j} of call ${i}`);
       // defineProperty, not push or index assignment: no setter a plugin put on

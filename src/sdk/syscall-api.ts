@@ -445,5 +445,41 @@ export class SyscallApi {
       size = Math.min(want, cap);
     }
   }
+
+  /**
+   * A large file (/proc/kallsyms, a few MiB) in few guest entries: each batch opens the
+   * file, reads as many MAX_READ_CALL-sized pread64s at consecutive offsets as the batch's
+   * output limit holds, and closes it; the next batch goes on from where it stopped, until
+   * a short read. Cost: ⌈size / (maxOutBytes rounded down to MAX_READ_CALL)⌉ batches (3
+   * for 8 MiB with the default 3 MiB). The file is reopened per batch, so a file that
+   * changes meanwhile can tear at a batch boundary. Throws SyscallError; `truncated` when
+   * `maxSize` (default DEFAULT_MAX_FILE_SIZE) cut it short.
+   */
+  async readLargeFile(
+    path: string,
+    options: { maxSize?: number } = {},
+  ): Promise<{ data: Uint8Array; truncated: boolean }> {
+    const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
+    const perBatch = Math.max(1, Math.floor(this.limits.maxOutBytes / MAX_READ_CALL));
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const b = this.batch();
+      const fd = b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+      const reads: CallRef[] = [];
+      for (let i = 0; i < perBatch && total + i * MAX_READ_CALL < maxSize; i++)
+        reads.push(b.pread64(fd, MAX_READ_CALL, total + i * MAX_READ_CALL));
+      b.close(fd);
+      await b.submit();
+      fd.check();
+      for (const r of reads) {
+        const data = r.check().data;
+        chunks.push(data);
+        total += data.length;
+        if (data.length < MAX_READ_CALL) return { data: concat(chunks), truncated: false };
+      }
+      if (total >= maxSize) return { data: concat(chunks).subarray(0, maxSize), truncated: true };
+    }
+  }
 }
 Object.freeze(SyscallApi.prototype);
