@@ -24,8 +24,16 @@ const columns = [
     type: 'timestamp_ms',
     description: 'CLOCK_REALTIME − CLOCK_BOOTTIME, minus the namespace’s boottime offset',
   },
-  { name: 'BTIME', type: 'timestamp_ms', description: 'btime of /proc/stat (initial namespace, whole seconds)' },
-  { name: 'Uptime', type: 'float64', description: 'Seconds since boot in this namespace (/proc/uptime + offset)' },
+  {
+    name: 'BTIME',
+    type: 'timestamp_ms',
+    description: 'btime of /proc/stat (initial namespace, whole seconds)',
+  },
+  {
+    name: 'Uptime',
+    type: 'float64',
+    description: 'Seconds since boot in this namespace (/proc/uptime + offset)',
+  },
   {
     name: 'Boottime Offset',
     type: 'float64',

@@ -53,7 +53,8 @@ const columns = [
 export const capabilities = definePlugin({
   name: 'capabilities',
   volatilityName: 'linux.capabilities',
-  description: 'Lists the capability sets (inheritable, permitted, effective, bounding, ambient) of every task',
+  description:
+    'Lists the capability sets (inheritable, permitted, effective, bounding, ambient) of every task',
   version: '1.0.0',
   columns,
   options: { pid: PID_OPTION },

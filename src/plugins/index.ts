@@ -1,6 +1,8 @@
 /** The registry of built-in plugins. */
 import type { PluginDefinition } from '../sdk/index.js';
 import { banner } from './banner.js';
+import { ebpf } from './ebpf.js';
+import { netfilter } from './netfilter.js';
 import { boottime } from './boottime.js';
 import { capabilities } from './capabilities.js';
 import { iomem } from './iomem.js';
@@ -47,4 +49,6 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   boottime,
   kallsyms,
   iomem,
+  ebpf,
+  netfilter,
 ];

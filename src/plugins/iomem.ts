@@ -35,15 +35,13 @@ export const iomem = definePlugin({
     if (bad.length > 0) ctx.warn(`${path}: ${bad.length} unparsable line(s), first at ${bad[0]}`);
     if (entries.length > 0 && entries.every((e) => e.start === 0n && e.end === 0n))
       ctx.warn(`${path}: addresses hidden (the reader lacks CAP_SYS_ADMIN)`);
-    return entries.map(
-      (e): Row<typeof columns> => ({
-        Name: e.name,
-        Start: e.start,
-        End: e.end,
-        Size: e.end >= e.start ? e.end - e.start + 1n : 0n,
-        Depth: e.depth,
-        [TREE_DEPTH]: e.depth,
-      }),
-    );
+    return entries.map((e): Row<typeof columns> => ({
+      Name: e.name,
+      Start: e.start,
+      End: e.end,
+      Size: e.end >= e.start ? e.end - e.start + 1n : 0n,
+      Depth: e.depth,
+      [TREE_DEPTH]: e.depth,
+    }));
   },
 });

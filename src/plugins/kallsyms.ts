@@ -18,13 +18,17 @@ import { definePlugin, notAvailable, type Row } from '../sdk/index.js';
 
 const columns = [
   { name: 'Addr', type: 'hex64', description: 'Symbol address (N/A when kptr_restrict hides it)' },
-  { name: 'Type', type: 'utf8', description: "nm's type letter (T text, D data, B bss, R read-only; lower case: local)" },
+  {
+    name: 'Type',
+    type: 'utf8',
+    description: "nm's type letter (T text, D data, B bss, R read-only; lower case: local)",
+  },
   { name: 'Size', type: 'int64', description: 'Bytes to the next symbol of the same image or module' },
   { name: 'Exported', type: 'bool', description: 'EXPORT_SYMBOL’d (a __ksymtab_NAME entry exists)' },
   { name: 'SubSystem', type: 'utf8', description: 'core (kernel image), module, bpf or ftrace' },
   { name: 'ModuleName', type: 'utf8', description: 'Module (in brackets in the file), or kernel' },
   { name: 'SymbolName', type: 'utf8', description: 'Symbol name' },
-  { name: 'Description', type: 'utf8', description: "What the type letter means" },
+  { name: 'Description', type: 'utf8', description: 'What the type letter means' },
 ] as const;
 
 /** Volatility's subsystem of a symbol. */
@@ -45,7 +49,9 @@ export function symbolSizes(entries: readonly KallsymsEntry[]): (bigint | undefi
   });
   const sizes: (bigint | undefined)[] = entries.map(() => undefined);
   for (const idx of groups.values()) {
-    idx.sort((a, b) => (entries[a].address < entries[b].address ? -1 : entries[a].address > entries[b].address ? 1 : 0));
+    idx.sort((a, b) =>
+      entries[a].address < entries[b].address ? -1 : entries[a].address > entries[b].address ? 1 : 0,
+    );
     let next: bigint | undefined;
     for (let j = idx.length - 1; j >= 0; j--) {
       const a = entries[idx[j]].address;

@@ -17,14 +17,7 @@
  * ~6 batches, 3 × tasks + ~40 calls.
  */
 import { KallsymsIndex, parseKallsyms, parseStack } from '../abi/linux/proc/kallsyms.js';
-import {
-  definePlugin,
-  isVanished,
-  notAvailable,
-  PID_OPTION,
-  unreadable,
-  type Row,
-} from '../sdk/index.js';
+import { definePlugin, isVanished, notAvailable, PID_OPTION, unreadable, type Row } from '../sdk/index.js';
 
 const columns = [
   { name: 'TID', type: 'int32', description: 'Thread id' },
@@ -33,7 +26,7 @@ const columns = [
   { name: 'Address', type: 'hex64', description: 'Stack slot of the frame: N/A (not exposed by /proc)' },
   { name: 'Value', type: 'hex64', description: 'Return address: kallsyms address of Name + Offset' },
   { name: 'Name', type: 'utf8', description: 'Function the frame is in' },
-  { name: 'Type', type: 'utf8', description: "kallsyms type letter of Name (t/T: text)" },
+  { name: 'Type', type: 'utf8', description: 'kallsyms type letter of Name (t/T: text)' },
   { name: 'Module', type: 'utf8', description: 'Module of the function (N/A: the kernel image)' },
   { name: 'PID', type: 'int32', description: 'Process id (thread-group id)' },
   { name: 'Offset', type: 'hex64', description: 'Offset of the return address into the function' },
@@ -102,7 +95,9 @@ export const pscallstack = definePlugin({
             ? f.printed
             : sym && sym.address !== 0n && f.offset !== undefined
               ? sym.address + f.offset
-              : notAvailable(f.symbol === undefined ? 'unnamed frame' : 'symbol ambiguous or hidden in kallsyms');
+              : notAvailable(
+                  f.symbol === undefined ? 'unnamed frame' : 'symbol ambiguous or hidden in kallsyms',
+                );
         rows.push({
           ...base,
           Position: pos,
@@ -116,7 +111,8 @@ export const pscallstack = definePlugin({
         });
       });
     });
-    if (hidden > 0) ctx.warn(`kernel stacks of ${hidden} task(s) not readable (CAP_SYS_ADMIN, CONFIG_STACKTRACE)`);
+    if (hidden > 0)
+      ctx.warn(`kernel stacks of ${hidden} task(s) not readable (CAP_SYS_ADMIN, CONFIG_STACKTRACE)`);
     return rows;
   },
 });

@@ -62,8 +62,7 @@ export function batchCost(calls: readonly Call[]): BatchCost {
         cost.out += a.size;
         // An in-out buffer is also written with the inputs.
         if (a.init !== undefined) cost.in += a.size;
-      }
-      else if (a.kind === 'in') cost.in += a.data.length;
+      } else if (a.kind === 'in') cost.in += a.data.length;
     }
   return cost;
 }

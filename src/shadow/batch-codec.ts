@@ -47,7 +47,8 @@ export function inOutBytes(
 ): Buffer {
   const buf = Buffer.alloc(arg.size);
   const init = arg.init ?? new Uint8Array(0);
-  if (init.length > arg.size) throw new BatchTooLargeError(`in-out buffer: ${init.length} bytes of init in ${arg.size}`);
+  if (init.length > arg.size)
+    throw new BatchTooLargeError(`in-out buffer: ${init.length} bytes of init in ${arg.size}`);
   buf.set(init);
   for (const at of arg.pointers ?? []) {
     if (!Number.isSafeInteger(at) || at < 0 || at + 8 > arg.size)

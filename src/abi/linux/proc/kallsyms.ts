@@ -88,9 +88,7 @@ export function parseStack(input: ProcInput): { frames: StackFrame[]; bad: numbe
       frames.push({
         printed: BigInt(`0x${m[1]}`),
         text: m[2],
-        ...(s
-          ? { symbol: s[1], offset: BigInt(`0x${s[2]}`), size: BigInt(`0x${s[3]}`), module: s[4] }
-          : {}),
+        ...(s ? { symbol: s[1], offset: BigInt(`0x${s[2]}`), size: BigInt(`0x${s[3]}`), module: s[4] } : {}),
       });
     });
   return { frames, bad };
