@@ -67,6 +67,10 @@ export const LAB_WORKLOAD = {
     bpfPort: 9002,
     bpfProgName: 'vmilab_sockflt',
     bpfMapName: 'vmilab_map',
+    /** `labkern nft`: table inet vmilab, chain input, one rule (tcp dport 31337 counter drop). */
+    nftTable: 'vmilab',
+    nftChain: 'input',
+    nftComment: 'vmilab-rule',
   },
   /** Written by /init once every listener is up: `name=pid` lines. */
   pidsFile: '/run/vmi-lab/pids',
@@ -86,7 +90,9 @@ const hex4 = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0'
  */
 export function kernelWorkloadScript(): string {
   const k = LAB_WORKLOAD.kernel;
-  return `# kernel-facing workload (capabilities, ptrace, ebpf)
+  return `# kernel-facing workload (capabilities, ptrace, ebpf, netfilter)
+/usr/sbin/labkern nft >/var/log/lab-nft.log 2>&1 || echo "lab: labkern nft failed" >/dev/console
+/usr/sbin/labkern iptables >/var/log/lab-iptables.log 2>&1 || echo "lab: labkern iptables failed" >/dev/console
 start ${k.caps} /usr/sbin/labkern caps
 start ${k.tracee} /usr/sbin/labkern sleep
 start ${k.tracer} /usr/sbin/labkern trace $!
