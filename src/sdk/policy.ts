@@ -359,13 +359,13 @@ function sockDiagRefusal(name: string, call: Call, batch: readonly Call[] | unde
   }
   const proto = netlinkSocketProto(sock);
   if (proto === undefined)
-    return `to call ${name} on anything but a NETLINK_SOCK_DIAG or NETLINK_NETFILTER socket opened in the same batch`;
+    return `to call ${name} on anything but a NETLINK_NETFILTER or NETLINK_SOCK_DIAG socket opened in the same batch`;
   if (name === 'sendto') {
     const ok =
       isAllowedRequest(proto, argAt(call, 1), intArg(argAt(call, 2))) && zero(3) && zero(4) && zero(5);
     return ok
       ? undefined
-      : 'to call sendto with anything but one SOCK_DIAG_BY_FAMILY dump or one nf_tables GET request';
+      : 'to call sendto with anything but one SOCK_DIAG_BY_FAMILY dump request or one nf_tables GET request';
   }
   const f = intArg(argAt(call, 3));
   const ok = argAt(call, 1)?.kind === 'out' && f !== undefined && (f & ~toBigInt(MSG_DONTWAIT)) === 0n;
