@@ -24,6 +24,7 @@ import { netfilter } from '../../src/plugins/netfilter.js';
 import { pscallstack } from '../../src/plugins/pscallstack.js';
 import { ptrace } from '../../src/plugins/ptrace.js';
 import { builtinPlugins } from '../../src/plugins/index.js';
+import { describePlugins, pluginCatalog } from '../../src/cli/plugin-list.js';
 import { decodeResults, encodeBatch, resultExtent } from '../../src/shadow/batch-codec.js';
 import { LAYOUT } from '../../src/shadow/layout.js';
 import {
@@ -673,5 +674,11 @@ describe('registry', () => {
       ebpf: 'linux.ebpf',
       netfilter: 'linux.malware.netfilter',
     });
+    const listing = describePlugins(builtinPlugins);
+    expect(listing).toContain('netfilter  (v1.0.0, Volatility linux.malware.netfilter)');
+    expect(listing).toContain('ebpf  (v1.0.0, Volatility linux.ebpf)');
+    expect(pluginCatalog(builtinPlugins).find((p) => p.name === 'kthreads')?.volatilityName).toBe(
+      'linux.kthreads',
+    );
   });
 });
