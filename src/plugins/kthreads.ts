@@ -10,8 +10,8 @@
  * (5.17+: longer than comm's 15 bytes).
  *
  * Cost: 1 batch for the /proc listing, 1 (+1 follow-up) for stat, stack and wchan of
- * every process, /proc/kallsyms (3 batches for 6–8 MiB): ~6 batches, 9 × processes +
- * ~40 calls.
+ * every process, /proc/kallsyms (1 batch per 3 MiB: 2 on the lab guest): 4 batches, 9 ×
+ * processes + ~1550 calls.
  */
 import { KallsymsIndex, parseKallsyms, parseStack } from '../abi/linux/proc/kallsyms.js';
 import { definePlugin, isVanished, notAvailable, proc as procParsers, type Row } from '../sdk/index.js';

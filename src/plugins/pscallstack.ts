@@ -13,8 +13,8 @@
  * none.
  *
  * Cost: 1 batch for the /proc listing (none with --pid), 1 for the task directories, 1
- * (+1 follow-up) for every stack file, and /proc/kallsyms (3 batches for 6–8 MiB):
- * ~6 batches, 3 × tasks + ~40 calls.
+ * (+1 follow-up) for every stack and comm file, and /proc/kallsyms (1 batch per 3 MiB: 2
+ * on the lab guest): 5 batches (4 with --pid), 6 × tasks + ~1550 calls.
  */
 import { KallsymsIndex, parseKallsyms, parseStack } from '../abi/linux/proc/kallsyms.js';
 import { definePlugin, isVanished, notAvailable, PID_OPTION, unreadable, type Row } from '../sdk/index.js';
