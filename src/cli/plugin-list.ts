@@ -11,7 +11,8 @@ export function describePlugins(
   const lines: string[] = [];
   for (const p of [...plugins].sort((a, b) => a.name.localeCompare(b.name))) {
     const pack = packOf(p.name);
-    lines.push(`${p.name}  (v${p.version}${pack ? `, pack ${pack}` : ''})`);
+    const vol = p.volatilityName ? `, Volatility ${p.volatilityName}` : '';
+    lines.push(`${p.name}  (v${p.version}${vol}${pack ? `, pack ${pack}` : ''})`);
     lines.push(`  ${p.description}`);
     lines.push(`  columns: ${p.columns.map((c) => `${c.name} [${c.type}]`).join(', ')}`);
     const opts = Object.entries(p.options);
@@ -31,6 +32,8 @@ export function describePlugins(
 /** One plugin as `vmi plugins available --json` prints it. */
 export interface PluginCatalogEntry {
   name: string;
+  /** Volatility 3's dotted module name for the same plugin, when it has one. */
+  volatilityName?: string;
   version: string;
   description: string;
   /** The plugin pack it comes from; absent for a built-in. */
@@ -53,6 +56,7 @@ export function pluginCatalog(
       const pack = packOf(p.name);
       return {
         name: p.name,
+        ...(p.volatilityName ? { volatilityName: p.volatilityName } : {}),
         version: p.version,
         description: p.description,
         ...(pack ? { pack } : {}),

@@ -171,13 +171,15 @@ export async function buildInitramfs(
   const labd = await readFile(await buildGuestProgram('labd', onProgress));
   const psnative = await readFile(await buildGuestProgram('psnative', onProgress));
   const labsandbox = await readFile(await buildGuestProgram('labsandbox', onProgress));
+  // Issue 17's kernel-facing workload (capabilities, ptrace, ebpf).
+  const labkern = await readFile(await buildGuestProgram('labkern', onProgress));
   const modules: Record<string, Buffer> = {};
   for (const [name, path] of Object.entries(kernel.modules)) modules[name] = await readFile(path);
 
   const inputs: InitramfsInputs = {
     busybox,
     applets,
-    programs: { labd, psnative, labsandbox },
+    programs: { labd, psnative, labsandbox, labkern },
     modules,
     kernelRelease: kernel.release,
   };

@@ -27,12 +27,41 @@ export interface LabKernel {
   /** Only when the package has a real one (Debian's is a stub pointing to the -dbg package). */
   systemMap?: string;
   config?: string;
-  /** Dependency-free loadable modules, uncompressed: module name → .ko path. */
+  /**
+   * Loadable modules, uncompressed: module name → .ko path, in load order (a module's
+   * dependencies before it).
+   */
   modules: Record<string, string>;
+  /** The LAB_MODULE_CANDIDATES this cache entry was extracted with (absent: the first two). */
+  moduleCandidates?: string[];
 }
 
 /** Modules copied into the cache: small, no dependencies, harmless to load. */
-export const LAB_MODULE_CANDIDATES = ['kernel/drivers/net/dummy.ko', 'kernel/fs/nls/nls_utf8.ko'];
+const BASE_LAB_MODULES = ['kernel/drivers/net/dummy.ko', 'kernel/fs/nls/nls_utf8.ko'];
+
+/**
+ * Netfilter for the netfilter plugin (issue 17): nf_tables with its dependencies, and
+ * legacy iptables' filter table, in load order. A module is kept only when every module
+ * it depends on was kept before it (a kernel that builds one in needs no .ko for it).
+ */
+export const NETFILTER_LAB_MODULES = [
+  'kernel/crypto/crc32c_generic.ko',
+  'kernel/lib/libcrc32c.ko',
+  'kernel/net/netfilter/nfnetlink.ko',
+  'kernel/net/netfilter/nf_tables.ko',
+  'kernel/net/netfilter/x_tables.ko',
+  'kernel/net/ipv4/netfilter/ip_tables.ko',
+  'kernel/net/ipv4/netfilter/iptable_filter.ko',
+];
+
+/** Every module the lab copies into its kernel cache, in load order. */
+export const LAB_MODULE_CANDIDATES = [...BASE_LAB_MODULES, ...NETFILTER_LAB_MODULES];
+
+/** A cached kernel extracted with another candidate list is extracted again. */
+export function sameCandidates(k: Pick<LabKernel, 'moduleCandidates'>): boolean {
+  const had = k.moduleCandidates ?? BASE_LAB_MODULES;
+  return had.length === LAB_MODULE_CANDIDATES.length && had.every((m, i) => m === LAB_MODULE_CANDIDATES[i]);
+}
 
 const KERNEL_PKG_RE = /^linux-image-[a-z0-9][a-z0-9.+~-]*$/;
 const DEFAULT_SEARCH = '^linux-image-6\\.1\\.0-[0-9]+-amd64$';
@@ -158,6 +187,7 @@ export async function cachedKernel(pkg: string): Promise<LabKernel | undefined> 
   try {
     const k = JSON.parse(await readFile(join(dir, 'kernel.json'), 'utf8')) as LabKernel;
     if (!(await exists(k.vmlinux))) return undefined;
+    if (!sameCandidates(k)) return undefined;
     return k;
   } catch {
     return undefined;
@@ -285,6 +315,7 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
       vmlinux,
       vmlinuz,
       modules: {},
+      moduleCandidates: [...LAB_MODULE_CANDIDATES],
     };
     const systemMap = bootFiles.find((f) => f.startsWith('System.map-'));
     // Debian ships a stub System.map ("The real System.map is in the -dbg package").
@@ -306,7 +337,8 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
         const modName = rel.split('/').pop()!.replace(/\.ko$/, '');
         const dest = join(tmp, 'modules', `${modName}.ko`);
         await copyModule(src, dest);
-        if (moduleDepends(await readFile(dest)).length === 0) {
+        // Its dependencies must have been kept before it (the candidates are in load order).
+        if (moduleDepends(await readFile(dest)).every((d) => d in kernel.modules)) {
           kernel.modules[modName] = join(finalDir, 'modules', `${modName}.ko`);
         } else {
           await removeQuietly(dest);

@@ -52,6 +52,26 @@ export const LAB_WORKLOAD = {
       args: ['worker', '--role', 'worker-3', '--shard', '3'],
     },
   ] as LabWorker[],
+  /**
+   * Kernel-facing workload (issue 17: capabilities, ptrace, ebpf; see
+   * kernelWorkloadScript): `labkern` helpers started by /init with these pids-file names.
+   */
+  kernel: {
+    /** `labkern caps`: known capability sets (guest-programs/labkern.c). */
+    caps: 'kcaps',
+    /** `labkern sleep`, traced by `labkern trace` (PTRACE_SEIZE). */
+    tracee: 'ktracee',
+    tracer: 'ktracer',
+    /** `labkern bpf PORT`: socket filter vmilab_sockflt with map vmilab_map on a UDP socket. */
+    bpf: 'kbpf',
+    bpfPort: 9002,
+    bpfProgName: 'vmilab_sockflt',
+    bpfMapName: 'vmilab_map',
+    /** `labkern nft`: table inet vmilab, chain input, one rule (tcp dport 31337 counter drop). */
+    nftTable: 'vmilab',
+    nftChain: 'input',
+    nftComment: 'vmilab-rule',
+  },
   /** Written by /init once every listener is up: `name=pid` lines. */
   pidsFile: '/run/vmi-lab/pids',
   readyFile: '/run/vmi-lab/ready',
@@ -63,6 +83,21 @@ export function shQuote(s: string): string {
 }
 
 const hex4 = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0');
+
+/**
+ * The kernel-facing part of /init (issue 17): a process with known capability sets, a
+ * sleeper traced by another, and a loaded eBPF socket filter. Uses /init's `start`.
+ */
+export function kernelWorkloadScript(): string {
+  const k = LAB_WORKLOAD.kernel;
+  return `# kernel-facing workload (capabilities, ptrace, ebpf, netfilter)
+/usr/sbin/labkern nft >/var/log/lab-nft.log 2>&1 || echo "lab: labkern nft failed" >/dev/console
+/usr/sbin/labkern iptables >/var/log/lab-iptables.log 2>&1 || echo "lab: labkern iptables failed" >/dev/console
+start ${k.caps} /usr/sbin/labkern caps
+start ${k.tracee} /usr/sbin/labkern sleep
+start ${k.tracer} /usr/sbin/labkern trace $!
+start ${k.bpf} /usr/sbin/labkern bpf ${k.bpfPort}`;
+}
 
 /** The guest's /init. `modules` are paths inside the guest of .ko files to insmod. */
 export function initScript(modules: readonly string[]): string {
@@ -117,6 +152,7 @@ start holder /usr/sbin/labd hold ${held}
 start monitor /usr/sbin/labd monitor /run/vmi-lab/heartbeat
 ${workers}
 start ticker /bin/sh -c 'while true; do sleep 10; done'
+${kernelWorkloadScript()}
 
 # Ready once every listener is up and both clients are connected.
 i=0

@@ -1,6 +1,15 @@
 /** The registry of built-in plugins. */
 import type { PluginDefinition } from '../sdk/index.js';
 import { banner } from './banner.js';
+import { ebpf } from './ebpf.js';
+import { netfilter } from './netfilter.js';
+import { boottime } from './boottime.js';
+import { capabilities } from './capabilities.js';
+import { iomem } from './iomem.js';
+import { kallsyms } from './kallsyms.js';
+import { kthreads } from './kthreads.js';
+import { pscallstack } from './pscallstack.js';
+import { ptrace } from './ptrace.js';
 import { envars } from './envars.js';
 import { ifconfig } from './ifconfig.js';
 import { kmsg } from './kmsg.js';
@@ -32,4 +41,14 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   ifconfig,
   psxview,
   sockxview,
+  // Issue 17, processes and kernel (p17a).
+  capabilities,
+  ptrace,
+  pscallstack,
+  kthreads,
+  boottime,
+  kallsyms,
+  iomem,
+  ebpf,
+  netfilter,
 ];

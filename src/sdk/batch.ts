@@ -35,10 +35,14 @@ export interface SyscallResult {
 export interface InArg {
   in: Uint8Array;
 }
-/** An output buffer argument (see CallArg 'out'). */
+/** An output buffer argument (see CallArg 'out'); with `init`, an in-out buffer. */
 export interface OutArg {
   out: number;
   keep?: 'ret' | 'all';
+  /** First bytes of the buffer before the call (an in-out struct); the rest is zero. */
+  init?: Uint8Array;
+  /** Offsets of u64 fields of `init` holding an offset into this buffer, made guest addresses. */
+  pointers?: readonly number[];
 }
 /** Anything a recorded call accepts as an argument. */
 export type ArgSpec = number | bigint | CallRef | InArg | OutArg;
@@ -58,6 +62,17 @@ export function inBytes(data: Uint8Array): InArg {
 /** An output buffer of `size` bytes; `keep` = 'ret' (return value bytes) or 'all'. */
 export function outBuffer(size: number, keep: 'ret' | 'all' = 'ret'): OutArg {
   return { out: size, keep };
+}
+
+/**
+ * An in-out buffer of `size` bytes that starts as `init` (zero-padded) and comes back
+ * whole after the call: a struct the kernel reads and writes (bpf_attr, getsockopt's
+ * optval). `pointers`: offsets of u64 fields of `init` that hold an offset into this
+ * buffer and become its guest address (see CallArg 'out').
+ */
+export function inOutBuffer(size: number, init: Uint8Array, pointers: readonly number[] = []): OutArg {
+  if (init.length > size) throw new RangeError(`in-out buffer: ${init.length} bytes of init in ${size}`);
+  return { out: size, keep: 'all', init, pointers };
 }
 
 /** A path as a NUL-terminated C string (a string is byte text: see PathArg). */
@@ -199,6 +214,10 @@ export class BatchBuilder {
       }
       if (!Number.isSafeInteger(a.out) || a.out < 0) throw new Error(`${syscall}: bad buffer size ${a.out}`);
       outBytes += a.out;
+      if (a.init !== undefined) {
+        inLen += a.out;
+        return { kind: 'out', size: a.out, keep: a.keep ?? 'ret', init: a.init, pointers: a.pointers ?? [] };
+      }
       return { kind: 'out', size: a.out, keep: a.keep ?? 'ret' };
     });
     const group = this.currentGroup ?? this.nextGroup++;

@@ -58,8 +58,11 @@ export function batchCost(calls: readonly Call[]): BatchCost {
   const cost: BatchCost = { calls: calls.length, out: 0, in: 0 };
   for (const c of calls)
     for (const a of c.args) {
-      if (a.kind === 'out') cost.out += a.size;
-      else if (a.kind === 'in') cost.in += a.data.length;
+      if (a.kind === 'out') {
+        cost.out += a.size;
+        // An in-out buffer is also written with the inputs.
+        if (a.init !== undefined) cost.in += a.size;
+      } else if (a.kind === 'in') cost.in += a.data.length;
     }
   return cost;
 }

@@ -18,6 +18,7 @@ import {
   SYSLOG_ACTION_SIZE_BUFFER,
 } from '../abi/linux/flags.js';
 import {
+  AF_INET,
   AF_NETLINK,
   MSG_DONTWAIT,
   NETLINK_SOCK_DIAG,
@@ -28,6 +29,16 @@ import {
   SOCK_RAW,
 } from '../abi/linux/sock-diag.js';
 import { allSyscalls } from '../abi/linux/syscalls.js';
+import {
+  IPPROTO_RAW,
+  IPT_SO_GET_ENTRIES,
+  IPT_SO_GET_INFO,
+  NETLINK_NETFILTER,
+  NFNL_SUBSYS_NFTABLES,
+  NFT_READ_ONLY_MSGS,
+  SOL_IP,
+} from '../abi/linux/nfnetlink.js';
+import { BPF_READ_ONLY_COMMANDS } from '../abi/linux/bpf.js';
 import { bytesToText } from '../util/byte-text.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from './syscall-types.js';
 
@@ -116,8 +127,30 @@ export const READ_ONLY_SYSCALLS: ReadonlySet<string> = new Set([
  * Why this is read-only: the socket is the shadow's own and is closed in the batch; a
  * dump only reads the kernel's socket tables (what `ss` does); SOCK_DESTROY (21), the one
  * sock_diag message that changes anything, and every other type are refused.
+ *
+ * The same terms carry the netfilter plugin's queries: on a `NETLINK_NETFILTER` socket,
+ * `sendto` of exactly one nf_tables GET request (NFT_READ_ONLY_MSGS: GETTABLE, GETCHAIN,
+ * GETRULE, GETSET, GETGEN; the *_RESET variants zero counters and are refused), what
+ * `nft list ruleset` sends; and `getsockopt(SOL_IP, IPT_SO_GET_INFO | IPT_SO_GET_ENTRIES)`
+ * on a `socket(AF_INET, SOCK_RAW, IPPROTO_RAW)` of the same batch, what `iptables-legacy
+ * -L` calls: both only copy the rules out.
  */
-export const SOCK_DIAG_SYSCALLS: ReadonlySet<string> = new Set(['socket', 'sendto', 'recvfrom']);
+export const SOCK_DIAG_SYSCALLS: ReadonlySet<string> = new Set([
+  'socket',
+  'sendto',
+  'recvfrom',
+  'getsockopt',
+]);
+
+/**
+ * bpf(2), allowed only with the commands that read (BPF_READ_ONLY_COMMANDS of
+ * src/abi/linux/bpf.ts: {PROG,MAP,LINK}_GET_NEXT_ID, {PROG,MAP,LINK}_GET_FD_BY_ID and
+ * OBJ_GET_INFO_BY_FD), as `bpftool prog/map/link show` uses them (the ebpf plugin). Why
+ * this is read-only: NEXT_ID walks the id tables; GET_FD_BY_ID gives the shadow its own fd
+ * (a reference, dropped by its close); GET_INFO_BY_FD copies the object's info out. Every
+ * command that loads, attaches, detaches, updates, deletes or pins is refused.
+ */
+export const BPF_READ_ONLY_CMDS: ReadonlySet<number> = new Set(BPF_READ_ONLY_COMMANDS);
 
 /** syslog(2) actions that neither consume nor change the kernel log. */
 export const READ_ONLY_SYSLOG_ACTIONS: ReadonlySet<number> = new Set([
@@ -216,6 +249,8 @@ const NAME_BY_NR = nullTable(
 const READ_ONLY_TABLE = nullTable([...READ_ONLY_SYSCALLS].map((n) => [n, true] as const));
 const SOCK_DIAG_TABLE = nullTable([...SOCK_DIAG_SYSCALLS].map((n) => [n, true] as const));
 const SYSLOG_TABLE = nullTable([...READ_ONLY_SYSLOG_ACTIONS].map((a) => [a, true] as const));
+const NFT_GET_TABLE = nullTable(NFT_READ_ONLY_MSGS.map((m) => [m, true] as const));
+const BPF_TABLE = nullTable([...BPF_READ_ONLY_CMDS].map((c) => [c, true] as const));
 
 function nameOf(nr: number): string {
   const n = NAME_BY_NR[nr];
@@ -247,49 +282,90 @@ function pathArg(a: CallArg | undefined): string | undefined {
 /** SOCK_CLOEXEC | SOCK_NONBLOCK: flags a socket() type may carry. */
 const SOCK_TYPE_FLAGS = 0o2000000 | 0o4000;
 
-/** True for socket(AF_NETLINK, SOCK_RAW|SOCK_DGRAM [+flags], NETLINK_SOCK_DIAG). */
-function isDiagSocket(call: Call | undefined): boolean {
-  if (!call || nameOf(call.nr) !== 'socket') return false;
+/**
+ * The netlink protocol of socket(AF_NETLINK, SOCK_RAW|SOCK_DGRAM [+flags], P) when P is
+ * NETLINK_SOCK_DIAG or NETLINK_NETFILTER; undefined for any other call.
+ */
+function netlinkSocketProto(call: Call | undefined): number | undefined {
+  if (!call || nameOf(call.nr) !== 'socket') return undefined;
   const domain = intArg(argAt(call, 0));
   const type = intArg(argAt(call, 1));
   const proto = intArg(argAt(call, 2));
-  if (domain !== toBigInt(AF_NETLINK) || proto !== toBigInt(NETLINK_SOCK_DIAG) || type === undefined)
-    return false;
+  if (domain !== toBigInt(AF_NETLINK) || type === undefined) return undefined;
+  if (proto !== toBigInt(NETLINK_SOCK_DIAG) && proto !== toBigInt(NETLINK_NETFILTER)) return undefined;
   const t = toNumber(asUintN(32, type));
   const base = t & ~SOCK_TYPE_FLAGS;
-  return base === SOCK_RAW || base === SOCK_DGRAM;
+  return base === SOCK_RAW || base === SOCK_DGRAM ? toNumber(proto) : undefined;
 }
 
-/** The fd argument names the result of a diag socket() of the same batch. */
-function onDiagSocket(call: Call, batch: readonly Call[] | undefined): boolean {
+/** True for socket(AF_INET, SOCK_RAW [+flags], IPPROTO_RAW): iptables' getsockopt socket. */
+function isIptSocket(call: Call | undefined): boolean {
+  if (!call || nameOf(call.nr) !== 'socket') return false;
+  const type = intArg(argAt(call, 1));
+  return (
+    intArg(argAt(call, 0)) === toBigInt(AF_INET) &&
+    type !== undefined &&
+    (toNumber(asUintN(32, type)) & ~SOCK_TYPE_FLAGS) === SOCK_RAW &&
+    intArg(argAt(call, 2)) === toBigInt(IPPROTO_RAW)
+  );
+}
+
+/** The socket() call of the same batch the fd argument names, if any. */
+function socketOf(call: Call, batch: readonly Call[] | undefined): Call | undefined {
   const a = argAt(call, 0);
-  if (!batch || a?.kind !== 'result') return false;
+  if (!batch || a?.kind !== 'result') return undefined;
   const i = toNumber(a.index);
-  return i >= 0 && i < batch.length && isDiagSocket(batch[i]);
+  return i >= 0 && i < batch.length ? batch[i] : undefined;
 }
 
-/** Exactly one SOCK_DIAG_BY_FAMILY dump request (read byte by byte: no DataView a plugin could patch). */
-function isDumpRequest(a: CallArg | undefined, len: bigint | undefined): boolean {
+/** Exactly one allowed request (read byte by byte: no DataView a plugin could patch). */
+function isAllowedRequest(proto: number, a: CallArg | undefined, len: bigint | undefined): boolean {
   if (a?.kind !== 'in' || len === undefined) return false;
   const d = a.data;
   const n = d.length;
   if (n < 16 || toBigInt(n) !== len) return false;
   const u16 = (o: number) => d[o] | (d[o + 1] << 8);
   const u32 = (o: number) => (u16(o) + u16(o + 2) * 65536) >>> 0;
+  if (u32(0) !== n) return false;
+  if (proto === NETLINK_NETFILTER) {
+    const type = u16(4);
+    return (
+      type >> 8 === NFNL_SUBSYS_NFTABLES &&
+      NFT_GET_TABLE[type & 0xff] === true &&
+      (u16(6) & NLM_F_REQUEST) !== 0
+    );
+  }
   const want = NLM_F_REQUEST | NLM_F_DUMP;
-  return u32(0) === n && u16(4) === SOCK_DIAG_BY_FAMILY && (u16(6) & want) === want;
+  return u16(4) === SOCK_DIAG_BY_FAMILY && (u16(6) & want) === want;
 }
 
-/** Why a socket/sendto/recvfrom call is not the allowed sock_diag dump, or undefined when it is. */
+/** Why a socket/sendto/recvfrom/getsockopt call is not an allowed query, or undefined when it is. */
 function sockDiagRefusal(name: string, call: Call, batch: readonly Call[] | undefined): string | undefined {
   const zero = (i: number) => intArg(argAt(call, i)) === 0n;
   if (name === 'socket')
-    return isDiagSocket(call) ? undefined : 'to call socket other than (AF_NETLINK, NETLINK_SOCK_DIAG)';
-  if (!onDiagSocket(call, batch))
-    return `to call ${name} on anything but a NETLINK_SOCK_DIAG socket opened in the same batch`;
+    return netlinkSocketProto(call) !== undefined || isIptSocket(call)
+      ? undefined
+      : 'to call socket other than (AF_NETLINK, NETLINK_SOCK_DIAG or NETLINK_NETFILTER) or (AF_INET, SOCK_RAW, IPPROTO_RAW)';
+  const sock = socketOf(call, batch);
+  if (name === 'getsockopt') {
+    const opt = intArg(argAt(call, 2));
+    const ok =
+      isIptSocket(sock) &&
+      intArg(argAt(call, 1)) === toBigInt(SOL_IP) &&
+      (opt === toBigInt(IPT_SO_GET_INFO) || opt === toBigInt(IPT_SO_GET_ENTRIES));
+    return ok
+      ? undefined
+      : 'to call getsockopt but IPT_SO_GET_INFO/IPT_SO_GET_ENTRIES on an (AF_INET, SOCK_RAW, IPPROTO_RAW) socket opened in the same batch';
+  }
+  const proto = netlinkSocketProto(sock);
+  if (proto === undefined)
+    return `to call ${name} on anything but a NETLINK_NETFILTER or NETLINK_SOCK_DIAG socket opened in the same batch`;
   if (name === 'sendto') {
-    const ok = isDumpRequest(argAt(call, 1), intArg(argAt(call, 2))) && zero(3) && zero(4) && zero(5);
-    return ok ? undefined : 'to call sendto with anything but one SOCK_DIAG_BY_FAMILY dump request';
+    const ok =
+      isAllowedRequest(proto, argAt(call, 1), intArg(argAt(call, 2))) && zero(3) && zero(4) && zero(5);
+    return ok
+      ? undefined
+      : 'to call sendto with anything but one SOCK_DIAG_BY_FAMILY dump request or one nf_tables GET request';
   }
   const f = intArg(argAt(call, 3));
   const ok = argAt(call, 1)?.kind === 'out' && f !== undefined && (f & ~toBigInt(MSG_DONTWAIT)) === 0n;
@@ -325,6 +401,13 @@ export function checkCall(
       flags,
     );
   if (granted(opts.grant, name)) return undefined;
+  if (name === 'bpf') {
+    const cmd = intArg(argAt(call, 0));
+    if (cmd !== undefined && cmd >= 0n && cmd < 64n && BPF_TABLE[toNumber(cmd)] === true) return undefined;
+    return refuse(
+      `to call bpf with command ${cmd ?? '?'} (only the read-only queries: GET_NEXT_ID, GET_FD_BY_ID, OBJ_GET_INFO_BY_FD)`,
+    );
+  }
   if (SOCK_DIAG_TABLE[name] === true) {
     const why = sockDiagRefusal(name, call, batch);
     return why === undefined ? undefined : refuse(why);
@@ -386,9 +469,25 @@ export function snapshotCalls(calls: readonly Call[]): Call[] {
       let copy: CallArg;
       if (a.kind === 'int') copy = { kind: 'int', value: toBigInt(a.value) };
       else if (a.kind === 'in' && isView(a.data)) copy = { kind: 'in', data: new U8(a.data) };
-      else if (a.kind === 'out')
+      else if (a.kind === 'out' && a.init === undefined && a.pointers === undefined)
         copy = { kind: 'out', size: toNumber(a.size), keep: a.keep === 'all' ? 'all' : 'ret' };
-      else if (a.kind === 'result') copy = { kind: 'result', index: toNumber(a.index) };
+      else if (a.kind === 'out' && isView(a.init)) {
+        const ptrs: number[] = [];
+        const src = a.pointers;
+        if (src !== undefined) {
+          if (!isArray(src) || src.length > 64)
+            throw new TypeError(`bad pointers of argument ${j} of call ${i}`);
+          for (let k = 0; k < src.length; k++)
+            defineProperty(ptrs, k, { value: toNumber(src[k]), enumerable: true });
+        }
+        copy = {
+          kind: 'out',
+          size: toNumber(a.size),
+          keep: a.keep === 'all' ? 'all' : 'ret',
+          init: new U8(a.init),
+          pointers: freeze(ptrs),
+        };
+      } else if (a.kind === 'result') copy = { kind: 'result', index: toNumber(a.index) };
       else throw new TypeError(`bad argument ${j} of call ${i}`);
       // defineProperty, not push or index assignment: no setter a plugin put on
       // Array.prototype sees (or keeps) the checked objects.

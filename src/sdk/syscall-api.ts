@@ -497,5 +497,48 @@ export class SyscallApi {
       size = Math.min(want, cap);
     }
   }
+
+  /**
+   * A large file, typically a seq_file such as /proc/kallsyms (6–8 MiB), in few guest
+   * entries. A seq_file read returns at most one page whatever the count (fs/seq_file.c
+   * seq_read_iter fills its page-sized buffer), so each batch opens the file, lseeks to
+   * where the last batch stopped, issues as many `readSize`-byte reads as the batch's
+   * output limit holds (768 of 4 KiB in 3 MiB), and closes it; a read returning 0 is the
+   * end. Cost: ⌈size / (reads per batch × bytes per read)⌉ batches: 3 for the ~7 MiB of
+   * a Debian kernel's kallsyms. The file is reopened per batch (no fd outlives a batch),
+   * so a file that changes meanwhile can tear at a batch boundary. Throws SyscallError;
+   * `truncated` when `maxSize` (default DEFAULT_MAX_FILE_SIZE) cut it short.
+   */
+  async readLargeFile(
+    path: string,
+    options: { maxSize?: number; readSize?: number } = {},
+  ): Promise<{ data: Uint8Array; truncated: boolean }> {
+    const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
+    const readSize = Math.min(positiveInt(options.readSize, DEFAULT_READ_CHUNK, 'readSize'), MAX_READ_CALL);
+    const perBatch = Math.max(
+      1,
+      Math.min(this.limits.maxCalls - 3, Math.floor(this.limits.maxOutBytes / readSize)),
+    );
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const b = this.batch();
+      const fd = b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+      const seek = b.lseek(fd, total);
+      const reads: CallRef[] = [];
+      for (let i = 0; i < perBatch; i++) reads.push(b.read(fd, readSize));
+      b.close(fd);
+      await b.submit();
+      fd.check();
+      seek.check();
+      for (const r of reads) {
+        const data = r.check().data;
+        if (data.length === 0) return { data: concat(chunks), truncated: false };
+        chunks.push(data);
+        total += data.length;
+        if (total >= maxSize) return { data: concat(chunks).subarray(0, maxSize), truncated: true };
+      }
+    }
+  }
 }
 Object.freeze(SyscallApi.prototype);

@@ -14,8 +14,21 @@ export type CallArg =
    * An output buffer of `size` bytes in the batch buffer; the register gets its guest
    * address. `keep` says how many bytes come back: 'ret' = the call's return value (read,
    * getdents64, readlinkat), 'all' = the whole buffer (statx, uname, sysinfo).
+   *
+   * An in-out buffer (a struct the kernel reads and writes back: bpf(2)'s `union bpf_attr`,
+   * getsockopt's optval) has `init`: its first bytes before the call (the rest zero).
+   * `pointers` are offsets of little-endian u64 fields inside `init` that hold an offset
+   * into this same buffer; the encoder replaces each by that byte's guest address (a
+   * struct that points at a second part of itself, e.g. bpf_attr.info → the info struct
+   * placed after it). A pointer field or target outside the buffer is refused.
    */
-  | { kind: 'out'; size: number; keep: 'ret' | 'all' }
+  | {
+      kind: 'out';
+      size: number;
+      keep: 'ret' | 'all';
+      init?: Uint8Array;
+      pointers?: readonly number[];
+    }
   /** The return value of an earlier call of the same submission (e.g. the fd from openat). */
   | { kind: 'result'; index: number };
 

@@ -38,6 +38,33 @@ function align8(n: number): number {
 }
 
 /**
+ * The bytes of an in-out buffer (an 'out' argument with `init`) at guest address `addr`:
+ * `init` zero-padded to `size`, each self-relative pointer made absolute.
+ */
+export function inOutBytes(
+  arg: { size: number; init?: Uint8Array; pointers?: readonly number[] },
+  addr: bigint,
+): Buffer {
+  const buf = Buffer.alloc(arg.size);
+  const init = arg.init ?? new Uint8Array(0);
+  if (init.length > arg.size)
+    throw new BatchTooLargeError(`in-out buffer: ${init.length} bytes of init in ${arg.size}`);
+  buf.set(init);
+  for (const at of arg.pointers ?? []) {
+    if (!Number.isSafeInteger(at) || at < 0 || at + 8 > arg.size)
+      throw new BatchTooLargeError(`in-out buffer: pointer field at ${at} outside its ${arg.size} bytes`);
+    const rel = buf.readBigUInt64LE(at);
+    if (rel >= BigInt(arg.size))
+      throw new BatchTooLargeError(`in-out buffer: pointer to ${rel} outside its ${arg.size} bytes`);
+    buf.writeBigUInt64LE(addr + rel, at);
+  }
+  return buf;
+}
+
+/** An in-out buffer: written with the inputs, read back like an output. */
+const isInOut = (a: Call['args'][number]): boolean => a.kind === 'out' && a.init !== undefined;
+
+/**
  * Splits calls into groups that each fit one batch, by the SDK's limits and its planner
  * (a SyscallApi has split already: then this is one group). References to earlier results
  * must stay inside a group; the SDK's chunking keeps dependent calls together, and a
@@ -79,8 +106,12 @@ export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0)
   const dataSize = calls.reduce((n, c) => n + dataBytesOf(c), 0);
   if (dataSize > DATA_CAPACITY) throw new BatchTooLargeError(`${dataSize} bytes of buffers in one batch`);
   // Inputs first and contiguous, so that one write sends them all; output room after.
+  // In-out buffers live among the inputs (the host writes them), and are read back as outputs.
   let inSize = 0;
-  for (const c of calls) for (const a of c.args) if (a.kind === 'in') inSize += align8(a.data.length);
+  for (const c of calls)
+    for (const a of c.args)
+      if (a.kind === 'in') inSize += align8(a.data.length);
+      else if (a.kind === 'out' && isInOut(a)) inSize += align8(a.size);
   const input = Buffer.alloc(inSize);
   const outSlots: OutSlot[] = [];
   let inCursor = 0;
@@ -102,6 +133,13 @@ export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0)
           inCursor += align8(arg.data.length);
           break;
         case 'out':
+          if (arg.init !== undefined) {
+            value = base + BigInt(LAYOUT.data + inCursor);
+            input.set(inOutBytes(arg, value), inCursor);
+            outSlots.push({ call: i, offset: inCursor, size: arg.size, keep: arg.keep });
+            inCursor += align8(arg.size);
+            break;
+          }
           outSlots.push({ call: i, offset: cursor, size: arg.size, keep: arg.keep });
           value = base + BigInt(LAYOUT.data + cursor);
           cursor += align8(arg.size);
@@ -120,11 +158,15 @@ export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0)
 
 /** The range of the data area that a batch's results need to be read from. */
 export function resultExtent(batch: EncodedBatch, rets: readonly bigint[]): { start: number; end: number } {
-  const start = batch.input.length;
+  let start = batch.input.length;
   let end = start;
   for (const s of batch.outSlots) {
     const len = keptLength(s, rets[s.call]);
-    if (len > 0) end = Math.max(end, s.offset + len);
+    if (len > 0) {
+      // In-out buffers sit among the inputs, before the plain outputs.
+      start = Math.min(start, s.offset);
+      end = Math.max(end, s.offset + len);
+    }
   }
   return { start, end };
 }

@@ -54,6 +54,15 @@ describe('registry', () => {
       'ifconfig',
       'psxview',
       'sockxview',
+      'capabilities',
+      'ptrace',
+      'pscallstack',
+      'kthreads',
+      'boottime',
+      'kallsyms',
+      'iomem',
+      'ebpf',
+      'netfilter',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

@@ -82,6 +82,8 @@ export const KNOWN_SYSCALLS = [
   'getsockname',
   'getpeername',
   'getrandom',
+  'bpf',
+  'getsockopt',
 ] as const;
 
 export type SyscallName = (typeof KNOWN_SYSCALLS)[number];

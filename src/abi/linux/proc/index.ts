@@ -28,3 +28,12 @@ export {
 } from './netdev.js';
 export { parseMaps, type MapEntry } from './maps.js';
 export { parsePidCgroup, type PidCgroup, type CgroupLine } from './cgroup.js';
+export {
+  parseKallsyms,
+  parseStack,
+  KallsymsIndex,
+  KALLSYMS_TYPES,
+  type KallsymsEntry,
+  type StackFrame,
+} from './kallsyms.js';
+export { parseIomem, type IoResource } from './iomem.js';
