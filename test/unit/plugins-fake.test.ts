@@ -54,6 +54,12 @@ describe('registry', () => {
       'ifconfig',
       'psxview',
       'sockxview',
+      'bash',
+      'elfs',
+      'library_list',
+      'malfind',
+      'vmaregexscan',
+      'vmayarascan',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });
