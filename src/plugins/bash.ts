@@ -140,8 +140,9 @@ export function findEntries(
     const base = Number(h.start);
     for (let o = ((8 - (base % 8)) % 8) + 8; o + 8 <= d.length; o += 8) {
       const hi = dv.getUint32(o + 4, true);
-      if (hi === 0 || hi > 0x7fff) continue; // user addresses are below 2^47
+      if (hi > 0x7fff) continue; // user addresses are below 2^47
       const v = hi * 0x100000000 + dv.getUint32(o, true);
+      if (v < 0x10000) continue; // below vm.mmap_min_addr: never a pointer
       const ts = stamps.get(v);
       if (!ts) continue;
       const line = dv.getBigUint64(o - 8, true);
