@@ -240,9 +240,11 @@ describe('vmaregexscan and vmayarascan', () => {
     const big = new Uint8Array(40 << 20);
     const at = (3 << 20) - 6; // straddles the first 3 MiB chunk's end
     big.set(enc.encode('NEEDLE-ACROSS'), at);
+    g.addFile('/proc/1/comm', 'big\n');
     g.addFile('/proc/1/maps', mapLine(0x1000_0000n, 0x1000_0000n + BigInt(big.length), 'rw-p'));
     g.mem.set('/proc/1/mem', [{ start: 0x1000_0000n, data: big }]);
     const whole = await run(vmaregexscan, g, { pattern: 'NEEDLE-[A-Z]+' });
+    expect(whole.errors).toEqual([]);
     expect(whole.rows.map((r) => r.Offset)).toEqual([0x1000_0000n + BigInt(at)]);
     expect(whole.errors).toEqual([]);
     expect(whole.runs).toBeLessThanOrEqual(Math.ceil(40 / 3) + 2 + 1);
