@@ -1,8 +1,8 @@
 /**
  * vmayarascan: YARA rules over the memory of every process (Volatility's
- * linux.vmayarascan), through YARA-X (the npm package @litko/yara-x, YARA-X's Rust engine
- * as a Node addon, loaded on first use). Rules come from a file (`--yara-file`) or a string
- * (`--yara-string`), Volatility's option names; `include` is refused (YARA-X's default).
+ * linux.vmayarascan), through YARA-X (VirusTotal's npm package @virustotal/yara-x: YARA-X's Rust
+ * engine compiled to WebAssembly, loaded on first use). Rules come from a file (`--yara-file`) or a string
+ * (`--yara-string`), Volatility's option names.
  *
  * Every readable mapping is read through /proc/PID/mem in chunks of at most one batch
  * (3 MiB) with a 4 KiB lookahead, and each chunk is scanned on its own: a string match
@@ -17,6 +17,8 @@
  * ⌈scanned bytes / 3 MiB⌉ batches (a few more where regions end mid-batch).
  */
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import {
   bytesToText,
   definePlugin,
@@ -49,11 +51,28 @@ const MAX_VALUE = 256;
 /** Rules source read from --yara-file at most. */
 const MAX_RULES_FILE = 16 << 20;
 
-type YaraModule = typeof import('@litko/yara-x');
+type YaraModule = typeof import('@virustotal/yara-x');
+let yaraModule: Promise<YaraModule> | undefined;
 
-async function loadYara(): Promise<YaraModule> {
-  const m = await import('@litko/yara-x');
-  return ((m as { default?: YaraModule }).default ?? m) as YaraModule;
+/**
+ * YARA-X's WebAssembly build, compiled once on first use (synchronously, from the .wasm
+ * file beside the module: its default initialiser fetches a URL, which Node cannot do for
+ * a file).
+ */
+function loadYara(): Promise<YaraModule> {
+  yaraModule ??= (async () => {
+    const m = await import('@virustotal/yara-x');
+    const js = createRequire(import.meta.url).resolve('@virustotal/yara-x');
+    m.initSync({ module: await readFile(join(dirname(js), 'yara_x_js_bg.wasm')) });
+    return m;
+  })();
+  return yaraModule;
+}
+
+/** A rule's match as YARA-X's scan result gives it. */
+interface YaraRuleMatch {
+  identifier: string;
+  patterns: { identifier: string; matches: { offset: number; length: number }[] }[];
 }
 
 export const vmayarascan = definePlugin({
@@ -83,15 +102,19 @@ export const vmayarascan = definePlugin({
       source = buf.toString('utf8');
     } else source = inline!;
     const yara = await loadYara();
-    let rules: ReturnType<YaraModule['compile']>;
+    const compiler = new yara.Compiler();
+    let rules: ReturnType<InstanceType<YaraModule['Compiler']>['build']>;
     try {
-      rules = yara.compile(source);
+      compiler.addSource(source);
+      rules = compiler.build();
     } catch (e) {
       const first =
         String((e as Error).message ?? e)
           .split('\n')
           .find((l) => l.trim() !== '') ?? 'compile error';
       throw new Error(`vmayarascan: the YARA rules do not compile: ${first.trim()}`, { cause: e });
+    } finally {
+      compiler.free();
     }
     const maxScanMiB = ctx.options['max-scan'];
     const maxBytes = maxScanBytes(maxScanMiB);
@@ -106,25 +129,27 @@ export const vmayarascan = definePlugin({
         break;
       }
       const chunk = next.value;
-      const buf = Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength);
       let capped = false;
-      for (const rule of rules.scan(buf)) {
-        for (const m of rule.matches) {
-          if (m.offset >= chunk.reportable) continue;
-          if (rows.length >= maxMatches) {
-            capped = true;
-            break;
+      const result = rules.scan(chunk.data) as { matches?: YaraRuleMatch[] };
+      for (const rule of result.matches ?? []) {
+        for (const pattern of rule.patterns) {
+          for (const m of pattern.matches) {
+            if (m.offset >= chunk.reportable) continue;
+            if (rows.length >= maxMatches) {
+              capped = true;
+              break;
+            }
+            const bytes = chunk.data.subarray(m.offset, m.offset + Math.min(m.length, MAX_VALUE));
+            rows.push({
+              Offset: chunk.address + BigInt(m.offset),
+              PID: chunk.target.pid,
+              Rule: rule.identifier,
+              Component: pattern.identifier,
+              Value: bytesToText(bytes),
+              Process: chunk.target.comm,
+              Path: chunk.target.region.path,
+            });
           }
-          const bytes = chunk.data.subarray(m.offset, m.offset + Math.min(m.length, MAX_VALUE));
-          rows.push({
-            Offset: chunk.address + BigInt(m.offset),
-            PID: chunk.target.pid,
-            Rule: rule.ruleIdentifier,
-            Component: m.identifier,
-            Value: bytesToText(bytes),
-            Process: chunk.target.comm,
-            Path: chunk.target.region.path,
-          });
         }
       }
       if (capped) {
