@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { writeCpio, type CpioEntry } from './cpio.js';
 import { randomTag } from '../util/run-dir.js';
 import { cacheRoot, LabError, mustRun, removeQuietly, sha256 } from './host.js';
-import type { LabKernel } from './kernel.js';
+import { ensureDebianFile, type LabKernel } from './kernel.js';
 import { INITTAB, initScript, LAB_WORKLOAD, PROFILE } from './workload.js';
 
 /** Bump when the layout changes in a way the input hash does not capture. */
@@ -45,20 +45,33 @@ async function atomicWrite(path: string, data: Buffer, mode = 0o644): Promise<vo
   await rename(tmp, path);
 }
 
-/** Compiles a guest program statically, cached by its source and the compiler version. */
-export async function buildGuestProgram(name: string, onProgress?: (m: string) => void): Promise<string> {
+/**
+ * Compiles a guest program statically (or, with `dynamic`, against the host's glibc, whose
+ * loader and libraries then go into the initramfs: see hostLibraries), cached by its
+ * source, the linking and the compiler version.
+ */
+export async function buildGuestProgram(
+  name: string,
+  onProgress?: (m: string) => void,
+  opts: { dynamic?: boolean } = {},
+): Promise<string> {
   const source = join(guestProgramsDir(), `${name}.c`);
   const src = await readFile(source);
   const cc = process.env.CC ?? 'gcc';
   const ccVersion = (await mustRun(cc, ['--version'])).stdout.toString('utf8');
-  const dir = join(cacheRoot(), 'programs', sha256(name, src, ccVersion).slice(0, 16));
+  const link = opts.dynamic ? 'dynamic' : 'static';
+  const dir = join(
+    cacheRoot(),
+    'programs',
+    sha256(name, src, ccVersion, ...(opts.dynamic ? [link] : [])).slice(0, 16),
+  );
   const out = join(dir, name);
   if (existsSync(out)) return out;
   onProgress?.(`compiling ${name}.c (static)`);
   await mkdir(dir, { recursive: true });
   const tmp = `${out}.tmp-${process.pid}-${randomTag()}`;
   try {
-    await mustRun(cc, ['-static', '-O2', '-Wall', '-o', tmp, source]);
+    await mustRun(cc, [...(opts.dynamic ? [] : ['-static']), '-O2', '-Wall', '-o', tmp, source]);
     await chmod(tmp, 0o755);
     await rename(tmp, out);
   } finally {
@@ -75,6 +88,39 @@ export function parseBusyboxList(output: string): string[] {
     .filter((l) => l.includes('/') && !l.endsWith('/busybox') && !l.includes('..'));
 }
 
+// ---- Memory plugins (issue 17): a dynamically linked program and Debian's bash-static.
+
+/**
+ * The shared objects a dynamically linked host binary loads (its ELF interpreter and
+ * DT_NEEDED libraries, as the host's `ldd` resolves them): guest path (without the
+ * leading /) → the file's bytes, to put into the initramfs at the same paths.
+ */
+export async function hostLibraries(binary: string): Promise<Record<string, Buffer>> {
+  const out = (await mustRun('ldd', [binary])).stdout.toString('utf8');
+  const paths = parseLdd(out);
+  if (paths.length === 0) throw new LabError(`ldd ${binary} named no libraries`);
+  const libs: Record<string, Buffer> = {};
+  for (const p of paths) libs[p.replace(/^\/+/, '')] = await readFile(p);
+  return libs;
+}
+
+/** Absolute library paths in `ldd` output (`libc.so.6 => /lib/… (0x…)`, `/lib64/ld-linux… (0x…)`). Pure. */
+export function parseLdd(output: string): string[] {
+  const paths: string[] = [];
+  for (const line of output.split('\n')) {
+    const m = /=>\s*(\/\S+)\s+\(0x/.exec(line) ?? /^\s*(\/\S+)\s+\(0x/.exec(line);
+    if (m && !m[1].includes('..')) paths.push(m[1]);
+  }
+  return paths;
+}
+
+/** Where Debian's bash-static is: $VMI_BASH_STATIC, the host's /bin/bash-static, else downloaded into the cache. */
+export async function bashStaticPath(onProgress?: (m: string) => void): Promise<string> {
+  if (process.env.VMI_BASH_STATIC) return process.env.VMI_BASH_STATIC;
+  if (existsSync('/bin/bash-static')) return '/bin/bash-static';
+  return ensureDebianFile('bash-static', 'bin/bash-static', onProgress);
+}
+
 export interface InitramfsInputs {
   busybox: Buffer;
   applets: string[];
@@ -82,6 +128,8 @@ export interface InitramfsInputs {
   /** Module name → uncompressed .ko bytes. */
   modules: Record<string, Buffer>;
   kernelRelease: string;
+  /** Memory plugins (issue 17): Debian's bash-static (installed as /usr/bin/bash) and the shared objects of labmem. */
+  memoryLab?: { bash: Buffer; libraries: Record<string, Buffer> };
 }
 
 /** The archive's entries, parents before children (pure). */
@@ -128,6 +176,15 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
   for (const [name, data] of Object.entries(inp.programs)) {
     entries.push({ type: 'file', path: `usr/sbin/${name}`, data, mode: 0o755 });
   }
+  // Memory plugins (issue 17): bash and the glibc loader and libraries of labmem.
+  if (inp.memoryLab) {
+    entries.push({ type: 'file', path: 'usr/bin/bash', data: inp.memoryLab.bash, mode: 0o755 });
+    for (const [path, data] of Object.entries(inp.memoryLab.libraries)) {
+      const parent = path.split('/').slice(0, -1).join('/');
+      if (parent) dir(parent);
+      entries.push({ type: 'file', path, data, mode: 0o755 });
+    }
+  }
   const modDir = `lib/modules/${inp.kernelRelease}`;
   dir(modDir);
   const guestModules: string[] = [];
@@ -173,15 +230,23 @@ export async function buildInitramfs(
   const labsandbox = await readFile(await buildGuestProgram('labsandbox', onProgress));
   // Issue 17's kernel-facing workload (capabilities, ptrace, ebpf).
   const labkern = await readFile(await buildGuestProgram('labkern', onProgress));
+  // Memory plugins (issue 17).
+  const labmemPath = await buildGuestProgram('labmem', onProgress, { dynamic: true });
+  const labmem = await readFile(labmemPath);
+  const memoryLab = {
+    bash: await readFile(await bashStaticPath(onProgress)),
+    libraries: await hostLibraries(labmemPath),
+  };
   const modules: Record<string, Buffer> = {};
   for (const [name, path] of Object.entries(kernel.modules)) modules[name] = await readFile(path);
 
   const inputs: InitramfsInputs = {
     busybox,
     applets,
-    programs: { labd, psnative, labsandbox, labkern },
+    programs: { labd, psnative, labsandbox, labkern, labmem },
     modules,
     kernelRelease: kernel.release,
+    memoryLab,
   };
   const entries = initramfsEntries(inputs);
   const hash = sha256(

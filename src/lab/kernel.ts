@@ -216,6 +216,41 @@ async function download(pkg: string, cwd: string, onProgress?: (m: string) => vo
   return join(cwd, deb);
 }
 
+/**
+ * One file of a Debian package, downloaded (`apt-get download`) and unpacked into the
+ * cache once (`<cache>/debs/PKG/FILE`); returns its path. The lab's bash-static comes
+ * from here when the host has no /bin/bash-static.
+ */
+export async function ensureDebianFile(
+  pkg: string,
+  file: string,
+  onProgress?: (m: string) => void,
+): Promise<string> {
+  const finalDir = join(cacheRoot(), 'debs', pkg);
+  const target = join(finalDir, file);
+  if (await exists(target)) return target;
+  const parent = join(cacheRoot(), 'debs');
+  await mkdir(parent, { recursive: true });
+  const tmp = join(parent, `.tmp-${pkg}-${process.pid}-${randomTag()}`);
+  await mkdir(tmp);
+  try {
+    const deb = await download(pkg, tmp, onProgress);
+    onProgress?.(`unpacking ${pkg}`);
+    await mustRun('dpkg-deb', ['-x', deb, join(tmp, 'root')], { timeoutMs: 300_000 });
+    if (!(await exists(join(tmp, 'root', file)))) throw new LabError(`${pkg} has no /${file}`);
+    await removeQuietly(deb);
+    try {
+      await rename(join(tmp, 'root'), finalDir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+    }
+    return target;
+  } finally {
+    await removeQuietly(tmp);
+  }
+}
+
 /** Decompresses a bzImage's payload into `outPath` and checks the result is an ELF. */
 export async function extractVmlinux(vmlinuzPath: string, outPath: string): Promise<void> {
   const image = await readFile(vmlinuzPath);

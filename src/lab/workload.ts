@@ -72,6 +72,20 @@ export const LAB_WORKLOAD = {
     nftChain: 'input',
     nftComment: 'vmilab-rule',
   },
+  /**
+   * Memory plugins (issue 17): an interactive bash (Debian's bash-static as /usr/bin/bash)
+   * reading commands from `bashFifo` with HISTTIMEFORMAT set, which runs `bashCommands` at
+   * boot; labmem (src/lab/guest-programs/labmem.c) with an anonymous RWX page holding
+   * `rwxCode` then `rwxMarker` at offset 32, keeping every line written to `labmemFifo`.
+   */
+  memory: {
+    bashFifo: '/run/vmi-lab/bash.fifo',
+    histTimeFormat: '%F %T ',
+    bashCommands: ['echo vmi-lab-bash-boot-1', 'cd /run/vmi-lab', 'true vmi-lab-bash-boot-3'],
+    labmemFifo: '/run/vmi-lab/labmem.fifo',
+    rwxCode: '31c0b83c00000031ff0f05c390909090',
+    rwxMarker: 'VMI-LAB-RWX-MARKER-5a17',
+  },
   /** Written by /init once every listener is up: `name=pid` lines. */
   pidsFile: '/run/vmi-lab/pids',
   readyFile: '/run/vmi-lab/ready',
@@ -153,6 +167,13 @@ start monitor /usr/sbin/labd monitor /run/vmi-lab/heartbeat
 ${workers}
 start ticker /bin/sh -c 'while true; do sleep 10; done'
 ${kernelWorkloadScript()}
+
+# ---- Memory plugins (issue 17): an interactive bash with a known history, and labmem.
+mkfifo ${w.memory.bashFifo} ${w.memory.labmemFifo}
+env HISTTIMEFORMAT=${shQuote(w.memory.histTimeFormat)} PS1='labbash$ ' /usr/bin/bash -i <>${w.memory.bashFifo} >/var/log/lab-bash.log 2>&1 &
+echo "bash=$!" >> ${w.pidsFile}
+(printf '%s\n' ${w.memory.bashCommands.map(shQuote).join(' ')} > ${w.memory.bashFifo}) &
+start labmem /usr/sbin/labmem ${w.memory.labmemFifo}
 
 # Ready once every listener is up and both clients are connected.
 i=0

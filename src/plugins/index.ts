@@ -24,6 +24,13 @@ import { psxview } from './psxview.js';
 import { sockstat } from './sockstat.js';
 import { sockxview } from './sockxview.js';
 import { sysinfo } from './sysinfo.js';
+// Process memory through /proc/PID/mem (issue 17).
+import { bash } from './bash.js';
+import { elfs } from './elfs.js';
+import { library_list } from './library_list.js';
+import { malfind } from './malfind.js';
+import { vmaregexscan } from './vmaregexscan.js';
+import { vmayarascan } from './vmayarascan.js';
 
 export const builtinPlugins: readonly PluginDefinition[] = [
   pslist,
@@ -51,4 +58,11 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   iomem,
   ebpf,
   netfilter,
+  // Process memory (issue 17).
+  bash,
+  elfs,
+  library_list,
+  malfind,
+  vmaregexscan,
+  vmayarascan,
 ];

@@ -104,6 +104,31 @@ export {
 } from './containers.js';
 export { readProcessFds, type OpenFd, type ProcessFds, type ReadFdsOptions } from './fds.js';
 export * from './limits.js';
+// Processes' memory through /proc/PID/mem (pread64 at the virtual address), small reads and bounded scans.
+export {
+  readProcessMaps,
+  readMemory,
+  scanMemory,
+  describeScanGaps,
+  scanTargets,
+  maxScanBytes,
+  hexBytes,
+  MAX_MATCHES_OPTION,
+  isReadableMapping,
+  isAnonymousMapping,
+  MAX_SCAN_OPTION,
+  DEFAULT_MAX_SCAN_MIB,
+  DEFAULT_SCAN_LOOKAHEAD,
+  SCAN_READ_SIZE,
+  type MapEntry,
+  type ProcessMaps,
+  type MemoryRequest,
+  type MemoryRead,
+  type ScanTarget,
+  type ScanChunk,
+  type ScanOptions,
+  type ScanSummary,
+} from './process-memory.js';
 export { unlinkedPath, DELETED_SUFFIX, type UnlinkedPath } from './unlinked.js';
 // Guest text as exact bytes: the one representation of every guest-controlled string.
 export { bytesToText, textToBytes, stringToText, BYTE_TEXT_ENCODING } from '../util/byte-text.js';

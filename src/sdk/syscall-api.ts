@@ -181,6 +181,14 @@ export class SyscallApi {
     Object.freeze(this);
   }
 
+  /**
+   * Output-buffer bytes this run may still ask of the guest (the `--max-read` budget minus
+   * what earlier batches asked): a scanning plugin stops at it instead of failing.
+   */
+  get readBytesLeft(): number {
+    return Math.max(0, this.#maxReadBytes - this.stats.outBytes);
+  }
+
   /** A new, empty batch. Nothing runs until its `submit()`. */
   batch(): BatchBuilder {
     return new BatchBuilder(

@@ -63,6 +63,12 @@ describe('registry', () => {
       'iomem',
       'ebpf',
       'netfilter',
+      'bash',
+      'elfs',
+      'library_list',
+      'malfind',
+      'vmaregexscan',
+      'vmayarascan',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

@@ -243,13 +243,19 @@ function richGuest(): FakeGuest {
   return g;
 }
 
+/** Options a plugin cannot run without (the scans need something to look for). */
+const REQUIRED_OPTIONS: Record<string, Record<string, unknown>> = {
+  vmaregexscan: { pattern: 'needle' },
+  vmayarascan: { 'yara-string': 'rule r { strings: $a = "needle" condition: $a }' },
+};
+
 describe('every built-in plugin passes the read-only policy', () => {
   for (const plugin of builtinPlugins) {
     it(plugin.name, async () => {
       const guest = richGuest();
       const ex = new PolicyExecutor(guest, { plugin: plugin.name });
       try {
-        await runPlugin(plugin, { executor: ex });
+        await runPlugin(plugin, { executor: ex, options: REQUIRED_OPTIONS[plugin.name] });
       } catch (err) {
         // The fake guest may lack what a plugin reads; only a policy refusal fails here.
         if (err instanceof PolicyViolationError) throw err;

@@ -16,6 +16,7 @@ import { DEFAULT_BATCH_LIMITS } from '../../../src/sdk/limits.js';
 import type { Call, CallArg, CallResult, SyscallExecutor } from '../../../src/sdk/syscall-types.js';
 
 const ENOENT = 2;
+const EIO = 5;
 const ESRCH = 3;
 const EAGAIN = 11;
 const ENODATA = 61;
@@ -54,6 +55,8 @@ interface OpenFile {
   pos: number;
   /** Snapshot of a directory's children at open time. */
   dirents?: string[];
+  /** A /proc/PID/mem: pread64 reads these regions at the offset = address. */
+  mem?: { start: bigint; data: Uint8Array }[];
 }
 
 const enc = new TextEncoder();
@@ -83,6 +86,11 @@ export class FakeGuest implements SyscallExecutor {
    */
   diag?: Map<string, bigint[]>;
   private readonly diagQueues = new Map<number, Uint8Array[]>();
+  /**
+   * Process memory (issue 17): `/proc/PID/mem` path → its readable regions. pread64 at an
+   * address returns the bytes up to the end of the region holding it, EIO outside any.
+   */
+  mem = new Map<string, { start: bigint; data: Uint8Array }[]>();
   hide: { listing: Map<string, Set<string>>; lookup: Set<string>; tasks: Set<number> } = {
     listing: new Map(),
     lookup: new Set(),
@@ -202,6 +210,12 @@ export class FakeGuest implements SyscallExecutor {
       case sysno('openat'): {
         if (ints[0] !== AT_FDCWD) return fail(EBADF);
         const p = path();
+        const regions = this.mem.get(p);
+        if (regions) {
+          const fd = this.nextFd++;
+          this.fds.set(fd, { path: p, node: { kind: 'file', content: '' }, pos: 0, mem: regions });
+          return ok(fd);
+        }
         const node = this.lookup(p);
         if (!node) return fail(ENOENT);
         if (node.kind === 'file' && node.openErrno) return fail(node.openErrno);
@@ -221,6 +235,14 @@ export class FakeGuest implements SyscallExecutor {
       case sysno('pread64'): {
         const f = fdOf(ints[0]);
         if (!f) return fail(EBADF);
+        if (f.mem) {
+          const at = BigInt.asUintN(64, ints[3]);
+          const r = f.mem.find((m) => at >= m.start && at < m.start + BigInt(m.data.length));
+          if (!r || c.nr !== sysno('pread64')) return fail(EIO);
+          const off = Number(at - r.start);
+          const chunk = r.data.subarray(off, off + Math.min(Number(ints[2]), outSize()));
+          return ok(chunk.length, chunk);
+        }
         if (f.node.kind === 'dir') return fail(EISDIR);
         if (f.node.kind !== 'file') return fail(EINVAL);
         if (f.node.readErrno) return fail(f.node.readErrno);
