@@ -82,6 +82,8 @@ export interface InitramfsInputs {
   /** Module name → uncompressed .ko bytes. */
   modules: Record<string, Buffer>;
   kernelRelease: string;
+  /** Modules put in the image but not loaded at boot (the test rootkit): name → .ko bytes. */
+  unloaded?: Record<string, Buffer>;
 }
 
 /** The archive's entries, parents before children (pure). */
@@ -136,6 +138,12 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
     guestModules.push(`/${modDir}/${name}.ko`);
   }
 
+  if (inp.unloaded && Object.keys(inp.unloaded).length > 0) {
+    dir(`${modDir}/extra`);
+    for (const [name, data] of Object.entries(inp.unloaded))
+      entries.push({ type: 'file', path: `${modDir}/extra/${name}.ko`, data, mode: 0o644 });
+  }
+
   entries.push({ type: 'file', path: 'init', data: initScript(guestModules), mode: 0o755 });
   entries.push({ type: 'file', path: 'etc/inittab', data: INITTAB });
   entries.push({ type: 'file', path: 'etc/profile', data: PROFILE });
@@ -158,6 +166,7 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
 export async function buildInitramfs(
   kernel: LabKernel,
   onProgress?: (m: string) => void,
+  unloadedModules: Readonly<Record<string, string>> = {},
 ): Promise<LabInitramfs> {
   const bb = busyboxPath();
   try {
@@ -180,7 +189,9 @@ export async function buildInitramfs(
     programs: { labd, psnative, labsandbox },
     modules,
     kernelRelease: kernel.release,
+    unloaded: {},
   };
+  for (const [name, path] of Object.entries(unloadedModules)) inputs.unloaded![name] = await readFile(path);
   const entries = initramfsEntries(inputs);
   const hash = sha256(
     LAYOUT_VERSION,

@@ -12,6 +12,8 @@ import { cacheRoot, LabError, mustRun, removeQuietly, runTool } from './host.js'
 import { moduleDepends } from './modinfo.js';
 
 export interface LabKernel {
+  /** LAB_MODULE_SET the modules were extracted for (absent: set 1). */
+  moduleSet?: number;
   /** Debian package name, e.g. linux-image-6.1.0-56-amd64. */
   package: string;
   /** Debian package version, e.g. 6.1.192-2. */
@@ -31,8 +33,34 @@ export interface LabKernel {
   modules: Record<string, string>;
 }
 
-/** Modules copied into the cache: small, no dependencies, harmless to load. */
-export const LAB_MODULE_CANDIDATES = ['kernel/drivers/net/dummy.ko', 'kernel/fs/nls/nls_utf8.ko'];
+/**
+ * Modules copied into the cache and loaded at boot, in this order: small and harmless. A
+ * module is kept only when everything it depends on was kept before it (the sock_diag
+ * modules: inet_diag first). The diag modules give sockxview its netlink view.
+ */
+export const LAB_MODULE_CANDIDATES = [
+  'kernel/drivers/net/dummy.ko',
+  'kernel/fs/nls/nls_utf8.ko',
+  'kernel/net/ipv4/inet_diag.ko',
+  'kernel/net/ipv4/tcp_diag.ko',
+  'kernel/net/ipv4/udp_diag.ko',
+  'kernel/net/unix/unix_diag.ko',
+];
+
+/** Bumped with LAB_MODULE_CANDIDATES: a cached kernel of an older set gets the new modules added. */
+const LAB_MODULE_SET = 2;
+
+/**
+ * Which candidate modules to keep, in order, given each one's dependencies (pure): a module
+ * whose dependencies are not all kept before it is dropped.
+ */
+export function selectLabModules(
+  deps: ReadonlyArray<{ name: string; depends: readonly string[] }>,
+): string[] {
+  const kept: string[] = [];
+  for (const m of deps) if (m.depends.every((d) => kept.includes(d))) kept.push(m.name);
+  return kept;
+}
 
 const KERNEL_PKG_RE = /^linux-image-[a-z0-9][a-z0-9.+~-]*$/;
 const DEFAULT_SEARCH = '^linux-image-6\\.1\\.0-[0-9]+-amd64$';
@@ -246,6 +274,67 @@ async function copyModule(src: string, dest: string): Promise<void> {
 }
 
 /**
+ * Copies the candidate modules found under `modDir` (a /lib/modules/<release>) into
+ * `destDir`, uncompressed, keeping those whose dependencies were kept before them; returns
+ * name → path under `finalDir` (where destDir ends up).
+ */
+async function copyLabModules(
+  modDir: string,
+  destDir: string,
+  finalDir: string,
+): Promise<Record<string, string>> {
+  const found: { name: string; depends: string[] }[] = [];
+  for (const rel of LAB_MODULE_CANDIDATES) {
+    for (const suffix of ['', '.xz', '.zst', '.gz']) {
+      const src = join(modDir, rel + suffix);
+      if (!(await exists(src))) continue;
+      const modName = rel.split('/').pop()!.replace(/\.ko$/, '');
+      const dest = join(destDir, `${modName}.ko`);
+      await copyModule(src, dest);
+      found.push({ name: modName, depends: moduleDepends(await readFile(dest)) });
+      break;
+    }
+  }
+  const kept = selectLabModules(found);
+  const out: Record<string, string> = {};
+  for (const { name } of found) {
+    if (kept.includes(name)) out[name] = join(finalDir, `${name}.ko`);
+    else await removeQuietly(join(destDir, `${name}.ko`));
+  }
+  return out;
+}
+
+/**
+ * A kernel cached with an older LAB_MODULE_SET: downloads its package again and adds the
+ * missing modules beside the others, then replaces kernel.json atomically (readers of the
+ * shared cache see the old or the new file, never half of one).
+ */
+async function upgradeLabModules(k: LabKernel, onProgress?: (m: string) => void): Promise<LabKernel> {
+  const tmp = join(k.dir, `.tmp-modules-${process.pid}-${randomTag()}`);
+  await mkdir(tmp);
+  try {
+    onProgress?.(`adding the lab's modules to the cached ${k.package}`);
+    const deb = await download(k.package, tmp, onProgress);
+    const root = join(tmp, 'root');
+    await mustRun('dpkg-deb', ['-x', deb, root], { timeoutMs: 300_000 });
+    const { dir: modDir } = await findModulesRoot(root);
+    await mkdir(join(tmp, 'modules'));
+    const modules = await copyLabModules(modDir, join(tmp, 'modules'), join(k.dir, 'modules'));
+    await mkdir(join(k.dir, 'modules'), { recursive: true });
+    for (const name of Object.keys(modules)) {
+      if (!(await exists(join(k.dir, 'modules', `${name}.ko`))))
+        await rename(join(tmp, 'modules', `${name}.ko`), join(k.dir, 'modules', `${name}.ko`));
+    }
+    const next: LabKernel = { ...k, modules, moduleSet: LAB_MODULE_SET };
+    await writeFile(join(tmp, 'kernel.json'), JSON.stringify(next, null, 2) + '\n');
+    await rename(join(tmp, 'kernel.json'), join(k.dir, 'kernel.json'));
+    return next;
+  } finally {
+    await removeQuietly(tmp);
+  }
+}
+
+/**
  * Makes sure the kernel package is downloaded and unpacked in the cache; idempotent, and
  * safe when several processes race (each works in its own temp dir, then renames it in).
  */
@@ -253,7 +342,8 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
   const name = pkg ? await resolveKernelPackage(pkg, onProgress) : await defaultKernelPackage(onProgress);
   if (!KERNEL_PKG_RE.test(name)) throw new LabError(`not a kernel image package name: ${name}`);
   const cached = await cachedKernel(name);
-  if (cached) return cached;
+  if (cached)
+    return (cached.moduleSet ?? 1) < LAB_MODULE_SET ? upgradeLabModules(cached, onProgress) : cached;
 
   const finalDir = kernelDir(name);
   const parent = join(cacheRoot(), 'kernels');
@@ -299,21 +389,8 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
     }
 
     await mkdir(join(tmp, 'modules'));
-    for (const rel of LAB_MODULE_CANDIDATES) {
-      for (const suffix of ['', '.xz', '.zst', '.gz']) {
-        const src = join(modDir, rel + suffix);
-        if (!(await exists(src))) continue;
-        const modName = rel.split('/').pop()!.replace(/\.ko$/, '');
-        const dest = join(tmp, 'modules', `${modName}.ko`);
-        await copyModule(src, dest);
-        if (moduleDepends(await readFile(dest)).length === 0) {
-          kernel.modules[modName] = join(finalDir, 'modules', `${modName}.ko`);
-        } else {
-          await removeQuietly(dest);
-        }
-        break;
-      }
-    }
+    kernel.modules = await copyLabModules(modDir, join(tmp, 'modules'), join(finalDir, 'modules'));
+    kernel.moduleSet = LAB_MODULE_SET;
     // A module built into this configuration is as good as a loadable one (nothing to insmod).
     const builtin = kernel.config ? builtinLabModules(await readFile(join(tmp, 'config'), 'utf8')) : [];
     if (Object.keys(kernel.modules).length === 0 && builtin.length === 0) {
