@@ -1,12 +1,14 @@
 /** The registry of built-in plugins. */
 import type { PluginDefinition } from '../sdk/index.js';
 import { banner } from './banner.js';
+import { checkSyscall } from './check-syscall.js';
 import { envars } from './envars.js';
 import { ifconfig } from './ifconfig.js';
 import { kmsg } from './kmsg.js';
 import { lsmod } from './lsmod.js';
 import { lsof } from './lsof.js';
 import { maps } from './maps.js';
+import { modxview } from './modxview.js';
 import { mountinfo } from './mountinfo.js';
 import { psaux } from './psaux.js';
 import { pslist } from './pslist.js';
@@ -32,4 +34,6 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   ifconfig,
   psxview,
   sockxview,
+  modxview,
+  checkSyscall,
 ];

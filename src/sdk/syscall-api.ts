@@ -272,6 +272,57 @@ export class SyscallApi {
     });
   }
 
+  /**
+   * Reads one file to its end the way `cat` does: read() until it returns 0. For large
+   * seq_file files (/proc/kallsyms, 4 MB on Debian 6.1), whose read() returns at most one
+   * seq buffer (a page) however much is asked: readFiles takes a short read for the end.
+   * Each round is one batch of as many `readSize` reads as the batch limits hold on one
+   * descriptor (~750 with 4 KiB reads), so 4 MB cost 2 rounds; then one close.
+   * @throws SyscallError when the file cannot be opened or read; LimitExceededError past `maxSize`
+   */
+  async readToEnd(path: string, options: { readSize?: number; maxSize?: number } = {}): Promise<Uint8Array> {
+    const readSize = Math.min(positiveInt(options.readSize, 4096, 'readSize'), MAX_READ_CALL);
+    const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
+    const perRound = Math.max(1, Math.min(this.limits.maxCalls - 2, Math.floor(this.limits.maxOutBytes / readSize)));
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    let fd: number | undefined;
+    try {
+      for (;;) {
+        const b = this.batch();
+        const open = fd === undefined ? b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC) : undefined;
+        const reads = Array.from({ length: perRound }, () => b.read(open ?? fd!, readSize));
+        await b.submit();
+        if (open) {
+          const e = open.result().error;
+          if (e) throw e;
+          fd = Number(open.result().ret);
+        }
+        let eof = false;
+        for (const r of reads) {
+          const res = r.result();
+          if (res.error) throw res.error;
+          if (res.data.length === 0) {
+            eof = true;
+            break;
+          }
+          chunks.push(res.data);
+          total += res.data.length;
+          if (total > maxSize)
+            throw new LimitExceededError('read', `${path} is larger than ${maxSize} bytes`);
+        }
+        if (eof) break;
+      }
+    } finally {
+      if (fd !== undefined) {
+        const b = this.batch();
+        b.close(fd);
+        await b.submit().catch(() => undefined);
+      }
+    }
+    return concat(chunks);
+  }
+
   /** The whole content of one file; throws SyscallError. */
   async readFile(path: string, options: ReadFilesOptions = {}): Promise<Uint8Array> {
     const [r] = await this.readFiles([path], options);
