@@ -113,7 +113,12 @@ describe('cross-view checks against the test rootkit', () => {
     );
     // Positive controls, before the module: the guest shows both.
     expect(await guestSh(guest, 'ls /proc')).toMatch(new RegExp(`(^|\\s)${pid}(\\s|$)`));
-    await expect.poll(() => guestSh(guest, 'cat /proc/net/tcp'), { timeout: 10_000 }).toMatch(/:115C 00000000:0000 0A/);
+    let tcp = '';
+    for (let i = 0; i < 20 && !/:115C 00000000:0000 0A/.test(tcp); i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 500));
+      tcp = await guestSh(guest, 'cat /proc/net/tcp');
+    }
+    expect(tcp).toMatch(/:115C 00000000:0000 0A/);
     const fds = await guestSh(guest, `ls -l /proc/${httpd}/fd`);
     listenerInodes = [...fds.matchAll(/socket:\[(\d+)\]/g)].map((m) => BigInt(m[1]));
     expect(listenerInodes.length).toBeGreaterThan(0);
