@@ -11,7 +11,7 @@ import { copyFile, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/p
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomTag } from '../util/run-dir.js';
-import { cacheRoot, LabError, mustRun, removeQuietly, runTool, sha256 } from './host.js';
+import { LabError, mustRun, removeQuietly, runTool, sha256 } from './host.js';
 import type { LabKernel } from './kernel.js';
 
 /** The module's name (as /proc/modules would show it, were it not hidden). */

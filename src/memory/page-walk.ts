@@ -229,19 +229,34 @@ export async function mappedRanges(
   const levels = (cr4 & CR4_LA57) !== 0n ? 5 : 4;
   const vaBits = BigInt(12 + 9 * levels);
   const canonMask = (1n << vaBits) - 1n;
-  const signExtend = (va: bigint): bigint => (va & (1n << (vaBits - 1n)) ? va | ~canonMask : va) & 0xffff_ffff_ffff_ffffn;
+  const signExtend = (va: bigint): bigint =>
+    (va & (1n << (vaBits - 1n)) ? va | ~canonMask : va) & 0xffff_ffff_ffff_ffffn;
   const out: MappedRange[] = [];
   let tables = 0;
   const emit = (va: bigint, size: bigint, w: boolean, x: boolean, u: boolean): void => {
     const last = out[out.length - 1];
-    if (last && last.start + last.size === va && last.writable === w && last.executable === x && last.user === u)
+    if (
+      last &&
+      last.start + last.size === va &&
+      last.writable === w &&
+      last.executable === x &&
+      last.user === u
+    )
       last.size += size;
     else out.push({ start: va, size, writable: w, executable: x, user: u });
   };
   const lo = start & canonMask;
   const hi = ((end - 1n) & canonMask) + 1n;
-  const walk = async (table: bigint, level: number, base: bigint, w: boolean, x: boolean, u: boolean): Promise<void> => {
-    if (++tables > MAX_WALKED_TABLES) throw new PageWalkError(`more than ${MAX_WALKED_TABLES} page tables in range`);
+  const walk = async (
+    table: bigint,
+    level: number,
+    base: bigint,
+    w: boolean,
+    x: boolean,
+    u: boolean,
+  ): Promise<void> => {
+    if (++tables > MAX_WALKED_TABLES)
+      throw new PageWalkError(`more than ${MAX_WALKED_TABLES} page tables in range`);
     if (!mem.layout.contains(table, 4096)) {
       throw new PageWalkError(`page table at 0x${table.toString(16)} lies outside guest RAM`);
     }

@@ -27,7 +27,11 @@ const columns = [
   { name: 'Table Address', type: 'hex64', description: 'Address of sys_call_table (/proc/kallsyms)' },
   { name: 'Table Name', type: 'utf8', description: 'Which table (64bit: sys_call_table)' },
   { name: 'Index', type: 'int32', description: 'System call number' },
-  { name: 'Syscall', type: 'utf8', description: 'x86-64 system call name of that number (profiles/x86_64-syscalls.json)' },
+  {
+    name: 'Syscall',
+    type: 'utf8',
+    description: 'x86-64 system call name of that number (profiles/x86_64-syscalls.json)',
+  },
   {
     name: 'Handler Address',
     type: 'hex64',
@@ -38,7 +42,11 @@ const columns = [
     type: 'utf8',
     description: "Symbol of the entry (%pS style, from /proc/kallsyms); '?' in code of no listed module",
   },
-  { name: 'HOOKED', type: 'bool', description: 'The entry does not point at a syscall handler of the core kernel text' },
+  {
+    name: 'HOOKED',
+    type: 'bool',
+    description: 'The entry does not point at a syscall handler of the core kernel text',
+  },
   { name: 'EVIDENCE', type: 'utf8', description: 'Why the entry is flagged (empty when sound)' },
 ] as const;
 
@@ -49,13 +57,13 @@ export const checkSyscall = definePlugin({
   version: '1.0.0',
   columns,
   async run(ctx) {
-    if (!ctx.hypervisor) throw new Error('check_syscall needs the hypervisor view (a live guest or a replay)');
     const [modulesFile] = await ctx.sys.readFiles(['/proc/modules'], { chunkSize: 16384 });
     const modules = modulesFile?.data ? procParsers.parseModules(modulesFile.data).entries : [];
     ctx.progress('reading /proc/kallsyms');
     const ks = procParsers.parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms'));
     for (const e of ks.errors) ctx.warn(e.message);
-    if (ks.hidden) throw new Error('/proc/kallsyms shows no addresses to the shadow (kptr_restrict or no CAP_SYSLOG)');
+    if (ks.hidden)
+      throw new Error('/proc/kallsyms shows no addresses to the shadow (kptr_restrict or no CAP_SYSLOG)');
     const core = (n: string) => ks.symbols.find((s) => s.module === '' && s.name === n)?.address;
     const table = core('sys_call_table');
     const stext = core('_stext');
@@ -67,6 +75,8 @@ export const checkSyscall = definePlugin({
       .filter((s) => s.address > table)
       .reduce<bigint | undefined>((m, s) => (m === undefined || s.address < m ? s.address : m), undefined);
     let count = Math.min(MAX_ENTRIES, next === undefined ? MAX_ENTRIES : Number((next - table) / 8n));
+    if (!ctx.hypervisor)
+      throw new Error('check_syscall needs the hypervisor view (a live guest or a replay)');
     const kernel = await ctx.hypervisor.kernel(table);
     const raw = await kernel.read(table, count * 8);
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
@@ -77,7 +87,9 @@ export const checkSyscall = definePlugin({
       const target = view.getBigUint64(nr * 8, true);
       const inCore = target >= stext && target < etext;
       const hit = index.lookup(target);
-      const mod = modules.find((m) => m.offset !== 0n && target >= m.offset && target < m.offset + BigInt(m.size));
+      const mod = modules.find(
+        (m) => m.offset !== 0n && target >= m.offset && target < m.offset + BigInt(m.size),
+      );
       let symbol: string;
       if (inCore) symbol = procParsers.formatSymbol(hit);
       else if (mod && hit?.symbol.module === mod.name) symbol = procParsers.formatSymbol(hit);

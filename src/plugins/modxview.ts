@@ -59,7 +59,8 @@ const TAINT_LETTERS = 'PFSRMBUDAWCIOELKXTN';
 /** /proc/sys/kernel/tainted → letters (`OE`), pure. */
 export function taintLetters(mask: bigint): string {
   let s = '';
-  for (let bit = 0; bit < TAINT_LETTERS.length; bit++) if (mask & (1n << BigInt(bit))) s += TAINT_LETTERS[bit];
+  for (let bit = 0; bit < TAINT_LETTERS.length; bit++)
+    if (mask & (1n << BigInt(bit))) s += TAINT_LETTERS[bit];
   return s;
 }
 
@@ -68,7 +69,8 @@ const columns = [
   {
     name: 'Address',
     type: 'hex64',
-    description: 'Base address (/proc/modules, else .text section, else the first kallsyms symbol; the run start for code rows)',
+    description:
+      'Base address (/proc/modules, else .text section, else the first kallsyms symbol; the run start for code rows)',
   },
   { name: 'Size', type: 'int64', description: 'Bytes (/proc/modules size; the run length for code rows)' },
   { name: 'In procfs', type: 'bool', description: 'Listed in /proc/modules (guest kernel: module list)' },
@@ -88,9 +90,17 @@ const columns = [
     description:
       'Executable pages of the module area in its memory (hypervisor only: host page walk of guest RAM); N/A without addresses or host view',
   },
-  { name: 'Taints', type: 'utf8', description: 'Taint letters of the module (/proc/modules, /sys/module/NAME/taint)' },
+  {
+    name: 'Taints',
+    type: 'utf8',
+    description: 'Taint letters of the module (/proc/modules, /sys/module/NAME/taint)',
+  },
   { name: 'HIDDEN', type: 'bool', description: 'Some view misses it: a view of the kernel lies' },
-  { name: 'EVIDENCE', type: 'utf8', description: 'Which views see it and which miss it (empty when all agree)' },
+  {
+    name: 'EVIDENCE',
+    type: 'utf8',
+    description: 'Which views see it and which miss it (empty when all agree)',
+  },
 ] as const;
 
 type ModRow = Row<typeof columns>;
@@ -113,7 +123,8 @@ const NO_HOST = notAvailable('no hypervisor view in this run');
 export const modxview = definePlugin({
   name: 'modxview',
   volatilityName: 'linux.malware.modxview',
-  description: 'Kernel modules in /proc/modules, /sys/module, kallsyms and the hypervisor’s scan of module code; flags hidden ones',
+  description:
+    'Kernel modules in /proc/modules, /sys/module, kallsyms and the hypervisor’s scan of module code; flags hidden ones',
   version: '1.0.0',
   columns,
   async run(ctx) {
@@ -148,7 +159,9 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
       m.size = e.size;
     }
   } else ctx.warn(`/proc/modules: ${modulesFile?.error?.message ?? 'unreadable'}`);
-  const kernelTaint = taintedFile?.data ? BigInt(/^\s*(\d{1,20})/.exec(new TextDecoder().decode(taintedFile.data))?.[1] ?? '0') : 0n;
+  const kernelTaint = taintedFile?.data
+    ? BigInt(/^\s*(\d{1,20})/.exec(new TextDecoder().decode(taintedFile.data))?.[1] ?? '0')
+    : 0n;
 
   // Every /sys/module entry: initstate marks a loadable module; taint and .text come along.
   const sysNames = (sysList?.entries ?? []).map((e) => e.name).filter((n) => /^[\w.-]{1,64}$/.test(n));
@@ -160,7 +173,8 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
       { path: `/sys/module/${n}/sections/.text`, chunkSize: 64 },
     ]),
   );
-  const text = (r: { data?: Uint8Array } | undefined) => (r?.data ? new TextDecoder().decode(r.data).trim() : undefined);
+  const text = (r: { data?: Uint8Array } | undefined) =>
+    r?.data ? new TextDecoder().decode(r.data).trim() : undefined;
   sysNames.forEach((n, i) => {
     if (!reads[i * 3]?.data) return;
     const m = get(n);
@@ -189,7 +203,8 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
     }
     const m = get(s.module);
     m.kallsyms = true;
-    if (s.address !== 0n && (m.firstSymbol === undefined || s.address < m.firstSymbol)) m.firstSymbol = s.address;
+    if (s.address !== 0n && (m.firstSymbol === undefined || s.address < m.firstSymbol))
+      m.firstSymbol = s.address;
   }
 
   // The hypervisor's scan: executable pages of the module area, claimed or not.
@@ -204,7 +219,8 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
   }
   const claims = (m: ModInfo): { start: bigint; end: bigint }[] => {
     const out: { start: bigint; end: bigint }[] = [];
-    if (m.base !== undefined && m.size !== undefined) out.push({ start: m.base, end: m.base + BigInt(m.size) });
+    if (m.base !== undefined && m.size !== undefined)
+      out.push({ start: m.base, end: m.base + BigInt(m.size) });
     if (m.text !== undefined) out.push({ start: m.text & ~(PAGE - 1n), end: (m.text & ~(PAGE - 1n)) + PAGE });
     return out;
   };
@@ -228,7 +244,9 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
   }
 
   const kernelTaints = taintLetters(kernelTaint);
-  const unexplained = [...'OE'].filter((l) => kernelTaints.includes(l) && !listed.some((m) => m.taints.includes(l)));
+  const unexplained = [...'OE'].filter(
+    (l) => kernelTaints.includes(l) && !listed.some((m) => m.taints.includes(l)),
+  );
   const taintNote = unexplained.length
     ? `; kernel taint ${kernelTaints} has ${unexplained.join('')} that no listed module carries`
     : '';
@@ -287,7 +305,9 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
       });
       continue;
     }
-    const near = index.within(o.start, o.start + o.size).map((s) => `${s.name}${s.module ? ` [${s.module}]` : ''}`);
+    const near = index
+      .within(o.start, o.start + o.size)
+      .map((s) => `${s.name}${s.module ? ` [${s.module}]` : ''}`);
     rows.push({
       Name: '?',
       Address: o.start,

@@ -283,7 +283,10 @@ export class SyscallApi {
   async readToEnd(path: string, options: { readSize?: number; maxSize?: number } = {}): Promise<Uint8Array> {
     const readSize = Math.min(positiveInt(options.readSize, 4096, 'readSize'), MAX_READ_CALL);
     const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
-    const perRound = Math.max(1, Math.min(this.limits.maxCalls - 2, Math.floor(this.limits.maxOutBytes / readSize)));
+    const perRound = Math.max(
+      1,
+      Math.min(this.limits.maxCalls - 2, Math.floor(this.limits.maxOutBytes / readSize)),
+    );
     const chunks: Uint8Array[] = [];
     let total = 0;
     let fd: number | undefined;

@@ -46,7 +46,8 @@ export class HostKernelView implements HypervisorView {
         return readVirtual(mem, root, cr4, vaddr, length);
       },
       async mappings(start: bigint, end: bigint): Promise<KernelMapping[]> {
-        if (end <= start || end - start > MAX_SPAN) throw new RangeError('kernel mapping range empty or over 2 GiB');
+        if (end <= start || end - start > MAX_SPAN)
+          throw new RangeError('kernel mapping range empty or over 2 GiB');
         return (await mappedRanges(mem, root, cr4, start, end)).map((r) => ({
           start: r.start,
           size: r.size,

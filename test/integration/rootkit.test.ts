@@ -48,7 +48,8 @@ const flagged = (rows: Rec[]) => rows.filter((r) => r.HIDDEN === true || r.HOOKE
 function counts(rows: Rec[]): Record<string, number> {
   const out: Record<string, number> = { rows: rows.length, flagged: flagged(rows).length };
   for (const r of rows)
-    for (const [k, v] of Object.entries(r)) if (v === true && k !== 'HIDDEN' && k !== 'HOOKED') out[k] = (out[k] ?? 0) + 1;
+    for (const [k, v] of Object.entries(r))
+      if (v === true && k !== 'HIDDEN' && k !== 'HOOKED') out[k] = (out[k] ?? 0) + 1;
   return out;
 }
 
@@ -79,7 +80,8 @@ describe('cross-view checks on a clean lab guest', () => {
 
   it('exercises every view: sock_diag answers (the diag modules are loaded), the code scan sees module code', async () => {
     const lsmod = await guestSh(guest, 'cat /proc/modules');
-    for (const m of ['inet_diag', 'tcp_diag', 'udp_diag', 'unix_diag']) expect(lsmod).toMatch(new RegExp(`^${m} `, 'm'));
+    for (const m of ['inet_diag', 'tcp_diag', 'udp_diag', 'unix_diag'])
+      expect(lsmod).toMatch(new RegExp(`^${m} `, 'm'));
     expect(got.sockxview.filter((r) => r.sock_diag === true).length).toBeGreaterThan(2);
     const modules = got.modxview.filter((r) => r['In procfs'] === true);
     expect(modules.map((r) => r.Name).sort()).toEqual(
@@ -89,7 +91,13 @@ describe('cross-view checks on a clean lab guest', () => {
         .filter(Boolean)
         .sort(),
     );
-    for (const r of modules) expect([r.Name, r['In sysfs'], r['In kallsyms'], r['In code scan']]).toEqual([r.Name, true, true, true]);
+    for (const r of modules)
+      expect([r.Name, r['In sysfs'], r['In kallsyms'], r['In code scan']]).toEqual([
+        r.Name,
+        true,
+        true,
+        true,
+      ]);
     // 64-bit table: at least every syscall up to the newest of 6.1.
     expect(got.check_syscall.length).toBeGreaterThanOrEqual(451);
   });
@@ -109,7 +117,9 @@ describe('cross-view checks against the test rootkit', () => {
     guest = await labUp({ name: INFECTED, rootkit: true });
     pid = Number((await guestSh(guest, 'sleep 100000 </dev/null >/dev/null 2>&1 & echo $!')).trim());
     const httpd = Number(
-      (await guestSh(guest, `httpd -f -p 127.0.0.1:${PORT} -h /var/www </dev/null >/dev/null 2>&1 & echo $!`)).trim(),
+      (
+        await guestSh(guest, `httpd -f -p 127.0.0.1:${PORT} -h /var/www </dev/null >/dev/null 2>&1 & echo $!`)
+      ).trim(),
     );
     // Positive controls, before the module: the guest shows both.
     expect(await guestSh(guest, 'ls /proc')).toMatch(new RegExp(`(^|\\s)${pid}(\\s|$)`));
@@ -147,7 +157,10 @@ describe('cross-view checks against the test rootkit', () => {
   function expectFindings(got: Record<string, Rec[]>, where: string): void {
     for (const [plugin, rows] of Object.entries(got)) console.log(`${where} ${plugin}:`, counts(rows));
     const ps = flagged(got.psxview);
-    expect(ps.map((r) => r.PID), `${where} psxview`).toEqual([pid]);
+    expect(
+      ps.map((r) => r.PID),
+      `${where} psxview`,
+    ).toEqual([pid]);
     expect(ps[0]).toMatchObject({ proc_listing: false, proc_probe: true, getsid: true, COMM: 'sleep' });
     expect(String(ps[0].EVIDENCE)).toMatch(/proc_listing/);
 
@@ -170,11 +183,16 @@ describe('cross-view checks against the test rootkit', () => {
     expect(mods.length).toBe(1 + code.length);
 
     const sys = flagged(got.check_syscall);
-    expect(sys.map((r) => [r.Index, r.Syscall]), `${where} check_syscall`).toEqual([[SYSFS_NR, 'sysfs']]);
+    expect(
+      sys.map((r) => [r.Index, r.Syscall]),
+      `${where} check_syscall`,
+    ).toEqual([[SYSFS_NR, 'sysfs']]);
     const target = sys[0]['Handler Address'] as bigint;
     // The rewritten entry points into the hidden module's code the code scan found.
     expect(
-      code.some((r) => target >= (r.Address as bigint) && target < (r.Address as bigint) + BigInt(r.Size as number)),
+      code.some(
+        (r) => target >= (r.Address as bigint) && target < (r.Address as bigint) + BigInt(r.Size as number),
+      ),
     ).toBe(true);
   }
 
@@ -201,6 +219,8 @@ describe('cross-view checks against the test rootkit', () => {
     });
     expectFindings(replayed, 'replay');
     // Same module code at the same address, same table entry.
-    expect(flagged(replayed.check_syscall)[0]['Handler Address']).toBe(flagged(live.check_syscall)[0]['Handler Address']);
+    expect(flagged(replayed.check_syscall)[0]['Handler Address']).toBe(
+      flagged(live.check_syscall)[0]['Handler Address'],
+    );
   }, 300_000);
 });

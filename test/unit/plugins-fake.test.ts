@@ -54,6 +54,8 @@ describe('registry', () => {
       'ifconfig',
       'psxview',
       'sockxview',
+      'modxview',
+      'check_syscall',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

@@ -28,4 +28,11 @@ export {
 } from './netdev.js';
 export { parseMaps, type MapEntry } from './maps.js';
 export { parsePidCgroup, type PidCgroup, type CgroupLine } from './cgroup.js';
-export { parseKallsyms, isPseudoModule, SymbolIndex, formatSymbol, type KernelSymbol, type ParsedKallsyms } from './kallsyms.js';
+export {
+  parseKallsyms,
+  isPseudoModule,
+  SymbolIndex,
+  formatSymbol,
+  type KernelSymbol,
+  type ParsedKallsyms,
+} from './kallsyms.js';
