@@ -13,7 +13,8 @@
 //          (bench/results-memory.json and bench/results-memory.md)
 //        BENCH_ONLY=xview npm run bench   the cross-view plugins on a lab guest: psxview's whole
 //          PID sweep and a bounded one, sockxview, against pslist and sockstat in the same run
-//          (bench/results-xview.json and bench/results-xview.md)
+//          (bench/results-xview.json and bench/results-xview.md); modxview and check_syscall
+//          (kallsyms read + host page walk) beside lsmod
 //        BENCH_ONLY=sql npm run bench   vmi query's pslist⋈sockstat join on a lab guest, wall time
 //          of the CLI, next to the two plugins run plainly (one attach) in the same interleaved
 //          rounds (bench/results-sql.json and bench/results-sql.md)
@@ -606,8 +607,9 @@ async function memorySizes(pslist) {
 /**
  * BENCH_ONLY=xview: what the cross-view plugins cost on a clean 256 MiB lab guest (fresh
  * shadow, doorbell): psxview sweeping the whole PID space (1..pid_max) and 1..4096,
- * sockxview, beside pslist and sockstat (the single views they cross-check) measured in
- * the same interleaved rounds. Also counts HIDDEN rows, which must be 0 on a clean guest.
+ * sockxview, beside pslist and sockstat (the single views they cross-check), and modxview and
+ * check_syscall beside lsmod, measured in the same interleaved rounds. Also counts HIDDEN
+ * (HOOKED) rows, which must be 0 on a clean guest.
  */
 async function crossView() {
   const byName = (n) => {
@@ -621,6 +623,9 @@ async function crossView() {
     { key: 'psxview --max-pid 4096', plugin: byName('psxview'), options: { 'max-pid': 4096 } },
     { key: 'sockstat', plugin: byName('sockstat'), options: {} },
     { key: 'sockxview', plugin: byName('sockxview'), options: {} },
+    { key: 'lsmod', plugin: byName('lsmod'), options: {} },
+    { key: 'modxview', plugin: byName('modxview'), options: {} },
+    { key: 'check_syscall', plugin: byName('check_syscall'), options: {} },
   ];
   const started = new Date().toISOString();
   const load0 = loadavg();
@@ -647,7 +652,7 @@ async function crossView() {
         batches: r.session.batches,
         calls: r.session.calls,
         rows: rows.length,
-        hidden: rows.filter((row) => row.HIDDEN === true).length,
+        hidden: rows.filter((row) => row.HIDDEN === true || row.HOOKED === true).length,
       };
     };
     for (const x of series) await once(x); // warm-up
@@ -686,14 +691,14 @@ async function crossView() {
   out.finished = new Date().toISOString();
   const get = (k) => out.series.find((x) => x.name === k);
   const ratio = (a, b) => `${(get(a).pluginMs.median / get(b).pluginMs.median).toFixed(1)}×`;
-  const header = ['', 'plugin ms', 'batches', 'syscalls', 'rows', 'HIDDEN rows (max)'];
+  const header = ['', 'plugin ms', 'batches', 'syscalls', 'rows', 'HIDDEN / HOOKED rows (max)'];
   const rows = out.series.map((x) => [
     x.name,
     ms(x.pluginMs, 0),
     String(x.batches),
     String(x.calls),
     String(x.rows),
-    x.name.includes('xview') ? String(x.hiddenMax) : '–',
+    x.name.includes('xview') || x.name === 'check_syscall' ? String(x.hiddenMax) : '–',
   ]);
   rows.push([
     '**ratio** psxview (whole) / pslist',
@@ -712,6 +717,7 @@ async function crossView() {
     '',
   ]);
   rows.push(['**ratio** sockxview / sockstat', ratio('sockxview', 'sockstat'), '', '', '', '']);
+  rows.push(['**ratio** modxview / lsmod', ratio('modxview', 'lsmod'), '', '', '', '']);
   const note =
     `Lab guest (q35, 256 MiB, 1 vCPU, TCG, ${out.kernelRelease}, pid_max ${pidMax}); fresh shadow each run, ` +
     `doorbell transport; vmi on Node ${out.node}. Cells: median (min) over ${XVIEW_RUNS} interleaved runs. ` +

@@ -130,6 +130,8 @@ export interface InitramfsInputs {
   kernelRelease: string;
   /** Memory plugins (issue 17): Debian's bash-static (installed as /usr/bin/bash) and the shared objects of labmem. */
   memoryLab?: { bash: Buffer; libraries: Record<string, Buffer> };
+  /** Modules put in the image but not loaded at boot (the test rootkit): name → .ko bytes. */
+  unloaded?: Record<string, Buffer>;
 }
 
 /** The archive's entries, parents before children (pure). */
@@ -193,6 +195,12 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
     guestModules.push(`/${modDir}/${name}.ko`);
   }
 
+  if (inp.unloaded && Object.keys(inp.unloaded).length > 0) {
+    dir(`${modDir}/extra`);
+    for (const [name, data] of Object.entries(inp.unloaded))
+      entries.push({ type: 'file', path: `${modDir}/extra/${name}.ko`, data, mode: 0o644 });
+  }
+
   entries.push({ type: 'file', path: 'init', data: initScript(guestModules), mode: 0o755 });
   entries.push({ type: 'file', path: 'etc/inittab', data: INITTAB });
   entries.push({ type: 'file', path: 'etc/profile', data: PROFILE });
@@ -215,6 +223,7 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
 export async function buildInitramfs(
   kernel: LabKernel,
   onProgress?: (m: string) => void,
+  unloadedModules: Readonly<Record<string, string>> = {},
 ): Promise<LabInitramfs> {
   const bb = busyboxPath();
   try {
@@ -247,7 +256,9 @@ export async function buildInitramfs(
     modules,
     kernelRelease: kernel.release,
     memoryLab,
+    unloaded: {},
   };
+  for (const [name, path] of Object.entries(unloadedModules)) inputs.unloaded![name] = await readFile(path);
   const entries = initramfsEntries(inputs);
   const hash = sha256(
     LAYOUT_VERSION,

@@ -12,6 +12,8 @@ import { cacheRoot, LabError, mustRun, removeQuietly, runTool } from './host.js'
 import { moduleDepends } from './modinfo.js';
 
 export interface LabKernel {
+  /** LAB_MODULE_SET the modules were extracted for (absent: set 1). */
+  moduleSet?: number;
   /** Debian package name, e.g. linux-image-6.1.0-56-amd64. */
   package: string;
   /** Debian package version, e.g. 6.1.192-2. */
@@ -32,17 +34,22 @@ export interface LabKernel {
    * dependencies before it).
    */
   modules: Record<string, string>;
-  /** The LAB_MODULE_CANDIDATES this cache entry was extracted with (absent: the first two). */
-  moduleCandidates?: string[];
 }
 
-/** Modules copied into the cache: small, no dependencies, harmless to load. */
+/** Small modules with no dependencies, harmless to load (the workload's dummy netdev, nls). */
 const BASE_LAB_MODULES = ['kernel/drivers/net/dummy.ko', 'kernel/fs/nls/nls_utf8.ko'];
+
+/** The sock_diag modules, inet_diag first: sockxview's netlink view (sock-diag.ts). */
+const DIAG_LAB_MODULES = [
+  'kernel/net/ipv4/inet_diag.ko',
+  'kernel/net/ipv4/tcp_diag.ko',
+  'kernel/net/ipv4/udp_diag.ko',
+  'kernel/net/unix/unix_diag.ko',
+];
 
 /**
  * Netfilter for the netfilter plugin (issue 17): nf_tables with its dependencies, and
- * legacy iptables' filter table, in load order. A module is kept only when every module
- * it depends on was kept before it (a kernel that builds one in needs no .ko for it).
+ * legacy iptables' filter table, in load order.
  */
 export const NETFILTER_LAB_MODULES = [
   'kernel/crypto/crc32c_generic.ko',
@@ -54,13 +61,26 @@ export const NETFILTER_LAB_MODULES = [
   'kernel/net/ipv4/netfilter/iptable_filter.ko',
 ];
 
-/** Every module the lab copies into its kernel cache, in load order. */
-export const LAB_MODULE_CANDIDATES = [...BASE_LAB_MODULES, ...NETFILTER_LAB_MODULES];
+/**
+ * Modules copied into the cache and loaded at boot, in this order. A module is kept only
+ * when everything it depends on was kept before it (a kernel that builds one in needs no
+ * .ko for it).
+ */
+export const LAB_MODULE_CANDIDATES = [...BASE_LAB_MODULES, ...DIAG_LAB_MODULES, ...NETFILTER_LAB_MODULES];
 
-/** A cached kernel extracted with another candidate list is extracted again. */
-export function sameCandidates(k: Pick<LabKernel, 'moduleCandidates'>): boolean {
-  const had = k.moduleCandidates ?? BASE_LAB_MODULES;
-  return had.length === LAB_MODULE_CANDIDATES.length && had.every((m, i) => m === LAB_MODULE_CANDIDATES[i]);
+/** Bumped with LAB_MODULE_CANDIDATES: a cached kernel of an older set gets the new modules added. */
+const LAB_MODULE_SET = 3;
+
+/**
+ * Which candidate modules to keep, in order, given each one's dependencies (pure): a module
+ * whose dependencies are not all kept before it is dropped.
+ */
+export function selectLabModules(
+  deps: ReadonlyArray<{ name: string; depends: readonly string[] }>,
+): string[] {
+  const kept: string[] = [];
+  for (const m of deps) if (m.depends.every((d) => kept.includes(d))) kept.push(m.name);
+  return kept;
 }
 
 const KERNEL_PKG_RE = /^linux-image-[a-z0-9][a-z0-9.+~-]*$/;
@@ -187,7 +207,6 @@ export async function cachedKernel(pkg: string): Promise<LabKernel | undefined> 
   try {
     const k = JSON.parse(await readFile(join(dir, 'kernel.json'), 'utf8')) as LabKernel;
     if (!(await exists(k.vmlinux))) return undefined;
-    if (!sameCandidates(k)) return undefined;
     return k;
   } catch {
     return undefined;
@@ -311,6 +330,67 @@ async function copyModule(src: string, dest: string): Promise<void> {
 }
 
 /**
+ * Copies the candidate modules found under `modDir` (a /lib/modules/<release>) into
+ * `destDir`, uncompressed, keeping those whose dependencies were kept before them; returns
+ * name → path under `finalDir` (where destDir ends up).
+ */
+async function copyLabModules(
+  modDir: string,
+  destDir: string,
+  finalDir: string,
+): Promise<Record<string, string>> {
+  const found: { name: string; depends: string[] }[] = [];
+  for (const rel of LAB_MODULE_CANDIDATES) {
+    for (const suffix of ['', '.xz', '.zst', '.gz']) {
+      const src = join(modDir, rel + suffix);
+      if (!(await exists(src))) continue;
+      const modName = rel.split('/').pop()!.replace(/\.ko$/, '');
+      const dest = join(destDir, `${modName}.ko`);
+      await copyModule(src, dest);
+      found.push({ name: modName, depends: moduleDepends(await readFile(dest)) });
+      break;
+    }
+  }
+  const kept = selectLabModules(found);
+  const out: Record<string, string> = {};
+  for (const { name } of found) {
+    if (kept.includes(name)) out[name] = join(finalDir, `${name}.ko`);
+    else await removeQuietly(join(destDir, `${name}.ko`));
+  }
+  return out;
+}
+
+/**
+ * A kernel cached with an older LAB_MODULE_SET: downloads its package again and adds the
+ * missing modules beside the others, then replaces kernel.json atomically (readers of the
+ * shared cache see the old or the new file, never half of one).
+ */
+async function upgradeLabModules(k: LabKernel, onProgress?: (m: string) => void): Promise<LabKernel> {
+  const tmp = join(k.dir, `.tmp-modules-${process.pid}-${randomTag()}`);
+  await mkdir(tmp);
+  try {
+    onProgress?.(`adding the lab's modules to the cached ${k.package}`);
+    const deb = await download(k.package, tmp, onProgress);
+    const root = join(tmp, 'root');
+    await mustRun('dpkg-deb', ['-x', deb, root], { timeoutMs: 300_000 });
+    const { dir: modDir } = await findModulesRoot(root);
+    await mkdir(join(tmp, 'modules'));
+    const modules = await copyLabModules(modDir, join(tmp, 'modules'), join(k.dir, 'modules'));
+    await mkdir(join(k.dir, 'modules'), { recursive: true });
+    for (const name of Object.keys(modules)) {
+      if (!(await exists(join(k.dir, 'modules', `${name}.ko`))))
+        await rename(join(tmp, 'modules', `${name}.ko`), join(k.dir, 'modules', `${name}.ko`));
+    }
+    const next: LabKernel = { ...k, modules, moduleSet: LAB_MODULE_SET };
+    await writeFile(join(tmp, 'kernel.json'), JSON.stringify(next, null, 2) + '\n');
+    await rename(join(tmp, 'kernel.json'), join(k.dir, 'kernel.json'));
+    return next;
+  } finally {
+    await removeQuietly(tmp);
+  }
+}
+
+/**
  * Makes sure the kernel package is downloaded and unpacked in the cache; idempotent, and
  * safe when several processes race (each works in its own temp dir, then renames it in).
  */
@@ -318,7 +398,8 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
   const name = pkg ? await resolveKernelPackage(pkg, onProgress) : await defaultKernelPackage(onProgress);
   if (!KERNEL_PKG_RE.test(name)) throw new LabError(`not a kernel image package name: ${name}`);
   const cached = await cachedKernel(name);
-  if (cached) return cached;
+  if (cached)
+    return (cached.moduleSet ?? 1) < LAB_MODULE_SET ? upgradeLabModules(cached, onProgress) : cached;
 
   const finalDir = kernelDir(name);
   const parent = join(cacheRoot(), 'kernels');
@@ -350,7 +431,6 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
       vmlinux,
       vmlinuz,
       modules: {},
-      moduleCandidates: [...LAB_MODULE_CANDIDATES],
     };
     const systemMap = bootFiles.find((f) => f.startsWith('System.map-'));
     // Debian ships a stub System.map ("The real System.map is in the -dbg package").
@@ -365,22 +445,8 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
     }
 
     await mkdir(join(tmp, 'modules'));
-    for (const rel of LAB_MODULE_CANDIDATES) {
-      for (const suffix of ['', '.xz', '.zst', '.gz']) {
-        const src = join(modDir, rel + suffix);
-        if (!(await exists(src))) continue;
-        const modName = rel.split('/').pop()!.replace(/\.ko$/, '');
-        const dest = join(tmp, 'modules', `${modName}.ko`);
-        await copyModule(src, dest);
-        // Its dependencies must have been kept before it (the candidates are in load order).
-        if (moduleDepends(await readFile(dest)).every((d) => d in kernel.modules)) {
-          kernel.modules[modName] = join(finalDir, 'modules', `${modName}.ko`);
-        } else {
-          await removeQuietly(dest);
-        }
-        break;
-      }
-    }
+    kernel.modules = await copyLabModules(modDir, join(tmp, 'modules'), join(finalDir, 'modules'));
+    kernel.moduleSet = LAB_MODULE_SET;
     // A module built into this configuration is as good as a loadable one (nothing to insmod).
     const builtin = kernel.config ? builtinLabModules(await readFile(join(tmp, 'config'), 'utf8')) : [];
     if (Object.keys(kernel.modules).length === 0 && builtin.length === 0) {

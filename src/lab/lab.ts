@@ -24,6 +24,7 @@ import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
 import { guestsRoot, LabError, sleep } from './host.js';
 import { buildInitramfs } from './initramfs.js';
 import { ensureKernel } from './kernel.js';
+import { buildTestkit, TESTKIT_MODULE } from './testkit.js';
 import { LAB_WORKLOAD } from './workload.js';
 import { processAlive } from '../util/process-alive.js';
 import { readStateJson, StateFileError, writeStateFile } from '../util/state-file.js';
@@ -75,6 +76,12 @@ export interface LabUpOptions {
    * what switches to 5-level paging when the CPU model has la57).
    */
   bootImage?: 'vmlinux' | 'bzImage';
+  /**
+   * Put the test rootkit (src/lab/guest-modules/vmi_testkit.c, built against the kernel's
+   * Debian headers) in the initramfs at /lib/modules/<release>/extra/vmi_testkit.ko. It is
+   * NOT loaded: a test loads it from the console with insmod and its parameters.
+   */
+  rootkit?: boolean;
   onProgress?: (message: string) => void;
 }
 
@@ -385,7 +392,10 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     await writeStateFile(join(dir, STARTING), `${process.pid}\n`);
     const t0 = Date.now();
     const kernel = await ensureKernel(opts.kernel, progress);
-    const initrd = await buildInitramfs(kernel, progress);
+    const unloaded: Record<string, string> = opts.rootkit
+      ? { [TESTKIT_MODULE]: await buildTestkit(kernel, progress) }
+      : {};
+    const initrd = await buildInitramfs(kernel, progress, unloaded);
     progress?.(`kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // Sparse files (ftruncate): the host pays for the pages the guest touches, not memMiB.

@@ -197,3 +197,89 @@ export async function writeVirtual(
     await mem.write(c.paddr, data.subarray(c.offset, c.offset + c.length));
   }
 }
+
+/** A run of mapped virtual pages with the same rights (from {@link mappedRanges}). */
+export interface MappedRange {
+  /** First virtual address (page aligned). */
+  start: bigint;
+  /** Bytes (a multiple of 4 KiB). */
+  size: bigint;
+  writable: boolean;
+  executable: boolean;
+  user: boolean;
+}
+
+/** Most page-table pages one {@link mappedRanges} call reads (a hostile guest cannot make it walk forever). */
+export const MAX_WALKED_TABLES = 1 << 16;
+
+/**
+ * Every mapped page in the virtual range [start, end), as runs of adjacent pages with the
+ * same effective rights (NX, R/W and U/S combined down the walk, as the MMU does). Each
+ * page-table page is read once as a whole (4 KiB); absent entries skip their whole span.
+ * Addresses are canonical 48- or 57-bit (CR4.LA57). Source: Intel SDM vol. 3A §4.5.
+ * @throws PageWalkError when a table lies outside guest RAM or more than MAX_WALKED_TABLES are met
+ */
+export async function mappedRanges(
+  mem: PhysicalMemory,
+  cr3: bigint,
+  cr4: bigint,
+  start: bigint,
+  end: bigint,
+): Promise<MappedRange[]> {
+  const levels = (cr4 & CR4_LA57) !== 0n ? 5 : 4;
+  const vaBits = BigInt(12 + 9 * levels);
+  const canonMask = (1n << vaBits) - 1n;
+  const signExtend = (va: bigint): bigint =>
+    (va & (1n << (vaBits - 1n)) ? va | ~canonMask : va) & 0xffff_ffff_ffff_ffffn;
+  const out: MappedRange[] = [];
+  let tables = 0;
+  const emit = (va: bigint, size: bigint, w: boolean, x: boolean, u: boolean): void => {
+    const last = out[out.length - 1];
+    if (
+      last &&
+      last.start + last.size === va &&
+      last.writable === w &&
+      last.executable === x &&
+      last.user === u
+    )
+      last.size += size;
+    else out.push({ start: va, size, writable: w, executable: x, user: u });
+  };
+  const lo = start & canonMask;
+  const hi = ((end - 1n) & canonMask) + 1n;
+  const walk = async (
+    table: bigint,
+    level: number,
+    base: bigint,
+    w: boolean,
+    x: boolean,
+    u: boolean,
+  ): Promise<void> => {
+    if (++tables > MAX_WALKED_TABLES)
+      throw new PageWalkError(`more than ${MAX_WALKED_TABLES} page tables in range`);
+    if (!mem.layout.contains(table, 4096)) {
+      throw new PageWalkError(`page table at 0x${table.toString(16)} lies outside guest RAM`);
+    }
+    const shift = BigInt(12 + 9 * (level - 1));
+    const span = 1n << shift;
+    const entries = await mem.read(table, 4096);
+    for (let i = 0; i < 512; i++) {
+      const va = base + BigInt(i) * span;
+      if (va + span <= lo || va >= hi) continue;
+      const entry = entries.readBigUInt64LE(i * 8);
+      if ((entry & PTE_PRESENT) === 0n) continue;
+      const ew = w && (entry & PTE_WRITABLE) !== 0n;
+      const ex = x && (entry & PTE_NX) === 0n;
+      const eu = u && (entry & PTE_USER) !== 0n;
+      if (level === 1 || ((level === 2 || level === 3) && (entry & PTE_HUGE) !== 0n)) {
+        const from = va < lo ? lo : va;
+        const to = va + span > hi ? hi : va + span;
+        emit(signExtend(from), to - from, ew, ex, eu);
+      } else {
+        await walk(entry & ADDR_MASK, level - 1, va, ew, ex, eu);
+      }
+    }
+  };
+  if (lo < hi) await walk(cr3 & CR3_ADDR_MASK, levels, 0n, true, true, true);
+  return out;
+}

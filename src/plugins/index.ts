@@ -10,12 +10,14 @@ import { kallsyms } from './kallsyms.js';
 import { kthreads } from './kthreads.js';
 import { pscallstack } from './pscallstack.js';
 import { ptrace } from './ptrace.js';
+import { checkSyscall } from './check-syscall.js';
 import { envars } from './envars.js';
 import { ifconfig } from './ifconfig.js';
 import { kmsg } from './kmsg.js';
 import { lsmod } from './lsmod.js';
 import { lsof } from './lsof.js';
 import { maps } from './maps.js';
+import { modxview } from './modxview.js';
 import { mountinfo } from './mountinfo.js';
 import { psaux } from './psaux.js';
 import { pslist } from './pslist.js';
@@ -65,4 +67,6 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   malfind,
   vmaregexscan,
   vmayarascan,
+  modxview,
+  checkSyscall,
 ];

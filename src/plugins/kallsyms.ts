@@ -10,9 +10,8 @@
  * entry exists (EXPORT_SYMBOL writes one); SubSystem is Volatility's classification
  * (core, module, bpf for `bpf_prog_*` symbols, ftrace for `[__builtin__ftrace]`).
  *
- * Cost: ⌈size / 3 MiB⌉ batches of 768 page-sized reads (SyscallApi.readLargeFile): 2
- * batches and ~1540 calls for the 4.4 MiB of the lab's Debian 6.1 kernel with its
- * modules, 3 for 7 MiB.
+ * Cost: SyscallApi.readToEnd, ~750 page-sized reads per batch and one batch to close:
+ * 3 batches for the 4.4 MiB of the lab's Debian 6.1 kernel with its modules, 4 for 7 MiB.
  */
 import { parseKallsyms, KALLSYMS_TYPES, type KallsymsEntry } from '../abi/linux/proc/kallsyms.js';
 import { definePlugin, notAvailable, type Row } from '../sdk/index.js';
@@ -43,7 +42,7 @@ export function subsystemOf(e: KallsymsEntry): string {
 export function symbolSizes(entries: readonly KallsymsEntry[]): (bigint | undefined)[] {
   const groups = new Map<string, number[]>();
   entries.forEach((e, i) => {
-    const k = e.module ?? '';
+    const k = e.module;
     const g = groups.get(k);
     if (g) g.push(i);
     else groups.set(k, [i]);
@@ -73,27 +72,25 @@ export const kallsyms = definePlugin({
     module: { type: 'string', description: 'Only the symbols of this module (kernel: the image)' },
   },
   async run(ctx) {
-    const { data, truncated } = await ctx.sys.readLargeFile('/proc/kallsyms');
-    if (truncated) ctx.warn('/proc/kallsyms: cut at the size limit');
-    const { entries, bad } = parseKallsyms(data);
-    if (bad.length > 0) ctx.warn(`/proc/kallsyms: ${bad.length} unparsable line(s), first at ${bad[0]}`);
+    const { symbols: entries, errors } = parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms'));
+    for (const e of errors) ctx.warn(e.message);
     const visible = entries.some((e) => e.address !== 0n);
     if (!visible) ctx.warn('/proc/kallsyms: addresses hidden (kptr_restrict): Addr and Size are N/A');
     const exported = new Set<string>();
     for (const e of entries)
-      if (e.name.startsWith('__ksymtab_')) exported.add(`${e.name.slice(10)}\0${e.module ?? ''}`);
+      if (e.name.startsWith('__ksymtab_')) exported.add(`${e.name.slice(10)}\0${e.module}`);
     const sizes = visible ? symbolSizes(entries) : [];
     const hidden = notAvailable('address hidden by kptr_restrict');
     const want = ctx.options.module;
     const rows: Row<typeof columns>[] = [];
     entries.forEach((e, i) => {
-      const mod = e.module ?? 'kernel';
+      const mod = e.module || 'kernel';
       if (want !== undefined && want !== mod) return;
       rows.push({
         Addr: visible ? e.address : hidden,
         Type: e.type,
         Size: sizes[i] ?? notAvailable(visible ? 'last symbol of its image or module' : 'addresses hidden'),
-        Exported: exported.has(`${e.name}\0${e.module ?? ''}`),
+        Exported: exported.has(`${e.name}\0${e.module}`),
         SubSystem: subsystemOf(e),
         ModuleName: mod,
         SymbolName: e.name,

@@ -56,7 +56,7 @@ export const kthreads = definePlugin({
     );
     let index: KallsymsIndex | undefined;
     try {
-      index = new KallsymsIndex(parseKallsyms((await ctx.sys.readLargeFile('/proc/kallsyms')).data).entries);
+      index = new KallsymsIndex(parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms')).symbols);
     } catch (e) {
       ctx.warn(`/proc/kallsyms: ${(e as Error).message}: Handler Address is N/A`);
     }

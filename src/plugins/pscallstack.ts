@@ -56,7 +56,7 @@ export const pscallstack = definePlugin({
     const files = await ctx.sys.readFiles(paths);
     let index: KallsymsIndex | undefined;
     try {
-      index = new KallsymsIndex(parseKallsyms((await ctx.sys.readLargeFile('/proc/kallsyms')).data).entries);
+      index = new KallsymsIndex(parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms')).symbols);
       if (!index.addressesVisible) ctx.warn('/proc/kallsyms addresses hidden: Value is N/A');
     } catch (e) {
       ctx.warn(`/proc/kallsyms: ${(e as Error).message}: Value is N/A`);

@@ -226,8 +226,11 @@ async function look(ctx: PluginContext): Promise<{ seen: Look; diagNote: string 
   const m = sr.error ? null : NETNS_LINK_RE.exec(new TextDecoder().decode(sr.data));
   const shadowNs = m ? m[1] : undefined;
   const have = await diagModules(ctx);
+  // A loaded inet_diag or unix_diag proves the sock_diag core (their dependency) is there,
+  // built in or loaded, even where modules.builtin is absent (the lab's initramfs).
+  const core = have.has('sock_diag') || have.has('inet_diag') || have.has('unix_diag');
   const usable = DUMPS.filter(
-    (d) => have.has('sock_diag') && have.has(d.module) && (d.module === 'unix_diag' || have.has('inet_diag')),
+    (d) => core && have.has(d.module) && (d.module === 'unix_diag' || have.has('inet_diag')),
   );
   const missing = DUMPS.filter((d) => !usable.includes(d)).map((d) => d.table);
   let diagNote =

@@ -4,6 +4,7 @@ import { runPlugin, type PluginDefinition, type PluginRunner } from '../sdk/plug
 import { SyscallApi } from '../sdk/syscall-api.js';
 import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
+import type { HypervisorView } from '../sdk/hypervisor.js';
 import type { RunLimits } from '../sdk/limits.js';
 import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
@@ -77,7 +78,12 @@ export interface RunOnGuestOptions {
 }
 
 /** What runPluginsOnGuest needs of a session: an executor with stats and a detach. */
-export type AttachedSession = SyscallExecutor & { readonly stats: SessionStats; detach(): Promise<void> };
+export type AttachedSession = SyscallExecutor & {
+  readonly stats: SessionStats;
+  detach(): Promise<void>;
+  /** The hypervisor's view of the guest kernel, when the session has one. */
+  hypervisor?(): HypervisorView;
+};
 
 /**
  * Runs several plugins against one live guest through a single attach: one shadow
@@ -113,6 +119,7 @@ export async function runPluginsOnGuest(
     const carrier = new PiggybackExecutor(gate.executor);
     const identityPending = guestIdentity(carrier.rider, guest);
     const collected: { table: ResultTable; at: string }[] = [];
+    const hypervisor = session.hypervisor?.();
     // Every shadow that served this run (a dead or changed one is replaced mid-run).
     const shadowPids = new Set<number>([session.stats.shadowPid]);
     for (const [index, req] of requests.entries()) {
@@ -129,6 +136,7 @@ export async function runPluginsOnGuest(
           progress: opts.progress,
           runLimits: opts.runLimits,
           ...(freeze && 'view' in freeze ? { frozen: freeze.view } : {}),
+          ...(hypervisor ? { hypervisor } : {}),
         }));
       } catch (error) {
         lane.revoke();

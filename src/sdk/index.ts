@@ -167,3 +167,5 @@ export {
   type SockDiagResult,
 } from './sock-diag.js';
 export * as sockDiag from '../abi/linux/sock-diag.js';
+// The hypervisor's view (host-side reads of guest kernel memory) for cross-view checks.
+export type { HypervisorView, KernelMemory, KernelMapping } from './hypervisor.js';

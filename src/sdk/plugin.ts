@@ -2,6 +2,7 @@
  * Plugin definitions: what a plugin declares (name, columns, options) and the context
  * its `run()` receives. Built-in plugins and third-party packs use exactly this API.
  */
+import type { HypervisorView } from './hypervisor.js';
 import { NOT_AVAILABLE, type ColumnSpec, type RowValue } from '../output/columns.js';
 import type { ResultTable } from '../output/table.js';
 import { LimitExceededError } from './errors.js';
@@ -109,6 +110,12 @@ export interface PluginContext<O = Record<string, unknown>> {
   signal?: AbortSignal;
   /** On a frozen replay clone: what the freeze changed (readProcesses reports the values from before it). */
   frozen?: FrozenView;
+  /**
+   * The hypervisor's view (guest RAM read by the host through the kernel's page tables),
+   * when the run has one (a live or replayed guest through the shadow engine); absent for
+   * isolated packs and fake executors.
+   */
+  hypervisor?: HypervisorView;
 }
 
 /** What a plugin author writes and passes to {@link definePlugin}. */
@@ -288,6 +295,8 @@ export interface CreateContextOptions<O> {
   maxReadBytes?: number;
   /** On a frozen replay clone: what the freeze changed. */
   frozen?: FrozenView;
+  /** The hypervisor's view of the guest, when the run has one. */
+  hypervisor?: HypervisorView;
 }
 
 /** Builds the context a plugin's `run()` receives. */
@@ -306,6 +315,7 @@ export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginCon
     warn: opts.warn ?? (() => {}),
     signal: opts.signal,
     ...(opts.frozen ? { frozen: opts.frozen } : {}),
+    ...(opts.hypervisor ? { hypervisor: opts.hypervisor } : {}),
   });
 }
 
@@ -334,6 +344,8 @@ export interface RunPluginOptions {
   runLimits?: Partial<RunLimits>;
   /** On a frozen replay clone: what the freeze changed (see FrozenView). */
   frozen?: FrozenView;
+  /** The hypervisor's view of the guest, when the run has one. */
+  hypervisor?: HypervisorView;
 }
 
 /** Result of runPlugin: the table plus how many guest entries it cost. */
@@ -379,6 +391,7 @@ export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): 
     limits: opts.limits,
     maxReadBytes: limits.maxReadBytes,
     frozen: opts.frozen,
+    hypervisor: opts.hypervisor,
   });
   const rows: RowValue[][] = [];
   const depths: number[] = [];

@@ -332,6 +332,60 @@ export class SyscallApi {
     return states.map((s) => s.result);
   }
 
+  /**
+   * Reads one file to its end the way `cat` does: read() until it returns 0. For large
+   * seq_file files (/proc/kallsyms, 4 MB on Debian 6.1), whose read() returns at most one
+   * seq buffer (a page) however much is asked: readFiles takes a short read for the end.
+   * Each round is one batch of as many `readSize` reads as the batch limits hold on one
+   * descriptor (~750 with 4 KiB reads), so 4 MB cost 2 rounds; then one close.
+   * @throws SyscallError when the file cannot be opened or read; LimitExceededError past `maxSize`
+   */
+  async readToEnd(path: string, options: { readSize?: number; maxSize?: number } = {}): Promise<Uint8Array> {
+    const readSize = Math.min(positiveInt(options.readSize, 4096, 'readSize'), MAX_READ_CALL);
+    const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
+    const perRound = Math.max(
+      1,
+      Math.min(this.limits.maxCalls - 2, Math.floor(this.limits.maxOutBytes / readSize)),
+    );
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    let fd: number | undefined;
+    try {
+      for (;;) {
+        const b = this.batch();
+        const open = fd === undefined ? b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC) : undefined;
+        const reads = Array.from({ length: perRound }, () => b.read(open ?? fd!, readSize));
+        await b.submit();
+        if (open) {
+          const e = open.result().error;
+          if (e) throw e;
+          fd = Number(open.result().ret);
+        }
+        let eof = false;
+        for (const r of reads) {
+          const res = r.result();
+          if (res.error) throw res.error;
+          if (res.data.length === 0) {
+            eof = true;
+            break;
+          }
+          chunks.push(res.data);
+          total += res.data.length;
+          if (total > maxSize)
+            throw new LimitExceededError('read', `${path} is larger than ${maxSize} bytes`);
+        }
+        if (eof) break;
+      }
+    } finally {
+      if (fd !== undefined) {
+        const b = this.batch();
+        b.close(fd);
+        await b.submit().catch(() => undefined);
+      }
+    }
+    return concat(chunks);
+  }
+
   /** The whole content of one file; throws SyscallError. */
   async readFile(path: string, options: ReadFilesOptions = {}): Promise<Uint8Array> {
     const [r] = await this.readFiles([path], options);
@@ -503,49 +557,6 @@ export class SyscallApi {
       // The log is a ring: a buffer the size of the kernel's returns all of it.
       if (want <= size || r.data.length < size || size >= cap) return bytesToText(r.data);
       size = Math.min(want, cap);
-    }
-  }
-
-  /**
-   * A large file, typically a seq_file such as /proc/kallsyms (6–8 MiB), in few guest
-   * entries. A seq_file read returns at most one page whatever the count (fs/seq_file.c
-   * seq_read_iter fills its page-sized buffer), so each batch opens the file, lseeks to
-   * where the last batch stopped, issues as many `readSize`-byte reads as the batch's
-   * output limit holds (768 of 4 KiB in 3 MiB), and closes it; a read returning 0 is the
-   * end. Cost: ⌈size / (reads per batch × bytes per read)⌉ batches: 3 for the ~7 MiB of
-   * a Debian kernel's kallsyms. The file is reopened per batch (no fd outlives a batch),
-   * so a file that changes meanwhile can tear at a batch boundary. Throws SyscallError;
-   * `truncated` when `maxSize` (default DEFAULT_MAX_FILE_SIZE) cut it short.
-   */
-  async readLargeFile(
-    path: string,
-    options: { maxSize?: number; readSize?: number } = {},
-  ): Promise<{ data: Uint8Array; truncated: boolean }> {
-    const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
-    const readSize = Math.min(positiveInt(options.readSize, DEFAULT_READ_CHUNK, 'readSize'), MAX_READ_CALL);
-    const perBatch = Math.max(
-      1,
-      Math.min(this.limits.maxCalls - 3, Math.floor(this.limits.maxOutBytes / readSize)),
-    );
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    for (;;) {
-      const b = this.batch();
-      const fd = b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
-      const seek = b.lseek(fd, total);
-      const reads: CallRef[] = [];
-      for (let i = 0; i < perBatch; i++) reads.push(b.read(fd, readSize));
-      b.close(fd);
-      await b.submit();
-      fd.check();
-      seek.check();
-      for (const r of reads) {
-        const data = r.check().data;
-        if (data.length === 0) return { data: concat(chunks), truncated: false };
-        chunks.push(data);
-        total += data.length;
-        if (total >= maxSize) return { data: concat(chunks).subarray(0, maxSize), truncated: true };
-      }
     }
   }
 }

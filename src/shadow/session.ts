@@ -10,6 +10,8 @@ import { sysno } from '../abi/linux/syscalls.js';
 import { gdbMemory, hasHostRam, learnGuestRam, openHostRam, type HostRamKind } from '../memory/guest-ram.js';
 import { ProcessMemoryError } from '../memory/process-memory.js';
 import type { PhysicalMemory } from '../memory/physical.js';
+import type { HypervisorView } from '../sdk/hypervisor.js';
+import { HostKernelView } from './kernel-view.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { isReadOnlyCall } from '../sdk/policy.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
@@ -350,6 +352,11 @@ export class RedirectSession implements SyscallExecutor {
    * doorbell, so two runs interleaved on it would overwrite each other's batch (seen as
    * empty results on a real guest when a plugin awaited two SDK reads at once).
    */
+  /** The hypervisor's view of the guest kernel (host-side page walks of guest RAM). */
+  hypervisor(): HypervisorView {
+    return new HostKernelView(this.mem, this.link.shadow.cr3, this.link.shadow.cr4, this.stats.memory);
+  }
+
   run(calls: readonly Call[]): Promise<CallResult[]> {
     const mine = this.inFlight.then(() => this.runNow(calls));
     this.inFlight = mine.catch(() => undefined);

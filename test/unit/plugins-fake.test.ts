@@ -69,6 +69,8 @@ describe('registry', () => {
       'malfind',
       'vmaregexscan',
       'vmayarascan',
+      'modxview',
+      'check_syscall',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

@@ -43,6 +43,11 @@ export default class LabUp extends VmiCommand {
       max: MAX_NUMA_NODES,
     }),
     append: Flags.string({ description: 'extra kernel command-line arguments' }),
+    rootkit: Flags.boolean({
+      description:
+        "put the test rootkit (a test fixture, src/lab/guest-modules/vmi_testkit.c, built against the kernel's Debian headers) in the guest, unloaded, at /lib/modules/$(uname -r)/extra/vmi_testkit.ko",
+      default: false,
+    }),
     boot: Flags.string({
       description:
         'kernel image QEMU boots: vmlinux (PVH, fast, 4-level paging) or bzimage (slow; 5-level paging with --cpu max,la57=on)',
@@ -65,6 +70,7 @@ export default class LabUp extends VmiCommand {
         machine: LAB_MACHINES.find((m) => m === flags.machine),
         numaNodes: flags.numa,
         appendCmdline: flags.append,
+        rootkit: flags.rootkit,
         bootImage: flags.boot === 'bzimage' ? 'bzImage' : 'vmlinux',
         onProgress: (m) => process.stderr.write(`vmi lab: ${m}\n`),
       });

@@ -35,5 +35,10 @@ export {
   KALLSYMS_TYPES,
   type KallsymsEntry,
   type StackFrame,
+  isPseudoModule,
+  SymbolIndex,
+  formatSymbol,
+  type KernelSymbol,
+  type ParsedKallsyms,
 } from './kallsyms.js';
 export { parseIomem, type IoResource } from './iomem.js';
