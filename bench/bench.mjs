@@ -24,7 +24,7 @@
 //          gdbstub (trap), runs interleaved (bench/results-foreign.json and .md)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
 /* global AbortController */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
