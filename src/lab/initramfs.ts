@@ -158,6 +158,8 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
 export async function buildInitramfs(
   kernel: LabKernel,
   onProgress?: (m: string) => void,
+  /** Extra modules loaded after the lab's own, in this order (e.g. ensureDeviceModules). */
+  extraModules: readonly { name: string; path: string }[] = [],
 ): Promise<LabInitramfs> {
   const bb = busyboxPath();
   try {
@@ -173,6 +175,8 @@ export async function buildInitramfs(
   const labsandbox = await readFile(await buildGuestProgram('labsandbox', onProgress));
   const modules: Record<string, Buffer> = {};
   for (const [name, path] of Object.entries(kernel.modules)) modules[name] = await readFile(path);
+  // Insertion order is load order (module names are never integer-like keys).
+  for (const { name, path } of extraModules) modules[name] ??= await readFile(path);
 
   const inputs: InitramfsInputs = {
     busybox,
