@@ -738,7 +738,8 @@ async function crossView() {
 async function devicesBench(pslist) {
   const { withReplay } = await import('../dist/targets/capture.js');
   const { createLabDiskImage } = await import('../dist/lab/lab-devices.js');
-  const { decodeManifest, encodeManifest, MANIFEST, MANIFEST_SUM } = await import('../dist/capture/manifest.js');
+  const { decodeManifest, encodeManifest, MANIFEST, MANIFEST_SUM } =
+    await import('../dist/capture/manifest.js');
   const { readFile, cp } = await import('node:fs/promises');
   const { createHash } = await import('node:crypto');
   const started = new Date().toISOString();
@@ -759,7 +760,12 @@ async function devicesBench(pslist) {
       const disk = join(work, `${name}.img`);
       if (withDisk) await createLabDiskImage(disk);
       log(`booting lab guest ${name} (256 MiB, 1 vCPU${withDisk ? ', virtio disk + NIC' : ''})`);
-      const guest = await labUp({ name, memMiB: 256, ...(withDisk ? { disk, nic: true } : {}), onProgress: (m) => log(`  ${m}`) });
+      const guest = await labUp({
+        name,
+        memMiB: 256,
+        ...(withDisk ? { disk, nic: true } : {}),
+        onProgress: (m) => log(`  ${m}`),
+      });
       try {
         if (withDisk) {
           const con = await GuestConsole.connect(guest.serialSocket, { timeoutMs: 10_000 });
@@ -770,14 +776,24 @@ async function devicesBench(pslist) {
           }
         }
         for (const copies of withDisk ? [false, true] : [false]) {
-          const key = withDisk ? `virtio disk + NIC${copies ? ', --with-disks' : ', live disk'}` : 'no devices';
+          const key = withDisk
+            ? `virtio disk + NIC${copies ? ', --with-disks' : ', live disk'}`
+            : 'no devices';
           const rs = [];
           for (let i = 0; i < DEVICES_RUNS; i++) {
             const path = join(work, `${name}-${copies ? 'pit' : 'live'}-${i}.vmicap`);
             const c = await createCapture({ qmpSocket: guest.qmpSocket, output: path, withDisks: copies });
             const r = await firstResult(path);
-            rs.push({ pauseMs: c.pauseMs, captureMs: c.totalMs, replayMs: r.ms, restoreMs: r.restoreMs, rows: r.rows });
-            log(`  ${key} run ${i + 1}: pause ${c.pauseMs.toFixed(0)} ms, capture ${c.totalMs.toFixed(0)} ms, replay to pslist ${r.ms.toFixed(0)} ms`);
+            rs.push({
+              pauseMs: c.pauseMs,
+              captureMs: c.totalMs,
+              replayMs: r.ms,
+              restoreMs: r.restoreMs,
+              rows: r.rows,
+            });
+            log(
+              `  ${key} run ${i + 1}: pause ${c.pauseMs.toFixed(0)} ms, capture ${c.totalMs.toFixed(0)} ms, replay to pslist ${r.ms.toFixed(0)} ms`,
+            );
             if (i === 0 && withDisk && !copies) {
               // Before issue 19: the same capture, replayed without the device model.
               const old = join(work, 'before.vmicap');
@@ -821,9 +837,30 @@ async function devicesBench(pslist) {
   }
   out.hostLoadavg = { before: load0, after: loadavg() };
   out.finished = new Date().toISOString();
-  const header = ['', 'guest paused ms', 'capture total ms', 'replay → first pslist ms', 'restore ms', 'rows'];
-  const rows = out.series.map((x) => [x.name, ms(x.pauseMs, 0), ms(x.captureMs, 0), ms(x.replayMs, 0), ms(x.restoreMs, 0), String(x.rows)]);
-  rows.push(['virtio disk + NIC, before (clone without the device model)', '–', '–', `fails: ${out.before?.error ?? '?'}`, '–', '–']);
+  const header = [
+    '',
+    'guest paused ms',
+    'capture total ms',
+    'replay → first pslist ms',
+    'restore ms',
+    'rows',
+  ];
+  const rows = out.series.map((x) => [
+    x.name,
+    ms(x.pauseMs, 0),
+    ms(x.captureMs, 0),
+    ms(x.replayMs, 0),
+    ms(x.restoreMs, 0),
+    String(x.rows),
+  ]);
+  rows.push([
+    'virtio disk + NIC, before (clone without the device model)',
+    '–',
+    '–',
+    `fails: ${out.before?.error ?? '?'}`,
+    '–',
+    '–',
+  ]);
   const note =
     `Lab guest (q35, 256 MiB, 1 vCPU, TCG, ${out.kernelRelease}); the disk guest has a 32 MiB ext4 virtio-blk disk mounted ` +
     `and a virtio-net NIC on a local hub port. --with-disks copies the disk with a QEMU backup job started in the pause ` +

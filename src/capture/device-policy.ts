@@ -134,7 +134,7 @@ export function plainAbsolutePath(p: unknown): p is string {
     typeof p === 'string' &&
     isAbsolute(p) &&
     Buffer.byteLength(p) <= 4096 &&
-    !/[\x00-\x1f\x7f]/.test(p) &&
+    ![...p].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f) &&
     !p.split('/').includes('..')
   );
 }

@@ -40,7 +40,7 @@ export async function createLabDiskImage(path: string, mib = LAB_DISK_MIB): Prom
 /** Checks (or creates) the disk image; its format from qemu-img, never from its name. */
 export async function prepareLabDisk(p: string, progress?: (m: string) => void): Promise<LabDisk> {
   const path = resolve(p);
-  if (!isAbsolute(path) || /[\x00-\x1f,]/.test(path))
+  if (!isAbsolute(path) || [...path].some((c) => c < ' ' || c === ','))
     throw new LabError(
       `disk image path ${JSON.stringify(p)}: use a plain path without ',' or control characters`,
     );
