@@ -273,6 +273,9 @@ describe('captures of a lab guest with a virtio disk and NIC', () => {
     });
     report.liveReplayListing = liveNames.sort().join(',');
     expect(liveNames).toContain('README');
+    // The same listing on the live image does show it: the replay's listing reads the disk,
+    // so the --with-disks replay's answer above comes from the copy.
+    expect(liveNames, 'the live-disk replay reads the image as it is now').toContain('after-capture.txt');
     expect(await sha256(disk), 'the disk image after two replays').toBe(imageBefore);
     // The overlays lived in the replays' run dirs, which are gone.
     const left = execFileSync('find', [join(runRoot(), 'replays'), '-name', 'disk0.qcow2'], {
