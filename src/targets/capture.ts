@@ -10,16 +10,7 @@
  * and run dir deleted when the replay ends (or fails).
  */
 import type { KeyObject } from 'node:crypto';
-import {
-  mkdtemp,
-  open as openFile,
-  readFile,
-  rm,
-  stat,
-  statfs,
-  unlink,
-  type FileHandle,
-} from 'node:fs/promises';
+import { mkdtemp, open as openFile, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory, RamLayout, type RamRange } from '../memory/physical.js';
@@ -219,14 +210,16 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
         });
       }
       await qmp.execute('migrate-incoming', { uri: 'fd:3' });
-      await awaitDevstateMigration(qmp, 'incoming', 120_000).catch(async (e: unknown) => {
-        // QEMU exits when it cannot load a stream: its own last line names the device.
-        const log = (await readFile(paths.qemuLog, 'utf8').catch(() => ''))
-          .trim()
-          .split('\n')
-          .filter(Boolean);
-        const why = log.slice(-1)[0]?.replace(/^qemu-system-x86_64: /, '');
-        throw why ? new CaptureError(`this host's QEMU could not load the captured device state: ${why}`) : e;
+      await awaitDevstateMigration(qmp, 'incoming', 120_000).catch((e: unknown) => {
+        if (e instanceof CaptureError) throw e;
+        // A daemonized QEMU that cannot load a stream exits; its message goes to /dev/null.
+        const hint =
+          manifest.version < 3
+            ? `; this capture (format v${manifest.version}) records no devices, so a guest with disks or NICs cannot be rebuilt from it: capture it again with this vmi`
+            : '';
+        throw new CaptureError(
+          `this host's QEMU exited while loading the captured device state (the rebuilt machine does not match the capture: ${(e as Error).message})${hint}`,
+        );
       });
       await devstate.close();
       devstate = undefined;
