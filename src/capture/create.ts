@@ -12,6 +12,7 @@
 import { createHash, randomUUID, type KeyObject } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import {
+  chmod,
   copyFile,
   lstat,
   mkdir,
@@ -523,6 +524,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     if (copying) {
       for (const [i, k] of dm.disks.entries()) {
         const part = diskCopyPart(i);
+        // QEMU created the copy with its own umask: the capture's parts are 0600.
+        await step(part, () => chmod(join(tmp, part), 0o600));
         parts[part] = await step(part, () => hashFile(join(tmp, part)));
         k.copyPart = part;
       }
