@@ -22,6 +22,11 @@
 //          file, attached through its QMP socket only) beside a lab guest of the same size:
 //          attach and pslist through QEMU's process memory (doorbell) and through the
 //          gdbstub (trap), runs interleaved (bench/results-foreign.json and .md)
+//        BENCH_ONLY=devices npm run bench   captures of a 256 MiB lab guest without devices and
+//          with a virtio disk (ext4, mounted) and NIC: guest pause and capture time, plain and
+//          --with-disks, and replay-to-first-result (clone rebuilt, pslist table); "before"
+//          replays the disk guest's capture without its device model, as vmi did before
+//          issue 19 (bench/results-devices.json and bench/results-devices.md)
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
 /* global AbortController */
 import { spawn, spawnSync } from 'node:child_process';
@@ -68,6 +73,8 @@ const ONLY_WATCH = process.env.BENCH_ONLY === 'watch';
 const ONLY_XVIEW = process.env.BENCH_ONLY === 'xview';
 const ONLY_SQL = process.env.BENCH_ONLY === 'sql';
 const SQL_RUNS = Number(process.env.BENCH_SQL_RUNS ?? 7);
+const ONLY_DEVICES = process.env.BENCH_ONLY === 'devices';
+const DEVICES_RUNS = Number(process.env.BENCH_DEVICES_RUNS ?? 3);
 const XVIEW_RUNS = Number(process.env.BENCH_XVIEW_RUNS ?? 5);
 const WATCH_SAMPLES = Number(process.env.BENCH_WATCH_SAMPLES ?? 20);
 const WATCH_INTERVALS_MS = (process.env.BENCH_WATCH_INTERVALS ?? '1000,100').split(',').map(Number);
@@ -838,6 +845,151 @@ async function sqlBench() {
 }
 
 /**
+ * BENCH_ONLY=devices: captures of a lab guest with a virtio disk and NIC against the same
+ * guest without devices (each booted in turn, 256 MiB, 1 vCPU): guest pause and capture
+ * time (plain, and --with-disks on the disk guest), and replay-to-first-result: from
+ * openReplay until pslist's table is back. "Before" is the disk guest's capture replayed
+ * without its device model (the clone vmi built before issue 19): it cannot start.
+ */
+async function devicesBench(pslist) {
+  const { withReplay } = await import('../dist/targets/capture.js');
+  const { createLabDiskImage } = await import('../dist/lab/lab-devices.js');
+  const { decodeManifest, encodeManifest, MANIFEST, MANIFEST_SUM } =
+    await import('../dist/capture/manifest.js');
+  const { readFile, cp } = await import('node:fs/promises');
+  const { createHash } = await import('node:crypto');
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  const work = await mkdtemp(join(tmpdir(), 'vmi-bench-devices-'));
+  const out = { started, node: process.version, runs: DEVICES_RUNS, series: [] };
+  const firstResult = async (cap) => {
+    const t0 = performance.now();
+    return withReplay(cap, async (r) => {
+      const run = await runPluginsOnGuest(r.guest, [{ plugin: pslist, options: {} }]);
+      if (run.failures.length) throw new Error(run.failures[0].message);
+      return { ms: performance.now() - t0, rows: run.tables[0].rows.length, restoreMs: r.timings.restoreMs };
+    });
+  };
+  try {
+    for (const withDisk of [false, true]) {
+      const name = `${GUEST}-dev${withDisk ? 'disk' : 'none'}`;
+      const disk = join(work, `${name}.img`);
+      if (withDisk) await createLabDiskImage(disk);
+      log(`booting lab guest ${name} (256 MiB, 1 vCPU${withDisk ? ', virtio disk + NIC' : ''})`);
+      const guest = await labUp({
+        name,
+        memMiB: 256,
+        ...(withDisk ? { disk, nic: true } : {}),
+        onProgress: (m) => log(`  ${m}`),
+      });
+      try {
+        if (withDisk) {
+          const con = await GuestConsole.connect(guest.serialSocket, { timeoutMs: 10_000 });
+          try {
+            await con.run('mkdir -p /mnt/disk && mount -t ext4 /dev/vda /mnt/disk', 30_000);
+          } finally {
+            con.close();
+          }
+        }
+        for (const copies of withDisk ? [false, true] : [false]) {
+          const key = withDisk
+            ? `virtio disk + NIC${copies ? ', --with-disks' : ', live disk'}`
+            : 'no devices';
+          const rs = [];
+          for (let i = 0; i < DEVICES_RUNS; i++) {
+            const path = join(work, `${name}-${copies ? 'pit' : 'live'}-${i}.vmicap`);
+            const c = await createCapture({ qmpSocket: guest.qmpSocket, output: path, withDisks: copies });
+            const r = await firstResult(path);
+            rs.push({
+              pauseMs: c.pauseMs,
+              captureMs: c.totalMs,
+              replayMs: r.ms,
+              restoreMs: r.restoreMs,
+              rows: r.rows,
+            });
+            log(
+              `  ${key} run ${i + 1}: pause ${c.pauseMs.toFixed(0)} ms, capture ${c.totalMs.toFixed(0)} ms, replay to pslist ${r.ms.toFixed(0)} ms`,
+            );
+            if (i === 0 && withDisk && !copies) {
+              // Before issue 19: the same capture, replayed without the device model.
+              const old = join(work, 'before.vmicap');
+              await cp(path, old, { recursive: true });
+              const m = decodeManifest(await readFile(join(old, MANIFEST)));
+              delete m.machine.devices;
+              delete m.machine.disks;
+              delete m.machine.pci;
+              delete m.machine.firmware;
+              delete m.disks;
+              const buf = encodeManifest(m);
+              await writeFile(join(old, MANIFEST), buf);
+              await writeFile(join(old, MANIFEST_SUM), createHash('sha256').update(buf).digest('hex') + '\n');
+              const t0 = performance.now();
+              const err = await firstResult(old).then(
+                () => 'replayed (unexpected)',
+                (e) => e.message,
+              );
+              out.before = { error: err, ms: performance.now() - t0 };
+              log(`  before (no device model): ${err}`);
+              await rm(old, { recursive: true, force: true });
+            }
+            await rm(path, { recursive: true, force: true });
+          }
+          out.series.push({
+            name: key,
+            pauseMs: stat(rs.map((r) => r.pauseMs)),
+            captureMs: stat(rs.map((r) => r.captureMs)),
+            replayMs: stat(rs.map((r) => r.replayMs)),
+            restoreMs: stat(rs.map((r) => r.restoreMs)),
+            rows: median(rs.map((r) => r.rows)),
+          });
+        }
+        out.kernelRelease = guest.kernelRelease;
+      } finally {
+        await labDown(name);
+      }
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  out.hostLoadavg = { before: load0, after: loadavg() };
+  out.finished = new Date().toISOString();
+  const header = [
+    '',
+    'guest paused ms',
+    'capture total ms',
+    'replay → first pslist ms',
+    'restore ms',
+    'rows',
+  ];
+  const rows = out.series.map((x) => [
+    x.name,
+    ms(x.pauseMs, 0),
+    ms(x.captureMs, 0),
+    ms(x.replayMs, 0),
+    ms(x.restoreMs, 0),
+    String(x.rows),
+  ]);
+  rows.push([
+    'virtio disk + NIC, before (clone without the device model)',
+    '–',
+    '–',
+    `fails: ${out.before?.error ?? '?'}`,
+    '–',
+    '–',
+  ]);
+  const note =
+    `Lab guest (q35, 256 MiB, 1 vCPU, TCG, ${out.kernelRelease}); the disk guest has a 32 MiB ext4 virtio-blk disk mounted ` +
+    `and a virtio-net NIC on a local hub port. --with-disks copies the disk with a QEMU backup job started in the pause ` +
+    `(the device state then goes out as a background snapshot). Cells: median (min) over ${DEVICES_RUNS} runs. ` +
+    `Host load average before/after: ${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)} (2 cores shared with other work). Run ${started}.`;
+  const md = await format(`${markdown(header, rows)}\n\n${note}\n`, { parser: 'markdown' });
+  await writeFile(join(HERE, 'results-devices.json'), JSON.stringify(out, null, 2) + '\n');
+  await writeFile(join(HERE, 'results-devices.md'), md);
+  process.stdout.write(`${plain(header, rows)}\n\n${note}\n`);
+  log('wrote bench/results-devices.json and bench/results-devices.md');
+}
+
+/**
  * Boots a QEMU the way someone else would: the lab's kernel and initramfs, `-m` RAM (an
  * anonymous mapping, no shared file), no gdbstub, QMP and a serial console only.
  */
@@ -1268,6 +1420,7 @@ async function main() {
   if (ONLY_WATCH) return watchBench();
   if (ONLY_XVIEW) return crossView();
   if (ONLY_SQL) return sqlBench();
+  if (ONLY_DEVICES) return devicesBench(pslist);
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };

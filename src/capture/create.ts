@@ -12,6 +12,7 @@
 import { createHash, randomUUID, type KeyObject } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import {
+  chmod,
   copyFile,
   lstat,
   mkdir,
@@ -27,6 +28,16 @@ import {
 import { basename, dirname, join, resolve } from 'node:path';
 import type { MigrateInfo } from '../qemu/migration.js';
 import { queryRamMap } from '../qemu/ram-map.js';
+import { queryDeviceModel } from '../qemu/device-model.js';
+import { checkDeviceModel } from './device-policy.js';
+import {
+  awaitDiskCopies,
+  cancelDiskCopies,
+  diskCopyPart,
+  diskNodes,
+  manifestDevices,
+  startDiskCopies,
+} from './disk-copy.js';
 import { copySparse, copySparseFast } from './sparse.js';
 import { queryMachineInfo, queryMigrateCapability, queryStatus } from '../qemu/machine-info.js';
 import { QmpClient } from '../qemu/qmp.js';
@@ -66,6 +77,11 @@ export interface CreateCaptureOptions {
   full?: boolean;
   /** Store the RAM gzip-compressed (ram.raw.gz, level 1), after the guest is resumed. */
   compress?: boolean;
+  /**
+   * Also copy every disk as it was at the pause instant into the capture (disks/diskN.qcow2,
+   * QEMU's backup job; the guest resumes while it copies): replays then read those copies.
+   */
+  withDisks?: boolean;
   /** Ed25519 private key (loadSigningKey): the capture gets a manifest.sig (signature.ts). */
   signKey?: KeyObject;
   progress?: (m: string) => void;
@@ -267,6 +283,22 @@ async function removeOwnStaging(pid: number): Promise<void> {
   }
 }
 
+/**
+ * Polls query-status until the guest runs again (a background snapshot resumes it once
+ * the device state is saved); returns that instant (performance.now()). A failed
+ * migration ends the wait (the caller's wait for the migration reports it).
+ */
+async function awaitResume(q: QmpClient, timeoutMs: number): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const st = await queryStatus(q);
+    if (st.running) return performance.now();
+    const mig = await q.execute<MigrateInfo>('query-migrate');
+    if (mig.status === 'failed' || mig.status === 'cancelled' || Date.now() > end) return performance.now();
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 export async function createCapture(opts: CreateCaptureOptions): Promise<CreateCaptureResult> {
   const t0 = performance.now();
   const progress = opts.progress ?? (() => {});
@@ -293,8 +325,14 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     // Machine description (before pausing: none of this counts toward the pause).
     const { version, machineType, kernel, initrd, append, cpus, cpuModel, memBytes, ramFile, name, uuid } =
       await queryMachineInfo(q);
-    if (!kernel || !initrd)
-      throw new CaptureError('the guest was not booted with -kernel/-initrd: replay could not rebuild it');
+    // A firmware boot (no -kernel) is recorded as such; a -kernel boot needs its -initrd too.
+    const linuxBoot = kernel !== '';
+    if (linuxBoot && !initrd)
+      throw new CaptureError('the guest was booted with -kernel but no -initrd: replay could not rebuild it');
+    const model = await queryDeviceModel(q);
+    const dm = manifestDevices(model, linuxBoot);
+    const nodes = diskNodes(model, dm.disks);
+    const copying = !!opts.withDisks && dm.disks.length > 0;
     // Where RAM is: ram.raw holds the one RAM block, the manifest says which ranges of it
     // sit at which guest-physical addresses (q35/pc split RAM around the PCI hole).
     const ramMap = await queryRamMap(q);
@@ -308,8 +346,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     const mode: CaptureManifest['mode'] = ramFile && !opts.full ? 'shared-ram' : 'full-stream';
     const qname = name?.replace(/^vmi-/, '');
 
-    const kernelPart = await addBootFile(tmp, kernel, 'vmlinux');
-    const initrdPart = await addBootFile(tmp, initrd, 'initrd');
+    const kernelPart = linuxBoot ? await addBootFile(tmp, kernel, 'vmlinux') : undefined;
+    const initrdPart = linuxBoot ? await addBootFile(tmp, initrd, 'initrd') : undefined;
     await opts.onStep?.('boot-files', tmp);
 
     const prevIgnore = await queryMigrateCapability(q, 'x-ignore-shared');
@@ -320,6 +358,15 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     if (status.status === 'inmigrate' || status.status === 'finish-migrate') {
       throw new CaptureError(`the guest is migrating (${status.status})`);
     }
+    // With disk copies on a running guest the device state goes out as a background
+    // snapshot (disk-copy.ts says why): QEMU itself resumes the guest after it.
+    const background = copying && status.running;
+    const prevBg = background ? await queryMigrateCapability(q, 'background-snapshot') : undefined;
+    if (background && !prevBg)
+      throw new CaptureError(
+        '--with-disks needs the background-snapshot migration capability (QEMU 6.0 or later)',
+      );
+    if (copying) await step('disks', () => mkdir(join(tmp, 'disks'), { mode: 0o700 }));
     const devPath = join(tmp, DEVSTATE_PART);
     const ramPath = join(tmp, RAM_PART);
     let pauseMs = 0;
@@ -332,37 +379,60 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       // What a sweep trusts is the stamp, keyed with this user's secret, not the marker.
       await stampPartialDir(tmp, process.pid, resolve(opts.qmpSocket));
     }
+    const copyRam = async (): Promise<void> => {
+      // Memory to memory while paused (~0.1 s for 256 MiB); to the capture's disk after cont.
+      const tc = performance.now();
+      staging = `/dev/shm/vmi-capture-${process.pid}-${randomUUID().slice(0, 8)}.ram`;
+      // Holes stay holes: a big, mostly untouched guest costs what it touched.
+      try {
+        await copySparseFast(ramFile!, staging);
+      } catch {
+        await unlink(staging).catch(() => undefined);
+        staging = undefined;
+        await step(RAM_PART, () => copySparse(ramFile!, ramPath));
+      }
+      copyMs = performance.now() - tc;
+      await opts.onStep?.('ram-copied', tmp);
+    };
+    let resumedAt: number | undefined;
     const tStop = performance.now();
     await q.execute('stop');
     try {
-      if (prevIgnore) {
+      if (copying) {
+        await startDiskCopies(q, tmp, nodes);
+        // A paused guest stays paused: its disks are copied before the device state.
+        if (!background) await awaitDiskCopies(q, nodes.length, 3_600_000);
+      }
+      // A background snapshot resumes the guest as soon as the device state is saved.
+      if (background && mode === 'shared-ram') await copyRam();
+      if (prevIgnore || background) {
         await q.execute('migrate-set-capabilities', {
-          capabilities: [{ capability: 'x-ignore-shared', state: mode === 'shared-ram' }],
+          capabilities: [
+            ...(prevIgnore ? [{ capability: 'x-ignore-shared', state: mode === 'shared-ram' }] : []),
+            ...(background ? [{ capability: 'background-snapshot', state: true }] : []),
+          ],
         });
       }
       const tm = performance.now();
       await q.execute('migrate', { uri: `exec:cat > ${shellQuote(devPath)}` });
+      if (background) resumedAt = await awaitResume(q, 30_000);
       await awaitDevstateMigration(q, 'outgoing', mode === 'shared-ram' ? 30_000 : 300_000);
       migrateMs = performance.now() - tm;
       await opts.onStep?.('migrated', tmp);
-      if (mode === 'shared-ram') {
-        // Memory to memory while paused (~0.1 s for 256 MiB); to the capture's disk after cont.
-        const tc = performance.now();
-        staging = `/dev/shm/vmi-capture-${process.pid}-${randomUUID().slice(0, 8)}.ram`;
-        // Holes stay holes: a big, mostly untouched guest costs what it touched.
-        try {
-          await copySparseFast(ramFile!, staging);
-        } catch {
-          await unlink(staging).catch(() => undefined);
-          staging = undefined;
-          await step(RAM_PART, () => copySparse(ramFile!, ramPath));
-        }
-        copyMs = performance.now() - tc;
-        await opts.onStep?.('ram-copied', tmp);
-      }
+      if (!background && mode === 'shared-ram') await copyRam();
+    } catch (e) {
+      if (copying) await cancelDiskCopies(q, nodes.length);
+      throw e;
     } finally {
       if (status.running) await q.execute('cont');
-      pauseMs = performance.now() - tStop;
+      pauseMs = (resumedAt ?? performance.now()) - tStop;
+      if (background && prevBg && !prevBg.state) {
+        await q
+          .execute('migrate-set-capabilities', {
+            capabilities: [{ capability: 'background-snapshot', state: false }],
+          })
+          .catch(() => undefined);
+      }
       await rm(join(tmp, PAUSED_MARKER), { force: true });
       await stampPartialDir(tmp, process.pid);
       if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram')) {
@@ -390,6 +460,16 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     progress(
       `guest paused ${pauseMs.toFixed(1)} ms (migrate ${migrateMs.toFixed(1)} ms, RAM copy ${copyMs.toFixed(1)} ms)`,
     );
+    let diskCopyMs: number | undefined;
+    if (background) {
+      // The guest runs; QEMU copies the disks as they were at the pause.
+      const td = performance.now();
+      await awaitDiskCopies(q, nodes.length, 3_600_000);
+      diskCopyMs = performance.now() - td;
+      progress(
+        `copied ${nodes.length} disk(s) as of the pause in ${diskCopyMs.toFixed(0)} ms (after the guest resumed)`,
+      );
+    }
     q.close();
     qmp = undefined;
 
@@ -437,9 +517,19 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     const parts: Record<string, PartInfo> = {
       [DEVSTATE_PART]: await step(DEVSTATE_PART, () => hashFile(devPath)),
       [ramName]: ramInfo,
-      [kernelPart.part]: kernelPart.info,
-      [initrdPart.part]: initrdPart.info,
+      ...(kernelPart && initrdPart
+        ? { [kernelPart.part]: kernelPart.info, [initrdPart.part]: initrdPart.info }
+        : {}),
     };
+    if (copying) {
+      for (const [i, k] of dm.disks.entries()) {
+        const part = diskCopyPart(i);
+        // QEMU created the copy with its own umask: the capture's parts are 0600.
+        await step(part, () => chmod(join(tmp, part), 0o600));
+        parts[part] = await step(part, () => hashFile(join(tmp, part)));
+        k.copyPart = part;
+      }
+    }
     const manifest: CaptureManifest = {
       format: CAPTURE_FORMAT,
       version: CAPTURE_VERSION,
@@ -463,15 +553,24 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         cpus,
         memMiB: Math.round(memBytes / (1024 * 1024)),
         append,
-        kernelPart: kernelPart.part,
-        initrdPart: initrdPart.part,
+        ...(kernelPart && initrdPart ? { kernelPart: kernelPart.part, initrdPart: initrdPart.part } : {}),
+        devices: dm.devices,
+        pci: dm.pci,
+        disks: dm.disks,
+        firmware: dm.firmware,
       },
+      ...(dm.disks.length > 0 ? { disks: copying ? ('point-in-time' as const) : ('live' as const) } : {}),
       ram: ramMap.ranges.map((r) => ({ gpa: r.gpa, size: r.size, offset: r.offset })),
       vcpus: vcpus.map(vcpuRecord),
-      timing: { pauseMs, migrateMs, copyMs },
+      timing: { pauseMs, migrateMs, copyMs, ...(diskCopyMs !== undefined ? { diskCopyMs } : {}) },
       parts,
     };
     manifest.timing.totalMs = performance.now() - t0;
+    try {
+      checkDeviceModel(manifest);
+    } catch (e) {
+      progress(`warning: this capture will not replay: ${(e as Error).message}`);
+    }
     const mbuf = encodeManifest(manifest);
     await step(MANIFEST, () => writeFile(join(tmp, MANIFEST), mbuf, { mode: 0o600 }));
     const sum = createHash('sha256').update(mbuf).digest('hex');
@@ -488,7 +587,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     await step('fsync', async () => {
       for (const p of [MANIFEST, MANIFEST_SUM, ...signed, ...Object.keys(parts)])
         await fsyncPath(join(tmp, p));
-      await fsyncPath(join(tmp, 'boot'));
+      if (kernelPart) await fsyncPath(join(tmp, 'boot'));
+      if (copying) await fsyncPath(join(tmp, 'disks'));
       // The stamp is for sweeps of partials only; a finished capture does not carry it.
       await rm(join(tmp, PARTIAL_STAMP), { force: true });
       await fsyncPath(tmp);

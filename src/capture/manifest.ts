@@ -7,10 +7,14 @@ import { Packr } from 'msgpackr';
 import { GPR_NAMES } from '../qemu/x86-regs.js';
 
 export const CAPTURE_FORMAT = 'vmi-capture';
-/** 2: ram.raw may carry the `sha256-sparse` digest (version 1 captures are still read). */
-export const CAPTURE_VERSION = 2;
+/**
+ * 2: ram.raw may carry the `sha256-sparse` digest. 3: the machine's device model
+ * (machine.devices/pci/disks/firmware, `disks` mode) and firmware boots (no kernel part).
+ * Versions 1 and 2 are still read and replayed.
+ */
+export const CAPTURE_VERSION = 3;
 /** Manifest versions this vmi reads. */
-export const READABLE_VERSIONS: readonly number[] = [1, 2];
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 export const MANIFEST = 'manifest.msgpack';
 /** sha256 of manifest.msgpack, so a flipped byte in the manifest is caught too. */
 export const MANIFEST_SUM = 'manifest.sha256';
@@ -98,6 +102,61 @@ export interface VcpuRecord {
   fmask: string;
 }
 
+/** One device made with -device on the captured machine (version 3). */
+export interface DeviceRecord {
+  /** QEMU type (`virtio-blk-pci`). */
+  type: string;
+  /** QOM path on the captured machine (`/machine/peripheral/disk0`). */
+  qomPath: string;
+  /** qdev id on the captured machine ('' for anonymous devices). */
+  id: string;
+  /** QOM path of its bus (`/machine/q35/pcie.0`). */
+  bus: string;
+  /** PCI devfn (slot << 3 | function): the replay puts it in the same slot. */
+  addr?: number;
+  /** Properties as QEMU reported them (device-model.ts DEVICE_PROPS). */
+  props: Record<string, string | number | boolean>;
+  /** Index into machine.disks of the image behind a disk device. */
+  disk?: number;
+}
+
+/** One disk image of the captured machine (version 3). */
+export interface DiskRecord {
+  /** QOM path of the device it backs. */
+  device: string;
+  /** Absolute path of the live image on the capturing host (its top image). */
+  path: string;
+  format: 'raw' | 'qcow2';
+  /** Guest-visible size in bytes. */
+  virtualSize: number;
+  /** The device had it read-only. */
+  readOnly: boolean;
+  /** With --with-disks: the point-in-time copy (qcow2) inside the capture. */
+  copyPart?: string;
+}
+
+/** One PCI function of the captured machine, as query-pci reported it (version 3). */
+export interface PciRecord {
+  bus: number;
+  slot: number;
+  function: number;
+  vendor: number;
+  device: number;
+  classCode: number;
+  desc: string;
+  qdevId: string;
+}
+
+/** The firmware of the captured machine (version 3). */
+export interface FirmwareRecord {
+  /** `linux`: -kernel/-initrd (boot files in the capture); `firmware`: booted by the firmware from a disk. */
+  boot: 'linux' | 'firmware';
+  /** -bios as QEMU reports it (`bios-256k.bin`: QEMU's default SeaBIOS). */
+  bios: string;
+  /** pflash drives (OVMF code = unit 0, read-only; variable store = unit 1). */
+  pflash: { unit: number; path: string; format: 'raw' | 'qcow2'; readOnly: boolean }[];
+}
+
 export interface MachineConfig {
   /** Resolved machine type (e.g. pc-q35-7.2). */
   machineType: string;
@@ -105,9 +164,17 @@ export interface MachineConfig {
   cpus: number;
   memMiB: number;
   append: string;
-  /** Part names of the boot files (content-addressed copies inside the capture). */
-  kernelPart: string;
-  initrdPart: string;
+  /**
+   * Part names of the boot files (content-addressed copies inside the capture); absent on
+   * a firmware-booted guest (version 3).
+   */
+  kernelPart?: string;
+  initrdPart?: string;
+  /** Version 3: the device model, so a replay rebuilds the same machine. */
+  devices?: DeviceRecord[];
+  pci?: PciRecord[];
+  disks?: DiskRecord[];
+  firmware?: FirmwareRecord;
 }
 
 export interface CaptureManifest {
@@ -122,10 +189,17 @@ export interface CaptureManifest {
   guest: { name: string; uuid?: string; kernelRelease?: string; banner?: string };
   qemu: { version: string; package?: string };
   machine: MachineConfig;
+  /**
+   * Version 3: what replays read as the disks. `point-in-time`: the copies taken at the
+   * pause (--with-disks, parts disks/*); `live`: the live images by path (they may have
+   * changed since); absent on a diskless machine or an older capture.
+   */
+  disks?: 'point-in-time' | 'live';
   /** Guest-physical ranges of ram.raw (q35 below 2 GiB: one range at 0). */
   ram: { gpa: number; size: number; offset: number }[];
   vcpus: VcpuRecord[];
-  timing: { pauseMs: number; migrateMs: number; copyMs: number; totalMs?: number };
+  /** Milliseconds; diskCopyMs: the backup jobs after the guest resumed (--with-disks). */
+  timing: { pauseMs: number; migrateMs: number; copyMs: number; totalMs?: number; diskCopyMs?: number };
   parts: Record<string, PartInfo>;
 }
 
@@ -190,7 +264,12 @@ export function decodeManifest(buf: Buffer): CaptureManifest {
   const mc = r.machine;
   if (!mc || typeof mc.machineType !== 'string' || !Number.isInteger(mc.cpus) || !Number.isInteger(mc.memMiB))
     bad('bad machine config');
-  if (!r.parts![mc!.kernelPart] || !r.parts![mc!.initrdPart]) bad('boot files not listed as parts');
+  const linuxBoot = mc!.kernelPart !== undefined || mc!.initrdPart !== undefined || r.version! < 3;
+  if (linuxBoot && (!r.parts![mc!.kernelPart as string] || !r.parts![mc!.initrdPart as string]))
+    bad('boot files not listed as parts');
+  if (!linuxBoot && mc!.firmware?.boot !== 'firmware') bad('no boot files and no firmware boot');
+  if (r.disks !== undefined && r.disks !== 'point-in-time' && r.disks !== 'live')
+    bad(`unknown disk mode ${String(r.disks)}`);
   if (!Array.isArray(r.vcpus) || r.vcpus.length === 0) bad('no vCPU registers');
   for (const v of r.vcpus!)
     for (const k of VCPU_HEX_REGS) if (!HEX.test(String(v[k]))) bad(`vCPU ${v.index}: bad ${k}`);

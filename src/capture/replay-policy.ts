@@ -4,6 +4,7 @@
  * machine fields become QEMU arguments and a /dev/shm file. Every field is checked here,
  * against an allowlist or a range, before any file is created or any process started.
  */
+import { checkDeviceModel } from './device-policy.js';
 import { CaptureError, type CaptureManifest, type RamPart } from './manifest.js';
 
 /** vCPUs a replay may have. */
@@ -65,13 +66,20 @@ export function checkReplayManifest(m: CaptureManifest, ram: RamPart, shmFreeByt
       );
   if (typeof machineType !== 'string' || !MACHINE_RE.test(machineType))
     refuse(`machine type ${JSON.stringify(machineType)} is not q35/pc`);
-  for (const [what, part] of [
-    ['kernel', kernelPart],
-    ['initrd', initrdPart],
-  ] as const) {
+  // A firmware boot (version 3) has no boot files: the firmware record says what boots.
+  const firmwareBoot = m.version >= 3 && kernelPart === undefined && initrdPart === undefined;
+  if (firmwareBoot && mc.firmware?.boot !== 'firmware')
+    refuse('the manifest has neither boot files nor a firmware boot');
+  for (const [what, part] of firmwareBoot
+    ? []
+    : ([
+        ['kernel', kernelPart],
+        ['initrd', initrdPart],
+      ] as const)) {
     if (typeof part !== 'string' || !BOOT_PART_RE.test(part) || !Object.hasOwn(m.parts, part))
       refuse(`the ${what} part ${JSON.stringify(part)} is not a boot/ part listed in the manifest`);
   }
+  checkDeviceModel(m);
   if (typeof m.qemu?.version !== 'string' || !/^[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?$/.test(m.qemu.version))
     refuse(`QEMU version ${JSON.stringify(m.qemu?.version)} is not a version number`);
 }

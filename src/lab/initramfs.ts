@@ -223,6 +223,9 @@ export function initramfsEntries(inp: InitramfsInputs): CpioEntry[] {
 export async function buildInitramfs(
   kernel: LabKernel,
   onProgress?: (m: string) => void,
+  /** Extra modules loaded after the lab's own, in this order (e.g. ensureDeviceModules). */
+  extraModules: readonly { name: string; path: string }[] = [],
+  /** Modules put in the image but not loaded (the test rootkit): name → .ko path. */
   unloadedModules: Readonly<Record<string, string>> = {},
 ): Promise<LabInitramfs> {
   const bb = busyboxPath();
@@ -248,6 +251,8 @@ export async function buildInitramfs(
   };
   const modules: Record<string, Buffer> = {};
   for (const [name, path] of Object.entries(kernel.modules)) modules[name] = await readFile(path);
+  // Insertion order is load order (module names are never integer-like keys).
+  for (const { name, path } of extraModules) modules[name] ??= await readFile(path);
 
   const inputs: InitramfsInputs = {
     busybox,

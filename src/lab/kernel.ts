@@ -473,3 +473,107 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
     await removeQuietly(tmp);
   }
 }
+
+/**
+ * Modules a lab guest with devices loads (`vmi lab up --disk/--nic`): the virtio PCI
+ * transport, virtio-blk, virtio-net and ext4 (with crc32c, which ext4's metadata
+ * checksums ask the crypto API for). Debian's 6.1 config builds all of them as modules.
+ */
+export const LAB_DEVICE_MODULE_ROOTS = ['virtio_pci', 'virtio_blk', 'virtio_net', 'crc32c_generic', 'ext4'];
+
+/**
+ * Modules in load order (pure): every root after its dependencies (`deps` maps a module
+ * to its modinfo `depends`). Throws LabError for a module `deps` does not know or a cycle.
+ */
+export function moduleLoadOrder(
+  roots: readonly string[],
+  deps: (name: string) => readonly string[] | undefined,
+): string[] {
+  const order: string[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (m: string, from: string): void => {
+    const s = state.get(m);
+    if (s === 'done') return;
+    if (s === 'visiting') throw new LabError(`module dependency cycle at ${m}`);
+    const d = deps(m);
+    if (!d) throw new LabError(`module ${m} (needed by ${from}) is not in the kernel package`);
+    state.set(m, 'visiting');
+    for (const x of d) visit(x, m);
+    state.set(m, 'done');
+    order.push(m);
+  };
+  for (const r of roots) visit(r, 'the lab devices');
+  return order;
+}
+
+async function walkKo(dir: string, out: Map<string, string>): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) await walkKo(p, out);
+    else if (/\.ko(\.(xz|zst|gz))?$/.test(e.name))
+      out.set(e.name.replace(/\.ko(\..*)?$/, '').replace(/-/g, '_'), p);
+  }
+}
+
+/**
+ * The device modules of a lab kernel, in load order: name → cached .ko path. Extracted
+ * once from the kernel package (downloaded again: the kernel cache keeps only the lab's
+ * small modules) into <cache>/devmodules/<package>/.
+ */
+export async function ensureDeviceModules(
+  kernel: LabKernel,
+  onProgress?: (m: string) => void,
+): Promise<{ name: string; path: string }[]> {
+  const finalDir = join(cacheRoot(), 'devmodules', kernel.package);
+  const index = join(finalDir, 'modules.json');
+  const cached = await readFile(index, 'utf8')
+    .then((t) => JSON.parse(t) as { name: string; path: string }[])
+    .catch(() => undefined);
+  if (cached) return cached;
+  await mkdir(join(cacheRoot(), 'devmodules'), { recursive: true });
+  const tmp = join(cacheRoot(), 'devmodules', `.tmp-${kernel.package}-${process.pid}-${randomTag()}`);
+  await mkdir(tmp);
+  try {
+    const deb = await download(kernel.package, tmp, onProgress);
+    onProgress?.(`unpacking the device modules of ${kernel.package}`);
+    const root = join(tmp, 'root');
+    await mustRun('dpkg-deb', ['-x', deb, root], { timeoutMs: 300_000 });
+    const { dir: modDir } = await findModulesRoot(root);
+    const files = new Map<string, string>();
+    await walkKo(join(modDir, 'kernel'), files);
+    await mkdir(join(tmp, 'ko'));
+    const deps = new Map<string, string[]>();
+    const load = async (m: string): Promise<void> => {
+      if (deps.has(m) || !files.has(m)) return;
+      const dest = join(tmp, 'ko', `${m}.ko`);
+      await copyModule(files.get(m)!, dest);
+      const d = moduleDepends(await readFile(dest)).map((x) => x.replace(/-/g, '_'));
+      deps.set(m, d);
+      for (const x of d) await load(x);
+    };
+    for (const r of LAB_DEVICE_MODULE_ROOTS) await load(r);
+    // Built into this kernel (modules.builtin): nothing to load.
+    const builtin = new Set(
+      (await readFile(join(modDir, 'modules.builtin'), 'utf8').catch(() => ''))
+        .split('\n')
+        .map((l) => (l.split('/').pop() ?? '').replace(/\.ko$/, '').replace(/-/g, '_'))
+        .filter(Boolean),
+    );
+    const order = moduleLoadOrder(LAB_DEVICE_MODULE_ROOTS, (m) => (builtin.has(m) ? [] : deps.get(m))).filter(
+      (m) => !builtin.has(m),
+    );
+    const list = order.map((name) => ({ name, path: join(finalDir, 'ko', `${name}.ko`) }));
+    await writeFile(join(tmp, 'modules.json'), JSON.stringify(list, null, 2) + '\n');
+    await removeQuietly(root);
+    await removeQuietly(deb);
+    try {
+      await rename(tmp, finalDir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+    }
+    return JSON.parse(await readFile(index, 'utf8')) as { name: string; path: string }[];
+  } finally {
+    await removeQuietly(tmp);
+  }
+}

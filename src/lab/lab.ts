@@ -23,7 +23,8 @@ import { GuestConsole } from './console.js';
 import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
 import { guestsRoot, LabError, sleep } from './host.js';
 import { buildInitramfs } from './initramfs.js';
-import { ensureKernel } from './kernel.js';
+import { ensureDeviceModules, ensureKernel } from './kernel.js';
+import { labDeviceArgs, prepareLabDisk } from './lab-devices.js';
 import { buildTestkit, TESTKIT_MODULE } from './testkit.js';
 import { LAB_WORKLOAD } from './workload.js';
 import { processAlive } from '../util/process-alive.js';
@@ -46,6 +47,10 @@ export interface LabGuest extends GuestEndpoints {
   machine?: LabMachine;
   /** NUMA nodes (1: no NUMA layout). */
   numaNodes?: number;
+  /** Disk image attached as a virtio-blk device (`--disk`). */
+  disk?: string;
+  /** A virtio-net NIC on a local hub port (`--nic`). */
+  nic?: boolean;
 }
 
 /** Machine types the lab boots: q35 (default) and i440fx (`pc`). */
@@ -82,6 +87,14 @@ export interface LabUpOptions {
    * NOT loaded: a test loads it from the console with insmod and its parameters.
    */
   rootkit?: boolean;
+  /**
+   * A disk image (raw or qcow2, probed by qemu-img) attached as a virtio-blk device with
+   * qdev id `disk0`; a path that does not exist yet gets a small ext4 image
+   * (createLabDiskImage). The guest loads virtio/ext4 modules and can mount /dev/vda.
+   */
+  disk?: string;
+  /** A virtio-net-pci NIC on a hub port with nothing else on the hub: no frame leaves the host. */
+  nic?: boolean;
   onProgress?: (message: string) => void;
 }
 
@@ -395,7 +408,10 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     const unloaded: Record<string, string> = opts.rootkit
       ? { [TESTKIT_MODULE]: await buildTestkit(kernel, progress) }
       : {};
-    const initrd = await buildInitramfs(kernel, progress, unloaded);
+    const withDevices = opts.disk !== undefined || !!opts.nic;
+    const devModules = withDevices ? await ensureDeviceModules(kernel, progress) : [];
+    const initrd = await buildInitramfs(kernel, progress, devModules, unloaded);
+    const disk = opts.disk !== undefined ? await prepareLabDisk(opts.disk, progress) : undefined;
     progress?.(`kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // Sparse files (ftruncate): the host pays for the pages the guest touches, not memMiB.
@@ -428,6 +444,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       machine,
       accel,
       consoleLogCap: opts.consoleLogCap,
+      extraArgs: labDeviceArgs({ ...(disk ? { disk } : {}), nic: !!opts.nic }),
     });
     const paths = runDirPaths(dir);
     const ramMap = await labRamMap(paths.qmpSocket, ramFiles);
@@ -452,6 +469,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       memMiB,
       machine,
       numaNodes,
+      ...(disk ? { disk: disk.path } : {}),
+      ...(opts.nic ? { nic: true } : {}),
     };
     await writeStateFile(join(dir, GUEST_JSON), JSON.stringify(guest, null, 2) + '\n');
     await waitReady(guest, progress);

@@ -65,8 +65,9 @@ export function chooseAccel(env: string | undefined = process.env.VMI_ACCEL): Ac
 export interface LaunchSpec {
   name: string;
   runDir: string;
-  kernel: string;
-  initrd: string;
+  /** -kernel/-initrd/-append; without a kernel the firmware boots the machine (from a disk). */
+  kernel?: string;
+  initrd?: string;
   append: string;
   cpus: number;
   cpuModel: string;
@@ -106,6 +107,11 @@ export interface LaunchSpec {
    * that console-log-writer copies with the cap. Default {@link CONSOLE_LOG_CAP}.
    */
   consoleLogCap?: number;
+  /**
+   * Device and firmware arguments (-blockdev, -netdev, -device, -bios ...), already
+   * validated by the caller (lab-devices.ts, capture/device-policy.ts); appended as given.
+   */
+  extraArgs?: readonly string[];
 }
 
 /** What the guest's serial console may fill on the host: console.log plus one rotation. */
@@ -128,6 +134,39 @@ export function qemuHasSandbox(qemu: string): boolean {
     const r = spawnSync(qemu, ['-help'], { encoding: 'utf8', timeout: 10_000 });
     v = r.status === 0 && /^-sandbox on/m.test(r.stdout ?? '');
     sandboxSupport.set(qemu, v);
+  }
+  return v;
+}
+
+const deviceTypeCache = new Map<string, Set<string>>();
+
+/** Names in `qemu -device help` output (`name "virtio-blk-pci", bus PCI, ...`), pure. */
+export function parseDeviceHelp(text: string): Set<string> {
+  return new Set([...text.matchAll(/^name "([^"]+)"/gm)].map((m) => m[1]));
+}
+
+/** The device types this QEMU binary has (`-device help`), asked once per binary. */
+export function qemuDeviceTypes(qemu: string): Set<string> {
+  let v = deviceTypeCache.get(qemu);
+  if (!v) {
+    const r = spawnSync(qemu, ['-device', 'help'], { encoding: 'utf8', timeout: 10_000 });
+    if (r.status !== 0)
+      throw new QemuError(`${qemu} -device help failed: ${(r.stderr ?? '').trim().split('\n')[0]}`);
+    v = parseDeviceHelp(`${r.stdout ?? ''}\n${r.stderr ?? ''}`);
+    deviceTypeCache.set(qemu, v);
+  }
+  return v;
+}
+
+const versionCache = new Map<string, string>();
+
+/** `X.Y.Z` of this QEMU binary (`--version`), asked once per binary; 'unknown' if unreadable. */
+export function qemuVersion(qemu: string): string {
+  let v = versionCache.get(qemu);
+  if (!v) {
+    const r = spawnSync(qemu, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+    v = /version (\d+\.\d+\.\d+)/.exec(r.stdout ?? '')?.[1] ?? 'unknown';
+    versionCache.set(qemu, v);
   }
   return v;
 }
@@ -167,7 +206,13 @@ export function qemuArgs(spec: LaunchSpec): string[] {
   }
   if (spec.machine !== undefined && !/^[A-Za-z0-9_.-]+$/.test(spec.machine))
     throw new QemuError(`invalid machine type ${JSON.stringify(spec.machine)}`);
-  for (const v of [spec.ramFile, ...(spec.numaRamFiles ?? []), spec.runDir, spec.kernel, spec.initrd]) {
+  for (const v of [
+    spec.ramFile,
+    ...(spec.numaRamFiles ?? []),
+    spec.runDir,
+    spec.kernel ?? '',
+    spec.initrd ?? '',
+  ]) {
     // QEMU's option parser treats ',' as a separator (',,' escapes it); keep paths plain.
     if (v.includes(',')) throw new QemuError(`path must not contain ',': ${v}`);
   }
@@ -182,12 +227,9 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     spec.cpuModel,
     '-smp',
     String(spec.cpus),
-    '-kernel',
-    spec.kernel,
-    '-initrd',
-    spec.initrd,
-    '-append',
-    spec.append,
+    ...(spec.kernel
+      ? ['-kernel', spec.kernel, ...(spec.initrd ? ['-initrd', spec.initrd] : []), '-append', spec.append]
+      : []),
     // -nographic cannot be combined with -daemonize; -display none is its equivalent here.
     '-display',
     'none',
@@ -209,6 +251,7 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     `socket,id=wake,path=${p.wakeSocket},server=on,wait=off`,
     '-serial',
     'chardev:wake',
+    ...(spec.extraArgs ?? []),
     '-pidfile',
     p.pidFile,
     ...(spec.incoming ? ['-incoming', spec.incoming] : []),

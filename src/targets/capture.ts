@@ -10,12 +10,29 @@
  * and run dir deleted when the replay ends (or fails).
  */
 import type { KeyObject } from 'node:crypto';
-import { mkdtemp, open as openFile, rm, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open as openFile, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory, RamLayout, type RamRange } from '../memory/physical.js';
 import { isZero } from '../capture/sparse.js';
-import { createRamFile, launchQemu, REPLAY_SANDBOX, runDirPaths, stopQemu } from '../qemu/launcher.js';
+import {
+  createRamFile,
+  findQemu,
+  launchQemu,
+  qemuDeviceTypes,
+  QemuError,
+  qemuVersion,
+  REPLAY_SANDBOX,
+  runDirPaths,
+  stopQemu,
+} from '../qemu/launcher.js';
+import { createOverlay, diskImageInfo } from '../qemu/disk-image.js';
+import {
+  describeDisk,
+  replayDeviceArgs,
+  replayFirmwareArgs,
+  type ReplayDisk,
+} from '../capture/device-policy.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import { writeSyscallEntryCache } from '../shadow/syscall-entry.js';
@@ -144,6 +161,7 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
     const ramCopyMs = performance.now() - t1;
 
     const t2 = performance.now();
+    const extraArgs = await rebuildMachine(dir, runDir, manifest);
     // The device state reaches QEMU as an inherited descriptor (fd 3), read-only: no `cat`
     // to spawn, and a QEMU that dropped root (-runas) needs no access to the capture.
     devstate = await openFile(join(dir, DEVSTATE_PART), 'r');
@@ -151,8 +169,10 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
     const launched = await launchQemu({
       name: `replay-${manifest.id.slice(0, 8)}`,
       runDir,
-      kernel: join(dir, m.kernelPart),
-      initrd: join(dir, m.initrdPart),
+      ...(m.kernelPart && m.initrdPart
+        ? { kernel: join(dir, m.kernelPart), initrd: join(dir, m.initrdPart) }
+        : {}),
+      extraArgs,
       append: m.append,
       cpus: m.cpus,
       cpuModel: m.cpuModel,
@@ -165,6 +185,10 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
       sandbox: REPLAY_SANDBOX,
       ...(runAs ? { runAs } : {}),
       passFds: [devstate.fd],
+    }).catch((e: unknown) => {
+      if (e instanceof QemuError && extraArgs.length > 0)
+        throw new CaptureError(`this host's QEMU could not rebuild the captured machine: ${e.message}`);
+      throw e;
     });
     pid = launched.pid;
     const launchMs = performance.now() - t2;
@@ -186,7 +210,17 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
         });
       }
       await qmp.execute('migrate-incoming', { uri: 'fd:3' });
-      await awaitDevstateMigration(qmp, 'incoming', 120_000);
+      await awaitDevstateMigration(qmp, 'incoming', 120_000).catch((e: unknown) => {
+        if (e instanceof CaptureError) throw e;
+        // A daemonized QEMU that cannot load a stream exits; its message goes to /dev/null.
+        const hint =
+          manifest.version < 3
+            ? `; this capture (format v${manifest.version}) records no devices, so a guest with disks or NICs cannot be rebuilt from it: capture it again with this vmi`
+            : '';
+        throw new CaptureError(
+          `this host's QEMU exited while loading the captured device state (the rebuilt machine does not match the capture: ${(e as Error).message})${hint}`,
+        );
+      });
       await devstate.close();
       devstate = undefined;
       const restoreMs = performance.now() - t3;
@@ -224,6 +258,59 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
     await close().catch(() => undefined);
     throw e;
   }
+}
+
+/**
+ * The captured devices and firmware as QEMU arguments: each disk gets a qcow2 overlay in
+ * the replay's run dir over a read-only base (the capture's point-in-time copy, or the
+ * live image by path); device types this QEMU lacks and missing images are one-line
+ * errors that say what to do.
+ */
+async function rebuildMachine(dir: string, runDir: string, manifest: CaptureManifest): Promise<string[]> {
+  const mc = manifest.machine;
+  if (!mc.devices?.length && !mc.firmware) return [];
+  const qemu = await findQemu();
+  const version = qemuVersion(qemu);
+  const disks: ReplayDisk[] = [];
+  for (const [i, k] of (mc.disks ?? []).entries()) {
+    const dev = mc.devices?.find((d) => d.disk === i);
+    let base: string;
+    let baseFormat: 'raw' | 'qcow2';
+    if (k.copyPart) {
+      base = join(dir, k.copyPart);
+      baseFormat = 'qcow2';
+    } else {
+      base = k.path;
+      baseFormat = k.format;
+      const st = await stat(base).catch(() => undefined);
+      if (!st?.isFile() && !st?.isBlockDevice())
+        throw new CaptureError(
+          `disk image ${describeDisk(k, dev)} is gone: this capture reads live disk images (made without --with-disks); put the image back at that path, or capture again with --with-disks`,
+        );
+      const info = await diskImageInfo(base).catch((e: unknown) => {
+        throw new CaptureError(`disk image ${describeDisk(k, dev)}: ${(e as Error).message}`);
+      });
+      if (info.format !== k.format || info.virtualSize !== k.virtualSize)
+        throw new CaptureError(
+          `disk image ${describeDisk(k, dev)} is now ${info.format}, ${info.virtualSize} bytes (captured: ${k.format}, ${k.virtualSize}): it is not the captured disk`,
+        );
+    }
+    const overlay = join(runDir, `disk${i}.qcow2`);
+    await createOverlay(overlay, base, baseFormat);
+    disks.push({ overlay, base, baseFormat });
+  }
+  const vars = mc.firmware?.pflash.find((p) => p.unit === 1);
+  let pflashVars: ReplayDisk | undefined;
+  if (vars) {
+    if (!(await stat(vars.path).catch(() => undefined)))
+      throw new CaptureError(`firmware variable store ${vars.path} is gone: put it back at that path`);
+    pflashVars = { overlay: join(runDir, 'pflash1.qcow2'), base: vars.path, baseFormat: vars.format };
+    await createOverlay(pflashVars.overlay, vars.path, vars.format);
+  }
+  return [
+    ...replayDeviceArgs(manifest, disks, qemuDeviceTypes(qemu), version),
+    ...replayFirmwareArgs(manifest, pflashVars),
+  ];
 }
 
 /** The RAM block name of the clone's one backend (launchQemu's `-object memory-backend-file,id=m`). */

@@ -74,13 +74,14 @@ function records(t: ResultTable): Row[] {
 }
 /**
  * The kernel shows a kworker's comm with the workqueue it last ran for appended
- * ("kworker/0:2-events" then "kworker/0:2-mm_percpu_wq"): that suffix is run-time state,
+ * ("kworker/0:2-events" then "kworker/0:2-mm_percpu_wq"; "+" instead of "-" while it
+ * runs, kernel/workqueue.c wq_worker_comm): that suffix is run-time state,
  * not identity, so it is dropped before comparing.
  */
 const normalize = (c: string, v: unknown): string => {
   if (v instanceof Date) return v.toISOString();
   const s = String(v);
-  return c === 'COMM' ? s.replace(/^(kworker\/[^-]+)-.*$/, '$1') : s;
+  return c === 'COMM' ? s.replace(/^(kworker\/[^-+]+)[-+].*$/, '$1') : s;
 };
 const key = (r: Row, cols: readonly string[]): string => JSON.stringify(cols.map((c) => normalize(c, r[c])));
 function view(t: ResultTable, cols: readonly string[]): string[] {

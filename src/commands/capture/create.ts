@@ -30,6 +30,11 @@ With --sign-key KEY.pem (an Ed25519 private key: vmi capture keygen) the capture
     output: Flags.string({ char: 'o', description: 'capture directory to create', required: true }),
     full: Flags.boolean({ description: 'use a full migration stream even when RAM is shared' }),
     compress: Flags.boolean({ description: 'store the RAM gzip-compressed (ram.raw.gz)', default: false }),
+    'with-disks': Flags.boolean({
+      description:
+        'also copy every disk as it was at the pause (QEMU backup job; the guest resumes while it copies): replays read these copies, not the live images',
+      default: false,
+    }),
     json: Flags.boolean({ description: 'print the result as JSON' }),
     'sign-key': Flags.string({
       description: 'sign the capture with this Ed25519 private key (PEM; vmi capture keygen makes one)',
@@ -58,6 +63,7 @@ With --sign-key KEY.pem (an Ed25519 private key: vmi capture keygen) the capture
         kernelRelease,
         full: flags.full,
         compress: flags.compress,
+        withDisks: flags['with-disks'],
         signKey,
         progress: (m) => this.progress(m),
       });

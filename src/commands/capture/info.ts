@@ -2,7 +2,38 @@ import { Args, Flags } from '@oclif/core';
 import { claimedSigner } from '../../capture/signature.js';
 import { VmiCommand } from '../../cli/base-command.js';
 import { readManifest } from '../../capture/artifact.js';
-import { ramPartOf } from '../../capture/manifest.js';
+import { ramPartOf, type CaptureManifest } from '../../capture/manifest.js';
+
+/** Firmware, devices and disks of a version-3 manifest, and how replays read the disks. */
+function deviceLines(m: CaptureManifest): string[] {
+  const mc = m.machine;
+  if (!mc.firmware && !mc.devices)
+    return ['devices   not recorded (capture format before v3: replays rebuild a diskless machine)'];
+  const fw = mc.firmware;
+  const lines = [
+    `firmware  ${fw?.boot === 'firmware' ? 'firmware boot' : '-kernel/-initrd boot'}, bios ${fw?.bios || 'none'}` +
+      (fw?.pflash.length ? `, pflash ${fw.pflash.map((p) => `${p.unit}=${p.path}`).join(' ')}` : ''),
+  ];
+  for (const d of mc.devices ?? []) {
+    const addr =
+      d.addr !== undefined ? `00:${(d.addr >> 3).toString(16).padStart(2, '0')}.${d.addr & 7}` : '-';
+    const k = d.disk !== undefined ? mc.disks?.[d.disk] : undefined;
+    lines.push(
+      `device    ${addr} ${d.type}${d.id ? ` id ${d.id}` : ''}` +
+        (d.props.mac ? ` mac ${String(d.props.mac)}` : '') +
+        (k ? ` disk ${k.path} (${k.format}, ${k.virtualSize} bytes)` : ''),
+    );
+  }
+  if (m.disks === 'point-in-time')
+    lines.push(
+      'disks     point-in-time copies in the capture (disks/*): replays read the disks as they were at the pause',
+    );
+  else if (m.disks === 'live')
+    lines.push(
+      'disks     NOT copied: replays read the live disk images by path (as they are now, not as they were)',
+    );
+  return lines;
+}
 
 export default class CaptureInfo extends VmiCommand {
   static override summary =
@@ -47,6 +78,7 @@ export default class CaptureInfo extends VmiCommand {
         rp.compressed
           ? `storage   ${rp.name}: gzip, ${rp.info.size} bytes stored, ${rp.rawSize} uncompressed (${((100 * rp.info.size) / Math.max(rp.rawSize, 1)).toFixed(1)}%)`
           : `storage   ${rp.name}: uncompressed, ${rp.info.size} bytes`,
+        ...deviceLines(m),
         ...m.vcpus.map(
           (v) => `vcpu ${v.index}    rip ${v.rip} rsp ${v.rsp} cr3 ${v.cr3} cr4 ${v.cr4} lstar ${v.lstar}`,
         ),

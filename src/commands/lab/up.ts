@@ -13,6 +13,7 @@ export default class LabUp extends VmiCommand {
     '<%= config.bin %> <%= command.id %> --name numa --memory 2048 --cpus 2 --numa 2',
     '<%= config.bin %> <%= command.id %> --name i440fx --machine pc --memory 4096',
     '<%= config.bin %> <%= command.id %> --kernel 6.12-rt',
+    '<%= config.bin %> <%= command.id %> --name disky --disk /tmp/lab-disk.img --nic',
     '<%= config.bin %> <%= command.id %> --kernel linux-image-6.12.107+deb12-rt-amd64-unsigned',
   ];
 
@@ -54,6 +55,14 @@ export default class LabUp extends VmiCommand {
       options: ['vmlinux', 'bzimage'],
       default: 'vmlinux',
     }),
+    disk: Flags.string({
+      description:
+        'disk image (raw or qcow2) attached as a virtio-blk device; a path that does not exist gets a small ext4 image (the guest can mount /dev/vda)',
+    }),
+    nic: Flags.boolean({
+      description: 'add a virtio-net NIC on a local hub port (nothing leaves the host)',
+      default: false,
+    }),
     json: Flags.boolean({ description: 'print the guest description as JSON' }),
   };
 
@@ -72,6 +81,8 @@ export default class LabUp extends VmiCommand {
         appendCmdline: flags.append,
         rootkit: flags.rootkit,
         bootImage: flags.boot === 'bzimage' ? 'bzImage' : 'vmlinux',
+        ...(flags.disk !== undefined ? { disk: flags.disk } : {}),
+        nic: flags.nic,
         onProgress: (m) => process.stderr.write(`vmi lab: ${m}\n`),
       });
       if (flags.json) {
