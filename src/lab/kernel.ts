@@ -164,7 +164,12 @@ export async function cachedKernel(pkg: string): Promise<LabKernel | undefined> 
   }
 }
 
-async function download(pkg: string, cwd: string, onProgress?: (m: string) => void): Promise<string> {
+/** `apt-get download` of one package into `cwd` (apt lists refreshed once if stale); the .deb's path. */
+export async function downloadDeb(
+  pkg: string,
+  cwd: string,
+  onProgress?: (m: string) => void,
+): Promise<string> {
   if (!(await aptListsPresent())) await aptUpdate(onProgress);
   onProgress?.(`downloading ${pkg}`);
   const args = ['download', '-q', '-o', 'APT::Sandbox::User=root', pkg];
@@ -223,7 +228,7 @@ async function debVersion(deb: string): Promise<string> {
   return r.stdout.toString('utf8').trim();
 }
 
-async function findModulesRoot(root: string): Promise<{ release: string; dir: string }> {
+export async function findModulesRoot(root: string): Promise<{ release: string; dir: string }> {
   for (const base of ['lib/modules', 'usr/lib/modules']) {
     const entries = await readdir(join(root, base)).catch(() => [] as string[]);
     if (entries.length === 1) return { release: entries[0]!, dir: join(root, base, entries[0]!) };
@@ -233,7 +238,7 @@ async function findModulesRoot(root: string): Promise<{ release: string; dir: st
   throw new LabError('the kernel package has no /lib/modules/<release> directory');
 }
 
-async function copyModule(src: string, dest: string): Promise<void> {
+export async function copyModule(src: string, dest: string): Promise<void> {
   if (src.endsWith('.xz')) {
     await writeFile(dest, (await mustRun('xz', ['-dc', src])).stdout);
   } else if (src.endsWith('.zst')) {
@@ -261,7 +266,7 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
   const tmp = join(parent, `.tmp-${name}-${process.pid}-${randomTag()}`);
   await mkdir(tmp);
   try {
-    const deb = await download(name, tmp, onProgress);
+    const deb = await downloadDeb(name, tmp, onProgress);
     const version = await debVersion(deb);
     onProgress?.(`unpacking ${name} ${version}`);
     const root = join(tmp, 'root');
