@@ -126,7 +126,10 @@ export function syslinuxConfig(cmdline: string = REALVM_CMDLINE): string {
  * to its `depends=` list; a module missing from `deps` is an error (it was not found), and
  * so is a cycle.
  */
-export function moduleLoadOrder(wanted: readonly string[], deps: ReadonlyMap<string, readonly string[]>): string[] {
+export function moduleLoadOrder(
+  wanted: readonly string[],
+  deps: ReadonlyMap<string, readonly string[]>,
+): string[] {
   const order: string[] = [];
   const state = new Map<string, 'visiting' | 'done'>();
   const visit = (m: string, chain: string[]): void => {
@@ -134,7 +137,8 @@ export function moduleLoadOrder(wanted: readonly string[], deps: ReadonlyMap<str
     if (s === 'done') return;
     if (s === 'visiting') throw new LabError(`module dependency cycle: ${[...chain, m].join(' → ')}`);
     const d = deps.get(m);
-    if (!d) throw new LabError(`kernel module ${m} not found${chain.length ? ` (needed by ${chain.at(-1)})` : ''}`);
+    if (!d)
+      throw new LabError(`kernel module ${m} not found${chain.length ? ` (needed by ${chain.at(-1)})` : ''}`);
     state.set(m, 'visiting');
     for (const x of d) visit(x, [...chain, m]);
     state.set(m, 'done');
@@ -256,12 +260,13 @@ export function rootfsFiles(machineId: string): { files: Record<string, string>;
       'WantedBy=multi-user.target',
     ]),
     'usr/local/sbin/vmi-lab-ready': `#!/bin/sh
-# Writes ${w.readyFile} once both lab listeners are in /proc/net/tcp (LISTEN = 0A).
+# Writes ${w.readyFile} once both lab listeners are in /proc/net/tcp or tcp6 (LISTEN = 0A;
+# busybox nc binds the IPv6 wildcard when the kernel has IPv6).
 mkdir -p ${dirname(w.readyFile)}
 i=0
 while [ $i -lt 600 ]; do
-  if grep -q ':${hex4(w.echoPort)} 00000000:0000 0A' /proc/net/tcp &&
-     grep -q ':${hex4(w.httpPort)} 00000000:0000 0A' /proc/net/tcp; then
+  if cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':${hex4(w.echoPort)} 0*:0000 0A' &&
+     cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':${hex4(w.httpPort)} 0*:0000 0A'; then
     break
   fi
   i=$((i + 1))
@@ -274,7 +279,12 @@ echo "ready after $i polls" > ${w.readyFile}
 }
 
 /** Units enabled (multi-user.target.wants) and masked (→ /dev/null) in the image. */
-export const ENABLED_UNITS = ['vmi-console.service', 'vmi-echo.service', 'vmi-web.service', 'vmi-lab-ready.service'];
+export const ENABLED_UNITS = [
+  'vmi-console.service',
+  'vmi-echo.service',
+  'vmi-web.service',
+  'vmi-lab-ready.service',
+];
 /** Slow under TCG or irrelevant without a network or a screen. */
 export const MASKED_UNITS = [
   'apt-daily.timer',
@@ -317,7 +327,10 @@ export function parseDebianMirror(text: string): string | undefined {
 
 /** Where apt keeps a mirror's list files: the URI without scheme, '/' → '_' (pure). */
 export function aptListPrefix(mirror: string): string {
-  return mirror.replace(/^[a-z]+:\/\//, '').replace(/\/+$/, '').replace(/\//g, '_');
+  return mirror
+    .replace(/^[a-z]+:\/\//, '')
+    .replace(/\/+$/, '')
+    .replace(/\//g, '_');
 }
 
 async function hostMirror(): Promise<string> {
@@ -326,7 +339,8 @@ async function hostMirror(): Promise<string> {
   texts.push(await readFile('/etc/apt/sources.list', 'utf8').catch(() => ''));
   const d = '/etc/apt/sources.list.d';
   for (const f of (await readdir(d).catch(() => [] as string[])).sort()) {
-    if (f.endsWith('.sources') || f.endsWith('.list')) texts.push(await readFile(join(d, f), 'utf8').catch(() => ''));
+    if (f.endsWith('.sources') || f.endsWith('.list'))
+      texts.push(await readFile(join(d, f), 'utf8').catch(() => ''));
   }
   for (const t of texts) {
     const m = parseDebianMirror(t);
@@ -436,7 +450,11 @@ async function copyModules(
   return { paths, deps };
 }
 
-async function writeTree(root: string, files: Record<string, string>, exec: readonly string[]): Promise<void> {
+async function writeTree(
+  root: string,
+  files: Record<string, string>,
+  exec: readonly string[],
+): Promise<void> {
   for (const [rel, text] of Object.entries(files)) {
     const p = join(root, rel);
     await mkdir(dirname(p), { recursive: true });
@@ -457,6 +475,12 @@ async function forceSymlink(target: string, path: string): Promise<void> {
  * a mount remains: a recursive delete through a bind mount of /dev would hit the host.
  */
 async function removeBuildRoot(root: string): Promise<void> {
+  await unmountUnder(root);
+  await removeQuietly(root);
+}
+
+/** Unmounts (lazily, deepest first) every mount at or below `root`; throws if one stays. */
+async function unmountUnder(root: string): Promise<void> {
   const under = async (): Promise<string[]> =>
     (await readFile('/proc/self/mounts', 'utf8').catch(() => ''))
       .split('\n')
@@ -467,12 +491,18 @@ async function removeBuildRoot(root: string): Promise<void> {
   const left = await under();
   if (left.length)
     throw new LabError(`cannot unmount ${left[0]} (left by debootstrap): remove ${root} by hand`);
-  await removeQuietly(root);
 }
 
 /** Removes what a lab guest never reads (docs, man pages, locales, apt's caches). */
 async function shrink(root: string): Promise<void> {
-  for (const d of ['usr/share/doc', 'usr/share/man', 'usr/share/info', 'usr/share/locale', 'var/cache/apt', 'var/lib/apt/lists']) {
+  for (const d of [
+    'usr/share/doc',
+    'usr/share/man',
+    'usr/share/info',
+    'usr/share/locale',
+    'var/cache/apt',
+    'var/lib/apt/lists',
+  ]) {
     const p = join(root, d);
     for (const e of await readdir(p).catch(() => [] as string[])) await removeQuietly(join(p, e));
   }
@@ -509,6 +539,61 @@ async function buildInitrd(modules: Array<{ name: string; data: Buffer }>): Prom
   return writeCpio(entries);
 }
 
+/** Bump when what bootstrapRoot leaves changes in a way its key does not capture. */
+const BOOTSTRAP_VERSION = '1';
+
+/**
+ * The debootstrap'ed root (minbase + DEBIAN_PACKAGES, docs and apt caches removed) in
+ * `root`: unpacked from its cached tar (images/debootstrap-<suite>-<key>.tar, keyed by the
+ * mirror, its InRelease and the package set), else made with debootstrap and cached. The
+ * slow step (5-6 min under load) is thus paid once per archive state, not per layout.
+ */
+async function bootstrapRoot(
+  mirror: string,
+  releaseSha: string,
+  root: string,
+  onProgress?: (m: string) => void,
+): Promise<void> {
+  const key = sha256(
+    BOOTSTRAP_VERSION,
+    mirror,
+    releaseSha,
+    DEBIAN_SUITE,
+    'minbase',
+    DEBIAN_PACKAGES.join(','),
+  ).slice(0, 16);
+  const tar = join(imagesRoot(), `debootstrap-${DEBIAN_SUITE}-${key}.tar`);
+  await mkdir(root, { recursive: true });
+  if (existsSync(tar)) {
+    onProgress?.(`unpacking the cached debootstrap root ${tar}`);
+    await mustRun('tar', ['-xpf', tar, '--numeric-owner', '-C', root], { timeoutMs: 600_000 });
+    return;
+  }
+  onProgress?.(`debootstrap ${DEBIAN_SUITE} (minbase + ${DEBIAN_PACKAGES.join(', ')}) from ${mirror}`);
+  const db = await runTool(
+    'debootstrap',
+    ['--variant=minbase', `--include=${DEBIAN_PACKAGES.join(',')}`, DEBIAN_SUITE, root, mirror],
+    { timeoutMs: 45 * 60_000 },
+  );
+  await unmountUnder(root);
+  if (db.code !== 0) {
+    const log = await readFile(join(root, 'debootstrap/debootstrap.log'), 'utf8').catch(() => '');
+    const why = (db.stderr + log).trim().split('\n').filter(Boolean).slice(-1)[0] ?? `exit code ${db.code}`;
+    throw new LabError(`debootstrap failed: ${why}`);
+  }
+  await shrink(root);
+  await removeQuietly(join(root, 'debootstrap'));
+  const part = `${tar}.tmp-${process.pid}-${randomTag()}`;
+  try {
+    await mustRun('tar', ['-cf', part, '--numeric-owner', '--xattrs', '-C', root, '.'], {
+      timeoutMs: 600_000,
+    });
+    await rename(part, tar);
+  } finally {
+    await removeQuietly(part);
+  }
+}
+
 /** The image's cache key inputs other than the kernel and the archive state. */
 function staticKeyParts(): string {
   return JSON.stringify({
@@ -530,7 +615,10 @@ function staticKeyParts(): string {
  * min under load: debootstrap dominates) when absent. Safe when processes race: each builds
  * in its own temp dir and renames it in.
  */
-export async function ensureDebianImage(kernel: LabKernel, onProgress?: (m: string) => void): Promise<DebianImage> {
+export async function ensureDebianImage(
+  kernel: LabKernel,
+  onProgress?: (m: string) => void,
+): Promise<DebianImage> {
   const mirror = await hostMirror();
   const release = await releaseDigest(mirror, onProgress);
   const busybox = await readFile(busyboxPath()).catch(() => Buffer.alloc(0));
@@ -545,17 +633,7 @@ export async function ensureDebianImage(kernel: LabKernel, onProgress?: (m: stri
   await mkdir(tmp);
   try {
     const root = join(tmp, 'root');
-    onProgress?.(`debootstrap ${DEBIAN_SUITE} (minbase + ${DEBIAN_PACKAGES.join(', ')}) from ${mirror}`);
-    const db = await runTool(
-      'debootstrap',
-      ['--variant=minbase', `--include=${DEBIAN_PACKAGES.join(',')}`, DEBIAN_SUITE, root, mirror],
-      { timeoutMs: 45 * 60_000 },
-    );
-    if (db.code !== 0) {
-      const log = await readFile(join(root, 'debootstrap/debootstrap.log'), 'utf8').catch(() => '');
-      const why = (db.stderr + log).trim().split('\n').filter(Boolean).slice(-1)[0] ?? `exit code ${db.code}`;
-      throw new LabError(`debootstrap failed: ${why}`);
-    }
+    await bootstrapRoot(mirror, release, root, onProgress);
     const pk = await mustRun('chroot', [root, 'dpkg-query', '-W', '-f=${Package} ${Version}\\n']);
     const packages = pk.stdout.toString('utf8').trim().split('\n').filter(Boolean);
 
@@ -566,26 +644,31 @@ export async function ensureDebianImage(kernel: LabKernel, onProgress?: (m: stri
     const kroot = join(kdir, 'root');
     await mustRun('dpkg-deb', ['-x', deb, kroot], { timeoutMs: 300_000 });
     const { release: rel, dir: modDir } = await findModulesRoot(kroot);
-    if (rel !== kernel.release) throw new LabError(`kernel package has modules of ${rel}, not ${kernel.release}`);
+    if (rel !== kernel.release)
+      throw new LabError(`kernel package has modules of ${rel}, not ${kernel.release}`);
     const { paths, deps } = await copyModules(ROOTFS_MODULES, modDir, rel, root);
     for (const f of ['modules.builtin', 'modules.builtin.modinfo', 'modules.order']) {
-      if (existsSync(join(modDir, f))) await writeFile(join(root, 'lib/modules', rel, f), await readFile(join(modDir, f)));
+      if (existsSync(join(modDir, f)))
+        await writeFile(join(root, 'lib/modules', rel, f), await readFile(join(modDir, f)));
     }
     await mustRun('depmod', ['-b', root, rel]);
     const order = moduleLoadOrder(INITRAMFS_MODULES, deps);
     const initrd = await buildInitrd(
-      await Promise.all(order.map(async (name) => ({ name, data: await readFile(join(root, paths.get(name)!)) }))),
+      await Promise.all(
+        order.map(async (name) => ({ name, data: await readFile(join(root, paths.get(name)!)) })),
+      ),
     );
 
     onProgress?.('configuring systemd units');
     const { files, exec } = rootfsFiles(randomBytes(16).toString('hex'));
     await writeTree(root, files, exec);
     for (const u of ENABLED_UNITS)
-      await forceSymlink(`/etc/systemd/system/${u}`, join(root, 'etc/systemd/system/multi-user.target.wants', u));
+      await forceSymlink(
+        `/etc/systemd/system/${u}`,
+        join(root, 'etc/systemd/system/multi-user.target.wants', u),
+      );
     for (const u of MASKED_UNITS) await forceSymlink('/dev/null', join(root, 'etc/systemd/system', u));
     await removeQuietly(join(root, 'etc/systemd/system/getty.target.wants/getty@tty1.service'));
-    await shrink(root);
-    await removeQuietly(join(root, 'debootstrap'));
 
     onProgress?.('assembling the disk image (sfdisk, mkfs.fat, syslinux, mkfs.ext4 -d)');
     // ext4 metadata and journal need room beside the files; the guest gets some free space.
@@ -594,9 +677,20 @@ export async function ensureDebianImage(kernel: LabKernel, onProgress?: (m: stri
     const img = join(tmp, 'disk.raw');
     await writeFile(img, '');
     await mustRun('truncate', ['-s', String(layout.totalBytes), img]);
-    await mustRun('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', img], { input: Buffer.from(sfdiskScript(layout)) });
+    await mustRun('sfdisk', ['--no-reread', '--no-tell-kernel', '-q', img], {
+      input: Buffer.from(sfdiskScript(layout)),
+    });
     const bootOffset = layout.bootStart * SECTOR;
-    await mustRun('mkfs.fat', ['-F', '16', '-n', 'VMIBOOT', '--offset', String(layout.bootStart), img, String((layout.bootSectors * SECTOR) / 1024)]);
+    await mustRun('mkfs.fat', [
+      '-F',
+      '16',
+      '-n',
+      'VMIBOOT',
+      '--offset',
+      String(layout.bootStart),
+      img,
+      String((layout.bootSectors * SECTOR) / 1024),
+    ]);
     await mustRun('syslinux', ['--install', '--offset', String(bootOffset), img]);
     await writeFile(join(kdir, 'syslinux.cfg'), syslinuxConfig());
     await writeFile(join(kdir, 'initrd.img'), initrd);
@@ -607,11 +701,23 @@ export async function ensureDebianImage(kernel: LabKernel, onProgress?: (m: stri
     await mustRun('dd', [`if=${mbrBin()}`, `of=${img}`, 'bs=440', 'count=1', 'conv=notrunc', 'status=none']);
     await mustRun(
       'mkfs.ext4',
-      ['-q', '-F', '-L', 'vmiroot', '-d', root, '-E', `offset=${layout.rootStart * SECTOR}`, img, `${(layout.rootSectors * SECTOR) / 1024}k`],
+      [
+        '-q',
+        '-F',
+        '-L',
+        'vmiroot',
+        '-d',
+        root,
+        '-E',
+        `offset=${layout.rootStart * SECTOR}`,
+        img,
+        `${(layout.rootSectors * SECTOR) / 1024}k`,
+      ],
       { timeoutMs: 600_000 },
     );
     const size = (await stat(img)).size;
-    if (size !== layout.totalBytes) throw new LabError(`disk image is ${size} bytes, expected ${layout.totalBytes}`);
+    if (size !== layout.totalBytes)
+      throw new LabError(`disk image is ${size} bytes, expected ${layout.totalBytes}`);
     onProgress?.('hashing the disk image');
     const digest = await fileSha256(img);
     await chmod(img, 0o444);

@@ -1,7 +1,10 @@
 /**
- * The built-in lab guest: a Debian kernel booted straight from its vmlinux with a busybox
- * initramfs running a known workload, under QEMU with every control endpoint in a private
- * run directory (/tmp/vmi-<uid>/guests/<name>/).
+ * The built-in lab guests, under QEMU with every control endpoint in a private run
+ * directory (/tmp/vmi-<uid>/guests/<name>/): the busybox flavour (a Debian kernel booted
+ * straight from its vmlinux with a busybox initramfs running a known workload) and the
+ * debian flavour (Debian 12 with systemd on a partitioned virtio disk, booted by SeaBIOS
+ * and SYSLINUX through a per-guest qcow2 overlay on a cached read-only base; a virtio NIC
+ * with no backend off the host; src/lab/debian-image.ts).
  */
 import { access, mkdir, readdir, readFile, rm, statfs, unlink } from 'node:fs/promises';
 import { totalmem } from 'node:os';
@@ -421,12 +424,17 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       const overlay = join(dir, 'disk.qcow2');
       await createOverlay(image.path, 'raw', overlay);
       disk = { overlay, base: image.path, baseSha256: image.sha256, device: 'virtio-blk-pci' };
-      nic = { mac: `52:54:00:${randomBytes(3).toString('hex').match(/../g)!.join(':')}`, model: 'virtio-net-pci' };
+      nic = {
+        mac: `52:54:00:${randomBytes(3).toString('hex').match(/../g)!.join(':')}`,
+        model: 'virtio-net-pci',
+      };
       boot = {
         drives: [{ id: 'disk0', file: overlay, format: 'qcow2', bootIndex: 0 }],
         nics: [{ id: 'net0', mac: nic.mac }],
       };
-      progress?.(`kernel ${kernel.release} and Debian image ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      progress?.(
+        `kernel ${kernel.release} and Debian image ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
     } else {
       const initrd = await buildInitramfs(kernel, progress);
       boot = {
@@ -434,7 +442,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
         initrd: initrd.path,
         append: [BASE_CMDLINE, opts.appendCmdline?.trim()].filter(Boolean).join(' '),
       };
-      progress?.(`kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      progress?.(
+        `kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
     }
 
     // Sparse files (ftruncate): the host pays for the pages the guest touches, not memMiB.

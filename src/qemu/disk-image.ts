@@ -21,7 +21,10 @@ function qemuImg(args: readonly string[]): Promise<string> {
     );
     child.on('close', (code) => {
       if (code === 0) resolve(out);
-      else reject(new QemuError(`qemu-img ${args[0]} failed: ${err.trim().split('\n').pop() ?? `exit ${code}`}`));
+      else
+        reject(
+          new QemuError(`qemu-img ${args[0]} failed: ${err.trim().split('\n').pop() ?? `exit ${code}`}`),
+        );
     });
   });
 }
@@ -30,7 +33,11 @@ function qemuImg(args: readonly string[]): Promise<string> {
  * Creates `overlay` (qcow2) on top of `base` (absolute path, format `baseFormat`); the
  * overlay has the base's virtual size. Fails if `overlay` exists.
  */
-export async function createOverlay(base: string, baseFormat: 'raw' | 'qcow2', overlay: string): Promise<void> {
+export async function createOverlay(
+  base: string,
+  baseFormat: 'raw' | 'qcow2',
+  overlay: string,
+): Promise<void> {
   if (!base.startsWith('/')) throw new QemuError(`backing file must be an absolute path: ${base}`);
   await qemuImg(['create', '-q', '-f', 'qcow2', '-F', baseFormat, '-b', base, overlay]);
 }

@@ -211,7 +211,8 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     if (v.includes(',')) throw new QemuError(`path must not contain ',': ${v}`);
   }
   for (const id of [...drives.map((d) => d.id), ...nics.map((n) => n.id)])
-    if (!/^[A-Za-z][A-Za-z0-9_-]{0,30}$/.test(id)) throw new QemuError(`invalid device id ${JSON.stringify(id)}`);
+    if (!/^[A-Za-z][A-Za-z0-9_-]{0,30}$/.test(id))
+      throw new QemuError(`invalid device id ${JSON.stringify(id)}`);
   for (const n of nics)
     if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(n.mac) || (parseInt(n.mac.slice(0, 2), 16) & 3) !== 2)
       throw new QemuError(`NIC MAC must be a locally administered unicast address, got ${n.mac}`);
