@@ -52,6 +52,8 @@ export const ROOTFS_MODULES = [
   'nls_ascii',
   'nls_utf8',
   'dummy',
+  // systemd loads it at start (automount points); it warns when missing.
+  'autofs4',
 ] as const;
 
 /** What the image's guest runs, for tests (ground truth still comes from the console). */
@@ -199,6 +201,7 @@ export function rootfsFiles(machineId: string): { files: Record<string, string>;
       '[Service]',
       'ExecStart=/bin/sh -l',
       'WorkingDirectory=/root',
+      'Environment=HOME=/root TERM=dumb',
       'StandardInput=tty-force',
       'StandardOutput=tty',
       'StandardError=tty',
