@@ -28,7 +28,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join, relative } from 'node:path';
 import { writeCpio, type CpioEntry } from './cpio.js';
 import { cacheRoot, LabError, mustRun, removeQuietly, runTool, sha256 } from './host.js';
-import { busyboxPath, parseBusyboxList } from './initramfs.js';
+import { buildGuestProgram, busyboxPath, parseBusyboxList } from './initramfs.js';
 import { copyModule, downloadDeb, findModulesRoot, type LabKernel } from './kernel.js';
 import { moduleDepends } from './modinfo.js';
 import { randomTag } from '../util/run-dir.js';
@@ -55,6 +55,12 @@ export const ROOTFS_MODULES = [
   // systemd loads it at start (automount points); it warns when missing.
   'autofs4',
 ] as const;
+
+/** The console shell's binary in the image: a copy of the host's busybox-static. */
+export const CONSOLE_SHELL = '/usr/local/lib/vmi/busybox';
+
+/** The lab's static helper program (src/lab/guest-programs/labd.c) in the image. */
+export const LABD = '/usr/local/sbin/labd';
 
 /** What the image's guest runs, for tests (ground truth still comes from the console). */
 export const REALVM_WORKLOAD = {
@@ -195,13 +201,16 @@ export function rootfsFiles(machineId: string): { files: Record<string, string>;
       'stty -echo 2>/dev/null',
       "PS1='realvm# '",
     ]),
-    // The shell the host's GuestConsole drives: dash on ttyS0, respawned, no getty or login.
+    // The shell the host's GuestConsole drives: on ttyS0, respawned, no getty or login.
     'etc/systemd/system/vmi-console.service': unit([
       '[Unit]',
       'Description=vmi lab: root shell on the serial console',
       'Conflicts=rescue.service emergency.service',
       '[Service]',
-      'ExecStart=/bin/sh -l',
+      // busybox-static's ash (the host's, as in the busybox flavour): its applets (cat,
+      // base64) need no dynamic loading, which costs tens of ms per exec under TCG; the
+      // console driver forks several per command and guestProcs two per process.
+      `ExecStart=${CONSOLE_SHELL} sh -l`,
       'WorkingDirectory=/root',
       'Environment=HOME=/root TERM=dumb',
       'StandardInput=tty-force',
@@ -252,6 +261,18 @@ export function rootfsFiles(machineId: string): { files: Record<string, string>;
       '[Install]',
       'WantedBy=multi-user.target',
     ]),
+    // A root health agent that wakes every 100 ms (no seccomp filter, unlike journald and
+    // udevd): like a real VM's agents and timers it keeps the guest from being perfectly
+    // idle, so vmi finds a root task returning to user mode to host its shadow.
+    'etc/systemd/system/vmi-monitor.service': unit([
+      '[Unit]',
+      'Description=vmi lab: health agent (labd monitor), rewrites a status file every 100 ms',
+      '[Service]',
+      `ExecStart=${LABD} monitor /run/vmi-monitor.beat`,
+      'Restart=always',
+      '[Install]',
+      'WantedBy=multi-user.target',
+    ]),
     'etc/systemd/system/vmi-lab-ready.service': unit([
       '[Unit]',
       'Description=vmi lab: ready marker once the lab services listen',
@@ -286,6 +307,7 @@ echo "ready after $i polls" > ${w.readyFile}
 /** Units enabled (multi-user.target.wants) and masked (→ /dev/null) in the image. */
 export const ENABLED_UNITS = [
   'vmi-console.service',
+  'vmi-monitor.service',
   'vmi-echo.service',
   'vmi-web.service',
   'vmi-lab-ready.service',
@@ -646,8 +668,14 @@ export async function ensureDebianImage(
 ): Promise<DebianImage> {
   const mirror = await hostMirror();
   const release = await releaseDigest(mirror, onProgress);
-  const busybox = await readFile(busyboxPath()).catch(() => Buffer.alloc(0));
-  const key = sha256(staticKeyParts(), mirror, release, kernel.package, kernel.version, busybox).slice(0, 16);
+  const busybox = await readFile(busyboxPath()).catch(() => {
+    throw new LabError(`${busyboxPath()} not found: install the Debian package busybox-static`);
+  });
+  const labd = await readFile(await buildGuestProgram('labd', onProgress));
+  const key = sha256(staticKeyParts(), mirror, release, kernel.package, kernel.version, busybox, labd).slice(
+    0,
+    16,
+  );
   const finalDir = join(imagesRoot(), `debian-${DEBIAN_SUITE}-${key}`);
   const cached = await cachedImage(finalDir);
   if (cached) return cached;
@@ -687,6 +715,9 @@ export async function ensureDebianImage(
     onProgress?.('configuring systemd units');
     const { files, exec } = rootfsFiles(randomBytes(16).toString('hex'));
     await writeTree(root, files, exec);
+    await mkdir(join(root, dirname(CONSOLE_SHELL)), { recursive: true });
+    await writeFile(join(root, CONSOLE_SHELL), busybox, { mode: 0o755 });
+    await writeFile(join(root, LABD), labd, { mode: 0o755 });
     for (const u of ENABLED_UNITS)
       await forceSymlink(
         `/etc/systemd/system/${u}`,

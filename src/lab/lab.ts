@@ -273,6 +273,9 @@ function tail(text: string, lines: number): string {
 /** Waits until the guest's console shell answers and the workload reported ready. */
 async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Promise<void> {
   const deadline = Date.now() + bootTimeoutMs();
+  // A systemd guest under a loaded TCG host can take seconds per command; the busybox one
+  // answers in milliseconds once its shell runs (a lost line is retried sooner).
+  const tryMs = guest.flavour === 'debian' ? 15_000 : 3000;
   let console: GuestConsole | undefined;
   let lastError = 'no answer';
   try {
@@ -285,7 +288,7 @@ async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Pro
       }
       try {
         console ??= await GuestConsole.connect(guest.serialSocket, { timeoutMs: 3000 });
-        const r = await console.run(`cat ${LAB_WORKLOAD.readyFile}`, 3000);
+        const r = await console.run(`cat ${LAB_WORKLOAD.readyFile}`, tryMs);
         if (r.status === 0) {
           onProgress?.(`workload ${r.output.trim()}`);
           return;

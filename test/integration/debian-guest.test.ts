@@ -180,6 +180,7 @@ describe('debian lab flavour: a Debian 12 + systemd VM booted through firmware',
     const args = records(tables.psaux).map((r) => r.ARGS);
     expect(args).toContain('/bin/busybox nc -ll -p 7000 -e /bin/cat');
     expect(args).toContain('/bin/busybox httpd -f -p 127.0.0.1:8080 -h /srv/www');
+    expect(args).toContain('/usr/local/sbin/labd monitor /run/vmi-monitor.beat');
   });
 
   it("mountinfo's init namespace equals the guest's /proc/1/mountinfo", () => {
