@@ -419,6 +419,8 @@ export interface DebianImage {
   /** sha256 of the disk image at build time. */
   sha256: string;
   sizeBytes: number;
+  /** The disk image's mtime after the build (ms): a later write moves it. */
+  mtimeMs: number;
   key: string;
   suite: string;
   mirror: string;
@@ -441,7 +443,8 @@ async function cachedImage(dir: string): Promise<DebianImage | undefined> {
   try {
     const img = JSON.parse(await readFile(join(dir, 'image.json'), 'utf8')) as DebianImage;
     const st = await stat(img.path);
-    return st.size === img.sizeBytes ? img : undefined;
+    // A base that something wrote to (its mtime moved) is rebuilt, never booted.
+    return st.size === img.sizeBytes && st.mtimeMs === img.mtimeMs ? img : undefined;
   } catch {
     return undefined;
   }
@@ -777,11 +780,13 @@ export async function ensureDebianImage(
     onProgress?.('hashing the disk image');
     const digest = await fileSha256(img);
     await chmod(img, 0o444);
+    const { mtimeMs } = await stat(img);
     const image: DebianImage = {
       dir: finalDir,
       path: join(finalDir, 'disk.raw'),
       sha256: digest,
       sizeBytes: size,
+      mtimeMs,
       key,
       suite: DEBIAN_SUITE,
       mirror,
