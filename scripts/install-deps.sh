@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what vmi needs on a fresh Debian 12 machine: QEMU, busybox for the lab guest's
-# userland, tools to unpack kernels and build the lab's helper programs, a supported Node
-# when the system's is older (vmi's private copy of the LTS, in vmi's cache), and npm
-# packages. Idempotent; needs root for apt-get (as on the project's machines).
+# userland, tools to unpack kernels and build the lab's helper programs, tools to build the
+# debian lab flavour's disk image without loop devices (debootstrap, sfdisk from fdisk,
+# mkfs.fat from dosfstools, mtools, syslinux, mkfs.ext4 from e2fsprogs, qemu-img for the
+# per-guest overlay), a supported Node when the system's is older (vmi's private copy of
+# the LTS, in vmi's cache), and npm packages. Idempotent; needs root for apt-get (as on the project's machines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(qemu-system-x86 busybox-static cpio xz-utils zstd kmod binutils xxd gcc libc6-dev)
+packages=(qemu-system-x86 busybox-static cpio xz-utils zstd kmod binutils xxd gcc libc6-dev
+  debootstrap fdisk dosfstools mtools syslinux syslinux-common e2fsprogs qemu-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,7 @@
 /**
- * Ground truth from inside a lab guest: runs shell commands on the root shell that busybox
- * init keeps on ttyS0, reached through QEMU's serial chardev unix socket.
+ * Ground truth from inside a lab guest: runs shell commands on the root shell kept on
+ * ttyS0 (busybox init's respawned shell in the busybox flavour, vmi-console.service's
+ * dash in the debian flavour), reached through QEMU's serial chardev unix socket.
  *
  * Framing: each command is sent base64-encoded and run in a subshell between a begin and an
  * end marker that the guest's printf produces from octal escapes, so neither typed input

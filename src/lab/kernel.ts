@@ -213,7 +213,12 @@ export async function cachedKernel(pkg: string): Promise<LabKernel | undefined> 
   }
 }
 
-async function download(pkg: string, cwd: string, onProgress?: (m: string) => void): Promise<string> {
+/** `apt-get download` of one package into `cwd` (apt lists refreshed once if stale); the .deb's path. */
+export async function downloadDeb(
+  pkg: string,
+  cwd: string,
+  onProgress?: (m: string) => void,
+): Promise<string> {
   if (!(await aptListsPresent())) await aptUpdate(onProgress);
   onProgress?.(`downloading ${pkg}`);
   const args = ['download', '-q', '-o', 'APT::Sandbox::User=root', pkg];
@@ -253,7 +258,7 @@ export async function ensureDebianFile(
   const tmp = join(parent, `.tmp-${pkg}-${process.pid}-${randomTag()}`);
   await mkdir(tmp);
   try {
-    const deb = await download(pkg, tmp, onProgress);
+    const deb = await downloadDeb(pkg, tmp, onProgress);
     onProgress?.(`unpacking ${pkg}`);
     await mustRun('dpkg-deb', ['-x', deb, join(tmp, 'root')], { timeoutMs: 300_000 });
     if (!(await exists(join(tmp, 'root', file)))) throw new LabError(`${pkg} has no /${file}`);
@@ -307,7 +312,7 @@ async function debVersion(deb: string): Promise<string> {
   return r.stdout.toString('utf8').trim();
 }
 
-async function findModulesRoot(root: string): Promise<{ release: string; dir: string }> {
+export async function findModulesRoot(root: string): Promise<{ release: string; dir: string }> {
   for (const base of ['lib/modules', 'usr/lib/modules']) {
     const entries = await readdir(join(root, base)).catch(() => [] as string[]);
     if (entries.length === 1) return { release: entries[0]!, dir: join(root, base, entries[0]!) };
@@ -317,7 +322,7 @@ async function findModulesRoot(root: string): Promise<{ release: string; dir: st
   throw new LabError('the kernel package has no /lib/modules/<release> directory');
 }
 
-async function copyModule(src: string, dest: string): Promise<void> {
+export async function copyModule(src: string, dest: string): Promise<void> {
   if (src.endsWith('.xz')) {
     await writeFile(dest, (await mustRun('xz', ['-dc', src])).stdout);
   } else if (src.endsWith('.zst')) {
@@ -370,7 +375,7 @@ async function upgradeLabModules(k: LabKernel, onProgress?: (m: string) => void)
   await mkdir(tmp);
   try {
     onProgress?.(`adding the lab's modules to the cached ${k.package}`);
-    const deb = await download(k.package, tmp, onProgress);
+    const deb = await downloadDeb(k.package, tmp, onProgress);
     const root = join(tmp, 'root');
     await mustRun('dpkg-deb', ['-x', deb, root], { timeoutMs: 300_000 });
     const { dir: modDir } = await findModulesRoot(root);
@@ -407,7 +412,7 @@ export async function ensureKernel(pkg?: string, onProgress?: (m: string) => voi
   const tmp = join(parent, `.tmp-${name}-${process.pid}-${randomTag()}`);
   await mkdir(tmp);
   try {
-    const deb = await download(name, tmp, onProgress);
+    const deb = await downloadDeb(name, tmp, onProgress);
     const version = await debVersion(deb);
     onProgress?.(`unpacking ${name} ${version}`);
     const root = join(tmp, 'root');
@@ -534,7 +539,7 @@ export async function ensureDeviceModules(
   const tmp = join(cacheRoot(), 'devmodules', `.tmp-${kernel.package}-${process.pid}-${randomTag()}`);
   await mkdir(tmp);
   try {
-    const deb = await download(kernel.package, tmp, onProgress);
+    const deb = await downloadDeb(kernel.package, tmp, onProgress);
     onProgress?.(`unpacking the device modules of ${kernel.package}`);
     const root = join(tmp, 'root');
     await mustRun('dpkg-deb', ['-x', deb, root], { timeoutMs: 300_000 });

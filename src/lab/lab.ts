@@ -1,7 +1,10 @@
 /**
- * The built-in lab guest: a Debian kernel booted straight from its vmlinux with a busybox
- * initramfs running a known workload, under QEMU with every control endpoint in a private
- * run directory (/tmp/vmi-<uid>/guests/<name>/).
+ * The built-in lab guests, under QEMU with every control endpoint in a private run
+ * directory (/tmp/vmi-<uid>/guests/<name>/): the busybox flavour (a Debian kernel booted
+ * straight from its vmlinux with a busybox initramfs running a known workload) and the
+ * debian flavour (Debian 12 with systemd on a partitioned virtio disk, booted by SeaBIOS
+ * and SYSLINUX through a per-guest qcow2 overlay on a cached read-only base; a virtio NIC
+ * with no backend off the host; src/lab/debian-image.ts).
  */
 import { access, mkdir, readdir, readFile, rm, statfs, unlink } from 'node:fs/promises';
 import { totalmem } from 'node:os';
@@ -13,6 +16,7 @@ import {
   findQemu,
   isQemuAlive,
   launchQemu,
+  type LaunchSpec,
   numaNodeSizes,
   runDirPaths,
   stopQemu,
@@ -23,6 +27,9 @@ import { GuestConsole } from './console.js';
 import { ensurePrivateDir, randomTag, runRoot } from '../util/run-dir.js';
 import { guestsRoot, LabError, sleep } from './host.js';
 import { buildInitramfs } from './initramfs.js';
+import { ensureDebianImage } from './debian-image.js';
+import { createOverlay } from '../qemu/disk-image.js';
+import { randomBytes } from 'node:crypto';
 import { ensureDeviceModules, ensureKernel } from './kernel.js';
 import { labDeviceArgs, prepareLabDisk } from './lab-devices.js';
 import { buildTestkit, TESTKIT_MODULE } from './testkit.js';
@@ -47,11 +54,28 @@ export interface LabGuest extends GuestEndpoints {
   machine?: LabMachine;
   /** NUMA nodes (1: no NUMA layout). */
   numaNodes?: number;
-  /** Disk image attached as a virtio-blk device (`--disk`). */
-  disk?: string;
-  /** A virtio-net NIC on a local hub port (`--nic`). */
-  nic?: boolean;
+  /** Data disk image attached as a virtio-blk device (`--disk`, busybox flavour). */
+  dataDisk?: string;
+  /** A virtio-net NIC on a local hub port (`--nic`, busybox flavour). */
+  dataNic?: boolean;
+  /** Which lab guest this is (absent in guest.json files written before flavours: busybox). */
+  flavour?: LabFlavour;
+  /**
+   * The debian flavour's disk: a qcow2 overlay in the run dir (all guest writes) on the
+   * cached base image (opened read-only; its sha256 at build time given).
+   */
+  disk?: { overlay: string; base: string; baseSha256: string; device: string };
+  /** The debian flavour's NIC: virtio-net-pci on a hub with no other port. */
+  nic?: { mac: string; model: string };
 }
+
+/**
+ * Lab guest flavours: `busybox` (default: the kernel's vmlinux booted with -kernel and a
+ * busybox initramfs) and `debian` (Debian 12 with systemd on a partitioned virtio disk,
+ * booted by SeaBIOS and SYSLINUX, with a virtio NIC; src/lab/debian-image.ts).
+ */
+export type LabFlavour = 'busybox' | 'debian';
+export const LAB_FLAVOURS: readonly LabFlavour[] = ['busybox', 'debian'];
 
 /** Machine types the lab boots: q35 (default) and i440fx (`pc`). */
 export type LabMachine = 'q35' | 'pc';
@@ -62,6 +86,8 @@ export const MAX_NUMA_NODES = 8;
 export interface LabUpOptions {
   /** Guest name, default 'lab'. */
   name?: string;
+  /** Which guest to boot, default busybox. */
+  flavour?: LabFlavour;
   /** Debian kernel image package or alias (`6.12-rt`); default: the newest linux-image-6.1.0-N-amd64. */
   kernel?: string;
   cpus?: number;
@@ -267,6 +293,9 @@ function tail(text: string, lines: number): string {
 /** Waits until the guest's console shell answers and the workload reported ready. */
 async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Promise<void> {
   const deadline = Date.now() + bootTimeoutMs();
+  // A systemd guest under a loaded TCG host can take seconds per command; the busybox one
+  // answers in milliseconds once its shell runs (a lost line is retried sooner).
+  const tryMs = guest.flavour === 'debian' ? 15_000 : 3000;
   let console: GuestConsole | undefined;
   let lastError = 'no answer';
   try {
@@ -279,7 +308,7 @@ async function waitReady(guest: LabGuest, onProgress?: (m: string) => void): Pro
       }
       try {
         console ??= await GuestConsole.connect(guest.serialSocket, { timeoutMs: 3000 });
-        const r = await console.run(`cat ${LAB_WORKLOAD.readyFile}`, 3000);
+        const r = await console.run(`cat ${LAB_WORKLOAD.readyFile}`, tryMs);
         if (r.status === 0) {
           onProgress?.(`workload ${r.output.trim()}`);
           return;
@@ -357,6 +386,11 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
   const numaNodes = checkInt('NUMA nodes', opts.numaNodes ?? 1, 1, MAX_NUMA_NODES);
   if (memMiB / numaNodes < 64)
     throw new LabError(`each of the ${numaNodes} NUMA nodes needs at least 64 MiB`);
+  const flavour = opts.flavour ?? 'busybox';
+  if (!LAB_FLAVOURS.includes(flavour))
+    throw new LabError(`flavour must be one of ${LAB_FLAVOURS.join(', ')}, got ${JSON.stringify(flavour)}`);
+  if (flavour === 'debian' && (opts.bootImage || opts.appendCmdline))
+    throw new LabError('the debian flavour boots through its bootloader: no --boot or --append');
   const cpuModel = opts.cpuModel ?? 'max';
   if (!/^[A-Za-z0-9_.+=,-]+$/.test(cpuModel))
     throw new LabError(`invalid CPU model ${JSON.stringify(cpuModel)}`);
@@ -405,14 +439,43 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     await writeStateFile(join(dir, STARTING), `${process.pid}\n`);
     const t0 = Date.now();
     const kernel = await ensureKernel(opts.kernel, progress);
-    const unloaded: Record<string, string> = opts.rootkit
-      ? { [TESTKIT_MODULE]: await buildTestkit(kernel, progress) }
-      : {};
-    const withDevices = opts.disk !== undefined || !!opts.nic;
-    const devModules = withDevices ? await ensureDeviceModules(kernel, progress) : [];
-    const initrd = await buildInitramfs(kernel, progress, devModules, unloaded);
-    const disk = opts.disk !== undefined ? await prepareLabDisk(opts.disk, progress) : undefined;
-    progress?.(`kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    let boot: Pick<LaunchSpec, 'kernel' | 'initrd' | 'append' | 'drives' | 'nics'>;
+    let disk: LabGuest['disk'];
+    let nic: LabGuest['nic'];
+    let dataDisk: Awaited<ReturnType<typeof prepareLabDisk>> | undefined;
+    if (flavour === 'debian') {
+      const image = await ensureDebianImage(kernel, progress);
+      const overlay = join(dir, 'disk.qcow2');
+      await createOverlay(overlay, image.path, 'raw');
+      disk = { overlay, base: image.path, baseSha256: image.sha256, device: 'virtio-blk-pci' };
+      nic = {
+        mac: `52:54:00:${randomBytes(3).toString('hex').match(/../g)!.join(':')}`,
+        model: 'virtio-net-pci',
+      };
+      boot = {
+        drives: [{ id: 'disk0', file: overlay, format: 'qcow2', bootIndex: 0 }],
+        nics: [{ id: 'net0', mac: nic.mac }],
+      };
+      progress?.(
+        `kernel ${kernel.release} and Debian image ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
+    } else {
+      const unloaded: Record<string, string> = opts.rootkit
+        ? { [TESTKIT_MODULE]: await buildTestkit(kernel, progress) }
+        : {};
+      const withDevices = opts.disk !== undefined || !!opts.nic;
+      const devModules = withDevices ? await ensureDeviceModules(kernel, progress) : [];
+      const initrd = await buildInitramfs(kernel, progress, devModules, unloaded);
+      dataDisk = opts.disk !== undefined ? await prepareLabDisk(opts.disk, progress) : undefined;
+      boot = {
+        kernel: opts.bootImage === 'bzImage' ? kernel.vmlinuz : kernel.vmlinux,
+        initrd: initrd.path,
+        append: [BASE_CMDLINE, opts.appendCmdline?.trim()].filter(Boolean).join(' '),
+      };
+      progress?.(
+        `kernel ${kernel.release} and initramfs ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
+    }
 
     // Sparse files (ftruncate): the host pays for the pages the guest touches, not memMiB.
     const tag = randomTag();
@@ -424,18 +487,15 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
     const nodeMiB = numaNodeSizes(memMiB, numaNodes);
     for (const [i, f] of ramFiles.entries()) await createRamFile(f, nodeMiB[i]);
     const ramFile = ramFiles[0];
-    const append = [BASE_CMDLINE, opts.appendCmdline?.trim()].filter(Boolean).join(' ');
     const accel = chooseAccel();
     progress?.(
-      `starting qemu (${accel}, ${machine}, ${cpus} vCPU, ${memMiB} MiB${numaNodes > 1 ? ` in ${numaNodes} NUMA nodes` : ''}, -cpu ${cpuModel})`,
+      `starting qemu (${flavour}, ${accel}, ${machine}, ${cpus} vCPU, ${memMiB} MiB${numaNodes > 1 ? ` in ${numaNodes} NUMA nodes` : ''}, -cpu ${cpuModel})`,
     );
     const t1 = Date.now();
     const { pid } = await launchQemu({
       name,
       runDir: dir,
-      kernel: opts.bootImage === 'bzImage' ? kernel.vmlinuz : kernel.vmlinux,
-      initrd: initrd.path,
-      append,
+      ...boot,
       cpus,
       cpuModel,
       memMiB,
@@ -444,7 +504,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       machine,
       accel,
       consoleLogCap: opts.consoleLogCap,
-      extraArgs: labDeviceArgs({ ...(disk ? { disk } : {}), nic: !!opts.nic }),
+      extraArgs: labDeviceArgs({ ...(dataDisk ? { disk: dataDisk } : {}), nic: !!opts.nic }),
     });
     const paths = runDirPaths(dir);
     const ramMap = await labRamMap(paths.qmpSocket, ramFiles);
@@ -469,8 +529,11 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabGuest> {
       memMiB,
       machine,
       numaNodes,
-      ...(disk ? { disk: disk.path } : {}),
-      ...(opts.nic ? { nic: true } : {}),
+      flavour,
+      ...(disk ? { disk } : {}),
+      ...(nic ? { nic } : {}),
+      ...(dataDisk ? { dataDisk: dataDisk.path } : {}),
+      ...(opts.nic ? { dataNic: true } : {}),
     };
     await writeStateFile(join(dir, GUEST_JSON), JSON.stringify(guest, null, 2) + '\n');
     await waitReady(guest, progress);

@@ -65,5 +65,6 @@ export async function diskImageInfo(path: string): Promise<DiskImageInfo> {
  * never written). The overlay records the base's path; replays pass the base explicitly.
  */
 export async function createOverlay(overlay: string, base: string, baseFormat: string): Promise<void> {
+  if (!base.startsWith('/')) throw new QemuError(`backing file must be an absolute path: ${base}`);
   await run(['create', '-q', '-f', 'qcow2', '-b', base, '-F', baseFormat, overlay]);
 }

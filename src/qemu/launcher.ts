@@ -1,6 +1,7 @@
 /**
  * Starting and stopping QEMU for a lab guest: the command line (q35, shared RAM file,
- * PVH kernel boot, QMP/gdbstub/serial on unix sockets in a private run dir, no NIC) and a
+ * PVH kernel boot or a firmware boot from a virtio disk, QMP/gdbstub/serial on unix
+ * sockets in a private run dir, no NIC or only local-only ones) and a
  * daemonized process whose pid we track. Nothing here knows what runs inside the guest.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -62,13 +63,41 @@ export function chooseAccel(env: string | undefined = process.env.VMI_ACCEL): Ac
   return 'tcg';
 }
 
+/**
+ * A virtio-blk disk: `file` opened with `format`; `readOnly` for a base that must never
+ * change (a qcow2 overlay's backing file is always opened read-only by QEMU anyway).
+ */
+export interface LaunchDrive {
+  /** QEMU id of the drive (the device is `<id>-dev`). */
+  id: string;
+  file: string;
+  format: 'raw' | 'qcow2';
+  readOnly?: boolean;
+  /** Firmware boot order (0 first); leave out for a data disk. */
+  bootIndex?: number;
+}
+
+/**
+ * A virtio-net-pci card on a QEMU hub port with nothing else on the hub: the guest sees a
+ * link, and no frame ever leaves QEMU (no tap, no user networking).
+ */
+export interface LaunchNic {
+  id: string;
+  /** Locally administered unicast MAC, e.g. 52:54:00:12:34:56. */
+  mac: string;
+}
+
 export interface LaunchSpec {
   name: string;
   runDir: string;
-  /** -kernel/-initrd/-append; without a kernel the firmware boots the machine (from a disk). */
+  /** Kernel for a direct (-kernel) boot; leave out to boot through the firmware from a disk. */
   kernel?: string;
   initrd?: string;
-  append: string;
+  append?: string;
+  /** virtio-blk disks, in PCI order. */
+  drives?: LaunchDrive[];
+  /** virtio-net cards with a local-only backend. */
+  nics?: LaunchNic[];
   cpus: number;
   cpuModel: string;
   memMiB: number;
@@ -206,16 +235,49 @@ export function qemuArgs(spec: LaunchSpec): string[] {
   }
   if (spec.machine !== undefined && !/^[A-Za-z0-9_.-]+$/.test(spec.machine))
     throw new QemuError(`invalid machine type ${JSON.stringify(spec.machine)}`);
+  const drives = spec.drives ?? [];
+  const nics = spec.nics ?? [];
   for (const v of [
     spec.ramFile,
     ...(spec.numaRamFiles ?? []),
     spec.runDir,
     spec.kernel ?? '',
     spec.initrd ?? '',
+    ...drives.map((d) => d.file),
   ]) {
     // QEMU's option parser treats ',' as a separator (',,' escapes it); keep paths plain.
     if (v.includes(',')) throw new QemuError(`path must not contain ',': ${v}`);
   }
+  for (const id of [...drives.map((d) => d.id), ...nics.map((n) => n.id)])
+    if (!/^[A-Za-z][A-Za-z0-9_-]{0,30}$/.test(id))
+      throw new QemuError(`invalid device id ${JSON.stringify(id)}`);
+  for (const n of nics)
+    if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(n.mac) || (parseInt(n.mac.slice(0, 2), 16) & 3) !== 2)
+      throw new QemuError(`NIC MAC must be a locally administered unicast address, got ${n.mac}`);
+  // A replay's devices come as extraArgs (its device model); a lab guest's boot disk as a drive.
+  if (!spec.kernel && !drives.some((d) => d.bootIndex !== undefined) && (spec.extraArgs ?? []).length === 0)
+    throw new QemuError('nothing to boot: give a kernel or a drive with a boot index');
+  const kernelArgs = spec.kernel
+    ? [
+        '-kernel',
+        spec.kernel,
+        ...(spec.initrd ? ['-initrd', spec.initrd] : []),
+        ...(spec.append !== undefined ? ['-append', spec.append] : []),
+      ]
+    : [];
+  const driveArgs = drives.flatMap((d) => [
+    '-drive',
+    `if=none,id=${d.id},file=${d.file},format=${d.format}${d.readOnly ? ',read-only=on' : ''}`,
+    '-device',
+    `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${d.bootIndex !== undefined ? `,bootindex=${d.bootIndex}` : ''}`,
+  ]);
+  // Each NIC on its own hub with no other port: frames go nowhere.
+  const nicArgs = nics.flatMap((n, i) => [
+    '-netdev',
+    `hubport,id=${n.id},hubid=${i}`,
+    '-device',
+    `virtio-net-pci,netdev=${n.id},id=${n.id}-dev,mac=${n.mac}`,
+  ]);
   const accel = spec.accel ?? 'tcg';
   return [
     '-name',
@@ -227,9 +289,9 @@ export function qemuArgs(spec: LaunchSpec): string[] {
     spec.cpuModel,
     '-smp',
     String(spec.cpus),
-    ...(spec.kernel
-      ? ['-kernel', spec.kernel, ...(spec.initrd ? ['-initrd', spec.initrd] : []), '-append', spec.append]
-      : []),
+    ...kernelArgs,
+    ...driveArgs,
+    ...nicArgs,
     // -nographic cannot be combined with -daemonize; -display none is its equivalent here.
     '-display',
     'none',

@@ -20,7 +20,9 @@
  *            (unshare + MS_REC|MS_PRIVATE: nothing it mounts propagates into the guest).
  * 3. settle  a fresh procfs mounted on /proc in that private namespace (only after step 2
  *            made every mount private), the root cgroup when it is elsewhere (cgroup.procs
- *            of a fresh cgroup2 mount; kernel/cgroup/cgroup.c: writing 0 moves the writer),
+ *            of a fresh cgroup2 mount, given the flags the guest's cgroup2 mount shows,
+ *            since a new mount re-applies them hierarchy-wide; kernel/cgroup/cgroup.c:
+ *            writing 0 moves the writer),
  *            init's rlimits, nice 0, SCHED_OTHER, every CPU. A cgroup move and a mount
  *            release each wait for an RCU grace period (tens of ms under TCG): the move is
  *            skipped when not needed, and the probe's procfs is never released while the
@@ -53,6 +55,7 @@ const RLIMIT_NAMES = [
   'memlock', 'as', 'locks', 'sigpending', 'msgqueue', 'nice', 'rtprio', 'rttime',
 ] as const; // prettier-ignore
 const FSOPEN_CLOEXEC = 1n;
+const FSCONFIG_SET_FLAG = 0n;
 const FSCONFIG_CMD_CREATE = 6n;
 const FSMOUNT_CLOEXEC = 1n;
 const MOUNT_ATTR_NOSUID_NODEV_NOEXEC = 0x2n | 0x4n | 0x8n;
@@ -177,6 +180,26 @@ function capsMissing(
   });
 }
 
+/** cgroup2 root flags that a mount option sets (kernel/cgroup/cgroup.c, cgroup2_fs_parameters). */
+const CGROUP2_ROOT_FLAGS = ['nsdelegate', 'favordynmods', 'memory_localevents', 'memory_recursiveprot'];
+
+/**
+ * The cgroup2 root flags the guest has now, from a /proc/PID/mountinfo text: the super
+ * options of its cgroup2 mounts (cgroup_show_options prints the hierarchy-wide flags)
+ * that are root flags. [] when there is no cgroup2 mount or none is set (pure).
+ */
+export function cgroup2RootFlags(mountinfo: string | undefined): string[] {
+  const flags = new Set<string>();
+  for (const line of (mountinfo ?? '').split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const [fsType, , superOptions] = line.slice(sep + 3).split(' ');
+    if (fsType !== 'cgroup2' || !superOptions) continue;
+    for (const o of superOptions.split(',')) if (CGROUP2_ROOT_FLAGS.includes(o)) flags.add(o);
+  }
+  return CGROUP2_ROOT_FLAGS.filter((f) => flags.has(f));
+}
+
 /** /proc/PID/cgroup lines, and whether every hierarchy is at its root (`…:/`). */
 function cgroupLines(content: string | undefined): { lines: string[]; atRoot: boolean } {
   const lines = (content ?? '').split('\n').filter((l) => l.length > 0);
@@ -290,6 +313,7 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
   // Read only now, in init's cgroup namespace: /proc/self/cgroup is relative to the
   // reader's cgroup namespace (kernel/cgroup/cgroup.c, proc_cgroup_show).
   const cgroupNow = b.readFile(mntFd, 'self/cgroup');
+  const initMounts = b.readFile(mntFd, '1/mountinfo');
   const rs = await exec.run(b.calls);
   // Already in the root cgroup: no move (a move waits for an RCU grace period).
   const inRootCgroup = cgroupLines(text(rs, cgroupNow)).atRoot;
@@ -305,6 +329,12 @@ export async function joinRootContext(exec: SyscallExecutor, probe: Probe): Prom
   c.call('mount', str('proc'), str('/proc'), str('proc'), int(MS_NOSUID_NODEV_NOEXEC), int(0));
   if (!inRootCgroup) {
     const cg = c.call('fsopen', str('cgroup2'), int(FSOPEN_CLOEXEC));
+    // Every new cgroup2 mount re-applies its options to the one hierarchy for the whole
+    // guest (kernel/cgroup/cgroup.c: cgroup_get_tree → apply_cgroup_root_flags, in the
+    // init cgroup namespace): a bare mount would clear systemd's nsdelegate and
+    // memory_recursiveprot. Pass the flags the guest's mount shows, so nothing changes.
+    for (const flag of cgroup2RootFlags(text(rs, initMounts)))
+      c.call('fsconfig', ref(cg), int(FSCONFIG_SET_FLAG), str(flag), int(0), int(0));
     c.call('fsconfig', ref(cg), int(FSCONFIG_CMD_CREATE), int(0), int(0), int(0));
     const cgm = c.call('fsmount', ref(cg), int(FSMOUNT_CLOEXEC), int(0));
     const procs = c.call('openat', ref(cgm), str('cgroup.procs'), int(O_WRONLY | O_CLOEXEC));

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { sysnoOf, syscallName } from '../../src/abi/linux/syscalls.js';
 import type { Call, CallResult, SyscallExecutor } from '../../src/sdk/syscall-types.js';
 import {
+  cgroup2RootFlags,
   establishRootContext,
   PROC_PID_INIT_INO,
   PROC_USER_INIT_INO,
@@ -275,5 +276,19 @@ describe('the shadow root context', () => {
       'statfs',
     ])
       expect(sysnoOf(n), n).toBeDefined();
+  });
+});
+
+describe('cgroup2 root flags kept when the shadow mounts cgroup2', () => {
+  it('reads the flags systemd set from the super options of cgroup2 mounts', () => {
+    const mi = [
+      '26 23 0:6 / /sys/kernel/security rw,nosuid - securityfs securityfs rw',
+      '31 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:8 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot',
+    ].join('\n');
+    expect(cgroup2RootFlags(mi)).toEqual(['nsdelegate', 'memory_recursiveprot']);
+    expect(cgroup2RootFlags('31 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n')).toEqual([]);
+    expect(cgroup2RootFlags('1 0 0:1 / / rw - tmpfs none rw,nsdelegate\n')).toEqual([]);
+    expect(cgroup2RootFlags(undefined)).toEqual([]);
+    expect(cgroup2RootFlags('garbage - \n - cgroup2\n')).toEqual([]);
   });
 });

@@ -1,14 +1,15 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../../cli/base-command.js';
-import { LAB_MACHINES, labUp, MAX_NUMA_NODES } from '../../lab/lab.js';
+import { LAB_FLAVOURS, LAB_MACHINES, labUp, MAX_NUMA_NODES } from '../../lab/lab.js';
 
 export default class LabUp extends VmiCommand {
   static override description =
-    'Boot a lab guest: a Debian kernel with a busybox initramfs running a known workload (idempotent)';
+    'Boot a lab guest: a Debian kernel with a busybox initramfs running a known workload, or (--flavour debian) a Debian 12 VM with systemd booted from a virtio disk (idempotent)';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --name lab2 --cpus 2 --memory 512',
+    '<%= config.bin %> <%= command.id %> --name realvm --flavour debian --memory 1024',
     '<%= config.bin %> <%= command.id %> --name big --memory 8192 --cpus 2',
     '<%= config.bin %> <%= command.id %> --name numa --memory 2048 --cpus 2 --numa 2',
     '<%= config.bin %> <%= command.id %> --name i440fx --machine pc --memory 4096',
@@ -19,6 +20,12 @@ export default class LabUp extends VmiCommand {
 
   static override flags = {
     name: Flags.string({ description: 'guest name', default: 'lab' }),
+    flavour: Flags.string({
+      description:
+        'busybox: kernel booted with -kernel and a busybox initramfs (fast); debian: Debian 12 + systemd on a partitioned virtio disk, SeaBIOS + SYSLINUX boot, virtio NIC with no backend off the host (image built once with debootstrap and cached)',
+      options: [...LAB_FLAVOURS],
+      default: 'busybox',
+    }),
     kernel: Flags.string({
       description:
         'Debian kernel image package, or an alias: 6.1, 6.1-cloud, 6.1-rt, 6.12, 6.12-cloud, 6.12-rt (newest of that series; default: 6.1)',
@@ -51,9 +58,8 @@ export default class LabUp extends VmiCommand {
     }),
     boot: Flags.string({
       description:
-        'kernel image QEMU boots: vmlinux (PVH, fast, 4-level paging) or bzimage (slow; 5-level paging with --cpu max,la57=on)',
+        'busybox flavour: kernel image QEMU boots: vmlinux (PVH, fast, 4-level paging; default) or bzimage (slow; 5-level paging with --cpu max,la57=on)',
       options: ['vmlinux', 'bzimage'],
-      default: 'vmlinux',
     }),
     disk: Flags.string({
       description:
@@ -72,6 +78,7 @@ export default class LabUp extends VmiCommand {
     try {
       const guest = await labUp({
         name: flags.name,
+        flavour: LAB_FLAVOURS.find((f) => f === flags.flavour),
         kernel: flags.kernel,
         cpus: flags.cpus,
         cpuModel: flags.cpu,
@@ -80,7 +87,7 @@ export default class LabUp extends VmiCommand {
         numaNodes: flags.numa,
         appendCmdline: flags.append,
         rootkit: flags.rootkit,
-        bootImage: flags.boot === 'bzimage' ? 'bzImage' : 'vmlinux',
+        bootImage: flags.boot === 'bzimage' ? 'bzImage' : flags.boot === 'vmlinux' ? 'vmlinux' : undefined,
         ...(flags.disk !== undefined ? { disk: flags.disk } : {}),
         nic: flags.nic,
         onProgress: (m) => process.stderr.write(`vmi lab: ${m}\n`),
@@ -98,6 +105,8 @@ export default class LabUp extends VmiCommand {
             `  layout: ${guest.ram.map((r) => `0x${r.gpa.toString(16)}+${r.size / 1048576} MiB`).join(', ')}`,
           );
         this.log(`  serial: ${guest.serialSocket} (log ${guest.consoleLog})`);
+        if (guest.disk) this.log(`  disk:   ${guest.disk.overlay} (qcow2 on ${guest.disk.base}, read-only)`);
+        if (guest.nic) this.log(`  nic:    ${guest.nic.model} ${guest.nic.mac} (hub with no other port)`);
       }
     } catch (e) {
       this.fail(e, 1);
