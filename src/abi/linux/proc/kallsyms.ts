@@ -64,7 +64,8 @@ export function parseKallsyms(input: ProcInput, file = '/proc/kallsyms'): Parsed
     if (line === '') continue;
     const m = LINE_RE.exec(line);
     if (!m) {
-      if (++bad <= MAX_ERRORS) errors.push(new ProcParseError(`${file}:${i + 1}`, `bad symbol line ${excerpt(line)}`));
+      if (++bad <= MAX_ERRORS)
+        errors.push(new ProcParseError(`${file}:${i + 1}`, `bad symbol line ${excerpt(line)}`));
       continue;
     }
     const address = BigInt(`0x${m[1]}`);
@@ -87,7 +88,9 @@ export function isPseudoModule(module: string): boolean {
 export class SymbolIndex {
   private readonly sorted: KernelSymbol[];
   constructor(symbols: readonly KernelSymbol[]) {
-    this.sorted = symbols.filter((s) => s.address !== 0n).sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+    this.sorted = symbols
+      .filter((s) => s.address !== 0n)
+      .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
   }
 
   /** The closest symbol at or below `address`, and the offset into it; undefined below the first. */
