@@ -77,12 +77,12 @@ describe('plugin packs', () => {
     expect((await vmi('plugins')).stdout).toContain('vmi-pack-sample');
 
     const list = await vmi('plugins', 'run', '--list');
-    expect(list.stdout).toContain('capabilities  (v0.1.0, pack vmi-pack-sample)');
+    expect(list.stdout).toContain('capsets  (v0.1.0, pack vmi-pack-sample)');
     expect(list.stdout).toContain('cgroups  (v0.1.0, pack vmi-pack-sample)');
 
     const moved = await guestRun(guest, `echo ${pids['worker-1']} > /sys/fs/cgroup/vmi-test/cgroup.procs`);
     expect(moved.status, moved.output).toBe(0);
-    const r = await vmi('plugins', 'run', 'capabilities', 'cgroups', '--guest', NAME, '-r', 'json');
+    const r = await vmi('plugins', 'run', 'capsets', 'cgroups', '--guest', NAME, '-r', 'json');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
     const out = JSON.parse(r.stdout) as Record<string, Array<Record<string, unknown>>>;
@@ -100,7 +100,7 @@ describe('plugin packs', () => {
       const c = /^(Cap\w+):\s+([0-9a-f]+)$/.exec(l.trim());
       if (c && cur) cur[c[1]] = c[2];
     }
-    const caps = out.capabilities;
+    const caps = out.capsets;
     expect(caps.length).toBeGreaterThan(10);
     const byPid = new Map(caps.map((row) => [row.PID as number, row]));
     // Long-lived processes: init, a kernel thread, the workload.
@@ -145,11 +145,11 @@ describe('plugin packs', () => {
 
     // In vmi's process (trusted) the same plugins give the same rows for every process
     // both runs saw (processes come and go between the runs; each run has its own shadow).
-    const t = await vmiTrusted('plugins', 'run', 'capabilities', 'cgroups', '--guest', NAME, '-r', 'json');
+    const t = await vmiTrusted('plugins', 'run', 'capsets', 'cgroups', '--guest', NAME, '-r', 'json');
     expect(t.code, t.stderr).toBe(0);
     expect(t.stderr).toBe('');
     const trustedOut = JSON.parse(t.stdout) as typeof out;
-    for (const plugin of ['capabilities', 'cgroups'] as const) {
+    for (const plugin of ['capsets', 'cgroups'] as const) {
       const task = (row: Record<string, unknown>) => `${String(row.PID)} ${String(row.COMM)}`;
       const tasks = (rows: Array<Record<string, unknown>>) =>
         new Set(rows.filter((row) => row.COMM !== 'vmi-shadow').map(task));
@@ -163,7 +163,7 @@ describe('plugin packs', () => {
 
     const unlink = await vmi('plugins', 'unlink', 'vmi-pack-sample');
     expect(unlink.code, unlink.stderr).toBe(0);
-    expect((await vmi('plugins', 'run', '--list')).stdout).not.toContain('capabilities');
+    expect((await vmi('plugins', 'run', '--list')).stdout).not.toContain('capsets  (');
   });
 
   it('a pack that throws on load costs one warning; built-ins still run', async () => {

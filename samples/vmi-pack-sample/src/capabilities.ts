@@ -1,5 +1,5 @@
 /**
- * capabilities: the five capability sets of every process (inheritable, permitted,
+ * capsets: the five capability sets of every process (inheritable, permitted,
  * effective, bounding, ambient) from the `Cap*` lines of /proc/PID/status. Kernel
  * threads have them too (full sets, like root).
  */
@@ -19,7 +19,7 @@ const columns = [
 ] as const;
 
 export const capabilities = definePlugin({
-  name: 'capabilities',
+  name: 'capsets',
   description: 'Lists the capability sets of every process (/proc/PID/status)',
   version: '0.1.0',
   columns,
