@@ -134,8 +134,21 @@ export const modxview = definePlugin({
 });
 
 /** A 2 MiB, 2 MiB-aligned executable run: the shape of a BPF program pack. */
-function isPackShaped(o: { start: bigint; size: bigint }): boolean {
-  return o.size === 2n << 20n && (o.start & ((2n << 20n) - 1n)) === 0n;
+/**
+ * A run of unclaimed executable pages shaped like a BPF program pack: one whole 2 MiB-aligned
+ * 2 MiB window, but for pages holding `[bpf]` kallsyms symbols (`bpfPages`, page addresses).
+ */
+function isPackShaped(
+  o: { start: bigint; size: bigint },
+  bpfPages: ReadonlySet<bigint> = new Set(),
+): boolean {
+  const window = 2n << 20n;
+  const base = o.start & ~(window - 1n);
+  const end = o.start + o.size;
+  if (end > base + window) return false;
+  for (let p = base; p < base + window; p += 0x1000n)
+    if ((p < o.start || p >= end) && !bpfPages.has(p)) return false;
+  return true;
 }
 
 async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
@@ -283,15 +296,21 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
   // BPF JIT images live in 2 MiB packs from the module area (kernel/bpf/core.c
   // bpf_prog_pack_alloc, set executable whole); classic BPF programs in them are not in
   // kallsyms. /proc/vmallocinfo hashes addresses, so packs are matched by count and shape.
+  // A pack's first pages may hold a JIT image the kernel lists in kallsyms as `[bpf]` (so
+  // claimed): the unclaimed run is then the rest of the 2 MiB window.
+  const bpfPages = new Set(
+    ks.symbols.filter((x) => x.module === 'bpf' && x.address !== 0n).map((x) => x.address & ~0xfffn),
+  );
+  const packShape = (o: { start: bigint; size: bigint }): boolean => isPackShaped(o, bpfPages);
   let packs = 0;
-  if (orphans.some(isPackShaped)) {
+  if (orphans.some(packShape)) {
     const vm = await ctx.sys.readToEnd('/proc/vmallocinfo').catch(() => undefined);
     if (vm) packs = (new TextDecoder().decode(vm).match(/ 2101248 bpf_prog_pack_alloc\+/g) ?? []).length;
   }
-  const packShaped = orphans.filter(isPackShaped).length;
+  const packShaped = orphans.filter(packShape).length;
   const index = new procParsers.SymbolIndex(ks.symbols);
   for (const o of orphans) {
-    if (isPackShaped(o) && packShaped <= packs) {
+    if (packShape(o) && packShaped <= packs) {
       rows.push({
         Name: '[bpf_prog_pack]',
         Address: o.start,
