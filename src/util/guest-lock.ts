@@ -1,4 +1,14 @@
-import { linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  linkSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { processAlive } from './process-alive.js';
 
@@ -41,6 +51,23 @@ export function parseLockFile(text: string): LockHolder | undefined {
   const pid = Number.parseInt(pidLine.trim(), 10);
   if (!Number.isInteger(pid) || pid <= 0 || String(pid) !== pidLine.trim()) return undefined;
   return { pid, command: command.slice(0, MAX_COMMAND), ...(since ? { since: since.trim() } : {}) };
+}
+
+/** A lock file judged stale: its bytes and inode (an inode number alone can be reused at once). */
+interface StaleCandidate {
+  text: string;
+  ino: number;
+}
+
+/** Reads a lock file and its inode through one descriptor (both of the same file). */
+function readLock(path: string): StaleCandidate & { holder: LockHolder | undefined } {
+  const fd = openSync(path, 'r');
+  try {
+    const text = readFileSync(fd, 'utf8');
+    return { holder: parseLockFile(text), text, ino: fstatSync(fd).ino };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function describe(h: LockHolder): string {
@@ -109,20 +136,50 @@ export class GuestLock {
       } finally {
         rmSync(tmp, { force: true });
       }
-      let holder: LockHolder | undefined;
+      let seen: ReturnType<typeof readLock>;
       try {
-        holder = parseLockFile(readFileSync(this.path, 'utf8'));
+        seen = readLock(this.path);
       } catch (err) {
-        // Released between our open and this read: try again.
+        // Released between our link and this read: try again.
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
       }
+      const { holder } = seen;
       if (holder && (holder.pid === process.pid ? heldHere.has(this.path) : processAlive(holder.pid)))
         return holder;
       // A lock of a dead vmi (or one of this process that nothing here holds): take it over.
-      rmSync(this.path, { force: true });
+      this.removeStale(seen);
     }
     throw new GuestBusyError(`cannot take the lock ${this.path}`);
+  }
+
+  /**
+   * Removes the stale lock file we read, and only that one: two waiters may
+   * find the same dead holder, and the first may already have linked its own lock in its
+   * place by the time the second acts. The file is renamed aside (atomic) and checked; a
+   * live lock renamed by mistake is linked back at once.
+   */
+  private removeStale(judged: StaleCandidate): void {
+    const aside = `${this.path}.stale.${process.pid}`;
+    try {
+      renameSync(this.path, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // someone else removed it
+      throw err;
+    }
+    try {
+      if (statSync(aside).ino !== judged.ino || readFileSync(aside, 'utf8') !== judged.text) {
+        // Not the file we judged: another vmi's fresh lock. Put it back (link fails only if a
+        // third vmi took the free name in between; it then holds the guest, and so do we not).
+        try {
+          linkSync(aside, this.path);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        }
+      }
+    } finally {
+      rmSync(aside, { force: true });
+    }
   }
 
   release(): void {

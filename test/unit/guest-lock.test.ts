@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -73,6 +73,30 @@ describe('guest lock: a second vmi waits for its turn', () => {
     await lock.acquire({ waitMs: 0, onWait: (m) => told.push(m) });
     expect(told).toEqual([]);
     lock.release();
+  });
+
+  it('a late waiter that judged the dead holder stale does not remove the lock another waiter took since', () => {
+    const path = join(dir, 'vmi.lock');
+    // Waiter B reads a dead holder's lock (pid 2^22 + 1 is above pid_max's default)...
+    const staleText = '4194305\nplugins run pslist\n';
+    writeFileSync(path, staleText);
+    const judged = { text: staleText, ino: statSync(path).ino };
+    // ...meanwhile waiter A removes it and links its own in place (a live holder).
+    rmSync(path);
+    plant();
+    const fresh = readFileSync(path, 'utf8');
+    // B now acts on what it judged: only that file may go.
+    const b = new GuestLock(dir, 'lab') as unknown as {
+      removeStale(judged: { text: string; ino: number }): void;
+    };
+    b.removeStale(judged);
+    expect(existsSync(path)).toBe(true);
+    expect(readFileSync(path, 'utf8')).toBe(fresh);
+    // The stale file itself is removed when it is still the one in place.
+    rmSync(path);
+    writeFileSync(path, staleText);
+    b.removeStale({ text: staleText, ino: statSync(path).ino });
+    expect(existsSync(path)).toBe(false);
   });
 
   it('two waiters in turn: each gets the guest, never both at once', async () => {
