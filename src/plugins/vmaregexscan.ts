@@ -18,13 +18,11 @@
 import {
   bytesToText,
   definePlugin,
-  describeScanGaps,
   hexBytes,
   MAX_MATCHES_OPTION,
   MAX_SCAN_OPTION,
-  maxScanBytes,
   PID_OPTION,
-  scanMemory,
+  scanForMatches,
   scanTargets,
   type Row,
 } from '../sdk/index.js';
@@ -69,20 +67,13 @@ export const vmaregexscan = definePlugin({
     }
     if (!Number.isSafeInteger(maxsize) || maxsize < 1 || maxsize > 65536)
       throw new RangeError(`vmaregexscan: --maxsize must be 1..65536, got ${maxsize}`);
-    const maxScanMiB = ctx.options['max-scan'];
-    const maxBytes = maxScanBytes(maxScanMiB);
-    const maxMatches = ctx.options['max-matches'];
     const targets = await scanTargets(ctx, ctx.options.pid);
-    const rows: Row<typeof columns>[] = [];
-    const it = scanMemory(ctx, targets, { maxBytes, label: 'regex scan' });
-    let capped = false;
-    for (;;) {
-      const next = await it.next();
-      if (next.done) {
-        for (const line of describeScanGaps(next.value, maxScanMiB)) ctx.warn(line);
-        break;
-      }
-      const chunk = next.value;
+    const opts = {
+      maxScanMiB: ctx.options['max-scan'],
+      maxMatches: ctx.options['max-matches'],
+      label: 'regex scan',
+    };
+    return scanForMatches(ctx, targets, opts, function* (chunk): Generator<Row<typeof columns>> {
       const text = Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength).toString(
         'latin1',
       );
@@ -90,27 +81,17 @@ export const vmaregexscan = definePlugin({
       let m: RegExpExecArray | null;
       while ((m = re.exec(text)) !== null) {
         if (m[0].length === 0) re.lastIndex++;
-        if (m.index >= chunk.reportable) break;
-        if (rows.length >= maxMatches) {
-          capped = true;
-          break;
-        }
+        if (m.index >= chunk.reportable) return;
         const bytes = chunk.data.subarray(m.index, m.index + Math.min(m[0].length, maxsize));
-        rows.push({
+        yield {
           PID: chunk.target.pid,
           Process: chunk.target.comm,
           Offset: chunk.address + BigInt(m.index),
           Text: bytesToText(bytes),
           Hex: hexBytes(bytes),
           Path: chunk.target.region.path,
-        });
+        };
       }
-      if (capped) {
-        ctx.warn(`stopped at ${maxMatches} matches (--max-matches raises it): the scan did not finish`);
-        await it.return(undefined as never);
-        break;
-      }
-    }
-    return rows;
+    });
   },
 });

@@ -22,12 +22,10 @@ import { dirname, join } from 'node:path';
 import {
   bytesToText,
   definePlugin,
-  describeScanGaps,
   MAX_MATCHES_OPTION,
   MAX_SCAN_OPTION,
-  maxScanBytes,
   PID_OPTION,
-  scanMemory,
+  scanForMatches,
   scanTargets,
   type Row,
 } from '../sdk/index.js';
@@ -116,31 +114,20 @@ export const vmayarascan = definePlugin({
     } finally {
       compiler.free();
     }
-    const maxScanMiB = ctx.options['max-scan'];
-    const maxBytes = maxScanBytes(maxScanMiB);
-    const maxMatches = ctx.options['max-matches'];
     const targets = await scanTargets(ctx, ctx.options.pid);
-    const rows: Row<typeof columns>[] = [];
-    const it = scanMemory(ctx, targets, { maxBytes, label: 'YARA scan' });
-    for (;;) {
-      const next = await it.next();
-      if (next.done) {
-        for (const line of describeScanGaps(next.value, maxScanMiB)) ctx.warn(line);
-        break;
-      }
-      const chunk = next.value;
-      let capped = false;
+    const opts = {
+      maxScanMiB: ctx.options['max-scan'],
+      maxMatches: ctx.options['max-matches'],
+      label: 'YARA scan',
+    };
+    return scanForMatches(ctx, targets, opts, function* (chunk): Generator<Row<typeof columns>> {
       const result = rules.scan(chunk.data) as { matches?: YaraRuleMatch[] };
-      for (const rule of result.matches ?? []) {
-        for (const pattern of rule.patterns) {
+      for (const rule of result.matches ?? [])
+        for (const pattern of rule.patterns)
           for (const m of pattern.matches) {
             if (m.offset >= chunk.reportable) continue;
-            if (rows.length >= maxMatches) {
-              capped = true;
-              break;
-            }
             const bytes = chunk.data.subarray(m.offset, m.offset + Math.min(m.length, MAX_VALUE));
-            rows.push({
+            yield {
               Offset: chunk.address + BigInt(m.offset),
               PID: chunk.target.pid,
               Rule: rule.identifier,
@@ -148,16 +135,8 @@ export const vmayarascan = definePlugin({
               Value: bytesToText(bytes),
               Process: chunk.target.comm,
               Path: chunk.target.region.path,
-            });
+            };
           }
-        }
-      }
-      if (capped) {
-        ctx.warn(`stopped at ${maxMatches} matches (--max-matches raises it): the scan did not finish`);
-        await it.return(undefined as never);
-        break;
-      }
-    }
-    return rows;
+    });
   },
 });

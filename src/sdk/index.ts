@@ -128,6 +128,8 @@ export {
   type ScanChunk,
   type ScanOptions,
   type ScanSummary,
+  scanForMatches,
+  type MatchScanOptions,
 } from './process-memory.js';
 export { unlinkedPath, DELETED_SUFFIX, type UnlinkedPath } from './unlinked.js';
 // Guest text as exact bytes: the one representation of every guest-controlled string.

@@ -423,3 +423,46 @@ export function describeScanGaps(summary: ScanSummary, capMiB: number): string[]
   }
   return lines;
 }
+
+/** Options of {@link scanForMatches}. */
+export interface MatchScanOptions {
+  /** `--max-scan`, MiB (the cap on bytes read; named in the truncation warning). */
+  maxScanMiB: number;
+  /** `--max-matches`: rows at most; reaching it stops the scan with a warning. */
+  maxMatches: number;
+  /** What the progress lines call the scan (`regex scan`). */
+  label: string;
+}
+
+/**
+ * The scan loop of the matching plugins (vmaregexscan, vmayarascan): runs
+ * {@link scanMemory} over `targets` and collects what `matchesIn` finds in each chunk
+ * (it must yield only matches that start before `chunk.reportable`, so a match in the
+ * lookahead is reported once, by the next chunk). Stops at `maxMatches` rows; every gap
+ * (cap reached, unreadable bytes, matches left) becomes a warning: the table is never
+ * silently short.
+ */
+export async function scanForMatches<R>(
+  ctx: PluginContext,
+  targets: readonly ScanTarget[],
+  opts: MatchScanOptions,
+  matchesIn: (chunk: ScanChunk) => Iterable<R>,
+): Promise<R[]> {
+  const rows: R[] = [];
+  const it = scanMemory(ctx, targets, { maxBytes: maxScanBytes(opts.maxScanMiB), label: opts.label });
+  for (;;) {
+    const next = await it.next();
+    if (next.done) {
+      for (const line of describeScanGaps(next.value, opts.maxScanMiB)) ctx.warn(line);
+      return rows;
+    }
+    for (const row of matchesIn(next.value)) {
+      if (rows.length >= opts.maxMatches) {
+        ctx.warn(`stopped at ${opts.maxMatches} matches (--max-matches raises it): the scan did not finish`);
+        await it.return(undefined as never);
+        return rows;
+      }
+      rows.push(row);
+    }
+  }
+}

@@ -231,6 +231,21 @@ describe('vmaregexscan and vmayarascan', () => {
     expect(y.rows.map((r) => [r.Offset, r.PID, r.Rule, r.Component, r.Value])).toEqual([
       [0x5600_0001_2000n, 11, 'p', '$n', 'vmi-planted-needle'],
     ]);
+    // --max-matches: the first N rows, and a warning that the scan did not finish.
+    for (const [plugin, opts] of [
+      [vmaregexscan, { pattern: 'planted|needle' }],
+      [
+        vmayarascan,
+        { 'yara-string': 'rule q { strings: $a = "planted" $b = "needle" condition: any of them }' },
+      ],
+    ] as const) {
+      const all = await run(plugin, g, opts);
+      const two = await run(plugin, g, { ...opts, 'max-matches': 1 });
+      expect(all.rows.length).toBe(2);
+      expect(all.errors.join('\n')).not.toMatch(/stopped at/);
+      expect(two.rows).toEqual(all.rows.slice(0, 1));
+      expect(two.errors.join('\n')).toMatch(/stopped at 1 matches \(--max-matches raises it\)/);
+    }
     await expect(run(vmayarascan, g, { 'yara-string': 'rule {' })).rejects.toThrow(/do not compile/);
     await expect(run(vmaregexscan, g, { pattern: '(' })).rejects.toThrow(/bad --pattern/);
   });
