@@ -1,8 +1,8 @@
 /**
  * The cross-view plugins against a real kernel rootkit (the lab's test fixture,
  * src/lab/guest-modules/vmi_testkit.c), on both kernel series of the lab: 6.1 and 6.12
- * (Debian's amd64 flavour; the module is built against each one's headers). A clean lab guest: no row flagged by psxview,
- * sockxview, modxview or check_syscall. An infected one: the test starts a process and a
+ * (Debian's amd64 flavour; the module is built against each one's headers). A clean lab
+ * guest: no row flagged by psxview, sockxview, modxview or check_syscall. An infected one: the test starts a process and a
  * TCP listener, loads the module from the console telling it to hide both and itself, and
  * proves from the guest's own shell that it does (`ls /proc` lacks the PID while
  * `kill -0` finds it; /proc/net/tcp lacks the port; /proc/modules lacks the module while
