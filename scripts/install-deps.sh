@@ -7,7 +7,7 @@
 # the LTS, in vmi's cache), and npm packages. Idempotent; needs root for apt-get (as on the project's machines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(qemu-system-x86 busybox-static cpio xz-utils zstd kmod binutils xxd gcc libc6-dev
+packages=(qemu-system-x86 busybox-static cpio xz-utils zstd kmod binutils xxd gcc libc6-dev make libelf1
   debootstrap fdisk dosfstools mtools syslinux syslinux-common e2fsprogs qemu-utils)
 missing=()
 for p in "${packages[@]}"; do

@@ -14,7 +14,8 @@
  *
  * Kernels since 6.9 (and 6.1.85+, 6.6.26+ backports) dispatch through x64_sys_call's
  * switch, not the table: a rewritten entry then changes nothing the kernel runs, but it is
- * still a rootkit's write into read-only kernel data, and still flagged.
+ * still a rootkit's write into read-only kernel data, and still flagged. The Dispatch column
+ * says which way the kernel dispatches (x64_sys_call present in /proc/kallsyms or not).
  *
  * Cost (lab 6.1 guest: 4 batches): /proc/modules, /proc/kallsyms read to its end (2 rounds
  * and a close), then one host read of the table (~3.6 KB).
@@ -27,6 +28,12 @@ const MAX_ENTRIES = 512;
 const columns = [
   { name: 'Table Address', type: 'hex64', description: 'Address of sys_call_table (/proc/kallsyms)' },
   { name: 'Table Name', type: 'utf8', description: 'Which table (64bit: sys_call_table)' },
+  {
+    name: 'Dispatch',
+    type: 'utf8',
+    description:
+      "How the kernel runs 64-bit syscalls (/proc/kallsyms): 'x64_sys_call' (a switch; the table is not used, 6.9+ and 6.1.85+) or 'sys_call_table'",
+  },
   { name: 'Index', type: 'int32', description: 'System call number' },
   {
     name: 'Syscall',
@@ -72,6 +79,9 @@ export const checkSyscall = definePlugin({
     if (table === undefined || stext === undefined || etext === undefined)
       throw new Error('/proc/kallsyms lacks sys_call_table, _stext or _etext');
     const index = new procParsers.SymbolIndex(ks.symbols);
+    // arch/x86/entry/syscall_64.c: since 6.9 (backported to 6.1.85, 6.6.26) do_syscall_64
+    // calls x64_sys_call(), a switch over the numbers; the table stays for tracing only.
+    const dispatch = core('x64_sys_call') === undefined ? 'sys_call_table' : 'x64_sys_call';
     const next = ks.symbols
       .filter((s) => s.address > table)
       .reduce<bigint | undefined>((m, s) => (m === undefined || s.address < m ? s.address : m), undefined);
@@ -107,6 +117,7 @@ export const checkSyscall = definePlugin({
       rows.push({
         'Table Address': table,
         'Table Name': '64bit',
+        Dispatch: dispatch,
         Index: nr,
         Syscall: name.startsWith('syscall_') ? notAvailable('number unknown to the profile') : name,
         'Handler Address': target,
