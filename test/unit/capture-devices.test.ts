@@ -191,7 +191,8 @@ describe('the device model of a capture', () => {
     expect(blockdev.backing).toEqual({
       driver: 'raw',
       'read-only': true,
-      file: { driver: 'file', filename: '/srv/disk.img', 'read-only': true },
+      'force-share': true,
+      file: { driver: 'file', filename: '/srv/disk.img', 'read-only': true, 'force-share': true },
     });
     const devices = pairs
       .filter(([k]) => k === '-device')
