@@ -159,7 +159,12 @@ describe('stale partial captures', () => {
  * A QMP server with a stopped guest and two running vmi backup jobs plus one of someone
  * else: job-cancel concludes a job, job-dismiss removes it; `log` lists every command.
  */
-async function fakeQmp(): Promise<{ path: string; log: string[]; jobs: string[]; close: () => Promise<void> }> {
+async function fakeQmp(): Promise<{
+  path: string;
+  log: string[];
+  jobs: string[];
+  close: () => Promise<void>;
+}> {
   const path = join(root, `qmp-${Math.random().toString(16).slice(2)}.sock`);
   const log: string[] = [];
   const jobs = new Map<string, string>([
