@@ -40,17 +40,32 @@ const NAME = 'realvm-guest';
 /** A kworker's comm names the workqueue it last ran (kworker/0:1-events): it changes under us. */
 const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, '$1');
 
-/** A directory the capture tests write in (on the root filesystem, i.e. the virtio disk). */
-const PROBE_DIR = '/root/capture-probe';
+/** A file the capture tests write (on the root filesystem, i.e. the virtio disk): 8 KiB. */
+const PROBE = '/root/capture-probe.txt';
+const PROBE_BEFORE = 'captured-content';
+/** Written over PROBE_BEFORE in place after the captures (same length: same blocks). */
+const PROBE_AFTER = 'written-after!!!';
 
-/** The names in PROBE_DIR, by the guest's own getdents64 through the shadow (a test plugin). */
-const listProbe = definePlugin({
-  name: 'listprobe',
-  description: `Names in ${PROBE_DIR}`,
+/**
+ * Puts what the guest wrote into its disk's home blocks and drops the clean caches, so that
+ * a replay's read of PROBE misses the page cache and reads the disk. The root is a
+ * journaled ext4: sync only commits metadata to the journal, and jbd2 keeps the committed
+ * buffers until a checkpoint; freezing the filesystem checkpoints the journal (ext4_freeze
+ * → jbd2_journal_flush). (A directory listing is no probe: a 1 KiB directory block shares
+ * its 4 KiB block-device page with other metadata that may stay cached.)
+ */
+const TO_DISK = 'sync && fsfreeze --freeze / && fsfreeze --unfreeze / && echo 3 > /proc/sys/vm/drop_caches';
+
+/** The first line of PROBE, by the guest's own open/read through the shadow (a test plugin). */
+const readProbe = definePlugin({
+  name: 'readprobe',
+  description: `First line of ${PROBE}`,
   version: '0.0.1',
-  columns: [{ name: 'NAME', type: 'utf8' }] as const,
+  columns: [{ name: 'LINE', type: 'utf8' }] as const,
   async run(ctx) {
-    return (await ctx.sys.listDir(PROBE_DIR)).map((e) => ({ NAME: e.name }));
+    const [r] = await ctx.sys.readFiles([PROBE]);
+    if (!r.data) throw new Error(`${PROBE}: ${String(r.error)}`);
+    return [{ LINE: Buffer.from(r.data).toString('latin1').split('\n')[0] }];
   },
 });
 
@@ -281,16 +296,17 @@ describe('debian lab flavour: a Debian 12 + systemd VM booted through firmware',
 
   it('capture create records the firmware-booted machine: SeaBIOS, no boot files, disk and NIC in their slots', async () => {
     work = await mkdtemp(join(tmpdir(), 'vmi-realcap-'));
-    // Page cache dropped before each capture: a replay's listing of PROBE_DIR reads the disk.
-    await guestSh(guest, `mkdir -p ${PROBE_DIR} && sync && echo 3 > /proc/sys/vm/drop_caches`);
+    // Page cache dropped before each capture: a replay's read of PROBE reads the disk.
+    await guestSh(
+      guest,
+      `printf '${PROBE_BEFORE}\\n' > ${PROBE} && dd if=/dev/zero bs=1024 count=8 >> ${PROBE} 2>/dev/null && ${TO_DISK}`,
+    );
     const before = await consoleTruth(guest);
     live = await createCapture({ qmpSocket: guest.qmpSocket, output: join(work, 'live.vmicap') });
     liveTruth = [before, await consoleTruth(guest)];
     // Started after the first capture: the first replay must not have it.
-    markerPid = Number(
-      (await guestSh(guest, 'nohup sleep 4242 </dev/null >/dev/null 2>&1 & echo $!')).trim(),
-    );
-    await guestSh(guest, 'sync && echo 3 > /proc/sys/vm/drop_caches');
+    markerPid = Number((await guestSh(guest, 'sleep 4242 </dev/null >/dev/null 2>&1 & echo $!')).trim());
+    await guestSh(guest, TO_DISK);
     const before2 = await consoleTruth(guest);
     expect(before2.procs.get(markerPid)?.comm).toBe('sleep');
     pit = await createCapture({
@@ -299,10 +315,10 @@ describe('debian lab flavour: a Debian 12 + systemd VM booted through firmware',
       withDisks: true,
     });
     pitTruth = [before2, await consoleTruth(guest)];
-    // Written after both captures, on the live disk (its qcow2 overlay), and flushed.
+    // Written after both captures, on the live disk (its qcow2 overlay), in its home blocks.
     await guestSh(
       guest,
-      `echo written-after > ${PROBE_DIR}/after-capture.txt && sync && echo 3 > /proc/sys/vm/drop_caches`,
+      `printf '${PROBE_AFTER}\\n' | dd of=${PROBE} conv=notrunc 2>/dev/null && ${TO_DISK}`,
     );
     const mc = live.manifest.machine;
     expect(mc.firmware).toEqual({ boot: 'firmware', bios: 'bios-256k.bin', pflash: [] });
@@ -337,7 +353,7 @@ describe('debian lab flavour: a Debian 12 + systemd VM booted through firmware',
     await q.execute('stop');
     try {
       const shaBefore = [await fileSha256(guest.disk!.base), await fileSha256(guest.disk!.overlay)];
-      const plugins = [pslist, psaux, sockstat, mountinfo, listProbe].map((plugin) => ({
+      const plugins = [pslist, psaux, sockstat, mountinfo, readProbe].map((plugin) => ({
         plugin,
         options: {},
       }));
@@ -352,14 +368,14 @@ describe('debian lab flavour: a Debian 12 + systemd VM booted through firmware',
         });
         return {
           pids: records(run.tables[0]).map((x) => x.PID),
-          names: tableRecords(run.tables[4]).map((x) => x.NAME as string),
+          probe: tableRecords(run.tables[4])[0]?.LINE,
           firstMs: performance.now() - t0,
         };
       });
       measured.replayLive = `${liveRun.firstMs.toFixed(0)} ms to all five tables`;
       expect(liveRun.pids, `the sleep started after the capture (pid ${markerPid})`).not.toContain(markerPid);
-      // The live-disk replay reads the image as it is now: the file written after both captures.
-      expect(liveRun.names).toContain('after-capture.txt');
+      // The live-disk replay reads the image as it is now: what was written after both captures.
+      expect(liveRun.probe).toBe(PROBE_AFTER);
       const pitRun = await withReplay(pit.path, async (r) => {
         const run = await runPluginsOnGuest(r.guest, plugins);
         expect(run.failures).toEqual([]);
@@ -369,20 +385,18 @@ describe('debian lab flavour: a Debian 12 + systemd VM booted through firmware',
         });
         return {
           rows: records(run.tables[0]),
-          names: tableRecords(run.tables[4]).map((x) => x.NAME as string),
+          probe: tableRecords(run.tables[4])[0]?.LINE,
         };
       });
       expect(pitRun.rows.find((x) => x.PID === markerPid)?.COMM).toBe('sleep');
-      // ... while the --with-disks replay reads the copy made at its pause: no such file.
-      expect(pitRun.names, 'the file written after the --with-disks capture').not.toContain(
-        'after-capture.txt',
-      );
+      // ... while the --with-disks replay reads the copy made at its pause.
+      expect(pitRun.probe, 'the file as it was at the --with-disks capture').toBe(PROBE_BEFORE);
       expect([await fileSha256(guest.disk!.base), await fileSha256(guest.disk!.overlay)]).toEqual(shaBefore);
     } finally {
       await q.execute('cont').catch(() => undefined);
       q.close();
     }
-    expect((await guestSh(guest, `cat ${PROBE_DIR}/after-capture.txt`)).trim()).toBe('written-after');
+    expect((await guestSh(guest, `head -1 ${PROBE}`)).trim()).toBe(PROBE_AFTER);
   });
 
   it('a capture of a machine type this QEMU lacks, or whose manifest and device state disagree on it, fails with one line', async () => {
