@@ -33,6 +33,7 @@ import { checkDeviceModel } from './device-policy.js';
 import {
   awaitDiskCopies,
   cancelDiskCopies,
+  cancelLeftDiskCopies,
   diskCopyPart,
   diskNodes,
   manifestDevices,
@@ -254,9 +255,12 @@ async function sweepStalePartials(out: string, progress: (m: string) => void): P
             if (mig.status !== 'active' && mig.status !== 'setup' && mig.status !== 'device') break;
             await new Promise((r) => setTimeout(r, 10));
           }
-          // The stamp names a guest only while the capture had it paused.
+          // Disk copies the killed capture started (in the pause, or while the guest ran on).
+          const jobs = await cancelLeftDiskCopies(q);
+          if (jobs > 0) progress(`cancelled ${jobs} disk-copy job(s) of a killed capture (pid ${pid})`);
+          // The stamp names a paused guest only while the capture had it paused.
           const st = await queryStatus(q);
-          if (st.status === 'postmigrate' || st.status === 'paused') {
+          if (ours.phase === 'paused' && (st.status === 'postmigrate' || st.status === 'paused')) {
             await q.execute('cont');
             progress(`resumed the guest a killed capture (pid ${pid}) had left paused`);
           }
@@ -434,7 +438,8 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
           .catch(() => undefined);
       }
       await rm(join(tmp, PAUSED_MARKER), { force: true });
-      await stampPartialDir(tmp, process.pid);
+      // While QEMU copies the disks, a sweep after a kill must still find the guest's jobs.
+      await stampPartialDir(tmp, process.pid, background ? resolve(opts.qmpSocket) : undefined, 'copying');
       if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram')) {
         await q
           .execute('migrate-set-capabilities', {
@@ -466,6 +471,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       const td = performance.now();
       await awaitDiskCopies(q, nodes.length, 3_600_000);
       diskCopyMs = performance.now() - td;
+      await stampPartialDir(tmp, process.pid);
       progress(
         `copied ${nodes.length} disk(s) as of the pause in ${diskCopyMs.toFixed(0)} ms (after the guest resumed)`,
       );

@@ -308,7 +308,14 @@ export function replayDeviceArgs(
   return args;
 }
 
-/** A qcow2 overlay node whose backing chain is opened read-only (pure). */
+/**
+ * A qcow2 overlay node whose backing chain is opened read-only (pure). The base is opened
+ * with `force-share` (what `qemu-img -U` does): a live disk image is still held for writing
+ * by the captured guest's QEMU, whose image lock would otherwise refuse the replay
+ * ("Failed to get shared "write" lock", QEMU 7.2, measured on the debian lab guest). QEMU
+ * allows force-share on read-only nodes only, and passes it on to the base's own backing
+ * chain (block.c, bdrv_backing_options).
+ */
 export function overlayBlockdev(node: string, disk: ReplayDisk): Record<string, unknown> {
   return {
     driver: 'qcow2',
@@ -317,7 +324,8 @@ export function overlayBlockdev(node: string, disk: ReplayDisk): Record<string, 
     backing: {
       driver: disk.baseFormat,
       'read-only': true,
-      file: { driver: 'file', filename: disk.base, 'read-only': true },
+      'force-share': true,
+      file: { driver: 'file', filename: disk.base, 'read-only': true, 'force-share': true },
     },
   };
 }

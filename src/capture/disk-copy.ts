@@ -156,3 +156,16 @@ export async function cancelDiskCopies(qmp: QmpClient, count: number): Promise<v
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * Cancels and dismisses every vmi-capture-diskN job of a QEMU (a killed capture's, found
+ * by the sweep of its partial directory); returns how many there were. Until they are
+ * gone, no capture can start its own (QEMU refuses a duplicate job id).
+ */
+export async function cancelLeftDiskCopies(qmp: QmpClient): Promise<number> {
+  const jobs = await qmp.execute<JobInfo[]>('query-jobs');
+  const idx = jobs.map((j) => /^vmi-capture-disk(\d{1,3})$/.exec(j.id)).filter((m) => m !== null);
+  if (idx.length === 0) return 0;
+  await cancelDiskCopies(qmp, Math.max(...idx.map((m) => Number(m[1]))) + 1);
+  return idx.length;
+}

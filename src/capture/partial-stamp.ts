@@ -38,18 +38,31 @@ function mac(key: Buffer, fields: readonly string[]): string {
   return createHmac('sha256', key).update(JSON.stringify(fields)).digest('hex');
 }
 
+/**
+ * What the capture was doing to the guest named in a stamp: `paused` (stopped it; a sweep
+ * cancels its disk-copy jobs and resumes it) or `copying` (the guest runs again while
+ * QEMU's backup jobs copy its disks; a sweep cancels the jobs only).
+ */
+export type PartialPhase = 'paused' | 'copying';
+
 /** The stamp's fields for a directory (with what a paused marker says, if any). */
-function fields(dir: string, pid: number, qmpSocket?: string): string[] {
-  return ['vmi-partial-capture', dir, String(pid), qmpSocket ?? ''];
+function fields(dir: string, pid: number, qmpSocket?: string, phase?: PartialPhase): string[] {
+  return ['vmi-partial-capture', dir, String(pid), qmpSocket ?? '', qmpSocket ? (phase ?? 'paused') : ''];
 }
 
 /** Writes (or rewrites) the stamp of a partial directory this process created. */
-export async function stampPartialDir(dir: string, pid: number, qmpSocket?: string): Promise<void> {
+export async function stampPartialDir(
+  dir: string,
+  pid: number,
+  qmpSocket?: string,
+  phase: PartialPhase = 'paused',
+): Promise<void> {
   const key = await secret();
   const body = JSON.stringify({
     pid,
     qmpSocket: qmpSocket ?? null,
-    mac: mac(key, fields(dir, pid, qmpSocket)),
+    ...(qmpSocket ? { phase } : {}),
+    mac: mac(key, fields(dir, pid, qmpSocket, phase)),
   });
   const fh = await open(join(dir, PARTIAL_STAMP), 'w', 0o600);
   try {
@@ -63,8 +76,10 @@ export async function stampPartialDir(dir: string, pid: number, qmpSocket?: stri
 /** What a verified stamp says; undefined for anything not provably ours. */
 export interface VerifiedPartial {
   pid: number;
-  /** The guest a killed capture left paused (only if the stamp names one). */
+  /** The guest a killed capture left paused or copying (only if the stamp names one). */
   qmpSocket?: string;
+  /** What the capture was doing to that guest (with `qmpSocket`). */
+  phase?: PartialPhase;
 }
 
 /**
@@ -82,14 +97,23 @@ export async function verifyPartialDir(dir: string, pid: number): Promise<Verifi
     const v = JSON.parse(await readFile(join(dir, PARTIAL_STAMP), 'utf8')) as {
       pid?: unknown;
       qmpSocket?: unknown;
+      phase?: unknown;
       mac?: unknown;
     };
     if (v.pid !== pid || typeof v.mac !== 'string') return undefined;
     const qmpSocket = typeof v.qmpSocket === 'string' ? v.qmpSocket : undefined;
-    const want = Buffer.from(mac(await secret(), fields(dir, pid, qmpSocket)), 'hex');
+    const phase: PartialPhase | undefined = !qmpSocket
+      ? undefined
+      : v.phase === 'copying'
+        ? 'copying'
+        : v.phase === 'paused' || v.phase === undefined
+          ? 'paused'
+          : undefined;
+    if (qmpSocket && !phase) return undefined;
+    const want = Buffer.from(mac(await secret(), fields(dir, pid, qmpSocket, phase)), 'hex');
     const got = Buffer.from(v.mac, 'hex');
     if (got.length !== want.length || !timingSafeEqual(got, want)) return undefined;
-    return { pid, qmpSocket };
+    return { pid, ...(qmpSocket ? { qmpSocket, phase } : {}) };
   } catch {
     return undefined;
   }

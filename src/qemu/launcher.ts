@@ -187,6 +187,37 @@ export function qemuDeviceTypes(qemu: string): Set<string> {
   return v;
 }
 
+const machineTypeCache = new Map<string, Set<string>>();
+
+/**
+ * Machine type names in `qemu -machine help` output, pure: the first word of each line
+ * after "Supported machines are:" (`pc-q35-7.2   Standard PC (Q35 + ICH9, 2009)`), aliases
+ * (`q35 ... (alias of pc-q35-7.2)`) included.
+ */
+export function parseMachineHelp(text: string): Set<string> {
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => /^Supported machines are:/.test(l));
+  return new Set(
+    lines
+      .slice(start + 1)
+      .map((l) => /^([A-Za-z0-9][A-Za-z0-9._-]*)\s/.exec(l)?.[1])
+      .filter((n): n is string => n !== undefined),
+  );
+}
+
+/** The machine types this QEMU binary has (`-machine help`), asked once per binary. */
+export function qemuMachineTypes(qemu: string): Set<string> {
+  let v = machineTypeCache.get(qemu);
+  if (!v) {
+    const r = spawnSync(qemu, ['-machine', 'help'], { encoding: 'utf8', timeout: 10_000 });
+    if (r.status !== 0)
+      throw new QemuError(`${qemu} -machine help failed: ${(r.stderr ?? '').trim().split('\n')[0]}`);
+    v = parseMachineHelp(r.stdout ?? '');
+    machineTypeCache.set(qemu, v);
+  }
+  return v;
+}
+
 const versionCache = new Map<string, string>();
 
 /** `X.Y.Z` of this QEMU binary (`--version`), asked once per binary; 'unknown' if unreadable. */

@@ -21,6 +21,7 @@ import {
   launchQemu,
   qemuDeviceTypes,
   QemuError,
+  qemuMachineTypes,
   qemuVersion,
   REPLAY_SANDBOX,
   runDirPaths,
@@ -44,6 +45,7 @@ import { checkReplayManifest } from '../capture/replay-policy.js';
 import { checkCaptureSignature } from '../capture/signature.js';
 import { passwdUser, type HostUser } from '../util/passwd.js';
 import { CaptureError, DEVSTATE_PART, ramPartOf, type CaptureManifest } from '../capture/manifest.js';
+import { streamMachineType } from '../capture/migration-stream.js';
 import type { OpenedTarget, OpenTargetOptions } from './target.js';
 
 export interface ReplayTimings {
@@ -268,9 +270,20 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
  */
 async function rebuildMachine(dir: string, runDir: string, manifest: CaptureManifest): Promise<string[]> {
   const mc = manifest.machine;
-  if (!mc.devices?.length && !mc.firmware) return [];
   const qemu = await findQemu();
   const version = qemuVersion(qemu);
+  // The machine type: one this QEMU has, and the one the device state was saved on (QEMU
+  // would only say it exited while loading the stream).
+  if (!qemuMachineTypes(qemu).has(mc.machineType))
+    throw new CaptureError(
+      `this host's QEMU ${version} has no machine type ${mc.machineType}, which the capture was made on (QEMU ${manifest.qemu.version}): replay it on a host whose QEMU has ${mc.machineType}`,
+    );
+  const saved = await devstateMachineType(join(dir, DEVSTATE_PART));
+  if (saved !== undefined && saved !== mc.machineType)
+    throw new CaptureError(
+      `the manifest says machine type ${mc.machineType} but the device state was saved on ${saved}: this capture was altered after it was made`,
+    );
+  if (!mc.devices?.length && !mc.firmware) return [];
   const disks: ReplayDisk[] = [];
   for (const [i, k] of (mc.disks ?? []).entries()) {
     const dev = mc.devices?.find((d) => d.disk === i);
@@ -311,6 +324,20 @@ async function rebuildMachine(dir: string, runDir: string, manifest: CaptureMani
     ...replayDeviceArgs(manifest, disks, qemuDeviceTypes(qemu), version),
     ...replayFirmwareArgs(manifest, pflashVars),
   ];
+}
+
+/** The machine type in the configuration section at the head of a device-state stream. */
+async function devstateMachineType(path: string): Promise<string | undefined> {
+  const fh = await openFile(path, 'r');
+  try {
+    const head = Buffer.alloc(4096);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    return streamMachineType(head.subarray(0, bytesRead));
+  } catch (e) {
+    throw new CaptureError(`${DEVSTATE_PART}: ${(e as Error).message}`);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The RAM block name of the clone's one backend (launchQemu's `-object memory-backend-file,id=m`). */

@@ -16,7 +16,7 @@ import {
 import { manifestDevices } from '../../src/capture/disk-copy.js';
 import { CAPTURE_VERSION, type CaptureManifest } from '../../src/capture/manifest.js';
 import { blockDisks, pciFunctions, type QemuDeviceModel } from '../../src/qemu/device-model.js';
-import { parseDeviceHelp, qemuArgs } from '../../src/qemu/launcher.js';
+import { parseDeviceHelp, parseMachineHelp, qemuArgs } from '../../src/qemu/launcher.js';
 import { labDeviceArgs } from '../../src/lab/lab-devices.js';
 import { moduleLoadOrder } from '../../src/lab/kernel.js';
 
@@ -150,6 +150,18 @@ const TYPES = parseDeviceHelp(
 const DISK: ReplayDisk = { overlay: '/run/r/disk0.qcow2', base: '/srv/disk.img', baseFormat: 'raw' };
 
 describe('the device model of a capture', () => {
+  it('reads the machine types of `qemu -machine help`, aliases included', () => {
+    const types = parseMachineHelp(
+      'Supported machines are:\n' +
+        'microvm              microvm (i386)\n' +
+        'pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\n' +
+        'pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)\n' +
+        'none                 empty machine\n',
+    );
+    expect([...types]).toEqual(['microvm', 'pc', 'pc-q35-7.2', 'none']);
+    expect(types.has('Supported')).toBe(false);
+  });
+
   it('reads QMP answers: PCI functions, the disk behind its device, pflash', () => {
     const f = pciFunctions(PCI);
     expect(f).toHaveLength(6);
@@ -191,7 +203,8 @@ describe('the device model of a capture', () => {
     expect(blockdev.backing).toEqual({
       driver: 'raw',
       'read-only': true,
-      file: { driver: 'file', filename: '/srv/disk.img', 'read-only': true },
+      'force-share': true,
+      file: { driver: 'file', filename: '/srv/disk.img', 'read-only': true, 'force-share': true },
     });
     const devices = pairs
       .filter(([k]) => k === '-device')

@@ -3,7 +3,10 @@
  * `.NAME.partial-<dead pid>` directory whose marker names a socket the test listens on
  * is left as it is: no connection reaches the listener, and neither the directory nor a
  * /dev/shm file with vmi's staging name for that pid is removed. A partial that vmi
- * stamped itself is swept (directory and its own staging file).
+ * stamped itself is swept (directory and its own staging file). A capture killed while
+ * QEMU copied its disks (--with-disks) left backup jobs in QEMU: the sweep cancels and
+ * dismisses them (a fake QMP server records the commands), and resumes the guest only if
+ * the capture had it paused, not when the guest was already running on.
  */
 import { spawnSync } from 'node:child_process';
 import {
@@ -123,4 +126,88 @@ describe('stale partial captures', () => {
     expect(existsSync(dir)).toBe(false);
     expect(existsSync(shm)).toBe(false);
   });
+
+  it('a capture killed while copying disks: its backup jobs are cancelled and dismissed; a paused guest is resumed, a running one left alone', async () => {
+    for (const phase of ['paused', 'copying'] as const) {
+      const qmp = await fakeQmp();
+      try {
+        const pid = deadPid();
+        const { dir, shm } = plant(`killed-${phase}.vmicap`, pid);
+        await stampPartialDir(dir, pid, qmp.path, phase);
+        await captureAttempt(`killed-${phase}.vmicap`);
+        expect(qmp.jobs, phase).toEqual([]);
+        const cmds = qmp.log.filter((c) => c !== 'query-migrate' && c !== 'query-jobs');
+        expect(cmds.filter((c) => c.startsWith('job-')).sort(), phase).toEqual([
+          'job-cancel vmi-capture-disk0',
+          'job-cancel vmi-capture-disk1',
+          'job-dismiss vmi-capture-disk0',
+          'job-dismiss vmi-capture-disk1',
+        ]);
+        // A job of something else is not touched.
+        expect(qmp.log).not.toContain('job-cancel backup-by-someone-else');
+        expect(cmds.includes('cont'), phase).toBe(phase === 'paused');
+        expect(existsSync(dir)).toBe(false);
+        expect(existsSync(shm)).toBe(false);
+      } finally {
+        await qmp.close();
+      }
+    }
+  });
 });
+
+/**
+ * A QMP server with a stopped guest and two running vmi backup jobs plus one of someone
+ * else: job-cancel concludes a job, job-dismiss removes it; `log` lists every command.
+ */
+async function fakeQmp(): Promise<{
+  path: string;
+  log: string[];
+  jobs: string[];
+  close: () => Promise<void>;
+}> {
+  const path = join(root, `qmp-${Math.random().toString(16).slice(2)}.sock`);
+  const log: string[] = [];
+  const jobs = new Map<string, string>([
+    ['vmi-capture-disk0', 'running'],
+    ['vmi-capture-disk1', 'running'],
+    ['backup-by-someone-else', 'running'],
+  ]);
+  const server = createServer((c) => {
+    c.write(JSON.stringify({ QMP: { version: {}, capabilities: [] } }) + '\n');
+    let buf = '';
+    c.on('data', (d) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (!line.trim()) continue;
+        const req = JSON.parse(line) as { execute: string; arguments?: { id?: string }; id?: unknown };
+        const id = req.arguments?.id;
+        log.push(id ? `${req.execute} ${id}` : req.execute);
+        let ret: unknown = {};
+        if (req.execute === 'query-migrate') ret = { status: 'completed' };
+        else if (req.execute === 'query-status') ret = { status: 'paused', running: false };
+        else if (req.execute === 'query-jobs')
+          ret = [...jobs].map(([jid, status]) => ({
+            id: jid,
+            type: 'backup',
+            status,
+            'current-progress': 0,
+            'total-progress': 1,
+          }));
+        else if (req.execute === 'job-cancel' && id && jobs.has(id)) jobs.set(id, 'concluded');
+        else if (req.execute === 'job-dismiss' && id) jobs.delete(id);
+        c.write(JSON.stringify({ return: ret, ...(req.id !== undefined ? { id: req.id } : {}) }) + '\n');
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    path,
+    log,
+    get jobs() {
+      return [...jobs.keys()].filter((j) => j.startsWith('vmi-'));
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
