@@ -67,8 +67,10 @@ import {
   captureFromProcess,
   ProcessCaptureFallback,
   probeProcessRam,
+  REPLAY_RAM_BLOCK,
   type ProcessRam,
 } from './ram-from-process.js';
+import { splitStreamFile } from './stream-filter.js';
 import { SIGNATURE_FILE, signatureFileText } from './signature.js';
 
 export interface CreateCaptureOptions {
@@ -368,6 +370,10 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     await opts.onStep?.('boot-files', tmp);
 
     const prevIgnore = await queryMigrateCapability(q, 'x-ignore-shared');
+    // RAM private to QEMU taken from a full stream: the stream is split afterwards into
+    // ram.raw and a devstate.bin without its pages (as a lab capture's), which a replay
+    // clone loads; x-ignore-shared makes the RAM list read as the clone expects.
+    const apart = !ramFile && !!prevIgnore;
     if (mode === 'shared-ram' && !prevIgnore) {
       throw new CaptureError('this QEMU has no x-ignore-shared migration capability');
     }
@@ -456,7 +462,9 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         if (prevIgnore || background) {
           await q.execute('migrate-set-capabilities', {
             capabilities: [
-              ...(prevIgnore ? [{ capability: 'x-ignore-shared', state: mode === 'shared-ram' }] : []),
+              ...(prevIgnore
+                ? [{ capability: 'x-ignore-shared', state: mode === 'shared-ram' || apart }]
+                : []),
               ...(background ? [{ capability: 'background-snapshot', state: true }] : []),
             ],
           });
@@ -483,7 +491,7 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
         }
         await rm(join(tmp, PAUSED_MARKER), { force: true });
         await stampPartialDir(tmp, process.pid);
-        if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram')) {
+        if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram' || apart)) {
           await q
             .execute('migrate-set-capabilities', {
               capabilities: [{ capability: 'x-ignore-shared', state: prevIgnore.state }],
@@ -522,6 +530,24 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     q.close();
     qmp = undefined;
 
+    if (mode === 'full-stream' && apart) {
+      const tx = performance.now();
+      const whole = `${devPath}.full`;
+      await step(DEVSTATE_PART, () => rename(devPath, whole));
+      const r = await step(RAM_PART, async () =>
+        splitStreamFile(whole, devPath, ramPath, {
+          block: blocks[0],
+          blockBytes: memBytes,
+          renameTo: REPLAY_RAM_BLOCK,
+        }),
+      );
+      await unlink(whole);
+      copyMs = performance.now() - tx;
+      mode = 'shared-ram';
+      progress(
+        `split the stream into ${RAM_PART} (${r.covered} pages) and ${DEVSTATE_PART} without them in ${copyMs.toFixed(0)} ms`,
+      );
+    }
     const stream = await step(DEVSTATE_PART, () => readFile(devPath));
     const streamType = streamMachineType(stream);
     if (streamType && streamType !== machineType) {

@@ -14,17 +14,21 @@
  *  2. When it converges QEMU stops the guest itself (or vmi stops it after `convergeMs`),
  *     sends the last dirty pages and the device state, and leaves the guest paused
  *     (`postmigrate`).
- *  3. vmi reads the RAM block through /proc/PID/mem into a sparse staging file (pages the
- *     kernel's pagemap shows as never touched, on an anonymous mapping, are zero and not
- *     read), then `cont`. The pause is QEMU's STOP event → its RESUME event.
+ *  3. Once the stream has ended, vmi reads the RAM block through /proc/PID/mem into a
+ *     sparse staging file, then `cont`. Only pages whose last copy in the stream was not
+ *     all zeros are read: the others are zero at the stop (below), and most of a young
+ *     guest is (the kernel's pagemap cannot tell: the migration itself read-faulted every
+ *     page in). The pause is QEMU's STOP event → its RESUME event.
  *
  * Consistency: QEMU saves the device state in migration_completion after
  * vm_stop_force_state(FINISH_MIGRATE) — vCPUs stopped, block I/O drained and flushed —
  * and the guest then stays stopped (postmigrate, checked before and after the read) until
  * vmi's `cont`: no vCPU and no DMA writes guest RAM in between, so the RAM read during
- * that pause is the RAM the device state was saved against. It is also checked: the last
- * copy the stream carried of every 64th page must equal what was read, and the stream
- * must have carried every page of the block at least once.
+ * that pause is the RAM the device state was saved against. The stream's last copy of a
+ * page is its content at the stop too (precopy resends every page dirtied after it was
+ * sent; the final pass, after the stop, sends the rest), which is why its zero pages need
+ * no read, and it is checked: the last copy of every 64th page must equal what was read,
+ * and the stream must have carried every page of the block at least once.
  *
  * Nothing is paused before step 2: any failure up to there (the stream has a section this
  * filter does not know, the migration fails) cancels the migration and the caller falls
@@ -42,7 +46,7 @@ import { probeProcessMemory, ProcessMemoryError, type QemuRamHost } from '../mem
 import { RamLayout } from '../memory/ram-layout.js';
 import type { MigrateInfo } from '../qemu/migration.js';
 import { queryMigrateCapability, queryStatus } from '../qemu/machine-info.js';
-import { processStartTime } from '../qemu/qemu-process.js';
+import { mappingsCover, parseHostMaps, processStartTime } from '../qemu/qemu-process.js';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
 import type { GuestRamMap } from '../qemu/ram-map.js';
 import { CaptureError, DEVSTATE_PART } from './manifest.js';
@@ -58,7 +62,6 @@ export const REPLAY_RAM_BLOCK = 'm';
 const SAMPLE_EVERY = 64;
 /** Granularity of the sparse staging file (the capture's digest works on 1 MiB chunks too). */
 const CHUNK = 1024 * 1024;
-const PAGES_PER_CHUNK = CHUNK / STREAM_PAGE;
 
 /** Where the RAM block is in QEMU, found and checked before anything is paused. */
 export interface ProcessRam {
@@ -68,73 +71,18 @@ export interface ProcessRam {
   blockBytes: number;
   /** Host address of the block's first byte in QEMU. */
   base: number;
-  /** The block is an anonymous private mapping: pages the pagemap shows absent are zero. */
-  anonymous: boolean;
 }
 
 export type ProcessRamProbe = { ram: ProcessRam } | { refused: string };
 
-/** One line of /proc/PID/maps with its inode and path (pure). */
-export interface MapsEntry {
-  start: number;
-  end: number;
-  perms: string;
-  inode: number;
-  path: string;
-}
-
-/** /proc/PID/maps text → entries (pure; addresses fit 2^53 on x86-64's 47-bit user space). */
-export function parseMapsEntries(text: string): MapsEntry[] {
-  const out: MapsEntry[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) [0-9a-f]+ \S+ (\d+)\s*(.*)$/.exec(line);
-    if (m)
-      out.push({
-        start: parseInt(m[1], 16),
-        end: parseInt(m[2], 16),
-        perms: m[3],
-        inode: Number(m[4]),
-        path: m[5],
-      });
-  }
-  return out;
-}
-
 /**
- * True when [addr, addr+length) lies in private anonymous mappings only (pure): there a
- * page that is neither present nor swapped out has never been written (or was discarded)
- * and reads as zeros. A file or shmem mapping (memfd, memory-backend-file) may hold data
- * in pages this process never mapped: those are read in full.
+ * Runs of set entries in `mask[from, from + count)` (pure): [first page, page count] pairs
+ * relative to `from`, in order, adjacent pages merged.
  */
-export function anonymousRange(maps: readonly MapsEntry[], addr: number, length: number): boolean {
-  let at = addr;
-  const end = addr + length;
-  for (const m of [...maps].sort((a, b) => a.start - b.start)) {
-    if (m.end <= at) continue;
-    if (m.start > at) return false;
-    if (m.inode !== 0 || (m.path !== '' && !m.path.startsWith('[anon:')) || m.perms[3] !== 'p') return false;
-    at = m.end;
-    if (at >= end) return true;
-  }
-  return at >= end;
-}
-
-/**
- * Whether a /proc/PID/pagemap entry (Documentation/admin-guide/mm/pagemap.rst) may hold
- * data (pure): bit 63 page present, bit 62 swapped out.
- */
-export function pagemapMayHoldData(entry: bigint): boolean {
-  return (entry & (3n << 62n)) !== 0n;
-}
-
-/**
- * Runs of pages that may hold data in `entries` (pure): [first page, page count] pairs in
- * order, adjacent pages merged.
- */
-export function dataRuns(entries: BigUint64Array): [number, number][] {
+export function pageRuns(mask: Uint8Array, from: number, count: number): [number, number][] {
   const runs: [number, number][] = [];
-  for (let i = 0; i < entries.length; i++) {
-    if (!pagemapMayHoldData(entries[i])) continue;
+  for (let i = 0; i < count; i++) {
+    if (!mask[from + i]) continue;
     const last = runs[runs.length - 1];
     if (last && last[0] + last[1] === i) last[1]++;
     else runs.push([i, 1]);
@@ -170,22 +118,14 @@ export async function probeProcessRam(
   const base = host.blockBases[block];
   if (base === undefined || base % STREAM_PAGE !== 0)
     return { refused: `no page-aligned host address for RAM block ${block}` };
-  let anonymous: boolean;
   try {
-    const maps = parseMapsEntries(readFileSync(`${proc}/${host.pid}/maps`, 'utf8'));
-    anonymous = anonymousRange(maps, base, memBytes);
     // The whole block must be mapped, not only the ranges the guest sees.
-    let at = base;
-    for (const m of [...maps].sort((a, b) => a.start - b.start)) {
-      if (m.end <= at || m.start > at) continue;
-      at = m.end;
-    }
-    if (at < base + memBytes)
+    if (!mappingsCover(parseHostMaps(readFileSync(`${proc}/${host.pid}/maps`, 'utf8')), base, memBytes))
       return { refused: `RAM block ${block} (${memBytes} bytes) is not mapped in QEMU (pid ${host.pid})` };
   } catch (e) {
     return { refused: `cannot read QEMU's mappings (pid ${host.pid}): ${(e as Error).message}` };
   }
-  return { ram: { host, block, blockBytes: memBytes, base, anonymous } };
+  return { ram: { host, block, blockBytes: memBytes, base } };
 }
 
 export interface BlockReadResult {
@@ -197,13 +137,20 @@ export interface BlockReadResult {
 
 /**
  * Copies the RAM block out of QEMU's memory into a new sparse file `out` (0600, created
- * exclusively; offset = offset in the block; all-zero 1 MiB chunks are holes). On an
- * anonymous mapping only pages the pagemap shows present or swapped are read.
+ * exclusively; offset = offset in the block). Only pages set in `want` (one entry per
+ * 4 KiB page) are read, the others are left zero; all-zero 1 MiB chunks stay holes.
  * Synchronous: it runs while the guest is paused and nothing else should.
  * @throws CaptureError when QEMU is gone or its memory cannot be read
  */
-export function readBlockSparse(ram: ProcessRam, out: string, proc = '/proc'): BlockReadResult {
+export function readBlockSparse(
+  ram: ProcessRam,
+  out: string,
+  want: Uint8Array,
+  proc = '/proc',
+): BlockReadResult {
   const { pid, startTime } = ram.host;
+  if (want.length !== ram.blockBytes / STREAM_PAGE)
+    throw new RangeError(`page mask of ${want.length} pages for a ${ram.blockBytes}-byte block`);
   let now: number;
   try {
     now = processStartTime(pid, proc);
@@ -212,7 +159,7 @@ export function readBlockSparse(ram: ProcessRam, out: string, proc = '/proc'): B
   }
   if (now !== startTime) throw new CaptureError(`QEMU (pid ${pid}) is gone (its pid was reused)`);
   const opened: number[] = [];
-  const openOr = (path: string, flags: string | number, mode?: number): number => {
+  const openOr = (path: string, flags: string, mode?: number): number => {
     try {
       const fd = openSync(path, flags, mode);
       opened.push(fd);
@@ -223,38 +170,26 @@ export function readBlockSparse(ram: ProcessRam, out: string, proc = '/proc'): B
   };
   try {
     const mem = openOr(`${proc}/${pid}/mem`, 'r');
-    const map = ram.anonymous ? openOr(`${proc}/${pid}/pagemap`, 'r') : undefined;
     const dst = openOr(out, 'wx', 0o600);
     const buf = Buffer.alloc(CHUNK);
-    const entries = new BigUint64Array(PAGES_PER_CHUNK);
-    const entryBytes = Buffer.from(entries.buffer);
     let written = 0;
     let read = 0;
-    const readAt = (at: number, len: number, hostAddr: number): void => {
-      for (let done = 0; done < len;) {
-        const n = readSync(mem, buf, at + done, len - done, hostAddr + done);
-        if (n === 0)
-          throw new CaptureError(`short read of QEMU's memory at 0x${(hostAddr + done).toString(16)}`);
-        done += n;
-      }
-      read += len;
-    };
     for (let off = 0; off < ram.blockBytes; off += CHUNK) {
       const len = Math.min(CHUNK, ram.blockBytes - off);
-      const pages = len / STREAM_PAGE;
-      let runs: [number, number][];
-      if (map !== undefined) {
-        const want = pages * 8;
-        const n = readSync(map, entryBytes, 0, want, ((ram.base + off) / STREAM_PAGE) * 8);
-        if (n !== want) throw new CaptureError(`short read of QEMU's pagemap (pid ${pid})`);
-        runs = dataRuns(entries.subarray(0, pages));
-        if (runs.length === 0) continue;
-        buf.fill(0);
-      } else {
-        runs = [[0, pages]];
+      const runs = pageRuns(want, off / STREAM_PAGE, len / STREAM_PAGE);
+      if (runs.length === 0) continue;
+      buf.fill(0);
+      for (const [first, count] of runs) {
+        const at = first * STREAM_PAGE;
+        const n = count * STREAM_PAGE;
+        for (let done = 0; done < n;) {
+          const host = ram.base + off + at + done;
+          const got = readSync(mem, buf, at + done, n - done, host);
+          if (got === 0) throw new CaptureError(`short read of QEMU's memory at 0x${host.toString(16)}`);
+          done += got;
+        }
+        read += n;
       }
-      for (const [first, count] of runs)
-        readAt(first * STREAM_PAGE, count * STREAM_PAGE, ram.base + off + first * STREAM_PAGE);
       if (isZeroBuf(buf, len)) continue;
       for (let done = 0; done < len;) done += writeSync(dst, buf, done, len - done, off + done);
       written += len;
@@ -436,13 +371,26 @@ export async function captureFromProcess(
       paused = true;
       tStopHost = performance.now();
     }
-    // Step 3: the guest is stopped (postmigrate) and stays so until our cont.
+    // Step 3: the guest is stopped (postmigrate) and stays so until our cont. The stream
+    // is complete (QEMU wrote all of it before `completed`): which pages to read.
     const st = await queryStatus(q);
     if (st.running) throw new CaptureError('the guest runs again after the migration: RAM not read');
+    const stream = await Promise.race([
+      sink.done,
+      sleep(60_000).then(() => {
+        throw new CaptureError(`${DEVSTATE_PART}: the migration stream did not end within 60 s`);
+      }),
+    ]);
+    const migrateMs = performance.now() - t0;
+    const pages = ram.blockBytes / STREAM_PAGE;
+    if (stream.covered !== pages)
+      throw new CaptureError(
+        `${DEVSTATE_PART}: the migration carried ${stream.covered} of ${pages} pages of RAM block ${ram.block}`,
+      );
     const tc = performance.now();
     let read: BlockReadResult;
     try {
-      read = readBlockSparse(ram, opts.stagingPath);
+      read = readBlockSparse(ram, opts.stagingPath, stream.nonZero);
     } catch (e) {
       await unlink(opts.stagingPath).catch(() => undefined);
       throw e;
@@ -460,18 +408,6 @@ export async function captureFromProcess(
       const resume = events.slice(before).find((e) => e.event === 'RESUME')?.at;
       pauseMs = stop !== undefined && resume !== undefined ? resume - stop : tContHost - tStopHost;
     }
-    const stream = await Promise.race([
-      sink.done,
-      sleep(60_000).then(() => {
-        throw new CaptureError(`${DEVSTATE_PART}: the migration stream did not end within 60 s`);
-      }),
-    ]);
-    const migrateMs = performance.now() - t0;
-    const pages = ram.blockBytes / STREAM_PAGE;
-    if (stream.covered !== pages)
-      throw new CaptureError(
-        `${DEVSTATE_PART}: the migration carried ${stream.covered} of ${pages} pages of RAM block ${ram.block}`,
-      );
     await crossCheck(opts.stagingPath, stream);
     progress(
       `RAM read from QEMU's process memory (pid ${ram.host.pid}): ${(read.read / 2 ** 20).toFixed(1)} MiB read, ` +

@@ -23,6 +23,7 @@
  * Guest data is untrusted only in the page bytes, which are not interpreted; lengths come
  * from QEMU. Every read is still bounded: a truncated or malformed stream is an error.
  */
+import { closeSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { StreamError } from './migration-stream.js';
 
 const MAGIC = 0x5145564d; // 'QEVM'
@@ -94,6 +95,8 @@ export interface RamFilterOptions {
    * backend id, which QEMU matches by name (`Unknown ramblock` otherwise).
    */
   renameTo?: string;
+  /** Sees every page record of the block as it goes by: its offset and 4096 bytes (zero pages: undefined). */
+  onPage?: (offset: number, data: Buffer | undefined) => void;
 }
 
 export interface RamFilterResult {
@@ -105,6 +108,8 @@ export interface RamFilterResult {
   droppedBytes: number;
   /** Sampled pages: block offset → last content (undefined: a zero page). */
   samples: Map<number, Buffer | undefined>;
+  /** Per page of the block: 1 when its last copy in the stream was not all zeros. */
+  nonZero: Uint8Array;
 }
 
 type State = 'header' | 'section' | 'ram' | 'footer' | 'tail';
@@ -125,13 +130,20 @@ export class RamStreamFilter {
   private sectionId = -1;
   private blockSize: number | undefined;
   private readonly seen: Uint8Array;
-  private readonly res: RamFilterResult = { pages: 0, covered: 0, droppedBytes: 0, samples: new Map() };
+  private readonly res: RamFilterResult;
   private sawTail = false;
 
   constructor(private readonly opts: RamFilterOptions) {
     if (!Number.isSafeInteger(opts.blockBytes) || opts.blockBytes <= 0 || opts.blockBytes % STREAM_PAGE)
       throw new RangeError(`RAM block size ${opts.blockBytes} is not a positive multiple of ${STREAM_PAGE}`);
     this.seen = new Uint8Array(opts.blockBytes / STREAM_PAGE);
+    this.res = {
+      pages: 0,
+      covered: 0,
+      droppedBytes: 0,
+      samples: new Map(),
+      nonZero: new Uint8Array(opts.blockBytes / STREAM_PAGE),
+    };
   }
 
   push(chunk: Buffer): Buffer[] {
@@ -327,6 +339,12 @@ export class RamStreamFilter {
           this.res.covered++;
         }
         if (!zero) this.res.droppedBytes += STREAM_PAGE;
+        this.res.nonZero[idx] = zero && data[0] === 0 ? 0 : 1;
+        if (this.opts.onPage)
+          this.opts.onPage(
+            off,
+            zero ? (data[0] === 0 ? undefined : Buffer.alloc(STREAM_PAGE, data[0])) : data,
+          );
         const every = this.opts.sampleEvery ?? 0;
         if (every > 0 && idx % every === 0) {
           const filled = zero && data[0] !== 0 ? Buffer.alloc(STREAM_PAGE, data[0]) : undefined;
@@ -342,5 +360,60 @@ export class RamStreamFilter {
       default:
         throw new StreamError(`unsupported RAM record (flags 0x${flags.toString(16)})`);
     }
+  }
+}
+
+/**
+ * Splits a complete migration stream file (x-ignore-shared on at the source, so its RAM
+ * list carries region addresses) in two: `devOut`, the stream without the pages of
+ * `opts.block` (renamed as `opts.renameTo`), and `ramOut`, that block as raw RAM (sparse:
+ * zero pages are holes; a page sent twice keeps its last copy). Streams the input.
+ * @throws StreamError when the stream is not one this filter reads
+ */
+export function splitStreamFile(
+  src: string,
+  devOut: string,
+  ramOut: string,
+  opts: Omit<RamFilterOptions, 'onPage' | 'ignoreShared'>,
+): RamFilterResult {
+  const fds: number[] = [];
+  const openFd = (p: string, f: string, m?: number): number => {
+    const fd = openSync(p, f, m);
+    fds.push(fd);
+    return fd;
+  };
+  try {
+    const inFd = openFd(src, 'r');
+    const devFd = openFd(devOut, 'wx', 0o600);
+    const ramFd = openFd(ramOut, 'wx', 0o600);
+    const zero = Buffer.alloc(STREAM_PAGE);
+    const writeAll = (fd: number, b: Buffer, pos: number | null): void => {
+      for (let done = 0; done < b.length;)
+        done += writeSync(fd, b, done, b.length - done, pos === null ? null : pos + done);
+    };
+    const written = new Uint8Array(opts.blockBytes / STREAM_PAGE);
+    const filter = new RamStreamFilter({
+      ...opts,
+      ignoreShared: true,
+      onPage: (off, data) => {
+        const i = off / STREAM_PAGE;
+        // Zero pages stay holes, unless an earlier copy of the page wrote data there.
+        if (!data && !written[i]) return;
+        writeAll(ramFd, data ?? zero, off);
+        written[i] = data ? 1 : 0;
+      },
+    });
+    const buf = Buffer.alloc(4 << 20);
+    for (let pos = 0; ;) {
+      const n = readSync(inFd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      pos += n;
+      for (const b of filter.push(buf.subarray(0, n))) writeAll(devFd, b, null);
+    }
+    const res = filter.end();
+    ftruncateSync(ramFd, opts.blockBytes);
+    return res;
+  } finally {
+    for (const fd of fds) closeSync(fd);
   }
 }
