@@ -375,12 +375,11 @@ export async function captureFromProcess(
     // is complete (QEMU wrote all of it before `completed`): which pages to read.
     const st = await queryStatus(q);
     if (st.running) throw new CaptureError('the guest runs again after the migration: RAM not read');
-    const stream = await Promise.race([
+    const stream = await within(
       sink.done,
-      sleep(60_000).then(() => {
-        throw new CaptureError(`${DEVSTATE_PART}: the migration stream did not end within 60 s`);
-      }),
-    ]);
+      60_000,
+      `${DEVSTATE_PART}: the migration stream did not end within 60 s`,
+    );
     const migrateMs = performance.now() - t0;
     const pages = ram.blockBytes / STREAM_PAGE;
     if (stream.covered !== pages)
@@ -438,6 +437,21 @@ export async function captureFromProcess(
         ],
       })
       .catch(() => undefined);
+  }
+}
+
+/** `p`, or a CaptureError after `ms` (the timer is cleared either way: it must not hold the CLI open). */
+async function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new CaptureError(message)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
