@@ -58,6 +58,13 @@ import { RamStreamFilter, STREAM_PAGE, type RamFilterResult } from './stream-fil
  */
 export const REPLAY_RAM_BLOCK = 'm';
 
+/**
+ * QEMU's downtime-limit during the capture, ms (default 300): QEMU stops the guest once the
+ * dirty pages left fit that long at the measured bandwidth, and sends them while the guest
+ * is stopped, so a lower limit is a shorter final pass (a mostly idle guest still converges).
+ */
+const DOWNTIME_LIMIT_MS = 20;
+
 /** Every n-th page of the block is compared between the stream and the read. */
 const SAMPLE_EVERY = 64;
 /** Granularity of the sparse staging file (the capture's digest works on 1 MiB chunks too). */
@@ -323,6 +330,10 @@ export async function captureFromProcess(
   });
   const prevIgnore = await queryMigrateCapability(q, 'x-ignore-shared');
   const prevBg = await queryMigrateCapability(q, 'background-snapshot');
+  const params = await q
+    .execute<{ 'downtime-limit'?: number }>('query-migrate-parameters')
+    .catch(() => ({}) as { 'downtime-limit'?: number });
+  const prevDowntime = params['downtime-limit'];
   const sink = await migrationSink(filter, opts.devPath);
   let paused = false;
   let resumed = false;
@@ -334,6 +345,8 @@ export async function captureFromProcess(
         ...(prevBg?.state ? [{ capability: 'background-snapshot', state: false }] : []),
       ],
     });
+    if (prevDowntime !== undefined)
+      await q.execute('migrate-set-parameters', { 'downtime-limit': DOWNTIME_LIMIT_MS });
     const before = events.length;
     try {
       await q.execute('migrate', { uri: sink.uri });
@@ -381,6 +394,7 @@ export async function captureFromProcess(
       `${DEVSTATE_PART}: the migration stream did not end within 60 s`,
     );
     const migrateMs = performance.now() - t0;
+    const streamEndMs = performance.now() - tStopHost;
     const pages = ram.blockBytes / STREAM_PAGE;
     if (stream.covered !== pages)
       throw new CaptureError(
@@ -410,7 +424,8 @@ export async function captureFromProcess(
     await crossCheck(opts.stagingPath, stream);
     progress(
       `RAM read from QEMU's process memory (pid ${ram.host.pid}): ${(read.read / 2 ** 20).toFixed(1)} MiB read, ` +
-        `${(read.written / 2 ** 20).toFixed(1)} MiB non-zero, ${stream.samples.size} pages cross-checked with the migration stream`,
+        `${(read.written / 2 ** 20).toFixed(1)} MiB non-zero, ${stream.samples.size} pages cross-checked with the migration stream; ` +
+        `stopped by ${stoppedBy}, stream complete ${streamEndMs.toFixed(0)} ms after the stop, read ${copyMs.toFixed(0)} ms`,
     );
     return { pauseMs, stoppedBy, migrateMs, copyMs, read, stream };
   } catch (e) {
@@ -429,6 +444,8 @@ export async function captureFromProcess(
     if (paused && opts.resume && !resumed) await q.execute('cont').catch(() => undefined);
     listening = false;
     await sink.close();
+    if (prevDowntime !== undefined)
+      await q.execute('migrate-set-parameters', { 'downtime-limit': prevDowntime }).catch(() => undefined);
     await q
       .execute('migrate-set-capabilities', {
         capabilities: [
