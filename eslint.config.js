@@ -15,7 +15,7 @@ const LAYERS = [
   ['qemu', ['util']],
   ['memory', ['util', 'qemu']],
   ['shadow', ['util', 'abi', 'sdk', 'qemu', 'memory']],
-  ['capture', ['util', 'qemu']],
+  ['capture', ['util', 'qemu', 'memory']],
   ['lab', ['util', 'qemu']],
   ['targets', ['util', 'qemu', 'memory', 'shadow', 'capture', 'lab']],
   ['plugins', ['abi', 'sdk']],

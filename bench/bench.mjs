@@ -21,7 +21,10 @@
 //        BENCH_ONLY=foreign npm run bench   a foreign QEMU (ordinary RAM backend, no shared
 //          file, attached through its QMP socket only) beside a lab guest of the same size:
 //          attach and pslist through QEMU's process memory (doorbell) and through the
-//          gdbstub (trap), runs interleaved (bench/results-foreign.json and .md)
+//          gdbstub (trap), runs interleaved (bench/results-foreign.json and .md); and capture
+//          create of that guest, RAM from QEMU's process memory vs a full migration stream:
+//          guest pause and capture wall time, interleaved (BENCH_FOREIGN_CAPTURE_MIB=256,1024
+//          adds a 1 GiB foreign guest; BENCH_FOREIGN_CAPTURE_RUNS, default 3)
 //        BENCH_ONLY=devices npm run bench   captures of a 256 MiB lab guest without devices and
 //          with a virtio disk (ext4, mounted) and NIC: guest pause and capture time, plain and
 //          --with-disks, and replay-to-first-result (clone rebuilt, pslist table); "before"
@@ -73,6 +76,11 @@ const ONLY_MEMORY = process.env.BENCH_ONLY === 'memory';
 const ONLY_FOREIGN = process.env.BENCH_ONLY === 'foreign';
 const FOREIGN_RUNS = Number(process.env.BENCH_FOREIGN_RUNS ?? 10);
 const FOREIGN_MEM_MIB = 256;
+const FOREIGN_CAPTURE_RUNS = Number(process.env.BENCH_FOREIGN_CAPTURE_RUNS ?? 3);
+const FOREIGN_CAPTURE_MIB = (process.env.BENCH_FOREIGN_CAPTURE_MIB ?? String(FOREIGN_MEM_MIB))
+  .split(',')
+  .map(Number)
+  .filter((n) => n > 0);
 const ONLY_WATCH = process.env.BENCH_ONLY === 'watch';
 const ONLY_XVIEW = process.env.BENCH_ONLY === 'xview';
 const ONLY_SQL = process.env.BENCH_ONLY === 'sql';
@@ -1157,6 +1165,46 @@ async function bootForeign(memMiB) {
   return { qmpSocket: vm.qmpSocket, serialSocket: vm.serialSocket, pid: vm.qemu.pid, stop };
 }
 
+/**
+ * capture create of a foreign guest, RAM from QEMU's process memory vs the full migration
+ * stream (--full), interleaved; each capture is deleted after it is measured.
+ */
+async function foreignCaptures(qmpSocket, mib) {
+  const out = { processMemory: [], fullStream: [] };
+  const dir = await mkdtemp(join(tmpdir(), 'vmi-bench-fcap-'));
+  try {
+    for (let i = 0; i < FOREIGN_CAPTURE_RUNS; i++) {
+      for (const [k, full] of [
+        ['processMemory', false],
+        ['fullStream', true],
+      ]) {
+        const path = join(dir, `${k}-${i}.vmicap`);
+        const r = await createCapture({ qmpSocket, output: path, full });
+        const want = full ? 'migration-stream' : 'process-memory';
+        if (r.manifest.ramSource !== want)
+          throw new Error(
+            `foreign capture took ${r.manifest.ramSource}, not ${want}: ${r.manifest.ramSourceNote ?? ''}`,
+          );
+        const x = {
+          pauseMs: r.pauseMs,
+          copyMs: r.manifest.timing.copyMs,
+          totalMs: r.totalMs,
+          bytes: r.bytes,
+          devstateBytes: r.manifest.parts['devstate.bin'].size,
+        };
+        out[k].push(x);
+        log(
+          `  ${mib} MiB capture ${k} ${i + 1}/${FOREIGN_CAPTURE_RUNS}: pause ${x.pauseMs.toFixed(0)} ms, RAM ${x.copyMs.toFixed(0)} ms, wall ${x.totalMs.toFixed(0)} ms`,
+        );
+        await rm(path, { recursive: true, force: true });
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
 /** What `vmi plugins run pslist --qmp SOCKET` does: open the foreign guest, run, close it again. */
 async function foreignRun(qmpSocket, pslist, processMemory) {
   const t0 = performance.now();
@@ -1200,6 +1248,7 @@ async function foreignGuest(pslist) {
   const load0 = loadavg();
   const name = `${GUEST}-fg`;
   const series = { lab: [], foreignDoorbell: [], foreignTrap: [] };
+  const captures = {};
   let lab;
   let foreign;
   try {
@@ -1222,6 +1271,19 @@ async function foreignGuest(pslist) {
         log(
           `  ${k} run ${i + 1}/${FOREIGN_RUNS}: attach ${r.attachMs.toFixed(0)} ms, pslist ${r.pluginMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms`,
         );
+      }
+    }
+    for (const mib of FOREIGN_CAPTURE_MIB) {
+      if (mib === FOREIGN_MEM_MIB) {
+        captures[mib] = await foreignCaptures(foreign.qmpSocket, mib);
+        continue;
+      }
+      log(`booting a foreign QEMU of ${mib} MiB for captures`);
+      const big = await bootForeign(mib);
+      try {
+        captures[mib] = await foreignCaptures(big.qmpSocket, mib);
+      } finally {
+        await big.stop();
       }
     }
   } finally {
@@ -1254,6 +1316,18 @@ async function foreignGuest(pslist) {
       total: r(s.foreignTrap.totalMs, s.foreignDoorbell.totalMs),
     },
   };
+  out.captures = {};
+  for (const [mib, cs] of Object.entries(captures)) {
+    out.captures[mib] = {};
+    for (const [k, rs] of Object.entries(cs))
+      out.captures[mib][k] = {
+        pauseMs: stat(rs.map((x) => x.pauseMs)),
+        copyMs: stat(rs.map((x) => x.copyMs)),
+        totalMs: stat(rs.map((x) => x.totalMs)),
+        bytes: median(rs.map((x) => x.bytes)),
+        devstateBytes: median(rs.map((x) => x.devstateBytes)),
+      };
+  }
   out.kernelRelease = lab?.kernelRelease;
   out.hostLoadavg = { before: load0, after: loadavg() };
   out.finished = new Date().toISOString();
@@ -1297,10 +1371,50 @@ async function foreignGuest(pslist) {
     `checked against xp) and close it, as \`vmi plugins run --qmp\` does: "open" is that part, "total" includes it. ` +
     `vmi on Node ${out.node}. Cells: median (min) over ${FOREIGN_RUNS} interleaved runs. Host load average before/after: ` +
     `${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)}. Run ${started}.`;
-  const md = await format(`${markdown(header, rows)}\n\n${note}\n`, { parser: 'markdown' });
+  const cHeader = [
+    'capture create, foreign QEMU',
+    'guest pause ms',
+    'RAM ms',
+    'wall ms',
+    'capture MiB',
+    'devstate KiB',
+  ];
+  const cRows = [];
+  for (const [mib, c] of Object.entries(out.captures)) {
+    const crow = (label, x) => [
+      `${mib} MiB, ${label}`,
+      ms(x.pauseMs, 0),
+      ms(x.copyMs, 0),
+      ms(x.totalMs, 0),
+      f(x.bytes / 2 ** 20, 1),
+      f(x.devstateBytes / 1024, 0),
+    ];
+    cRows.push(
+      crow("RAM from QEMU's process memory", c.processMemory),
+      crow('full migration stream (--full)', c.fullStream),
+    );
+    cRows.push([
+      `**ratio** ${mib} MiB process memory / full stream`,
+      ratio(c.processMemory.pauseMs.median / c.fullStream.pauseMs.median),
+      '',
+      ratio(c.processMemory.totalMs.median / c.fullStream.totalMs.median),
+      '',
+      '',
+    ]);
+  }
+  const cNote =
+    `Captures of the same running foreign guest(s), ${FOREIGN_CAPTURE_RUNS} interleaved runs each, median (min). Guest pause: ` +
+    `QEMU's STOP → RESUME for process memory (QEMU stops the guest when its precopy migration converges; vmi reads ` +
+    `the RAM pages the stream did not show as zero through /proc/PID/mem, then cont), vmi's stop → cont for the full ` +
+    `stream. "RAM ms": the process-memory read during the pause, or splitting ram.raw out of the stream after the ` +
+    `guest resumed. Wall: capture create start → capture renamed into place.`;
+  const md = await format(
+    `${markdown(header, rows)}\n\n${note}\n\n${markdown(cHeader, cRows)}\n\n${cNote}\n`,
+    { parser: 'markdown' },
+  );
   await writeFile(join(HERE, 'results-foreign.json'), JSON.stringify(out, null, 2) + '\n');
   await writeFile(join(HERE, 'results-foreign.md'), md);
-  process.stdout.write(`${plain(header, rows)}\n\n${note}\n`);
+  process.stdout.write(`${plain(header, rows)}\n\n${note}\n\n${plain(cHeader, cRows)}\n\n${cNote}\n`);
   log('wrote bench/results-foreign.json and bench/results-foreign.md');
 }
 

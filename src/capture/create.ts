@@ -64,6 +64,14 @@ import { processAlive } from '../util/process-alive.js';
 import { shellQuote } from '../util/shell-quote.js';
 import { awaitDevstateMigration } from './devstate-migration.js';
 import { PARTIAL_STAMP, stampPartialDir, verifyPartialDir } from './partial-stamp.js';
+import {
+  captureFromProcess,
+  ProcessCaptureFallback,
+  probeProcessRam,
+  REPLAY_RAM_BLOCK,
+  type ProcessRam,
+} from './ram-from-process.js';
+import { splitStreamFile } from './stream-filter.js';
 import { SIGNATURE_FILE, signatureFileText } from './signature.js';
 
 export interface CreateCaptureOptions {
@@ -347,7 +355,18 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       );
     if (ramFile && ramMap.files[blocks[0]] !== ramFile)
       throw new CaptureError(`the shared RAM file ${ramFile} is not the guest's RAM block ${blocks[0]}`);
-    const mode: CaptureManifest['mode'] = ramFile && !opts.full ? 'shared-ram' : 'full-stream';
+    let mode: CaptureManifest['mode'] = ramFile && !opts.full ? 'shared-ram' : 'full-stream';
+    // RAM private to QEMU: read it in QEMU's own memory during the pause when this user may
+    // (ram-from-process.ts); otherwise, and with --full, the full stream as before.
+    let procRam: ProcessRam | undefined;
+    let ramSourceNote: string | undefined = opts.full ? 'asked for (--full)' : undefined;
+    if (!ramFile && !opts.full) {
+      const probe = copying
+        ? { refused: '--with-disks takes the disks and RAM at one stop of its own' }
+        : await probeProcessRam(q, opts.qmpSocket, ramMap, memBytes);
+      if ('ram' in probe) procRam = probe.ram;
+      else ramSourceNote = probe.refused;
+    }
     const qname = name?.replace(/^vmi-/, '');
 
     const kernelPart = linuxBoot ? await addBootFile(tmp, kernel, 'vmlinux') : undefined;
@@ -355,6 +374,10 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     await opts.onStep?.('boot-files', tmp);
 
     const prevIgnore = await queryMigrateCapability(q, 'x-ignore-shared');
+    // RAM private to QEMU taken from a full stream: the stream is split afterwards into
+    // ram.raw and a devstate.bin without its pages (as a lab capture's), which a replay
+    // clone loads; x-ignore-shared makes the RAM list read as the clone expects.
+    const apart = !ramFile && !!prevIgnore;
     if (mode === 'shared-ram' && !prevIgnore) {
       throw new CaptureError('this QEMU has no x-ignore-shared migration capability');
     }
@@ -399,53 +422,87 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       await opts.onStep?.('ram-copied', tmp);
     };
     let resumedAt: number | undefined;
-    const tStop = performance.now();
-    await q.execute('stop');
-    try {
-      if (copying) {
-        await startDiskCopies(q, tmp, nodes);
-        // A paused guest stays paused: its disks are copied before the device state.
-        if (!background) await awaitDiskCopies(q, nodes.length, 3_600_000);
-      }
-      // A background snapshot resumes the guest as soon as the device state is saved.
-      if (background && mode === 'shared-ram') await copyRam();
-      if (prevIgnore || background) {
-        await q.execute('migrate-set-capabilities', {
-          capabilities: [
-            ...(prevIgnore ? [{ capability: 'x-ignore-shared', state: mode === 'shared-ram' }] : []),
-            ...(background ? [{ capability: 'background-snapshot', state: true }] : []),
-          ],
+    let viaProcess = false;
+    if (procRam) {
+      staging = `/dev/shm/vmi-capture-${process.pid}-${randomUUID().slice(0, 8)}.ram`;
+      try {
+        const r = await captureFromProcess(q, procRam, {
+          devPath,
+          stagingPath: staging,
+          resume: status.running,
+          progress,
         });
+        ({ pauseMs, migrateMs, copyMs } = r);
+        viaProcess = true;
+        mode = 'shared-ram';
+      } catch (e) {
+        await unlink(staging).catch(() => undefined);
+        staging = undefined;
+        if (!(e instanceof ProcessCaptureFallback)) throw e;
+        // The guest runs and nothing of the attempt is left: the full stream follows.
+        ramSourceNote = `the process-memory capture did not start (${e.message})`;
       }
-      const tm = performance.now();
-      await q.execute('migrate', { uri: `exec:cat > ${shellQuote(devPath)}` });
-      if (background) resumedAt = await awaitResume(q, 30_000);
-      await awaitDevstateMigration(q, 'outgoing', mode === 'shared-ram' ? 30_000 : 300_000);
-      migrateMs = performance.now() - tm;
-      await opts.onStep?.('migrated', tmp);
-      if (!background && mode === 'shared-ram') await copyRam();
-    } catch (e) {
-      if (copying) await cancelDiskCopies(q, nodes.length);
-      throw e;
-    } finally {
-      if (status.running) await q.execute('cont');
-      pauseMs = (resumedAt ?? performance.now()) - tStop;
-      if (background && prevBg && !prevBg.state) {
-        await q
-          .execute('migrate-set-capabilities', {
-            capabilities: [{ capability: 'background-snapshot', state: false }],
-          })
-          .catch(() => undefined);
+      if (viaProcess) {
+        await rm(join(tmp, PAUSED_MARKER), { force: true });
+        await stampPartialDir(tmp, process.pid);
+        await opts.onStep?.('migrated', tmp);
       }
-      await rm(join(tmp, PAUSED_MARKER), { force: true });
-      // While QEMU copies the disks, a sweep after a kill must still find the guest's jobs.
-      await stampPartialDir(tmp, process.pid, background ? resolve(opts.qmpSocket) : undefined, 'copying');
-      if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram')) {
-        await q
-          .execute('migrate-set-capabilities', {
-            capabilities: [{ capability: 'x-ignore-shared', state: prevIgnore.state }],
-          })
-          .catch(() => undefined);
+    }
+    if (!ramFile && !viaProcess)
+      progress(
+        `RAM from the full migration stream (the guest is paused while it is written), not QEMU's process memory: ${ramSourceNote ?? 'unknown reason'}`,
+      );
+    if (!viaProcess) {
+      const tStop = performance.now();
+      await q.execute('stop');
+      try {
+        if (copying) {
+          await startDiskCopies(q, tmp, nodes);
+          // A paused guest stays paused: its disks are copied before the device state.
+          if (!background) await awaitDiskCopies(q, nodes.length, 3_600_000);
+        }
+        // A background snapshot resumes the guest as soon as the device state is saved.
+        if (background && mode === 'shared-ram') await copyRam();
+        if (prevIgnore || background) {
+          await q.execute('migrate-set-capabilities', {
+            capabilities: [
+              ...(prevIgnore
+                ? [{ capability: 'x-ignore-shared', state: mode === 'shared-ram' || apart }]
+                : []),
+              ...(background ? [{ capability: 'background-snapshot', state: true }] : []),
+            ],
+          });
+        }
+        const tm = performance.now();
+        await q.execute('migrate', { uri: `exec:cat > ${shellQuote(devPath)}` });
+        if (background) resumedAt = await awaitResume(q, 30_000);
+        await awaitDevstateMigration(q, 'outgoing', mode === 'shared-ram' ? 30_000 : 300_000);
+        migrateMs = performance.now() - tm;
+        await opts.onStep?.('migrated', tmp);
+        if (!background && mode === 'shared-ram') await copyRam();
+      } catch (e) {
+        if (copying) await cancelDiskCopies(q, nodes.length);
+        throw e;
+      } finally {
+        if (status.running) await q.execute('cont');
+        pauseMs = (resumedAt ?? performance.now()) - tStop;
+        if (background && prevBg && !prevBg.state) {
+          await q
+            .execute('migrate-set-capabilities', {
+              capabilities: [{ capability: 'background-snapshot', state: false }],
+            })
+            .catch(() => undefined);
+        }
+        await rm(join(tmp, PAUSED_MARKER), { force: true });
+        // While QEMU copies the disks, a sweep after a kill must still find the guest's jobs.
+        await stampPartialDir(tmp, process.pid, background ? resolve(opts.qmpSocket) : undefined, 'copying');
+        if (prevIgnore && prevIgnore.state !== (mode === 'shared-ram' || apart)) {
+          await q
+            .execute('migrate-set-capabilities', {
+              capabilities: [{ capability: 'x-ignore-shared', state: prevIgnore.state }],
+            })
+            .catch(() => undefined);
+        }
       }
     }
     // With compression the staged copy is compressed straight into ram.raw.gz (below).
@@ -479,6 +536,24 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
     q.close();
     qmp = undefined;
 
+    if (mode === 'full-stream' && apart) {
+      const tx = performance.now();
+      const whole = `${devPath}.full`;
+      await step(DEVSTATE_PART, () => rename(devPath, whole));
+      const r = await step(RAM_PART, async () =>
+        splitStreamFile(whole, devPath, ramPath, {
+          block: blocks[0],
+          blockBytes: memBytes,
+          renameTo: REPLAY_RAM_BLOCK,
+        }),
+      );
+      await unlink(whole);
+      copyMs = performance.now() - tx;
+      mode = 'shared-ram';
+      progress(
+        `split the stream into ${RAM_PART} (${r.covered} pages) and ${DEVSTATE_PART} without them in ${copyMs.toFixed(0)} ms`,
+      );
+    }
     const stream = await step(DEVSTATE_PART, () => readFile(devPath));
     const streamType = streamMachineType(stream);
     if (streamType && streamType !== machineType) {
@@ -543,6 +618,9 @@ export async function createCapture(opts: CreateCaptureOptions): Promise<CreateC
       createdAt: new Date().toISOString(),
       tool: { name: 'vmi', version: toolVersion() },
       mode,
+      ramSource:
+        ramFile && mode === 'shared-ram' ? 'shared-file' : viaProcess ? 'process-memory' : 'migration-stream',
+      ...(!viaProcess && ramSourceNote !== undefined ? { ramSourceNote } : {}),
       guest: {
         name: opts.guestName ?? qname ?? basename(dirname(opts.qmpSocket)),
         ...(uuid && !/^[0-]+$/.test(uuid.replace(/-/g, '')) ? { uuid } : {}),

@@ -23,6 +23,9 @@ export const RAM_PART = 'ram.raw';
 export const RAM_GZ_PART = 'ram.raw.gz';
 export const DEVSTATE_PART = 'devstate.bin';
 
+export type RamSource = 'shared-file' | 'process-memory' | 'migration-stream';
+export const RAM_SOURCES: readonly RamSource[] = ['shared-file', 'process-memory', 'migration-stream'];
+
 export class CaptureError extends Error {
   override name = 'CaptureError';
 }
@@ -183,9 +186,18 @@ export interface CaptureManifest {
   id: string;
   createdAt: string;
   tool: { name: string; version: string };
-  /** shared-ram: devstate.bin is device+vCPU state only (x-ignore-shared) and ram.raw the RAM;
+  /** shared-ram: devstate.bin carries no page of ram.raw's block (the stream of an
+   *  x-ignore-shared migration: device+vCPU state, firmware and ROM blocks) and ram.raw the RAM;
    *  full-stream: devstate.bin is a complete migration stream and ram.raw was rebuilt from it. */
   mode: 'shared-ram' | 'full-stream';
+  /**
+   * Where ram.raw came from (absent in captures made before it was recorded): `shared-file`
+   * the guest's shared RAM file, `process-memory` QEMU's own memory (/proc/PID/mem) while
+   * the guest was paused, `migration-stream` the full migration stream.
+   */
+  ramSource?: RamSource;
+  /** Why the migration stream was used for a guest without a shared RAM file (one line). */
+  ramSourceNote?: string;
   guest: { name: string; uuid?: string; kernelRelease?: string; banner?: string };
   qemu: { version: string; package?: string };
   machine: MachineConfig;
@@ -244,6 +256,10 @@ export function decodeManifest(buf: Buffer): CaptureManifest {
     bad(`unsupported format version ${String(r.version)}`);
   if (typeof r.id !== 'string' || typeof r.createdAt !== 'string') bad('missing id or creation time');
   if (r.mode !== 'shared-ram' && r.mode !== 'full-stream') bad(`unknown mode ${String(r.mode)}`);
+  if (r.ramSource !== undefined && !RAM_SOURCES.includes(r.ramSource))
+    bad(`unknown RAM source ${String(r.ramSource)}`);
+  if (r.ramSourceNote !== undefined && (typeof r.ramSourceNote !== 'string' || r.ramSourceNote.length > 1000))
+    bad('bad RAM source note');
   if (typeof r.parts !== 'object' || r.parts === null) bad('missing part list');
   for (const [name, p] of Object.entries(r.parts!)) {
     if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(name) || name.includes('..')) bad(`bad part name ${name}`);

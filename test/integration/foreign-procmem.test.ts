@@ -6,8 +6,15 @@
  * without CAP_SYS_PTRACE against a root QEMU, which holds every capability: the kernel's
  * cap_ptrace_access_check refuses it, as it refuses another user's QEMU) must say why in
  * one line and fall back to the trap transport, with the same table.
+ *
+ * Captures of that guest read its RAM the same way during the pause
+ * (src/capture/ram-from-process.ts): the replayed pslist equals the console's process
+ * list recorded just before `capture create`, a process started after it is absent, and
+ * `capture verify` passes. Without ptrace rights (CAP_SYS_PTRACE dropped, as above) the
+ * capture falls back to the full migration stream and says so on stderr and in the manifest.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabGuest } from '../../src/lab/lab.js';
@@ -23,7 +30,12 @@ import { records } from '../helpers/records.js';
 import { requireBuilt, runProcess, VMI_BIN } from './helpers/cli.js';
 import { foreignRunDir } from '../../src/targets/qmp.js';
 import { bootForeignQemu, type ForeignQemu } from '../../src/lab/foreign-qemu.js';
-import { expectRowsMatchConsole, guestProcs, guestSh } from './helpers/guest-shell.js';
+import { readManifest } from '../../src/capture/artifact.js';
+import { withReplay } from '../../src/targets/capture.js';
+import { expectRowsMatchConsole, guestProcs, guestSh, type GuestProc } from './helpers/guest-shell.js';
+
+/** comm of a process started in the guest after a capture (busybox under another name). */
+const MARKER = 'vmiaftercap';
 
 /** Drops CAP_SYS_PTRACE for good (bounding and inheritable sets) before running `cmd`. */
 const NO_PTRACE = ['--bounding-set=-sys_ptrace', '--inh-caps=-sys_ptrace', '--'];
@@ -41,7 +53,68 @@ describe('foreign guest through QEMU process memory', () => {
   afterAll(async () => {
     await vm?.stop();
     if (vm) await rm(foreignRunDir(vm.qmpSocket), { recursive: true, force: true });
+    if (work) await rm(work, { recursive: true, force: true });
   });
+  let work: string | undefined;
+
+  /** A capture through the CLI (so its stderr is what a user reads), then verify and replay. */
+  async function captureAndReplay(
+    name: string,
+    prefix: readonly string[],
+  ): Promise<{
+    stderr: string[];
+    before: Map<number, GuestProc>;
+    rows: Record<string, unknown>[];
+    path: string;
+    ms: number;
+  }> {
+    work ??= await mkdtemp(join(tmpdir(), 'vmi-foreign-cap-'));
+    const path = join(work, name);
+    const before = await guestProcs(guest);
+    const r = await runProcess(
+      prefix[0] ?? process.execPath,
+      [
+        ...prefix.slice(1),
+        ...(prefix.length ? [process.execPath] : []),
+        VMI_BIN,
+        'capture',
+        'create',
+        '--qmp',
+        vm.qmpSocket,
+        '-o',
+        path,
+      ],
+      { timeoutMs: 300_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    console.log(`${name}: ${r.stderr.trim()}`);
+    // The guest runs again: a marker started now must not be in the capture.
+    await guestSh(
+      guest,
+      `printf '#!/bin/sh\\nsleep 600\\n' > /tmp/${MARKER} && chmod +x /tmp/${MARKER} && (/tmp/${MARKER} >/dev/null 2>&1 &)`,
+    );
+    const after = await guestProcs(guest);
+    expect(
+      [...after.values()].some((p) => p.comm === MARKER),
+      'the marker runs in the guest',
+    ).toBe(true);
+    const v = await runProcess(process.execPath, [VMI_BIN, 'capture', 'verify', path], {
+      timeoutMs: 120_000,
+    });
+    expect(v.code, v.stderr).toBe(0);
+    const rows = await withReplay(path, async (rp) => {
+      const run = await runPluginsOnGuest(rp.guest, [{ plugin: pslist, options: {} }]);
+      expect(run.tables[0].errors).toEqual([]);
+      return records(run.tables[0]).filter((x) => x.PID !== run.session.shadowPid);
+    });
+    expect(
+      rows.some((x) => x.COMM === MARKER),
+      'a process started after the capture is in it',
+    ).toBe(false);
+    expectRowsMatchConsole(rows, before, after, `replayed pslist of ${name}`);
+    await guestSh(guest, `killall ${MARKER}; rm -f /tmp/${MARKER}`);
+    return { stderr: r.stderr.split('\n').filter((l) => l.trim()), before, rows, path, ms: r.ms };
+  }
 
   it('finds the QEMU process and its RAM block exactly', async () => {
     expect(findSocketServer(vm.qmpSocket).pid).toBe(vm.qemu.pid);
@@ -170,5 +243,42 @@ describe('foreign guest through QEMU process memory', () => {
     expect(errors, d.stderr).toHaveLength(1);
     expect(errors[0]).toMatch(/needs a shared RAM file or access to QEMU's memory/);
     console.log(`no CAP_SYS_PTRACE, --transport doorbell: ${errors[0]}`);
+  });
+
+  it("capture create reads the RAM in QEMU's memory during the pause; the replay is the guest at that instant", async () => {
+    const c = await captureAndReplay('procmem.vmicap', []);
+    const paths = c.stderr.filter((l) => /^vmi: RAM (read )?from /.test(l));
+    expect(paths, c.stderr.join('\n')).toHaveLength(1);
+    expect(paths[0]).toMatch(/^vmi: RAM read from QEMU's process memory \(pid \d+\): /);
+    const m = await readManifest(c.path);
+    expect(m.ramSource).toBe('process-memory');
+    expect(m.mode).toBe('shared-ram');
+    expect(m.ramSourceNote).toBeUndefined();
+    // devstate.bin holds no page of the guest's RAM block: a few hundred KiB, not the RAM.
+    expect(m.parts['devstate.bin'].size).toBeLessThan(4 << 20);
+    expect(m.timing.pauseMs).toBeGreaterThan(0);
+    console.log(
+      `foreign capture via process memory: pause ${m.timing.pauseMs.toFixed(0)} ms (RAM read ${m.timing.copyMs.toFixed(0)} ms), migrate ${m.timing.migrateMs.toFixed(0)} ms, CLI ${c.ms.toFixed(0)} ms`,
+    );
+    expect((await guestSh(guest, 'cat /proc/[0-9]*/comm')).includes('vmi-shadow')).toBe(false);
+  });
+
+  it('capture create without ptrace rights falls back to the full migration stream, names the path, and replays', async () => {
+    const c = await captureAndReplay('fullstream.vmicap', ['setpriv', ...NO_PTRACE]);
+    const paths = c.stderr.filter((l) => /^vmi: RAM (read )?from /.test(l));
+    expect(paths, c.stderr.join('\n')).toHaveLength(1);
+    expect(paths[0]).toMatch(
+      /^vmi: RAM from the full migration stream \(the guest is paused while it is written\), not QEMU's process memory: no access to QEMU's memory \(pid \d+\): \/proc\/\d+\/mem: (EACCES|EPERM)/,
+    );
+    const m = await readManifest(c.path);
+    expect(m.ramSource).toBe('migration-stream');
+    // Split after the guest resumed: ram.raw plus a devstate.bin without its pages, so a
+    // replay clone (whose RAM block has its own name) loads it.
+    expect(m.mode).toBe('shared-ram');
+    expect(m.parts['devstate.bin'].size).toBeLessThan(4 << 20);
+    expect(m.ramSourceNote).toMatch(/no access to QEMU's memory/);
+    console.log(
+      `foreign capture via the full stream (no CAP_SYS_PTRACE): pause ${m.timing.pauseMs.toFixed(0)} ms, CLI ${c.ms.toFixed(0)} ms`,
+    );
   });
 });

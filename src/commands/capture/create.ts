@@ -8,7 +8,7 @@ import { requireLabGuest } from '../../targets/lab.js';
 export default class CaptureCreate extends VmiCommand {
   static override summary = 'Capture a live guest (device + vCPU state and raw RAM) into a capture directory';
 
-  static override description = `The guest is paused for the capture and always resumed (the pause time is reported). A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other QEMU reachable over QMP gets a full migration stream, from which raw RAM is rebuilt. The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last. With --compress the RAM is stored gzip-compressed (ram.raw.gz, level 1), compressed after the guest is resumed: the pause does not grow, the capture takes longer.
+  static override description = `The guest is paused for the capture and always resumed (the pause time is reported). A guest whose RAM is a shared memory-backend-file (lab guests) takes the fast path: device and vCPU state through a migration with x-ignore-shared, then a copy of the RAM file. Any other QEMU reachable over QMP (--qmp) has its RAM read inside the QEMU process (/proc/PID/mem) while the guest is paused, the device state coming from a migration whose RAM pages vmi drops; without ptrace rights over QEMU (or with --full) the RAM comes from a full migration stream taken while the guest is paused. One stderr line and the manifest's ramSource say which. The capture is written beside FILE as .FILE.partial-<pid> and renamed into place last. With --compress the RAM is stored gzip-compressed (ram.raw.gz, level 1), compressed after the guest is resumed: the pause does not grow, the capture takes longer.
 
 With --sign-key KEY.pem (an Ed25519 private key: vmi capture keygen) the capture also gets manifest.sig, a signature of manifest.sha256 (which covers every part): \`vmi capture verify --trust KEY.pub.pem\` and \`vmi plugins run --capture … --trust KEY.pub.pem\` then refuse a capture that is unsigned, changed, or signed by another key.`;
 
@@ -28,7 +28,9 @@ With --sign-key KEY.pem (an Ed25519 private key: vmi capture keygen) the capture
     }),
     qmp: Flags.string({ description: 'QMP unix socket of any QEMU to capture' }),
     output: Flags.string({ char: 'o', description: 'capture directory to create', required: true }),
-    full: Flags.boolean({ description: 'use a full migration stream even when RAM is shared' }),
+    full: Flags.boolean({
+      description: "use a full migration stream even when RAM is shared or readable in QEMU's memory",
+    }),
     compress: Flags.boolean({ description: 'store the RAM gzip-compressed (ram.raw.gz)', default: false }),
     'with-disks': Flags.boolean({
       description:
@@ -74,6 +76,7 @@ With --sign-key KEY.pem (an Ed25519 private key: vmi capture keygen) the capture
             path: r.path,
             id: r.manifest.id,
             mode: r.manifest.mode,
+            ramSource: r.manifest.ramSource,
             bytes: r.bytes,
             ...(signKey ? { signedBy: keyFingerprint(signKey) } : {}),
             ...(r.compressMs !== undefined ? { compression: 'gzip' } : {}),

@@ -71,6 +71,7 @@ export default class CaptureInfo extends VmiCommand {
         `qemu      ${m.qemu.version}${m.qemu.package ? ` (${m.qemu.package})` : ''}, machine ${mc.machineType}`,
         `machine   -cpu ${mc.cpuModel} -smp ${mc.cpus} -m ${mc.memMiB}M, append "${mc.append}"`,
         `pause     ${m.timing.pauseMs.toFixed(1)} ms (migrate ${m.timing.migrateMs.toFixed(1)} ms, RAM ${m.timing.copyMs.toFixed(1)} ms)`,
+        ...(m.ramSource ? [`ram from  ${m.ramSource}${m.ramSourceNote ? ` (${m.ramSourceNote})` : ''}`] : []),
         ...m.ram.map(
           (r) =>
             `ram       gpa 0x${r.gpa.toString(16)}..0x${(r.gpa + r.size).toString(16)} (${r.size / 2 ** 20} MiB)`,
