@@ -18,7 +18,9 @@
  * its selector is __KERNEL_CS (0x10) and its type an interrupt or trap gate, and (when
  * kallsyms names idt_table) it is the same 16 bytes as idt_table's gate. Linux fills
  * 32..255 with irq_entries_start/spurious_entries_start stubs, so those gates point
- * inside a symbol, not at its start: that is sound.
+ * inside a symbol, not at its start: that is sound. Exception vectors it never sets after
+ * boot keep early_idt_handler_array's stubs in the freed init text: sound while the host
+ * finds that page not executable (one page walk per such page).
  *
  * Cost (lab 6.1 guest: 4 batches): /proc/modules, /proc/kallsyms read to its end (2
  * rounds and a close); on the host one QMP question per run and two 4 KiB reads per IDTR.
@@ -85,7 +87,8 @@ const columns = [
   {
     name: 'Module',
     type: 'utf8',
-    description: "Where the handler is: 'kernel' (core text), a listed module (/proc/modules), or '?'",
+    description:
+      "Where the handler is: 'kernel' (core text), 'kernel (freed init text)', a listed module (/proc/modules), or '?'",
   },
   { name: 'Symbol', type: 'utf8', description: 'Symbol of the handler (%pS style, from /proc/kallsyms)' },
   { name: 'HOOKED', type: 'bool', description: 'A present gate that is not sound (see EVIDENCE)' },
@@ -119,6 +122,8 @@ export const checkIdt = definePlugin({
     const etext = core('_etext');
     if (stext === undefined || etext === undefined) throw new Error('/proc/kallsyms lacks _stext or _etext');
     const idtTable = core('idt_table');
+    const sinit = core('_sinittext');
+    const einit = core('_einittext');
     const index = new procParsers.SymbolIndex(ks.symbols);
 
     ctx.progress('reading the vCPUs’ IDTR (host)');
@@ -136,6 +141,18 @@ export const checkIdt = definePlugin({
     if (idtTable !== undefined)
       reference = decodeIdt(await kernel.read(idtTable, MAX_GATES * GATE_SIZE).catch(() => new Uint8Array()));
 
+    /** Whether the page of `va` is mapped executable (host page walk), cached per page. */
+    const execPages = new Map<bigint, boolean>();
+    const executable = async (va: bigint): Promise<boolean> => {
+      const page = va & ~0xfffn;
+      let x = execPages.get(page);
+      if (x === undefined) {
+        x = (await kernel.mappings(page, page + 0x1000n)).some((m) => m.executable);
+        execPages.set(page, x);
+      }
+      return x;
+    };
+
     const rows: Row<typeof columns>[] = [];
     for (const t of tables.values()) {
       const count = Math.min(MAX_GATES, Math.floor((t.limit + 1) / GATE_SIZE));
@@ -149,7 +166,19 @@ export const checkIdt = definePlugin({
         const hit = index.lookup(target);
         let where: string;
         let symbol: string;
+        // Exception vectors Linux never sets after boot (reserved ones, #VE without TDX, …)
+        // keep early_idt_handler_array's stubs (arch/x86/kernel/head64.c early_idt_setup,
+        // head_64.S), in init text the kernel freed and unmapped: sound while not executable.
+        const earlyStub =
+          g.index < 32 &&
+          hit?.symbol.name === 'early_idt_handler_array' &&
+          hit.symbol.module === '' &&
+          sinit !== undefined &&
+          einit !== undefined &&
+          target >= sinit &&
+          target < einit;
         if (inCore) [where, symbol] = ['kernel', procParsers.formatSymbol(hit)];
+        else if (earlyStub) [where, symbol] = ['kernel (freed init text)', procParsers.formatSymbol(hit)];
         else if (mod)
           [where, symbol] = [
             mod.name,
@@ -158,7 +187,10 @@ export const checkIdt = definePlugin({
         else [where, symbol] = ['?', '?'];
         const why: string[] = [];
         if (g.present) {
-          if (!inCore && !mod)
+          if (earlyStub) {
+            if (await executable(target))
+              why.push('early_idt_handler_array in freed init text, yet mapped executable');
+          } else if (!inCore && !mod)
             why.push('handler outside the kernel text (_stext.._etext) and every listed module');
           if (g.selector !== KERNEL_CS) why.push(`selector 0x${g.selector.toString(16)}, not __KERNEL_CS`);
           if (g.type !== GATE_INTERRUPT && g.type !== GATE_TRAP) why.push(`gate type ${g.type}`);

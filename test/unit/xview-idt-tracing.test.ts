@@ -236,6 +236,9 @@ const KALLSYMS = [
   'ffffffff81300000 T __x64_sys_getdents64',
   'ffffffff81400000 T kprobe_ftrace_handler',
   `${ETEXT.toString(16)} T _etext`,
+  'ffffffff83070000 T _sinittext',
+  'ffffffff83079000 T early_idt_handler_array',
+  'ffffffff83100000 T _einittext',
   'ffffffff83000000 d idt_table',
   'ffffffffc0100000 t good_hook\t[goodmod]',
 ].join('\n');
@@ -248,15 +251,19 @@ function kernelGuest(): FakeGuest {
 }
 
 /** A hypervisor over a map of kernel pages; idtr() as given. */
-function fakeHypervisor(pages: Map<bigint, Uint8Array>, idtBase: bigint): HypervisorView {
+function fakeHypervisor(
+  pages: Map<bigint, Uint8Array>,
+  idtBase: bigint,
+  execPages: ReadonlySet<bigint> = new Set(),
+): HypervisorView {
   const memory: KernelMemory = {
     async read(vaddr, length) {
       const p = pages.get(vaddr);
       if (!p) throw new Error(`unmapped 0x${vaddr.toString(16)}`);
       return p.subarray(0, length);
     },
-    async mappings() {
-      return [];
+    async mappings(start) {
+      return execPages.has(start) ? [{ start, size: 0x1000n, writable: false, executable: true }] : [];
     },
   };
   return {
@@ -280,7 +287,13 @@ function idtPage(handlers: (bigint | undefined)[]): Uint8Array {
 describe('check_idt over a fake hypervisor', () => {
   const CEA = 0xfffffe0000000000n;
   const sound = Array.from({ length: 256 }, (_, i) =>
-    i === 15 ? undefined : i < 32 ? 0xffffffff81c00a00n : 0xffffffff81c01000n + BigInt(i - 32) * 8n,
+    i === 15
+      ? undefined
+      : i >= 22 && i < 32
+        ? 0xffffffff83079000n + BigInt(i) * 9n // never set after boot: the early stubs
+        : i < 32
+          ? 0xffffffff81c00a00n
+          : 0xffffffff81c01000n + BigInt(i - 32) * 8n,
   );
 
   it('passes a Linux-shaped IDT: gates in the core text, vectors 32+ inside irq_entries_start, one table for both vCPUs', async () => {
@@ -298,6 +311,22 @@ describe('check_idt over a fake hypervisor', () => {
     expect(rows[0]).toMatchObject({ CPU: '0,1', Index: 0, Module: 'kernel', Symbol: 'asm_exc_divide_error' });
     expect(rows[33].Symbol).toBe('irq_entries_start+0x8');
     expect(rows[15]).toMatchObject({ Present: false, HOOKED: false, Module: '' });
+    expect(rows[22]).toMatchObject({
+      Module: 'kernel (freed init text)',
+      Symbol: 'early_idt_handler_array+0xc6',
+    });
+  });
+
+  it('flags an early stub whose freed init page is executable again', async () => {
+    const pages = new Map([
+      [CEA, idtPage(sound)],
+      [0xffffffff83000000n, idtPage(sound)],
+    ]);
+    const hv = fakeHypervisor(pages, CEA, new Set([0xffffffff83079000n]));
+    const { table } = await runPlugin(checkIdt, { executor: kernelGuest(), hypervisor: hv });
+    const flagged = records(table).filter((r) => r.HOOKED);
+    expect(flagged.map((r) => r.Index)).toEqual([22, 23, 24, 25, 26, 27, 28, 29, 30, 31]);
+    expect(String(flagged[0].EVIDENCE)).toMatch(/freed init text, yet mapped executable/);
   });
 
   it('flags a gate into code of no listed module, a listed module is named, a copy that differs from idt_table', async () => {
