@@ -33,6 +33,8 @@ const GATE_INTERRUPT = 0xe;
 const GATE_TRAP = 0xf;
 const GATE_SIZE = 16;
 const MAX_GATES = 256;
+/** early_idt_handler_array: 32 stubs of EARLY_IDT_HANDLER_SIZE (9 bytes; 13 with IBT's endbr). */
+const EARLY_STUBS_SPAN = 32n * 16n;
 
 /** One decoded gate descriptor (SDM vol. 3, figure 6-8). */
 export interface IdtGate {
@@ -124,6 +126,7 @@ export const checkIdt = definePlugin({
     const idtTable = core('idt_table');
     const sinit = core('_sinittext');
     const einit = core('_einittext');
+    const early = core('early_idt_handler_array');
     const index = new procParsers.SymbolIndex(ks.symbols);
 
     ctx.progress('reading the vCPUs’ IDTR (host)');
@@ -169,16 +172,22 @@ export const checkIdt = definePlugin({
         // Exception vectors Linux never sets after boot (reserved ones, #VE without TDX, …)
         // keep early_idt_handler_array's stubs (arch/x86/kernel/head64.c early_idt_setup,
         // head_64.S), in init text the kernel freed and unmapped: sound while not executable.
+        // (kallsyms may name the same address _sinittext: located by the array's own address.)
         const earlyStub =
           g.index < 32 &&
-          hit?.symbol.name === 'early_idt_handler_array' &&
-          hit.symbol.module === '' &&
+          early !== undefined &&
           sinit !== undefined &&
           einit !== undefined &&
+          target >= early &&
+          target < early + EARLY_STUBS_SPAN &&
           target >= sinit &&
           target < einit;
         if (inCore) [where, symbol] = ['kernel', procParsers.formatSymbol(hit)];
-        else if (earlyStub) [where, symbol] = ['kernel (freed init text)', procParsers.formatSymbol(hit)];
+        else if (earlyStub)
+          [where, symbol] = [
+            'kernel (freed init text)',
+            `early_idt_handler_array+0x${(target - early!).toString(16)}`,
+          ];
         else if (mod)
           [where, symbol] = [
             mod.name,
