@@ -110,8 +110,6 @@ export const checkIdt = definePlugin({
   version: '1.0.0',
   columns,
   async run(ctx) {
-    if (!ctx.hypervisor?.idtr)
-      throw new Error('check_idt needs the hypervisor view with vCPU state (a live guest or a replay)');
     const [modulesFile] = await ctx.sys.readFiles(['/proc/modules'], { chunkSize: 16384 });
     const modules = modulesFile?.data ? procParsers.parseModules(modulesFile.data).entries : [];
     ctx.progress('reading /proc/kallsyms');
@@ -129,6 +127,8 @@ export const checkIdt = definePlugin({
     const early = core('early_idt_handler_array');
     const index = new procParsers.SymbolIndex(ks.symbols);
 
+    if (!ctx.hypervisor?.idtr)
+      throw new Error('check_idt needs the hypervisor view with vCPU state (a live guest or a replay)');
     ctx.progress('reading the vCPUs’ IDTR (host)');
     const idtrs = await ctx.hypervisor.idtr();
     // One table per distinct IDTR (every vCPU of Linux loads the same one).
