@@ -229,7 +229,10 @@ export const tracing = definePlugin({
         return undefined;
       }
       try {
-        return new TextDecoder().decode(await ctx.sys.readToEnd(file, { dirfd: dir.fd, maxSize: 16 << 20 }));
+        // seq_file reads return about a page each: 16 KiB buffers make ~190 reads a round
+        // instead of ~750, and these files are usually a few lines.
+        const data = await ctx.sys.readToEnd(file, { dirfd: dir.fd, maxSize: 16 << 20, readSize: 16384 });
+        return new TextDecoder().decode(data);
       } catch (e) {
         unavailable(source, (e as Error).message);
         return undefined;
