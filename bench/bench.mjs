@@ -13,7 +13,7 @@
 //          (bench/results-memory.json and bench/results-memory.md)
 //        BENCH_ONLY=xview npm run bench   the cross-view plugins on a lab guest: psxview's whole
 //          PID sweep and a bounded one, sockxview, against pslist and sockstat in the same run
-//          (bench/results-xview.json and bench/results-xview.md); modxview and check_syscall
+//          (bench/results-xview.json and bench/results-xview.md); modxview, check_syscall, check_idt, tracing
 //          (kallsyms read + host page walk) beside lsmod
 //        BENCH_ONLY=sql npm run bench   vmi query's pslist⋈sockstat join on a lab guest, wall time
 //          of the CLI, next to the two plugins run plainly (one attach) in the same interleaved
@@ -629,7 +629,7 @@ async function memorySizes(pslist) {
  * BENCH_ONLY=xview: what the cross-view plugins cost on a clean 256 MiB lab guest (fresh
  * shadow, doorbell): psxview sweeping the whole PID space (1..pid_max) and 1..4096,
  * sockxview, beside pslist and sockstat (the single views they cross-check), and modxview and
- * check_syscall beside lsmod, measured in the same interleaved rounds. Also counts HIDDEN
+ * check_syscall, check_idt and tracing beside lsmod, measured in the same interleaved rounds. Also counts HIDDEN
  * (HOOKED) rows, which must be 0 on a clean guest.
  */
 async function crossView() {
@@ -647,6 +647,8 @@ async function crossView() {
     { key: 'lsmod', plugin: byName('lsmod'), options: {} },
     { key: 'modxview', plugin: byName('modxview'), options: {} },
     { key: 'check_syscall', plugin: byName('check_syscall'), options: {} },
+    { key: 'check_idt', plugin: byName('check_idt'), options: {} },
+    { key: 'tracing', plugin: byName('tracing'), options: {} },
   ];
   const started = new Date().toISOString();
   const load0 = loadavg();
@@ -719,7 +721,9 @@ async function crossView() {
     String(x.batches),
     String(x.calls),
     String(x.rows),
-    x.name.includes('xview') || x.name === 'check_syscall' ? String(x.hiddenMax) : '–',
+    x.name.includes('xview') || ['check_syscall', 'check_idt', 'tracing'].includes(x.name)
+      ? String(x.hiddenMax)
+      : '–',
   ]);
   rows.push([
     '**ratio** psxview (whole) / pslist',

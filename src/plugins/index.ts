@@ -10,7 +10,9 @@ import { kallsyms } from './kallsyms.js';
 import { kthreads } from './kthreads.js';
 import { pscallstack } from './pscallstack.js';
 import { ptrace } from './ptrace.js';
+import { checkIdt } from './check-idt.js';
 import { checkSyscall } from './check-syscall.js';
+import { tracing } from './tracing.js';
 import { envars } from './envars.js';
 import { ifconfig } from './ifconfig.js';
 import { kmsg } from './kmsg.js';
@@ -69,4 +71,6 @@ export const builtinPlugins: readonly PluginDefinition[] = [
   vmayarascan,
   modxview,
   checkSyscall,
+  checkIdt,
+  tracing,
 ];

@@ -27,6 +27,16 @@ export interface KernelMemory {
   mappings(start: bigint, end: bigint): Promise<KernelMapping[]>;
 }
 
+/** One vCPU's interrupt descriptor table register (IDTR), as the hypervisor holds it. */
+export interface VcpuIdtr {
+  /** vCPU index. */
+  cpu: number;
+  /** Linear (kernel virtual) address of the IDT. */
+  base: bigint;
+  /** Limit in bytes minus one (0xfff for 256 16-byte gates). */
+  limit: number;
+}
+
 export interface HypervisorView {
   /** Where guest RAM comes from (`ram-file`, `qemu-process`, `gdbstub`). */
   readonly memory: string;
@@ -36,4 +46,10 @@ export interface HypervisorView {
    * @throws Error when no candidate page table maps it
    */
   kernel(anchor: bigint): Promise<KernelMemory>;
+  /**
+   * Every vCPU's IDTR, read from the hypervisor's vCPU state (not from guest memory; on a
+   * replay, the state the capture restored). Undefined when this view has no vCPU state.
+   * @throws Error when the hypervisor answers with no IDTR
+   */
+  idtr?(): Promise<VcpuIdtr[]>;
 }

@@ -152,6 +152,33 @@ export const SOCK_DIAG_SYSCALLS: ReadonlySet<string> = new Set([
  */
 export const BPF_READ_ONLY_CMDS: ReadonlySet<number> = new Set(BPF_READ_ONLY_COMMANDS);
 
+/**
+ * A detached, read-only mount of tracefs or debugfs (the tracing plugin reads
+ * enabled_functions and kprobes/list through it when the guest has none mounted), in
+ * exactly this shape, all in one batch:
+ *     fsopen("tracefs" | "debugfs", 0 | FSOPEN_CLOEXEC)
+ *     fsconfig(<that fsopen>, FSCONFIG_CMD_CREATE, NULL, NULL, 0)
+ *     fsmount(<that fsopen>, 0 | FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY [| NOSUID | NODEV | NOEXEC | NOATIME | NODIRATIME])
+ * and read with openat on the fsmount's fd. Why this leaves the guest as it was: the mount
+ * is attached to no mount namespace (fs/namespace.c: fsmount makes an anonymous one) and
+ * vanishes with its last fd; no fsconfig option is set, so no superblock flag (a shared
+ * superblock's `ro` would change it for every mount) or option is passed; RDONLY is a flag
+ * of this mount only. move_mount, mount, open_tree, fspick and mount_setattr stay refused,
+ * so it is never attached anywhere. (On kernels whose tracefs reconfigures an existing
+ * superblock on a new mount, fs/tracefs/inode.c, default options are re-applied: the
+ * tracing plugin uses a mount the guest already has instead.)
+ */
+export const DETACHED_MOUNT_SYSCALLS: ReadonlySet<string> = new Set(['fsopen', 'fsconfig', 'fsmount']);
+/** Filesystems a detached mount may be made of. */
+export const DETACHED_MOUNT_FILESYSTEMS: ReadonlySet<string> = new Set(['tracefs', 'debugfs']);
+/** include/uapi/linux/mount.h */
+const FSOPEN_CLOEXEC = 1;
+const FSCONFIG_CMD_CREATE = 6;
+const FSMOUNT_CLOEXEC = 1;
+const MOUNT_ATTR_RDONLY = 0x1;
+/** RDONLY | NOSUID | NODEV | NOEXEC | NOATIME | NODIRATIME: attributes that only restrict. */
+const MOUNT_ATTR_RESTRICTING = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x80;
+
 /** syslog(2) actions that neither consume nor change the kernel log. */
 export const READ_ONLY_SYSLOG_ACTIONS: ReadonlySet<number> = new Set([
   SYSLOG_ACTION_READ_ALL,
@@ -251,6 +278,8 @@ const SOCK_DIAG_TABLE = nullTable([...SOCK_DIAG_SYSCALLS].map((n) => [n, true] a
 const SYSLOG_TABLE = nullTable([...READ_ONLY_SYSLOG_ACTIONS].map((a) => [a, true] as const));
 const NFT_GET_TABLE = nullTable(NFT_READ_ONLY_MSGS.map((m) => [m, true] as const));
 const BPF_TABLE = nullTable([...BPF_READ_ONLY_CMDS].map((c) => [c, true] as const));
+const MOUNT_TABLE = nullTable([...DETACHED_MOUNT_SYSCALLS].map((n) => [n, true] as const));
+const MOUNT_FS_TABLE = nullTable([...DETACHED_MOUNT_FILESYSTEMS].map((n) => [n, true] as const));
 
 function nameOf(nr: number): string {
   const n = NAME_BY_NR[nr];
@@ -374,6 +403,48 @@ function sockDiagRefusal(name: string, call: Call, batch: readonly Call[] | unde
     : 'to call recvfrom with flags other than MSG_DONTWAIT or an address';
 }
 
+/** True for fsopen("tracefs"|"debugfs", 0|FSOPEN_CLOEXEC). */
+function isAllowedFsopen(call: Call | undefined): boolean {
+  if (!call || nameOf(call.nr) !== 'fsopen' || call.args.length > 2) return false;
+  const a = argAt(call, 0);
+  if (a?.kind !== 'in') return false;
+  // Exactly one NUL, at the end: the kernel reads the name up to the first NUL.
+  const d = a.data;
+  const end = d.indexOf(0);
+  if (end !== d.length - 1) return false;
+  const fs = pathArg(a);
+  const flags = intArg(argAt(call, 1));
+  return (
+    fs !== undefined && MOUNT_FS_TABLE[fs] === true && (flags === 0n || flags === toBigInt(FSOPEN_CLOEXEC))
+  );
+}
+
+/** Why an fsopen/fsconfig/fsmount call is not the allowed detached-mount shape, or undefined. */
+function detachedMountRefusal(
+  name: string,
+  call: Call,
+  batch: readonly Call[] | undefined,
+): string | undefined {
+  const shape =
+    'a detached read-only tracefs/debugfs mount (fsopen of tracefs|debugfs; fsconfig CMD_CREATE only; fsmount with MOUNT_ATTR_RDONLY; both on that fsopen of the same batch)';
+  if (name === 'fsopen') return isAllowedFsopen(call) ? undefined : `to call fsopen other than ${shape}`;
+  if (!isAllowedFsopen(socketOf(call, batch))) return `to call ${name} other than ${shape}`;
+  const zero = (i: number) => intArg(argAt(call, i)) === 0n;
+  if (name === 'fsconfig') {
+    const ok = intArg(argAt(call, 1)) === toBigInt(FSCONFIG_CMD_CREATE) && zero(2) && zero(3) && zero(4);
+    return ok && call.args.length === 5 ? undefined : `to call fsconfig other than ${shape}`;
+  }
+  const flags = intArg(argAt(call, 1));
+  const attr = intArg(argAt(call, 2));
+  const ok =
+    call.args.length === 3 &&
+    (flags === 0n || flags === toBigInt(FSMOUNT_CLOEXEC)) &&
+    attr !== undefined &&
+    (attr & toBigInt(MOUNT_ATTR_RDONLY)) !== 0n &&
+    (attr & ~toBigInt(MOUNT_ATTR_RESTRICTING)) === 0n;
+  return ok ? undefined : `to call fsmount other than ${shape}`;
+}
+
 /** Options of a {@link PolicyExecutor}. */
 export interface PolicyOptions {
   /** The plugin whose calls this executor carries (named in errors). */
@@ -410,6 +481,10 @@ export function checkCall(
   }
   if (SOCK_DIAG_TABLE[name] === true) {
     const why = sockDiagRefusal(name, call, batch);
+    return why === undefined ? undefined : refuse(why);
+  }
+  if (MOUNT_TABLE[name] === true) {
+    const why = detachedMountRefusal(name, call, batch);
     return why === undefined ? undefined : refuse(why);
   }
   if (READ_ONLY_TABLE[name] !== true) return refuse(`to call ${name}`);

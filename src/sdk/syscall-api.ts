@@ -338,9 +338,14 @@ export class SyscallApi {
    * seq buffer (a page) however much is asked: readFiles takes a short read for the end.
    * Each round is one batch of as many `readSize` reads as the batch limits hold on one
    * descriptor (~750 with 4 KiB reads), so 4 MB cost 2 rounds; then one close.
+   * `dirfd`: a directory fd of the shadow (e.g. a detached mount's fd) that a relative
+   * `path` is opened under (openat), instead of the shadow's cwd.
    * @throws SyscallError when the file cannot be opened or read; LimitExceededError past `maxSize`
    */
-  async readToEnd(path: string, options: { readSize?: number; maxSize?: number } = {}): Promise<Uint8Array> {
+  async readToEnd(
+    path: string,
+    options: { readSize?: number; maxSize?: number; dirfd?: number } = {},
+  ): Promise<Uint8Array> {
     const readSize = Math.min(positiveInt(options.readSize, 4096, 'readSize'), MAX_READ_CALL);
     const maxSize = positiveInt(options.maxSize, DEFAULT_MAX_FILE_SIZE, 'maxSize');
     const perRound = Math.max(
@@ -353,7 +358,8 @@ export class SyscallApi {
     try {
       for (;;) {
         const b = this.batch();
-        const open = fd === undefined ? b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC) : undefined;
+        const open =
+          fd === undefined ? b.openat(options.dirfd ?? AT_FDCWD, path, O_RDONLY | O_CLOEXEC) : undefined;
         const reads = Array.from({ length: perRound }, () => b.read(open ?? fd!, readSize));
         await b.submit();
         if (open) {

@@ -8,7 +8,9 @@
  */
 import { mappedRanges, readVirtual, translate } from '../memory/page-walk.js';
 import type { PhysicalMemory } from '../memory/physical.js';
-import type { HypervisorView, KernelMapping, KernelMemory } from '../sdk/hypervisor.js';
+import type { HypervisorView, KernelMapping, KernelMemory, VcpuIdtr } from '../sdk/hypervisor.js';
+import { queryDescriptorTables } from '../qemu/hmp-registers.js';
+import { QmpClient } from '../qemu/qmp.js';
 
 const PGD_MASK = 0x000f_ffff_ffff_f000n;
 const PTI_USER_BIT = 1n << 12n;
@@ -23,7 +25,22 @@ export class HostKernelView implements HypervisorView {
     private readonly cr3: bigint,
     private readonly cr4: bigint,
     readonly memory: string,
+    /** QEMU's QMP socket, for the vCPU state the gdbstub lacks (IDTR). */
+    private readonly qmpSocket?: string,
   ) {}
+
+  /** IDTR of every vCPU from HMP `info registers -a` (QEMU 7.2's gdbstub has no IDTR). */
+  async idtr(): Promise<VcpuIdtr[]> {
+    if (this.qmpSocket === undefined) throw new Error('no QMP socket: the vCPU state is out of reach');
+    // QMP takes one client at a time: connect for this question only.
+    const qmp = await QmpClient.connect(this.qmpSocket, { timeoutMs: 5000 });
+    try {
+      const tables = await queryDescriptorTables(qmp);
+      return tables.map((t) => ({ cpu: t.cpu, base: t.idt.base, limit: t.idt.limit }));
+    } finally {
+      qmp.close();
+    }
+  }
 
   async kernel(anchor: bigint): Promise<KernelMemory> {
     const raw = this.cr3 & PGD_MASK;

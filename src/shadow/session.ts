@@ -354,7 +354,13 @@ export class RedirectSession implements SyscallExecutor {
    */
   /** The hypervisor's view of the guest kernel (host-side page walks of guest RAM). */
   hypervisor(): HypervisorView {
-    return new HostKernelView(this.mem, this.link.shadow.cr3, this.link.shadow.cr4, this.stats.memory);
+    return new HostKernelView(
+      this.mem,
+      this.link.shadow.cr3,
+      this.link.shadow.cr4,
+      this.stats.memory,
+      this.guest.qmpSocket,
+    );
   }
 
   run(calls: readonly Call[]): Promise<CallResult[]> {

@@ -4,7 +4,8 @@
  * no per-kernel profile anywhere. CI runs two kernels of different series and
  * configuration; `VMI_MATRIX=all` (npm run test:matrix) runs all six.
  *
- * The cross-view plugins and checks (psxview, sockxview, modxview, check_syscall) must flag
+ * The cross-view plugins and checks (psxview, sockxview, modxview, check_syscall, check_idt,
+ * tracing) must flag
  * nothing on these clean guests: every kernel's views agree, whatever its configuration
  * (rt's threaded IRQs, cloud's missing modules, 6.12's execmem and BPF packs). The test
  * prints, per kernel, how many rows each view of each of them sees.
@@ -36,7 +37,7 @@ interface KernelResult {
 const results: Record<string, KernelResult> = {};
 
 /** The cross-view plugins and checks, and the cell that flags a row in each. */
-const CROSS_VIEW = ['psxview', 'sockxview', 'modxview', 'check_syscall'] as const;
+const CROSS_VIEW = ['psxview', 'sockxview', 'modxview', 'check_syscall', 'check_idt', 'tracing'] as const;
 type Rec = Record<string, RowValue>;
 const isFlagged = (r: Rec) => r.HIDDEN === true || r.HOOKED === true;
 /** kernel → plugin → "view=count …" (rows, flagged, then each boolean view's count of true). */

@@ -18,12 +18,15 @@ import { createCapture } from '../../src/capture/create.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import type { RowValue } from '../../src/output/columns.js';
 import type { ResultTable } from '../../src/output/table.js';
+import { checkIdt } from '../../src/plugins/check-idt.js';
 import { checkSyscall } from '../../src/plugins/check-syscall.js';
+import { tracing } from '../../src/plugins/tracing.js';
 import { modxview } from '../../src/plugins/modxview.js';
 import { psxview } from '../../src/plugins/psxview.js';
 import { sockxview } from '../../src/plugins/sockxview.js';
 import { runPluginsOnGuest, type PluginRequest } from '../../src/runner/run-plugins.js';
 import { withReplay } from '../../src/targets/capture.js';
+import type { InspectedGuest } from '../../src/qemu/guest-endpoints.js';
 import { records } from '../helpers/records.js';
 import { guestRun, guestSh } from './helpers/guest-shell.js';
 
@@ -56,6 +59,61 @@ function counts(rows: Rec[]): Record<string, number> {
     for (const [k, v] of Object.entries(r))
       if (v === true && k !== 'HIDDEN' && k !== 'HOOKED') out[k] = (out[k] ?? 0) + 1;
   return out;
+}
+
+// ---- check_idt and tracing (their own requests, helpers and `it` blocks) ----
+
+const idtTracing: PluginRequest[] = [checkIdt, tracing].map((plugin) => ({ plugin, options: {} }));
+
+/** check_idt and tracing on a guest (live or replay clone), with no failure and no table error. */
+async function runIdtTracing(
+  guest: LabGuest | InspectedGuest,
+  where: string,
+  more: PluginRequest['plugin'][] = [],
+): Promise<Record<string, Rec[]>> {
+  const run = await runPluginsOnGuest(guest, [
+    ...idtTracing,
+    ...more.map((plugin) => ({ plugin, options: {} })),
+  ]);
+  expect(run.failures.map((f) => `${f.plugin}: ${f.message}`)).toEqual([]);
+  for (const t of run.tables) expect(t.errors, t.plugin).toEqual([]);
+  const got = byPlugin(run.tables);
+  console.log(`${where}, ms per plugin:`, run.pluginMs);
+  for (const [plugin, rows] of Object.entries(got)) console.log(`${where} ${plugin}:`, counts(rows));
+  return got;
+}
+
+/**
+ * The guest's own enabled_functions, by its console: tracefs mounted only inside a private
+ * mount namespace of one shell (busybox unshare -m), gone when it exits. Lines
+ * `function (count) flags \ttramp: … (callback [module]) …`.
+ */
+async function guestEnabledFunctions(guest: LabGuest): Promise<string[]> {
+  const out = await guestSh(
+    guest,
+    `unshare -m sh -c 'mkdir -p /tmp/vmi-truth-tracefs && mount -t tracefs none /tmp/vmi-truth-tracefs && cat /tmp/vmi-truth-tracefs/enabled_functions; echo END'`,
+  );
+  const lines = out.split('\n');
+  expect(lines).toContain('END');
+  return lines.filter((l) => /^\S+ \(\d+\)/.test(l));
+}
+
+/** check_idt's sound answer, against the guest's kallsyms (read by its console). */
+async function expectSoundIdt(guest: LabGuest, idt: Rec[], where: string): Promise<void> {
+  expect(flagged(idt), `${where} check_idt`).toEqual([]);
+  const present = idt.filter((r) => r.Present === true);
+  expect(present.length, `${where} present gates`).toBeGreaterThan(200);
+  const ks = await guestSh(guest, "grep -E ' (asm_exc_divide_error|asm_exc_page_fault)$' /proc/kallsyms");
+  const addr = (name: string) => BigInt('0x' + new RegExp(`^([0-9a-f]+) \\w ${name}$`, 'm').exec(ks)![1]);
+  // Vector 0 is #DE, vector 14 #PF (arch/x86/kernel/idt.c def_idts).
+  expect(idt.find((r) => r.Index === 0)).toMatchObject({
+    Address: addr('asm_exc_divide_error'),
+    Module: 'kernel',
+  });
+  expect(idt.find((r) => r.Index === 14)).toMatchObject({
+    Address: addr('asm_exc_page_fault'),
+    Module: 'kernel',
+  });
 }
 
 describe.each(KERNELS)('cross-view checks on a clean lab guest, kernel %s', (kernel) => {
@@ -107,6 +165,20 @@ describe.each(KERNELS)('cross-view checks on a clean lab guest, kernel %s', (ker
     // 64-bit table: at least every syscall up to the newest of 6.1.
     expect(got.check_syscall.length).toBeGreaterThanOrEqual(451);
   });
+
+  it('check_idt and tracing flag nothing; tracing matches the guest’s enabled_functions and mounts nothing', async () => {
+    const mountsBefore = await guestSh(guest, 'cat /proc/mounts');
+    expect(mountsBefore).not.toMatch(/ tracefs | debugfs /);
+    const got = await runIdtTracing(guest, 'clean');
+    await expectSoundIdt(guest, got.check_idt, 'clean');
+    expect(flagged(got.tracing), 'clean tracing').toEqual([]);
+    // Every source was read (detached mounts of tracefs and debugfs).
+    expect(got.tracing.filter((r) => r.Kind === 'unavailable')).toEqual([]);
+    const truth = await guestEnabledFunctions(guest);
+    expect(got.tracing.filter((r) => r.Kind === 'ftrace').length).toBeGreaterThanOrEqual(truth.length);
+    // The guest's mounts are as they were.
+    expect(await guestSh(guest, 'cat /proc/mounts')).toBe(mountsBefore);
+  }, 300_000);
 });
 
 describe.each(KERNELS)('cross-view checks against the test rootkit, kernel %s', (kernel) => {
@@ -240,4 +312,61 @@ describe.each(KERNELS)('cross-view checks against the test rootkit, kernel %s', 
       flagged(live.check_syscall).map((r) => r['Handler Address']),
     );
   }, 300_000);
+
+  /** tracing's rows for the rootkit's hooks, checked against the guest's own enabled_functions. */
+  function expectRootkitHooks(rows: Rec[], truth: string[], where: string): void {
+    const hooked = flagged(rows);
+    // Truth: the functions the guest's enabled_functions lists (the module hooks
+    // __x64_sys_getdents64 and tcp4_seq_show, src/lab/guest-modules/vmi_testkit.c).
+    const truthFns = truth.map((l) => l.split(' ')[0]).sort();
+    expect(truthFns).toEqual(['__x64_sys_getdents64', 'tcp4_seq_show']);
+    expect(hooked.map((r) => r.Function).sort(), `${where} tracing`).toEqual(truthFns);
+    for (const r of hooked) {
+      const line = truth.find((l) => l.startsWith(`${String(r.Function)} `))!;
+      // The kernel names the callback's module through its module tree, which the hidden
+      // module is still in: the guest's line says [vmi_testkit], and so must the row.
+      const named = /\[vmi_testkit\]/.test(line);
+      expect(r, `${where} ${String(r.Function)}`).toMatchObject({
+        Kind: 'ftrace',
+        Module: named ? 'vmi_testkit' : '?',
+        HOOKED: true,
+      });
+      expect(String(r.Flags)).toMatch(/I/);
+      expect(String(r.EVIDENCE)).toMatch(
+        named ? /vmi_testkit, which \/proc\/modules does not list/ : /no listed module/,
+      );
+    }
+  }
+
+  it('tracing lists the rootkit’s ftrace hooks, attributed to the hidden module; check_idt flags nothing (live and replay)', async () => {
+    const got = await runIdtTracing(guest, 'infected', [modxview]);
+    const truth = await guestEnabledFunctions(guest);
+    console.log('guest enabled_functions:', truth);
+    expectRootkitHooks(got.tracing, truth, 'live');
+    await expectSoundIdt(guest, got.check_idt, 'live');
+    // The callbacks live in the module code modxview found unclaimed (host page walk).
+    const code = flagged(got.modxview).filter((r) => r.Name === '?');
+    expect(code.length).toBeGreaterThan(0);
+    for (const r of flagged(got.tracing)) {
+      const a = r['Callback Address'];
+      if (typeof a === 'bigint')
+        expect(
+          code.some(
+            (c) => a >= (c.Address as bigint) && a < (c.Address as bigint) + BigInt(c.Size as number),
+          ),
+          `${String(r.Function)} callback 0x${a.toString(16)} in unclaimed module code`,
+        ).toBe(true);
+    }
+
+    const cap = await createCapture({
+      qmpSocket: guest.qmpSocket,
+      output: join(work, 'rk-idt-tracing.vmicap'),
+      guestName: guest.name,
+      kernelRelease: guest.kernelRelease,
+    });
+    const replayed = await withReplay(cap.path, (replay) => runIdtTracing(replay.guest, 'replay'));
+    expectRootkitHooks(replayed.tracing, truth, 'replay');
+    await expectSoundIdt(guest, replayed.check_idt, 'replay');
+    expect(replayed.check_idt.map((r) => r.Address)).toEqual(got.check_idt.map((r) => r.Address));
+  }, 400_000);
 });

@@ -71,6 +71,8 @@ describe('registry', () => {
       'vmayarascan',
       'modxview',
       'check_syscall',
+      'check_idt',
+      'tracing',
     ]);
     expect(findPlugin('PsAux')).toBe(psaux);
   });

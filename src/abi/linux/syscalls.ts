@@ -84,6 +84,9 @@ export const KNOWN_SYSCALLS = [
   'getrandom',
   'bpf',
   'getsockopt',
+  'fsopen',
+  'fsconfig',
+  'fsmount',
 ] as const;
 
 export type SyscallName = (typeof KNOWN_SYSCALLS)[number];

@@ -97,6 +97,12 @@ export class FakeGuest implements SyscallExecutor {
     tasks: new Set(),
   };
 
+  /**
+   * Filesystems fsopen knows (`tracefs` → the fake directory its detached mounts show,
+   * e.g. `/__tracefs`); fsmount returns a directory fd of it. Others: ENODEV.
+   */
+  detachedFs = new Map<string, string>();
+
   get runCount(): number {
     return this.runs.length;
   }
@@ -208,8 +214,8 @@ export class FakeGuest implements SyscallExecutor {
 
     switch (c.nr) {
       case sysno('openat'): {
-        if (ints[0] !== AT_FDCWD) return fail(EBADF);
-        const p = path();
+        const p = this.resolveAt(ints[0], path());
+        if (p === undefined) return fail(EBADF);
         const regions = this.mem.get(p);
         if (regions) {
           const fd = this.nextFd++;
@@ -297,7 +303,9 @@ export class FakeGuest implements SyscallExecutor {
         return ok(t.length, t);
       }
       case sysno('statx'): {
-        const node = this.nodes.get(path());
+        const at = this.resolveAt(ints[0], path());
+        if (at === undefined) return fail(EBADF);
+        const node = this.nodes.get(at);
         if (!node) return fail(ENOENT);
         if (node.kind === 'file' && node.openErrno === EACCES) return fail(EACCES);
         const buf = new Uint8Array(256);
@@ -413,9 +421,36 @@ export class FakeGuest implements SyscallExecutor {
         // READ_ALL returns the newest bytes that fit.
         return ok(n, log.subarray(log.length - n));
       }
+      case sysno('fsopen'): {
+        const a = c.args[0];
+        const name = a.kind === 'in' ? new TextDecoder().decode(a.data.subarray(0, a.data.length - 1)) : '';
+        const dir = this.detachedFs.get(name);
+        if (dir === undefined) return fail(19); // ENODEV
+        const fd = this.nextFd++;
+        this.fds.set(fd, { path: dir, node: { kind: 'file', content: '' }, pos: 0 });
+        return ok(fd);
+      }
+      case sysno('fsconfig'):
+        return fdOf(ints[0]) ? ok(0) : fail(EBADF);
+      case sysno('fsmount'): {
+        const f = fdOf(ints[0]);
+        if (!f) return fail(EBADF);
+        this.addDir(f.path);
+        const fd = this.nextFd++;
+        this.fds.set(fd, { path: f.path, node: { kind: 'dir' }, pos: 0 });
+        return ok(fd);
+      }
       default:
         return fail(ENOSYS);
     }
+  }
+
+  /** openat/statx path resolution: AT_FDCWD, or relative to an open directory fd. */
+  private resolveAt(dirfd: bigint, p: string): string | undefined {
+    if (dirfd === AT_FDCWD || p.startsWith('/')) return p;
+    const d = this.fds.get(Number(dirfd));
+    if (!d || d.node.kind !== 'dir') return undefined;
+    return `${d.path}/${p}`;
   }
 }
 

@@ -42,3 +42,14 @@ export {
   type ParsedKallsyms,
 } from './kallsyms.js';
 export { parseIomem, type IoResource } from './iomem.js';
+export {
+  parseFtraceFunctions,
+  parseKprobeList,
+  parseKprobeEvents,
+  parsePrintedSymbol,
+  type FtraceRecord,
+  type FtraceCallback,
+  type KprobeRecord,
+  type KprobeEvent,
+  type PrintedSymbol,
+} from './tracing.js';
