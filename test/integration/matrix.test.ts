@@ -39,6 +39,8 @@ const results: Record<string, KernelResult> = {};
 /** The cross-view plugins and checks, and the cell that flags a row in each. */
 const CROSS_VIEW = ['psxview', 'sockxview', 'modxview', 'check_syscall', 'check_idt', 'tracing'] as const;
 type Rec = Record<string, RowValue>;
+/** Plugins whose table is rightly empty on a clean lab guest: no ftrace hook or kprobe is set. */
+const MAY_BE_EMPTY = new Set(['tracing']);
 const isFlagged = (r: Rec) => r.HIDDEN === true || r.HOOKED === true;
 /** kernel → plugin → "view=count …" (rows, flagged, then each boolean view's count of true). */
 const viewCounts: Record<string, Record<string, string>> = {};
@@ -86,7 +88,7 @@ function printTable(): void {
         const v = r.plugins[n];
         // A plugin that needs an option (vmaregexscan's pattern…) fails to start: 'opts'.
         if (v === undefined) return r.failed[n] ? 'opts' : 'FAIL';
-        return typeof v === 'number' && v > 0 ? `ok ${v}` : `FAIL`;
+        return typeof v === 'number' && (v > 0 || MAY_BE_EMPTY.has(n)) ? `ok ${v}` : `FAIL`;
       }),
       r.pslistMs.toFixed(0),
     ]);
@@ -176,7 +178,8 @@ describe('plugins across the kernel matrix', () => {
 
         for (const t of run.tables) {
           expect.soft(t.errors, `${alias} ${t.plugin}`).toEqual([]);
-          expect.soft(t.rows.length, `${alias} ${t.plugin} rows`).toBeGreaterThan(0);
+          if (!MAY_BE_EMPTY.has(t.plugin))
+            expect.soft(t.rows.length, `${alias} ${t.plugin} rows`).toBeGreaterThan(0);
         }
         // A clean guest: no cross-view plugin or check flags a row, on any kernel.
         viewCounts[alias] = {};
