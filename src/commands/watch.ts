@@ -8,6 +8,7 @@ import { TRANSPORT_CHOICES } from '../shadow/transport.js';
 import { eventLine } from '../watch/events.js';
 import { SOURCE_NAMES, type SourceName } from '../watch/sources.js';
 import { parseInterval, watchGuests } from '../watch/watch.js';
+import { exposeWatchedGuests } from '../serve/watch-hook.js';
 
 export default class Watch extends VmiCommand {
   static override summary =
@@ -85,6 +86,14 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
         this.progress(`${name}: detaching`);
         stop.abort();
       };
+      // The watched guests are served to other vmi processes meanwhile (docs/serve.md).
+      const exposed = exposeWatchedGuests(unique, {
+        config: this.config,
+        keepShadow: flags['keep-shadow'],
+        transport: flags.transport,
+        signal: stop.signal,
+        status: (m) => this.progress(m),
+      });
       const onInt = onSignal('SIGINT');
       const onTerm = onSignal('SIGTERM');
       process.on('SIGINT', onInt);
@@ -106,6 +115,8 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
       } finally {
         process.off('SIGINT', onInt);
         process.off('SIGTERM', onTerm);
+        stop.abort();
+        await exposed.close();
         if (stream !== process.stdout) await new Promise<void>((r) => stream.end(r));
       }
     } catch (err) {
