@@ -7,14 +7,17 @@ const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
 
 // `vmi plugins run` on a guest that a vmi server serves (vmi serve, vmi watch): sent
-// there by a small client that loads no oclif (dist/serve/fast-cli.js, docs/serve.md).
+// there by a small client that loads no oclif (dist/server/fast-cli.js, docs/serve.md).
 // It runs on any Node from 20 on, so it also skips the re-exec below. Undefined: not
 // served, and the command runs the ordinary way.
 let served;
 const argv = process.argv.slice(2);
-if (!process.env.VMI_NODE_REEXEC && (argv[0] === 'plugins:run' || (argv[0] === 'plugins' && argv[1] === 'run'))) {
+if (
+  !process.env.VMI_NODE_REEXEC &&
+  (argv[0] === 'plugins:run' || (argv[0] === 'plugins' && argv[1] === 'run'))
+) {
   try {
-    const { serveCli } = await import('../dist/serve/fast-cli.js');
+    const { serveCli } = await import('../dist/server/fast-cli.js');
     served = await serveCli(argv);
   } catch (err) {
     // Only failures before anything was printed reach here (a missing dist/, say).

@@ -30,7 +30,7 @@ import type { SessionOptions } from '../shadow/session.js';
 import { stopResidentShadow } from '../shadow/resident.js';
 import type { TransportChoice } from '../shadow/transport.js';
 import { openTarget, type OpenedTarget, type TargetSpec } from '../targets/index.js';
-import { DEFAULT_LAB_NAME } from '../lab/lab.js';
+import { DEFAULT_LAB_NAME } from '../targets/lab.js';
 import { ServerConnection, serverSocketPath } from '../serve/client.js';
 import { decodeTable, ProtocolError, type ServerStatus } from '../serve/protocol.js';
 
@@ -207,7 +207,9 @@ export class Guest {
           );
         return { plugin: r.plugin.name, options: r.options };
       });
-      return this.serialized(async () => decodeGuestRun(await remote.conn.request({ op: 'run', calls: named })));
+      return this.serialized(async () =>
+        decodeGuestRun(await remote.conn.request({ op: 'run', calls: named })),
+      );
     }
     return this.serialized(async () => {
       const t0 = performance.now();
@@ -291,9 +293,12 @@ export class Guest {
  * nothing is attached yet (the first call attaches).
  */
 export async function openGuest(spec: GuestSpec, opts: OpenGuestOptions = {}): Promise<Guest> {
-  const remote = opts.server === false || process.env.VMI_SERVER === 'off' ? undefined : await findServer(spec);
+  const remote =
+    opts.server === false || process.env.VMI_SERVER === 'off' ? undefined : await findServer(spec);
   if (remote) {
-    opts.progress?.(`through the vmi server of ${remote.name} (pid ${remote.serverPid}, ${remote.conn.path})`);
+    opts.progress?.(
+      `through the vmi server of ${remote.name} (pid ${remote.serverPid}, ${remote.conn.path})`,
+    );
     return new Guest(undefined, opts, {}, remote);
   }
   const target = await openTarget(targetSpec(spec), opts.progress ? { progress: opts.progress } : {});
@@ -330,9 +335,7 @@ function decodeGuestRun(reply: Record<string, unknown>): GuestRun {
   if (!Array.isArray(results) || !Array.isArray(failures) || typeof timing !== 'object')
     throw new ProtocolError('a malformed run reply');
   return {
-    results: results.map((r) =>
-      r ? pluginResult(decodeTable((r as { table: unknown }).table)) : undefined,
-    ),
+    results: results.map((r) => (r ? pluginResult(decodeTable((r as { table: unknown }).table)) : undefined)),
     failures: failures.map((f) => ({ ...f, error: new PluginRunError(f.message) })),
     timing,
   };

@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../cli/base-command.js';
-import { serveGuest, type ServingGuest } from '../serve/host.js';
+import PluginsRun from './plugins/run.js';
+import { serveGuest, type ServingGuest } from '../server/host.js';
 import { TRANSPORT_CHOICES } from '../shadow/transport.js';
 
 export default class Serve extends VmiCommand {
@@ -43,14 +44,16 @@ SIGINT or SIGTERM stops the server: the run in flight finishes, the socket is re
     try {
       const progress = (m: string): void => this.progress(m);
       serving = await serveGuest(flags.qmp ? { qmp: flags.qmp } : { lab: flags.guest ?? 'lab' }, {
-        config: this.config,
+        planner: (argv) => new PluginsRun(argv, this.config).plan(),
         kind: 'serve',
         guestOptions: { transport: flags.transport, keepShadow: flags['keep-shadow'], progress },
         warm: true,
         ...(flags.verbose ? { log: progress } : {}),
       });
       const s = serving.server.status();
-      this.log(`serving ${s.guest} at ${serving.server.socketPath} (pid ${s.pid}, shadow pid ${serving.shadowPid ?? '?'})`);
+      this.log(
+        `serving ${s.guest} at ${serving.server.socketPath} (pid ${s.pid}, shadow pid ${serving.shadowPid ?? '?'})`,
+      );
       await new Promise<void>((resolve) => {
         let stopping = false;
         const onSignal = (name: string) => () => {

@@ -27,8 +27,14 @@
  * depths, errors, metadata. That is what every renderer consumes, so the client's output
  * is byte for byte the output of the same command without a server.
  */
-import { Packr } from 'msgpackr';
-import { AbsentValue, COLUMN_TYPES, type ColumnSpec, type ColumnType, type RowValue } from '../output/columns.js';
+import { Packr } from 'msgpackr/pack';
+import {
+  AbsentValue,
+  COLUMN_TYPES,
+  type ColumnSpec,
+  type ColumnType,
+  type RowValue,
+} from '../output/columns.js';
 import type { ResultTable } from '../output/table.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -277,7 +283,9 @@ export function parseRequest(m: unknown): Request {
     case 'cli': {
       const { argv, cwd } = m;
       if (!isStringArray(argv) || argv.length > MAX_ARGS || argv.some((a) => a.length > MAX_ARG_CHARS))
-        throw new ProtocolError(`cli: argv must be at most ${MAX_ARGS} strings of ${MAX_ARG_CHARS} characters`);
+        throw new ProtocolError(
+          `cli: argv must be at most ${MAX_ARGS} strings of ${MAX_ARG_CHARS} characters`,
+        );
       if (typeof cwd !== 'string' || !cwd.startsWith('/') || cwd.length > MAX_ARG_CHARS)
         throw new ProtocolError('cli: cwd must be an absolute path');
       return { v: PROTOCOL_VERSION, id, op: 'cli', argv, cwd };

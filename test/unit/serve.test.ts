@@ -19,7 +19,7 @@ import type { InspectedGuest } from '../../src/qemu/guest-endpoints.js';
 import type { AttachedSession } from '../../src/runner/run-plugins.js';
 import type { SessionStats } from '../../src/shadow/session.js';
 import { ServerConnection, ServerRequestError, serverSocketPath } from '../../src/serve/client.js';
-import { servedTarget } from '../../src/serve/fast-cli.js';
+import { servedTarget } from '../../src/server/fast-cli.js';
 import {
   decodeCli,
   decodeTable,
@@ -32,7 +32,7 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
 } from '../../src/serve/protocol.js';
-import { ServerRunningError, VmiServer } from '../../src/serve/server.js';
+import { ServerRunningError, VmiServer } from '../../src/server/server.js';
 import { foreignRunDir } from '../../src/targets/qmp.js';
 import { guestsRoot } from '../../src/lab/host.js';
 import { addFakeProcess, fakeProcGuest } from './helpers/fake-guest.js';
@@ -144,7 +144,12 @@ describe('requests', () => {
   });
 });
 
-const FAKE: InspectedGuest = { name: 'fake', qmpSocket: '/nonexistent/qmp.sock', ramSize: 0, runDir: '/nonexistent' };
+const FAKE: InspectedGuest = {
+  name: 'fake',
+  qmpSocket: '/nonexistent/qmp.sock',
+  ramSize: 0,
+  runDir: '/nonexistent',
+};
 
 function fakeGuest(): { guest: Guest; maxConcurrent: () => number; attaches: () => number } {
   const g = fakeProcGuest(3);
@@ -158,7 +163,17 @@ function fakeGuest(): { guest: Guest; maxConcurrent: () => number; attaches: () 
     attach: async () => {
       attaches++;
       max = Math.max(max, ++inFlight);
-      const stats = { attachMs: 1, batches: 0, calls: 0, runMs: 0, transport: 'doorbell', shadowPid: 999, victimPid: 0, recovered: false, reused: attaches > 1 } as SessionStats;
+      const stats = {
+        attachMs: 1,
+        batches: 0,
+        calls: 0,
+        runMs: 0,
+        transport: 'doorbell',
+        shadowPid: 999,
+        victimPid: 0,
+        recovered: false,
+        reused: attaches > 1,
+      } as SessionStats;
       const session: AttachedSession = {
         stats,
         run: async (calls) => {
@@ -177,7 +192,9 @@ function fakeGuest(): { guest: Guest; maxConcurrent: () => number; attaches: () 
   return { guest, maxConcurrent: () => max, attaches: () => attaches };
 }
 
-function rawClient(path: string): Promise<{ s: net.Socket; next: () => Promise<Record<string, unknown>>; closed: Promise<void> }> {
+function rawClient(
+  path: string,
+): Promise<{ s: net.Socket; next: () => Promise<Record<string, unknown>>; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
     const s = net.createConnection({ path });
     const r = new FrameReader(1 << 24);

@@ -10,7 +10,7 @@ import { parseFileMode } from '../../output/sink.js';
 import { DEFAULT_RUN_LIMITS } from '../../sdk/limits.js';
 import { parsePluginArgs } from '../../cli/plugin-args.js';
 import { inspect, type InspectOptions, type InspectTarget } from '../../runner/inspect.js';
-import type { PluginRequest } from '../../runner/run-plugins.js';
+import type { RunPlan, RunPrepared } from '../../cli/run-plan.js';
 import { describePlugins } from '../../cli/plugin-list.js';
 import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 import { loadTrustedKey } from '../../capture/signature.js';
@@ -217,22 +217,4 @@ Plugins of installed packs run isolated by default: each run in a child process 
       if (exitCode !== 0) process.exitCode = exitCode;
     }
   }
-}
-
-/** What a `plugins run` command line asks for (PluginsRun.plan). */
-export type RunPlan =
-  | { list: string }
-  | {
-      /** Resolves plugins and target; throws what the command reports as `vmi: error: …`. */
-      prepare: (progress: (m: string) => void) => Promise<RunPrepared>;
-      format: string;
-      output: string | undefined;
-      mode: number;
-      timing: boolean;
-    };
-
-export interface RunPrepared {
-  target: InspectTarget;
-  requests: PluginRequest[];
-  options: InspectOptions;
 }

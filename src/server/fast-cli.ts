@@ -12,8 +12,8 @@
  * not serve, a server that went away before answering).
  */
 import { emitRunOutput, printCommandError } from '../cli/emit-run.js';
-import { ServerConnection, ServerGoneError, ServerRequestError, serverSocketPath } from './client.js';
-import { decodeCli } from './protocol.js';
+import { ServerConnection, ServerGoneError, ServerRequestError, serverSocketPath } from '../serve/client.js';
+import { decodeCli } from '../serve/protocol.js';
 
 /** Flags that the server never serves (the command runs the ordinary way). */
 const NOT_SERVED = new Set(['--help', '-h', '--list', '--capture', '--all-guests', '--version']);
@@ -29,7 +29,10 @@ export function servedTarget(args: readonly string[]): { lab: string } | { qmp: 
   const qmps: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const [flag, inline] =
+      a.startsWith('--') && a.includes('=')
+        ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
+        : [a, undefined];
     if (NOT_SERVED.has(flag)) return undefined;
     if (flag === '--guest' || flag === '-g') {
       const v = inline ?? args[++i];
@@ -51,7 +54,12 @@ export function servedTarget(args: readonly string[]): { lab: string } | { qmp: 
 /** Runs `vmi plugins run ARGS` through the guest's server; undefined: not served. */
 export async function serveCli(argv: readonly string[]): Promise<number | undefined> {
   if (process.env.VMI_SERVER === 'off' || process.env.VMI_TRUST_PACKS) return undefined;
-  const args = argv[0] === 'plugins:run' ? argv.slice(1) : argv[0] === 'plugins' && argv[1] === 'run' ? argv.slice(2) : undefined;
+  const args =
+    argv[0] === 'plugins:run'
+      ? argv.slice(1)
+      : argv[0] === 'plugins' && argv[1] === 'run'
+        ? argv.slice(2)
+        : undefined;
   if (!args) return undefined;
   const target = servedTarget(args);
   if (!target) return undefined;
@@ -73,7 +81,8 @@ export async function serveCli(argv: readonly string[]): Promise<number | undefi
       throw e;
     }
     if (typeof reply.fallback === 'string') {
-      if (timing) process.stderr.write(`vmi: not through the vmi server at ${conn.path}: ${reply.fallback}\n`);
+      if (timing)
+        process.stderr.write(`vmi: not through the vmi server at ${conn.path}: ${reply.fallback}\n`);
       return undefined;
     }
     const out = decodeCli(reply.cli);

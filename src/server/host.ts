@@ -3,11 +3,10 @@
  * its shadow resident, and listen on the guest's server socket. Used by `vmi serve` and by
  * `vmi watch` (which exposes the guest it watches).
  */
-import type { Config } from '@oclif/core';
 import { openGuest, type Guest, type OpenGuestOptions } from '../api/guest.js';
 import { DEFAULT_LAB_NAME } from '../lab/lab.js';
-import { cliHandler, type ServedGuest } from './cli-request.js';
-import { serverSocketPath } from './client.js';
+import { cliHandler, type RunPlanner, type ServedGuest } from './cli-request.js';
+import { serverSocketPath } from '../serve/client.js';
 import { clearStaleSocket, VmiServer } from './server.js';
 
 export interface ServingGuest {
@@ -33,7 +32,8 @@ export function servedGuest(spec: string | { lab: string } | { qmp: string }): S
 export async function serveGuest(
   served: ServedGuest,
   opts: {
-    config: Config;
+    /** Parses `plugins run` command lines (the command's own parser). */
+    planner: RunPlanner;
     kind: 'serve' | 'watch';
     guestOptions: OpenGuestOptions;
     warm: boolean;
@@ -43,7 +43,10 @@ export async function serveGuest(
   const socketPath = serverSocketPath('lab' in served ? { lab: served.lab || DEFAULT_LAB_NAME } : served);
   // Refuse before touching the guest when another server already serves it.
   await clearStaleSocket(socketPath);
-  const guest = await openGuest('lab' in served ? served.lab : served, { ...opts.guestOptions, server: false });
+  const guest = await openGuest('lab' in served ? served.lab : served, {
+    ...opts.guestOptions,
+    server: false,
+  });
   let server: VmiServer;
   let shadowPid: number | undefined;
   try {
@@ -52,7 +55,7 @@ export async function serveGuest(
       socketPath,
       guest,
       kind: opts.kind,
-      cli: cliHandler(opts.config, guest, served),
+      cli: cliHandler(opts.planner, guest, served, opts.log),
       ...(opts.log ? { log: opts.log } : {}),
     });
   } catch (e) {

@@ -18,7 +18,7 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Guest, GuestRun, PluginCall } from '../api/guest.js';
 import { ensurePrivateDir } from '../util/run-dir.js';
-import { ServerConnection } from './client.js';
+import { ServerConnection } from '../serve/client.js';
 import {
   encodeCli,
   encodeFrame,
@@ -27,11 +27,10 @@ import {
   MAX_REQUEST_BYTES,
   parseRequest,
   PROTOCOL_VERSION,
-  ProtocolError,
   type CliOutcome,
   type Request,
   type ServerStatus,
-} from './protocol.js';
+} from '../serve/protocol.js';
 
 /** Another server already answers on that socket. */
 export class ServerRunningError extends Error {
@@ -169,7 +168,11 @@ export class VmiServer {
     }
     const job = async (): Promise<void> => {
       if (this.closing) {
-        send({ id: req.id, ok: false, error: { name: 'ServerClosingError', message: 'the vmi server is shutting down' } });
+        send({
+          id: req.id,
+          ok: false,
+          error: { name: 'ServerClosingError', message: 'the vmi server is shutting down' },
+        });
         return;
       }
       const t0 = performance.now();
@@ -243,7 +246,8 @@ export async function clearStaleSocket(path: string): Promise<void> {
   } catch {
     return;
   }
-  if (!st.isSocket()) throw new ServerRunningError(`${path} exists and is not a socket: refusing to replace it`);
+  if (!st.isSocket())
+    throw new ServerRunningError(`${path} exists and is not a socket: refusing to replace it`);
   const conn = await ServerConnection.connect(path, 2000).catch(() => undefined);
   if (conn) {
     let who = '';

@@ -3,14 +3,15 @@
  * shadow instead of queueing for the guest. The watch itself never goes through a server
  * (VMI_SERVER=off in its process: it must not become a client of its own socket).
  */
-import type { Config } from '@oclif/core';
 import type { GuestSpec } from '../api/guest.js';
 import type { TransportChoice } from '../shadow/transport.js';
+import type { RunPlanner } from './cli-request.js';
 import { serveGuest, type ServingGuest } from './host.js';
 import { ServerRunningError } from './server.js';
 
 export interface ExposeOptions {
-  config: Config;
+  /** Parses `plugins run` command lines (the command's own parser). */
+  planner: RunPlanner;
   keepShadow: boolean;
   transport: TransportChoice;
   /** The watch's stop: the servers stop accepting at once (the run in flight finishes). */
@@ -31,7 +32,7 @@ export function exposeWatchedGuests(
     const served = { lab };
     return [
       serveGuest(served, {
-        config: opts.config,
+        planner: opts.planner,
         kind: 'watch',
         // The watch's shadow and this server's are the same resident shadow; whoever
         // closes last with keepShadow false removes it.
@@ -43,7 +44,8 @@ export function exposeWatchedGuests(
           return s;
         },
         (e: Error) => {
-          if (!(e instanceof ServerRunningError)) opts.status(`not serving ${JSON.stringify(spec)}: ${e.message}`);
+          if (!(e instanceof ServerRunningError))
+            opts.status(`not serving ${JSON.stringify(spec)}: ${e.message}`);
           return undefined;
         },
       ),
