@@ -126,6 +126,7 @@ describe('vmi serve (lab guest)', () => {
   }, 300_000);
 
   it('writes the same bytes, stderr and exit codes with and without the server', async () => {
+    server ??= await startServer();
     // Quiet, stable tables: every format, to stdout and to -o DIR/ files.
     const stable = ['plugins', 'run', 'lsmod', 'banner', 'mountinfo', '--guest', NAME];
     await expectSameBothWays([...stable, '-r', 'quick']);
