@@ -378,8 +378,7 @@ async function cliStartup(guest) {
   const runJs = join(HERE, '..', 'bin', 'run.js');
   const lts = pins().lts;
   const ltsNode = installedNode(lts) ?? (process.versions.node === lts ? process.execPath : undefined);
-  // The system's Node (Debian's /usr/bin/node), as a user's shell finds `vmi` with it.
-  const systemNode = process.env.BENCH_SYSTEM_NODE ?? (existsSync('/usr/bin/node') ? '/usr/bin/node' : '');
+  const systemNode = spawnSync('/usr/bin/node', ['--version'], { encoding: 'utf8' }).stdout?.trim();
   const variants = [];
   if (systemNode) {
     const label = isTooOld(systemNode)
@@ -1434,7 +1433,8 @@ async function serveBench() {
   log(`booting lab guest ${name} (lab defaults); host load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
   const guest = await labUp({ name, onProgress: (m) => log(`  ${m}`) });
   const runJs = join(HERE, '..', 'bin', 'run.js');
-  const systemNode = spawnSync('sh', ['-c', 'command -v node'], { encoding: 'utf8' }).stdout.trim();
+  // The system's Node (Debian's /usr/bin/node), as a user's shell finds `vmi` with it.
+  const systemNode = process.env.BENCH_SYSTEM_NODE ?? (existsSync('/usr/bin/node') ? '/usr/bin/node' : '');
   const nodes = {
     this: process.execPath,
     ...(systemNode && systemNode !== process.execPath ? { system: systemNode } : {}),

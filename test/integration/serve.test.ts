@@ -259,4 +259,40 @@ describe('vmi serve (lab guest)', () => {
     expect(existsSync(socket())).toBe(false);
     expect(await lasting(guest, (p) => /vmi/.test(p.comm))).toEqual([]);
   }, 600_000);
+
+  it('vmi watch serves its guest: an ad-hoc run shares the watch shadow; SIGINT removes socket and shadow', async () => {
+    const watch = spawn(process.execPath, [VMI_BIN, 'watch', '--guest', NAME, '--only', 'process'], {
+      cwd: ROOT,
+      env: { ...process.env, ...PLAIN_TERMINAL },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    watch.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    watch.stdout.resume();
+    const exited = new Promise<number | null>((resolve) => watch.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 240_000;
+      while (!/serving serve-t to other vmi processes/.test(err) || !/shadow/.test(err)) {
+        if (watch.exitCode !== null || Date.now() > deadline) throw new Error(`watch: ${err}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const before = await guestProcs(guest);
+      const r = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json', '--timing'], {
+        env: PLAIN_TERMINAL,
+      });
+      const after = await guestProcs(guest);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/through the vmi server pid \d+ at /);
+      expectRowsMatchConsole(pslistJson(r), before, after, 'through the watch');
+      // One shadow in the guest: the watch's, which served the run too.
+      const shadows = [...(await consoleProcs(guest)).values()].filter((p) => p.comm === 'vmi-shadow');
+      expect(shadows.length).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`shadow pid ${shadows[0].pid}\\b`));
+    } finally {
+      watch.kill('SIGINT');
+    }
+    expect(await exited).toBe(0);
+    expect(existsSync(socket())).toBe(false);
+    expect(await lasting(guest, (p) => /vmi/.test(p.comm))).toEqual([]);
+  }, 400_000);
 });
