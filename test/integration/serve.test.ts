@@ -5,7 +5,9 @@
  * for byte those of the same command without a server; the API's openGuest goes through
  * it; a bad request gets an error reply and the server keeps serving; SIGINT removes the
  * socket and the shadow; SIGKILL leaves nothing in the guest but the resident shadow,
- * which the next vmi reuses, and a stale socket that the next server replaces.
+ * which the next vmi reuses, and a stale socket that the next server replaces; `vmi watch`
+ * serves the guest it watches. A foreign QEMU served with --qmp: the server holds its one
+ * QMP connection, and further vmi commands on it go through the server.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -17,6 +19,8 @@ import { tableFromIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openGuest } from '../../src/api/index.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
+import { bootForeignQemu, type ForeignQemu } from '../../src/lab/foreign-qemu.js';
+import { foreignRunDir } from '../../src/targets/qmp.js';
 import { serverSocketPath } from '../../src/serve/client.js';
 import { encodeFrame, FrameReader, PROTOCOL_VERSION } from '../../src/serve/protocol.js';
 import { PLAIN_TERMINAL, requireBuilt, ROOT, runVmi, VMI_BIN, type Ran } from './helpers/cli.js';
@@ -37,8 +41,8 @@ interface Server {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-async function startServer(): Promise<Server> {
-  const child = spawn(process.execPath, [VMI_BIN, 'serve', '--guest', NAME, '-v'], {
+async function startServer(target: string[] = ['--guest', NAME]): Promise<Server> {
+  const child = spawn(process.execPath, [VMI_BIN, 'serve', ...target, '-v'], {
     cwd: ROOT,
     env: { ...process.env, ...PLAIN_TERMINAL },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -294,5 +298,48 @@ describe('vmi serve (lab guest)', () => {
     expect(await exited).toBe(0);
     expect(existsSync(socket())).toBe(false);
     expect(await lasting(guest, (p) => /vmi/.test(p.comm))).toEqual([]);
+  }, 400_000);
+});
+
+describe('vmi serve --qmp (a QEMU that vmi did not start)', () => {
+  let vm: ForeignQemu;
+  let server: Server | undefined;
+
+  beforeAll(async () => {
+    requireBuilt('dist/commands/serve.js');
+    vm = await bootForeignQemu();
+  }, 300_000);
+  afterAll(async () => {
+    server?.child.kill('SIGKILL');
+    await vm?.stop();
+    if (vm) rmSync(foreignRunDir(vm.qmpSocket), { recursive: true, force: true });
+  }, 120_000);
+
+  it('further vmi commands on that QEMU go through the server (its QMP socket has one client)', async () => {
+    const con = { serialSocket: vm.serialSocket } as LabGuest;
+    server = await startServer(['--qmp', vm.qmpSocket]);
+    const before = await guestProcs(con);
+    const args = ['plugins', 'run', 'pslist', '--qmp', vm.qmpSocket, '-r', 'json', '--timing'];
+    const [a, b] = await Promise.all([
+      runVmi(args, { env: PLAIN_TERMINAL }),
+      runVmi(args, { env: PLAIN_TERMINAL }),
+    ]);
+    const after = await guestProcs(con);
+    for (const r of [a, b]) {
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/through the vmi server pid \d+ at .*foreign/);
+      expectRowsMatchConsole(pslistJson(r), before, after, 'foreign pslist through the server');
+    }
+    // Without the server the QMP socket is taken: the direct path fails at QMP connect.
+    const direct = await runVmi(['plugins', 'run', 'pslist', '--qmp', vm.qmpSocket], {
+      env: { ...DIRECT },
+      timeoutMs: 60_000,
+    });
+    expect(direct.code).toBe(1);
+    expect(direct.stderr).toMatch(/QMP/);
+    server.child.kill('SIGTERM');
+    expect((await server.exited).code).toBe(0);
+    server = undefined;
+    expect(await lasting(con, (p) => /vmi/.test(p.comm))).toEqual([]);
   }, 400_000);
 });
