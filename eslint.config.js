@@ -11,6 +11,8 @@ const LAYERS = [
   ['util', []],
   ['abi', ['util']],
   ['output', ['util']],
+  // The vmi server protocol and its client (docs/serve.md): no guest engine, no oclif.
+  ['serve', ['util', 'output']],
   ['sdk', ['util', 'abi', 'output']],
   ['qemu', ['util']],
   ['memory', ['util', 'qemu']],
@@ -22,12 +24,14 @@ const LAYERS = [
   ['packs', ['util', 'output', 'sdk', 'plugins']],
   ['runner', ['util', 'output', 'sdk', 'qemu', 'memory', 'shadow', 'targets']],
   // The programmatic API (openGuest): targets and the runner, with a guest's lifetime.
-  ['api', ['util', 'output', 'sdk', 'qemu', 'shadow', 'targets', 'plugins', 'runner']],
+  ['api', ['util', 'output', 'sdk', 'qemu', 'shadow', 'targets', 'plugins', 'runner', 'serve']],
   // `vmi watch`: snapshots through the API, diffed into change events.
   ['watch', ['util', 'abi', 'output', 'sdk', 'api']],
   ['cli', ['util', 'output', 'sdk', 'plugins', 'packs', 'runner']],
   // `vmi query`, `vmi collect`: plugin tables in an embedded DuckDB, and the Parquet lake.
   ['sql', ['util', 'output', 'sdk', 'targets', 'runner']],
+  // `vmi serve`: a guest held open behind a socket, and the fast client of bin/run.js.
+  ['server', ['util', 'output', 'serve', 'shadow', 'lab', 'runner', 'api', 'cli']],
 ];
 const FOLDERS = [...LAYERS.map(([f]) => f), 'commands'];
 

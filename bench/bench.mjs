@@ -25,6 +25,11 @@
 //          create of that guest, RAM from QEMU's process memory vs a full migration stream:
 //          guest pause and capture wall time, interleaved (BENCH_FOREIGN_CAPTURE_MIB=256,1024
 //          adds a 1 GiB foreign guest; BENCH_FOREIGN_CAPTURE_RUNS, default 3)
+//        BENCH_ONLY=serve npm run bench   CLI wall time, command start → table, of `vmi plugins
+//          run pslist` on a 256 MiB lab guest: fresh shadow, resident shadow (no server), and
+//          through a `vmi serve` (bin/run.js fast path) on this Node and on the system's Node;
+//          with Node start and the fast client's module load beside them, runs interleaved
+//          (bench/results-serve.json and bench/results-serve.md)
 //        BENCH_ONLY=devices npm run bench   captures of a 256 MiB lab guest without devices and
 //          with a virtio disk (ext4, mounted) and NIC: guest pause and capture time, plain and
 //          --with-disks, and replay-to-first-result (clone rebuilt, pslist table); "before"
@@ -37,6 +42,7 @@
 // Progress goes to stderr; the table to stdout; bench/results.json and bench/results.md.
 /* global AbortController */
 import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -86,6 +92,8 @@ const ONLY_XVIEW = process.env.BENCH_ONLY === 'xview';
 const ONLY_SQL = process.env.BENCH_ONLY === 'sql';
 const SQL_RUNS = Number(process.env.BENCH_SQL_RUNS ?? 7);
 const ONLY_DEVICES = process.env.BENCH_ONLY === 'devices';
+const ONLY_SERVE = process.env.BENCH_ONLY === 'serve';
+const SERVE_RUNS = Number(process.env.BENCH_SERVE_RUNS ?? 7);
 const DEVICES_RUNS = Number(process.env.BENCH_DEVICES_RUNS ?? 3);
 const ONLY_REALVM = process.env.BENCH_ONLY === 'realvm';
 const REALVM_RUNS = Number(process.env.BENCH_REALVM_RUNS ?? 2);
@@ -1682,6 +1690,148 @@ async function watchBench() {
   process.stdout.write(md);
 }
 
+/**
+ * BENCH_ONLY=serve: what `vmi plugins run pslist` costs from the shell (spawn → exit, the
+ * table on stdout), on one 256 MiB lab guest, in interleaved rounds: with a fresh shadow,
+ * with a resident shadow (attach from a new process: gdbstub/QMP, RAM map, re-check), and
+ * through a `vmi serve` of the guest (bin/run.js's fast path: no oclif, no attach) on this
+ * Node and on the system's `node` (Debian's 20: the fast path skips the re-exec under the
+ * private Node). Beside them: a bare Node start, the fast client's module load, and the
+ * server's own time per request (its -v log), so the rest is socket and rendering.
+ */
+async function serveBench() {
+  const name = `${GUEST}-serve`;
+  const started = new Date().toISOString();
+  const load0 = loadavg();
+  log(`booting lab guest ${name} (lab defaults); host load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
+  const guest = await labUp({ name, onProgress: (m) => log(`  ${m}`) });
+  const runJs = join(HERE, '..', 'bin', 'run.js');
+  // The system's Node (Debian's /usr/bin/node), as a user's shell finds `vmi` with it.
+  const systemNode = process.env.BENCH_SYSTEM_NODE ?? (existsSync('/usr/bin/node') ? '/usr/bin/node' : '');
+  const nodes = {
+    this: process.execPath,
+    ...(systemNode && systemNode !== process.execPath ? { system: systemNode } : {}),
+  };
+  const nodeVersion = (bin) => spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  const wall = (bin, args, env = {}) => {
+    const t0 = performance.now();
+    const r = spawnSync(bin, args, {
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+      env: { ...process.env, ...env },
+    });
+    const msWall = performance.now() - t0;
+    if (r.status !== 0) throw new Error(`${args.join(' ')} failed: ${r.stderr.trim().slice(-300)}`);
+    return { ms: msWall, stdout: r.stdout, stderr: r.stderr };
+  };
+  const pslist = ['plugins', 'run', 'pslist', '--guest', name];
+  const off = { VMI_SERVER: 'off' };
+  const fastImport = `await import(${JSON.stringify(join(HERE, '..', 'dist', 'server', 'fast-cli.js'))})`;
+  const out = {
+    started,
+    node: process.version,
+    nodes: {},
+    runs: SERVE_RUNS,
+    guest: { kernelRelease: guest.kernelRelease, ramBytes: guest.ramSize },
+  };
+  for (const [k, bin] of Object.entries(nodes)) out.nodes[k] = nodeVersion(bin);
+  const samples = {};
+  const add = (k, v) => (samples[k] ??= []).push(v);
+  let server;
+  try {
+    wall(process.execPath, [runJs, '--help']); // warm-up: page cache, compile cache
+    wall(process.execPath, [runJs, ...pslist], off);
+    for (let i = 0; i < SERVE_RUNS; i++) {
+      log(`  round ${i + 1}/${SERVE_RUNS}: node start, --help, fresh shadow`);
+      for (const [k, bin] of Object.entries(nodes)) {
+        add(`nodeStart.${k}`, wall(bin, ['-e', '0']).ms);
+        add(`fastImport.${k}`, wall(bin, ['--input-type=module', '-e', fastImport]).ms);
+      }
+      add('help', wall(process.execPath, [runJs, '--help']).ms);
+      add('fresh', wall(process.execPath, [runJs, ...pslist], off).ms);
+    }
+    await startResidentShadow(guest, { transport: 'doorbell' });
+    wall(process.execPath, [runJs, ...pslist], off);
+    for (let i = 0; i < SERVE_RUNS; i++) add('resident', wall(process.execPath, [runJs, ...pslist], off).ms);
+    log('  starting vmi serve');
+    server = spawn(process.execPath, [runJs, 'serve', '--guest', name, '-v'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let serverOut = '';
+    let serverErr = '';
+    server.stdout.on('data', (d) => (serverOut += d));
+    server.stderr.on('data', (d) => (serverErr += d));
+    const deadline = Date.now() + 120_000;
+    while (!serverOut.includes('serving ')) {
+      if (Date.now() > deadline || server.exitCode !== null)
+        throw new Error(`vmi serve did not start: ${serverErr}`);
+      await sleep(100);
+    }
+    for (const bin of Object.values(nodes)) wall(bin, [runJs, ...pslist]);
+    const servedMs = () =>
+      [...serverErr.matchAll(/served plugins run .* in ([\d.]+) ms/g)].map((m) => Number(m[1]));
+    for (let i = 0; i < SERVE_RUNS; i++) {
+      for (const [k, bin] of Object.entries(nodes)) {
+        const before = servedMs().length;
+        const r = wall(bin, [runJs, ...pslist, '--timing']);
+        if (!/through the vmi server/.test(r.stderr)) throw new Error(`not served: ${r.stderr}`);
+        add(`served.${k}`, r.ms);
+        while (servedMs().length === before) await sleep(10);
+        add(`serverSide.${k}`, servedMs().at(-1));
+      }
+    }
+  } finally {
+    if (server && server.exitCode === null) {
+      server.kill('SIGINT');
+      await new Promise((r) => server.on('exit', r));
+    }
+    await stopResidentShadow(guest).catch(() => undefined);
+    await labDown(name);
+  }
+  out.hostLoadavg = { before: load0, after: loadavg() };
+  out.finished = new Date().toISOString();
+  out.wallMs = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stat(v)]));
+  const w = out.wallMs;
+  const rows = [
+    [`\`node -e 0\` (Node ${out.nodes.this})`, ms(w['nodeStart.this'], 0)],
+    ...(nodes.system
+      ? [[`\`node -e 0\` (system Node ${out.nodes.system})`, ms(w['nodeStart.system'], 0)]]
+      : []),
+    [`fast client module load (Node ${out.nodes.this}, with Node start)`, ms(w['fastImport.this'], 0)],
+    ...(nodes.system
+      ? [
+          [
+            `fast client module load (system Node ${out.nodes.system}, with Node start)`,
+            ms(w['fastImport.system'], 0),
+          ],
+        ]
+      : []),
+    ['`vmi --help` (oclif start-up)', ms(w.help, 0)],
+    ['`vmi plugins run pslist`, fresh shadow', ms(w.fresh, 0)],
+    ['`vmi plugins run pslist`, resident shadow, no server', ms(w.resident, 0)],
+    [`\`vmi plugins run pslist\` through \`vmi serve\` (Node ${out.nodes.this})`, ms(w['served.this'], 0)],
+    [`  of which the server's request (parse, re-attach, pslist)`, ms(w['serverSide.this'], 0)],
+    ...(nodes.system
+      ? [
+          [
+            `\`vmi plugins run pslist\` through \`vmi serve\` (system Node ${out.nodes.system})`,
+            ms(w['served.system'], 0),
+          ],
+          [`  of which the server's request`, ms(w['serverSide.system'], 0)],
+        ]
+      : []),
+  ];
+  const note =
+    `CLI wall time, spawn → exit with the table on stdout, ms: median (min) over ${SERVE_RUNS} runs. ` +
+    `Guest: ${out.guest.kernelRelease}, ${out.guest.ramBytes / 2 ** 20} MiB, 1 vCPU, TCG. ` +
+    `Host load average before/after: ${load0[0].toFixed(2)} / ${out.hostLoadavg.after[0].toFixed(2)} (2 cores). Run ${started}.`;
+  const md = await format(`${markdown(['', 'wall ms'], rows)}\n\n${note}\n`, { parser: 'markdown' });
+  await writeFile(join(HERE, 'results-serve.json'), JSON.stringify(out, null, 2) + '\n');
+  await writeFile(join(HERE, 'results-serve.md'), md);
+  process.stdout.write(`${plain(['', 'wall ms'], rows)}\n\n${note}\n`);
+  log('wrote bench/results-serve.json and bench/results-serve.md');
+}
+
 // ------------------------------------------------------------------ main
 
 async function main() {
@@ -1695,6 +1845,7 @@ async function main() {
   if (ONLY_SQL) return sqlBench();
   if (ONLY_DEVICES) return devicesBench(pslist);
   if (ONLY_REALVM) return realvmBench(pslist);
+  if (ONLY_SERVE) return serveBench();
   const psaux = builtinPlugins.find((p) => p.name === 'psaux');
   if (!psaux) log('psaux plugin not present: skipping it');
   const plugins = { pslist, psaux };

@@ -20,6 +20,7 @@ import type { InspectedGuest } from '../qemu/guest-endpoints.js';
 import {
   runPluginsOnGuest,
   type AttachedSession,
+  type PluginRequest,
   type PluginsRun,
   type RunOnGuestOptions,
 } from '../runner/run-plugins.js';
@@ -29,6 +30,9 @@ import type { SessionOptions } from '../shadow/session.js';
 import { stopResidentShadow } from '../shadow/resident.js';
 import type { TransportChoice } from '../shadow/transport.js';
 import { openTarget, type OpenedTarget, type TargetSpec } from '../targets/index.js';
+import { DEFAULT_LAB_NAME } from '../targets/lab.js';
+import { ServerConnection, serverSocketPath } from '../serve/client.js';
+import { decodeTable, ProtocolError, type ServerStatus } from '../serve/protocol.js';
 
 /**
  * Which guest: a lab guest by name (`'lab'` is the default one, booted when it is not
@@ -61,6 +65,14 @@ export interface OpenGuestOptions {
    * holds the guest only for its own duration, so several clients take turns.
    */
   lockWaitMs?: number;
+  /**
+   * Use a vmi server of this guest (`vmi serve`, or a `vmi watch` exposing it) when one is
+   * running: calls then go through its socket and share its resident shadow (docs/serve.md).
+   * Default true (VMI_SERVER=off in the environment turns it off); false always attaches here.
+   * Through a server, plugins are named (built-ins), and the server's own options apply
+   * (its transport and shadow lifetime; `keepShadow` and `close()` do not stop its shadow).
+   */
+  server?: boolean;
 }
 
 /** One plugin to run: a built-in's name or a plugin definition (definePlugin), with its options. */
@@ -137,6 +149,13 @@ export interface GuestInternals {
   stopShadow?: (guest: InspectedGuest) => Promise<unknown>;
 }
 
+/** A server that this Guest sends its calls to (openGuest found one for the guest). */
+export interface RemoteBackend {
+  conn: ServerConnection;
+  name: string;
+  serverPid: number;
+}
+
 /** A guest opened for plugin runs. Calls are serialized; close() once done. */
 export class Guest {
   private closed = false;
@@ -147,14 +166,25 @@ export class Guest {
 
   /** @internal use openGuest */
   constructor(
-    private readonly target: OpenedTarget,
+    private readonly target: OpenedTarget | undefined,
     private readonly opts: OpenGuestOptions = {},
     private readonly internals: GuestInternals = {},
+    private readonly remote?: RemoteBackend,
   ) {}
 
   /** The guest's name (lab guest name, QEMU's -name, or the capture's guest). */
   get name(): string {
-    return this.target.guest.name;
+    return this.remote ? this.remote.name : this.opened.guest.name;
+  }
+
+  /** The pid of the vmi server the calls go through, or undefined when they run here. */
+  get serverPid(): number | undefined {
+    return this.remote?.serverPid;
+  }
+
+  private get opened(): OpenedTarget {
+    if (!this.target) throw new Error('internal: a remote Guest has no target of its own');
+    return this.target;
   }
 
   /** Runs one plugin; throws PluginRunError if it fails, UnknownPluginError for a bad name. */
@@ -168,11 +198,41 @@ export class Guest {
   /** Runs several plugins through one attach; one plugin's failure costs its own result. */
   async runAll(calls: readonly PluginCall[]): Promise<GuestRun> {
     const requests = calls.map((c) => ({ plugin: resolvePlugin(c.plugin), options: c.options ?? {} }));
+    if (this.remote) {
+      const remote = this.remote;
+      const named = requests.map((r) => {
+        if (!builtinPlugins.includes(r.plugin))
+          throw new UnknownPluginError(
+            `${r.plugin.name}: through the vmi server of ${remote.name} only built-in plugins run by name; open the guest with { server: false } to run a plugin definition`,
+          );
+        return { plugin: r.plugin.name, options: r.options };
+      });
+      return this.serialized(async () =>
+        decodeGuestRun(await remote.conn.request({ op: 'run', calls: named })),
+      );
+    }
     return this.serialized(async () => {
       const t0 = performance.now();
-      const run = await runPluginsOnGuest(this.target.guest, requests, this.runOptions());
+      const run = await runPluginsOnGuest(this.opened.guest, requests, this.runOptions());
       this.attached = true;
       return toGuestRun(run, performance.now() - t0);
+    });
+  }
+
+  /**
+   * @internal The vmi server's path for a `plugins run` command line: its requests (pack
+   * runners included) with the command's own options, in this Guest's queue; the shadow
+   * stays resident. Returns the runner's result, as `vmi plugins run` reports it.
+   */
+  runRequests(requests: readonly PluginRequest[], options: RunOnGuestOptions): Promise<PluginsRun> {
+    return this.serialized(async () => {
+      const run = await runPluginsOnGuest(this.opened.guest, requests, {
+        ...this.runOptions(),
+        ...options,
+        keepResident: true,
+      });
+      this.attached = true;
+      return run;
     });
   }
 
@@ -185,15 +245,21 @@ export class Guest {
     if (this.closed) return;
     this.closed = true;
     await this.queue.catch(() => undefined);
+    if (this.remote) {
+      // The server's shadow is the server's: only the connection ends here.
+      this.remote.conn.close();
+      return;
+    }
+    const target = this.opened;
     try {
       // A replay clone is thrown away whole: no shadow to stop in it.
-      if (this.attached && !this.opts.keepShadow && !this.target.guest.captureId) {
+      if (this.attached && !this.opts.keepShadow && !target.guest.captureId) {
         const stop =
           this.internals.stopShadow ?? ((g) => stopResidentShadow(g, { progress: this.opts.progress }));
-        await stop(this.target.guest);
+        await stop(target.guest);
       }
     } finally {
-      await this.target.close();
+      await target.close();
     }
   }
 
@@ -227,8 +293,52 @@ export class Guest {
  * nothing is attached yet (the first call attaches).
  */
 export async function openGuest(spec: GuestSpec, opts: OpenGuestOptions = {}): Promise<Guest> {
+  const remote =
+    opts.server === false || process.env.VMI_SERVER === 'off' ? undefined : await findServer(spec);
+  if (remote) {
+    opts.progress?.(
+      `through the vmi server of ${remote.name} (pid ${remote.serverPid}, ${remote.conn.path})`,
+    );
+    return new Guest(undefined, opts, {}, remote);
+  }
   const target = await openTarget(targetSpec(spec), opts.progress ? { progress: opts.progress } : {});
   return new Guest(target, opts);
+}
+
+/**
+ * The running vmi server of a lab guest or a foreign QEMU, connected; undefined when there
+ * is none (no socket, a stale one, or a server that does not answer status).
+ */
+async function findServer(spec: GuestSpec): Promise<RemoteBackend | undefined> {
+  const t = targetSpec(spec);
+  if (t.kind === 'capture') return undefined;
+  const path = serverSocketPath(t.kind === 'lab' ? { lab: t.guest ?? DEFAULT_LAB_NAME } : { qmp: t.socket });
+  const conn = await ServerConnection.connect(path).catch(() => undefined);
+  if (!conn) return undefined;
+  try {
+    const status = (await conn.request({ op: 'status' })).status as ServerStatus;
+    conn.unref();
+    return { conn, name: status.guest, serverPid: status.pid };
+  } catch {
+    conn.close();
+    return undefined;
+  }
+}
+
+/** A `run` reply of a vmi server as a GuestRun (tables checked as they are decoded). */
+function decodeGuestRun(reply: Record<string, unknown>): GuestRun {
+  const { results, failures, timing } = reply as {
+    results: unknown[];
+    failures: { plugin: string; index: number; message: string }[];
+    timing: CallTiming;
+  };
+  if (!Array.isArray(results) || !Array.isArray(failures) || typeof timing !== 'object')
+    throw new ProtocolError('a malformed run reply');
+  return {
+    results: results.map((r) => (r ? pluginResult(decodeTable((r as { table: unknown }).table)) : undefined)),
+    failures: failures.map((f) => ({ ...f, error: new PluginRunError(f.message) })),
+    timing,
+  };
 }
 
 /** The targets layer's spec for a GuestSpec. */

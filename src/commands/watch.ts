@@ -1,6 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../cli/base-command.js';
+import PluginsRun from './plugins/run.js';
 import type { GuestSpec } from '../api/index.js';
 import { DEFAULT_LAB_NAME, listLabGuests } from '../lab/lab.js';
 import { parseFileMode, streamSink, type Sink } from '../output/sink.js';
@@ -8,6 +9,7 @@ import { TRANSPORT_CHOICES } from '../shadow/transport.js';
 import { eventLine } from '../watch/events.js';
 import { SOURCE_NAMES, type SourceName } from '../watch/sources.js';
 import { parseInterval, watchGuests } from '../watch/watch.js';
+import { exposeWatchedGuests } from '../server/watch-hook.js';
 
 export default class Watch extends VmiCommand {
   static override summary =
@@ -85,6 +87,14 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
         this.progress(`${name}: detaching`);
         stop.abort();
       };
+      // The watched guests are served to other vmi processes meanwhile (docs/serve.md).
+      const exposed = exposeWatchedGuests(unique, {
+        planner: (argv) => new PluginsRun(argv, this.config).plan(),
+        keepShadow: flags['keep-shadow'],
+        transport: flags.transport,
+        signal: stop.signal,
+        status: (m) => this.progress(m),
+      });
       const onInt = onSignal('SIGINT');
       const onTerm = onSignal('SIGTERM');
       process.on('SIGINT', onInt);
@@ -106,6 +116,8 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
       } finally {
         process.off('SIGINT', onInt);
         process.off('SIGTERM', onTerm);
+        stop.abort();
+        await exposed.close();
         if (stream !== process.stdout) await new Promise<void>((r) => stream.end(r));
       }
     } catch (err) {

@@ -75,6 +75,16 @@ export async function inspect(
   const run: PluginsRun = await withTarget(openTarget(spec, openOpts), (guest) =>
     runPluginsOnGuest(guest, requests, opts),
   );
+  return summarizeRun(run, opts, started);
+}
+
+/**
+ * What `vmi plugins run` reports for one guest's run: the problems (failed plugins), the
+ * notes (the trap fall-back; timings with `timing`) and the exit code. Shared with the vmi
+ * server (src/serve), so a command served there reports exactly the same lines.
+ * `started` is the performance.now() at which the command's work began.
+ */
+export function summarizeRun(run: PluginsRun, opts: { timing?: boolean }, started: number): InspectResult {
   // A plugin that threw costs its own table: the others are still returned.
   const problems = run.failures.map((f) => `${f.plugin}: ${oneLine(f.message)}`);
   const notes: string[] = [];

@@ -2,6 +2,8 @@
 import { DEFAULT_LAB_NAME, findLabGuest, labUp, listLabGuests, type LabGuest } from '../lab/lab.js';
 import type { GuestTarget, OpenedTarget, OpenTargetOptions } from './target.js';
 
+export { DEFAULT_LAB_NAME };
+
 export class TargetError extends Error {}
 
 export interface LiveTargetOptions {

@@ -5,11 +5,12 @@ import { builtinPlugins } from '../../plugins/index.js';
 import { DEFAULT_LOCK_WAIT_MS } from '../../util/guest-lock.js';
 import { loadPluginRegistry, trustedFromEnv } from '../../packs/registry.js';
 import { DEFAULT_RENDERER, RENDERER_NAMES } from '../../output/registry.js';
-import { writeOutput } from '../../output/write.js';
+import { emitRunOutput } from '../../cli/emit-run.js';
 import { parseFileMode } from '../../output/sink.js';
 import { DEFAULT_RUN_LIMITS } from '../../sdk/limits.js';
 import { parsePluginArgs } from '../../cli/plugin-args.js';
-import { inspect, type InspectTarget } from '../../runner/inspect.js';
+import { inspect, type InspectOptions, type InspectTarget } from '../../runner/inspect.js';
+import type { RunPlan, RunPrepared } from '../../cli/run-plan.js';
 import { describePlugins } from '../../cli/plugin-list.js';
 import { TRANSPORT_CHOICES } from '../../shadow/transport.js';
 import { loadTrustedKey } from '../../capture/signature.js';
@@ -138,7 +139,13 @@ Plugins of installed packs run isolated by default: each run in a child process 
     }),
   };
 
-  async run(): Promise<void> {
+  /**
+   * Everything the command decides before it reaches a guest: flags parsed, plugins and
+   * options resolved (packs included), the target and the run's options. The vmi server
+   * calls this too (src/serve/cli-request.ts) so that a command served there is parsed
+   * exactly as here. Throws what the command would report.
+   */
+  async plan(): Promise<RunPlan> {
     const { valued, booleans } = flagSets(PluginsRun.flags);
     const { own, rest } = splitArgv(this.argv, valued, booleans);
     const { flags } = await this.parse(PluginsRun, own);
@@ -150,12 +157,8 @@ Plugins of installed packs run isolated by default: each run in a child process 
     const registry = await loadPluginRegistry(this.config, {
       trusted: (pack) => trustFlag.has(pack) || fromEnv(pack),
     });
-    if (flags.list) {
-      this.log(describePlugins(registry.plugins, (n) => registry.packOf(n)));
-      return;
-    }
-    let exitCode = 0;
-    try {
+    if (flags.list) return { list: describePlugins(registry.plugins, (n) => registry.packOf(n)) };
+    const prepare = async (progress: (m: string) => void): Promise<RunPrepared> => {
       if (flags.all && rest.length > 0) {
         throw new Error(`--all runs every built-in plugin with default options; drop '${rest.join(' ')}'`);
       }
@@ -167,14 +170,13 @@ Plugins of installed packs run isolated by default: each run in a child process 
           }));
       if (requests.length === 0)
         throw new Error('name at least one plugin, or --all (see `vmi plugins available`)');
-      const progress = (m: string): void => this.progress(m);
       const trust = await Promise.all((flags.trust ?? []).map((p) => loadTrustedKey(p)));
       const target: InspectTarget = flags.capture
         ? { kind: 'capture', path: flags.capture, ...(trust.length > 0 ? { trust } : {}) }
         : flags.qmp
           ? { kind: 'qmp', socket: flags.qmp }
           : { kind: 'lab', guests: flags.guest ?? [], allGuests: flags['all-guests'] };
-      const result = await inspect(target, requests, {
+      const options: InspectOptions = {
         transport: flags.transport,
         // Booting the default lab guest always shows progress; the rest with --timing.
         progress: flags.timing ? progress : undefined,
@@ -190,17 +192,23 @@ Plugins of installed packs run isolated by default: each run in a child process 
           maxReadBytes: flags['max-read'] * 1048576,
         },
         timing: flags.timing,
-      });
-      for (const line of result.problems) process.stderr.write(`vmi: error: ${line}\n`);
-      await writeOutput(result.tables, {
-        format: flags.renderer,
-        output: flags.output,
-        mode: outputMode,
-      });
-      for (const t of result.tables) {
-        for (const e of t.errors) process.stderr.write(`vmi: ${t.plugin}: ${e}\n`);
-      }
-      for (const line of result.notes) this.progress(line);
+      };
+      return { target, requests, options };
+    };
+    return { prepare, format: flags.renderer, output: flags.output, mode: outputMode, timing: flags.timing };
+  }
+
+  async run(): Promise<void> {
+    const plan = await this.plan();
+    if ('list' in plan) {
+      this.log(plan.list);
+      return;
+    }
+    let exitCode = 0;
+    try {
+      const { target, requests, options } = await plan.prepare((m) => this.progress(m));
+      const result = await inspect(target, requests, options);
+      await emitRunOutput({ ...result, format: plan.format, output: plan.output, mode: plan.mode });
       exitCode = result.exitCode;
     } catch (err) {
       this.fail(err);

@@ -1,0 +1,354 @@
+/**
+ * `vmi serve` on a booted lab guest (docs/serve.md), against the guest's own console:
+ * two `plugins run pslist` at once go through the server, both exit 0 and match the
+ * console's process list; outputs (stdout, -o files, stderr, exit codes, errors) are byte
+ * for byte those of the same command without a server; the API's openGuest goes through
+ * it; a bad request gets an error reply and the server keeps serving; SIGINT removes the
+ * socket and the shadow; SIGKILL leaves nothing in the guest but the resident shadow,
+ * which the next vmi reuses, and a stale socket that the next server replaces; `vmi watch`
+ * serves the guest it watches. A foreign QEMU served with --qmp: the server holds its one
+ * QMP connection, and further vmi commands on it go through the server.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { tableFromIPC } from 'apache-arrow';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openGuest } from '../../src/api/index.js';
+import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
+import { bootForeignQemu, type ForeignQemu } from '../../src/lab/foreign-qemu.js';
+import { foreignRunDir } from '../../src/targets/qmp.js';
+import { serverSocketPath } from '../../src/serve/client.js';
+import { encodeFrame, FrameReader, PROTOCOL_VERSION } from '../../src/serve/protocol.js';
+import { PLAIN_TERMINAL, requireBuilt, ROOT, runVmi, VMI_BIN, type Ran } from './helpers/cli.js';
+import {
+  expectRowsMatchConsole,
+  guestProcs as consoleProcs,
+  kworker,
+  lasting,
+  type GuestProc,
+} from './helpers/guest-shell.js';
+
+const NAME = 'serve-t';
+const DIRECT = { ...PLAIN_TERMINAL, VMI_SERVER: 'off' };
+
+interface Server {
+  child: ChildProcessByStdio<null, Readable, Readable>;
+  stdout: string;
+  stderr: string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+async function startServer(target: string[] = ['--guest', NAME]): Promise<Server> {
+  const child = spawn(process.execPath, [VMI_BIN, 'serve', ...target, '-v'], {
+    cwd: ROOT,
+    env: { ...process.env, ...PLAIN_TERMINAL },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const s: Server = {
+    child,
+    stdout: '',
+    stderr: '',
+    exited: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal }))),
+  };
+  child.stdout.on('data', (d: Buffer) => (s.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (s.stderr += d.toString()));
+  const deadline = Date.now() + 240_000;
+  while (!s.stdout.includes('serving ')) {
+    if (child.exitCode !== null) throw new Error(`vmi serve exited: ${s.stderr}`);
+    if (Date.now() > deadline) throw new Error(`vmi serve never got ready: ${s.stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return s;
+}
+
+/**
+ * The guest's process list from its console, without vmi's own shadow (tables leave the
+ * shadow's rows out; the SIGKILL test looks for it by name).
+ */
+async function guestProcs(guest: LabGuest): Promise<Map<number, GuestProc>> {
+  const all = await consoleProcs(guest);
+  for (const [pid, p] of all) if (p.comm === 'vmi-shadow') all.delete(pid);
+  return all;
+}
+
+const pslistJson = (r: Ran): Record<string, unknown>[] => JSON.parse(r.stdout) as Record<string, unknown>[];
+
+/** The same command through the server and without it: identical bytes, stderr and exit code. */
+async function expectSameBothWays(args: string[], outDirs?: [string, string]): Promise<Ran> {
+  const served = await runVmi(outDirs ? [...args, '-o', `${outDirs[0]}/`] : args, { env: PLAIN_TERMINAL });
+  const direct = await runVmi(outDirs ? [...args, '-o', `${outDirs[1]}/`] : args, { env: DIRECT });
+  expect(served.code, `${args.join(' ')}: ${served.stderr}`).toBe(direct.code);
+  expect(served.stdout, args.join(' ')).toBe(direct.stdout);
+  expect(served.stderr, args.join(' ')).toBe(direct.stderr);
+  if (outDirs) {
+    const files = readdirSync(outDirs[0]).sort();
+    expect(files.length).toBeGreaterThan(0);
+    expect(readdirSync(outDirs[1]).sort()).toEqual(files);
+    for (const f of files)
+      expect(readFileSync(join(outDirs[0], f)).equals(readFileSync(join(outDirs[1], f))), f).toBe(true);
+  }
+  return served;
+}
+
+describe('vmi serve (lab guest)', () => {
+  let guest: LabGuest;
+  let server: Server | undefined;
+  let work: string;
+  const socket = (): string => serverSocketPath({ lab: NAME });
+
+  beforeAll(async () => {
+    requireBuilt('dist/commands/serve.js', 'dist/server/fast-cli.js');
+    work = mkdtempSync(join(tmpdir(), 'vmi-serve-'));
+    guest = await labUp({ name: NAME });
+  }, 300_000);
+
+  afterAll(async () => {
+    server?.child.kill('SIGKILL');
+    rmSync(work, { recursive: true, force: true });
+    await labDown(NAME);
+  }, 120_000);
+
+  it('serves two pslist runs at once: both exit 0 through the server and match the console', async () => {
+    server = await startServer();
+    expect(existsSync(socket())).toBe(true);
+    const before = await guestProcs(guest);
+    const args = ['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json', '--timing'];
+    const [a, b] = await Promise.all([
+      runVmi(args, { env: PLAIN_TERMINAL }),
+      runVmi(args, { env: PLAIN_TERMINAL }),
+    ]);
+    const after = await guestProcs(guest);
+    for (const r of [a, b]) {
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/through the vmi server pid \d+ at /);
+      expectRowsMatchConsole(pslistJson(r), before, after, 'pslist through the server');
+    }
+    expect(server.stderr.match(/served plugins run pslist/g)?.length).toBe(2);
+  }, 300_000);
+
+  it('writes the same bytes, stderr and exit codes with and without the server', async () => {
+    server ??= await startServer();
+    // Quiet, stable tables: every format, to stdout and to -o DIR/ files.
+    const stable = ['plugins', 'run', 'lsmod', 'banner', 'mountinfo', '--guest', NAME];
+    await expectSameBothWays([...stable, '-r', 'quick']);
+    await expectSameBothWays([...stable, '-r', 'pretty']);
+    for (const fmt of ['csv', 'json', 'jsonl']) {
+      await expectSameBothWays(
+        [...stable, '-r', fmt],
+        [mkdtempSync(join(work, 's')), mkdtempSync(join(work, 'd'))],
+      );
+    }
+    // Errors: an unknown plugin (the server's reply), a bad flag (the command's own parser).
+    const unknown = await expectSameBothWays(['plugins', 'run', 'nosuch', '--guest', NAME]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/^vmi: error: .*nosuch/);
+    const badFlag = await expectSameBothWays(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'nope']);
+    expect(badFlag.code).not.toBe(0);
+    const binaryToTty = await expectSameBothWays([
+      'plugins',
+      'run',
+      'lsmod',
+      'banner',
+      '--guest',
+      NAME,
+      '-r',
+      'arrow',
+    ]);
+    expect(binaryToTty.code).toBe(1);
+    // Arrow files: same schema and cells; only the collection time differs.
+    const [sa, da] = [join(work, 'served.arrow'), join(work, 'direct.arrow')];
+    const pa = ['plugins', 'run', 'lsmod', '--guest', NAME, '-r', 'arrow', '-o'];
+    expect((await runVmi([...pa, sa], { env: PLAIN_TERMINAL })).code).toBe(0);
+    expect((await runVmi([...pa, da], { env: DIRECT })).code).toBe(0);
+    const [ts, td] = [tableFromIPC(readFileSync(sa)), tableFromIPC(readFileSync(da))];
+    expect(ts.toArray().map((r) => r.toJSON())).toEqual(td.toArray().map((r) => r.toJSON()));
+    const meta = (t: typeof ts): Record<string, string> =>
+      Object.fromEntries([...t.schema.metadata].filter(([k]) => k !== 'vmi.collection.time'));
+    expect(meta(ts)).toEqual(meta(td));
+    // pslist: the rows of both paths (sorted by PID) agree with each other and the console.
+    const before = await guestProcs(guest);
+    const ps = ['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json'];
+    const viaServer = await runVmi(ps, { env: PLAIN_TERMINAL });
+    const direct = await runVmi(ps, { env: DIRECT });
+    const after = await guestProcs(guest);
+    // The lab guest is not still (a workload's `sleep` comes and goes, kworkers rename
+    // themselves): compare the processes the console showed both times, as it named them.
+    const steady = (pid: number): boolean =>
+      kworker(before.get(pid)?.comm ?? '?') === kworker(after.get(pid)?.comm ?? '!');
+    const key = (rows: Record<string, unknown>[]) =>
+      rows
+        .filter((r) => steady(r.PID as number))
+        .map(
+          (r) =>
+            `${String(r.PID)} ${String(r.PPID)} ${kworker(String(r.COMM))} ${String(r['CREATION TIME'])}`,
+        )
+        .sort();
+    expectRowsMatchConsole(pslistJson(viaServer), before, after, 'served');
+    expectRowsMatchConsole(pslistJson(direct), before, after, 'direct');
+    expect(key(pslistJson(viaServer))).toEqual(key(pslistJson(direct)));
+  }, 600_000);
+
+  it('openGuest goes through the server; a bad request gets an error reply and the server keeps serving', async () => {
+    const g = await openGuest(NAME);
+    try {
+      expect(g.serverPid).toBe(server!.child.pid);
+      const before = await guestProcs(guest);
+      const r = await g.run('pslist');
+      const after = await guestProcs(guest);
+      const rows = r.table.rows.map((row) =>
+        Object.fromEntries(r.table.columns.map((c, i) => [c.name, row[i]])),
+      );
+      expectRowsMatchConsole(rows, before, after, 'openGuest through the server');
+    } finally {
+      await g.close();
+    }
+    const replies = await new Promise<Record<string, unknown>[]>((resolve, reject) => {
+      const s = net.createConnection({ path: socket() });
+      const reader = new FrameReader(1 << 20);
+      const got: Record<string, unknown>[] = [];
+      s.on('data', (d: Buffer) => {
+        got.push(...(reader.push(d) as Record<string, unknown>[]));
+        if (got.length === 2) {
+          s.end();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+      s.write(encodeFrame({ v: PROTOCOL_VERSION, id: 7, op: 'rm -rf' }));
+      s.write(encodeFrame({ v: PROTOCOL_VERSION, id: 8, op: 'cli', argv: [1, 2], cwd: '/' }));
+    });
+    expect(replies.map((m) => [m.id, m.ok])).toEqual([
+      [7, false],
+      [8, false],
+    ]);
+    const again = await runVmi(['plugins', 'run', 'banner', '--guest', NAME, '--timing'], {
+      env: PLAIN_TERMINAL,
+    });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/through the vmi server/);
+  }, 300_000);
+
+  it('SIGKILL leaves only the resident shadow: the next vmi reuses it, the next server replaces the socket', async () => {
+    const shadowPid = Number(
+      (
+        await runVmi(['plugins', 'run', 'banner', '--guest', NAME, '-r', 'json', '--timing'], {
+          env: PLAIN_TERMINAL,
+        })
+      ).stderr.match(/shadow pid (\d+)/)?.[1],
+    );
+    expect(shadowPid).toBeGreaterThan(1);
+    server!.child.kill('SIGKILL');
+    await server!.exited;
+    server = undefined;
+    expect(existsSync(socket())).toBe(true); // stale: nothing accepts on it
+    // In the guest: the shadow is the only vmi process (truth: the console).
+    const procs = await consoleProcs(guest);
+    expect(procs.get(shadowPid)?.comm).toBe('vmi-shadow');
+    expect([...procs.values()].filter((p) => /vmi/.test(p.comm)).map((p) => p.pid)).toEqual([shadowPid]);
+    // The next vmi ignores the stale socket and reuses the resident shadow.
+    const before = await guestProcs(guest);
+    const next = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json', '--timing'], {
+      env: PLAIN_TERMINAL,
+    });
+    const after = await guestProcs(guest);
+    expect(next.code, next.stderr).toBe(0);
+    expect(next.stderr).not.toMatch(/through the vmi server/);
+    expect(next.stderr).toMatch(new RegExp(`shadow pid ${shadowPid}\\b`));
+    expectRowsMatchConsole(pslistJson(next), before, after, 'after SIGKILL');
+    // A new server replaces the stale socket and serves; SIGINT then removes socket and shadow.
+    server = await startServer();
+    const served = await runVmi(['plugins', 'run', 'banner', '--guest', NAME, '--timing'], {
+      env: PLAIN_TERMINAL,
+    });
+    expect(served.code, served.stderr).toBe(0);
+    expect(served.stderr).toMatch(/through the vmi server/);
+    server.child.kill('SIGINT');
+    expect((await server.exited).code).toBe(0);
+    server = undefined;
+    expect(existsSync(socket())).toBe(false);
+    expect(await lasting(guest, (p) => /vmi/.test(p.comm))).toEqual([]);
+  }, 600_000);
+
+  it('vmi watch serves its guest: an ad-hoc run shares the watch shadow; SIGINT removes socket and shadow', async () => {
+    const watch = spawn(process.execPath, [VMI_BIN, 'watch', '--guest', NAME, '--only', 'process'], {
+      cwd: ROOT,
+      env: { ...process.env, ...PLAIN_TERMINAL },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    watch.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    watch.stdout.resume();
+    const exited = new Promise<number | null>((resolve) => watch.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 240_000;
+      while (!/serving serve-t to other vmi processes/.test(err) || !/shadow/.test(err)) {
+        if (watch.exitCode !== null || Date.now() > deadline) throw new Error(`watch: ${err}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const before = await guestProcs(guest);
+      const r = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json', '--timing'], {
+        env: PLAIN_TERMINAL,
+      });
+      const after = await guestProcs(guest);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/through the vmi server pid \d+ at /);
+      expectRowsMatchConsole(pslistJson(r), before, after, 'through the watch');
+      // One shadow in the guest: the watch's, which served the run too.
+      const shadows = [...(await consoleProcs(guest)).values()].filter((p) => p.comm === 'vmi-shadow');
+      expect(shadows.length).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`shadow pid ${shadows[0].pid}\\b`));
+    } finally {
+      watch.kill('SIGINT');
+    }
+    expect(await exited).toBe(0);
+    expect(existsSync(socket())).toBe(false);
+    expect(await lasting(guest, (p) => /vmi/.test(p.comm))).toEqual([]);
+  }, 400_000);
+});
+
+describe('vmi serve --qmp (a QEMU that vmi did not start)', () => {
+  let vm: ForeignQemu;
+  let server: Server | undefined;
+
+  beforeAll(async () => {
+    requireBuilt('dist/commands/serve.js');
+    vm = await bootForeignQemu();
+  }, 300_000);
+  afterAll(async () => {
+    server?.child.kill('SIGKILL');
+    await vm?.stop();
+    if (vm) rmSync(foreignRunDir(vm.qmpSocket), { recursive: true, force: true });
+  }, 120_000);
+
+  it('further vmi commands on that QEMU go through the server (its QMP socket has one client)', async () => {
+    const con = { serialSocket: vm.serialSocket } as LabGuest;
+    server = await startServer(['--qmp', vm.qmpSocket]);
+    const before = await guestProcs(con);
+    const args = ['plugins', 'run', 'pslist', '--qmp', vm.qmpSocket, '-r', 'json', '--timing'];
+    const [a, b] = await Promise.all([
+      runVmi(args, { env: PLAIN_TERMINAL }),
+      runVmi(args, { env: PLAIN_TERMINAL }),
+    ]);
+    const after = await guestProcs(con);
+    for (const r of [a, b]) {
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/through the vmi server pid \d+ at .*foreign/);
+      expectRowsMatchConsole(pslistJson(r), before, after, 'foreign pslist through the server');
+    }
+    // Without the server the QMP socket is taken: the direct path fails at QMP connect.
+    const direct = await runVmi(['plugins', 'run', 'pslist', '--qmp', vm.qmpSocket], {
+      env: { ...DIRECT },
+      timeoutMs: 60_000,
+    });
+    expect(direct.code).toBe(1);
+    expect(direct.stderr).toMatch(/QMP/);
+    server.child.kill('SIGTERM');
+    expect((await server.exited).code).toBe(0);
+    server = undefined;
+    expect(await lasting(con, (p) => /vmi/.test(p.comm))).toEqual([]);
+  }, 400_000);
+});
