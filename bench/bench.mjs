@@ -76,7 +76,9 @@ const SQL_RUNS = Number(process.env.BENCH_SQL_RUNS ?? 7);
 const ONLY_DEVICES = process.env.BENCH_ONLY === 'devices';
 const DEVICES_RUNS = Number(process.env.BENCH_DEVICES_RUNS ?? 3);
 const XVIEW_RUNS = Number(process.env.BENCH_XVIEW_RUNS ?? 5);
-const WATCH_SAMPLES = Number(process.env.BENCH_WATCH_SAMPLES ?? 20);
+const WATCH_SAMPLES = Number(process.env.BENCH_WATCH_SAMPLES ?? 50);
+/** Snapshot modes, each at every interval: incremental (the default) and the whole plugins (--full-snapshots). */
+const WATCH_MODES = (process.env.BENCH_WATCH_MODES ?? 'full,incremental').split(',');
 const WATCH_INTERVALS_MS = (process.env.BENCH_WATCH_INTERVALS ?? '1000,100').split(',').map(Number);
 const WATCH_CPU_SECONDS = Number(process.env.BENCH_WATCH_CPU_SECONDS ?? 10);
 const MEMORY_RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? 10);
@@ -1308,6 +1310,23 @@ async function guestBusyPercent(con, seconds) {
  * guest CPU the watch costs: the shadow's own CPU time and the whole guest's busy share,
  * against the idle guest.
  */
+/**
+ * The guest's boot instant on the host clock (ns), from /proc/uptime (CLOCK_BOOTTIME, 10 ms
+ * steps) read through the console: the reading with the shortest round trip, taken at its
+ * middle. A process's START_MS (start_boottime) plus this is its start on the host clock.
+ */
+async function guestBootOnHost(con, clock) {
+  let best;
+  for (let i = 0; i < 7; i++) {
+    const t0 = clock();
+    const up = Number((await guestRun(con, 'cat /proc/uptime')).trim().split(/\s+/)[0]);
+    const t1 = clock();
+    const rtt = t1 - t0;
+    if (!best || rtt < best.rtt) best = { rtt, bootNs: (t0 + t1) / 2n - BigInt(Math.round(up * 1e9)) };
+  }
+  return best.bootNs;
+}
+
 async function watchBench() {
   const name = `${GUEST}-watch`;
   await labDown(name);
@@ -1318,78 +1337,88 @@ async function watchBench() {
   try {
     log(`idle guest, no watch (${WATCH_CPU_SECONDS} s)`);
     out.idleGuestBusyPercent = await guestBusyPercent(con, WATCH_CPU_SECONDS);
-    for (const intervalMs of WATCH_INTERVALS_MS) {
-      log(`watch every ${intervalMs} ms`);
-      const stop = new AbortController();
-      const seen = new Map(); // pid → observed ns
-      let baselines = 0;
-      const ticksMs = [];
-      const watching = watchGuests({
-        guests: [name],
-        intervalMs,
-        signal: stop.signal,
-        emit: async (e) => {
-          if (e.kind === 'process_started' && !seen.has(Number(e.row.PID)))
-            seen.set(Number(e.row.PID), e.timeNs);
-        },
-        status: (m) => {
-          if (m.includes('baseline:')) baselines++;
-        },
-      });
-      const latencies = [];
-      let watchError;
-      try {
-        for (let i = 0; i < 600 && baselines < 4; i++) await sleep(50);
-        if (baselines < 4) throw new Error('no baseline from the watch');
-        for (let i = 0; i < WATCH_SAMPLES; i++) {
-          await sleep(Math.random() * intervalMs + 50);
-          const t0 = clock();
-          const pid = Number((await guestRun(con, 'sleep 3 >/dev/null 2>&1 & echo $!')).trim());
-          let te;
-          for (let k = 0; k < 200 && (te = seen.get(pid)) === undefined; k++) await sleep(10);
-          if (te === undefined) throw new Error(`no process_started for pid ${pid}`);
-          latencies.push(Number(te - t0) / 1e6);
-        }
-        await sleep(3500); // the sleeps exit before the CPU is measured
-        const shadowPid = Number(
-          (
-            await guestRun(
-              con,
-              'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = vmi-shadow ] && echo ${d#/proc/}; done; true',
-            )
-          )
-            .trim()
-            .split('\n')[0],
-        );
-        log(`  shadow pid ${shadowPid}: CPU over ${WATCH_CPU_SECONDS} s`);
-        const [shadowCpu, busy] = await Promise.all([
-          cpuPercent(con, shadowPid, WATCH_CPU_SECONDS),
-          guestBusyPercent(con, WATCH_CPU_SECONDS),
-        ]);
-        out.intervals.push({
+    const bootNs = await guestBootOnHost(con, clock);
+    for (const mode of WATCH_MODES)
+      for (const intervalMs of WATCH_INTERVALS_MS) {
+        log(`watch every ${intervalMs} ms, ${mode} snapshots`);
+        const stop = new AbortController();
+        const seen = new Map(); // pid → { observed ns, START_MS }
+        let baselines = 0;
+        const ticksMs = [];
+        const watching = watchGuests({
+          guests: [name],
           intervalMs,
-          latencyMs: { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), samples: latencies },
-          shadowCpuPercent: shadowCpu,
-          guestBusyPercent: busy,
+          fullSnapshots: mode === 'full',
+          signal: stop.signal,
+          emit: async (e) => {
+            if (e.kind === 'process_started' && !seen.has(Number(e.row.PID)))
+              seen.set(Number(e.row.PID), { te: e.timeNs, startMs: e.row.START_MS });
+          },
+          status: (m) => {
+            if (m.includes('baseline:')) baselines++;
+          },
         });
-        log(
-          `  latency p50 ${quantile(latencies, 0.5).toFixed(0)} ms, p95 ${quantile(latencies, 0.95).toFixed(0)} ms; ` +
-            `shadow CPU ${shadowCpu.toFixed(2)}%, guest busy ${busy.toFixed(2)}% (idle guest ${out.idleGuestBusyPercent.toFixed(2)}%)`,
-        );
-      } finally {
-        stop.abort();
-        // The watch's own failure is thrown after the finally (a throw inside it would hide another error).
-        const r = await watching;
-        for (const o of r.outcomes) {
-          if (o.error) watchError ??= o.error;
-          else ticksMs.push(...o.stats.tickMs);
+        const latencies = [];
+        const inGuest = [];
+        let watchError;
+        try {
+          for (let i = 0; i < 600 && baselines < 4; i++) await sleep(50);
+          if (baselines < 4) throw new Error('no baseline from the watch');
+          for (let i = 0; i < WATCH_SAMPLES; i++) {
+            await sleep(Math.random() * intervalMs + 50);
+            const t0 = clock();
+            const pid = Number((await guestRun(con, 'sleep 3 >/dev/null 2>&1 & echo $!')).trim());
+            let got;
+            for (let k = 0; k < 200 && (got = seen.get(pid)) === undefined; k++) await sleep(10);
+            if (got === undefined) throw new Error(`no process_started for pid ${pid}`);
+            latencies.push(Number(got.te - t0) / 1e6);
+            // From the process's start as the guest's kernel stamped it (start_boottime, 10 ms steps).
+            if (typeof got.startMs === 'bigint')
+              inGuest.push(Number(got.te - (bootNs + got.startMs * 1_000_000n)) / 1e6);
+          }
+          await sleep(3500); // the sleeps exit before the CPU is measured
+          const shadowPid = Number(
+            (
+              await guestRun(
+                con,
+                'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = vmi-shadow ] && echo ${d#/proc/}; done; true',
+              )
+            )
+              .trim()
+              .split('\n')[0],
+          );
+          log(`  shadow pid ${shadowPid}: CPU over ${WATCH_CPU_SECONDS} s`);
+          const [shadowCpu, busy] = await Promise.all([
+            cpuPercent(con, shadowPid, WATCH_CPU_SECONDS),
+            guestBusyPercent(con, WATCH_CPU_SECONDS),
+          ]);
+          out.intervals.push({
+            mode,
+            intervalMs,
+            latencyMs: { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), samples: latencies },
+            inGuestLatencyMs: { p50: quantile(inGuest, 0.5), p95: quantile(inGuest, 0.95), samples: inGuest },
+            shadowCpuPercent: shadowCpu,
+            guestBusyPercent: busy,
+          });
+          log(
+            `  latency p50 ${quantile(latencies, 0.5).toFixed(0)} ms, p95 ${quantile(latencies, 0.95).toFixed(0)} ms ` +
+              `(from the guest's start stamp: p50 ${quantile(inGuest, 0.5).toFixed(0)}, p95 ${quantile(inGuest, 0.95).toFixed(0)}); ` +
+              `shadow CPU ${shadowCpu.toFixed(2)}%, guest busy ${busy.toFixed(2)}% (idle guest ${out.idleGuestBusyPercent.toFixed(2)}%)`,
+          );
+        } finally {
+          stop.abort();
+          // The watch's own failure is thrown after the finally (a throw inside it would hide another error).
+          const r = await watching;
+          for (const o of r.outcomes) {
+            if (o.error) watchError ??= o.error;
+            else ticksMs.push(...o.stats.tickMs);
+          }
+          const last = out.intervals[out.intervals.length - 1];
+          if (last && last.intervalMs === intervalMs && last.mode === mode)
+            last.snapshotMs = { p50: quantile(ticksMs, 0.5), p95: quantile(ticksMs, 0.95) };
         }
-        const last = out.intervals[out.intervals.length - 1];
-        if (last && last.intervalMs === intervalMs)
-          last.snapshotMs = { p50: quantile(ticksMs, 0.5), p95: quantile(ticksMs, 0.95) };
+        if (watchError) throw watchError;
       }
-      if (watchError) throw watchError;
-    }
   } finally {
     con.close();
     await labDown(name);
@@ -1398,13 +1427,15 @@ async function watchBench() {
   await writeFile(join(HERE, 'results-watch.json'), `${JSON.stringify(out, null, 2)}\n`);
   const rows = out.intervals.map(
     (x) =>
-      `| ${x.intervalMs} ms | ${x.latencyMs.p50.toFixed(0)} | ${x.latencyMs.p95.toFixed(0)} | ${x.snapshotMs?.p50.toFixed(0)} / ${x.snapshotMs?.p95.toFixed(0)} | ${x.shadowCpuPercent.toFixed(2)}% | ${x.guestBusyPercent.toFixed(2)}% |`,
+      `| ${x.mode} | ${x.intervalMs} ms | ${x.latencyMs.p50.toFixed(0)} / ${x.latencyMs.p95.toFixed(0)} | ${x.inGuestLatencyMs.p50.toFixed(0)} / ${x.inGuestLatencyMs.p95.toFixed(0)} | ${x.snapshotMs?.p50.toFixed(1)} / ${x.snapshotMs?.p95.toFixed(1)} | ${x.shadowCpuPercent.toFixed(2)}% | ${x.guestBusyPercent.toFixed(2)}% |`,
   );
   const md =
-    `# vmi watch (${out.started}, guest ${name}, ${WATCH_SAMPLES} samples per interval, load ${out.loadavg.map((l) => l.toFixed(2)).join(' ')})\n\n` +
-    '| interval | exec → event p50 ms | p95 ms | snapshot ms p50 / p95 | shadow CPU | guest busy |\n' +
-    '| --- | --- | --- | --- | --- | --- |\n' +
-    `${rows.join('\n')}\n| no watch | | | | | ${out.idleGuestBusyPercent.toFixed(2)}% |\n`;
+    `# vmi watch (${out.started}, guest ${name}, ${WATCH_SAMPLES} samples per series, load ${out.loadavg.map((l) => l.toFixed(2)).join(' ')})\n\n` +
+    'Latency "console": host clock before the command is sent to the guest\'s console → the event\'s observed time. ' +
+    '"guest stamp": the kernel\'s start time of the process (start_boottime, 10 ms steps, mapped to the host clock through /proc/uptime) → the event.\n\n' +
+    '| snapshots | interval | exec → event ms, console p50 / p95 | guest stamp p50 / p95 | snapshot ms p50 / p95 | shadow CPU | guest busy |\n' +
+    '| --- | --- | --- | --- | --- | --- | --- |\n' +
+    `${rows.join('\n')}\n| no watch | | | | | | ${out.idleGuestBusyPercent.toFixed(2)}% |\n`;
   await writeFile(join(HERE, 'results-watch.md'), await format(md, { parser: 'markdown' }));
   process.stdout.write(md);
 }
