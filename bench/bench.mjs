@@ -77,9 +77,15 @@ const ONLY_DEVICES = process.env.BENCH_ONLY === 'devices';
 const DEVICES_RUNS = Number(process.env.BENCH_DEVICES_RUNS ?? 3);
 const XVIEW_RUNS = Number(process.env.BENCH_XVIEW_RUNS ?? 5);
 const WATCH_SAMPLES = Number(process.env.BENCH_WATCH_SAMPLES ?? 50);
-/** Snapshot modes, each at every interval: incremental (the default) and the whole plugins (--full-snapshots). */
-const WATCH_MODES = (process.env.BENCH_WATCH_MODES ?? 'full,incremental').split(',');
-const WATCH_INTERVALS_MS = (process.env.BENCH_WATCH_INTERVALS ?? '1000,100').split(',').map(Number);
+/** Series as MODE:INTERVAL_MS: full snapshots (--full-snapshots) and incremental ones (the default). */
+const WATCH_SERIES = (
+  process.env.BENCH_WATCH_SERIES ?? 'full:1000,full:100,incremental:1000,incremental:100,incremental:50'
+)
+  .split(',')
+  .map((x) => {
+    const [mode, ms] = x.split(':');
+    return { mode, intervalMs: Number(ms) };
+  });
 const WATCH_CPU_SECONDS = Number(process.env.BENCH_WATCH_CPU_SECONDS ?? 10);
 const MEMORY_RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? 10);
 const MEMORY_SIZES_MIB = (process.env.BENCH_MEMORY_SIZES ?? '256,8192').split(',').map(Number);
@@ -1338,87 +1344,86 @@ async function watchBench() {
     log(`idle guest, no watch (${WATCH_CPU_SECONDS} s)`);
     out.idleGuestBusyPercent = await guestBusyPercent(con, WATCH_CPU_SECONDS);
     const bootNs = await guestBootOnHost(con, clock);
-    for (const mode of WATCH_MODES)
-      for (const intervalMs of WATCH_INTERVALS_MS) {
-        log(`watch every ${intervalMs} ms, ${mode} snapshots`);
-        const stop = new AbortController();
-        const seen = new Map(); // pid → { observed ns, START_MS }
-        let baselines = 0;
-        const ticksMs = [];
-        const watching = watchGuests({
-          guests: [name],
-          intervalMs,
-          fullSnapshots: mode === 'full',
-          signal: stop.signal,
-          emit: async (e) => {
-            if (e.kind === 'process_started' && !seen.has(Number(e.row.PID)))
-              seen.set(Number(e.row.PID), { te: e.timeNs, startMs: e.row.START_MS });
-          },
-          status: (m) => {
-            if (m.includes('baseline:')) baselines++;
-          },
-        });
-        const latencies = [];
-        const inGuest = [];
-        let watchError;
-        try {
-          for (let i = 0; i < 600 && baselines < 4; i++) await sleep(50);
-          if (baselines < 4) throw new Error('no baseline from the watch');
-          for (let i = 0; i < WATCH_SAMPLES; i++) {
-            await sleep(Math.random() * intervalMs + 50);
-            const t0 = clock();
-            const pid = Number((await guestRun(con, 'sleep 3 >/dev/null 2>&1 & echo $!')).trim());
-            let got;
-            for (let k = 0; k < 200 && (got = seen.get(pid)) === undefined; k++) await sleep(10);
-            if (got === undefined) throw new Error(`no process_started for pid ${pid}`);
-            latencies.push(Number(got.te - t0) / 1e6);
-            // From the process's start as the guest's kernel stamped it (start_boottime, 10 ms steps).
-            if (typeof got.startMs === 'bigint')
-              inGuest.push(Number(got.te - (bootNs + got.startMs * 1_000_000n)) / 1e6);
-          }
-          await sleep(3500); // the sleeps exit before the CPU is measured
-          const shadowPid = Number(
-            (
-              await guestRun(
-                con,
-                'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = vmi-shadow ] && echo ${d#/proc/}; done; true',
-              )
-            )
-              .trim()
-              .split('\n')[0],
-          );
-          log(`  shadow pid ${shadowPid}: CPU over ${WATCH_CPU_SECONDS} s`);
-          const [shadowCpu, busy] = await Promise.all([
-            cpuPercent(con, shadowPid, WATCH_CPU_SECONDS),
-            guestBusyPercent(con, WATCH_CPU_SECONDS),
-          ]);
-          out.intervals.push({
-            mode,
-            intervalMs,
-            latencyMs: { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), samples: latencies },
-            inGuestLatencyMs: { p50: quantile(inGuest, 0.5), p95: quantile(inGuest, 0.95), samples: inGuest },
-            shadowCpuPercent: shadowCpu,
-            guestBusyPercent: busy,
-          });
-          log(
-            `  latency p50 ${quantile(latencies, 0.5).toFixed(0)} ms, p95 ${quantile(latencies, 0.95).toFixed(0)} ms ` +
-              `(from the guest's start stamp: p50 ${quantile(inGuest, 0.5).toFixed(0)}, p95 ${quantile(inGuest, 0.95).toFixed(0)}); ` +
-              `shadow CPU ${shadowCpu.toFixed(2)}%, guest busy ${busy.toFixed(2)}% (idle guest ${out.idleGuestBusyPercent.toFixed(2)}%)`,
-          );
-        } finally {
-          stop.abort();
-          // The watch's own failure is thrown after the finally (a throw inside it would hide another error).
-          const r = await watching;
-          for (const o of r.outcomes) {
-            if (o.error) watchError ??= o.error;
-            else ticksMs.push(...o.stats.tickMs);
-          }
-          const last = out.intervals[out.intervals.length - 1];
-          if (last && last.intervalMs === intervalMs && last.mode === mode)
-            last.snapshotMs = { p50: quantile(ticksMs, 0.5), p95: quantile(ticksMs, 0.95) };
+    for (const { mode, intervalMs } of WATCH_SERIES) {
+      log(`watch every ${intervalMs} ms, ${mode} snapshots`);
+      const stop = new AbortController();
+      const seen = new Map(); // pid → { observed ns, START_MS }
+      let baselines = 0;
+      const ticksMs = [];
+      const watching = watchGuests({
+        guests: [name],
+        intervalMs,
+        fullSnapshots: mode === 'full',
+        signal: stop.signal,
+        emit: async (e) => {
+          if (e.kind === 'process_started' && !seen.has(Number(e.row.PID)))
+            seen.set(Number(e.row.PID), { te: e.timeNs, startMs: e.row.START_MS });
+        },
+        status: (m) => {
+          if (m.includes('baseline:')) baselines++;
+        },
+      });
+      const latencies = [];
+      const inGuest = [];
+      let watchError;
+      try {
+        for (let i = 0; i < 600 && baselines < 4; i++) await sleep(50);
+        if (baselines < 4) throw new Error('no baseline from the watch');
+        for (let i = 0; i < WATCH_SAMPLES; i++) {
+          await sleep(Math.random() * intervalMs + 50);
+          const t0 = clock();
+          const pid = Number((await guestRun(con, 'sleep 3 >/dev/null 2>&1 & echo $!')).trim());
+          let got;
+          for (let k = 0; k < 200 && (got = seen.get(pid)) === undefined; k++) await sleep(10);
+          if (got === undefined) throw new Error(`no process_started for pid ${pid}`);
+          latencies.push(Number(got.te - t0) / 1e6);
+          // From the process's start as the guest's kernel stamped it (start_boottime, 10 ms steps).
+          if (typeof got.startMs === 'bigint')
+            inGuest.push(Number(got.te - (bootNs + got.startMs * 1_000_000n)) / 1e6);
         }
-        if (watchError) throw watchError;
+        await sleep(3500); // the sleeps exit before the CPU is measured
+        const shadowPid = Number(
+          (
+            await guestRun(
+              con,
+              'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = vmi-shadow ] && echo ${d#/proc/}; done; true',
+            )
+          )
+            .trim()
+            .split('\n')[0],
+        );
+        log(`  shadow pid ${shadowPid}: CPU over ${WATCH_CPU_SECONDS} s`);
+        const [shadowCpu, busy] = await Promise.all([
+          cpuPercent(con, shadowPid, WATCH_CPU_SECONDS),
+          guestBusyPercent(con, WATCH_CPU_SECONDS),
+        ]);
+        out.intervals.push({
+          mode,
+          intervalMs,
+          latencyMs: { p50: quantile(latencies, 0.5), p95: quantile(latencies, 0.95), samples: latencies },
+          inGuestLatencyMs: { p50: quantile(inGuest, 0.5), p95: quantile(inGuest, 0.95), samples: inGuest },
+          shadowCpuPercent: shadowCpu,
+          guestBusyPercent: busy,
+        });
+        log(
+          `  latency p50 ${quantile(latencies, 0.5).toFixed(0)} ms, p95 ${quantile(latencies, 0.95).toFixed(0)} ms ` +
+            `(from the guest's start stamp: p50 ${quantile(inGuest, 0.5).toFixed(0)}, p95 ${quantile(inGuest, 0.95).toFixed(0)}); ` +
+            `shadow CPU ${shadowCpu.toFixed(2)}%, guest busy ${busy.toFixed(2)}% (idle guest ${out.idleGuestBusyPercent.toFixed(2)}%)`,
+        );
+      } finally {
+        stop.abort();
+        // The watch's own failure is thrown after the finally (a throw inside it would hide another error).
+        const r = await watching;
+        for (const o of r.outcomes) {
+          if (o.error) watchError ??= o.error;
+          else ticksMs.push(...o.stats.tickMs);
+        }
+        const last = out.intervals[out.intervals.length - 1];
+        if (last && last.intervalMs === intervalMs && last.mode === mode)
+          last.snapshotMs = { p50: quantile(ticksMs, 0.5), p95: quantile(ticksMs, 0.95) };
       }
+      if (watchError) throw watchError;
+    }
   } finally {
     con.close();
     await labDown(name);

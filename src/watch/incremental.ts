@@ -30,10 +30,8 @@
  * up by a reset).
  */
 import { parseInetSockets, parseUnixSockets } from '../abi/linux/proc/index.js';
+import { resolvePlugin } from '../api/guest.js';
 import type { PluginCall } from '../api/index.js';
-import { lsmod } from '../plugins/lsmod.js';
-import { mountinfo } from '../plugins/mountinfo.js';
-import { sockstat } from '../plugins/sockstat.js';
 import {
   definePlugin,
   isVanished,
@@ -349,9 +347,10 @@ export function incrementalSources(sources: readonly SourceName[]): IncrementalS
         return probe.processRows();
       },
     }) as unknown as PluginDefinition,
-    module: delegating('module', lsmod as unknown as PluginDefinition, (v) => probe.modulePrint(v)),
-    mount: delegating('mount', mountinfo as unknown as PluginDefinition, (v) => probe.mountPrint(v)),
-    listener: delegating('listener', sockstat as unknown as PluginDefinition, (v) => probe.listenerPrint(v)),
+    // The built-ins the full snapshots run (sources.ts), by name: src/watch sits above the API.
+    module: delegating('module', resolvePlugin('lsmod'), (v) => probe.modulePrint(v)),
+    mount: delegating('mount', resolvePlugin('mountinfo'), (v) => probe.mountPrint(v)),
+    listener: delegating('listener', resolvePlugin('sockstat'), (v) => probe.listenerPrint(v)),
   };
   return {
     calls: sources.map((s) => ({ plugin: plugins[s] })),
