@@ -92,6 +92,23 @@ export function listenerInodes(table: (typeof NET_TABLES)[number], data: Uint8Ar
     .map((s) => s.inode);
 }
 
+/**
+ * True when a new process's row looks like a moment inside fork + exec rather than the
+ * program it runs: the same name and argv as its parent (forked, not yet exec'd), or a
+ * comm that is not the base name of argv[0] (exec'd, the program not yet settled: busybox
+ * runs applets through /proc/self/exe, comm "exe", then renames itself). Kernel threads
+ * (`[name]`) and unreadable rows never look so. A false positive costs one tick.
+ */
+export function looksMidExec(row: WatchProcessRow, parent: WatchProcessRow | undefined): boolean {
+  const { COMM: comm, ARGS: args } = row;
+  if (typeof comm !== 'string' || typeof args !== 'string') return false;
+  if (parent && parent.COMM === comm && parent.ARGS === args) return true;
+  if (args.startsWith('[') && args.endsWith(']')) return false;
+  const argv0 = args.split(' ')[0];
+  const base = argv0.slice(argv0.lastIndexOf('/') + 1);
+  return base.slice(0, 15) !== comm;
+}
+
 const NS_RE = /^(?:mnt|net):\[(\d{1,20})\]$/;
 
 /** What one tick learnt, shared by the sources' plugins of that tick. */
@@ -117,6 +134,10 @@ class GuestProbe {
   private view?: TickView;
   private procs = new Map<number, KnownProcess>();
   private lastPid?: number;
+  /** New processes held back one tick because they looked mid-exec (pid → START_MS). */
+  private deferred = new Map<number, unknown>();
+  /** A tick has been read since the last reset: its processes are the baseline, never held back. */
+  private primed = false;
   private users = new Map<number, string>();
   private passwd?: string;
   /** Last fingerprints and rows of the delegating sources. */
@@ -132,6 +153,8 @@ class GuestProbe {
   reset(): void {
     this.procs.clear();
     this.lastPid = undefined;
+    this.deferred.clear();
+    this.primed = false;
     this.last.clear();
     this.view = undefined;
     this.viewTick = -1;
@@ -194,6 +217,7 @@ class GuestProbe {
     const listed = new Set(pids);
     let mntChanged = false;
     let netChanged = false;
+    for (const pid of this.deferred.keys()) if (!listed.has(pid)) this.deferred.delete(pid);
     for (const [pid, p] of this.procs) {
       if (listed.has(pid)) continue;
       this.procs.delete(pid);
@@ -228,6 +252,18 @@ class GuestProbe {
           continue;
         }
         if (known?.row && known.row.START_MS === row.START_MS) continue;
+        // Read between fork and exec (or before the new program named itself): held back one
+        // tick, so that the event carries the program's argv and name. Once only.
+        if (
+          this.primed &&
+          !known &&
+          this.deferred.get(pid) !== row.START_MS &&
+          looksMidExec(row, this.procs.get(Number(row.PPID))?.row)
+        ) {
+          this.deferred.set(pid, row.START_MS);
+          continue;
+        }
+        this.deferred.delete(pid);
         this.procs.set(pid, { row });
         changedPids.push(pid);
       }
@@ -249,6 +285,7 @@ class GuestProbe {
         if (p.net !== undefined && !netReaders.has(p.net)) netChanged = true;
       });
     }
+    this.primed = true;
     return { files, mntReaders, netReaders, mntChanged, netChanged };
   }
 

@@ -179,6 +179,43 @@ describe('watch: incremental process snapshots', () => {
   });
 });
 
+describe('watch: a process read between fork and exec', () => {
+  it('is held back one tick and reported with the program it runs; the baseline is never held back', async () => {
+    const { events } = await ticks(
+      guest(),
+      [
+        // In the baseline: a comm that is not argv[0]'s name (a script) makes no event.
+        (g) => {
+          g.addFile('/proc/2/cmdline', '/bin/sh\0/usr/bin/tool\0');
+          addFakeProcess(g, 3, 'tool');
+          g.addFile('/proc/3/cmdline', '/bin/sh\0/usr/bin/tool\0');
+        },
+        (g) => {
+          // Forked by sh (PID 2), not yet exec'd: sh's name and argv.
+          newProcess(g, 9, 'sh');
+          g.addFile('/proc/9/stat', fakeStat(9, 'sh', { ppid: 2 }));
+          g.addFile('/proc/9/cmdline', '/bin/sh\0/usr/bin/tool\0');
+        },
+        (g) => {
+          g.addFile('/proc/9/stat', fakeStat(9, 'sleep', { ppid: 2 }));
+          g.addFile('/proc/9/cmdline', 'sleep\0' + '1000\0');
+        },
+        // Mid-exec for two ticks (busybox's "exe"): reported at the second sighting as it is then.
+        (g) => {
+          newProcess(g, 10, 'exe');
+          g.addFile('/proc/10/cmdline', 'sleep\0' + '5\0');
+        },
+        () => undefined,
+      ],
+      ['process'],
+    );
+    expect(events.map((e) => [e.kind, e.row.PID, e.row.COMM, e.row.ARGS])).toEqual([
+      ['process_started', 9, 'sleep', 'sleep 1000'],
+      ['process_started', 10, 'exe', 'sleep 5'],
+    ]);
+  });
+});
+
 describe('watch: incremental modules, mounts, listeners', () => {
   const steps: ((g: FakeGuest) => void)[] = [
     () => undefined,
