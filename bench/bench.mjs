@@ -1316,23 +1316,6 @@ async function guestBusyPercent(con, seconds) {
  * guest CPU the watch costs: the shadow's own CPU time and the whole guest's busy share,
  * against the idle guest.
  */
-/**
- * The guest's boot instant on the host clock (ns), from /proc/uptime (CLOCK_BOOTTIME, 10 ms
- * steps) read through the console: the reading with the shortest round trip, taken at its
- * middle. A process's START_MS (start_boottime) plus this is its start on the host clock.
- */
-async function guestBootOnHost(con, clock) {
-  let best;
-  for (let i = 0; i < 7; i++) {
-    const t0 = clock();
-    const up = Number((await guestRun(con, 'cat /proc/uptime')).trim().split(/\s+/)[0]);
-    const t1 = clock();
-    const rtt = t1 - t0;
-    if (!best || rtt < best.rtt) best = { rtt, bootNs: (t0 + t1) / 2n - BigInt(Math.round(up * 1e9)) };
-  }
-  return best.bootNs;
-}
-
 async function watchBench() {
   const name = `${GUEST}-watch`;
   await labDown(name);
@@ -1343,7 +1326,6 @@ async function watchBench() {
   try {
     log(`idle guest, no watch (${WATCH_CPU_SECONDS} s)`);
     out.idleGuestBusyPercent = await guestBusyPercent(con, WATCH_CPU_SECONDS);
-    const bootNs = await guestBootOnHost(con, clock);
     for (const { mode, intervalMs } of WATCH_SERIES) {
       log(`watch every ${intervalMs} ms, ${mode} snapshots`);
       const stop = new AbortController();
@@ -1372,14 +1354,23 @@ async function watchBench() {
         for (let i = 0; i < WATCH_SAMPLES; i++) {
           await sleep(Math.random() * intervalMs + 50);
           const t0 = clock();
-          const pid = Number((await guestRun(con, 'sleep 3 >/dev/null 2>&1 & echo $!')).trim());
+          // The guest's uptime (CLOCK_BOOTTIME, 10 ms steps) just after the fork, in the same reply.
+          const [pidText, upText] = (
+            await guestRun(con, 'sleep 3 >/dev/null 2>&1 & echo $! $(cat /proc/uptime)')
+          )
+            .trim()
+            .split(/\s+/);
+          const t1 = clock();
+          const pid = Number(pidText);
           let got;
           for (let k = 0; k < 200 && (got = seen.get(pid)) === undefined; k++) await sleep(10);
           if (got === undefined) throw new Error(`no process_started for pid ${pid}`);
           latencies.push(Number(got.te - t0) / 1e6);
-          // From the process's start as the guest's kernel stamped it (start_boottime, 10 ms steps).
+          // From the process's start as the guest's kernel stamped it (start_boottime): guest
+          // time from the stamp to the reply, then host time from the reply to the event
+          // (only the reply's way out of the console is left out).
           if (typeof got.startMs === 'bigint')
-            inGuest.push(Number(got.te - (bootNs + got.startMs * 1_000_000n)) / 1e6);
+            inGuest.push(Number(upText) * 1000 - Number(got.startMs) + Number(got.te - t1) / 1e6);
         }
         await sleep(3500); // the sleeps exit before the CPU is measured
         const shadowPid = Number(
@@ -1437,7 +1428,7 @@ async function watchBench() {
   const md =
     `# vmi watch (${out.started}, guest ${name}, ${WATCH_SAMPLES} samples per series, load ${out.loadavg.map((l) => l.toFixed(2)).join(' ')})\n\n` +
     'Latency "console": host clock before the command is sent to the guest\'s console → the event\'s observed time. ' +
-    '"guest stamp": the kernel\'s start time of the process (start_boottime, 10 ms steps, mapped to the host clock through /proc/uptime) → the event.\n\n' +
+    '"guest stamp": the kernel\'s start time of the process (start_boottime, 10 ms steps) → the console\'s reply, in guest time (/proc/uptime in the same reply), + the reply → the event, in host time.\n\n' +
     '| snapshots | interval | exec → event ms, console p50 / p95 | guest stamp p50 / p95 | snapshot ms p50 / p95 | shadow CPU | guest busy |\n' +
     '| --- | --- | --- | --- | --- | --- | --- |\n' +
     `${rows.join('\n')}\n| no watch | | | | | | ${out.idleGuestBusyPercent.toFixed(2)}% |\n`;

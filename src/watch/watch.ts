@@ -99,6 +99,8 @@ export async function watchGuests(opts: WatchOptions): Promise<WatchResult> {
         try {
           guest = await open(spec, {
             keepShadow: opts.keepShadow ?? false,
+            // The shadow sleeps while vmi parses: a watch's ticks are cheap for the guest.
+            holdAwake: false,
             ...(opts.transport ? { transport: opts.transport } : {}),
             ...(opts.status ? { progress: firstTimes((m: string) => opts.status?.(`${label}: ${m}`)) } : {}),
           });
