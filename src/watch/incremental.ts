@@ -97,17 +97,24 @@ export function listenerInodes(table: (typeof NET_TABLES)[number], data: Uint8Ar
  * program it runs: the same name and argv as its parent (forked, not yet exec'd), or a
  * comm that is not the base name of argv[0] (exec'd, the program not yet settled: busybox
  * runs applets through /proc/self/exe, comm "exe", then renames itself). Kernel threads
- * (`[name]`) and unreadable rows never look so. A false positive costs one tick.
+ * (`[name]`, children of kthreadd) and unreadable rows never look so; a user process
+ * with no argv (its exec is replacing its memory) does. A false positive costs at most
+ * MAX_HOLDS ticks.
  */
 export function looksMidExec(row: WatchProcessRow, parent: WatchProcessRow | undefined): boolean {
   const { COMM: comm, ARGS: args } = row;
   if (typeof comm !== 'string' || typeof args !== 'string') return false;
   if (parent && parent.COMM === comm && parent.ARGS === args) return true;
-  if (args.startsWith('[') && args.endsWith(']')) return false;
+  // No argv: a kernel thread (kthreadd's child, or kthreadd), else a process whose exec is
+  // replacing its memory right now (or a zombie).
+  if (args.startsWith('[') && args.endsWith(']')) return !(row.PID === 2 || row.PPID === 2);
   const argv0 = args.split(' ')[0];
   const base = argv0.slice(argv0.lastIndexOf('/') + 1);
   return base.slice(0, 15) !== comm;
 }
+
+/** Ticks a new process may be held back while it looks mid-exec (looksMidExec). */
+const MAX_HOLDS = 3;
 
 const NS_RE = /^(?:mnt|net):\[(\d{1,20})\]$/;
 
@@ -134,8 +141,8 @@ class GuestProbe {
   private view?: TickView;
   private procs = new Map<number, KnownProcess>();
   private lastPid?: number;
-  /** New processes held back one tick because they looked mid-exec (pid → START_MS). */
-  private deferred = new Map<number, unknown>();
+  /** New processes held back because they looked mid-exec: pid → its START_MS and the ticks held. */
+  private deferred = new Map<number, { start: unknown; held: number }>();
   /** A tick has been read since the last reset: its processes are the baseline, never held back. */
   private primed = false;
   private users = new Map<number, string>();
@@ -252,15 +259,17 @@ class GuestProbe {
           continue;
         }
         if (known?.row && known.row.START_MS === row.START_MS) continue;
-        // Read between fork and exec (or before the new program named itself): held back one
-        // tick, so that the event carries the program's argv and name. Once only.
+        // Read between fork and exec (or before the new program named itself): held back up
+        // to MAX_HOLDS ticks, so that the event carries the program's argv and name.
+        const held = this.deferred.get(pid);
+        const times = held && held.start === row.START_MS ? held.held : 0;
         if (
           this.primed &&
           !known &&
-          this.deferred.get(pid) !== row.START_MS &&
+          times < MAX_HOLDS &&
           looksMidExec(row, this.procs.get(Number(row.PPID))?.row)
         ) {
-          this.deferred.set(pid, row.START_MS);
+          this.deferred.set(pid, { start: row.START_MS, held: times + 1 });
           continue;
         }
         this.deferred.delete(pid);
