@@ -54,6 +54,10 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
       description: 'permissions of a file -o creates, octal (default 0600: events hold command lines)',
       default: '0600',
     }),
+    'full-snapshots': Flags.boolean({
+      description:
+        'read every source whole at every tick (watch-processes, sockstat, lsmod, mountinfo) instead of only what changed',
+    }),
     'keep-shadow': Flags.boolean({
       description: 'leave the resident shadow in each guest at the end (the next vmi reuses it)',
     }),
@@ -105,6 +109,7 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
           intervalMs,
           ...(flags.only ? { sources: flags.only as SourceName[] } : {}),
           keepShadow: flags['keep-shadow'],
+          fullSnapshots: flags['full-snapshots'],
           transport: flags.transport,
           signal: stop.signal,
           emit: (e) => sink.write(eventLine(e)),

@@ -67,6 +67,8 @@ export interface RunOnGuestOptions {
    * the shadow exits, unless it was resident already.
    */
   keepResident?: boolean;
+  /** SessionOptions.holdAwake: false lets the shadow sleep between batches (less guest CPU). */
+  holdAwake?: boolean;
   /**
    * `--wait`: how long to wait (ms) while another vmi holds the guest (default 60 s; 0
    * refuses at once); `onWait` hears once who holds it (the CLI prints it always).
@@ -104,6 +106,7 @@ export async function runPluginsOnGuest(
     preferVictimPid: opts.preferVictimPid,
     acceptPartialContext: opts.acceptPartialContext,
     ...(opts.keepResident !== undefined ? { keepResident: opts.keepResident } : {}),
+    ...(opts.holdAwake !== undefined ? { holdAwake: opts.holdAwake } : {}),
     ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}),
     ...(opts.onWait ? { onWait: opts.onWait } : {}),
   });

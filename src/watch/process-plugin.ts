@@ -11,6 +11,7 @@ import {
   definePlugin,
   isVanished,
   NOT_AVAILABLE,
+  type ProcessRecord,
   readProcesses,
   type Row,
   unreadable,
@@ -40,44 +41,65 @@ export const watchProcesses = definePlugin({
     const users = await guestUsers(ctx.sys.readTextFile('/etc/passwd'));
     // Cached: readProcesses read /proc/stat in its batch.
     const bootMs = await ctx.proc.bootTime();
-    const rows: Row<typeof columns>[] = [];
-    for (const { task, row, files } of records) {
-      const f = files.cmdline;
-      if (isVanished(f.error)) continue;
-      let args: string | ReturnType<typeof unreadable>;
-      if (f.error) args = unreadable(f.error.message);
-      else {
-        const argv = parseCmdline(f.data!);
-        args = argv.length > 0 ? argv.join(' ') : `[${String(row.COMM)}]`;
-      }
-      const created = row['CREATION TIME'];
-      const uid = row.UID;
-      const name = typeof uid === 'bigint' || typeof uid === 'number' ? users.get(Number(uid)) : undefined;
-      rows.push({
-        PID: task.pid,
-        PPID: row.PPID,
-        COMM: row.COMM,
-        ARGS: args,
-        UID: uid,
-        EUID: row.EUID,
-        USER: name ?? NOT_AVAILABLE,
-        'CREATION TIME': created,
-        START_MS: created instanceof Date ? BigInt(created.getTime() - bootMs) : NOT_AVAILABLE,
-      });
-    }
-    return rows;
+    return processRows(records, users, bootMs);
   },
 });
 
+/** The row of one process of watch-processes. */
+export type WatchProcessRow = Row<typeof columns>;
+
+/**
+ * watch-processes' rows of `records` (readProcesses with `files: ['cmdline']`): processes
+ * that vanished meanwhile are left out; `users` maps uid → name, `bootMs` is the boot
+ * time (ms since the epoch) their CREATION TIME was computed from.
+ */
+export function processRows(
+  records: readonly ProcessRecord[],
+  users: ReadonlyMap<number, string>,
+  bootMs: number,
+): WatchProcessRow[] {
+  const rows: WatchProcessRow[] = [];
+  for (const { task, row, files } of records) {
+    const f = files.cmdline;
+    if (!f || isVanished(f.error)) continue;
+    let args: string | ReturnType<typeof unreadable>;
+    if (f.error) args = unreadable(f.error.message);
+    else {
+      const argv = parseCmdline(f.data!);
+      args = argv.length > 0 ? argv.join(' ') : `[${String(row.COMM)}]`;
+    }
+    const created = row['CREATION TIME'];
+    const uid = row.UID;
+    const name = typeof uid === 'bigint' || typeof uid === 'number' ? users.get(Number(uid)) : undefined;
+    rows.push({
+      PID: task.pid,
+      PPID: row.PPID,
+      COMM: row.COMM,
+      ARGS: args,
+      UID: uid,
+      EUID: row.EUID,
+      USER: name ?? NOT_AVAILABLE,
+      'CREATION TIME': created,
+      START_MS: created instanceof Date ? BigInt(created.getTime() - bootMs) : NOT_AVAILABLE,
+    });
+  }
+  return rows;
+}
+
 /** uid → name from the guest's /etc/passwd; empty when it has none (a busybox initramfs may not). */
 async function guestUsers(text: Promise<string>): Promise<Map<number, string>> {
-  const users = new Map<number, string>();
   let passwd: string;
   try {
     passwd = await text;
   } catch {
-    return users;
+    return new Map();
   }
+  return parsePasswd(passwd);
+}
+
+/** uid → name from the text of an /etc/passwd (the first name of a uid wins; bad lines skipped). */
+export function parsePasswd(passwd: string): Map<number, string> {
+  const users = new Map<number, string>();
   for (const line of passwd.split('\n')) {
     const f = line.split(':');
     if (f.length >= 3 && /^\d+$/.test(f[2]) && !users.has(Number(f[2]))) users.set(Number(f[2]), f[0]);

@@ -21,6 +21,8 @@ export interface WatchOptions {
   sources?: readonly SourceName[];
   /** Leave each guest's resident shadow in place at the end. */
   keepShadow?: boolean;
+  /** Whole plugins at every tick instead of incremental snapshots (watcher.ts). */
+  fullSnapshots?: boolean;
   transport?: OpenGuestOptions['transport'];
   /** Ends the watch (SIGINT, SIGTERM). */
   signal: AbortSignal;
@@ -97,6 +99,8 @@ export async function watchGuests(opts: WatchOptions): Promise<WatchResult> {
         try {
           guest = await open(spec, {
             keepShadow: opts.keepShadow ?? false,
+            // The shadow sleeps while vmi parses: a watch's ticks are cheap for the guest.
+            holdAwake: false,
             ...(opts.transport ? { transport: opts.transport } : {}),
             ...(opts.status ? { progress: firstTimes((m: string) => opts.status?.(`${label}: ${m}`)) } : {}),
           });
@@ -105,6 +109,7 @@ export async function watchGuests(opts: WatchOptions): Promise<WatchResult> {
             intervalMs: opts.intervalMs,
             ...(opts.sources ? { sources: opts.sources } : {}),
             signal: stop.signal,
+            ...(opts.fullSnapshots ? { fullSnapshots: true } : {}),
             emit,
             ...(opts.status ? { status: opts.status } : {}),
             now,

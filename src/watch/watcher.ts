@@ -1,11 +1,14 @@
 /**
  * The watch loop of one guest: a snapshot of every source per tick through one attach
  * (the API keeps the shadow resident between ticks), diffed against the previous one.
+ * A snapshot is incremental (incremental.ts: only what changed is read) unless
+ * `fullSnapshots`.
  * The first snapshot is the baseline and makes no events, so a restarted watcher starts
  * from the guest's current state instead of replaying what it saw before.
  */
 import type { GuestRun, PluginCall } from '../api/index.js';
 import type { WatchEvent } from './events.js';
+import { incrementalSources } from './incremental.js';
 import { diffSnapshots, snapshotOf, SOURCES, type Snapshot, type SourceName } from './sources.js';
 
 /** What the loop needs of a guest: its name and one attach running several plugins (api Guest). */
@@ -29,6 +32,11 @@ export interface WatchLoopOptions {
   now(): bigint;
   /** Consecutive failed snapshots after which the loop gives up (default 10). */
   maxFailures?: number;
+  /**
+   * Run every source's whole plugin at every tick (watch-processes, sockstat, lsmod,
+   * mountinfo) instead of the incremental probes of incremental.ts. Default false.
+   */
+  fullSnapshots?: boolean;
 }
 
 export interface WatchLoopStats {
@@ -42,7 +50,8 @@ export interface WatchLoopStats {
 /** Runs until `signal` aborts (resolves) or too many snapshots in a row fail (rejects). */
 export async function watchLoop(guest: WatchedGuest, opts: WatchLoopOptions): Promise<WatchLoopStats> {
   const sources = (opts.sources ?? (Object.keys(SOURCES) as SourceName[])).map((n) => SOURCES[n]);
-  const calls = sources.map((s) => s.call);
+  const incremental = opts.fullSnapshots ? undefined : incrementalSources(sources.map((s) => s.name));
+  const calls = incremental ? incremental.calls : sources.map((s) => s.call);
   const previous = new Map<SourceName, Snapshot>();
   const stats: WatchLoopStats = { ticks: 0, events: 0, failedTicks: 0, tickMs: [] };
   const maxFailures = opts.maxFailures ?? 10;
@@ -50,6 +59,7 @@ export async function watchLoop(guest: WatchedGuest, opts: WatchLoopOptions): Pr
   while (!opts.signal.aborted) {
     const t0 = performance.now();
     let run: GuestRun | undefined;
+    incremental?.beginTick();
     try {
       run = await guest.runAll(calls);
       failuresInRow = 0;

@@ -73,6 +73,11 @@ async function waitFor<T>(
   }
 }
 
+/** Waits for the baseline of a single source (--only). */
+async function baseline1(w: Watcher): Promise<void> {
+  await waitFor('baseline', () => w.stderr.some((l) => l.includes('baseline:')), w);
+}
+
 /** Waits for the baseline of all four sources: changes after this are events. */
 async function baseline(w: Watcher): Promise<void> {
   await waitFor(
@@ -214,6 +219,44 @@ describe('vmi watch and the API on the lab guest', () => {
     expect(end, w.stderr.join('\n')).toEqual({ code: 0, signal: null });
     expect(w.stderr.some((l) => l.includes('SIGINT: detaching'))).toBe(true);
     expect(await shadowsInGuest(guest)).toEqual([]);
+  });
+
+  it('incremental snapshots: a burst of short-lived processes is reported whole, each start and exit', async () => {
+    const w = startWatch(['--interval', '100ms', '--only', 'process']);
+    try {
+      await baseline1(w);
+      // Ground truth: the PIDs the guest's shell gives its 20 children, each alive 1.5 s.
+      const pids = (
+        await guestSh(
+          guest,
+          'for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 1.5 >/dev/null 2>&1 & echo $!; done',
+        )
+      )
+        .trim()
+        .split('\n')
+        .map(Number);
+      expect(pids).toHaveLength(20);
+      await waitFor(
+        'a process_started and a process_exited for each of the burst',
+        () =>
+          pids.every(
+            (pid) =>
+              eventOf(w, 'process_started', (r) => r.PID === pid) &&
+              eventOf(w, 'process_exited', (r) => r.PID === pid),
+          ),
+        w,
+      );
+      for (const pid of pids) {
+        const started = eventOf(w, 'process_started', (r) => r.PID === pid)!;
+        const exited = eventOf(w, 'process_exited', (r) => r.PID === pid)!;
+        // One process each: the same start time in both, the exit after the start.
+        expect((exited.row as Row).START_MS).toBe((started.row as Row).START_MS);
+        expect(BigInt(String(exited.time_ns))).toBeGreaterThan(BigInt(String(started.time_ns)));
+      }
+    } finally {
+      w.child.kill('SIGINT');
+    }
+    expect(await w.exited).toEqual({ code: 0, signal: null });
   });
 
   it('many clients: two plugin runs started at once beside a watch both succeed; a held guest is waited for, or refused with --wait 0', async () => {

@@ -315,8 +315,10 @@ describe('watch: event lines', () => {
 
 describe('watch: the end of a watch', () => {
   function openFake(log: string[], failing = new Set<string>()) {
-    return async (spec: unknown, o: { keepShadow?: boolean }) => {
+    return async (spec: unknown, o: { keepShadow?: boolean; holdAwake?: boolean }) => {
       const name = String(spec);
+      // A watch lets the shadow sleep between its batches (guest CPU), never spin through a tick.
+      expect(o.holdAwake).toBe(false);
       if (failing.has(name)) throw new Error(`no running lab guest named '${name}'`);
       const api = apiGuest(baseGuest());
       let tick = 0;
