@@ -11,9 +11,9 @@
  * must run the ordinary way (no server, a stale socket, a command line the server does
  * not serve, a server that went away before answering).
  */
-import { emitRunOutput, printCommandError } from '../cli/emit-run.js';
-import { ServerConnection, ServerGoneError, ServerRequestError, serverSocketPath } from '../serve/client.js';
-import { decodeCli } from '../serve/protocol.js';
+// Everything else is imported only once the command line names a served guest: a
+// `plugins run --help` or `--list` must load nothing but this file before oclif
+// (test/integration/cli-startup.test.ts).
 
 /** Flags that the server never serves (the command runs the ordinary way). */
 const NOT_SERVED = new Set(['--help', '-h', '--list', '--capture', '--all-guests', '--version']);
@@ -64,8 +64,12 @@ export async function serveCli(argv: readonly string[]): Promise<number | undefi
   const target = servedTarget(args);
   if (!target) return undefined;
   const timing = args.includes('--timing');
+  const { ServerConnection, ServerGoneError, ServerRequestError, serverSocketPath } =
+    await import('../serve/client.js');
   const conn = await ServerConnection.connect(serverSocketPath(target)).catch(() => undefined);
   if (!conn) return undefined;
+  const { emitRunOutput, printCommandError } = await import('../cli/emit-run.js');
+  const { decodeCli } = await import('../serve/protocol.js');
   try {
     let reply;
     try {

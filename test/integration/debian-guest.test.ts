@@ -33,12 +33,9 @@ import {
   type ConsoleTruth,
 } from './helpers/capture-truth.js';
 import { PLAIN_TERMINAL, runVmi, VMI_BIN } from './helpers/cli.js';
-import { guestProcs, guestSh, unseenRows, type GuestProc } from './helpers/guest-shell.js';
+import { guestProcs, guestSh, kworker, unseenRows, type GuestProc } from './helpers/guest-shell.js';
 
 const NAME = 'realvm-guest';
-
-/** A kworker's comm names the workqueue it last ran (kworker/0:1-events): it changes under us. */
-const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, '$1');
 
 /** A file the capture tests write (on the root filesystem, i.e. the virtio disk): 8 KiB. */
 const PROBE = '/root/capture-probe.txt';

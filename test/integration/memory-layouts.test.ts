@@ -85,7 +85,6 @@ async function guestCmdlines(guest: LabGuest): Promise<Map<number, string>> {
   return m;
 }
 
-/** A kworker's comm names the workqueue it last ran (kworker/0:1-events): it changes under us. */
 function expectMatchesConsole(
   t: ResultTable,
   before: Map<number, GuestProc>,

@@ -87,8 +87,12 @@ export function unseenRows<R extends Record<string, unknown>>(
   });
 }
 
-/** A kworker's name without its work item (`kworker/0:1-events` → `kworker/0:1`): that part changes by the moment. */
-export const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-]+)-.*$/, '$1');
+/**
+ * A kworker's name without its work item (`kworker/0:1-events` → `kworker/0:1`; `+` while
+ * the item runs, `kworker/u2:1+events_unbound`, kernel/workqueue.c wq_worker_comm): that
+ * part changes by the moment.
+ */
+export const kworker = (comm: string): string => comm.replace(/^(kworker\/[^-+]+)[-+].*$/, '$1');
 
 /**
  * A process table against the console's view before and after the run: every process the
