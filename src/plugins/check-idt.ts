@@ -25,7 +25,7 @@
  * Cost (lab 6.1 guest: 4 batches): /proc/modules, /proc/kallsyms read to its end (2
  * rounds and a close); on the host one QMP question per run and two 4 KiB reads per IDTR.
  */
-import { definePlugin, proc as procParsers, type Row } from '../sdk/index.js';
+import { definePlugin, proc as procParsers, readKallsyms, type Row } from '../sdk/index.js';
 
 /** arch/x86/include/asm/segment.h: GDT_ENTRY_KERNEL_CS * 8 on x86-64. */
 const KERNEL_CS = 0x10;
@@ -112,11 +112,7 @@ export const checkIdt = definePlugin({
   async run(ctx) {
     const [modulesFile] = await ctx.sys.readFiles(['/proc/modules'], { chunkSize: 16384 });
     const modules = modulesFile?.data ? procParsers.parseModules(modulesFile.data).entries : [];
-    ctx.progress('reading /proc/kallsyms');
-    const ks = procParsers.parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms'));
-    for (const e of ks.errors) ctx.warn(e.message);
-    if (ks.hidden)
-      throw new Error('/proc/kallsyms shows no addresses to the shadow (kptr_restrict or no CAP_SYSLOG)');
+    const ks = await readKallsyms(ctx, { needAddresses: true });
     const core = (n: string) => ks.symbols.find((s) => s.module === '' && s.name === n)?.address;
     const stext = core('_stext');
     const etext = core('_etext');

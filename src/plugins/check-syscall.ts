@@ -20,7 +20,14 @@
  * Cost (lab 6.1 guest: 4 batches): /proc/modules, /proc/kallsyms read to its end (2 rounds
  * and a close), then one host read of the table (~3.6 KB).
  */
-import { definePlugin, notAvailable, proc as procParsers, syscallName, type Row } from '../sdk/index.js';
+import {
+  definePlugin,
+  notAvailable,
+  proc as procParsers,
+  readKallsyms,
+  syscallName,
+  type Row,
+} from '../sdk/index.js';
 
 const HANDLER_RE = /^(__x64_sys_\w+|__ia32_sys_\w+|sys_ni_syscall)$/;
 const MAX_ENTRIES = 512;
@@ -67,11 +74,7 @@ export const checkSyscall = definePlugin({
   async run(ctx) {
     const [modulesFile] = await ctx.sys.readFiles(['/proc/modules'], { chunkSize: 16384 });
     const modules = modulesFile?.data ? procParsers.parseModules(modulesFile.data).entries : [];
-    ctx.progress('reading /proc/kallsyms');
-    const ks = procParsers.parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms'));
-    for (const e of ks.errors) ctx.warn(e.message);
-    if (ks.hidden)
-      throw new Error('/proc/kallsyms shows no addresses to the shadow (kptr_restrict or no CAP_SYSLOG)');
+    const ks = await readKallsyms(ctx, { needAddresses: true });
     const core = (n: string) => ks.symbols.find((s) => s.module === '' && s.name === n)?.address;
     const table = core('sys_call_table');
     const stext = core('_stext');

@@ -41,6 +41,7 @@ import {
   definePlugin,
   notAvailable,
   proc as procParsers,
+  readKallsyms,
   type PluginContext,
   type Row,
 } from '../sdk/index.js';
@@ -199,9 +200,7 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
     if (s && /^0x[0-9a-f]{1,16}$/.test(s) && BigInt(s) !== 0n) m.text = BigInt(s);
   });
 
-  ctx.progress('reading /proc/kallsyms');
-  const ks = procParsers.parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms'));
-  for (const e of ks.errors) ctx.warn(e.message);
+  const ks = await readKallsyms(ctx);
   const pseudo: bigint[] = [];
   let kText: bigint | undefined;
   let kEnd: bigint | undefined;

@@ -37,6 +37,7 @@ import {
   cPath,
   notAvailable,
   proc as procParsers,
+  readKallsyms,
   type PluginContext,
   type Row,
 } from '../sdk/index.js';
@@ -161,9 +162,7 @@ export const tracing = definePlugin({
         .map((l) => l.trim().split(/\s+/).pop() ?? ''),
     );
     const mounts = mountsFile?.data ? procParsers.parseMountInfo(mountsFile.data).entries : [];
-    ctx.progress('reading /proc/kallsyms');
-    const ks = procParsers.parseKallsyms(await ctx.sys.readToEnd('/proc/kallsyms'));
-    for (const e of ks.errors) ctx.warn(e.message);
+    const ks = await readKallsyms(ctx);
     const byName = new procParsers.KallsymsIndex(ks.symbols);
     const byAddr = new procParsers.SymbolIndex(ks.symbols);
     const stext = byName.lookup('_stext')?.address;

@@ -131,6 +131,7 @@ export {
   scanForMatches,
   type MatchScanOptions,
 } from './process-memory.js';
+export { readKallsyms, type ReadKallsymsOptions } from './kallsyms.js';
 export { unlinkedPath, DELETED_SUFFIX, type UnlinkedPath } from './unlinked.js';
 // Guest text as exact bytes: the one representation of every guest-controlled string.
 export { bytesToText, textToBytes, stringToText, BYTE_TEXT_ENCODING } from '../util/byte-text.js';
