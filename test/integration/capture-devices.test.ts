@@ -14,14 +14,12 @@
  * this QEMU lacks, or a disk image that is gone, fails replay with one line.
  */
 import { execFileSync } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashFile, verifyCapture } from '../../src/capture/artifact.js';
 import { createCapture, type CreateCaptureResult } from '../../src/capture/create.js';
-import { decodeManifest, encodeManifest, MANIFEST, MANIFEST_SUM } from '../../src/capture/manifest.js';
 import { createLabDiskImage } from '../../src/lab/lab-devices.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import type { ResultTable } from '../../src/output/table.js';
@@ -40,6 +38,7 @@ import {
   tableRecords,
   type ConsoleTruth as Truth,
 } from './helpers/capture-truth.js';
+import { tampered } from './helpers/tampered-capture.js';
 import { guestSh } from './helpers/guest-shell.js';
 
 const NAME = 'devmodel-cap';
@@ -70,20 +69,6 @@ function expectLabReplayMatches(tables: ResultTable[], before: Truth, after: Tru
 }
 
 const sha256 = async (path: string): Promise<string> => (await hashFile(path)).sha256;
-
-/** A copy of a capture with its manifest changed, re-hashed (manifest.sha256) as an attacker would. */
-async function tampered(
-  src: string,
-  dst: string,
-  change: (m: ReturnType<typeof decodeManifest>) => void,
-): Promise<void> {
-  await cp(src, dst, { recursive: true });
-  const m = decodeManifest(await readFile(join(dst, MANIFEST)));
-  change(m);
-  const buf = encodeManifest(m);
-  await writeFile(join(dst, MANIFEST), buf);
-  await writeFile(join(dst, MANIFEST_SUM), createHash('sha256').update(buf).digest('hex') + '\n');
-}
 
 describe('captures of a lab guest with a virtio disk and NIC', () => {
   let guest: LabGuest;

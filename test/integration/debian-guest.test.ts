@@ -5,13 +5,11 @@
  * console. The first run on a machine builds the image (debootstrap: minutes).
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCapture, type CreateCaptureResult } from '../../src/capture/create.js';
-import { decodeManifest, encodeManifest, MANIFEST, MANIFEST_SUM } from '../../src/capture/manifest.js';
 import { fileSha256 } from '../../src/lab/debian-image.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { definePlugin } from '../../src/sdk/index.js';
@@ -33,6 +31,7 @@ import {
   type ConsoleTruth,
 } from './helpers/capture-truth.js';
 import { PLAIN_TERMINAL, runVmi, VMI_BIN } from './helpers/cli.js';
+import { tampered } from './helpers/tampered-capture.js';
 import { guestProcs, guestSh, kworker, unseenRows, type GuestProc } from './helpers/guest-shell.js';
 
 const NAME = 'realvm-guest';
@@ -65,20 +64,6 @@ const readProbe = definePlugin({
     return [{ LINE: Buffer.from(r.data).toString('latin1').split('\n')[0] }];
   },
 });
-
-/** A copy of a capture with its manifest changed and re-hashed (manifest.sha256), as an attacker would. */
-async function tampered(
-  src: string,
-  dst: string,
-  change: (m: ReturnType<typeof decodeManifest>) => void,
-): Promise<void> {
-  await cp(src, dst, { recursive: true });
-  const m = decodeManifest(await readFile(join(dst, MANIFEST)));
-  change(m);
-  const buf = encodeManifest(m);
-  await writeFile(join(dst, MANIFEST), buf);
-  await writeFile(join(dst, MANIFEST_SUM), createHash('sha256').update(buf).digest('hex') + '\n');
-}
 
 /** TCP listeners (LISTEN = 0A) of /proc/net/tcp or tcp6 text, as "family addr port" (pure). */
 function listeners(text: string, family: 'AF_INET' | 'AF_INET6'): string[] {
