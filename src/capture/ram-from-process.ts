@@ -53,8 +53,9 @@ import { CaptureError, DEVSTATE_PART } from './manifest.js';
 import { RamStreamFilter, STREAM_PAGE, type RamFilterResult } from './stream-filter.js';
 
 /**
- * The RAM backend id of a replay clone (targets/capture.ts REPLAY_BLOCK, launchQemu's
- * `memory-backend-file,id=m`): devstate.bin names ram.raw's block so, as a lab capture's does.
+ * The RAM backend id of a replay clone (launchQemu's `memory-backend-file,id=m`; the
+ * replay in targets/capture.ts maps ram.raw under it): devstate.bin names ram.raw's block
+ * so, as a lab capture's does.
  */
 export const REPLAY_RAM_BLOCK = 'm';
 

@@ -14,6 +14,7 @@ import { mkdtemp, open as openFile, rm, stat, statfs, unlink, type FileHandle } 
 import { join, resolve } from 'node:path';
 import { translate } from '../memory/page-walk.js';
 import { RamFileMemory, RamLayout, type RamRange } from '../memory/physical.js';
+import { REPLAY_RAM_BLOCK } from '../capture/ram-from-process.js';
 import { isZero } from '../capture/sparse.js';
 import {
   createRamFile,
@@ -245,7 +246,7 @@ export async function openReplay(capture: string, opts: ReplayOptions = {}): Pro
         qmpSocket: paths.qmpSocket,
         gdbSocket: paths.gdbSocket,
         ramFile: ramCopy,
-        ramFiles: { [REPLAY_BLOCK]: ramCopy },
+        ramFiles: { [REPLAY_RAM_BLOCK]: ramCopy },
         ram: replayRanges(manifest),
         ramSize: m.memMiB * 1024 * 1024,
         runDir,
@@ -340,15 +341,12 @@ async function devstateMachineType(path: string): Promise<string | undefined> {
   }
 }
 
-/** The RAM block name of the clone's one backend (launchQemu's `-object memory-backend-file,id=m`). */
-const REPLAY_BLOCK = 'm';
-
 /**
  * The clone's RAM ranges: the captured ranges, whose offsets into ram.raw are offsets into
  * the clone's RAM copy (the same machine type and size give QEMU the same layout).
  */
 function replayRanges(manifest: CaptureManifest): RamRange[] {
-  return manifest.ram.map((r) => ({ gpa: r.gpa, size: r.size, block: REPLAY_BLOCK, offset: r.offset }));
+  return manifest.ram.map((r) => ({ gpa: r.gpa, size: r.size, block: REPLAY_RAM_BLOCK, offset: r.offset }));
 }
 
 /** Runs `fn` against a replay clone and always disposes of the clone. */
