@@ -20,58 +20,36 @@ import { parseDeviceHelp, parseMachineHelp, qemuArgs } from '../../src/qemu/laun
 import { labDeviceArgs } from '../../src/lab/lab-devices.js';
 import { moduleLoadOrder } from '../../src/lab/kernel.js';
 
+/** One function of `query-pci`'s answer on bus 0 (QEMU 7.2's shape). */
+function pciFunction(
+  slot: number,
+  fn: number,
+  qdevId: string,
+  cls: number,
+  desc: string,
+  vendor: number,
+  device: number,
+) {
+  return {
+    bus: 0,
+    slot,
+    function: fn,
+    qdev_id: qdevId,
+    class_info: { class: cls, desc },
+    id: { vendor, device },
+  };
+}
+
 const PCI = [
   {
     bus: 0,
     devices: [
-      {
-        bus: 0,
-        slot: 0,
-        function: 0,
-        qdev_id: '',
-        class_info: { class: 1536, desc: 'Host bridge' },
-        id: { vendor: 0x8086, device: 0x29c0 },
-      },
-      {
-        bus: 0,
-        slot: 1,
-        function: 0,
-        qdev_id: 'disk0',
-        class_info: { class: 256, desc: 'SCSI controller' },
-        id: { vendor: 0x1af4, device: 0x1001 },
-      },
-      {
-        bus: 0,
-        slot: 2,
-        function: 0,
-        qdev_id: '',
-        class_info: { class: 512, desc: 'Ethernet controller' },
-        id: { vendor: 0x1af4, device: 0x1000 },
-      },
-      {
-        bus: 0,
-        slot: 31,
-        function: 0,
-        qdev_id: '',
-        class_info: { class: 1537, desc: 'ISA bridge' },
-        id: { vendor: 0x8086, device: 0x2918 },
-      },
-      {
-        bus: 0,
-        slot: 31,
-        function: 2,
-        qdev_id: '',
-        class_info: { class: 262, desc: 'SATA controller' },
-        id: { vendor: 0x8086, device: 0x2922 },
-      },
-      {
-        bus: 0,
-        slot: 31,
-        function: 3,
-        qdev_id: '',
-        class_info: { class: 3077, desc: 'SMBus' },
-        id: { vendor: 0x8086, device: 0x2930 },
-      },
+      pciFunction(0, 0, '', 1536, 'Host bridge', 0x8086, 0x29c0),
+      pciFunction(1, 0, 'disk0', 256, 'SCSI controller', 0x1af4, 0x1001),
+      pciFunction(2, 0, '', 512, 'Ethernet controller', 0x1af4, 0x1000),
+      pciFunction(31, 0, '', 1537, 'ISA bridge', 0x8086, 0x2918),
+      pciFunction(31, 2, '', 262, 'SATA controller', 0x8086, 0x2922),
+      pciFunction(31, 3, '', 3077, 'SMBus', 0x8086, 0x2930),
     ],
   },
 ];
