@@ -251,8 +251,8 @@ describe('renderCliOutcome (the server side)', () => {
   const table: ResultTable = {
     plugin: 'pslist',
     columns: [
-      { name: 'PID', type: 'int' },
-      { name: 'COMM', type: 'str' },
+      { name: 'PID', type: 'int32' },
+      { name: 'COMM', type: 'utf8' },
     ],
     rows: [
       [1, 'init'],
