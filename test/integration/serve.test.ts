@@ -330,7 +330,7 @@ describe('vmi serve (lab guest)', () => {
     } finally {
       renameSync(`${socket()}.away`, socket());
     }
-    expect(server!.stderr).not.toMatch(/failed/);
+    expect(server!.child.exitCode).toBe(null); // the server goes on serving
   }, 600_000);
 
   it('openGuest goes through the server; a bad request gets an error reply and the server keeps serving', async () => {
