@@ -31,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { tableFromIPC } from 'apache-arrow';
+import { readParquet } from 'parquet-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openGuest } from '../../src/api/index.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
@@ -311,6 +312,31 @@ describe('vmi serve (lab guest)', () => {
     const meta = (t: typeof ta): Record<string, string> =>
       Object.fromEntries([...t.schema.metadata].filter(([k]) => k !== 'vmi.collection.time'));
     expect(meta(ta)).toEqual(meta(tb));
+    // Parquet to -o FILE (written by the server): the same cells.
+    const [sp, dp] = [join(sd, 'l.parquet'), join(dd, 'l.parquet')];
+    const pq = ['plugins', 'run', 'lsmod', '--guest', NAME, '-r', 'parquet', '-o'];
+    expect([(await native([...pq, sp])).code, (await direct([...pq, dp])).code]).toEqual([0, 0]);
+    const rowsOf = (f: string): unknown[] =>
+      tableFromIPC(readParquet(readFileSync(f)).intoIPCStream())
+        .toArray()
+        .map((r) => r.toJSON());
+    expect(rowsOf(sp)).toEqual(rowsOf(dp));
+    expect(rowsOf(sp).length).toBeGreaterThan(0);
+    // A binary format to a terminal (script(1) gives the client a tty): the command's refusal.
+    const onTty = (env: string, cmd: string): Promise<RanBytes> =>
+      runBytes(
+        'script',
+        ['-qec', `env ${env} ${cmd} plugins run lsmod --guest ${NAME} -r arrow`, '/dev/null'],
+        {
+          PATH: NATIVE.PATH,
+        },
+      );
+    const ttyNative = await onTty('', VMI_SH);
+    const ttyDirect = await onTty('VMI_SERVER=off', `${process.execPath} ${VMI_BIN}`);
+    expect(ttyNative.stdout.toString()).toMatch(
+      /^vmi: error: arrow output is binary and stdout is a terminal/,
+    );
+    expect(ttyNative.stdout.toString()).toBe(ttyDirect.stdout.toString());
 
     // Not served by the native client: Node's output exactly (real Node on PATH here).
     const viaWrapper = (args: string[]): Promise<RanBytes> => runBytes(VMI_SH, args, PLAIN_TERMINAL);
