@@ -27,8 +27,8 @@
 //          adds a 1 GiB foreign guest; BENCH_FOREIGN_CAPTURE_RUNS, default 3)
 //        BENCH_ONLY=serve npm run bench   CLI wall time, command start → table, of `vmi plugins
 //          run pslist` on a 256 MiB lab guest: fresh shadow, resident shadow (no server), and
-//          through a `vmi serve` (bin/run.js fast path) on this Node and on the system's Node;
-//          with Node start and the fast client's module load beside them, runs interleaved
+//          through a `vmi serve` (bin/run.js fast path) on this Node and on the system's Node,
+//          and through the native client (bin/vmi → dist/vmi-client); with Node start and the fast client's module load beside them, runs interleaved
 //          (bench/results-serve.json and bench/results-serve.md)
 //        BENCH_ONLY=devices npm run bench   captures of a 256 MiB lab guest without devices and
 //          with a virtio disk (ext4, mounted) and NIC: guest pause and capture time, plain and
@@ -1723,8 +1723,11 @@ async function watchBench() {
  * with a resident shadow (attach from a new process: gdbstub/QMP, RAM map, re-check), and
  * through a `vmi serve` of the guest (bin/run.js's fast path: no oclif, no attach) on this
  * Node and on the system's `node` (Debian's 20: the fast path skips the re-exec under the
- * private Node). Beside them: a bare Node start, the fast client's module load, and the
- * server's own time per request (its -v log), so the rest is socket and rendering.
+ * private Node), and through the `vmi` command as installed (bin/vmi, the sh wrapper that
+ * execs the native client dist/vmi-client: no Node process at all, which alone costs
+ * 100-125 ms here). Beside them: a bare Node start, the fast client's module load, and the
+ * server's own time per request (its -v log), so the rest is process start, socket and
+ * rendering.
  */
 async function serveBench() {
   const name = `${GUEST}-serve`;
@@ -1733,6 +1736,9 @@ async function serveBench() {
   log(`booting lab guest ${name} (lab defaults); host load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
   const guest = await labUp({ name, onProgress: (m) => log(`  ${m}`) });
   const runJs = join(HERE, '..', 'bin', 'run.js');
+  const vmiSh = join(HERE, '..', 'bin', 'vmi');
+  if (!existsSync(join(HERE, '..', 'dist', 'vmi-client')))
+    throw new Error('dist/vmi-client is missing: npm run build with a C compiler');
   // The system's Node (Debian's /usr/bin/node), as a user's shell finds `vmi` with it.
   const systemNode = process.env.BENCH_SYSTEM_NODE ?? (existsSync('/usr/bin/node') ? '/usr/bin/node' : '');
   const nodes = {
@@ -1795,6 +1801,7 @@ async function serveBench() {
       await sleep(100);
     }
     for (const bin of Object.values(nodes)) wall(bin, [runJs, ...pslist]);
+    wall(vmiSh, pslist);
     const servedMs = () =>
       [...serverErr.matchAll(/served plugins run .* in ([\d.]+) ms/g)].map((m) => Number(m[1]));
     for (let i = 0; i < SERVE_RUNS; i++) {
@@ -1806,6 +1813,15 @@ async function serveBench() {
         while (servedMs().length === before) await sleep(10);
         add(`serverSide.${k}`, servedMs().at(-1));
       }
+      // The `vmi` command as installed: the sh wrapper execs the native client, which
+      // sends the command line and writes the bytes the server rendered (no Node at all).
+      const before = servedMs().length;
+      const r = wall(vmiSh, [...pslist, '--timing']);
+      if (!/through the vmi server/.test(r.stderr)) throw new Error(`not served: ${r.stderr}`);
+      add('served.native', r.ms);
+      while (servedMs().length === before) await sleep(10);
+      add('serverSide.native', servedMs().at(-1));
+      add('clientSide.native', r.ms - servedMs().at(-1));
     }
   } finally {
     if (server && server.exitCode === null) {
@@ -1847,6 +1863,15 @@ async function serveBench() {
           [`  of which the server's request`, ms(w['serverSide.system'], 0)],
         ]
       : []),
+    [
+      '`vmi` through `vmi serve`, native client (bin/vmi → dist/vmi-client, no Node)',
+      ms(w['served.native'], 0),
+    ],
+    [`  of which the server's request (parse, re-attach, pslist, render)`, ms(w['serverSide.native'], 0)],
+    [
+      `  of which the rest: spawn, sh wrapper, exec, connect, request, reply, write`,
+      ms(w['clientSide.native'], 0),
+    ],
   ];
   const note =
     `CLI wall time, spawn → exit with the table on stdout, ms: median (min) over ${SERVE_RUNS} runs. ` +

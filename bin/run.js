@@ -12,7 +12,12 @@ enableCompileCache?.();
 // served, and the command runs the ordinary way.
 let served;
 const argv = process.argv.slice(2);
+// Set by the native client (dist/vmi-client, via bin/vmi) when it hands a command line
+// over: it already asked the server, or knows there is none. Not passed on to children.
+const handedOver = process.env.VMI_CLIENT_FALLBACK === '1';
+delete process.env.VMI_CLIENT_FALLBACK;
 if (
+  !handedOver &&
   !process.env.VMI_NODE_REEXEC &&
   (argv[0] === 'plugins:run' || (argv[0] === 'plugins' && argv[1] === 'run'))
 ) {

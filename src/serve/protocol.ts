@@ -18,7 +18,11 @@
  * - request  `{ v, id, op: 'cli', argv, cwd }` (the arguments after `vmi plugins run`) →
  *   reply `{ v, id, ok: true, cli }` (tables, stderr lines, exit code, output settings)
  *   or `{ v, id, ok: true, fallback: reason }` when the server does not take that command
- *   line (the client then runs the command itself)
+ *   line (the client then runs the command itself). With `render: { stdoutIsTTY }` (the
+ *   native client, which has no renderers) the server renders too and replies
+ *   `{ v, id, ok: true, rendered: { writes: [[fd, bytes]], exitCode } }` instead of `cli`:
+ *   the stdout (fd 1) and stderr (fd 2) bytes in the order the command writes them
+ *   (src/server/render-cli.ts).
  * - any error → `{ v, id, ok: false, error: { name, message } }`; the connection stays open
  * - while a request runs: `{ v, id, progress: line }` (waiting for the guest, --timing)
  *
@@ -257,7 +261,15 @@ export type Request =
       calls: { plugin: string; options: Record<string, unknown> }[];
       arrow: boolean;
     }
-  | { v: number; id: number; op: 'cli'; argv: string[]; cwd: string };
+  | {
+      v: number;
+      id: number;
+      op: 'cli';
+      argv: string[];
+      cwd: string;
+      /** Render on the server (the native client): the client's stdout is a terminal or not. */
+      render?: { stdoutIsTTY: boolean };
+    };
 
 /** Checks a decoded request's shape; ProtocolError names what is wrong (the reply says it). */
 export function parseRequest(m: unknown): Request {
@@ -288,7 +300,11 @@ export function parseRequest(m: unknown): Request {
         );
       if (typeof cwd !== 'string' || !cwd.startsWith('/') || cwd.length > MAX_ARG_CHARS)
         throw new ProtocolError('cli: cwd must be an absolute path');
-      return { v: PROTOCOL_VERSION, id, op: 'cli', argv, cwd };
+      const { render } = m;
+      if (render === undefined) return { v: PROTOCOL_VERSION, id, op: 'cli', argv, cwd };
+      if (!isObject(render) || typeof render.stdoutIsTTY !== 'boolean')
+        throw new ProtocolError('cli: render must be a map { stdoutIsTTY: bool }');
+      return { v: PROTOCOL_VERSION, id, op: 'cli', argv, cwd, render: { stdoutIsTTY: render.stdoutIsTTY } };
     }
     default:
       throw new ProtocolError(`an unknown op '${String(m.op).slice(0, 40)}'`);

@@ -7,6 +7,11 @@
  * system's Node 20 included: it uses nothing newer), so it skips the re-exec under vmi's
  * private Node too.
  *
+ * The `vmi` command itself (bin/vmi) serves these command lines without any Node: its
+ * native client (src/server/fast-client/vmi-client.c) asks the server to render, since a
+ * Node start alone (100-145 ms here) is more than the whole target of 0.15 s. This path
+ * remains for `node bin/run.js` and for hosts built without a C compiler.
+ *
  * Returns the exit code when the server handled the command, undefined when the command
  * must run the ordinary way (no server, a stale socket, a command line the server does
  * not serve, a server that went away before answering).

@@ -210,10 +210,27 @@ export class VmiServer {
     progress: (line: string) => void,
   ): Promise<Record<string, unknown>> {
     if (!this.opts.cli) return { fallback: 'this server does not serve command lines' };
-    const out = await this.opts.cli({ argv: req.argv, cwd: req.cwd }, progress);
+    let out;
+    try {
+      out = await this.opts.cli({ argv: req.argv, cwd: req.cwd }, progress);
+    } catch (e) {
+      if (!req.render) throw e;
+      // The native client prints what the command prints for a failed run.
+      const { commandErrorLine } = await import('../cli/emit-run.js');
+      return {
+        rendered: { writes: [[2, Buffer.from(commandErrorLine(e), 'utf8')]], exitCode: 1 },
+        serverPid: process.pid,
+      };
+    }
     if ('fallback' in out) return { fallback: out.fallback };
     const pid = out.tables[0]?.metadata['shadow.pid'];
     if (pid && /^\d+$/.test(pid)) this.shadowPid = Number(pid);
+    if (req.render) {
+      // The native client has no renderers: render here (an -o path is already absolute,
+      // resolved against the client's cwd) and send the bytes.
+      const { renderCliOutcome } = await import('./render-cli.js');
+      return { rendered: await renderCliOutcome(out, req.render), serverPid: process.pid };
+    }
     return { cli: encodeCli(out), serverPid: process.pid };
   }
 }

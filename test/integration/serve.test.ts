@@ -7,15 +7,31 @@
  * socket and the shadow; SIGKILL leaves nothing in the guest but the resident shadow,
  * which the next vmi reuses, and a stale socket that the next server replaces; `vmi watch`
  * serves the guest it watches. A foreign QEMU served with --qmp: the server holds its one
- * QMP connection, and further vmi commands on it go through the server.
+ * QMP connection, and further vmi commands on it go through the server. The native client
+ * (bin/vmi → dist/vmi-client, with a `node` on PATH that fails, so Node cannot have done
+ * it): pslist through it matches the console, every format's bytes, stderr and exit codes
+ * are those of the command without a server, and what it does not serve (no server,
+ * --qmp, --help, a command line the server's parser refuses) is Node's output exactly.
  */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { tableFromIPC } from 'apache-arrow';
+import { readParquet } from 'parquet-wasm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openGuest } from '../../src/api/index.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
@@ -34,6 +50,37 @@ import {
 
 const NAME = 'serve-t';
 const DIRECT = { ...PLAIN_TERMINAL, VMI_SERVER: 'off' };
+/** The `vmi` command as npm installs it: the sh wrapper that execs the native client. */
+const VMI_SH = join(ROOT, 'bin', 'vmi');
+
+interface RanBytes {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs a program with stdout as bytes (binary formats), stdin and stdout not a terminal. */
+function runBytes(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<RanBytes> {
+  return new Promise((resolve) => {
+    execFile(
+      file,
+      args,
+      {
+        cwd: ROOT,
+        env: { ...process.env, ...env },
+        encoding: 'buffer',
+        maxBuffer: 64 << 20,
+        timeout: 300_000,
+      },
+      (err, stdout, stderr) =>
+        resolve({
+          code: err ? (typeof err.code === 'number' ? err.code : 1) : 0,
+          stdout,
+          stderr: stderr.toString(),
+        }),
+    );
+  });
+}
 
 interface Server {
   child: ChildProcessByStdio<null, Readable, Readable>;
@@ -190,6 +237,126 @@ describe('vmi serve (lab guest)', () => {
     expectRowsMatchConsole(pslistJson(viaServer), before, after, 'served');
     expectRowsMatchConsole(pslistJson(direct), before, after, 'direct');
     expect(key(pslistJson(viaServer))).toEqual(key(pslistJson(direct)));
+  }, 600_000);
+
+  it('the native client: same bytes as without a server; Node gets what it does not serve', async () => {
+    requireBuilt('dist/vmi-client');
+    server ??= await startServer();
+    // A `node` that fails loudly first on PATH: whatever succeeds below did not use Node.
+    const noNode = join(work, 'no-node');
+    mkdirSync(noNode, { recursive: true });
+    writeFileSync(join(noNode, 'node'), '#!/bin/sh\necho "node was run: $*" >&2\nexit 99\n');
+    chmodSync(join(noNode, 'node'), 0o755);
+    const NATIVE = { ...PLAIN_TERMINAL, PATH: `${noNode}:${process.env.PATH ?? ''}` };
+    const native = (args: string[]): Promise<RanBytes> => runBytes(VMI_SH, args, NATIVE);
+    const direct = (args: string[]): Promise<RanBytes> =>
+      runBytes(process.execPath, [VMI_BIN, ...args], DIRECT);
+    const same = async (args: string[], viaNative = native): Promise<RanBytes> => {
+      const [a, b] = [await viaNative(args), await direct(args)];
+      expect(a.stderr, args.join(' ')).toBe(b.stderr);
+      expect(a.code, `${args.join(' ')}: ${a.stderr}`).toBe(b.code);
+      expect(a.stdout.equals(b.stdout), `${args.join(' ')}: stdout differs`).toBe(true);
+      return a;
+    };
+
+    // pslist through the native client: the console's processes, and the direct path's rows.
+    const before = await guestProcs(guest);
+    const ps = await native(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'json', '--timing']);
+    const after = await guestProcs(guest);
+    expect(ps.code, ps.stderr).toBe(0);
+    expect(ps.stderr).toMatch(/^vmi: through the vmi server pid \d+ at \S+serve\.sock$/m);
+    const rows = JSON.parse(ps.stdout.toString()) as Record<string, unknown>[];
+    expectRowsMatchConsole(rows, before, after, 'pslist through the native client');
+
+    // Every text format, byte for byte; errors; a binary stream; -o files.
+    const stable = ['plugins', 'run', 'lsmod', 'banner', 'mountinfo', '--guest', NAME];
+    for (const fmt of ['quick', 'pretty', 'json', 'jsonl']) {
+      const r = await same([...stable, '-r', fmt]);
+      expect(r.stdout.length, `${fmt}: exit ${r.code} ${r.stderr}`).toBeGreaterThan(0);
+    }
+    expect(
+      (await same(['plugins', 'run', 'lsmod', '--guest', NAME, '-r', 'csv'])).stdout.length,
+    ).toBeGreaterThan(0);
+    // Errors: several tables for a one-table format; an unknown plugin.
+    expect((await same([...stable, '-r', 'csv'])).stderr).toMatch(/^vmi: error: csv output holds one table/);
+    expect((await same(['plugins:run', 'nosuch', `-g${NAME}`])).code).toBe(1);
+    expect((await same([...stable, '-r', 'arrows'])).stderr).toMatch(/^vmi: error: .*-o DIR\//);
+    const [sd, dd] = [mkdtempSync(join(work, 'ns')), mkdtempSync(join(work, 'nd'))];
+    const csvOut = [
+      'plugins',
+      'run',
+      'lsmod',
+      'banner',
+      '--guest',
+      NAME,
+      '-r',
+      'csv',
+      '--output-mode',
+      '0640',
+    ];
+    expect((await native([...csvOut, '-o', `${sd}/`])).code).toBe(0);
+    expect((await direct([...csvOut, '-o', `${dd}/`])).code).toBe(0);
+    const files = readdirSync(sd).sort();
+    expect(files).toEqual(readdirSync(dd).sort());
+    expect(files.length).toBe(2);
+    for (const f of files) {
+      expect(readFileSync(join(sd, f)).equals(readFileSync(join(dd, f))), f).toBe(true);
+      expect(statSync(join(sd, f)).mode & 0o777).toBe(0o640);
+    }
+    // Arrow IPC on stdout: same cells and metadata; only the collection time differs.
+    const arrowArgs = ['plugins', 'run', 'lsmod', '--guest', NAME, '-r', 'arrows'];
+    const [na, da] = [await native(arrowArgs), await direct(arrowArgs)];
+    expect([na.code, da.code, na.stderr]).toEqual([0, 0, '']);
+    const [ta, tb] = [tableFromIPC(na.stdout), tableFromIPC(da.stdout)];
+    expect(ta.toArray().map((r) => r.toJSON())).toEqual(tb.toArray().map((r) => r.toJSON()));
+    const meta = (t: typeof ta): Record<string, string> =>
+      Object.fromEntries([...t.schema.metadata].filter(([k]) => k !== 'vmi.collection.time'));
+    expect(meta(ta)).toEqual(meta(tb));
+    // Parquet to -o FILE (written by the server): the same cells.
+    const [sp, dp] = [join(sd, 'l.parquet'), join(dd, 'l.parquet')];
+    const pq = ['plugins', 'run', 'lsmod', '--guest', NAME, '-r', 'parquet', '-o'];
+    expect([(await native([...pq, sp])).code, (await direct([...pq, dp])).code]).toEqual([0, 0]);
+    const rowsOf = (f: string): unknown[] =>
+      tableFromIPC(readParquet(readFileSync(f)).intoIPCStream())
+        .toArray()
+        .map((r) => r.toJSON());
+    expect(rowsOf(sp)).toEqual(rowsOf(dp));
+    expect(rowsOf(sp).length).toBeGreaterThan(0);
+    // A binary format to a terminal (script(1) gives the client a tty): the command's refusal.
+    const onTty = (env: string, cmd: string): Promise<RanBytes> =>
+      runBytes(
+        'script',
+        ['-qec', `env ${env} ${cmd} plugins run lsmod --guest ${NAME} -r arrow`, '/dev/null'],
+        {
+          PATH: NATIVE.PATH,
+        },
+      );
+    const ttyNative = await onTty('', VMI_SH);
+    const ttyDirect = await onTty('VMI_SERVER=off', `${process.execPath} ${VMI_BIN}`);
+    expect(ttyNative.stdout.toString()).toMatch(
+      /^vmi: error: arrow output is binary and stdout is a terminal/,
+    );
+    expect(ttyNative.stdout.toString()).toBe(ttyDirect.stdout.toString());
+
+    // Not served by the native client: Node's output exactly (real Node on PATH here).
+    const viaWrapper = (args: string[]): Promise<RanBytes> => runBytes(VMI_SH, args, PLAIN_TERMINAL);
+    const help = await same(['plugins', 'run', '--help'], viaWrapper);
+    expect(help.stdout.toString()).toMatch(/USAGE/);
+    const qmp = await same(['plugins', 'run', 'banner', '--qmp', join(work, 'no-qmp.sock')], viaWrapper);
+    expect(qmp.code).toBe(1);
+    // A command line the server's parser refuses: its fallback, then the command's own error.
+    expect(
+      (await same(['plugins', 'run', 'pslist', '--guest', NAME, '-r', 'nope'], viaWrapper)).code,
+    ).not.toBe(0);
+    // No server (its socket moved away): Node runs the command the ordinary way.
+    renameSync(socket(), `${socket()}.away`);
+    try {
+      const r = await same(['plugins', 'run', 'banner', '--guest', NAME, '-r', 'json'], viaWrapper);
+      expect(r.code, r.stderr).toBe(0);
+    } finally {
+      renameSync(`${socket()}.away`, socket());
+    }
+    expect(server!.child.exitCode).toBe(null); // the server goes on serving
   }, 600_000);
 
   it('openGuest goes through the server; a bad request gets an error reply and the server keeps serving', async () => {
