@@ -35,6 +35,7 @@ import {
   DIR_EOF_PROBE,
   MAX_READ_CALL,
   READLINK_BUFFER,
+  READLINK_FIRST,
   SNAPSHOT_REREAD_LIMIT,
   type BatchLimits,
 } from './limits.js';
@@ -497,13 +498,26 @@ export class SyscallApi {
 
   // ------------------------------------------------------------------ links and metadata
 
-  /** readlinkat of every path in one batch (e.g. /proc/PID/exe, /proc/PID/fd/N). */
+  /**
+   * readlinkat of every path in one batch (e.g. /proc/PID/exe, /proc/PID/fd/N), with a
+   * READLINK_FIRST-byte buffer each: namespace links (`pid:[4026531836]`), fd targets and
+   * most paths fit it, and the host reads back (and the batch carries) 128 bytes per link
+   * instead of PATH_MAX. readlinkat truncates silently, so a link that filled its buffer
+   * is read again, in one follow-up batch for all such links, with READLINK_BUFFER (PATH_MAX).
+   */
   async readlinks(paths: readonly string[]): Promise<ReadlinkResult[]> {
-    const b = this.batch();
-    const refs = paths.map((p) => b.readlinkat(AT_FDCWD, p, READLINK_BUFFER));
-    await b.submit();
+    const read = async (which: readonly string[], size: number) => {
+      const b = this.batch();
+      const refs = which.map((p) => b.readlinkat(AT_FDCWD, p, size));
+      await b.submit();
+      return refs.map((r) => r.result());
+    };
+    const first = await read(paths, READLINK_FIRST);
+    const long = paths.filter((_, i) => !first[i].error && first[i].data.length >= READLINK_FIRST);
+    const again = long.length > 0 ? await read(long, READLINK_BUFFER) : [];
+    let k = 0;
     return paths.map((path, i) => {
-      const r = refs[i].result();
+      const r = !first[i].error && first[i].data.length >= READLINK_FIRST ? again[k++] : first[i];
       return r.error ? { path, error: r.error } : { path, target: bytesToText(r.data) };
     });
   }
