@@ -577,6 +577,28 @@ export function snapshotCalls(calls: readonly Call[]): Call[] {
   return freeze(out) as Call[];
 }
 
+// Copies a PolicyExecutor made and handed straight on (synchronously) to its inner
+// executor: deep-frozen, their byte arrays fresh and held by no plugin. The engine's gate
+// (src/runner/policy-gate.ts) checks these again without copying them a second time. The
+// WeakSet methods are taken now, before any pack loads, and called unbound-proof.
+const fresh = new WeakSet<object>();
+const addFresh = Function.prototype.call.bind(WeakSet.prototype.add) as (
+  s: WeakSet<object>,
+  v: object,
+) => void;
+const hasFresh = Function.prototype.call.bind(WeakSet.prototype.has) as (
+  s: WeakSet<object>,
+  v: object,
+) => boolean;
+
+/**
+ * `calls` itself when it is a copy a {@link PolicyExecutor} made (checked already and
+ * out of every plugin's reach: nothing to copy again), else a new {@link snapshotCalls}.
+ */
+export function snapshotUnlessFresh(calls: readonly Call[]): readonly Call[] {
+  return hasFresh(fresh, calls) ? calls : snapshotCalls(calls);
+}
+
 /** Throws the first refusal of `calls` under `opts`, if any. */
 export function assertCallsAllowed(calls: readonly Call[], opts: PolicyOptions): void {
   for (let i = 0; i < calls.length; i++) {
@@ -627,6 +649,7 @@ export class PolicyExecutor implements SyscallExecutor {
   async run(calls: readonly Call[]): Promise<CallResult[]> {
     const copy = snapshotCalls(calls);
     assertCallsAllowed(copy, this.#opts);
+    addFresh(fresh, copy);
     return this.#inner.run(copy);
   }
 }

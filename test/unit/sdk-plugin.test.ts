@@ -8,11 +8,13 @@ const findPlugin = (name: string) => new PluginRegistry(builtinPlugins).find(nam
 import { pslist } from '../../src/plugins/pslist.js';
 import {
   apiVersion,
+  DEFAULT_BATCH_LIMITS,
   definePlugin,
   PluginDefinitionError,
   PluginOptionError,
   resolveOptions,
   runPlugin,
+  tasksPerBatch,
 } from '../../src/sdk/index.js';
 import { addFakeProcess, fakeProcGuest, fakeStat } from './helpers/fake-guest.js';
 
@@ -81,6 +83,46 @@ describe('definePlugin and options', () => {
 });
 
 describe('pslist', () => {
+  it('reads 1000 processes a batch of files at a time, pipelined, rows in pid order', async () => {
+    const g = fakeProcGuest(1000);
+    const sizes: number[] = [];
+    const run = g.run.bind(g);
+    const counting = {
+      run: (calls: Parameters<typeof run>[0]) => {
+        sizes.push(calls.length);
+        return run(calls);
+      },
+    };
+    const { table, runs } = await runPlugin(pslist, { executor: counting });
+    const per = tasksPerBatch(DEFAULT_BATCH_LIMITS, ['stat', 'status', 'cgroup']);
+    // stat, status and cgroup come whole in one read: openat, read, close each.
+    expect(per).toBe(Math.floor((DEFAULT_BATCH_LIMITS.maxCalls - 4) / 9));
+    // The last batches: /proc/stat and `per` processes, then `per` at a time.
+    const slices = Math.ceil(1000 / per);
+    const want = Array.from(
+      { length: slices },
+      (_, k) => 9 * Math.min(per, 1000 - k * per) + (k === 0 ? 4 : 0),
+    );
+    expect(sizes.slice(-slices)).toEqual(want);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxCalls);
+    expect(runs).toBe(sizes.length);
+    expect(table.errors).toEqual([]);
+    const pid = table.columns.findIndex((c) => c.name === 'PID');
+    const comm = table.columns.findIndex((c) => c.name === 'COMM');
+    expect(table.rows.map((r) => r[pid])).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(table.rows.every((r) => r[comm] === `proc${r[pid]}`)).toBe(true);
+  });
+
+  it('a slice that fails while the one before is parsed fails the run, handled', async () => {
+    const g = fakeProcGuest(1000);
+    // The read budget runs out in the third slice of files.
+    const r = await runPlugin(pslist, { executor: g, runLimits: { maxReadBytes: 5 << 19 } }).catch(
+      (e: Error) => e,
+    );
+    expect(r).toBeInstanceOf(Error);
+    expect((r as Error).message).toMatch(/read limit/);
+  });
+
   it('lists 300 processes in at most 5 guest entries', async () => {
     const g = fakeProcGuest(300);
     const { table, runs } = await runPlugin(pslist, { executor: g });
