@@ -15,8 +15,13 @@ import {
 import { isVanished } from './errors.js';
 import type { PluginContext, Row } from './plugin.js';
 import { ProcFs, type TaskId } from './procfs.js';
-import type { BatchLimits } from './limits.js';
-import { wholeInOneRead, type FileReadRequest, type FileReadResult } from './syscall-api.js';
+import { READLINK_FIRST, type BatchLimits } from './limits.js';
+import {
+  wholeInOneRead,
+  type FileReadRequest,
+  type FileReadResult,
+  type ReadlinkResult,
+} from './syscall-api.js';
 
 /** The cells of one process (or thread): pslist's columns, which pstree shares. */
 export const PROCESS_COLUMNS = [
@@ -86,7 +91,7 @@ export interface ReadProcessesOptions {
   files?: readonly string[];
   /**
    * Also read the PID namespace link, NSpid and cgroup for the NAMESPACE_COLUMNS cells
-   * (`ns` of each record): one more batch, for the namespace links.
+   * (`ns` of each record): the links go in the batches of the files.
    */
   namespaces?: boolean;
   /**
@@ -113,9 +118,9 @@ export interface ProcessRecord {
 /**
  * The tasks of the guest (or of `pids`), with pslist's cells and the extra files. Costs
  * one batch for the listing (none with `pids`), one more for /proc/PID/task with
- * `threads`, one for the namespace links with `namespaces`, and for the files one batch
- * per {@link tasksPerBatch} tasks (plus a follow-up for oversized files), pipelined with
- * the parsing. Tasks that
+ * `threads`, and for the files (and the namespace links with `namespaces`) one batch per
+ * {@link tasksPerBatch} tasks (plus a follow-up for oversized files or long links),
+ * pipelined with the parsing. Tasks that
  * exited between listing and reading are left out silently; unparsable content warns and
  * gives UNREADABLE cells.
  */
@@ -153,19 +158,23 @@ export async function readProcesses(
     ...(namespaces ? ['cgroup'] : []),
     ...extra,
   ];
-  // The namespace links first, in a batch of their own (readlink, not read).
-  const links = namespaces ? await sys.readlinks(tasks.map((t) => file(t, 'ns/pid'))) : [];
-  // Then the files, one batch's worth of tasks at a time (the /proc/stat of the boot time
-  // with the first). Each slice is sent before the one before it is parsed: the guest
-  // reads the next files while the host parses these (the doorbell's wait lets the event
-  // loop run), and the output is the same as from one big readFiles.
-  const per = tasksPerBatch(sys.limits, names);
-  const read = (from: number): Promise<FileReadResult[]> => {
+  // The files (and namespace links), one batch's worth of tasks at a time (the /proc/stat
+  // of the boot time with the first). Each slice is sent before the one before it is
+  // parsed: the guest reads the next files while the host parses these (the doorbell's
+  // wait lets the event loop run), and the output is the same as from one big read.
+  const per = tasksPerBatch(sys.limits, names, namespaces);
+  type Slice = { links: ReadlinkResult[]; files: FileReadResult[] };
+  const read = (from: number): Promise<Slice> => {
     const requests: FileReadRequest[] =
       from === 0 && credentials ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }] : [];
-    for (const t of tasks.slice(from, from + per))
+    const slice = tasks.slice(from, from + per);
+    for (const t of slice)
       for (const n of names) requests.push({ path: file(t, n), chunkSize: ProcFs.chunkFor(n) });
-    return sys.readFiles(requests);
+    if (!namespaces) return sys.readFiles(requests).then((files) => ({ links: [], files }));
+    return sys.readLinksAndFiles(
+      slice.map((t) => file(t, 'ns/pid')),
+      requests,
+    );
   };
 
   const out: ProcessRecord[] = [];
@@ -182,7 +191,7 @@ export async function readProcesses(
       // Awaited in the next round; until then a failure of it must not count as unhandled.
       next.catch(() => undefined);
     }
-    const results = await current;
+    const { links, files: results } = await current;
     // Likewise the next slice's batch is rung before this one is parsed.
     if (more) await macrotask();
     let base = 0;
@@ -191,7 +200,6 @@ export async function readProcesses(
       base = 1;
     }
     tasks.slice(from, from + per).forEach((t, j) => {
-      const i = from + j;
       const own = results.slice(base + j * names.length, base + (j + 1) * names.length);
       const byName: Record<string, FileReadResult> = {};
       names.forEach((n, k) => (byName[n] = own[k]));
@@ -203,7 +211,7 @@ export async function readProcesses(
         const cells = namespaceCells(
           ctx,
           t,
-          links[i].target ?? links[i].error!,
+          links[j].target ?? links[j].error!,
           byName.status,
           byName.cgroup,
           !credentials,
@@ -229,11 +237,16 @@ function macrotask(): Promise<void> {
 /**
  * How many tasks' files (`names` under /proc/PID) one batch holds within `limits`: per
  * file openat, one read, a one-byte EOF probe unless the file comes whole in one read,
- * close; room is kept for /proc/stat. At least 1.
+ * close (and with `links` a readlinkat of ns/pid); room is kept for /proc/stat. At least 1.
  */
-export function tasksPerBatch(limits: Readonly<BatchLimits>, names: readonly string[]): number {
-  let calls = 0;
-  let bytes = 0;
+export function tasksPerBatch(
+  limits: Readonly<BatchLimits>,
+  names: readonly string[],
+  /** The ns/pid link of each task too (one readlinkat of READLINK_FIRST bytes). */
+  links = false,
+): number {
+  let calls = links ? 1 : 0;
+  let bytes = links ? READLINK_FIRST : 0;
   for (const n of names) {
     const whole = wholeInOneRead(ProcFs.path(1, n));
     calls += whole ? 3 : 4;

@@ -94,14 +94,15 @@ describe('pslist', () => {
       },
     };
     const { table, runs } = await runPlugin(pslist, { executor: counting });
-    const per = tasksPerBatch(DEFAULT_BATCH_LIMITS, ['stat', 'status', 'cgroup']);
-    // stat, status and cgroup come whole in one read: openat, read, close each.
-    expect(per).toBe(Math.floor((DEFAULT_BATCH_LIMITS.maxCalls - 4) / 9));
+    const per = tasksPerBatch(DEFAULT_BATCH_LIMITS, ['stat', 'status', 'cgroup'], true);
+    // stat, status and cgroup come whole in one read: openat, read, close each; and the
+    // readlinkat of ns/pid.
+    expect(per).toBe(Math.floor((DEFAULT_BATCH_LIMITS.maxCalls - 4) / 10));
     // The last batches: /proc/stat and `per` processes, then `per` at a time.
     const slices = Math.ceil(1000 / per);
     const want = Array.from(
       { length: slices },
-      (_, k) => 9 * Math.min(per, 1000 - k * per) + (k === 0 ? 4 : 0),
+      (_, k) => 10 * Math.min(per, 1000 - k * per) + (k === 0 ? 4 : 0),
     );
     expect(sizes.slice(-slices)).toEqual(want);
     expect(Math.max(...sizes)).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxCalls);
@@ -216,8 +217,8 @@ describe('pslist', () => {
     const g = fakeProcGuest(50);
     const { table, runs } = await runPlugin(pslist, { executor: g, options: { pid: [7, 3, 999] } });
     expect(table.rows.map((r) => r[col('PID')])).toEqual([3, 7]);
-    // the namespace links, then the files
-    expect(runs).toBe(2);
+    // the namespace links and the files in one batch
+    expect(runs).toBe(1);
   });
 
   it('lists threads with --threads in a constant number of entries', async () => {

@@ -266,6 +266,30 @@ describe('directories, links, stat, system', () => {
     expect(g.runCount).toBe(3);
   });
 
+  it('readLinksAndFiles puts the links in the first batch of the files', async () => {
+    const g = fakeProcGuest(2);
+    const long = `/${'l'.repeat(300)}`;
+    g.addLink('/proc/2/cwd', long);
+    const api = new SyscallApi(g);
+    const r = await api.readLinksAndFiles(
+      ['/proc/1/ns/pid', '/proc/2/cwd', '/nope'],
+      ['/proc/1/stat', '/nope'],
+    );
+    expect(r.links.map((l) => l.target ?? l.error?.code)).toEqual([
+      (await api.readlinks(['/proc/1/ns/pid']))[0].target,
+      long,
+      'ENOENT',
+    ]);
+    expect(new TextDecoder().decode(r.files[0].data)).toMatch(/^1 \(proc1\) /);
+    expect(r.files[1].error?.code).toBe('ENOENT');
+    // links and files in one batch, the long link again in a second; readlinks: one.
+    expect(g.runCount).toBe(3);
+    const none = await api.readLinksAndFiles(['/proc/1/ns/pid'], []);
+    expect(none.files).toEqual([]);
+    expect(none.links[0].target).toMatch(/^pid:\[\d+\]$/);
+    expect(g.runCount).toBe(4);
+  });
+
   it('uname and sysinfo', async () => {
     const api = new SyscallApi(new FakeGuest());
     expect(await api.uname()).toMatchObject({ sysname: 'Linux', release: '6.1.0-fake', machine: 'x86_64' });
