@@ -33,8 +33,8 @@ export const envars = definePlugin({
     container: CONTAINER_OPTION,
   },
   async run(ctx) {
-    // 1 batch for the listing (none with --pid), 1 for every stat and environ (with
-    // --container 1 more for the namespace links, and status and cgroup in the same batch).
+    // 1 batch for the listing (none with --pid), then 1 per few hundred processes for
+    // their stat and environ (with --container also their namespace links, status and cgroup).
     const records = await readProcesses(ctx, {
       pids: ctx.options.pid,
       credentials: false,

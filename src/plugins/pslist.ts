@@ -25,8 +25,8 @@ export const pslist = definePlugin({
     container: CONTAINER_OPTION,
   },
   async run(ctx) {
-    // 1 batch for the listing (none with --pid), 1 more for --threads, 1 for the namespace
-    // links, 1 for all the files.
+    // 1 batch for the listing (none with --pid), 1 more for --threads, then 1 per ~200
+    // processes for their files and namespace links.
     const records = await readProcesses(ctx, {
       pids: ctx.options.pid,
       threads: ctx.options.threads,

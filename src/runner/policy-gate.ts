@@ -8,7 +8,7 @@
 import {
   assertCallsAllowed,
   frozenPolicyOptions,
-  snapshotCalls,
+  snapshotUnlessFresh,
   type PluginNeeds,
   type PolicyOptions,
 } from '../sdk/policy.js';
@@ -30,7 +30,9 @@ export function createPolicyGate(session: SyscallExecutor): PolicyGate {
   const executor: SyscallExecutor = Object.freeze({
     run(calls: readonly Call[]): Promise<CallResult[]> {
       try {
-        const copy = snapshotCalls(calls);
+        // A PolicyExecutor's copy is not copied again (see snapshotUnlessFresh); it is
+        // checked again, against the plugin that is running now.
+        const copy = snapshotUnlessFresh(calls);
         assertCallsAllowed(copy, current);
         return session.run(copy);
       } catch (e) {

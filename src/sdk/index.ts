@@ -83,6 +83,7 @@ export {
   NAMESPACE_COLUMNS,
   PROCESS_NS_COLUMNS,
   readProcesses,
+  tasksPerBatch,
   processForest,
   type ProcessRow,
   type ProcessRecord,

@@ -97,6 +97,11 @@ export const DIR_EOF_PROBE = 280;
 
 /** readlinkat buffer (PATH_MAX). */
 export const READLINK_BUFFER = 4096;
+/**
+ * First readlinkat buffer of `readlinks`: a namespace link is 16-20 bytes, an fd target
+ * or exe path rarely over 100; a link that fills it is read again with READLINK_BUFFER.
+ */
+export const READLINK_FIRST = 128;
 /** First syslog read buffer; a bigger kernel log buffer costs one more batch. */
 export const DEFAULT_SYSLOG_BUFFER = 256 << 10;
 

@@ -565,18 +565,38 @@ export function snapshotCalls(calls: readonly Call[]): Call[] {
       } else if (a.kind === 'result') copy = { kind: 'result', index: toNumber(a.index) };
       else throw new TypeError(`bad argument ${j} of call ${i}`);
       // defineProperty, not push or index assignment: no setter a plugin put on
-      // Array.prototype sees (or keeps) the checked objects.
-      defineProperty(args, j, {
-        value: freeze(copy),
-        enumerable: true,
-        writable: false,
-        configurable: false,
-      });
+      // Array.prototype sees (or keeps) the checked objects. Plain data attributes keep
+      // V8's fast elements (non-writable, non-configurable elements one by one turn the
+      // array into a dictionary, several times slower to build and to read); the
+      // freeze below makes them read-only, and no other code runs in between.
+      defineProperty(args, j, { value: freeze(copy), enumerable: true, writable: true, configurable: true });
     }
     const call: Call = { nr: toNumber(c.nr), args: freeze(args) as CallArg[] };
-    defineProperty(out, i, { value: freeze(call), enumerable: true, writable: false, configurable: false });
+    defineProperty(out, i, { value: freeze(call), enumerable: true, writable: true, configurable: true });
   }
   return freeze(out) as Call[];
+}
+
+// Copies a PolicyExecutor made and handed straight on (synchronously) to its inner
+// executor: deep-frozen, their byte arrays fresh and held by no plugin. The engine's gate
+// (src/runner/policy-gate.ts) checks these again without copying them a second time. The
+// WeakSet methods are taken now, before any pack loads, and called unbound-proof.
+const fresh = new WeakSet<object>();
+const addFresh = Function.prototype.call.bind(WeakSet.prototype.add) as (
+  s: WeakSet<object>,
+  v: object,
+) => void;
+const hasFresh = Function.prototype.call.bind(WeakSet.prototype.has) as (
+  s: WeakSet<object>,
+  v: object,
+) => boolean;
+
+/**
+ * `calls` itself when it is a copy a {@link PolicyExecutor} made (checked already and
+ * out of every plugin's reach: nothing to copy again), else a new {@link snapshotCalls}.
+ */
+export function snapshotUnlessFresh(calls: readonly Call[]): readonly Call[] {
+  return hasFresh(fresh, calls) ? calls : snapshotCalls(calls);
 }
 
 /** Throws the first refusal of `calls` under `opts`, if any. */
@@ -629,6 +649,7 @@ export class PolicyExecutor implements SyscallExecutor {
   async run(calls: readonly Call[]): Promise<CallResult[]> {
     const copy = snapshotCalls(calls);
     assertCallsAllowed(copy, this.#opts);
+    addFresh(fresh, copy);
     return this.#inner.run(copy);
   }
 }

@@ -15,7 +15,13 @@ import {
 import { isVanished } from './errors.js';
 import type { PluginContext, Row } from './plugin.js';
 import { ProcFs, type TaskId } from './procfs.js';
-import type { FileReadRequest, FileReadResult } from './syscall-api.js';
+import { READLINK_FIRST, type BatchLimits } from './limits.js';
+import {
+  wholeInOneRead,
+  type FileReadRequest,
+  type FileReadResult,
+  type ReadlinkResult,
+} from './syscall-api.js';
 
 /** The cells of one process (or thread): pslist's columns, which pstree shares. */
 export const PROCESS_COLUMNS = [
@@ -85,7 +91,7 @@ export interface ReadProcessesOptions {
   files?: readonly string[];
   /**
    * Also read the PID namespace link, NSpid and cgroup for the NAMESPACE_COLUMNS cells
-   * (`ns` of each record): one more batch, for the namespace links.
+   * (`ns` of each record): the links go in the batches of the files.
    */
   namespaces?: boolean;
   /**
@@ -112,7 +118,9 @@ export interface ProcessRecord {
 /**
  * The tasks of the guest (or of `pids`), with pslist's cells and the extra files. Costs
  * one batch for the listing (none with `pids`), one more for /proc/PID/task with
- * `threads`, and one (plus a follow-up for oversized files) for all the files. Tasks that
+ * `threads`, and for the files (and the namespace links with `namespaces`) one batch per
+ * {@link tasksPerBatch} tasks (plus a follow-up for oversized files or long links),
+ * pipelined with the parsing. Tasks that
  * exited between listing and reading are left out silently; unparsable content warns and
  * gives UNREADABLE cells.
  */
@@ -150,46 +158,109 @@ export async function readProcesses(
     ...(namespaces ? ['cgroup'] : []),
     ...extra,
   ];
-  // The namespace links first, in a batch of their own (readlink, not read).
-  const links = namespaces ? await sys.readlinks(tasks.map((t) => file(t, 'ns/pid'))) : [];
-  const requests: FileReadRequest[] = credentials
-    ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }]
-    : [];
-  for (const t of tasks) {
-    for (const n of names) requests.push({ path: file(t, n), chunkSize: ProcFs.chunkFor(n) });
-  }
-  const results = await sys.readFiles(requests);
+  // The files (and namespace links), one batch's worth of tasks at a time (the /proc/stat
+  // of the boot time with the first). Each slice is sent before the one before it is
+  // parsed: the guest reads the next files while the host parses these (the doorbell's
+  // wait lets the event loop run), and the output is the same as from one big read.
+  const per = tasksPerBatch(sys.limits, names, namespaces);
+  type Slice = { links: ReadlinkResult[]; files: FileReadResult[] };
+  const read = (from: number): Promise<Slice> => {
+    const requests: FileReadRequest[] =
+      from === 0 && credentials ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }] : [];
+    const slice = tasks.slice(from, from + per);
+    for (const t of slice)
+      for (const n of names) requests.push({ path: file(t, n), chunkSize: ProcFs.chunkFor(n) });
+    if (!namespaces) return sys.readFiles(requests).then((files) => ({ links: [], files }));
+    return sys.readLinksAndFiles(
+      slice.map((t) => file(t, 'ns/pid')),
+      requests,
+    );
+  };
 
-  const base = credentials ? 1 : 0;
-  const bootMs = credentials ? bootTime(ctx, results[0]) : notAvailable('boot time not read');
   const out: ProcessRecord[] = [];
-  tasks.forEach((t, i) => {
-    const own = results.slice(base + i * names.length, base + (i + 1) * names.length);
-    const byName: Record<string, FileReadResult> = {};
-    names.forEach((n, j) => (byName[n] = own[j]));
-    const rec = taskRecord(ctx, t, byName.stat, credentials ? byName.status : undefined, bootMs);
-    if (!rec) return;
-    let ns: NamespaceCells | undefined;
-    let container: ContainerRef | undefined;
-    if (namespaces) {
-      const cells = namespaceCells(
-        ctx,
-        t,
-        links[i].target ?? links[i].error!,
-        byName.status,
-        byName.cgroup,
-        !credentials,
-      );
-      if (!cells) return;
-      if (containers.length > 0 && !containerMatches(cells.container, containers)) return;
-      ns = cells.row;
-      container = cells.container;
+  let bootMs: number | RowValue = notAvailable('boot time not read');
+  let next = read(0);
+  for (let from = 0; from === 0 || from < tasks.length; from += per) {
+    const current = next;
+    const more = from + per < tasks.length;
+    if (more) {
+      // This slice's batch goes to the guest first (its ring is reached through promise
+      // turns only), then the next one is built while the guest reads this one.
+      await macrotask();
+      next = read(from + per);
+      // Awaited in the next round; until then a failure of it must not count as unhandled.
+      next.catch(() => undefined);
     }
-    const files: Record<string, FileReadResult> = {};
-    for (const n of extra) files[n] = byName[n];
-    out.push({ ...rec, ...(ns ? { ns } : {}), ...(container ? { container } : {}), files });
-  });
+    const { links, files: results } = await current;
+    // Likewise the next slice's batch is rung before this one is parsed.
+    if (more) await macrotask();
+    let base = 0;
+    if (from === 0 && credentials) {
+      bootMs = bootTime(ctx, results[0]);
+      base = 1;
+    }
+    tasks.slice(from, from + per).forEach((t, j) => {
+      const own = results.slice(base + j * names.length, base + (j + 1) * names.length);
+      const byName: Record<string, FileReadResult> = {};
+      names.forEach((n, k) => (byName[n] = own[k]));
+      const rec = taskRecord(ctx, t, byName.stat, credentials ? byName.status : undefined, bootMs);
+      if (!rec) return;
+      let ns: NamespaceCells | undefined;
+      let container: ContainerRef | undefined;
+      if (namespaces) {
+        const cells = namespaceCells(
+          ctx,
+          t,
+          links[j].target ?? links[j].error!,
+          byName.status,
+          byName.cgroup,
+          !credentials,
+        );
+        if (!cells) return;
+        if (containers.length > 0 && !containerMatches(cells.container, containers)) return;
+        ns = cells.row;
+        container = cells.container;
+      }
+      const files: Record<string, FileReadResult> = {};
+      for (const n of extra) files[n] = byName[n];
+      out.push({ ...rec, ...(ns ? { ns } : {}), ...(container ? { container } : {}), files });
+    });
+  }
   return out;
+}
+
+/** One turn of the event loop (setImmediate): every promise turn queued so far runs first. */
+function macrotask(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * How many tasks' files (`names` under /proc/PID) one batch holds within `limits`: per
+ * file openat, one read, a one-byte EOF probe unless the file comes whole in one read,
+ * close (and with `links` a readlinkat of ns/pid); room is kept for /proc/stat. At least 1.
+ */
+export function tasksPerBatch(
+  limits: Readonly<BatchLimits>,
+  names: readonly string[],
+  /** The ns/pid link of each task too (one readlinkat of READLINK_FIRST bytes). */
+  links = false,
+): number {
+  let calls = links ? 1 : 0;
+  let bytes = links ? READLINK_FIRST : 0;
+  for (const n of names) {
+    const whole = wholeInOneRead(ProcFs.path(1, n));
+    calls += whole ? 3 : 4;
+    bytes += ProcFs.chunkFor(n) + (whole ? 0 : 1);
+  }
+  const statCalls = 4;
+  const statBytes = ProcFs.chunkForPath('/proc/stat') + 1;
+  return Math.max(
+    1,
+    Math.min(
+      Math.floor((limits.maxCalls - statCalls) / calls),
+      Math.floor((limits.maxOutBytes - statBytes) / Math.max(1, bytes)),
+    ),
+  );
 }
 
 function bootTime(ctx: PluginContext, r: FileReadResult): number | RowValue {

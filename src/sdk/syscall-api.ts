@@ -22,7 +22,7 @@ import {
   type Sysinfo,
   type Utsname,
 } from '../abi/linux/structs.js';
-import { BatchBuilder, type CallRef } from './batch.js';
+import { BatchBuilder, type CallRef, type SyscallResult } from './batch.js';
 import { LimitExceededError, SyscallError } from './errors.js';
 import {
   DEFAULT_BATCH_LIMITS,
@@ -35,6 +35,7 @@ import {
   DIR_EOF_PROBE,
   MAX_READ_CALL,
   READLINK_BUFFER,
+  READLINK_FIRST,
   SNAPSHOT_REREAD_LIMIT,
   type BatchLimits,
 } from './limits.js';
@@ -228,6 +229,32 @@ export class SyscallApi {
     paths: readonly (string | FileReadRequest)[],
     options: ReadFilesOptions = {},
   ): Promise<FileReadResult[]> {
+    return this.#readFiles(paths, options);
+  }
+
+  /**
+   * {@link readlinks} and {@link readFiles} together: the links go in the first batch of
+   * the files (one guest entry less than the two calls one after the other); a link that
+   * fills its first buffer is read again as readlinks does.
+   */
+  async readLinksAndFiles(
+    links: readonly string[],
+    files: readonly (string | FileReadRequest)[],
+    options: ReadFilesOptions = {},
+  ): Promise<{ links: ReadlinkResult[]; files: FileReadResult[] }> {
+    let refs: CallRef[] = [];
+    const read = await this.#readFiles(files, options, (b) => {
+      refs = links.map((p) => b.group(() => b.readlinkat(AT_FDCWD, p, READLINK_FIRST)));
+    });
+    return { links: await this.#longLinks(links, refs), files: read };
+  }
+
+  async #readFiles(
+    paths: readonly (string | FileReadRequest)[],
+    options: ReadFilesOptions,
+    /** Adds calls to the first batch, before the files (see readLinksAndFiles). */
+    first?: (b: BatchBuilder) => void,
+  ): Promise<FileReadResult[]> {
     const defaultChunk = Math.min(
       positiveInt(options.chunkSize, DEFAULT_READ_CHUNK, 'chunkSize'),
       MAX_READ_CALL,
@@ -263,8 +290,11 @@ export class SyscallApi {
       };
     });
     let pending = states;
-    while (pending.length > 0) {
+    let firstPass = first;
+    while (pending.length > 0 || firstPass) {
       const b = this.batch();
+      firstPass?.(b);
+      firstPass = undefined;
       const reads = pending.map((s) =>
         b.group(() => {
           const fd = b.openat(AT_FDCWD, s.result.path, O_RDONLY | O_CLOEXEC);
@@ -497,13 +527,35 @@ export class SyscallApi {
 
   // ------------------------------------------------------------------ links and metadata
 
-  /** readlinkat of every path in one batch (e.g. /proc/PID/exe, /proc/PID/fd/N). */
+  /**
+   * readlinkat of every path in one batch (e.g. /proc/PID/exe, /proc/PID/fd/N), with a
+   * READLINK_FIRST-byte buffer each: namespace links (`pid:[4026531836]`), fd targets and
+   * most paths fit it, and the host reads back (and the batch carries) 128 bytes per link
+   * instead of PATH_MAX. readlinkat truncates silently, so a link that filled its buffer
+   * is read again, in one follow-up batch for all such links, with READLINK_BUFFER (PATH_MAX).
+   */
   async readlinks(paths: readonly string[]): Promise<ReadlinkResult[]> {
     const b = this.batch();
-    const refs = paths.map((p) => b.readlinkat(AT_FDCWD, p, READLINK_BUFFER));
+    const refs = paths.map((p) => b.readlinkat(AT_FDCWD, p, READLINK_FIRST));
     await b.submit();
+    return this.#longLinks(paths, refs);
+  }
+
+  /** Results of readlinkat calls with READLINK_FIRST buffers, those that filled them read again. */
+  async #longLinks(paths: readonly string[], refs: readonly CallRef[]): Promise<ReadlinkResult[]> {
+    const first = refs.map((r) => r.result());
+    const filled = (i: number) => !first[i].error && first[i].data.length >= READLINK_FIRST;
+    const long = paths.filter((_, i) => filled(i));
+    let again: SyscallResult[] = [];
+    if (long.length > 0) {
+      const b = this.batch();
+      const more = long.map((p) => b.readlinkat(AT_FDCWD, p, READLINK_BUFFER));
+      await b.submit();
+      again = more.map((r) => r.result());
+    }
+    let k = 0;
     return paths.map((path, i) => {
-      const r = refs[i].result();
+      const r = filled(i) ? again[k++] : first[i];
       return r.error ? { path, error: r.error } : { path, target: bytesToText(r.data) };
     });
   }

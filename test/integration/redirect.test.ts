@@ -143,6 +143,38 @@ describe('live pslist by system call redirection', () => {
     expect(r.stderr).toMatch(/attach [\d.]+ ms \(doorbell/);
   });
 
+  it('lists 500 more processes, read a batch of them at a time, each with its own PPID, COMM and namespace', async () => {
+    // 500 idle children (psnative spawn: they pause(), their parent exits): with the
+    // workload's ~60, pslist reads their files in three pipelined slices.
+    await guestSh(guest, 'psnative spawn 500 >/dev/null');
+    try {
+      const procsBefore = await guestProcs(guest);
+      const r = await vmi(['plugins:run', 'pslist', '--guest', NAME, '-r', 'json']);
+      expect(r.code, r.stderr).toBe(0);
+      const truth = await guestProcs(guest);
+      const nsLink = (await guestSh(guest, 'readlink /proc/1/ns/pid')).trim();
+      const nsId = Number(/^pid:\[(\d+)\]$/.exec(nsLink)?.[1]);
+      expect(nsId, nsLink).toBeGreaterThan(0);
+      const rows = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+      const byPid = new Map(rows.map((row) => [row.PID as number, row]));
+      let spawned = 0;
+      for (const p of truth.values()) {
+        if (procsBefore.get(p.pid)?.comm !== p.comm || p.comm !== 'psnative') continue;
+        const row = byPid.get(p.pid);
+        expect(row, `pid ${p.pid} (${p.comm}) missing from pslist`).toBeDefined();
+        expect(row).toMatchObject({ PPID: p.ppid, COMM: p.comm, NSPID: String(p.pid), PID_NS_ID: nsId });
+        spawned++;
+      }
+      expect(spawned).toBe(500);
+      expect(rows.filter((row) => row.COMM === 'psnative')).toHaveLength(500);
+      // Rows in PID order across the slices, none twice.
+      const pids = rows.map((row) => row.PID as number);
+      expect(pids).toEqual([...new Set(pids)].sort((a, b) => a - b));
+    } finally {
+      await guestSh(guest, 'kill $(pidof psnative) 2>/dev/null; true');
+    }
+  });
+
   it('leaves no shadow, no zombie, and every process exactly as it was', async () => {
     const procsBefore = await guestProcs(guest);
     const lastBefore = await lastPid(guest);

@@ -137,6 +137,53 @@ describe('the engine gate', () => {
     expect(Object.isFrozen(seen[0][0])).toBe(true);
   });
 
+  it("takes a PolicyExecutor's copy as it is, re-checked; copies anything else, even a frozen array", async () => {
+    const seen: (readonly Call[])[] = [];
+    const gate = createPolicyGate({
+      run: async (calls) => (seen.push(calls), calls.map(() => ({ ret: 0n, out: [] }))),
+    });
+    const path = new TextEncoder().encode('/proc/1/stat\0');
+    const open: Call = {
+      nr: OPENAT,
+      args: [
+        { kind: 'int', value: -100n },
+        { kind: 'in', data: path },
+        { kind: 'int', value: 0n },
+        { kind: 'int', value: 0n },
+      ],
+    };
+    gate.enter('p');
+    // What the plugin's own PolicyExecutor hands on reaches the session as it is.
+    const handed: (readonly Call[])[] = [];
+    const pe = new PolicyExecutor(
+      { run: (calls) => (handed.push(calls), gate.executor.run(calls)) },
+      { plugin: 'p' },
+    );
+    await pe.run([open]);
+    expect(seen[0]).toBe(handed[0]);
+    expect(seen[0][0]).not.toBe(open);
+    // Still checked against the plugin running now: a kill granted to one PolicyExecutor
+    // does not pass the gate of a plugin without the grant.
+    const kill: Call = {
+      nr: KILL,
+      args: [
+        { kind: 'int', value: 1n },
+        { kind: 'int', value: 9n },
+      ],
+    };
+    const granted = new PolicyExecutor(gate.executor, { plugin: 'p', grant: { syscalls: ['kill'] } });
+    await expect(granted.run([kill])).rejects.toThrow(/plugin 'p' is not allowed to call kill/);
+    // A frozen array made elsewhere is copied: its byte arrays may have other holders.
+    const frozen = Object.freeze([
+      Object.freeze({ ...open, args: Object.freeze([...open.args]) as Call['args'] }),
+    ]);
+    await gate.executor.run(frozen);
+    const last = seen[seen.length - 1];
+    expect(last).not.toBe(frozen);
+    expect((last[0].args[1] as { data: Uint8Array }).data).not.toBe(path);
+    expect(seen).toHaveLength(2);
+  });
+
   it('a plugin lane refuses calls once the plugin run has ended', async () => {
     const lane = revocable({ run: async (calls) => calls.map(() => ({ ret: 0n, out: [] })) }, 'late');
     await expect(lane.executor.run([])).resolves.toEqual([]);

@@ -8,11 +8,13 @@ const findPlugin = (name: string) => new PluginRegistry(builtinPlugins).find(nam
 import { pslist } from '../../src/plugins/pslist.js';
 import {
   apiVersion,
+  DEFAULT_BATCH_LIMITS,
   definePlugin,
   PluginDefinitionError,
   PluginOptionError,
   resolveOptions,
   runPlugin,
+  tasksPerBatch,
 } from '../../src/sdk/index.js';
 import { addFakeProcess, fakeProcGuest, fakeStat } from './helpers/fake-guest.js';
 
@@ -81,10 +83,51 @@ describe('definePlugin and options', () => {
 });
 
 describe('pslist', () => {
+  it('reads 1000 processes a batch of files at a time, pipelined, rows in pid order', async () => {
+    const g = fakeProcGuest(1000);
+    const sizes: number[] = [];
+    const run = g.run.bind(g);
+    const counting = {
+      run: (calls: Parameters<typeof run>[0]) => {
+        sizes.push(calls.length);
+        return run(calls);
+      },
+    };
+    const { table, runs } = await runPlugin(pslist, { executor: counting });
+    const per = tasksPerBatch(DEFAULT_BATCH_LIMITS, ['stat', 'status', 'cgroup'], true);
+    // stat, status and cgroup come whole in one read: openat, read, close each; and the
+    // readlinkat of ns/pid.
+    expect(per).toBe(Math.floor((DEFAULT_BATCH_LIMITS.maxCalls - 4) / 10));
+    // The last batches: /proc/stat and `per` processes, then `per` at a time.
+    const slices = Math.ceil(1000 / per);
+    const want = Array.from(
+      { length: slices },
+      (_, k) => 10 * Math.min(per, 1000 - k * per) + (k === 0 ? 4 : 0),
+    );
+    expect(sizes.slice(-slices)).toEqual(want);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxCalls);
+    expect(runs).toBe(sizes.length);
+    expect(table.errors).toEqual([]);
+    const pid = table.columns.findIndex((c) => c.name === 'PID');
+    const comm = table.columns.findIndex((c) => c.name === 'COMM');
+    expect(table.rows.map((r) => r[pid])).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(table.rows.every((r) => r[comm] === `proc${r[pid]}`)).toBe(true);
+  });
+
+  it('a slice that fails while the one before is parsed fails the run, handled', async () => {
+    const g = fakeProcGuest(1000);
+    // The read budget runs out in the third slice of files.
+    const r = await runPlugin(pslist, { executor: g, runLimits: { maxReadBytes: 5 << 19 } }).catch(
+      (e: Error) => e,
+    );
+    expect(r).toBeInstanceOf(Error);
+    expect((r as Error).message).toMatch(/read limit/);
+  });
+
   it('lists 300 processes in at most 5 guest entries', async () => {
     const g = fakeProcGuest(300);
     const { table, runs } = await runPlugin(pslist, { executor: g });
-    // listing, namespace links, files (+ 2 for the SDK's batch size split)
+    // listing, then the namespace links with the files (two slices of ~200 processes)
     expect(runs).toBeLessThanOrEqual(5);
     expect(g.runCount).toBe(runs);
     expect(table.rows).toHaveLength(300);
@@ -174,8 +217,8 @@ describe('pslist', () => {
     const g = fakeProcGuest(50);
     const { table, runs } = await runPlugin(pslist, { executor: g, options: { pid: [7, 3, 999] } });
     expect(table.rows.map((r) => r[col('PID')])).toEqual([3, 7]);
-    // the namespace links, then the files
-    expect(runs).toBe(2);
+    // the namespace links and the files in one batch
+    expect(runs).toBe(1);
   });
 
   it('lists threads with --threads in a constant number of entries', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AT_FDCWD, O_RDONLY, S_IFDIR, S_IFMT } from '../../src/abi/linux/flags.js';
 import { sysno } from '../../src/abi/linux/syscalls.js';
 import { isVanished, SyscallApi, SyscallError } from '../../src/sdk/index.js';
-import { planChunks } from '../../src/sdk/limits.js';
+import { planChunks, READLINK_FIRST } from '../../src/sdk/limits.js';
 import { FakeGuest, fakeProcGuest } from './helpers/fake-guest.js';
 
 describe('BatchBuilder', () => {
@@ -249,6 +249,45 @@ describe('directories, links, stat, system', () => {
     expect(st[1].stat!.size).toBeGreaterThan(0n);
     expect(st[2].error).toMatchObject({ code: 'ENOENT' });
     expect(g.runCount).toBe(2);
+  });
+
+  it('readlinks reads a link that fills its first buffer again, whole', async () => {
+    const g = fakeProcGuest(1);
+    const long = `/${'d'.repeat(READLINK_FIRST - 1)}/${'x'.repeat(200)}`;
+    const exact = `/${'e'.repeat(READLINK_FIRST - 1)}`;
+    g.addLink('/proc/1/cwd', long);
+    g.addLink('/proc/1/root', exact);
+    const api = new SyscallApi(g);
+    const links = await api.readlinks(['/proc/self', '/proc/1/cwd', '/nope', '/proc/1/root']);
+    expect(links.map((l) => l.target ?? l.error?.code)).toEqual(['4242', long, 'ENOENT', exact]);
+    // One batch with short buffers, one follow-up for the two that filled theirs.
+    expect(g.runCount).toBe(2);
+    expect((await api.readlinks(['/proc/self'])).map((l) => l.target)).toEqual(['4242']);
+    expect(g.runCount).toBe(3);
+  });
+
+  it('readLinksAndFiles puts the links in the first batch of the files', async () => {
+    const g = fakeProcGuest(2);
+    const long = `/${'l'.repeat(300)}`;
+    g.addLink('/proc/2/cwd', long);
+    const api = new SyscallApi(g);
+    const r = await api.readLinksAndFiles(
+      ['/proc/1/ns/pid', '/proc/2/cwd', '/nope'],
+      ['/proc/1/stat', '/nope'],
+    );
+    expect(r.links.map((l) => l.target ?? l.error?.code)).toEqual([
+      (await api.readlinks(['/proc/1/ns/pid']))[0].target,
+      long,
+      'ENOENT',
+    ]);
+    expect(new TextDecoder().decode(r.files[0].data)).toMatch(/^1 \(proc1\) /);
+    expect(r.files[1].error).toMatchObject({ code: 'ENOENT' });
+    // links and files in one batch, the long link again in a second; readlinks: one.
+    expect(g.runCount).toBe(3);
+    const none = await api.readLinksAndFiles(['/proc/1/ns/pid'], []);
+    expect(none.files).toEqual([]);
+    expect(none.links[0].target).toMatch(/^pid:\[\d+\]$/);
+    expect(g.runCount).toBe(4);
   });
 
   it('uname and sysinfo', async () => {
