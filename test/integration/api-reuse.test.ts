@@ -59,7 +59,7 @@ describe('API Guest: attach reuse is not fooled', () => {
     expect(second.timing.contextMs).toBe(0);
 
     // Another vmi process takes the guest (and reuses the same resident shadow).
-    const other = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME, '-o', 'json'], {
+    const other = await runVmi(['plugins', 'run', 'pslist', '--guest', NAME], {
       env: { ...PLAIN_TERMINAL, VMI_SERVER: 'off' },
     });
     expect(other.code, other.stderr).toBe(0);
