@@ -530,7 +530,7 @@ function contextFromResults(rs: CallResult[], ix: VerifyIndex): ShadowContext {
  * (/proc/PID/attr/current is writable by the task itself only, fs/proc/base.c
  * proc_pid_attr_write). A tracer (ptrace) can change all of these, but it can also fake
  * the answers of the full verify: neither check is a defence against it.
- * Cost: 1 batch of 41 calls, none of them formatting a status file (the full verify: 70
+ * Cost: 1 batch of 40 calls, none of them formatting a status file (the full verify: 69
  * calls, two status files). `calls` can ride at the end of a read-only batch: their
  * references are relative to `at`, the index of their first call in that batch.
  */

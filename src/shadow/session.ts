@@ -97,7 +97,7 @@ export interface SessionOptions {
  *
  * Skipped then: learning the RAM map again (QMP query-memory-devices + mtree, host side;
  * the map belongs to the QEMU process, which another vmi cannot change either) and the
- * full verify of the shadow's root context (70 calls in the guest), replaced by
+ * full verify of the shadow's root context (69 calls in the guest), replaced by
  * contextRecheck (what a guest process can change from outside the shadow), which rides
  * at the end of the call's first read-only batch instead of costing a guest entry.
  * Kept, because the guest can act between two calls whatever vmi does:
