@@ -1,6 +1,6 @@
 // What one quiet `vmi watch` tick costs in the guest (issue 16; numbers in
 // bench/results-watch.md's notes): guest entries, system calls and the shadow's own CPU
-// time (its utime+stime from the console's /proc/PID/stat, 100 Hz ticks) over N quiet
+// time (/proc/PID/schedstat, ns) over N quiet
 // ticks at 1 Hz, for the attach as a Guest makes it now (a quick context re-check riding
 // on the tick's one batch, while no other vmi takes the guest) against one that
 // re-verifies the whole context each tick (a new Guest per tick: the attach as it was).
@@ -22,10 +22,10 @@ const run = async (con, cmd) => {
   if (r.status !== 0) throw new Error(`${cmd}: ${r.output}`);
   return r.output;
 };
-const cpuTicks = async (con, pid) => {
-  const s = await run(con, `cat /proc/${pid}/stat`);
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]);
+/** The shadow's time on a CPU, ms: /proc/PID/schedstat's first field (ns, kernel/sched/stats.c). */
+const cpuMs = async (con, pid) => {
+  const s = await run(con, `cat /proc/${pid}/schedstat`);
+  return Number(s.trim().split(/\s+/)[0]) / 1e6;
 };
 
 await labDown(name);
@@ -57,7 +57,7 @@ try {
     }
     const first = await tick(g);
     const pid = first.shadowPid;
-    const c0 = await cpuTicks(con, pid);
+    const c0 = await cpuMs(con, pid);
     const t0 = performance.now();
     for (let i = 0; i < TICKS; i++) {
       const next = performance.now() + 1000;
@@ -69,10 +69,10 @@ try {
       await sleep(Math.max(0, next - performance.now()));
     }
     const secs = (performance.now() - t0) / 1000;
-    const c1 = await cpuTicks(con, pid);
+    const c1 = await cpuMs(con, pid);
     const p50 = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     console.log(
-      `${mode}: ${TICKS} quiet ticks in ${secs.toFixed(1)} s; per tick: batches p50 ${p50(timings.map((t) => t.batches))}, calls p50 ${p50(timings.map((t) => t.calls))}, context check ${[...new Set(timings.map((t) => t.contextCheck))].join('/')}, context ms p50 ${p50(timings.map((t) => t.contextMs)).toFixed(1)}, attach ms p50 ${p50(timings.map((t) => t.attachMs)).toFixed(1)}, total ms p50 ${p50(timings.map((t) => t.totalMs)).toFixed(1)}; shadow CPU ${(((c1 - c0) / 100 / secs) * 100).toFixed(2)}% (${c1 - c0} clock ticks), shadow pid ${pid}, load ${loadavg()
+      `${mode}: ${TICKS} quiet ticks in ${secs.toFixed(1)} s; per tick: batches p50 ${p50(timings.map((t) => t.batches))}, calls p50 ${p50(timings.map((t) => t.calls))}, context check ${[...new Set(timings.map((t) => t.contextCheck))].join('/')}, context ms p50 ${p50(timings.map((t) => t.contextMs)).toFixed(1)}, attach ms p50 ${p50(timings.map((t) => t.attachMs)).toFixed(1)}, total ms p50 ${p50(timings.map((t) => t.totalMs)).toFixed(1)}; shadow CPU ${((c1 - c0) / secs / 10).toFixed(2)}% (${((c1 - c0) / TICKS).toFixed(2)} ms per tick), shadow pid ${pid}, load ${loadavg()
         .map((l) => l.toFixed(2))
         .join(' ')}`,
     );
