@@ -6,7 +6,8 @@
  * (src/targets: lab guest, foreign QEMU by QMP socket, capture replay) and every call is
  * one runPluginsOnGuest (src/runner/run-plugins.ts), as `vmi plugins run` does. What the
  * API adds is the lifetime: the attach of each call asks for a resident shadow, so the
- * second call skips the bootstrap (~0.3–1 s) and pays a re-check of the shadow (~5 ms),
+ * second call skips the bootstrap (~0.3–1 s) and pays a re-check of the shadow (~5 ms; while
+ * no other vmi took the guest in between, only its quick part, riding on the first batch),
  * and close() removes that shadow again (unless `keepShadow`). Between calls the guest is
  * not locked: `vmi` commands can inspect it meanwhile (and reuse the same shadow).
  * Reference: docs/api.md.
@@ -26,7 +27,7 @@ import {
 } from '../runner/run-plugins.js';
 import type { RunLimits } from '../sdk/limits.js';
 import type { PluginDefinition } from '../sdk/plugin.js';
-import type { SessionOptions } from '../shadow/session.js';
+import type { AttachMemo, SessionOptions } from '../shadow/session.js';
 import { stopResidentShadow } from '../shadow/resident.js';
 import type { TransportChoice } from '../shadow/transport.js';
 import { openTarget, type OpenedTarget, type TargetSpec } from '../targets/index.js';
@@ -121,6 +122,13 @@ export interface CallTiming {
   calls: number;
   /** The call reused a resident shadow (no bootstrap). */
   reused: boolean;
+  /**
+   * How the shadow's context was checked: 'fresh' (bootstrapped), 'full' (a resident
+   * shadow re-verified whole), 'quick' (this Guest's own last call verified it and no
+   * other vmi held the guest since: the part a guest process can change, checked with the
+   * first batch; docs/api.md).
+   */
+  contextCheck: 'fresh' | 'full' | 'quick';
   /** The shadow's PID in the guest. */
   shadowPid: number;
 }
@@ -169,6 +177,8 @@ export class Guest {
   private queue: Promise<unknown> = Promise.resolve();
   /** A call has attached: there may be a resident shadow of ours to remove at close(). */
   private attached = false;
+  /** What the last call verified, for the next one while no other vmi takes the guest. */
+  private readonly memo: AttachMemo = {};
 
   /** @internal use openGuest */
   constructor(
@@ -283,6 +293,7 @@ export class Guest {
       ...(o.lockWaitMs !== undefined ? { lockWaitMs: o.lockWaitMs } : {}),
       ...(o.holdAwake !== undefined ? { holdAwake: o.holdAwake } : {}),
       ...(this.internals.attach ? { attach: this.internals.attach } : {}),
+      reuse: this.memo,
     };
   }
 
@@ -381,6 +392,7 @@ function toGuestRun(run: PluginsRun, totalMs: number): GuestRun {
       batches: run.session.batches,
       calls: run.session.calls,
       reused: run.session.reused,
+      contextCheck: run.session.contextCheck,
       shadowPid: run.session.shadowPid,
     },
   };

@@ -6,7 +6,12 @@ import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import type { HypervisorView } from '../sdk/hypervisor.js';
 import type { RunLimits } from '../sdk/limits.js';
-import { RedirectSession, type SessionOptions, type SessionStats } from '../shadow/session.js';
+import {
+  RedirectSession,
+  type AttachMemo,
+  type SessionOptions,
+  type SessionStats,
+} from '../shadow/session.js';
 import { PiggybackExecutor } from './piggyback.js';
 import { applyShadowRows } from './shadow-rows.js';
 import { createPolicyGate, revocable, RUNNER_POLICY_NAME } from './policy-gate.js';
@@ -75,6 +80,8 @@ export interface RunOnGuestOptions {
    */
   lockWaitMs?: number;
   onWait?: (message: string) => void;
+  /** SessionOptions.reuse: what the caller's last attach verified (an API Guest keeps one). */
+  reuse?: AttachMemo;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
@@ -109,6 +116,7 @@ export async function runPluginsOnGuest(
     ...(opts.holdAwake !== undefined ? { holdAwake: opts.holdAwake } : {}),
     ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}),
     ...(opts.onWait ? { onWait: opts.onWait } : {}),
+    ...(opts.reuse ? { reuse: opts.reuse } : {}),
   });
   const byRequest: (ResultTable | undefined)[] = [];
   const failures: PluginFailure[] = [];

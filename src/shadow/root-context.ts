@@ -512,6 +512,84 @@ function contextFromResults(rs: CallResult[], ix: VerifyIndex): ShadowContext {
   };
 }
 
+/**
+ * The re-check of a resident shadow that this vmi verified itself and that no other vmi
+ * has held since (the guest lock's generation, src/util/guest-lock.ts): one part of the
+ * full verify (readShadowContext), the part a guest process can change from outside the
+ * shadow without tracing it:
+ * - its cgroup (a root write of its pid to cgroup.procs, kernel/cgroup/cgroup.c),
+ * - nice, policy and CPU affinity (setpriority, sched_setscheduler, sched_setaffinity of
+ *   its pid with CAP_SYS_NICE, kernel/sys.c and kernel/sched/syscalls.c),
+ * - rlimits, its own and init's (prlimit64 of a pid, kernel/sys.c),
+ * - /proc in its private mount namespace (a guest root can setns into that namespace and
+ *   mount over /proc): procfs magic, and init's PID namespace seen through it.
+ * Left out, because only the task itself can change them: its namespaces (setns and
+ * unshare act on the caller, kernel/nsproxy.c), root and cwd (chroot, chdir, fchdir:
+ * fs/open.c), seccomp (the caller, or its own threads with TSYNC: the shadow has one),
+ * capabilities (capset of another pid is EPERM, kernel/capability.c) and its LSM label
+ * (/proc/PID/attr/current is writable by the task itself only, fs/proc/base.c
+ * proc_pid_attr_write). A tracer (ptrace) can change all of these, but it can also fake
+ * the answers of the full verify: neither check is a defence against it.
+ * Cost: 1 batch of 40 calls, none of them formatting a status file (the full verify: 69
+ * calls, two status files). `calls` can ride at the end of a read-only batch: their
+ * references are relative to `at`, the index of their first call in that batch.
+ */
+export function contextRecheck(
+  verified: ShadowContext,
+  at = 0,
+): { calls: Call[]; problems: (rs: readonly CallResult[]) => string[] } {
+  const b = new CallList();
+  const cwdFd = int(AT_FDCWD);
+  const procFs = b.call('statfs', str('/proc'), { kind: 'out', size: STATFS_SIZE, keep: 'all' });
+  const initPidNs = b.stat(cwdFd, '/proc/1/ns/pid');
+  const cgroup = b.readFile(cwdFd, '/proc/self/cgroup');
+  const prio = b.call('getpriority', int(0), int(0));
+  const policy = b.call('sched_getscheduler', int(0));
+  const affinity = b.call('sched_getaffinity', int(0), int(CPU_MASK_BYTES), {
+    kind: 'out',
+    size: CPU_MASK_BYTES,
+    keep: 'ret',
+  });
+  const lims: [number, number][] = [];
+  for (let r = 0; r < RLIMIT_COUNT; r++)
+    lims.push([
+      b.call('prlimit64', int(0), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
+      b.call('prlimit64', int(1), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
+    ]);
+  const calls = b.calls.map((c) => ({
+    ...c,
+    args: c.args.map((a) => (a.kind === 'result' ? { ...a, index: a.index + at } : a)),
+  }));
+  const problems = (all: readonly CallResult[]): string[] => {
+    const rs = all.slice(at, at + calls.length);
+    if (rs.length !== calls.length) return ['the context re-check did not run whole'];
+    const out: string[] = [];
+    const fsType = failed(rs, procFs)
+      ? undefined
+      : new DataView(rs[procFs]!.out[0]!.buffer, rs[procFs]!.out[0]!.byteOffset).getBigUint64(0, true);
+    const pidNs = statIds(rs, initPidNs);
+    if (fsType !== PROC_SUPER_MAGIC || pidNs?.ino !== PROC_PID_INIT_INO)
+      out.push('/proc is not the procfs the shadow mounted');
+    const { lines, atRoot } = cgroupLines(text(rs, cgroup));
+    if (!atRoot) out.push(`not in the root cgroup (${lines.join(', ') || 'unreadable'})`);
+    const nice = failed(rs, prio) ? NaN : 20 - Number(ret(rs, prio));
+    if (nice !== 0) out.push(`nice ${nice}`);
+    const pol = Number(ret(rs, policy));
+    if (pol !== 0) out.push(`scheduling policy ${pol} (not SCHED_OTHER)`);
+    let cpus = 0;
+    if (!failed(rs, affinity)) for (const byte of rs[affinity]!.out[0]!) cpus += popcount(byte);
+    if (cpus !== verified.cpus) out.push(`runs on ${cpus} CPUs, was verified on ${verified.cpus}`);
+    const differ = lims.flatMap(([s, i], r) =>
+      failed(rs, s) || failed(rs, i) || !bytesEqual(rs[s]!.out[0]!, rs[i]!.out[0]!)
+        ? [RLIMIT_NAMES[r] ?? String(r)]
+        : [],
+    );
+    if (differ.length > 0) out.push(`rlimits differ from init's: ${differ.join(', ')}`);
+    return out;
+  };
+  return { calls, problems };
+}
+
 function popcount(b: number): number {
   let n = 0;
   for (let x = b; x; x &= x - 1) n++;

@@ -7,7 +7,14 @@
 import { existsSync } from 'node:fs';
 import { AT_FDCWD, O_RDONLY, SIGKILL } from '../abi/linux/flags.js';
 import { sysno } from '../abi/linux/syscalls.js';
-import { gdbMemory, hasHostRam, learnGuestRam, openHostRam, type HostRamKind } from '../memory/guest-ram.js';
+import {
+  gdbMemory,
+  hasHostRam,
+  learnGuestRam,
+  openHostRam,
+  type GuestRam,
+  type HostRamKind,
+} from '../memory/guest-ram.js';
 import { ProcessMemoryError } from '../memory/process-memory.js';
 import type { PhysicalMemory } from '../memory/physical.js';
 import type { HypervisorView } from '../sdk/hypervisor.js';
@@ -31,10 +38,10 @@ import {
   runOnLink,
   type Link,
 } from './link.js';
-import { readShadowContext, type ShadowContext } from './root-context.js';
+import { contextRecheck, readShadowContext, type ShadowContext } from './root-context.js';
 import { recoverJournal } from './recovery.js';
 import { ShadowHandle, ShadowLostError, ShadowTamperedError } from './shadow.js';
-import type { TransportChoice, TransportName } from './transport.js';
+import { DoorbellTransport, type TransportChoice, type TransportName } from './transport.js';
 import { WakeLine } from './wake-line.js';
 
 export interface SessionOptions {
@@ -75,6 +82,46 @@ export interface SessionOptions {
   onWait?: (message: string) => void;
   /** Stops a wait for the guest. */
   signal?: AbortSignal;
+  /**
+   * Kept by a caller that attaches again and again (an API Guest, `vmi watch`, a vmi
+   * server): what its last attach verified, read and updated by each attach and detach.
+   * See AttachMemo.
+   */
+  reuse?: AttachMemo;
+}
+
+/**
+ * What one attach leaves for the next attach of the same caller, so that the next one
+ * skips re-establishing it when no other vmi has held the guest since (the generation of
+ * the guest lock is then the one this caller wrote: src/util/guest-lock.ts).
+ *
+ * Skipped then: learning the RAM map again (QMP query-memory-devices + mtree, host side;
+ * the map belongs to the QEMU process, which another vmi cannot change either) and the
+ * full verify of the shadow's root context (69 calls in the guest), replaced by
+ * contextRecheck (what a guest process can change from outside the shadow), which rides
+ * at the end of the call's first read-only batch instead of costing a guest entry.
+ * Kept, because the guest can act between two calls whatever vmi does:
+ * - the journal read (cheap; it names the resident shadow: the memo applies only to that
+ *   same record, byte for byte);
+ * - the shadow's verify before and after every batch (host reads of its control page
+ *   and code through its page tables: a shadow the guest killed, replaced or patched is
+ *   found before anything is written to it, then replaced as before);
+ * - contextRecheck (a changed cgroup, rlimit, nice, policy, affinity, or a /proc mounted
+ *   over in its mount namespace: the shadow is retired and replaced, and the batch that
+ *   carried the check runs again in the new one — it was read-only).
+ * The skip relies on: every vmi counting itself in the lock's generation when it takes
+ * the guest (a vmi from before this change would not; it is the same release here), and
+ * on the guest not being able to write the host's run directory.
+ */
+export interface AttachMemo {
+  /** The lock generation this caller wrote at its last attach that detached cleanly. */
+  generation?: number;
+  /** The guest's RAM map then. */
+  ram?: GuestRam;
+  /** The resident shadow's record (JSON) as its detach left it in the journal. */
+  shadow?: string;
+  /** Its context as fully verified. */
+  context?: ShadowContext;
 }
 
 export interface SessionStats {
@@ -106,6 +153,12 @@ export interface SessionStats {
   refusals: Refusal[];
   /** Milliseconds spent establishing and verifying the context (or re-verifying a resident one). */
   contextMs: number;
+  /**
+   * How the shadow's context was checked at this attach: 'fresh' (established and verified
+   * by a bootstrap), 'full' (a resident shadow re-verified whole), 'quick' (one this caller
+   * verified and no other vmi held since: contextRecheck, with the first batch).
+   */
+  contextCheck: 'fresh' | 'full' | 'quick';
 }
 
 /** Where a session reads guest RAM from. */
@@ -123,6 +176,7 @@ interface SessionParts extends Pick<
   | 'contextMs'
   | 'memory'
   | 'fallback'
+  | 'contextCheck'
 > {
   guest: GuestEndpoints;
   lock: GuestLock;
@@ -138,6 +192,11 @@ interface SessionParts extends Pick<
   wasResident: boolean;
   /** The resident shadow's record as the journal already holds it. */
   journaled?: string;
+}
+
+/** The quick context re-check still to run with the session's first batch. */
+interface PendingRecheck {
+  verified: ShadowContext;
 }
 
 /**
@@ -165,6 +224,8 @@ export class RedirectSession implements SyscallExecutor {
   private readonly wake: WakeLine | undefined;
   private readonly opts: SessionOptions;
   private readonly lstar: string | undefined;
+  private readonly memo: AttachMemo | undefined;
+  private recheck: PendingRecheck | undefined;
 
   private constructor(parts: SessionParts) {
     ({
@@ -179,6 +240,8 @@ export class RedirectSession implements SyscallExecutor {
       lstar: this.lstar,
       journaled: this.journaled,
     } = parts);
+    this.memo = parts.opts.reuse;
+    if (parts.contextCheck === 'quick' && parts.context) this.recheck = { verified: parts.context };
     this.progress = parts.opts.onProgress ?? (() => {});
     this.resident = parts.opts.keepResident ?? parts.wasResident;
     this.stats = {
@@ -198,6 +261,7 @@ export class RedirectSession implements SyscallExecutor {
       context: parts.context,
       refusals: parts.refusals,
       contextMs: parts.contextMs,
+      contextCheck: parts.contextCheck,
     };
   }
 
@@ -224,6 +288,14 @@ export class RedirectSession implements SyscallExecutor {
       onWait: opts.onWait ?? progress,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
+    // No other vmi held the guest since this caller's last detach (AttachMemo).
+    const memo = opts.reuse;
+    const quiet = memo?.generation !== undefined && lock.generationBefore === memo.generation;
+    if (memo) {
+      // Valid again only once this attach detaches cleanly.
+      if (!quiet) memo.ram = memo.shadow = memo.context = undefined;
+      memo.generation = undefined;
+    }
     const journal = new JournalStore(guest.runDir);
     const wake = guest.wake ? new WakeLine(guest.wake.socket) : undefined;
     let mem: PhysicalMemory | undefined;
@@ -234,7 +306,8 @@ export class RedirectSession implements SyscallExecutor {
       const previous = journal.load();
       const resident = previous?.shadow?.resident && !previous.victim ? previous.shadow : undefined;
       // Where RAM is (q35 splits it at 2 GiB, pc at 3 GiB once it is big enough).
-      const ram = await learnGuestRam(guest);
+      const ram = quiet && memo?.ram ? memo.ram : await learnGuestRam(guest);
+      if (memo) memo.ram = ram;
       try {
         const host = openHostRam(guest, ram);
         mem = host?.mem;
@@ -259,6 +332,7 @@ export class RedirectSession implements SyscallExecutor {
       const refusals: Refusal[] = [];
       let reused = false;
       let tampered: number | undefined;
+      let contextCheck: SessionStats['contextCheck'] = 'fresh';
       if (resident) {
         const handle = ShadowHandle.fromRecord(mem, resident);
         try {
@@ -269,10 +343,18 @@ export class RedirectSession implements SyscallExecutor {
             dbg,
           };
           // Its context was verified when it was made; check it again (a guest root user
-          // can still enter its namespaces).
-          const tc = performance.now();
-          context = await readShadowContext(linkExecutor(candidate, opts.batchTimeoutMs));
-          contextMs = performance.now() - tc;
+          // can still enter its namespaces) — whole, unless this caller verified this very
+          // shadow and no other vmi held the guest since: then the part a guest process
+          // can change rides with the first batch (AttachMemo).
+          if (quiet && memo?.context && memo.shadow === JSON.stringify(resident)) {
+            context = memo.context;
+            contextCheck = 'quick';
+          } else {
+            const tc = performance.now();
+            context = await readShadowContext(linkExecutor(candidate, opts.batchTimeoutMs));
+            contextMs = performance.now() - tc;
+            contextCheck = 'full';
+          }
           if (!context.complete && !opts.acceptPartialContext)
             throw new ShadowTamperedError(
               `the resident shadow's context changed: ${context.problems.join('; ')}`,
@@ -320,6 +402,7 @@ export class RedirectSession implements SyscallExecutor {
         dbg = undefined;
       }
       if (opts.holdAwake !== false) await hold(link.shadow, wake);
+      else await sleepBetweenBatches(link);
       const session = new RedirectSession({
         guest,
         lock,
@@ -340,6 +423,7 @@ export class RedirectSession implements SyscallExecutor {
         context,
         refusals,
         contextMs,
+        contextCheck: reused ? contextCheck : 'fresh',
         journaled: reused ? JSON.stringify(resident) : undefined,
       });
       if (tampered !== undefined) await session.retire(tampered);
@@ -388,7 +472,7 @@ export class RedirectSession implements SyscallExecutor {
       const part = calls.slice(g.start, g.end);
       let out: CallResult[];
       try {
-        out = await this.runBatch(part, g.start);
+        out = this.recheck ? await this.runWithRecheck(part, g.start) : await this.runBatch(part, g.start);
       } catch (err) {
         // A shadow found dead or changed: replace it once and run the batch again, when
         // nothing of the batch reached the guest (found before the write) or when running
@@ -409,6 +493,48 @@ export class RedirectSession implements SyscallExecutor {
     }
     this.stats.runMs += performance.now() - t0;
     return results;
+  }
+
+  /**
+   * The first batch of a session whose context is re-checked quickly (AttachMemo): the
+   * re-check's calls ride at the end of the batch when it is read-only and the whole still
+   * fits one batch, else they run alone first. Problems found: ShadowTamperedError (the
+   * caller replaces the shadow and runs the batch again; nothing of it changed the guest),
+   * unless partial contexts are accepted (then they are recorded in stats.context).
+   */
+  private async runWithRecheck(part: readonly Call[], indexBase: number): Promise<CallResult[]> {
+    const { verified } = this.recheck!;
+    this.recheck = undefined;
+    const local = part.map((c) => ({
+      ...c,
+      args: c.args.map((a) => (a.kind === 'result' ? { ...a, index: a.index - indexBase } : a)),
+    }));
+    const ride = contextRecheck(verified, local.length);
+    const joined = [...local, ...ride.calls];
+    const fits = part.every(isReadOnlyCall) && splitIntoBatches(joined).length === 1;
+    let out: CallResult[];
+    let problems: string[];
+    if (fits) {
+      const all = await this.runBatch(joined, 0);
+      problems = ride.problems(all);
+      out = all.slice(0, local.length);
+    } else {
+      const alone = contextRecheck(verified);
+      const rs = await this.runBatch(alone.calls, 0);
+      problems = alone.problems(rs);
+      out = [];
+    }
+    if (problems.length > 0) {
+      if (!this.opts.acceptPartialContext) {
+        const err = new ShadowTamperedError(`the resident shadow's context changed: ${problems.join('; ')}`);
+        // Run alone, the check came before any of the batch reached the guest.
+        if (!fits) err.beforeWrite = true;
+        throw err;
+      }
+      const seen = this.stats.context;
+      if (seen) this.stats.context = { ...seen, complete: false, problems: [...seen.problems, ...problems] };
+    }
+    return fits ? out : this.runBatch(part, indexBase);
   }
 
   private async runBatch(calls: readonly Call[], indexBase: number): Promise<CallResult[]> {
@@ -434,6 +560,8 @@ export class RedirectSession implements SyscallExecutor {
       [this.link.shadow.cr3],
     );
     this.link = fresh.link;
+    this.recheck = undefined;
+    if (this.opts.holdAwake === false) await sleepBetweenBatches(this.link);
     this.stats.context = fresh.context;
     this.stats.contextMs = fresh.contextMs;
     this.stats.refusals.push(...fresh.refusals);
@@ -495,15 +623,26 @@ export class RedirectSession implements SyscallExecutor {
     try {
       if (this.resident) {
         await shadow.verify();
-        await shadow.writeControl('spin', SHADOW_IDLE.spinCycles);
+        // A caller that lets the shadow sleep (holdAwake false) keeps it sleeping at once
+        // (sleepBetweenBatches); others leave the usual window for a command that follows.
+        await shadow.writeControl('spin', this.opts.holdAwake === false ? 0n : SHADOW_IDLE.spinCycles);
         // The journal is fsync'ed: rewriting an unchanged record cost ~2 ms per run.
         const record: ShadowRecord = {
           ...shadow.toRecord(this.transportName),
           resident: true,
           context: this.stats.context,
         };
-        if (JSON.stringify(record) !== this.journaled)
-          this.journal.save({ lstar: this.lstar, shadow: record });
+        const json = JSON.stringify(record);
+        if (json !== this.journaled) this.journal.save({ lstar: this.lstar, shadow: record });
+        // Verified by this caller, and valid while no other vmi takes the guest (AttachMemo).
+        // Not when the check riding on the first batch never ran (no batch was made).
+        // When no batch ran, the re-check still pending is the next attach's.
+        const verified = this.recheck?.verified ?? this.stats.context;
+        if (this.memo && verified?.complete) {
+          this.memo.generation = this.lock.generation;
+          this.memo.shadow = json;
+          this.memo.context = verified;
+        }
       } else {
         try {
           await shadow.verify();
@@ -521,6 +660,18 @@ export class RedirectSession implements SyscallExecutor {
       this.lock.release();
     }
   }
+}
+
+/**
+ * holdAwake false (`vmi watch`): the shadow sleeps as soon as a batch is done (spin window
+ * 0) and each batch wakes it through the line at once (DoorbellTransport.eagerWake). The
+ * window it would otherwise spin after each batch — 5M TSC cycles, while the host parses —
+ * was ~6 ms of the shadow's ~16 ms of guest CPU per quiet watch tick (bench/tick-cost.mjs,
+ * /proc/PID/schedstat); a wake-up costs ~1 ms of latency per batch instead.
+ */
+async function sleepBetweenBatches(link: Link): Promise<void> {
+  await link.shadow.writeControl('spin', 0n);
+  if (link.transport instanceof DoorbellTransport) link.transport.eagerWake = true;
 }
 
 // Frozen: code loaded into this process (a pack) cannot replace its methods to reach the guest.

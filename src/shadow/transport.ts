@@ -115,6 +115,13 @@ function yieldToEventLoop(): Promise<void> {
  */
 export class DoorbellTransport implements Transport {
   readonly name = 'doorbell';
+  /**
+   * Poke a sleeping shadow at every batch, even right after an earlier poke. Set by a
+   * session that lets the shadow sleep at once after each batch (SessionOptions.holdAwake
+   * false, spin window 0): its shadow is asleep again by the next batch, and holding the
+   * poke back for REPOKE_MS would cost each further batch of a call that long.
+   */
+  eagerWake = false;
 
   constructor(
     private readonly shadow: ShadowHandle,
@@ -132,7 +139,8 @@ export class DoorbellTransport implements Transport {
       await s.mem.readInto(ctl.paddr + BigInt(offset), cell, 0, 8);
       return cell.readBigUInt64LE(0);
     };
-    if ((await word(CONTROL.state)) === BigInt(SHADOW_STATE.sleeping)) this.wake?.pokeUnlessRecent(REPOKE_MS);
+    if ((await word(CONTROL.state)) === BigInt(SHADOW_STATE.sleeping))
+      this.wake?.pokeUnlessRecent(this.eagerWake ? 0 : REPOKE_MS);
     let nextPoke = Date.now() + REPOKE_MS;
     await this.poll(
       async () => {

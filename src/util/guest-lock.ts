@@ -83,13 +83,49 @@ function describe(h: LockHolder): string {
  */
 export class GuestLock {
   private readonly path: string;
+  private readonly genPath: string;
   private held = false;
+  /** The take-over of a stale lock happened in this acquire (its holder may not have counted). */
+  private tookOver = false;
+  /**
+   * The guest's lock generation before this holder counted itself: every holder adds one
+   * when it takes the lock (file `vmi.gen` beside the lock). undefined: not held, or the
+   * lock was taken over from a dead holder (which may have died before counting).
+   */
+  generationBefore: number | undefined;
+  /** The generation this holder wrote (generationBefore + 1), while held. */
+  generation: number | undefined;
 
   constructor(
     runDir: string,
     private readonly guest: string,
   ) {
     this.path = join(runDir, 'vmi.lock');
+    this.genPath = join(runDir, 'vmi.gen');
+  }
+
+  /**
+   * Counts this holder in the guest's generation (called with the lock held): a Guest that
+   * finds, at its next acquire, the generation it wrote itself knows that no other vmi held
+   * the guest in between (src/shadow/session.ts AttachMemo). Written whole under a private
+   * name, then renamed into place. An unreadable or malformed file counts as 0, and a
+   * stale take-over leaves generationBefore undefined: in doubt, nothing is taken as unchanged.
+   */
+  private count(): void {
+    let before: number | undefined;
+    try {
+      const text = readFileSync(this.genPath, 'utf8').slice(0, 32).trim();
+      const n = Number(text);
+      before = /^\d{1,15}$/.test(text) && Number.isSafeInteger(n) ? n : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const next = (before ?? 0) + 1;
+    const tmp = `${this.genPath}.${process.pid}`;
+    writeFileSync(tmp, `${next}\n`, { mode: 0o600 });
+    renameSync(tmp, this.genPath);
+    this.generationBefore = this.tookOver ? undefined : before;
+    this.generation = next;
   }
 
   /** Takes the lock, waiting while another live vmi holds it. Throws GuestBusyError on timeout. */
@@ -97,9 +133,18 @@ export class GuestLock {
     const waitMs = opts.waitMs ?? DEFAULT_LOCK_WAIT_MS;
     const deadline = Date.now() + waitMs;
     let told = false;
+    this.tookOver = false;
     for (;;) {
       const holder = this.tryAcquire();
-      if (holder === undefined) return;
+      if (holder === undefined) {
+        try {
+          this.count();
+        } catch (err) {
+          this.release();
+          throw err;
+        }
+        return;
+      }
       if (Date.now() >= deadline)
         throw new GuestBusyError(
           waitMs === 0
@@ -148,6 +193,7 @@ export class GuestLock {
       if (holder && (holder.pid === process.pid ? heldHere.has(this.path) : processAlive(holder.pid)))
         return holder;
       // A lock of a dead vmi (or one of this process that nothing here holds): take it over.
+      this.tookOver = true;
       this.removeStale(seen);
     }
     throw new GuestBusyError(`cannot take the lock ${this.path}`);
@@ -188,5 +234,7 @@ export class GuestLock {
       heldHere.delete(this.path);
     }
     this.held = false;
+    this.generationBefore = undefined;
+    this.generation = undefined;
   }
 }

@@ -16,11 +16,12 @@
  *   namespace, reduced to the inodes of listening sockets (sockstat's definition); the
  *   whole sockstat (every process's descriptors) runs only when that set changed.
  *
- * All probe files of a tick are read in one batch (before the listing, so that a PID
- * reused after the cursor was read shows at the next tick), the listing is a second one;
- * new processes cost one more (their files) and, with mounts or listeners watched, one for
- * their namespace links. A quiet tick is therefore 2 guest entries and ~25 system calls
- * on a small guest, instead of ~1600 (bench/results-watch.md).
+ * All probe files of a tick and then the /proc listing are read in one batch (the probes
+ * first, so that a PID reused after the cursor was read shows at the next tick;
+ * probeAndList); new processes cost one more (their files) and, with mounts or listeners
+ * watched, one for their namespace links. A quiet tick is therefore 1 guest entry (plus
+ * the attach's quick context re-check riding on it, src/shadow/session.ts AttachMemo) and
+ * ~30 system calls on a small guest, instead of ~1600 (bench/results-watch.md).
  *
  * Rows are those of the full plugins (the same columns and identities, sources.ts). One
  * difference: a process's row is read once, when it is first seen; its exit event carries
@@ -33,7 +34,9 @@ import { parseInetSockets, parseUnixSockets } from '../abi/linux/proc/index.js';
 import { resolvePlugin } from '../api/guest.js';
 import type { PluginCall } from '../api/index.js';
 import {
+  decodeDirents64,
   definePlugin,
+  flags,
   isVanished,
   readProcesses,
   resolveOptions,
@@ -206,8 +209,7 @@ class GuestProbe {
     if (want.has('module')) paths.push('/proc/modules');
     for (const pid of mntReaders.values()) paths.push(`/proc/${pid}/mountinfo`);
     for (const pid of netReaders.values()) for (const t of NET_TABLES) paths.push(`/proc/${pid}/net/${t}`);
-    const read = await ctx.sys.readFiles(paths.map((path) => ({ path, chunkSize: 16384 })));
-    const files = new Map(read.map((f) => [f.path, f]));
+    const { files, pids } = await probeAndList(ctx, paths);
     const loadavg = files.get('/proc/loadavg')!;
     const cursor = loadavg.data ? parseLastPid(loadavg.data) : undefined;
     const passwd = files.get('/etc/passwd');
@@ -219,8 +221,7 @@ class GuestProbe {
       }
     }
 
-    // 2. The listing: new and gone PIDs.
-    const pids = await ctx.proc.listPids();
+    // 2. The listing (read in the same batch, after the probes): new and gone PIDs.
     const listed = new Set(pids);
     let mntChanged = false;
     let netChanged = false;
@@ -337,6 +338,68 @@ class GuestProbe {
     }
     return parts.join(' ');
   }
+}
+
+/** Bytes of one probe read (a seq_file hands over at most a page per read: fs/seq_file.c). */
+const PROBE_CHUNK = 16384;
+/** The /proc listing's getdents64 buffer, and the probe that tells its end (as ctx.sys.listDir). */
+const LIST_BUFFER = 32 << 10;
+const LIST_EOF_PROBE = 280;
+const PID_NAME = /^[1-9]\d{0,9}$/;
+
+/**
+ * The probe files and then the /proc listing, in one guest entry: per file openat, one
+ * read, a 1-byte read that tells its end, close (as ctx.sys.readFiles' first pass); then
+ * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids). A file or a
+ * listing longer than that (a guest with many sockets or mounts, or a huge process count)
+ * is read again whole by the SDK's helpers: one more entry, only then. Returns the files
+ * by path (data or error, as readFiles) and the PIDs listed, ascending.
+ */
+export async function probeAndList(
+  ctx: PluginContext,
+  paths: readonly string[],
+): Promise<{ files: Map<string, FileReadResult>; pids: number[] }> {
+  const { O_RDONLY, O_CLOEXEC, O_DIRECTORY, AT_FDCWD } = flags;
+  const b = ctx.sys.batch();
+  const reads = paths.map((path) =>
+    b.group(() => {
+      const fd = b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+      const data = b.read(fd, PROBE_CHUNK);
+      const end = b.read(fd, 1);
+      b.close(fd);
+      return { fd, data, end };
+    }),
+  );
+  const list = b.group(() => {
+    const fd = b.openat(AT_FDCWD, '/proc', O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const g1 = b.getdents64(fd, LIST_BUFFER);
+    const g2 = b.getdents64(fd, LIST_EOF_PROBE);
+    b.close(fd);
+    return { fd, g1, g2 };
+  });
+  await b.submit();
+  const files = new Map<string, FileReadResult>();
+  const longer: string[] = [];
+  paths.forEach((path, i) => {
+    const { fd, data, end } = reads[i]!;
+    const error = fd.result().error ?? data.result().error ?? end.result().error;
+    if (error) files.set(path, { path, error });
+    else if (end.result().data.length === 0) files.set(path, { path, data: data.result().data });
+    else longer.push(path);
+  });
+  if (longer.length > 0)
+    for (const f of await ctx.sys.readFiles(longer.map((path) => ({ path, chunkSize: PROBE_CHUNK }))))
+      files.set(f.path, f);
+  let pids: number[] | undefined;
+  const listError = list.fd.result().error ?? list.g1.result().error ?? list.g2.result().error;
+  if (!listError && list.g2.result().data.length === 0) {
+    pids = [];
+    for (const d of decodeDirents64(list.g1.result().data))
+      if (PID_NAME.test(d.name)) pids.push(Number(d.name));
+    pids.sort((a, c) => a - c);
+  }
+  // Longer than one buffer, or unreadable here: the SDK's listing (which throws its error).
+  return { files, pids: pids ?? (await ctx.proc.listPids()) };
 }
 
 /** A plugin's rows from its run (an array or an async iterable), with default options. */

@@ -114,4 +114,36 @@ describe('guest lock: a second vmi waits for its turn', () => {
     expect(bHas).toBe(true);
     b.release();
   });
+
+  it('counts every holder in a generation: the next holder sees whether anyone held the guest in between', async () => {
+    const a = new GuestLock(dir, 'lab');
+    await a.acquire({ waitMs: 0 });
+    const mine = a.generation;
+    expect(mine).toBe((a.generationBefore ?? 0) + 1);
+    a.release();
+    expect(a.generation).toBeUndefined();
+    // Nobody in between: the generation is still the one this holder wrote.
+    await a.acquire({ waitMs: 0 });
+    expect(a.generationBefore).toBe(mine);
+    const again = a.generation;
+    a.release();
+    // Another vmi in between: it counted itself.
+    const b = new GuestLock(dir, 'lab');
+    await b.acquire({ waitMs: 0 });
+    b.release();
+    await a.acquire({ waitMs: 0 });
+    expect(a.generationBefore).not.toBe(again);
+    a.release();
+    // A lock taken over from a dead holder (which may have died before counting): unknown.
+    writeFileSync(join(dir, 'vmi.lock'), '999999999\n');
+    await a.acquire({ waitMs: 0 });
+    expect(a.generationBefore).toBeUndefined();
+    a.release();
+    // A malformed generation file counts as unknown, never as this holder's.
+    writeFileSync(join(dir, 'vmi.gen'), 'garbage');
+    await a.acquire({ waitMs: 0 });
+    expect(a.generationBefore).toBeUndefined();
+    expect(a.generation).toBe(1);
+    a.release();
+  });
 });

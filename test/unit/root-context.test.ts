@@ -9,6 +9,7 @@ import { sysnoOf, syscallName } from '../../src/abi/linux/syscalls.js';
 import type { Call, CallResult, SyscallExecutor } from '../../src/sdk/syscall-types.js';
 import {
   cgroup2RootFlags,
+  contextRecheck,
   establishRootContext,
   PROC_PID_INIT_INO,
   PROC_USER_INIT_INO,
@@ -290,5 +291,48 @@ describe('cgroup2 root flags kept when the shadow mounts cgroup2', () => {
     expect(cgroup2RootFlags('1 0 0:1 / / rw - tmpfs none rw,nsdelegate\n')).toEqual([]);
     expect(cgroup2RootFlags(undefined)).toEqual([]);
     expect(cgroup2RootFlags('garbage - \n - cgroup2\n')).toEqual([]);
+  });
+});
+
+describe("the quick re-check of a resident shadow's context (attach reuse)", () => {
+  it('finds what a guest process can change from outside the shadow, with its calls placed after others', async () => {
+    const sc: Scenario = {};
+    const g = new ScriptedGuest(sc);
+    const verified = await establishRootContext(g);
+    expect(verified.complete).toBe(true);
+    const nr = (n: string): number => sysnoOf(n)!;
+    // Two calls of a plugin's batch first: the re-check's references are shifted past them.
+    const before: Call[] = [
+      {
+        nr: nr('getpriority'),
+        args: [
+          { kind: 'int', value: 0n },
+          { kind: 'int', value: 0n },
+        ],
+      },
+      {
+        nr: nr('getpriority'),
+        args: [
+          { kind: 'int', value: 0n },
+          { kind: 'int', value: 0n },
+        ],
+      },
+    ];
+    const quick = contextRecheck(verified, before.length);
+    expect(quick.calls.length).toBe(40);
+    expect(quick.calls.map((c) => syscallName(c.nr))).not.toContain('setns');
+    for (const c of quick.calls)
+      for (const a of c.args) if (a.kind === 'result') expect(a.index).toBeGreaterThanOrEqual(before.length);
+    expect(quick.problems(await g.run([...before, ...quick.calls]))).toEqual([]);
+    // The guest renices the shadow and moves it to another cgroup, and lowers its rlimit.
+    sc.joined = { nice: 7, cgroup: '0::/user.slice\n', rlimitNofile: [16n, 16n] };
+    const found = quick.problems(await g.run([...before, ...quick.calls]));
+    expect(found).toEqual([
+      'not in the root cgroup (0::/user.slice)',
+      'nice 7',
+      "rlimits differ from init's: nofile",
+    ]);
+    // Results cut short (a batch that did not run whole) are a problem, never a pass.
+    expect(quick.problems([])).toEqual(['the context re-check did not run whole']);
   });
 });
