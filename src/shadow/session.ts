@@ -115,7 +115,7 @@ export interface SessionOptions {
  */
 export interface AttachMemo {
   /** The lock generation this caller wrote at its last attach that detached cleanly. */
-  generation?: number;
+  generation?: string;
   /** The guest's RAM map then. */
   ram?: GuestRam;
   /** The resident shadow's record (JSON) as its detach left it in the journal. */

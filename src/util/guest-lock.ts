@@ -9,6 +9,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { processAlive } from './process-alive.js';
 
@@ -89,12 +90,15 @@ export class GuestLock {
   private tookOver = false;
   /**
    * The guest's lock generation before this holder counted itself: every holder adds one
-   * when it takes the lock (file `vmi.gen` beside the lock). undefined: not held, or the
-   * lock was taken over from a dead holder (which may have died before counting).
+   * when it takes the lock (file `vmi.gen` beside the lock), as `COUNT:EPOCH` — EPOCH is a
+   * random tag chosen when the file is created, so a run directory made again (the guest
+   * restarted) never repeats an old value. undefined: not held, unknown (no file, a
+   * malformed one), or the lock was taken over from a dead holder (which may have died
+   * before counting).
    */
-  generationBefore: number | undefined;
-  /** The generation this holder wrote (generationBefore + 1), while held. */
-  generation: number | undefined;
+  generationBefore: string | undefined;
+  /** The generation this holder wrote (the count one higher, same epoch), while held. */
+  generation: string | undefined;
 
   constructor(
     runDir: string,
@@ -108,24 +112,24 @@ export class GuestLock {
    * Counts this holder in the guest's generation (called with the lock held): a Guest that
    * finds, at its next acquire, the generation it wrote itself knows that no other vmi held
    * the guest in between (src/shadow/session.ts AttachMemo). Written whole under a private
-   * name, then renamed into place. An unreadable or malformed file counts as 0, and a
-   * stale take-over leaves generationBefore undefined: in doubt, nothing is taken as unchanged.
+   * name, then renamed into place. A missing or malformed file starts a new epoch, and it or
+   * a stale take-over leaves generationBefore undefined: in doubt, nothing is taken as unchanged.
    */
   private count(): void {
-    let before: number | undefined;
+    let before: { n: number; epoch: string } | undefined;
     try {
-      const text = readFileSync(this.genPath, 'utf8').slice(0, 32).trim();
-      const n = Number(text);
-      before = /^\d{1,15}$/.test(text) && Number.isSafeInteger(n) ? n : undefined;
+      const m = /^(\d{1,15}) ([0-9a-f]{16})$/.exec(readFileSync(this.genPath, 'utf8').slice(0, 64).trim());
+      if (m && Number.isSafeInteger(Number(m[1]))) before = { n: Number(m[1]), epoch: m[2] };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const next = (before ?? 0) + 1;
+    const epoch = before?.epoch ?? randomBytes(8).toString('hex');
+    const next = (before?.n ?? 0) + 1;
     const tmp = `${this.genPath}.${process.pid}`;
-    writeFileSync(tmp, `${next}\n`, { mode: 0o600 });
+    writeFileSync(tmp, `${next} ${epoch}\n`, { mode: 0o600 });
     renameSync(tmp, this.genPath);
-    this.generationBefore = this.tookOver ? undefined : before;
-    this.generation = next;
+    this.generationBefore = this.tookOver || !before ? undefined : `${before.n}:${before.epoch}`;
+    this.generation = `${next}:${epoch}`;
   }
 
   /** Takes the lock, waiting while another live vmi holds it. Throws GuestBusyError on timeout. */

@@ -119,7 +119,8 @@ describe('guest lock: a second vmi waits for its turn', () => {
     const a = new GuestLock(dir, 'lab');
     await a.acquire({ waitMs: 0 });
     const mine = a.generation;
-    expect(mine).toBe((a.generationBefore ?? 0) + 1);
+    expect(mine).toMatch(/^1:[0-9a-f]{16}$/);
+    expect(a.generationBefore).toBeUndefined();
     a.release();
     expect(a.generation).toBeUndefined();
     // Nobody in between: the generation is still the one this holder wrote.
@@ -143,7 +144,18 @@ describe('guest lock: a second vmi waits for its turn', () => {
     writeFileSync(join(dir, 'vmi.gen'), 'garbage');
     await a.acquire({ waitMs: 0 });
     expect(a.generationBefore).toBeUndefined();
-    expect(a.generation).toBe(1);
+    expect(a.generation).toMatch(/^1:[0-9a-f]{16}$/);
+    const old = a.generation;
+    a.release();
+    // A run directory made again (the guest restarted) and another vmi there first: its
+    // count (1) repeats a's last one, its epoch does not, so a's memo never matches.
+    rmSync(join(dir, 'vmi.gen'));
+    await b.acquire({ waitMs: 0 });
+    expect(b.generation).toMatch(/^1:/);
+    b.release();
+    await a.acquire({ waitMs: 0 });
+    expect(a.generationBefore).toMatch(/^1:/);
+    expect(a.generationBefore).not.toBe(old);
     a.release();
   });
 });
