@@ -73,8 +73,8 @@ static void exec_node(void) {
   signal(SIGPIPE, SIG_DFL);
   setenv("VMI_CLIENT_FALLBACK", "1", 1);
   execvp("node", args);
-  fprintf(stderr, "vmi: error: cannot start node: %s (vmi needs Node.js 22.12 or newer on PATH)\n",
-          strerror(errno));
+  /* Any Node from 20 will do: bin/run.js re-runs itself under vmi's private LTS Node. */
+  fprintf(stderr, "vmi: error: cannot start node: %s (vmi needs Node.js on PATH)\n", strerror(errno));
   exit(127);
 }
 
