@@ -143,6 +143,27 @@ class CallList {
   stat(dirfd: CallArg, path: string): number {
     return this.call('newfstatat', dirfd, str(path), { kind: 'out', size: STAT_SIZE, keep: 'all' }, int(0));
   }
+  /**
+   * The shadow's nice (getpriority), policy (sched_getscheduler) and CPU mask
+   * (sched_getaffinity), and each rlimit of the shadow and of init (prlimit64 of pid 0 and
+   * 1, pairs by resource): what the full verify records and the quick re-check compares.
+   */
+  schedAndLimits(): { prio: number; policy: number; affinity: number; lims: [number, number][] } {
+    const prio = this.call('getpriority', int(0), int(0));
+    const policy = this.call('sched_getscheduler', int(0));
+    const affinity = this.call('sched_getaffinity', int(0), int(CPU_MASK_BYTES), {
+      kind: 'out',
+      size: CPU_MASK_BYTES,
+      keep: 'ret',
+    });
+    const lims: [number, number][] = [];
+    for (let r = 0; r < RLIMIT_COUNT; r++)
+      lims.push([
+        this.call('prlimit64', int(0), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
+        this.call('prlimit64', int(1), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
+      ]);
+    return { prio, policy, affinity, lims };
+  }
 }
 
 const int = (v: number | bigint): CallArg => ({ kind: 'int', value: BigInt.asUintN(64, BigInt(v)) });
@@ -375,19 +396,7 @@ export async function readShadowContext(exec: SyscallExecutor): Promise<ShadowCo
   const cgroup = b.readFile(cwdFd, '/proc/self/cgroup');
   const selfLsm = b.readFile(cwdFd, '/proc/self/attr/current');
   const initLsm = b.readFile(cwdFd, '/proc/1/attr/current');
-  const prio = b.call('getpriority', int(0), int(0));
-  const policy = b.call('sched_getscheduler', int(0));
-  const affinity = b.call('sched_getaffinity', int(0), int(CPU_MASK_BYTES), {
-    kind: 'out',
-    size: CPU_MASK_BYTES,
-    keep: 'ret',
-  });
-  const lims: [number, number][] = [];
-  for (let r = 0; r < RLIMIT_COUNT; r++)
-    lims.push([
-      b.call('prlimit64', int(0), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
-      b.call('prlimit64', int(1), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
-    ]);
+  const { prio, policy, affinity, lims } = b.schedAndLimits();
   const rs = await exec.run(b.calls);
   return contextFromResults(rs, {
     ns,
@@ -543,19 +552,7 @@ export function contextRecheck(
   const procFs = b.call('statfs', str('/proc'), { kind: 'out', size: STATFS_SIZE, keep: 'all' });
   const initPidNs = b.stat(cwdFd, '/proc/1/ns/pid');
   const cgroup = b.readFile(cwdFd, '/proc/self/cgroup');
-  const prio = b.call('getpriority', int(0), int(0));
-  const policy = b.call('sched_getscheduler', int(0));
-  const affinity = b.call('sched_getaffinity', int(0), int(CPU_MASK_BYTES), {
-    kind: 'out',
-    size: CPU_MASK_BYTES,
-    keep: 'ret',
-  });
-  const lims: [number, number][] = [];
-  for (let r = 0; r < RLIMIT_COUNT; r++)
-    lims.push([
-      b.call('prlimit64', int(0), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
-      b.call('prlimit64', int(1), int(r), int(0), { kind: 'out', size: 16, keep: 'all' }),
-    ]);
+  const { prio, policy, affinity, lims } = b.schedAndLimits();
   const calls = b.calls.map((c) => ({
     ...c,
     args: c.args.map((a) => (a.kind === 'result' ? { ...a, index: a.index + at } : a)),
