@@ -103,8 +103,18 @@ export function listenerInodes(table: (typeof NET_TABLES)[number], data: Uint8Ar
  * (`[name]`, children of kthreadd) and unreadable rows never look so; a user process
  * with no argv (its exec is replacing its memory) does. A false positive costs at most
  * MAX_HOLDS ticks.
+ *
+ * `orphanLike`: whether some other known process has the same name and argv, asked only
+ * when the parent cannot tell — a process adopted by init (PPID 1) or whose parent is not
+ * known. A shell's `cmd &` forks a copy of the shell; when that shell (a subshell, `sh -c`)
+ * exits before the copy execs, the copy is reparented to init and no longer looks like
+ * its parent, but still looks like the shell it was copied from.
  */
-export function looksMidExec(row: WatchProcessRow, parent: WatchProcessRow | undefined): boolean {
+export function looksMidExec(
+  row: WatchProcessRow,
+  parent: WatchProcessRow | undefined,
+  orphanLike: (comm: string, args: string) => boolean = () => false,
+): boolean {
   const { COMM: comm, ARGS: args } = row;
   if (typeof comm !== 'string' || typeof args !== 'string') return false;
   if (parent && parent.COMM === comm && parent.ARGS === args) return true;
@@ -113,7 +123,8 @@ export function looksMidExec(row: WatchProcessRow, parent: WatchProcessRow | und
   if (args.startsWith('[') && args.endsWith(']')) return !(row.PID === 2 || row.PPID === 2);
   const argv0 = args.split(' ')[0];
   const base = argv0.slice(argv0.lastIndexOf('/') + 1);
-  return base.slice(0, 15) !== comm;
+  if (base.slice(0, 15) !== comm) return true;
+  return (!parent || row.PPID === 1) && orphanLike(comm, args);
 }
 
 /** Ticks a new process may be held back while it looks mid-exec (looksMidExec). */
@@ -268,7 +279,11 @@ class GuestProbe {
           this.primed &&
           !known &&
           times < MAX_HOLDS &&
-          looksMidExec(row, this.procs.get(Number(row.PPID))?.row)
+          looksMidExec(row, this.procs.get(Number(row.PPID))?.row, (comm, args) => {
+            for (const [other, p] of this.procs)
+              if (other !== pid && p.row?.COMM === comm && p.row.ARGS === args) return true;
+            return false;
+          })
         ) {
           this.deferred.set(pid, { start: row.START_MS, held: times + 1 });
           continue;

@@ -227,6 +227,40 @@ describe('watch: a process read between fork and exec', () => {
   });
 });
 
+describe('watch: a forked copy adopted by init before its exec', () => {
+  it('is held back while it looks like a known process; a new program under init is not', async () => {
+    const { events } = await ticks(
+      guest(),
+      [
+        // The baseline: a login shell (argv[0] "-/bin/sh", comm sh).
+        (g) => {
+          addFakeProcess(g, 4, 'sh');
+          g.addFile('/proc/4/cmdline', '-/bin/sh\0');
+        },
+        (g) => {
+          // `sleep 1000 &` from a subshell that already exited: the copy of the shell is
+          // init's child now, not yet exec'd. Beside it, a new daemon under init.
+          newProcess(g, 12, 'sh');
+          g.addFile('/proc/12/stat', fakeStat(12, 'sh', { ppid: 1 }));
+          g.addFile('/proc/12/cmdline', '-/bin/sh\0');
+          newProcess(g, 13, 'daemon');
+          g.addFile('/proc/13/stat', fakeStat(13, 'daemon', { ppid: 1 }));
+          g.addFile('/proc/13/cmdline', 'daemon\0-f\0');
+        },
+        (g) => {
+          g.addFile('/proc/12/stat', fakeStat(12, 'sleep', { ppid: 1 }));
+          g.addFile('/proc/12/cmdline', 'sleep\0' + '1000\0');
+        },
+      ],
+      ['process'],
+    );
+    expect(events.map((e) => [e.kind, e.row.PID, e.row.COMM, e.row.ARGS])).toEqual([
+      ['process_started', 13, 'daemon', 'daemon -f'],
+      ['process_started', 12, 'sleep', 'sleep 1000'],
+    ]);
+  });
+});
+
 describe('watch: incremental modules, mounts, listeners', () => {
   const steps: ((g: FakeGuest) => void)[] = [
     () => undefined,
