@@ -238,23 +238,11 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
     return out;
   };
   const listed = [...mods.values()].filter((m) => m.procfs || m.sysfs);
-  const owner = (page: bigint): string | undefined => {
-    for (const m of listed) if (claims(m).some((c) => page >= c.start && page < c.end)) return m.name;
-    if (pseudo.some((a) => a >= page && a < page + PAGE)) return '';
-    return undefined;
-  };
-  const seenByScan = new Set<string>();
-  const orphans: { start: bigint; size: bigint }[] = [];
-  for (const r of scan ?? []) {
-    for (let p = r.start; p < r.start + r.size; p += PAGE) {
-      const o = owner(p);
-      if (o === undefined) {
-        const last = orphans[orphans.length - 1];
-        if (last && last.start + last.size === p) last.size += PAGE;
-        else orphans.push({ start: p, size: PAGE });
-      } else if (o !== '') seenByScan.add(o);
-    }
-  }
+  const { seen: seenByScan, orphans } = attributeScan(
+    scan ?? [],
+    listed.map((m) => ({ name: m.name, claims: claims(m) })),
+    pseudo,
+  );
 
   const kernelTaints = taintLetters(kernelTaint);
   const unexplained = [...'OE'].filter(
@@ -343,4 +331,34 @@ async function modxviewRows(ctx: PluginContext): Promise<ModRow[]> {
     });
   }
   return rows;
+}
+
+/**
+ * The hypervisor's scan attributed: which listed modules own an executable page of the
+ * module area (`seen`), and the runs of pages no module and no pseudo-module symbol (`[bpf]`
+ * and the like, `pseudo` addresses) claims (`orphans`). Addresses are guest-virtual,
+ * 4 KiB pages. Every module whose claim holds a page sees it, not only the first:
+ * /proc/modules' size adds up all of a module's memory types (kernel/module/procfs.c), so
+ * base + size can run past its text into another module's pages (since 6.4 each memory
+ * type is its own allocation, kernel/module/main.c); the first claimant alone made
+ * libcrc32c's text look unseen on 6.12 when a neighbour's long range covered it.
+ */
+export function attributeScan(
+  runs: readonly { start: bigint; size: bigint }[],
+  modules: readonly { name: string; claims: readonly { start: bigint; end: bigint }[] }[],
+  pseudo: readonly bigint[],
+): { seen: Set<string>; orphans: { start: bigint; size: bigint }[] } {
+  const seen = new Set<string>();
+  const orphans: { start: bigint; size: bigint }[] = [];
+  for (const r of runs) {
+    for (let p = r.start; p < r.start + r.size; p += PAGE) {
+      const owners = modules.filter((m) => m.claims.some((c) => p >= c.start && p < c.end));
+      for (const m of owners) seen.add(m.name);
+      if (owners.length > 0 || pseudo.some((a) => a >= p && a < p + PAGE)) continue;
+      const last = orphans[orphans.length - 1];
+      if (last && last.start + last.size === p) last.size += PAGE;
+      else orphans.push({ start: p, size: PAGE });
+    }
+  }
+  return { seen, orphans };
 }

@@ -8,7 +8,7 @@ import { mappedRanges } from '../../src/memory/page-walk.js';
 import { RamLayout, type PhysicalMemory } from '../../src/memory/physical.js';
 import { HostKernelView } from '../../src/shadow/kernel-view.js';
 import { formatSymbol, parseKallsyms, SymbolIndex } from '../../src/abi/linux/proc/kallsyms.js';
-import { taintLetters } from '../../src/plugins/modxview.js';
+import { attributeScan, taintLetters } from '../../src/plugins/modxview.js';
 import { selectLabModules } from '../../src/lab/kernel.js';
 import { headerPackages } from '../../src/lab/testkit.js';
 
@@ -167,5 +167,24 @@ describe('taints, lab modules, header packages', () => {
       'linux-kbuild-6.12.117+deb12',
     ]);
     expect(() => headerPackages('weird', '1')).toThrow(/header packages/);
+  });
+});
+
+describe('modxview: the code scan attributed to modules', () => {
+  const P = 0x1000n;
+  const A = 0xffffffffc0000000n;
+  it('a page inside two claims is seen by both; unclaimed pages are orphan runs; pseudo symbols claim theirs', () => {
+    // libcrc32c's one text page lies inside a neighbour's base + size (all its memory
+    // types added up, 6.4+), which the neighbour lists first.
+    const { seen, orphans } = attributeScan(
+      [{ start: A, size: 6n * P }],
+      [
+        { name: 'neighbour', claims: [{ start: A, end: A + 3n * P }] },
+        { name: 'libcrc32c', claims: [{ start: A + 2n * P, end: A + 3n * P }] },
+      ],
+      [A + 5n * P + 0x10n],
+    );
+    expect([...seen].sort()).toEqual(['libcrc32c', 'neighbour']);
+    expect(orphans).toEqual([{ start: A + 3n * P, size: 2n * P }]);
   });
 });
