@@ -16,6 +16,11 @@ export interface PhysicalMemory {
   read(paddr: bigint, length: number): Promise<Buffer>;
   /** Reads into `target` at `offset` (no intermediate buffer). */
   readInto(paddr: bigint, target: Uint8Array, offset: number, length: number): Promise<void>;
+  /**
+   * readInto without a promise, for sources that read with a plain pread (the RAM file,
+   * QEMU's process memory): the doorbell polls its done word this way.
+   */
+  readIntoSync?(paddr: bigint, target: Uint8Array, offset: number, length: number): void;
   write(paddr: bigint, data: Uint8Array): Promise<void>;
   close(): void;
 }
@@ -75,20 +80,36 @@ export class RamFileMemory implements PhysicalMemory {
 
   /** The doorbell's polling loop reads its words this way: no allocation per poll. */
   readIntoSync(paddr: bigint, target: Uint8Array, offset: number, length: number): void {
-    const pieces = this.layout.pieces(paddr, length);
+    // Most reads lie in one range: no piece list for them (see RamLayout.within).
+    const one = this.layout.within(paddr, length);
+    const pieces = one ? undefined : this.layout.pieces(paddr, length);
     if (offset < 0 || offset + length > target.length) {
       throw new RangeError(
         `readInto: ${length} bytes at ${offset} do not fit a ${target.length}-byte buffer`,
       );
     }
-    for (const p of pieces) {
-      const fd = this.fds.get(p.range.block)!;
-      let done = 0;
-      while (done < p.length) {
-        const n = readSync(fd, target, offset + p.at + done, p.length - done, p.blockOffset + done);
-        if (n === 0) throw new PhysicalMemoryError(`short read of guest RAM at 0x${paddr.toString(16)}`);
-        done += n;
-      }
+    if (one) {
+      this.readBlock(one.block, target, offset, length, one.offset + (Number(paddr) - one.gpa), paddr);
+      return;
+    }
+    for (const p of pieces!)
+      this.readBlock(p.range.block, target, offset + p.at, p.length, p.blockOffset, paddr);
+  }
+
+  private readBlock(
+    block: string,
+    target: Uint8Array,
+    offset: number,
+    length: number,
+    position: number,
+    paddr: bigint,
+  ): void {
+    const fd = this.fds.get(block)!;
+    let done = 0;
+    while (done < length) {
+      const n = readSync(fd, target, offset + done, length - done, position + done);
+      if (n === 0) throw new PhysicalMemoryError(`short read of guest RAM at 0x${paddr.toString(16)}`);
+      done += n;
     }
   }
 

@@ -86,8 +86,21 @@ export class RamLayout {
     return undefined;
   }
 
+  /**
+   * The one range that holds all of [paddr, paddr+length), or undefined (a hole, or an
+   * access running into the next range: then use pieces). No allocation: page walks and
+   * the doorbell's polling read a few bytes this way thousands of times a run.
+   */
+  within(paddr: bigint | number, length: number): RamRange | undefined {
+    const a = Number(paddr);
+    if (!Number.isSafeInteger(a) || a < 0 || length < 0) return undefined;
+    const r = this.rangeAt(a);
+    return r && a + length <= r.gpa + r.size ? r : undefined;
+  }
+
   /** True when every byte of [paddr, paddr+length) is RAM. */
   contains(paddr: bigint | number, length: number): boolean {
+    if (this.within(paddr, length)) return true;
     try {
       this.pieces(paddr, length);
       return true;

@@ -364,7 +364,8 @@ function refPath(fd: FdArg): string | undefined {
 }
 
 function relocate(call: Call, start: number, done: SyscallResult[]): Call {
-  if (!call.args.some((a) => a.kind === 'result')) return call;
+  // The first part of a batch keeps its indices (and refers to no earlier part).
+  if (start === 0 || !call.args.some((a) => a.kind === 'result')) return call;
   return {
     nr: call.nr,
     args: call.args.map((a) => {
@@ -376,21 +377,26 @@ function relocate(call: Call, start: number, done: SyscallResult[]): Call {
 }
 
 function toResult(entry: Entry, raw: CallResult): SyscallResult {
-  const outArgs = entry.call.args.filter((a) => a.kind === 'out');
-  if (!raw || typeof raw.ret !== 'bigint' || !Array.isArray(raw.out) || raw.out.length !== outArgs.length) {
+  // Loops rather than filter/map: this runs for every call of every batch.
+  const args = entry.call.args;
+  let outCount = 0;
+  for (let j = 0; j < args.length; j++) if (args[j].kind === 'out') outCount++;
+  if (!raw || typeof raw.ret !== 'bigint' || !Array.isArray(raw.out) || raw.out.length !== outCount) {
     throw new BatchProtocolError(
-      `executor result for ${entry.syscall} has ${raw?.out?.length} out buffers, expected ${outArgs.length}`,
+      `executor result for ${entry.syscall} has ${raw?.out?.length} out buffers, expected ${outCount}`,
     );
   }
   const errno = retErrno(raw.ret);
-  const outs = raw.out.map((o, i) => {
-    const spec = outArgs[i];
-    if (spec.kind !== 'out') return o;
+  const outs: Uint8Array[] = new Array<Uint8Array>(outCount);
+  for (let j = 0, k = 0; j < args.length; j++) {
+    const spec = args[j];
+    if (spec.kind !== 'out') continue;
+    const o = raw.out[k];
     // Never trust a length beyond what was asked for or what the call says it wrote.
     let n = Math.min(o.length, spec.size);
     if (spec.keep === 'ret') n = errno !== undefined || raw.ret < 0n ? 0 : Math.min(n, Number(raw.ret));
-    return n === o.length ? o : o.subarray(0, n);
-  });
+    outs[k++] = n === o.length ? o : o.subarray(0, n);
+  }
   return {
     ret: raw.ret,
     errno,

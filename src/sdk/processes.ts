@@ -3,7 +3,13 @@
  * envars): which tasks exist, their stat/status, and any other per-process files, all in
  * a number of guest entries that does not grow with the number of processes.
  */
-import { parsePidStat, parsePidStatus, parseProcStat, ProcParseError } from '../abi/linux/proc/index.js';
+import {
+  parsePidStat,
+  parsePidStatus,
+  parseProcStat,
+  ProcParseError,
+  type PidStatus,
+} from '../abi/linux/proc/index.js';
 import { notAvailable, unreadable, type RowValue } from '../output/columns.js';
 import {
   containerLabel,
@@ -162,7 +168,7 @@ export async function readProcesses(
   // of the boot time with the first). Each slice is sent before the one before it is
   // parsed: the guest reads the next files while the host parses these (the doorbell's
   // wait lets the event loop run), and the output is the same as from one big read.
-  const per = tasksPerBatch(sys.limits, names, namespaces);
+  const per = sliceSize(tasks.length, tasksPerBatch(sys.limits, names, namespaces));
   type Slice = { links: ReadlinkResult[]; files: FileReadResult[] };
   const read = (from: number): Promise<Slice> => {
     const requests: FileReadRequest[] =
@@ -203,7 +209,9 @@ export async function readProcesses(
       const own = results.slice(base + j * names.length, base + (j + 1) * names.length);
       const byName: Record<string, FileReadResult> = {};
       names.forEach((n, k) => (byName[n] = own[k]));
-      const rec = taskRecord(ctx, t, byName.stat, credentials ? byName.status : undefined, bootMs);
+      // status serves the credentials and NSpid both: parsed once.
+      const status = byName.status ? statusOnce(byName.status) : undefined;
+      const rec = taskRecord(ctx, t, byName.stat, credentials ? status : undefined, bootMs);
       if (!rec) return;
       let ns: NamespaceCells | undefined;
       let container: ContainerRef | undefined;
@@ -212,7 +220,7 @@ export async function readProcesses(
           ctx,
           t,
           links[j].target ?? links[j].error!,
-          byName.status,
+          status!,
           byName.cgroup,
           !credentials,
         );
@@ -227,6 +235,28 @@ export async function readProcesses(
     });
   }
   return out;
+}
+
+/**
+ * Fewest tasks per slice when a list that fits one batch is cut for pipelining: below
+ * this, a slice's own cost (its batch's checks, writes and wake) outweighs what it
+ * overlaps.
+ */
+export const MIN_SLICE_TASKS = 24;
+/** Slices a list that would fit one batch is cut into at most (MIN_SLICE_TASKS or more each). */
+export const PIPELINE_SLICES = 4;
+
+/**
+ * Tasks per slice of readProcesses: at most `perBatch` (what one batch holds); a shorter
+ * list is cut into up to PIPELINE_SLICES even slices of at least MIN_SLICE_TASKS. One
+ * batch for all leaves nothing to overlap: the host builds every call, the guest reads
+ * every file, then the host parses them all, and at ~100 processes that host work (and
+ * the garbage collection it brings) was as long as the guest's reads (bench/README.md,
+ * "Where a resident pslist's time goes").
+ */
+export function sliceSize(tasks: number, perBatch: number): number {
+  const slices = Math.min(PIPELINE_SLICES, Math.max(1, Math.floor(tasks / MIN_SLICE_TASKS)));
+  return Math.max(1, Math.min(perBatch, Math.ceil(tasks / slices)));
 }
 
 /** One turn of the event loop (setImmediate): every promise turn queued so far runs first. */
@@ -284,7 +314,7 @@ function namespaceCells(
   ctx: PluginContext,
   t: TaskId,
   link: string | Error,
-  statusFile: FileReadResult,
+  status: StatusOnce,
   cgroupFile: FileReadResult,
   /** Warn about an unreadable status (false: the credential cells already did). */
   warnStatus: boolean,
@@ -292,7 +322,7 @@ function namespaceCells(
   // A task that exited is either gone (its stat too: no row) or a zombie, whose nsproxy is
   // already released (its ns links but pid give ENOENT) though its stat stays; a link read
   // before the task exited and a stat read after it make the same case.
-  if (isVanished(cgroupFile.error) && isVanished(statusFile.error)) return undefined;
+  if (isVanished(cgroupFile.error) && isVanished(status.file.error)) return undefined;
   let pidNs: RowValue;
   const m = typeof link === 'string' ? PIDNS_RE.exec(link) : null;
   if (m) pidNs = BigInt(m[1]);
@@ -303,10 +333,10 @@ function namespaceCells(
     pidNs = unreadable(why);
   }
   const quiet = { warn: () => {} };
-  const nspid = parseFile(warnStatus ? ctx : quiet, t.pid, statusFile, (d) => {
-    const st = parsePidStatus(d, statusFile.path);
+  const nspid = parseFile(warnStatus ? ctx : quiet, t.pid, status.file, () => {
+    const st = status.parsed();
     // NSpid is there since Linux 4.1 (the shadow needs 5.9).
-    if (!st.nspid || st.nspid.length === 0) throw new ProcParseError(statusFile.path, 'no NSpid line');
+    if (!st.nspid || st.nspid.length === 0) throw new ProcParseError(status.file.path, 'no NSpid line');
     return st.nspid.join(' ');
   });
   const cg: Parsed<ProcessCgroup> = isVanished(cgroupFile.error)
@@ -330,6 +360,35 @@ function namespaceCells(
 
 type Parsed<T> = { ok: true; value: T } | { ok: false; cell: RowValue };
 
+/**
+ * A task's status file, parsed on first use and only once: the credential cells and the
+ * NSpid cell both come from it (parsing it twice was a tenth of a pslist's host time).
+ * `parsed()` throws what parsePidStatus threw, every time it is asked.
+ */
+interface StatusOnce {
+  file: FileReadResult;
+  parsed(): PidStatus;
+}
+
+function statusOnce(file: FileReadResult): StatusOnce {
+  let done: { value: PidStatus } | { error: unknown } | undefined;
+  return {
+    file,
+    parsed() {
+      if (file.error) throw file.error;
+      if (!done) {
+        try {
+          done = { value: parsePidStatus(file.data!, file.path) };
+        } catch (error) {
+          done = { error };
+        }
+      }
+      if ('error' in done) throw done.error;
+      return done.value;
+    },
+  };
+}
+
 /** Parses one file; on failure warns and gives the UNREADABLE cell to show instead. */
 function parseFile<T>(
   ctx: Pick<PluginContext, 'warn'>,
@@ -352,18 +411,18 @@ function taskRecord(
   ctx: PluginContext,
   t: TaskId,
   statFile: FileReadResult,
-  statusFile: FileReadResult | undefined,
+  status: StatusOnce | undefined,
   bootMs: number | RowValue,
 ): Omit<ProcessRecord, 'files'> | undefined {
-  if (isVanished(statFile.error) || isVanished(statusFile?.error)) return undefined;
+  if (isVanished(statFile.error) || isVanished(status?.file.error)) return undefined;
 
   const stat = parseFile(ctx, t.pid, statFile, (d) => parsePidStat(d, statFile.path));
   const ids: Parsed<{ uid: { real: number; effective: number }; gid: { real: number; effective: number } }> =
-    statusFile
-      ? parseFile(ctx, t.pid, statusFile, (d) => {
-          const st = parsePidStatus(d, statusFile.path);
+    status
+      ? parseFile(ctx, t.pid, status.file, () => {
+          const st = status.parsed();
           // Every kernel writes Uid: and Gid:; without them the content is not a status file.
-          if (!st.uid || !st.gid) throw new ProcParseError(statusFile.path, 'no Uid/Gid lines');
+          if (!st.uid || !st.gid) throw new ProcParseError(status.file.path, 'no Uid/Gid lines');
           return { uid: st.uid, gid: st.gid };
         })
       : { ok: false, cell: notAvailable('status not read') };

@@ -1,4 +1,4 @@
-import { batchCost, DEFAULT_BATCH_LIMITS, planChunks } from '../sdk/limits.js';
+import { DEFAULT_BATCH_LIMITS, planChunks } from '../sdk/limits.js';
 import type { Call, CallResult } from '../sdk/syscall-types.js';
 import { LAYOUT } from './layout.js';
 
@@ -25,8 +25,12 @@ const DATA_CAPACITY = LAYOUT.size - LAYOUT.data;
 
 /** Bytes of data area a call needs (inputs plus output buffers, 8-byte aligned). */
 export function dataBytesOf(call: Call): number {
+  // Indexed loops here and below: these run for every call of every batch, and for-of
+  // over the policy's frozen argument arrays allocated an iterator each time.
+  const args = call.args;
   let n = 0;
-  for (const a of call.args) {
+  for (let j = 0; j < args.length; j++) {
+    const a = args[j];
     if (a.kind === 'in') n += align8(a.data.length);
     else if (a.kind === 'out') n += align8(a.size);
   }
@@ -71,18 +75,22 @@ const isInOut = (a: Call['args'][number]): boolean => a.kind === 'out' && a.init
  * reference that would cross a boundary is an error rather than a silent wrong fd.
  */
 export function splitIntoBatches(calls: readonly Call[]): Array<{ start: number; end: number }> {
-  const entries = calls.map((call, group) => {
+  const entries: { group: number; outBytes: number; inBytes: number }[] = new Array(calls.length);
+  for (let group = 0; group < calls.length; group++) {
+    const call = calls[group];
     const need = dataBytesOf(call);
     if (need > DATA_CAPACITY) {
       throw new BatchTooLargeError(`a single call needs ${need} bytes of buffer, more than ${DATA_CAPACITY}`);
     }
-    const cost = batchCost([call]);
-    return { group, outBytes: cost.out, inBytes: cost.in };
-  });
+    const cost = callCost(call);
+    entries[group] = { group, outBytes: cost.out, inBytes: cost.in };
+  }
   const groups = planChunks(entries, DEFAULT_BATCH_LIMITS).map(([start, end]) => ({ start, end }));
   for (const g of groups) {
     for (let i = g.start; i < g.end; i++) {
-      for (const a of calls[i].args) {
+      const args = calls[i].args;
+      for (let j = 0; j < args.length; j++) {
+        const a = args[j];
         if (a.kind === 'result' && (a.index < g.start || a.index >= i)) {
           throw new BatchTooLargeError(
             `call ${i} refers to call ${a.index}, which is not an earlier call of the same batch`,
@@ -103,57 +111,112 @@ export function splitIntoBatches(calls: readonly Call[]): Array<{ start: number;
 export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0): EncodedBatch {
   if (calls.length > LAYOUT.maxCalls) throw new BatchTooLargeError(`${calls.length} calls in one batch`);
   const entries = Buffer.alloc(calls.length * LAYOUT.entrySize);
-  const dataSize = calls.reduce((n, c) => n + dataBytesOf(c), 0);
-  if (dataSize > DATA_CAPACITY) throw new BatchTooLargeError(`${dataSize} bytes of buffers in one batch`);
+  let dataSize = 0;
   // Inputs first and contiguous, so that one write sends them all; output room after.
   // In-out buffers live among the inputs (the host writes them), and are read back as outputs.
   let inSize = 0;
-  for (const c of calls)
-    for (const a of c.args)
+  for (let i = 0; i < calls.length; i++) {
+    const args = calls[i].args;
+    dataSize += dataBytesOf(calls[i]);
+    for (let j = 0; j < args.length; j++) {
+      const a = args[j];
       if (a.kind === 'in') inSize += align8(a.data.length);
       else if (a.kind === 'out' && isInOut(a)) inSize += align8(a.size);
+    }
+  }
+  if (dataSize > DATA_CAPACITY) throw new BatchTooLargeError(`${dataSize} bytes of buffers in one batch`);
   const input = Buffer.alloc(inSize);
   const outSlots: OutSlot[] = [];
   let inCursor = 0;
   let cursor = inSize;
-  calls.forEach((call, i) => {
-    if (call.args.length > 6) throw new BatchTooLargeError(`call ${i} has ${call.args.length} arguments`);
+  // The data area's guest address as two 32-bit halves: every address written below is
+  // it plus an offset, in plain numbers (a BigInt per argument was most of the encoding's
+  // garbage).
+  const dataAddr = base + BigInt(LAYOUT.data);
+  const dataHi = Number(BigInt.asUintN(64, dataAddr) >> 32n);
+  const dataLo = Number(BigInt.asUintN(32, dataAddr));
+  const writeAddr = (offset: number, at: number): void => {
+    const lo = dataLo + offset;
+    const carry = Math.floor(lo / 0x1_0000_0000);
+    entries.writeUInt32LE(lo - carry * 0x1_0000_0000, at);
+    entries.writeUInt32LE((dataHi + carry) >>> 0, at + 4);
+  };
+  for (let i = 0; i < calls.length; i++) {
+    const call = calls[i];
+    const args = call.args;
+    if (args.length > 6) throw new BatchTooLargeError(`call ${i} has ${args.length} arguments`);
     const e = i * LAYOUT.entrySize;
-    entries.writeBigUInt64LE(BigInt(call.nr), e);
-    let mask = 0n;
-    call.args.forEach((arg, j) => {
-      let value: bigint;
+    writeNumber(entries, call.nr, e);
+    let mask = 0;
+    for (let j = 0; j < args.length; j++) {
+      const arg = args[j];
+      const at = e + 8 + 8 * j;
       switch (arg.kind) {
         case 'int':
-          value = BigInt.asUintN(64, arg.value);
+          writeU64(entries, arg.value, at);
           break;
         case 'in':
           input.set(arg.data, inCursor);
-          value = base + BigInt(LAYOUT.data + inCursor);
+          writeAddr(inCursor, at);
           inCursor += align8(arg.data.length);
           break;
         case 'out':
           if (arg.init !== undefined) {
-            value = base + BigInt(LAYOUT.data + inCursor);
-            input.set(inOutBytes(arg, value), inCursor);
+            input.set(inOutBytes(arg, dataAddr + BigInt(inCursor)), inCursor);
             outSlots.push({ call: i, offset: inCursor, size: arg.size, keep: arg.keep });
+            writeAddr(inCursor, at);
             inCursor += align8(arg.size);
             break;
           }
           outSlots.push({ call: i, offset: cursor, size: arg.size, keep: arg.keep });
-          value = base + BigInt(LAYOUT.data + cursor);
+          writeAddr(cursor, at);
           cursor += align8(arg.size);
           break;
         case 'result':
-          value = BigInt(arg.index - indexBase);
-          mask |= 1n << BigInt(j);
+          writeNumber(entries, arg.index - indexBase, at);
+          mask |= 1 << j;
           break;
       }
-      entries.writeBigUInt64LE(value, e + 8 + 8 * j);
-    });
-    entries.writeBigUInt64LE(mask, e + 56);
-  });
+    }
+    entries.writeUInt32LE(mask, e + 56);
+    entries.writeUInt32LE(0, e + 60);
+  }
   return { count: calls.length, entries, input, outSlots };
+}
+
+/** Writes a safe JS integer as a 64-bit value (negative: two's complement). */
+function writeNumber(buf: Buffer, n: number, at: number): void {
+  if (!Number.isSafeInteger(n)) throw new BatchTooLargeError(`${n} is not a 64-bit register value`);
+  const hi = Math.floor(n / 0x1_0000_0000);
+  buf.writeUInt32LE(n - hi * 0x1_0000_0000, at);
+  buf.writeUInt32LE(hi >>> 0, at + 4);
+}
+
+/**
+ * Writes a 64-bit register value little-endian (two's complement for negatives). Values
+ * within ±2^53 — nearly all: fds, sizes, flags, AT_FDCWD — go through plain numbers.
+ */
+function writeU64(buf: Buffer, value: bigint, at: number): void {
+  if (value >= -MAX_EXACT && value <= MAX_EXACT) writeNumber(buf, Number(value), at);
+  else {
+    buf.writeBigUInt64LE(BigInt.asUintN(64, value), at);
+  }
+}
+const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** Output and input bytes of one call (batchCost of one call, without an array per call). */
+function callCost(call: Call): { out: number; in: number } {
+  const args = call.args;
+  let out = 0;
+  let inb = 0;
+  for (let j = 0; j < args.length; j++) {
+    const a = args[j];
+    if (a.kind === 'out') {
+      out += a.size;
+      if (a.init !== undefined) inb += a.size;
+    } else if (a.kind === 'in') inb += a.data.length;
+  }
+  return { out, in: inb };
 }
 
 /** The range of the data area that a batch's results need to be read from. */

@@ -1,5 +1,4 @@
-import type net from 'node:net';
-import { connectUnixSocket } from '../util/unix-socket.js';
+import net from 'node:net';
 
 /**
  * The host end of the shadow's wake-up line: a QEMU serial chardev socket. One byte
@@ -10,28 +9,46 @@ const WAKE_BYTES = Buffer.alloc(16, 0x77);
 
 export class WakeLine {
   private sock?: net.Socket;
+  private connecting?: Promise<boolean>;
   private failed = false;
   private lastPokeAt = -Infinity;
 
   constructor(readonly socketPath: string) {}
 
-  /** Connects; a guest without the line (or a busy one) just means no pokes. */
-  async open(timeoutMs = 1000): Promise<boolean> {
-    if (this.sock) return true;
-    this.sock = await connectUnixSocket(this.socketPath, timeoutMs, {
-      timeout: () => new Error('timeout'),
-      failed: (err) => err,
-    }).catch(() => undefined);
-    if (!this.sock) {
-      this.failed = true;
-      return false;
-    }
-    this.sock.on('error', () => {
-      this.failed = true;
+  /**
+   * Starts connecting and returns at once: pokes written before the connection is made
+   * wait in the socket and go out with it. For a resident shadow, which is usually awake
+   * (a run right after another) or needs its poke only at the first batch, waiting for
+   * QEMU to accept was ~0.5 ms of every attach. A failure just means no pokes.
+   */
+  begin(timeoutMs = 1000): void {
+    if (this.sock) return;
+    const sock = net.createConnection({ path: this.socketPath });
+    this.sock = sock;
+    this.connecting = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.failed = true;
+        sock.destroy();
+        resolve(false);
+      }, timeoutMs);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      sock.on('error', () => {
+        clearTimeout(timer);
+        this.failed = true;
+        resolve(false);
+      });
     });
     // Whatever the guest writes back is of no interest.
-    this.sock.on('data', () => {});
-    return true;
+    sock.on('data', () => {});
+  }
+
+  /** Connects and waits for it; a guest without the line (or a busy one) just means no pokes. */
+  async open(timeoutMs = 1000): Promise<boolean> {
+    this.begin(timeoutMs);
+    return (await this.connecting!) && !this.failed;
   }
 
   get usable(): boolean {

@@ -15,6 +15,9 @@ import {
   resolveOptions,
   runPlugin,
   tasksPerBatch,
+  sliceSize,
+  PIPELINE_SLICES,
+  MIN_SLICE_TASKS,
 } from '../../src/sdk/index.js';
 import { addFakeProcess, fakeProcGuest, fakeStat } from './helpers/fake-guest.js';
 
@@ -112,6 +115,33 @@ describe('pslist', () => {
     const comm = table.columns.findIndex((c) => c.name === 'COMM');
     expect(table.rows.map((r) => r[pid])).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
     expect(table.rows.every((r) => r[comm] === `proc${r[pid]}`)).toBe(true);
+  });
+
+  it('cuts a list that fits one batch into even slices, so parsing overlaps the reads', async () => {
+    const g = fakeProcGuest(117);
+    const sizes: number[] = [];
+    const run = g.run.bind(g);
+    const { table, runs } = await runPlugin(pslist, {
+      executor: {
+        run: (calls: Parameters<typeof run>[0]) => {
+          sizes.push(calls.length);
+          return run(calls);
+        },
+      },
+    });
+    // The listing, then four slices of 30, 30, 30 and 27 processes (10 calls each; the
+    // first also reads /proc/stat).
+    expect(PIPELINE_SLICES).toBe(4);
+    expect(sizes.slice(1)).toEqual([304, 300, 300, 270]);
+    expect(runs).toBe(5);
+    expect(table.errors).toEqual([]);
+    const pid = table.columns.findIndex((c) => c.name === 'PID');
+    expect(table.rows.map((r) => r[pid])).toEqual(Array.from({ length: 117 }, (_, i) => i + 1));
+    // Short lists stay whole; slices never exceed a batch.
+    expect(sliceSize(MIN_SLICE_TASKS * 2 - 1, 200)).toBe(MIN_SLICE_TASKS * 2 - 1);
+    expect(sliceSize(MIN_SLICE_TASKS * 2, 200)).toBe(MIN_SLICE_TASKS);
+    expect(sliceSize(5000, 200)).toBe(200);
+    expect(sliceSize(1, 200)).toBe(1);
   });
 
   it('a slice that fails while the one before is parsed fails the run, handled', async () => {
