@@ -300,7 +300,13 @@ export class Guest {
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new GuestClosedError(`guest ${this.name} is closed`));
     const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
+    // The tail settles to nothing: holding the last run's result (its tables, their
+    // strings and file bytes) until the next call ended made the garbage collector copy
+    // it at every collection in between.
+    this.queue = next.then(
+      () => undefined,
+      () => undefined,
+    );
     return next;
   }
 }

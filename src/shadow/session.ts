@@ -461,7 +461,11 @@ export class RedirectSession implements SyscallExecutor {
 
   run(calls: readonly Call[]): Promise<CallResult[]> {
     const mine = this.inFlight.then(() => this.runNow(calls));
-    this.inFlight = mine.catch(() => undefined);
+    // Settles to nothing: the queue must not keep the last batch's results alive.
+    this.inFlight = mine.then(
+      () => undefined,
+      () => undefined,
+    );
     return mine;
   }
 

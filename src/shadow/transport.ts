@@ -147,6 +147,8 @@ export class DoorbellTransport implements Transport {
     const seqLo = Number(BigInt.asUintN(32, seq));
     const seqHi = Number(BigInt.asUintN(32, seq >> 32n));
     const sleeping = SHADOW_STATE.sleeping;
+    // A line still connecting (WakeLine.begin) must be up before the poll loop spins.
+    await this.wake?.settled();
     if (readSync) readSync(statePaddr, cell, 0, 8);
     else await look(statePaddr);
     if (is(sleeping, 0)) this.wake?.pokeUnlessRecent(this.eagerWake ? 0 : REPOKE_MS);

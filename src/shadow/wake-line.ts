@@ -45,6 +45,15 @@ export class WakeLine {
     sock.on('data', () => {});
   }
 
+  /**
+   * Resolves once a connection begun is made or has failed (at once when none is under
+   * way). A poke written before that waits in the socket until Node sees the connection,
+   * which a busy poll loop would put off: the doorbell awaits this before it pokes.
+   */
+  async settled(): Promise<void> {
+    if (this.connecting) await this.connecting;
+  }
+
   /** Connects and waits for it; a guest without the line (or a busy one) just means no pokes. */
   async open(timeoutMs = 1000): Promise<boolean> {
     this.begin(timeoutMs);
