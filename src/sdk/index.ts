@@ -84,7 +84,7 @@ export {
   PROCESS_NS_COLUMNS,
   readProcesses,
   tasksPerBatch,
-  sliceSize,
+  sliceBounds,
   PIPELINE_SLICES,
   MIN_SLICE_TASKS,
   processForest,

@@ -168,12 +168,13 @@ export async function readProcesses(
   // of the boot time with the first). Each slice is sent before the one before it is
   // parsed: the guest reads the next files while the host parses these (the doorbell's
   // wait lets the event loop run), and the output is the same as from one big read.
-  const per = sliceSize(tasks.length, tasksPerBatch(sys.limits, names, namespaces));
+  const bounds = sliceBounds(tasks.length, tasksPerBatch(sys.limits, names, namespaces));
   type Slice = { links: ReadlinkResult[]; files: FileReadResult[] };
-  const read = (from: number): Promise<Slice> => {
+  const read = (k: number): Promise<Slice> => {
+    const from = bounds[k];
     const requests: FileReadRequest[] =
       from === 0 && credentials ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }] : [];
-    const slice = tasks.slice(from, from + per);
+    const slice = tasks.slice(from, bounds[k + 1]);
     for (const t of slice)
       for (const n of names) requests.push({ path: file(t, n), chunkSize: ProcFs.chunkFor(n) });
     if (!namespaces) return sys.readFiles(requests).then((files) => ({ links: [], files }));
@@ -186,14 +187,15 @@ export async function readProcesses(
   const out: ProcessRecord[] = [];
   let bootMs: number | RowValue = notAvailable('boot time not read');
   let next = read(0);
-  for (let from = 0; from === 0 || from < tasks.length; from += per) {
+  for (let k = 0; k + 1 < bounds.length; k++) {
+    const from = bounds[k];
     const current = next;
-    const more = from + per < tasks.length;
+    const more = k + 2 < bounds.length;
     if (more) {
       // This slice's batch goes to the guest first (its ring is reached through promise
       // turns only), then the next one is built while the guest reads this one.
       await macrotask();
-      next = read(from + per);
+      next = read(k + 1);
       // Awaited in the next round; until then a failure of it must not count as unhandled.
       next.catch(() => undefined);
     }
@@ -205,7 +207,7 @@ export async function readProcesses(
       bootMs = bootTime(ctx, results[0]);
       base = 1;
     }
-    tasks.slice(from, from + per).forEach((t, j) => {
+    tasks.slice(from, bounds[k + 1]).forEach((t, j) => {
       const own = results.slice(base + j * names.length, base + (j + 1) * names.length);
       const byName: Record<string, FileReadResult> = {};
       names.forEach((n, k) => (byName[n] = own[k]));
@@ -243,20 +245,53 @@ export async function readProcesses(
  * overlaps.
  */
 export const MIN_SLICE_TASKS = 24;
-/** Slices a list that would fit one batch is cut into at most (MIN_SLICE_TASKS or more each). */
+/** Slices a short list is cut into at most (see sliceBounds). */
 export const PIPELINE_SLICES = 4;
 
 /**
- * Tasks per slice of readProcesses: at most `perBatch` (what one batch holds); a shorter
- * list is cut into up to PIPELINE_SLICES even slices of at least MIN_SLICE_TASKS. One
- * batch for all leaves nothing to overlap: the host builds every call, the guest reads
- * every file, then the host parses them all, and at ~100 processes that host work (and
- * the garbage collection it brings) was as long as the guest's reads (bench/README.md,
+ * Where readProcesses cuts `tasks` into slices, one batch each: the start of every slice
+ * and, last, `tasks` (so `[0, tasks]` for one slice; `[0, 0]` for none). Slices hold at
+ * most `perBatch` tasks (what one batch holds). A list that would fit fewer than
+ * PIPELINE_SLICES batches is cut into up to PIPELINE_SLICES slices of at least about
+ * MIN_SLICE_TASKS, the first and the last half as big as the others: one batch for all
+ * leaves nothing to overlap (the host builds every call, the guest reads every file, then
+ * the host parses them all; at ~100 processes that host work, and the garbage collection
+ * it brings, was as long as the guest's reads), and only the first slice's building and
+ * the last one's parsing are not overlapped with the guest's reads (bench/README.md,
  * "Where a resident pslist's time goes").
  */
-export function sliceSize(tasks: number, perBatch: number): number {
+export function sliceBounds(tasks: number, perBatch: number): number[] {
+  const per = Math.max(1, perBatch);
+  const cuts = [0];
+  if (tasks <= 0) {
+    cuts.push(0);
+    return cuts;
+  }
+  if (tasks > per * (PIPELINE_SLICES - 1)) {
+    for (let at = per; at < tasks; at += per) cuts.push(at);
+    cuts.push(tasks);
+    return cuts;
+  }
   const slices = Math.min(PIPELINE_SLICES, Math.max(1, Math.floor(tasks / MIN_SLICE_TASKS)));
-  return Math.max(1, Math.min(perBatch, Math.ceil(tasks / slices)));
+  // Weights ½, 1, …, 1, ½ (two or fewer slices: even), each slice within a batch.
+  const weights = Array.from({ length: slices }, (_, i) =>
+    slices > 2 && (i === 0 || i === slices - 1) ? 0.5 : 1,
+  );
+  const total = weights.reduce((a, b) => a + b, 0);
+  let acc = 0;
+  for (let i = 0; i + 1 < slices; i++) {
+    acc += weights[i];
+    cuts.push(Math.round((tasks * acc) / total));
+  }
+  cuts.push(tasks);
+  // Rounding never makes a slice bigger than a batch here (tasks ≤ per·(slices−1)), but a
+  // limit is a limit: split any that would be.
+  const out = [0];
+  for (let i = 1; i < cuts.length; i++) {
+    for (let at = out[out.length - 1] + per; at < cuts[i]; at += per) out.push(at);
+    out.push(cuts[i]);
+  }
+  return out;
 }
 
 /** One turn of the event loop (setImmediate): every promise turn queued so far runs first. */

@@ -15,7 +15,7 @@ import {
   resolveOptions,
   runPlugin,
   tasksPerBatch,
-  sliceSize,
+  sliceBounds,
   PIPELINE_SLICES,
   MIN_SLICE_TASKS,
 } from '../../src/sdk/index.js';
@@ -129,19 +129,36 @@ describe('pslist', () => {
         },
       },
     });
-    // The listing, then four slices of 30, 30, 30 and 27 processes (10 calls each; the
-    // first also reads /proc/stat).
+    // The listing, then four slices of 20, 39, 39 and 19 processes (10 calls each; the
+    // first also reads /proc/stat): the first and the last half as big as the others.
     expect(PIPELINE_SLICES).toBe(4);
-    expect(sizes.slice(1)).toEqual([304, 300, 300, 270]);
+    expect(sizes.slice(1)).toEqual([204, 390, 390, 190]);
     expect(runs).toBe(5);
     expect(table.errors).toEqual([]);
     const pid = table.columns.findIndex((c) => c.name === 'PID');
     expect(table.rows.map((r) => r[pid])).toEqual(Array.from({ length: 117 }, (_, i) => i + 1));
-    // Short lists stay whole; slices never exceed a batch.
-    expect(sliceSize(MIN_SLICE_TASKS * 2 - 1, 200)).toBe(MIN_SLICE_TASKS * 2 - 1);
-    expect(sliceSize(MIN_SLICE_TASKS * 2, 200)).toBe(MIN_SLICE_TASKS);
-    expect(sliceSize(5000, 200)).toBe(200);
-    expect(sliceSize(1, 200)).toBe(1);
+    // Short lists stay whole, two slices are even; slices never exceed a batch.
+    expect(sliceBounds(0, 200)).toEqual([0, 0]);
+    expect(sliceBounds(1, 200)).toEqual([0, 1]);
+    expect(sliceBounds(MIN_SLICE_TASKS * 2 - 1, 200)).toEqual([0, MIN_SLICE_TASKS * 2 - 1]);
+    expect(sliceBounds(MIN_SLICE_TASKS * 2, 200)).toEqual([0, MIN_SLICE_TASKS, MIN_SLICE_TASKS * 2]);
+    expect(sliceBounds(567, 204)).toEqual([0, 95, 284, 473, 567]);
+    expect(sliceBounds(1000, 200)).toEqual([0, 200, 400, 600, 800, 1000]);
+    expect(sliceBounds(117, 10)).toEqual([0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 117]);
+    expect(sliceBounds(100, 40)).toEqual([0, 17, 50, 83, 100]);
+    expect(sliceBounds(60, 20)).toEqual([0, 20, 30, 50, 60]);
+    for (const [n, per] of [
+      [117, 204],
+      [300, 100],
+      [61, 7],
+      [2068, 204],
+    ]) {
+      const b = sliceBounds(n, per);
+      expect(b[0]).toBe(0);
+      expect(b[b.length - 1]).toBe(n);
+      for (let i = 1; i < b.length; i++) expect(b[i] - b[i - 1]).toBeGreaterThan(0);
+      for (let i = 1; i < b.length; i++) expect(b[i] - b[i - 1]).toBeLessThanOrEqual(per);
+    }
   });
 
   it('a slice that fails while the one before is parsed fails the run, handled', async () => {
