@@ -256,6 +256,21 @@ export function describeOpenFlags(flags: number): string {
 // afterwards cannot turn a refusal into a pass.
 const freeze = Object.freeze;
 const defineProperty = Object.defineProperty;
+
+/**
+ * The descriptor of a plain array element, one object reused for every element (a new
+ * literal per element was a fifth of the copy's garbage). Null prototype: nothing a
+ * plugin puts on Object.prototype (a `get`, a `set`) is read as part of it. Used at once
+ * by defineProperty, which copies what it needs.
+ */
+const ELEMENT: { value: unknown; enumerable: true; writable: true; configurable: true } = Object.assign(
+  Object.create(null) as object,
+  { value: undefined, enumerable: true as const, writable: true as const, configurable: true as const },
+);
+function element(value: unknown): PropertyDescriptor {
+  ELEMENT.value = value;
+  return ELEMENT;
+}
 const isArray = Array.isArray;
 const isView = ArrayBuffer.isView;
 const toBigInt = BigInt;
@@ -453,6 +468,22 @@ export interface PolicyOptions {
   grant?: PluginNeeds;
 }
 
+/** The refusal of a call (see checkCall). */
+function refusal(opts: PolicyOptions, name: string, detail: string, flags?: string): PolicyViolationError {
+  return new PolicyViolationError(
+    opts.plugin,
+    name,
+    `plugin '${opts.plugin}' is not allowed ${detail}: vmi plugins are read-only unless the plugin declares \`needs\` and --allow-write is given`,
+    flags,
+  );
+}
+
+/** ` "PATH"` of an open's path argument, for a refusal's message ('' when not a path). */
+function pathSuffix(call: Call, pathIdx: number): string {
+  const path = pathArg(argAt(call, pathIdx));
+  return path === undefined ? '' : ` ${JSON.stringify(path)}`;
+}
+
 /**
  * Checks one call against the policy. Returns undefined when allowed, else the refusal
  * as a {@link PolicyViolationError} (not thrown). `batch` is the whole submission the
@@ -464,51 +495,49 @@ export function checkCall(
   batch?: readonly Call[],
 ): PolicyViolationError | undefined {
   const name = nameOf(call.nr);
-  const refuse = (detail: string, flags?: string) =>
-    new PolicyViolationError(
-      opts.plugin,
-      name,
-      `plugin '${opts.plugin}' is not allowed ${detail}: vmi plugins are read-only unless the plugin declares \`needs\` and --allow-write is given`,
-      flags,
-    );
   if (granted(opts.grant, name)) return undefined;
   if (name === 'bpf') {
     const cmd = intArg(argAt(call, 0));
     if (cmd !== undefined && cmd >= 0n && cmd < 64n && BPF_TABLE[toNumber(cmd)] === true) return undefined;
-    return refuse(
+    return refusal(
+      opts,
+      name,
       `to call bpf with command ${cmd ?? '?'} (only the read-only queries: GET_NEXT_ID, GET_FD_BY_ID, OBJ_GET_INFO_BY_FD)`,
     );
   }
   if (SOCK_DIAG_TABLE[name] === true) {
     const why = sockDiagRefusal(name, call, batch);
-    return why === undefined ? undefined : refuse(why);
+    return why === undefined ? undefined : refusal(opts, name, why);
   }
   if (MOUNT_TABLE[name] === true) {
     const why = detachedMountRefusal(name, call, batch);
-    return why === undefined ? undefined : refuse(why);
+    return why === undefined ? undefined : refusal(opts, name, why);
   }
-  if (READ_ONLY_TABLE[name] !== true) return refuse(`to call ${name}`);
+  if (READ_ONLY_TABLE[name] !== true) return refusal(opts, name, `to call ${name}`);
   if (name === 'open' || name === 'openat') {
     // No destructuring here: it would go through Array.prototype[Symbol.iterator].
     const pathIdx = name === 'open' ? 0 : 1;
     const flagIdx = name === 'open' ? 1 : 2;
     const flags = intArg(argAt(call, flagIdx));
-    // The path is decoded only for the refusal's message: most opens pass.
-    const where = () => {
-      const path = pathArg(argAt(call, pathIdx));
-      return path === undefined ? '' : ` ${JSON.stringify(path)}`;
-    };
-    if (flags === undefined) return refuse(`to call ${name}${where()} with flags not known in advance`);
+    // The path is decoded only for a refusal's message: most opens pass.
+    if (flags === undefined)
+      return refusal(
+        opts,
+        name,
+        `to call ${name}${pathSuffix(call, pathIdx)} with flags not known in advance`,
+      );
     const f = toNumber(asUintN(32, flags));
     if (f & WRITE_OPEN_FLAGS && !opts.grant?.writeFiles) {
       const text = describeOpenFlags(f);
-      return refuse(`to call ${name}${where()} with ${text}`, text);
+      return refusal(opts, name, `to call ${name}${pathSuffix(call, pathIdx)} with ${text}`, text);
     }
   }
   if (name === 'syslog') {
     const action = intArg(argAt(call, 0));
     if (action === undefined || SYSLOG_TABLE[toNumber(action)] !== true) {
-      return refuse(
+      return refusal(
+        opts,
+        name,
         `to call syslog with action ${action ?? '?'} (only 3 READ_ALL and 10 SIZE_BUFFER read without changing the log)`,
       );
     }
@@ -569,10 +598,10 @@ export function snapshotCalls(calls: readonly Call[]): Call[] {
       // V8's fast elements (non-writable, non-configurable elements one by one turn the
       // array into a dictionary, several times slower to build and to read); the
       // freeze below makes them read-only, and no other code runs in between.
-      defineProperty(args, j, { value: freeze(copy), enumerable: true, writable: true, configurable: true });
+      defineProperty(args, j, element(freeze(copy)));
     }
     const call: Call = { nr: toNumber(c.nr), args: freeze(args) as CallArg[] };
-    defineProperty(out, i, { value: freeze(call), enumerable: true, writable: true, configurable: true });
+    defineProperty(out, i, element(freeze(call)));
   }
   return freeze(out) as Call[];
 }

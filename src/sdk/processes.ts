@@ -233,7 +233,10 @@ export async function readProcesses(
       }
       const files: Record<string, FileReadResult> = {};
       for (const n of extra) files[n] = byName[n];
-      out.push({ ...rec, ...(ns ? { ns } : {}), ...(container ? { container } : {}), files });
+      const record: ProcessRecord = { task: rec.task, row: rec.row, ppid: rec.ppid, files };
+      if (ns) record.ns = ns;
+      if (container) record.container = container;
+      out.push(record);
     });
   }
   return out;
