@@ -40,7 +40,11 @@ export interface Link {
  */
 export async function hold(shadow: ShadowHandle, wake: WakeLine | undefined): Promise<void> {
   await shadow.writeControl('spin', SHADOW_IDLE.attachedSpinCycles);
-  if ((await shadow.readControl('state')) === BigInt(SHADOW_STATE.sleeping)) wake?.poke();
+  if ((await shadow.readControl('state')) !== BigInt(SHADOW_STATE.sleeping)) return;
+  // Asleep: the poke goes out now (a line still connecting would send it only when the
+  // event loop next turns, which a busy attach and poll put off).
+  await wake?.settled();
+  wake?.poke();
 }
 
 export async function connectDebugger(gdbSocket: string): Promise<GuestDebugger> {
