@@ -10,6 +10,8 @@ const WAKE_BYTES = Buffer.alloc(16, 0x77);
 export class WakeLine {
   private sock?: net.Socket;
   private connecting?: Promise<boolean>;
+  /** Ends a connection still under way at close(): no timer left, no waiter left hanging. */
+  private abandon?: () => void;
   private failed = false;
   private lastPokeAt = -Infinity;
 
@@ -26,20 +28,19 @@ export class WakeLine {
     const sock = net.createConnection({ path: this.socketPath });
     this.sock = sock;
     this.connecting = new Promise<boolean>((resolve) => {
+      const end = (ok: boolean) => {
+        clearTimeout(timer);
+        this.abandon = undefined;
+        if (!ok) this.failed = true;
+        resolve(ok);
+      };
       const timer = setTimeout(() => {
-        this.failed = true;
         sock.destroy();
-        resolve(false);
+        end(false);
       }, timeoutMs);
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-      sock.on('error', () => {
-        clearTimeout(timer);
-        this.failed = true;
-        resolve(false);
-      });
+      this.abandon = () => end(false);
+      sock.once('connect', () => end(true));
+      sock.on('error', () => end(false));
     });
     // Whatever the guest writes back is of no interest.
     sock.on('data', () => {});
@@ -85,6 +86,7 @@ export class WakeLine {
   }
 
   close(): void {
+    this.abandon?.();
     this.sock?.destroy();
     this.sock = undefined;
   }
