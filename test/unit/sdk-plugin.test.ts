@@ -117,7 +117,7 @@ describe('pslist', () => {
     expect(table.rows.every((r) => r[comm] === `proc${r[pid]}`)).toBe(true);
   });
 
-  it('cuts a list that fits one batch into even slices, so parsing overlaps the reads', async () => {
+  it('cuts a short list into slices, the first and last half as big, so building and parsing overlap the reads', async () => {
     const g = fakeProcGuest(117);
     const sizes: number[] = [];
     const run = g.run.bind(g);
