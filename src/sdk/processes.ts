@@ -125,8 +125,9 @@ export interface ProcessRecord {
  * The tasks of the guest (or of `pids`), with pslist's cells and the extra files. Costs
  * one batch for the listing (none with `pids`), one more for /proc/PID/task with
  * `threads`, and for the files (and the namespace links with `namespaces`) one batch per
- * {@link tasksPerBatch} tasks (plus a follow-up for oversized files or long links),
- * pipelined with the parsing. Tasks that
+ * slice ({@link sliceBounds}: at most {@link tasksPerBatch} tasks; a short list in up to
+ * PIPELINE_SLICES) plus a follow-up for oversized files or long links, pipelined with the
+ * parsing. Tasks that
  * exited between listing and reading are left out silently; unparsable content warns and
  * gives UNREADABLE cells.
  */
@@ -164,8 +165,8 @@ export async function readProcesses(
     ...(namespaces ? ['cgroup'] : []),
     ...extra,
   ];
-  // The files (and namespace links), one batch's worth of tasks at a time (the /proc/stat
-  // of the boot time with the first). Each slice is sent before the one before it is
+  // The files (and namespace links), one slice of tasks at a time (the /proc/stat of the
+  // boot time with the first). Each slice is sent before the one before it is
   // parsed: the guest reads the next files while the host parses these (the doorbell's
   // wait lets the event loop run), and the output is the same as from one big read.
   const bounds = sliceBounds(tasks.length, tasksPerBatch(sys.limits, names, namespaces));
@@ -255,8 +256,8 @@ export const PIPELINE_SLICES = 4;
  * Where readProcesses cuts `tasks` into slices, one batch each: the start of every slice
  * and, last, `tasks` (so `[0, tasks]` for one slice; `[0, 0]` for none). Slices hold at
  * most `perBatch` tasks (what one batch holds). A list that would fit fewer than
- * PIPELINE_SLICES batches is cut into up to PIPELINE_SLICES slices of at least about
- * MIN_SLICE_TASKS, the first and the last half as big as the others: one batch for all
+ * PIPELINE_SLICES batches is cut into up to PIPELINE_SLICES slices of MIN_SLICE_TASKS tasks or
+ * more on average, the first and the last half as big as the others: one batch for all
  * leaves nothing to overlap (the host builds every call, the guest reads every file, then
  * the host parses them all; at ~100 processes that host work, and the garbage collection
  * it brings, was as long as the guest's reads), and only the first slice's building and
@@ -287,8 +288,8 @@ export function sliceBounds(tasks: number, perBatch: number): number[] {
     cuts.push(Math.round((tasks * acc) / total));
   }
   cuts.push(tasks);
-  // Rounding never makes a slice bigger than a batch here (tasks ≤ per·(slices−1)), but a
-  // limit is a limit: split any that would be.
+  // A weighted slice can still exceed a batch when the batch is small (two slices of 60
+  // tasks at 20 per batch): split any that would.
   const out = [0];
   for (let i = 1; i < cuts.length; i++) {
     for (let at = out[out.length - 1] + per; at < cuts[i]; at += per) out.push(at);
