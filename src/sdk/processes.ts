@@ -188,6 +188,9 @@ export async function readProcesses(
   const out: ProcessRecord[] = [];
   let bootMs: number | RowValue = notAvailable('boot time not read');
   let next = read(0);
+  // Awaited below, but maybe only after a turn of the event loop, by which time a slice
+  // that failed fast (its batches answered at once) would count as unhandled.
+  next.catch(() => undefined);
   for (let k = 0; k + 1 < bounds.length; k++) {
     const from = bounds[k];
     const current = next;
