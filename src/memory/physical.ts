@@ -80,36 +80,20 @@ export class RamFileMemory implements PhysicalMemory {
 
   /** The doorbell's polling loop reads its words this way: no allocation per poll. */
   readIntoSync(paddr: bigint, target: Uint8Array, offset: number, length: number): void {
-    // Most reads lie in one range: no piece list for them (see RamLayout.within).
-    const one = this.layout.within(paddr, length);
-    const pieces = one ? undefined : this.layout.pieces(paddr, length);
+    const pieces = this.layout.pieces(paddr, length);
     if (offset < 0 || offset + length > target.length) {
       throw new RangeError(
         `readInto: ${length} bytes at ${offset} do not fit a ${target.length}-byte buffer`,
       );
     }
-    if (one) {
-      this.readBlock(one.block, target, offset, length, one.offset + (Number(paddr) - one.gpa), paddr);
-      return;
-    }
-    for (const p of pieces!)
-      this.readBlock(p.range.block, target, offset + p.at, p.length, p.blockOffset, paddr);
-  }
-
-  private readBlock(
-    block: string,
-    target: Uint8Array,
-    offset: number,
-    length: number,
-    position: number,
-    paddr: bigint,
-  ): void {
-    const fd = this.fds.get(block)!;
-    let done = 0;
-    while (done < length) {
-      const n = readSync(fd, target, offset + done, length - done, position + done);
-      if (n === 0) throw new PhysicalMemoryError(`short read of guest RAM at 0x${paddr.toString(16)}`);
-      done += n;
+    for (const p of pieces) {
+      const fd = this.fds.get(p.range.block)!;
+      let done = 0;
+      while (done < p.length) {
+        const n = readSync(fd, target, offset + p.at + done, p.length - done, p.blockOffset + done);
+        if (n === 0) throw new PhysicalMemoryError(`short read of guest RAM at 0x${paddr.toString(16)}`);
+        done += n;
+      }
     }
   }
 

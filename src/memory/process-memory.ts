@@ -107,11 +107,7 @@ export class ProcessMemory implements PhysicalMemory {
 
   /** The doorbell polls its words this way: one pread, no allocation. */
   readIntoSync(paddr: bigint, target: Uint8Array, offset: number, length: number): void {
-    // Most reads lie in one range: no piece list for them (see RamLayout.within).
-    const one = this.layout.within(paddr, length);
-    const pieces = one
-      ? [{ range: one, blockOffset: one.offset + (Number(paddr) - one.gpa), at: 0, length }]
-      : this.layout.pieces(paddr, length);
+    const pieces = this.layout.pieces(paddr, length);
     if (offset < 0 || offset + length > target.length)
       throw new RangeError(
         `readInto: ${length} bytes at ${offset} do not fit a ${target.length}-byte buffer`,

@@ -88,8 +88,8 @@ export class RamLayout {
 
   /**
    * The one range that holds all of [paddr, paddr+length), or undefined (a hole, or an
-   * access running into the next range: then use pieces). No allocation: page walks and
-   * the doorbell's polling read a few bytes this way thousands of times a run.
+   * access running into the next range: pieces then splits or refuses it). No allocation:
+   * page walks and the doorbell's polling read a few bytes thousands of times a run.
    */
   within(paddr: bigint | number, length: number): RamRange | undefined {
     const a = Number(paddr);
@@ -116,6 +116,9 @@ export class RamLayout {
    * no range.
    */
   pieces(paddr: bigint | number, length: number): RamPiece[] {
+    // Most accesses lie in one range: one piece, without the BigInt bounds arithmetic.
+    const one = this.within(paddr, length);
+    if (one) return [{ range: one, blockOffset: one.offset + (Number(paddr) - one.gpa), at: 0, length }];
     const start = typeof paddr === 'bigint' ? paddr : BigInt(paddr);
     if (start < 0n || start + BigInt(length) > BigInt(Number.MAX_SAFE_INTEGER) || length < 0)
       throw new PhysicalMemoryError(`physical range ${hex(start)}+${length} is outside guest RAM`);

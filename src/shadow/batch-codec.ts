@@ -1,4 +1,4 @@
-import { DEFAULT_BATCH_LIMITS, planChunks } from '../sdk/limits.js';
+import { callCost, DEFAULT_BATCH_LIMITS, planChunks } from '../sdk/limits.js';
 import type { Call, CallResult } from '../sdk/syscall-types.js';
 import { LAYOUT } from './layout.js';
 
@@ -203,21 +203,6 @@ function writeU64(buf: Buffer, value: bigint, at: number): void {
   }
 }
 const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER);
-
-/** Output and input bytes of one call (batchCost of one call, without an array per call). */
-function callCost(call: Call): { out: number; in: number } {
-  const args = call.args;
-  let out = 0;
-  let inb = 0;
-  for (let j = 0; j < args.length; j++) {
-    const a = args[j];
-    if (a.kind === 'out') {
-      out += a.size;
-      if (a.init !== undefined) inb += a.size;
-    } else if (a.kind === 'in') inb += a.data.length;
-  }
-  return { out, in: inb };
-}
 
 /** The range of the data area that a batch's results need to be read from. */
 export function resultExtent(batch: EncodedBatch, rets: readonly bigint[]): { start: number; end: number } {

@@ -154,6 +154,8 @@ export async function bootstrapShadow(
   refusals: Refusal[];
   contextMs: number;
 }> {
+  // The shadow is told at its creation whether it has a wake-up line: know it first.
+  await wake?.open();
   const lstar = await cachedSyscallEntry(dbg, mem, guest.runDir, journal.load());
   const lstarHex = hex(lstar);
   const candidates = new Candidates(avoidCr3, progress);

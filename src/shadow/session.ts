@@ -304,10 +304,8 @@ export class RedirectSession implements SyscallExecutor {
       progress(`attaching to guest ${guest.name}`);
       const previous = journal.load();
       const resident = previous?.shadow?.resident && !previous.victim ? previous.shadow : undefined;
-      // A resident shadow's line connects while the attach goes on; a new shadow is told
-      // at its creation whether it has a line, so that waits for the connection.
-      if (wake && resident) wake.begin();
-      else if (wake) await wake.open();
+      // The line connects while the attach goes on (a new shadow's bootstrap waits for it).
+      wake?.begin();
       // Where RAM is (q35 splits it at 2 GiB, pc at 3 GiB once it is big enough).
       const ram = quiet && memo?.ram ? memo.ram : await learnGuestRam(guest);
       if (memo) memo.ram = ram;
@@ -379,7 +377,6 @@ export class RedirectSession implements SyscallExecutor {
       let victimPid = 0;
       let lstar = previous?.lstar;
       if (!link) {
-        if (wake) await wake.open();
         dbg ??= await connectDebugger(guest.gdbSocket);
         // Never borrow the unusable resident shadow as the victim.
         const avoid = resident ? [unhex(resident.cr3)] : [];
@@ -555,8 +552,6 @@ export class RedirectSession implements SyscallExecutor {
   /** Bootstraps a new shadow in place of a dead or tampered one. */
   private async replaceShadow(tamperedPid?: number): Promise<void> {
     this.journal.save({ lstar: this.lstar });
-    // The new shadow is told whether it has a line: know it first (see attach).
-    if (this.wake) await this.wake.open();
     const dbg = this.link.dbg ?? (await connectDebugger(this.guest.gdbSocket!));
     const fresh = await bootstrapShadow(
       this.guest,
