@@ -72,6 +72,13 @@ function newProcess(g: FakeGuest, pid: number, comm: string, cursor = pid): void
   g.addFile('/proc/loadavg', `0.00 0.00 0.00 1/3 ${cursor}\n`);
 }
 
+/** A new process with its parent and argv (NUL-separated, as /proc/PID/cmdline holds it). */
+function forked(g: FakeGuest, pid: number, comm: string, ppid: number, cmdline: string): void {
+  newProcess(g, pid, comm);
+  g.addFile(`/proc/${pid}/stat`, fakeStat(pid, comm, { ppid }));
+  g.addFile(`/proc/${pid}/cmdline`, cmdline);
+}
+
 const openat = sysno('openat');
 /** Paths the calls open (openat's path argument). */
 function opened(calls: readonly Call[]): string[] {
@@ -192,9 +199,7 @@ describe('watch: a process read between fork and exec', () => {
         },
         (g) => {
           // Forked by sh (PID 2), not yet exec'd: sh's name and argv.
-          newProcess(g, 9, 'sh');
-          g.addFile('/proc/9/stat', fakeStat(9, 'sh', { ppid: 2 }));
-          g.addFile('/proc/9/cmdline', '/bin/sh\0/usr/bin/tool\0');
+          forked(g, 9, 'sh', 2, '/bin/sh\0/usr/bin/tool\0');
         },
         (g) => {
           g.addFile('/proc/9/stat', fakeStat(9, 'sleep', { ppid: 2 }));
@@ -240,12 +245,8 @@ describe('watch: a forked copy adopted by init before its exec', () => {
         (g) => {
           // `sleep 1000 &` from a subshell that already exited: the copy of the shell is
           // init's child now, not yet exec'd. Beside it, a new daemon under init.
-          newProcess(g, 12, 'sh');
-          g.addFile('/proc/12/stat', fakeStat(12, 'sh', { ppid: 1 }));
-          g.addFile('/proc/12/cmdline', '-/bin/sh\0');
-          newProcess(g, 13, 'daemon');
-          g.addFile('/proc/13/stat', fakeStat(13, 'daemon', { ppid: 1 }));
-          g.addFile('/proc/13/cmdline', 'daemon\0-f\0');
+          forked(g, 12, 'sh', 1, '-/bin/sh\0');
+          forked(g, 13, 'daemon', 1, 'daemon\0-f\0');
         },
         (g) => {
           g.addFile('/proc/12/stat', fakeStat(12, 'sleep', { ppid: 1 }));
