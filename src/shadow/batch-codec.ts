@@ -14,14 +14,19 @@ interface OutSlot {
 export interface EncodedBatch {
   count: number;
   entries: Buffer;
-  /** Input bytes, laid out from the start of the data area (outputs follow them). */
+  /** Input bytes, laid out from `dataStart` in the data area (outputs follow them). */
   input: Buffer;
+  /** Offsets in the data area (bytes from LAYOUT.data) where this batch's buffers begin and end. */
+  dataStart: number;
+  dataEnd: number;
+  /** Offsets are relative to the data area; those of the outputs count from its start. */
   outSlots: OutSlot[];
 }
 
 export class BatchTooLargeError extends Error {}
 
-const DATA_CAPACITY = LAYOUT.size - LAYOUT.data;
+/** Bytes of the data area (paths in, buffers out). */
+export const DATA_CAPACITY = LAYOUT.size - LAYOUT.data;
 
 /** Bytes of data area a call needs (inputs plus output buffers, 8-byte aligned). */
 export function dataBytesOf(call: Call): number {
@@ -102,13 +107,27 @@ export function splitIntoBatches(calls: readonly Call[]): Array<{ start: number;
   return groups;
 }
 
+/** Bytes of data area all of `calls` need (what encodeBatch lays out). */
+export function dataBytesOfBatch(calls: readonly Call[]): number {
+  let n = 0;
+  for (let i = 0; i < calls.length; i++) n += dataBytesOf(calls[i]);
+  return n;
+}
+
 /**
  * Encodes calls for a scratch region at `base`. 'in' and 'out' arguments become
- * absolute guest addresses in the data area; 'result' arguments become indices and set
- * the entry's reference bit so that the stub substitutes the earlier return value.
- * `indexBase` is the index of the first call within the caller's whole list.
+ * absolute guest addresses in the data area, from byte `dataStart` of it on (two batches
+ * in flight use different parts: src/shadow/batch-pipe.ts); 'result' arguments become
+ * indices within the batch and set the entry's reference bit so that the stub
+ * substitutes the earlier return value. `indexBase` is the index of the first call within
+ * the caller's whole list.
  */
-export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0): EncodedBatch {
+export function encodeBatch(
+  calls: readonly Call[],
+  base: bigint,
+  indexBase = 0,
+  dataStart = 0,
+): EncodedBatch {
   if (calls.length > LAYOUT.maxCalls) throw new BatchTooLargeError(`${calls.length} calls in one batch`);
   const entries = Buffer.alloc(calls.length * LAYOUT.entrySize);
   let dataSize = 0;
@@ -125,10 +144,19 @@ export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0)
     }
   }
   if (dataSize > DATA_CAPACITY) throw new BatchTooLargeError(`${dataSize} bytes of buffers in one batch`);
+  if (
+    !Number.isSafeInteger(dataStart) ||
+    dataStart < 0 ||
+    dataStart % 8 !== 0 ||
+    dataStart + dataSize > DATA_CAPACITY
+  )
+    throw new BatchTooLargeError(
+      `${dataSize} bytes of buffers do not fit the data area from byte ${dataStart}`,
+    );
   const input = Buffer.alloc(inSize);
   const outSlots: OutSlot[] = [];
-  let inCursor = 0;
-  let cursor = inSize;
+  let inCursor = dataStart;
+  let cursor = dataStart + inSize;
   // The data area's guest address as two 32-bit halves: every address written below is
   // it plus an offset, in plain numbers (a BigInt per argument was most of the encoding's
   // garbage).
@@ -156,13 +184,13 @@ export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0)
           writeU64(entries, arg.value, at);
           break;
         case 'in':
-          input.set(arg.data, inCursor);
+          input.set(arg.data, inCursor - dataStart);
           writeAddr(inCursor, at);
           inCursor += align8(arg.data.length);
           break;
         case 'out':
           if (arg.init !== undefined) {
-            input.set(inOutBytes(arg, dataAddr + BigInt(inCursor)), inCursor);
+            input.set(inOutBytes(arg, dataAddr + BigInt(inCursor)), inCursor - dataStart);
             outSlots.push({ call: i, offset: inCursor, size: arg.size, keep: arg.keep });
             writeAddr(inCursor, at);
             inCursor += align8(arg.size);
@@ -181,7 +209,7 @@ export function encodeBatch(calls: readonly Call[], base: bigint, indexBase = 0)
     entries.writeUInt32LE(mask, e + 56);
     entries.writeUInt32LE(0, e + 60);
   }
-  return { count: calls.length, entries, input, outSlots };
+  return { count: calls.length, entries, input, dataStart, dataEnd: dataStart + dataSize, outSlots };
 }
 
 /** Writes a safe JS integer as a 64-bit value (negative: two's complement). */
@@ -206,7 +234,7 @@ const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** The range of the data area that a batch's results need to be read from. */
 export function resultExtent(batch: EncodedBatch, rets: readonly bigint[]): { start: number; end: number } {
-  let start = batch.input.length;
+  let start = batch.dataStart + batch.input.length;
   let end = start;
   for (const s of batch.outSlots) {
     const len = keptLength(s, rets[s.call]);

@@ -45,7 +45,6 @@ export const CONTROL = {
   state: K.C_STATE,
   pid: K.C_PID,
   command: K.C_COMMAND,
-  count: K.C_COUNT,
   spin: K.C_SPIN,
   bootResult: K.C_BOOT,
   size: K.C_SIZE,
@@ -62,6 +61,8 @@ export const CONTROL = {
   wakePath: K.C_WAKE_PATH,
   idleTs: K.C_IDLE_TS,
   wakes: K.C_WAKES,
+  /** Two batch slots of {first entry, count}, 16 bytes each: batch number N uses slot N & 1. */
+  slots: K.C_SLOTS,
 } as const;
 
 export const SHADOW_STATE = {

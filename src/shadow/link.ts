@@ -8,19 +8,14 @@ import type { PhysicalMemory } from '../memory/physical.js';
 import { GdbClient } from '../qemu/gdb.js';
 import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
-import {
-  decodeResults,
-  encodeBatch,
-  parseReturnValues,
-  resultExtent,
-  splitIntoBatches,
-} from './batch-codec.js';
+import { splitIntoBatches } from './batch-codec.js';
+import { BatchPipe } from './batch-pipe.js';
 import { Candidates, createShadow, SHADOW_IDLE, type Refusal } from './bootstrap.js';
 import { GuestDebugger } from './debugger.js';
 import { hex, type JournalStore } from './journal.js';
-import { LAYOUT, SETUP_FAILED, SHADOW_STATE } from './layout.js';
+import { SETUP_FAILED, SHADOW_STATE } from './layout.js';
 import { establishRootContext, VictimRefusedError, type ShadowContext } from './root-context.js';
-import { ShadowLostError, type ShadowHandle } from './shadow.js';
+import type { ShadowHandle } from './shadow.js';
 import { cachedSyscallEntry } from './syscall-entry.js';
 import { DoorbellTransport, TrapTransport, type Transport, type TransportName } from './transport.js';
 import type { WakeLine } from './wake-line.js';
@@ -31,6 +26,16 @@ export interface Link {
   transport: Transport;
   /** Kept only for the trap transport (or memory through the gdbstub). */
   dbg?: GuestDebugger;
+  /** The batches in flight on this shadow (every batch goes through it). */
+  pipe: BatchPipe;
+}
+
+/** How long a batch may take by default (SessionOptions.batchTimeoutMs), in ms. */
+export const DEFAULT_BATCH_TIMEOUT_MS = 30_000;
+
+/** A link to `shadow` over `transport`. */
+export function newLink(shadow: ShadowHandle, transport: Transport, dbg?: GuestDebugger): Link {
+  return { shadow, transport, dbg, pipe: new BatchPipe(shadow, transport) };
 }
 
 /**
@@ -81,29 +86,9 @@ export async function runOnLink(
   link: Link,
   calls: readonly Call[],
   indexBase: number,
-  timeoutMs = 30_000,
+  timeoutMs = DEFAULT_BATCH_TIMEOUT_MS,
 ): Promise<CallResult[]> {
-  const s = link.shadow;
-  const batch = encodeBatch(calls, s.base, indexBase);
-  try {
-    await s.verify();
-  } catch (err) {
-    if (err instanceof ShadowLostError) err.beforeWrite = true;
-    throw err;
-  }
-  await s.write(LAYOUT.entries, batch.entries);
-  if (batch.input.length > 0) await s.write(LAYOUT.data, batch.input);
-  await s.writeControl('count', BigInt(batch.count));
-  const seq = (await s.readControl('done')) + 1n;
-  await link.transport.ring(seq, timeoutMs);
-  await s.verify();
-  const rets = parseReturnValues(await s.read(LAYOUT.results, batch.count * 8), batch.count);
-  const extent = resultExtent(batch, rets);
-  const data =
-    extent.end > extent.start
-      ? await s.read(LAYOUT.data + extent.start, extent.end - extent.start)
-      : Buffer.alloc(0);
-  return decodeResults(batch, rets, data, extent.start);
+  return link.pipe.run(calls, indexBase, timeoutMs);
 }
 
 /** The engine's own batches (context set-up and checks), outside any plugin policy. */
@@ -192,7 +177,7 @@ export async function bootstrapShadow(
       current = undefined;
     }
     journal.save({ lstar: lstarHex, shadow: shadow.toRecord(transportName) });
-    const link: Link = { shadow, transport: makeTransport(transportName, shadow, kept, wake), dbg: kept };
+    const link = newLink(shadow, makeTransport(transportName, shadow, kept, wake), kept);
     try {
       const t0 = performance.now();
       await hold(shadow, wake); // awake between the context batches

@@ -23,6 +23,7 @@ import type { GuestEndpoints } from '../qemu/guest-endpoints.js';
 import { isReadOnlyCall } from '../sdk/policy.js';
 import type { Call, CallResult, SyscallExecutor } from '../sdk/syscall-types.js';
 import { GuestLock } from '../util/guest-lock.js';
+import type { Flight } from './batch-pipe.js';
 import { splitIntoBatches } from './batch-codec.js';
 import { SHADOW_IDLE, type Refusal } from './bootstrap.js';
 import type { GuestDebugger } from './debugger.js';
@@ -34,6 +35,8 @@ import {
   hold,
   linkExecutor,
   makeTransport,
+  newLink,
+  DEFAULT_BATCH_TIMEOUT_MS,
   releaseDebugger,
   runOnLink,
   type Link,
@@ -338,11 +341,7 @@ export class RedirectSession implements SyscallExecutor {
         const handle = ShadowHandle.fromRecord(mem, resident);
         try {
           await handle.verify();
-          const candidate: Link = {
-            shadow: handle,
-            transport: makeTransport(transportName, handle, dbg, wake),
-            dbg,
-          };
+          const candidate = newLink(handle, makeTransport(transportName, handle, dbg, wake), dbg);
           // Its context was verified when it was made; check it again (a guest root user
           // can still enter its namespaces) — whole, unless this caller verified this very
           // shadow and no other vmi held the guest since: then the part a guest process
@@ -439,12 +438,6 @@ export class RedirectSession implements SyscallExecutor {
     }
   }
 
-  /**
-   * Runs `calls` in the shadow, as batches, and returns one result per call. Calls made
-   * while an earlier run is in flight wait for it: a shadow has one batch buffer and one
-   * doorbell, so two runs interleaved on it would overwrite each other's batch (seen as
-   * empty results on a real guest when a plugin awaited two SDK reads at once).
-   */
   /** The hypervisor's view of the guest kernel (host-side page walks of guest RAM). */
   hypervisor(): HypervisorView {
     return new HostKernelView(
@@ -456,48 +449,118 @@ export class RedirectSession implements SyscallExecutor {
     );
   }
 
+  /**
+   * Runs `calls` in the shadow, as batches, and returns one result per call. Runs are
+   * written to the shadow in the order they were asked for, one at a time (two runs
+   * interleaved on it would overwrite each other's batches: seen as empty results on a real
+   * guest when a plugin awaited two SDK reads at once). A run of one batch lets the next run
+   * in once its batch is rung, where the transport chains (BatchPipe): the next batch is
+   * then written and rung while this one runs, and the guest goes from one to the other
+   * without waiting for the host.
+   */
   run(calls: readonly Call[]): Promise<CallResult[]> {
-    const mine = this.inFlight.then(() => this.runNow(calls));
+    return this.inTurn((letNextIn) => this.runNow(calls, letNextIn));
+  }
+
+  /**
+   * Runs `fn` when the runs before it have let it in (they ended, or their batch was
+   * rung); the run after it gets in when `fn` calls letNextIn or ends.
+   */
+  private inTurn<T>(fn: (letNextIn: () => void) => Promise<T>): Promise<T> {
+    let next!: () => void;
+    const before = this.turn;
     // Settles to nothing: the queue must not keep the last batch's results alive.
-    this.inFlight = mine.then(
-      () => undefined,
-      () => undefined,
-    );
+    this.turn = new Promise<void>((resolve) => (next = () => resolve()));
+    const mine = before.then(() => fn(next));
+    mine.then(next, next);
     return mine;
   }
 
-  /** The tail of the queue of runs: resolves when the last run started so far has ended. */
-  private inFlight: Promise<unknown> = Promise.resolve();
+  /** Resolves when the last run asked for so far has let the next one in. */
+  private turn: Promise<void> = Promise.resolve();
 
-  private async runNow(calls: readonly Call[]): Promise<CallResult[]> {
+  private async runNow(calls: readonly Call[], letNextIn: () => void): Promise<CallResult[]> {
     if (this.closed) throw new Error('the redirection session is closed');
-    const t0 = performance.now();
+    // stats.runMs is wall time with at least one run under way (chained runs overlap).
+    if (this.running++ === 0) this.runningSince = performance.now();
+    try {
+      return await this.runGroups(calls, letNextIn);
+    } finally {
+      if (--this.running === 0) this.stats.runMs += performance.now() - this.runningSince;
+    }
+  }
+
+  private running = 0;
+  private runningSince = 0;
+
+  private async runGroups(calls: readonly Call[], letNextIn: () => void): Promise<CallResult[]> {
+    const groups = splitIntoBatches(calls);
+    if (groups.length === 1 && !this.recheck && this.link.pipe.chains)
+      return this.runChained(calls, letNextIn);
     const results: CallResult[] = [];
-    for (const g of splitIntoBatches(calls)) {
+    for (const g of groups) {
       const part = calls.slice(g.start, g.end);
       let out: CallResult[];
       try {
         out = this.recheck ? await this.runWithRecheck(part, g.start) : await this.runBatch(part, g.start);
       } catch (err) {
-        // A shadow found dead or changed: replace it once and run the batch again, when
-        // nothing of the batch reached the guest (found before the write) or when running
-        // it twice changes nothing (read-only calls: a SIGKILL can land in mid-batch, and
-        // a kill's return does not mean the process is gone yet). Otherwise some calls may
-        // have run and others not: report, never guess.
-        if (!(err instanceof ShadowLostError)) throw err;
-        if (!err.beforeWrite && !part.every(isReadOnlyCall)) {
-          throw new ShadowLostError(
-            `${err.message} in the middle of a batch that changes the guest; not run again (some of its calls may have run)`,
-          );
-        }
-        this.progress(`${err.message}; starting a new shadow`);
-        await this.replaceShadow(err instanceof ShadowTamperedError ? this.link.shadow.pid : undefined);
-        out = await this.runBatch(part, g.start);
+        out = await this.recover(err, part, g.start, this.link);
       }
       results.push(...out);
     }
-    this.stats.runMs += performance.now() - t0;
     return results;
+  }
+
+  /**
+   * One batch, written and rung in this run's turn; the next run is let in before this
+   * one's end is waited for. A failure found after that is recovered in a turn of its own,
+   * after the runs let in meanwhile (whose batches went to the same shadow).
+   */
+  private async runChained(calls: readonly Call[], letNextIn: () => void): Promise<CallResult[]> {
+    const link = this.link;
+    let flight: Flight;
+    try {
+      flight = await link.pipe.submit(calls, 0);
+    } catch (err) {
+      return this.recover(err, calls, 0, link);
+    }
+    letNextIn();
+    let out: CallResult[];
+    try {
+      out = await link.pipe.complete(flight, this.opts.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS);
+    } catch (err) {
+      return this.inTurn(() => this.recover(err, calls, 0, link));
+    }
+    this.stats.batches += 1;
+    this.stats.calls += calls.length;
+    return out;
+  }
+
+  /**
+   * A shadow found dead or changed: replace it once and run the batch again, when nothing
+   * of the batch reached the guest (found before the write) or when running it twice
+   * changes nothing (read-only calls: a SIGKILL can land in mid-batch, and a kill's return
+   * does not mean the process is gone yet). Otherwise some calls may have run and others
+   * not: report, never guess. `link` is the one the batch went to: when an earlier
+   * recovery replaced it already, the batch only runs again.
+   */
+  private async recover(
+    err: unknown,
+    part: readonly Call[],
+    indexBase: number,
+    link: Link,
+  ): Promise<CallResult[]> {
+    if (!(err instanceof ShadowLostError)) throw err;
+    if (!err.beforeWrite && !part.every(isReadOnlyCall)) {
+      throw new ShadowLostError(
+        `${err.message} in the middle of a batch that changes the guest; not run again (some of its calls may have run)`,
+      );
+    }
+    if (this.link === link) {
+      this.progress(`${err.message}; starting a new shadow`);
+      await this.replaceShadow(err instanceof ShadowTamperedError ? link.shadow.pid : undefined);
+    }
+    return this.runBatch(part, indexBase);
   }
 
   /**
@@ -543,7 +606,12 @@ export class RedirectSession implements SyscallExecutor {
   }
 
   private async runBatch(calls: readonly Call[], indexBase: number): Promise<CallResult[]> {
-    const out = await runOnLink(this.link, calls, indexBase, this.opts.batchTimeoutMs);
+    const out = await runOnLink(
+      this.link,
+      calls,
+      indexBase,
+      this.opts.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS,
+    );
     this.stats.batches += 1;
     this.stats.calls += calls.length;
     return out;
@@ -585,35 +653,41 @@ export class RedirectSession implements SyscallExecutor {
    */
   private async retire(pid: number): Promise<void> {
     const comm = new TextEncoder().encode(`/proc/${pid}/comm\0`);
-    const [, read] = await this.runNow([
-      {
-        nr: sysno('openat'),
-        args: [
-          { kind: 'int', value: BigInt(AT_FDCWD) },
-          { kind: 'in', data: comm },
-          { kind: 'int', value: BigInt(O_RDONLY) },
-        ],
-      },
-      {
-        nr: sysno('read'),
-        args: [
-          { kind: 'result', index: 0 },
-          { kind: 'out', size: 64, keep: 'ret' },
-          { kind: 'int', value: 64n },
-        ],
-      },
-      { nr: sysno('close'), args: [{ kind: 'result', index: 0 }] },
-    ]);
+    const [, read] = await this.runBatch(
+      [
+        {
+          nr: sysno('openat'),
+          args: [
+            { kind: 'int', value: BigInt(AT_FDCWD) },
+            { kind: 'in', data: comm },
+            { kind: 'int', value: BigInt(O_RDONLY) },
+          ],
+        },
+        {
+          nr: sysno('read'),
+          args: [
+            { kind: 'result', index: 0 },
+            { kind: 'out', size: 64, keep: 'ret' },
+            { kind: 'int', value: 64n },
+          ],
+        },
+        { nr: sysno('close'), args: [{ kind: 'result', index: 0 }] },
+      ],
+      0,
+    );
     if (new TextDecoder().decode(read.out[0]).trim() !== SHADOW_COMM) return;
-    await this.runNow([
-      {
-        nr: sysno('kill'),
-        args: [
-          { kind: 'int', value: BigInt(pid) },
-          { kind: 'int', value: BigInt(SIGKILL) },
-        ],
-      },
-    ]);
+    await this.runBatch(
+      [
+        {
+          nr: sysno('kill'),
+          args: [
+            { kind: 'int', value: BigInt(pid) },
+            { kind: 'int', value: BigInt(SIGKILL) },
+          ],
+        },
+      ],
+      0,
+    );
     this.progress(`killed the tampered shadow (pid ${pid})`);
   }
 
@@ -624,6 +698,10 @@ export class RedirectSession implements SyscallExecutor {
   async detach(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Runs asked for before now end first (a run let the next one in when its batch was
+    // rung, so the queue alone does not say that its batch has ended).
+    await this.turn;
+    await this.link.pipe.idle();
     const { shadow, transport, dbg } = this.link;
     try {
       if (this.resident) {

@@ -22,6 +22,14 @@ export interface Transport {
   readonly name: TransportName;
   /** Rings the doorbell with sequence number `seq` and waits for the shadow to finish it. */
   ring(seq: bigint, timeoutMs: number): Promise<void>;
+  /**
+   * Rings batch `seq` and returns without waiting (`ring` split in two): the shadow runs
+   * it right after the batch before, if that one still runs. Only a transport that lets
+   * the VM run between batches has it (doorbell); `finish` then waits for it.
+   */
+  start?(seq: bigint): Promise<void>;
+  /** Waits until the shadow has finished batch `seq` (and every batch before it). */
+  finish?(seq: bigint, timeoutMs: number): Promise<void>;
   /** Makes the shadow exit (it unmaps nothing: its exit frees all of its memory). */
   dismiss(timeoutMs: number): Promise<void>;
 }
@@ -129,8 +137,22 @@ export class DoorbellTransport implements Transport {
   ) {}
 
   async ring(seq: bigint, timeoutMs: number): Promise<void> {
+    await this.start(seq);
+    await this.finish(seq, timeoutMs);
+  }
+
+  async start(seq: bigint): Promise<void> {
     const s = this.shadow;
     await s.writeControl('doorbell', seq);
+    // A line still connecting (WakeLine.begin) must be up before the poll loop spins.
+    await this.wake?.settled();
+    // A busy shadow looks at the doorbell again when its batch ends; a sleeping one is poked.
+    if ((await s.readControl('state')) === BigInt(SHADOW_STATE.sleeping))
+      this.wake?.pokeUnlessRecent(this.eagerWake ? 0 : REPOKE_MS);
+  }
+
+  async finish(seq: bigint, timeoutMs: number): Promise<void> {
+    const s = this.shadow;
     // One page walk per batch; the tight loop then reads the two words directly.
     const ctl = await translate(s.mem, s.cr3, s.cr4, s.base + BigInt(LAYOUT.control));
     if (!ctl) throw new ShadowLostError(`shadow (pid ${s.pid}) is gone: its control page is unmapped`);
@@ -143,15 +165,16 @@ export class DoorbellTransport implements Transport {
     const mem = s.mem;
     const readSync = mem.readIntoSync?.bind(mem);
     const is = (lo: number, hi: number) => cell.readUInt32LE(0) === lo && cell.readUInt32LE(4) === hi;
+    // done has reached seq: the shadow runs the batches rung in turn, and a later one may
+    // have ended too by the time this looks.
+    const reached = (lo: number, hi: number) => {
+      const h = cell.readUInt32LE(4);
+      return h > hi || (h === hi && cell.readUInt32LE(0) >= lo);
+    };
     const look = async (paddr: bigint): Promise<void> => mem.readInto(paddr, cell, 0, 8);
     const seqLo = Number(BigInt.asUintN(32, seq));
     const seqHi = Number(BigInt.asUintN(32, seq >> 32n));
     const sleeping = SHADOW_STATE.sleeping;
-    // A line still connecting (WakeLine.begin) must be up before the poll loop spins.
-    await this.wake?.settled();
-    if (readSync) readSync(statePaddr, cell, 0, 8);
-    else await look(statePaddr);
-    if (is(sleeping, 0)) this.wake?.pokeUnlessRecent(this.eagerWake ? 0 : REPOKE_MS);
     let nextPoke = Date.now() + REPOKE_MS;
     // A wake-up lost to a race costs at most one re-poke, not the line's timeout.
     const rePoke = (): void => {
@@ -163,7 +186,7 @@ export class DoorbellTransport implements Transport {
       readSync
         ? () => {
             readSync(donePaddr, cell, 0, 8);
-            if (is(seqLo, seqHi)) return true;
+            if (reached(seqLo, seqHi)) return true;
             if (Date.now() > nextPoke) {
               readSync(statePaddr, cell, 0, 8);
               rePoke();
@@ -172,7 +195,7 @@ export class DoorbellTransport implements Transport {
           }
         : async () => {
             await look(donePaddr);
-            if (is(seqLo, seqHi)) return true;
+            if (reached(seqLo, seqHi)) return true;
             if (Date.now() > nextPoke) {
               await look(statePaddr);
               rePoke();

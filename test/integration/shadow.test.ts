@@ -85,6 +85,38 @@ describe('shadow engine', () => {
     }
   });
 
+  it('runs a batch rung while the one before it still runs, with its own references', async () => {
+    const session = await RedirectSession.attach(guest);
+    try {
+      const nap = Buffer.alloc(16);
+      nap.writeBigInt64LE(50_000_000n, 8); // 50 ms: the second batch is rung meanwhile
+      // The second batch refers to its own call 1, which in the shadow's tables sits after
+      // the first batch's entries: read from the first batch's results it would be a pid,
+      // not an fd (EBADF).
+      const first = session.run([
+        { nr: 35, args: [{ kind: 'in', data: nap }, int(0)] }, // nanosleep
+        { nr: 39, args: [] }, // getpid
+        { nr: 257, args: [AT_FDCWD, { kind: 'in', data: enc('/run/vmi-lab/pids') }, int(0)] },
+        { nr: 0, args: [{ kind: 'result', index: 2 }, { kind: 'out', size: 4096, keep: 'ret' }, int(4096)] },
+        { nr: 3, args: [{ kind: 'result', index: 2 }] },
+      ]);
+      const second = session.run([
+        { nr: 39, args: [] }, // getpid
+        { nr: 257, args: [AT_FDCWD, { kind: 'in', data: enc('/proc/cmdline') }, int(0)] },
+        { nr: 0, args: [{ kind: 'result', index: 1 }, { kind: 'out', size: 4096, keep: 'ret' }, int(4096)] },
+        { nr: 3, args: [{ kind: 'result', index: 1 }] },
+      ]);
+      const [a, b] = await Promise.all([first, second]);
+      expect(dec(a[3].out[0])).toBe(await guestSh(guest, 'cat /run/vmi-lab/pids'));
+      expect(b[0].ret).toBe(BigInt(session.stats.shadowPid));
+      expect(b[2].ret).toBeGreaterThan(0n);
+      expect(dec(b[2].out[0])).toBe(await guestSh(guest, 'cat /proc/cmdline'));
+      expect([a[4].ret, b[3].ret]).toEqual([0n, 0n]);
+    } finally {
+      await session.detach();
+    }
+  });
+
   it('reports failing calls in the middle of a batch and goes on', async () => {
     const session = await RedirectSession.attach(guest);
     try {

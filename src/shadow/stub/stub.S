@@ -10,7 +10,8 @@
  *             init (which reaps it when it exits) and the victim keeps no child.
  *  shadow     blocks signals, names itself, drops inherited fds and cwd, locks the
  *             scratch pages, opens its wake-up line if the host gave one, then loops:
- *             run a batch when the doorbell word differs from the done word; after a
+ *             run the next batch when the doorbell word is ahead of the done word (by
+ *             one, or two when the host rang the next batch early); after a
  *             batch or a wake-up by the line spin on the doorbell for C_SPIN TSC
  *             cycles (back-to-back batches answer in microseconds; the host lengthens
  *             the window while it is attached and shortens it when it leaves); then sleep: in ppoll on the wake-up line (a
@@ -31,7 +32,6 @@
         .set C_STATE,      0x18
         .set C_PID,        0x20
         .set C_COMMAND,    0x28
-        .set C_COUNT,      0x30
         .set C_SPIN,       0x38
         .set C_BOOT,       0x40
         .set C_SIZE,       0x48
@@ -51,6 +51,8 @@
         .set C_DRAIN,      0x140                /* 64 bytes: wake bytes read and dropped */
         .set C_WAKES,      0x180                /* count of wake-ups by the line */
         .set C_PPOLL_TS,   0x190                /* ppoll's copy of C_IDLE_TS: the kernel writes the time left back */
+        .set C_SLOTS,      0x1a0                /* two batch slots {first entry, count}, 16 bytes each: */
+                                                /* batch number N uses slot N & 1 */
 
         .set CHILD1_STACK, 0x6000
         .set SHADOW_STACK, 0x8000
@@ -188,8 +190,8 @@ shadow_loop:
         cmp     qword ptr [rbx + CTL + C_COMMAND], CMD_EXIT
         je      shadow_exit
         mov     r15, [rbx + CTL + C_DOORBELL]
-        cmp     r15, [rbx + CTL + C_DONE]
-        jne     run_batch
+        sub     r15, [rbx + CTL + C_DONE]
+        jnz     ring_seen
         rdtsc                                   /* spin while now - r14 < C_SPIN: re-read */
         shl     rdx, 32                         /* each round, so the host can shorten it */
         or      rax, rdx
@@ -203,8 +205,8 @@ shadow_loop:
         mov     qword ptr [rbx + CTL + C_STATE], STATE_SLEEPING
         mfence
         mov     r15, [rbx + CTL + C_DOORBELL]
-        cmp     r15, [rbx + CTL + C_DONE]
-        jne     run_batch
+        sub     r15, [rbx + CTL + C_DONE]
+        jnz     ring_seen
         mov     rdi, [rbx + CTL + C_WAKE_FD]
         test    rdi, rdi
         js      2f
@@ -244,17 +246,38 @@ shadow_loop:
         jmp     shadow_loop
 
 /*
- * Batch: C_COUNT entries of 64 bytes at ENTRIES: nr, six args, a kind mask.
- * Bit j of the mask set: arg j is the index of an earlier call whose result replaces
- * it (an fd from openat used by read). Results go to RESULTS[i].
+ * Batch number N = C_DONE + 1 (never the doorbell's value: a host may ring the next
+ * batch while this one runs, and each runs in turn). Its slot (N & 1) names its first
+ * entry F and its count: entries F.. of 64 bytes at ENTRIES: nr, six args, a kind mask.
+ * Bit j of the mask set: arg j is the index, within this batch, of an earlier call whose
+ * result replaces it (an fd from openat used by read). Results go to RESULTS[F + i], so
+ * two batches in different entries never touch each other's results.
  */
+ring_seen:      /* r15 = doorbell - done: one batch rung, or two (the next one rung early) */
+        cmp     r15, 2
+        jbe     run_batch
+        mov     rax, [rbx + CTL + C_DOORBELL]   /* anything else is no ring of ours: */
+        mov     [rbx + CTL + C_DONE], rax       /* take it as done, run nothing */
+        jmp     shadow_loop
 run_batch:
         mov     qword ptr [rbx + CTL + C_STATE], STATE_BUSY
-        mov     r12, [rbx + CTL + C_COUNT]
-        cmp     r12, MAX_CALLS
+        mov     r15, [rbx + CTL + C_DONE]
+        inc     r15
+        mov     eax, r15d
+        and     eax, 1
+        shl     eax, 4
+        mov     rbp, [rbx + CTL + C_SLOTS + rax]        /* rbp = first entry */
+        mov     r12, [rbx + CTL + C_SLOTS + rax + 8]    /* r12 = count */
+        mov     rax, MAX_CALLS
+        cmp     rbp, rax
         jbe     1f
-        mov     r12, MAX_CALLS
-1:      xor     r13d, r13d
+        mov     rbp, rax
+1:      sub     rax, rbp                                /* room left after the first entry */
+        cmp     r12, rax
+        jbe     1f
+        mov     r12, rax
+1:      add     r12, rbp                                /* r12 = end, r13 = this call */
+        mov     r13, rbp
 next_call:
         cmp     r13, r12
         jae     batch_done
@@ -266,7 +289,10 @@ next_call:
         mov     \reg, [r14 + 8 + 8 * \idx]
         bt      qword ptr [r14 + 56], \idx
         jnc     3f
-        cmp     \reg, r13                       /* only earlier calls */
+        cmp     \reg, MAX_CALLS                 /* only earlier calls of this batch */
+        jae     4f
+        add     \reg, rbp
+        cmp     \reg, r13
         jae     4f
         mov     \reg, [rbx + RESULTS + \reg * 8]
         jmp     3f
