@@ -38,8 +38,8 @@ export const psaux = definePlugin({
     container: CONTAINER_OPTION,
   },
   async run(ctx) {
-    // 1 batch for the listing (none with --pid), then 1 per ~170 processes for their
-    // namespace links, stat, status, cgroup and cmdline.
+    // 1 batch for the listing (none with --pid), then 1 per slice of up to ~85 processes
+    // for their namespace links, stat, status, cgroup and cmdline.
     const records = await readProcesses(ctx, {
       pids: ctx.options.pid,
       credentials: false,

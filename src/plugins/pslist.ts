@@ -26,8 +26,8 @@ export const pslist = definePlugin({
   },
   async run(ctx) {
     // 1 batch for the listing (none with --pid), 1 more for --threads, then 1 per slice of
-    // processes for their files and namespace links (up to 4 slices for a short list, else
-    // ~200 processes each: sliceBounds in src/sdk/processes.ts).
+    // processes for their files and namespace links (4 slices for a short list, else
+    // ~100 processes each: sliceBounds in src/sdk/processes.ts).
     const records = await readProcesses(ctx, {
       pids: ctx.options.pid,
       threads: ctx.options.threads,

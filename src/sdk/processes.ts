@@ -257,10 +257,11 @@ export const PIPELINE_SLICES = 4;
 
 /**
  * Where readProcesses cuts `tasks` into slices, one batch each: the start of every slice
- * and, last, `tasks` (so `[0, tasks]` for one slice; `[0, 0]` for none). Slices hold at
- * most `perBatch` tasks (what one batch holds). A list that would fit fewer than
- * PIPELINE_SLICES batches is cut into up to PIPELINE_SLICES slices of MIN_SLICE_TASKS tasks or
- * more on average, the first and the last half as big as the others: one batch for all
+ * and, last, `tasks` (so `[0, tasks]` for one slice; `[0, 0]` for none). A slice holds at
+ * most half of what one batch holds (`perBatch` tasks), so that the next slice's batch
+ * fits beside it in the shadow and is rung while it runs (src/shadow/batch-pipe.ts). A
+ * list is cut into at least PIPELINE_SLICES slices when it has MIN_SLICE_TASKS tasks per
+ * slice or more, the first and the last half as big as the others: one batch for all
  * leaves nothing to overlap (the host builds every call, the guest reads every file, then
  * the host parses them all; at ~100 processes that host work, and the garbage collection
  * it brings, was as long as the guest's reads), and only the first slice's building and
@@ -268,34 +269,24 @@ export const PIPELINE_SLICES = 4;
  * "Where a resident pslist's time goes").
  */
 export function sliceBounds(tasks: number, perBatch: number): number[] {
-  const per = Math.max(1, perBatch);
+  if (tasks <= 0) return [0, 0];
+  const cap = Math.max(1, Math.floor(Math.max(1, perBatch) / 2));
+  // Weights ½, 1, …, 1, ½ (two or fewer slices: even): a unit weight is this many tasks.
+  const unit = (n: number): number => (n > 2 ? tasks / (n - 1) : tasks / n);
+  let slices = Math.min(PIPELINE_SLICES, Math.max(1, Math.floor(tasks / MIN_SLICE_TASKS)));
+  while (unit(slices) > cap) slices++;
   const cuts = [0];
-  if (tasks <= 0) {
-    cuts.push(0);
-    return cuts;
-  }
-  if (tasks > per * (PIPELINE_SLICES - 1)) {
-    for (let at = per; at < tasks; at += per) cuts.push(at);
-    cuts.push(tasks);
-    return cuts;
-  }
-  const slices = Math.min(PIPELINE_SLICES, Math.max(1, Math.floor(tasks / MIN_SLICE_TASKS)));
-  // Weights ½, 1, …, 1, ½ (two or fewer slices: even), each slice within a batch.
-  const weights = Array.from({ length: slices }, (_, i) =>
-    slices > 2 && (i === 0 || i === slices - 1) ? 0.5 : 1,
-  );
-  const total = weights.reduce((a, b) => a + b, 0);
-  let acc = 0;
-  for (let i = 0; i + 1 < slices; i++) {
-    acc += weights[i];
-    cuts.push(Math.round((tasks * acc) / total));
+  for (let i = 1; i < slices; i++) {
+    const weight = slices > 2 ? i - 0.5 : i;
+    cuts.push(Math.round(weight * unit(slices)));
   }
   cuts.push(tasks);
-  // A weighted slice can still exceed a batch when the batch is small (two slices of 60
-  // tasks at 20 per batch): split any that would.
+  // Rounding can still leave a slice a task over the cap (or, with a tiny cap, more):
+  // split any that would be.
   const out = [0];
   for (let i = 1; i < cuts.length; i++) {
-    for (let at = out[out.length - 1] + per; at < cuts[i]; at += per) out.push(at);
+    if (cuts[i] === out[out.length - 1]) continue;
+    for (let at = out[out.length - 1] + cap; at < cuts[i]; at += cap) out.push(at);
     out.push(cuts[i]);
   }
   return out;

@@ -1,13 +1,16 @@
 import {
   closeSync,
+  constants,
   fstatSync,
   linkSync,
   openSync,
   readFileSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -17,6 +20,8 @@ export class GuestBusyError extends Error {}
 
 /** How long a vmi waits for another one to let go of a guest before it gives up (ms). */
 export const DEFAULT_LOCK_WAIT_MS = 60_000;
+/** Bytes of the generation file's one record (vmi.gen), newline included. */
+const GEN_WIDTH = 40;
 /** How often the lock is tried again while another vmi holds it (ms). */
 const POLL_MS = 50;
 /** How much of the holder's command line the lock file records (characters). */
@@ -111,25 +116,29 @@ export class GuestLock {
   /**
    * Counts this holder in the guest's generation (called with the lock held): a Guest that
    * finds, at its next acquire, the generation it wrote itself knows that no other vmi held
-   * the guest in between (src/shadow/session.ts AttachMemo). Written whole under a private
-   * name, then renamed into place. A missing or malformed file starts a new epoch, and it or
-   * a stale take-over leaves generationBefore undefined: in doubt, nothing is taken as unchanged.
+   * the guest in between (src/shadow/session.ts AttachMemo). Rewritten in place, at a fixed
+   * width (only lock holders read or write it, one at a time): a private file renamed into
+   * place cost two file-system metadata updates per attach (~0.3 ms on this host's ext4).
+   * A missing, torn or malformed file starts a new epoch, and it or a stale take-over leaves
+   * generationBefore undefined: in doubt, nothing is taken as unchanged.
    */
   private count(): void {
     let before: { n: number; epoch: string } | undefined;
+    const fd = openSync(this.genPath, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
     try {
-      const m = /^(\d{1,15}) ([0-9a-f]{16})$/.exec(readFileSync(this.genPath, 'utf8').slice(0, 64).trim());
+      const buf = Buffer.alloc(64);
+      const got = readSync(fd, buf, 0, buf.length, 0);
+      const m = /^(\d{1,15}) ([0-9a-f]{16})$/.exec(buf.toString('latin1', 0, got).trim());
       if (m && Number.isSafeInteger(Number(m[1]))) before = { n: Number(m[1]), epoch: m[2] };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const epoch = before?.epoch ?? randomBytes(8).toString('hex');
+      const next = (before?.n ?? 0) + 1;
+      // Wider than any record (15 digits, space, 16 hex digits): each write covers the last.
+      writeSync(fd, `${next} ${epoch}`.padEnd(GEN_WIDTH - 1) + '\n', 0, 'latin1');
+      this.generationBefore = this.tookOver || !before ? undefined : `${before.n}:${before.epoch}`;
+      this.generation = `${next}:${epoch}`;
+    } finally {
+      closeSync(fd);
     }
-    const epoch = before?.epoch ?? randomBytes(8).toString('hex');
-    const next = (before?.n ?? 0) + 1;
-    const tmp = `${this.genPath}.${process.pid}`;
-    writeFileSync(tmp, `${next} ${epoch}\n`, { mode: 0o600 });
-    renameSync(tmp, this.genPath);
-    this.generationBefore = this.tookOver || !before ? undefined : `${before.n}:${before.epoch}`;
-    this.generation = `${next}:${epoch}`;
   }
 
   /** Takes the lock, waiting while another live vmi holds it. Throws GuestBusyError on timeout. */

@@ -8,7 +8,11 @@ import { builtinPlugins } from '../../src/plugins/index.js';
 
 /** A built-in by name, case-insensitive: the CLI's registry with no pack loaded. */
 const findPlugin = (name: string) => new PluginRegistry(builtinPlugins).find(name);
-import { PIPELINE_SLICES, processForest } from '../../src/sdk/index.js';
+import { DEFAULT_BATCH_LIMITS, processForest, sliceBounds, tasksPerBatch } from '../../src/sdk/index.js';
+
+/** Guest entries of a process plugin: the listing, then one per slice (sdk/processes.ts). */
+const entriesFor = (tasks: number, names: string[], namespaces: boolean): number =>
+  1 + sliceBounds(tasks, tasksPerBatch(DEFAULT_BATCH_LIMITS, names, namespaces)).length - 1;
 import { lsmod } from '../../src/plugins/lsmod.js';
 import { mountinfo } from '../../src/plugins/mountinfo.js';
 import { psaux } from '../../src/plugins/psaux.js';
@@ -84,8 +88,8 @@ describe('psaux', () => {
     g.addFile('/proc/2/cmdline', '');
     g.addFile('/proc/3/cmdline', 'no-trailing-nul\0with space');
     const { table, runs } = await runPlugin(psaux, { executor: g });
-    // The listing, then the files in at most PIPELINE_SLICES slices (sdk/processes.ts).
-    expect(runs).toBeLessThanOrEqual(1 + PIPELINE_SLICES);
+    expect(runs).toBe(entriesFor(300, ['stat', 'status', 'cgroup', 'cmdline'], true));
+    expect(runs).toBeLessThanOrEqual(8);
     const rows = records(table);
     expect(rows).toHaveLength(300);
     expect(rows[0]).toEqual({
@@ -121,7 +125,8 @@ describe('envars', () => {
     const g = treeGuest(200);
     g.addFile('/proc/2/environ', '');
     const { table, runs } = await runPlugin(envars, { executor: g });
-    expect(runs).toBeLessThanOrEqual(1 + PIPELINE_SLICES);
+    expect(runs).toBe(entriesFor(200, ['stat', 'environ'], false));
+    expect(runs).toBeLessThanOrEqual(8);
     const rows = records(table);
     expect(rows.filter((r) => r.PID === 2)).toEqual([]);
     expect(rows.filter((r) => r.PID === 7)).toEqual([

@@ -101,14 +101,13 @@ describe('pslist', () => {
     // stat, status and cgroup come whole in one read: openat, read, close each; and the
     // readlinkat of ns/pid.
     expect(per).toBe(Math.floor((DEFAULT_BATCH_LIMITS.maxCalls - 4) / 10));
-    // The last batches: /proc/stat and `per` processes, then `per` at a time.
-    const slices = Math.ceil(1000 / per);
-    const want = Array.from(
-      { length: slices },
-      (_, k) => 10 * Math.min(per, 1000 - k * per) + (k === 0 ? 4 : 0),
-    );
-    expect(sizes.slice(-slices)).toEqual(want);
-    expect(Math.max(...sizes)).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxCalls);
+    // The last batches: /proc/stat with the first slice, then a slice at a time, each at
+    // most half a batch (the next one is rung beside it).
+    const bounds = sliceBounds(1000, per);
+    const want = bounds.slice(1).map((end, k) => 10 * (end - bounds[k]) + (k === 0 ? 4 : 0));
+    expect(bounds).toHaveLength(12);
+    expect(sizes.slice(-want.length)).toEqual(want);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxCalls / 2 + 4);
     expect(runs).toBe(sizes.length);
     expect(table.errors).toEqual([]);
     const pid = table.columns.findIndex((c) => c.name === 'PID');
@@ -137,27 +136,31 @@ describe('pslist', () => {
     expect(table.errors).toEqual([]);
     const pid = table.columns.findIndex((c) => c.name === 'PID');
     expect(table.rows.map((r) => r[pid])).toEqual(Array.from({ length: 117 }, (_, i) => i + 1));
-    // Short lists stay whole, two slices are even; slices never exceed a batch.
+    // Short lists stay whole, two slices are even; slices never exceed half a batch (the
+    // next one is rung beside it), and longer lists are cut finer rather than into
+    // batch-sized slices.
     expect(sliceBounds(0, 200)).toEqual([0, 0]);
     expect(sliceBounds(1, 200)).toEqual([0, 1]);
     expect(sliceBounds(MIN_SLICE_TASKS * 2 - 1, 200)).toEqual([0, MIN_SLICE_TASKS * 2 - 1]);
     expect(sliceBounds(MIN_SLICE_TASKS * 2, 200)).toEqual([0, MIN_SLICE_TASKS, MIN_SLICE_TASKS * 2]);
-    expect(sliceBounds(567, 204)).toEqual([0, 95, 284, 473, 567]);
-    expect(sliceBounds(1000, 200)).toEqual([0, 200, 400, 600, 800, 1000]);
-    expect(sliceBounds(117, 10)).toEqual([0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 117]);
-    expect(sliceBounds(100, 40)).toEqual([0, 17, 50, 83, 100]);
-    expect(sliceBounds(60, 20)).toEqual([0, 20, 30, 50, 60]);
+    expect(sliceBounds(567, 204)).toEqual([0, 47, 142, 236, 331, 425, 520, 567]);
+    expect(sliceBounds(1000, 200)).toEqual([0, 50, 150, 250, 350, 450, 550, 650, 750, 850, 950, 1000]);
+    expect(sliceBounds(117, 10)).toHaveLength(26);
+    expect(sliceBounds(100, 40)).toEqual([0, 10, 30, 50, 70, 90, 100]);
+    expect(sliceBounds(60, 20)).toEqual([0, 5, 15, 25, 35, 45, 55, 60]);
     for (const [n, per] of [
       [117, 204],
       [300, 100],
       [61, 7],
       [2068, 204],
+      [117, 10],
+      [5, 1],
     ]) {
       const b = sliceBounds(n, per);
       expect(b[0]).toBe(0);
       expect(b[b.length - 1]).toBe(n);
       for (let i = 1; i < b.length; i++) expect(b[i] - b[i - 1]).toBeGreaterThan(0);
-      for (let i = 1; i < b.length; i++) expect(b[i] - b[i - 1]).toBeLessThanOrEqual(per);
+      for (let i = 1; i < b.length; i++) expect(b[i] - b[i - 1]).toBeLessThanOrEqual(Math.max(1, per >> 1));
     }
   });
 
