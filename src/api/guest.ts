@@ -27,6 +27,7 @@ import {
 } from '../runner/run-plugins.js';
 import type { RunLimits } from '../sdk/limits.js';
 import type { PluginDefinition } from '../sdk/plugin.js';
+import type { ProcHints } from '../sdk/procfs.js';
 import type { AttachMemo, SessionOptions } from '../shadow/session.js';
 import { stopResidentShadow } from '../shadow/resident.js';
 import type { TransportChoice } from '../shadow/transport.js';
@@ -179,6 +180,8 @@ export class Guest {
   private attached = false;
   /** What the last call verified, for the next one while no other vmi takes the guest. */
   private readonly memo: AttachMemo = {};
+  /** The last process listing, read ahead from by the next run's readProcesses (ProcHints). */
+  private readonly procHints: ProcHints = {};
 
   /** @internal use openGuest */
   constructor(
@@ -294,6 +297,7 @@ export class Guest {
       ...(o.holdAwake !== undefined ? { holdAwake: o.holdAwake } : {}),
       ...(this.internals.attach ? { attach: this.internals.attach } : {}),
       reuse: this.memo,
+      procHints: this.procHints,
     };
   }
 

@@ -6,6 +6,7 @@ import { assertWriteAllowed, PolicyExecutor } from '../sdk/policy.js';
 import type { SyscallExecutor } from '../sdk/syscall-types.js';
 import type { HypervisorView } from '../sdk/hypervisor.js';
 import type { RunLimits } from '../sdk/limits.js';
+import type { ProcHints } from '../sdk/procfs.js';
 import {
   RedirectSession,
   type AttachMemo,
@@ -82,6 +83,8 @@ export interface RunOnGuestOptions {
   onWait?: (message: string) => void;
   /** SessionOptions.reuse: what the caller's last attach verified (an API Guest keeps one). */
   reuse?: AttachMemo;
+  /** What the caller keeps between runs on this guest for the plugins' /proc reads (an API Guest keeps one). */
+  procHints?: ProcHints;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
 }
@@ -148,6 +151,8 @@ export async function runPluginsOnGuest(
           runLimits: opts.runLimits,
           ...(freeze && 'view' in freeze ? { frozen: freeze.view } : {}),
           ...(hypervisor ? { hypervisor } : {}),
+          // Not on a frozen replay clone: its listing is the captured instant's.
+          ...(opts.procHints && !freeze ? { procHints: opts.procHints } : {}),
         }));
       } catch (error) {
         lane.revoke();

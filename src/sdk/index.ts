@@ -76,7 +76,7 @@ export {
   type PluginNeeds,
   type PolicyOptions,
 } from './policy.js';
-export { ProcFs, PROC_FILE_CHUNK, type TaskId } from './procfs.js';
+export { ProcFs, PROC_FILE_CHUNK, type ProcHints, type TaskId } from './procfs.js';
 // Reading processes and their open files, as the built-in process and file plugins do.
 export {
   PROCESS_COLUMNS,

@@ -7,7 +7,7 @@ import { NOT_AVAILABLE, type ColumnSpec, type RowValue } from '../output/columns
 import type { ResultTable } from '../output/table.js';
 import { LimitExceededError } from './errors.js';
 import { DEFAULT_RUN_LIMITS, type RunLimits } from './limits.js';
-import { ProcFs } from './procfs.js';
+import { ProcFs, type ProcHints } from './procfs.js';
 import { SyscallApi, type SyscallApiOptions } from './syscall-api.js';
 import type { SyscallExecutor } from './syscall-types.js';
 import { sysnoOf } from '../abi/linux/syscalls.js';
@@ -297,6 +297,8 @@ export interface CreateContextOptions<O> {
   frozen?: FrozenView;
   /** The hypervisor's view of the guest, when the run has one. */
   hypervisor?: HypervisorView;
+  /** What the host keeps between runs on this guest (ProcHints). */
+  procHints?: ProcHints;
 }
 
 /** Builds the context a plugin's `run()` receives. */
@@ -309,7 +311,7 @@ export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginCon
   // Frozen: a plugin cannot swap ctx.sys for something of its own between calls.
   return Object.freeze({
     sys,
-    proc: new ProcFs(sys),
+    proc: new ProcFs(sys, opts.procHints),
     options: opts.options,
     progress: opts.progress ?? (() => {}),
     warn: opts.warn ?? (() => {}),
@@ -346,6 +348,8 @@ export interface RunPluginOptions {
   frozen?: FrozenView;
   /** The hypervisor's view of the guest, when the run has one. */
   hypervisor?: HypervisorView;
+  /** What the host keeps between runs on this guest (ProcHints): a Guest passes its own. */
+  procHints?: ProcHints;
 }
 
 /** Result of runPlugin: the table plus how many guest entries it cost. */
@@ -392,6 +396,7 @@ export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): 
     maxReadBytes: limits.maxReadBytes,
     frozen: opts.frozen,
     hypervisor: opts.hypervisor,
+    procHints: opts.procHints,
   });
   const rows: RowValue[][] = [];
   const depths: number[] = [];

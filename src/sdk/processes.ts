@@ -140,8 +140,48 @@ export async function readProcesses(
   const extra = opts.files ?? [];
   const containers = opts.containers ?? [];
   const namespaces = (opts.namespaces ?? false) || containers.length > 0;
+  const file = (t: TaskId, name: string) => ProcFs.path(t.pid, name, opts.threads ? t.tid : undefined);
+  const names = [
+    'stat',
+    ...(credentials || namespaces ? ['status'] : []),
+    ...(namespaces ? ['cgroup'] : []),
+    ...extra,
+  ];
+  const perBatch = tasksPerBatch(sys.limits, names, namespaces);
 
-  const pids = await proc.selectPids(opts.pids);
+  type Slice = { links: ReadlinkResult[]; files: FileReadResult[] };
+  /** One slice's files (and namespace links), /proc/stat (the boot time) first with `stat`. */
+  const readSlice = (slice: readonly TaskId[], stat: boolean): Promise<Slice> => {
+    const requests: FileReadRequest[] = stat
+      ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }]
+      : [];
+    for (const t of slice)
+      for (const n of names) requests.push({ path: file(t, n), chunkSize: ProcFs.chunkFor(n) });
+    if (!namespaces) return sys.readFiles(requests).then((files) => ({ links: [], files }));
+    return sys.readLinksAndFiles(
+      slice.map((t) => file(t, 'ns/pid')),
+      requests,
+    );
+  };
+
+  // Read ahead: with the last listing known (ProcHints), the files of its first slice go to
+  // the guest right behind the new listing (rung while it runs); of those, only the
+  // processes the new listing has are kept, and the rest of the listing is read as usual.
+  // The files are read after the listing either way.
+  const guess = !opts.threads && !opts.pids?.length ? guessedTasks(proc.lastPids(), perBatch) : [];
+  let early: Promise<Slice> | undefined;
+  let pids: number[];
+  if (guess.length > 0) {
+    const listing = proc.selectPids(opts.pids);
+    listing.catch(() => undefined);
+    // The listing's batch is rung first (it is reached through promise turns only).
+    await macrotask();
+    early = readSlice(guess, credentials);
+    early.catch(() => undefined);
+    pids = await listing;
+  } else {
+    pids = await proc.selectPids(opts.pids);
+  }
 
   let tasks: TaskId[];
   if (opts.threads) {
@@ -157,49 +197,40 @@ export async function readProcesses(
   }
   ctx.progress(`reading ${tasks.length} ${opts.threads ? 'threads' : 'processes'}`);
 
-  // One batch: /proc/stat, then per task stat (+ status) (+ the extra files).
-  const file = (t: TaskId, name: string) => ProcFs.path(t.pid, name, opts.threads ? t.tid : undefined);
-  const names = [
-    'stat',
-    ...(credentials || namespaces ? ['status'] : []),
-    ...(namespaces ? ['cgroup'] : []),
-    ...extra,
-  ];
-  // The files (and namespace links), one slice of tasks at a time (the /proc/stat of the
-  // boot time with the first). Each slice is sent before the one before it is
-  // parsed: the guest reads the next files while the host parses these (the doorbell's
-  // wait lets the event loop run), and the output is the same as from one big read.
-  const bounds = sliceBounds(tasks.length, tasksPerBatch(sys.limits, names, namespaces));
-  type Slice = { links: ReadlinkResult[]; files: FileReadResult[] };
-  const read = (k: number): Promise<Slice> => {
-    const from = bounds[k];
-    const requests: FileReadRequest[] =
-      from === 0 && credentials ? [{ path: '/proc/stat', chunkSize: ProcFs.chunkForPath('/proc/stat') }] : [];
-    const slice = tasks.slice(from, bounds[k + 1]);
-    for (const t of slice)
-      for (const n of names) requests.push({ path: file(t, n), chunkSize: ProcFs.chunkFor(n) });
-    if (!namespaces) return sys.readFiles(requests).then((files) => ({ links: [], files }));
-    return sys.readLinksAndFiles(
-      slice.map((t) => file(t, 'ns/pid')),
-      requests,
-    );
-  };
+  // The slices, in the order they go to the guest: the one read ahead (only its tasks the
+  // listing has count), then the listing's other tasks (sliceBounds), /proc/stat with the
+  // first slice read. Each slice is sent before the one before it is parsed: the guest
+  // reads the next files while the host parses these (the doorbell's wait lets the event
+  // loop run), and the output is the same as from one big read.
+  const plan: Array<{ tasks: TaskId[]; stat: boolean; listed?: Set<number> }> = [];
+  let rest = tasks;
+  if (early) {
+    const listed = new Set(pids);
+    const ahead = new Set(guess.filter((t) => listed.has(t.pid)).map((t) => t.pid));
+    plan.push({ tasks: guess, stat: credentials, listed });
+    rest = tasks.filter((t) => !ahead.has(t.pid));
+  }
+  const bounds = sliceBounds(rest.length, perBatch);
+  for (let k = 0; k + 1 < bounds.length; k++) {
+    if (early && bounds[k] === bounds[k + 1]) continue;
+    plan.push({ tasks: rest.slice(bounds[k], bounds[k + 1]), stat: !early && k === 0 && credentials });
+  }
 
   const out: ProcessRecord[] = [];
   let bootMs: number | RowValue = notAvailable('boot time not read');
-  let next = read(0);
+  let next = early ?? (plan.length > 0 ? readSlice(plan[0].tasks, plan[0].stat) : undefined);
   // Awaited below, but maybe only after a turn of the event loop, by which time a slice
   // that failed fast (its batches answered at once) would count as unhandled.
-  next.catch(() => undefined);
-  for (let k = 0; k + 1 < bounds.length; k++) {
-    const from = bounds[k];
-    const current = next;
-    const more = k + 2 < bounds.length;
+  next?.catch(() => undefined);
+  for (let k = 0; k < plan.length; k++) {
+    const { tasks: slice, stat, listed } = plan[k];
+    const current = next!;
+    const more = k + 1 < plan.length;
     if (more) {
       // This slice's batch goes to the guest first (its ring is reached through promise
       // turns only), then the next one is built while the guest reads this one.
       await macrotask();
-      next = read(k + 1);
+      next = readSlice(plan[k + 1].tasks, plan[k + 1].stat);
       // Awaited in the next round; until then a failure of it must not count as unhandled.
       next.catch(() => undefined);
     }
@@ -207,11 +238,12 @@ export async function readProcesses(
     // Likewise the next slice's batch is rung before this one is parsed.
     if (more) await macrotask();
     let base = 0;
-    if (from === 0 && credentials) {
+    if (stat) {
       bootMs = bootTime(ctx, results[0]);
       base = 1;
     }
-    tasks.slice(from, bounds[k + 1]).forEach((t, j) => {
+    slice.forEach((t, j) => {
+      if (listed && !listed.has(t.pid)) return;
       const own = results.slice(base + j * names.length, base + (j + 1) * names.length);
       const byName: Record<string, FileReadResult> = {};
       names.forEach((n, k) => (byName[n] = own[k]));
@@ -242,6 +274,26 @@ export async function readProcesses(
       if (container) record.container = container;
       out.push(record);
     });
+  }
+  // Read ahead, a process the last listing did not have (a pid reused lower down) comes
+  // after the slice read ahead: back to pid order.
+  if (early) out.sort((a, b) => a.task.pid - b.task.pid);
+  return out;
+}
+
+/**
+ * The tasks to read ahead from the last listing (ProcHints): its first slice, as
+ * sliceBounds would cut it (at most half a batch). Nothing when there is no usable listing.
+ */
+function guessedTasks(last: readonly number[] | undefined, perBatch: number): TaskId[] {
+  if (!last || last.length === 0) return [];
+  const n = sliceBounds(last.length, perBatch)[1];
+  const out: TaskId[] = [];
+  for (let i = 0; i < n; i++) {
+    const pid = last[i];
+    // The host wrote it, but a plugin in this process could have: only ascending pids.
+    if (!Number.isSafeInteger(pid) || pid <= (i > 0 ? last[i - 1] : 0)) return [];
+    out.push({ pid, tid: pid });
   }
   return out;
 }

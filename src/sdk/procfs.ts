@@ -37,6 +37,17 @@ export interface TaskId {
 }
 
 /** /proc helpers (`ctx.proc`): list processes and threads, read per-process files in one batch, boot time. */
+/**
+ * What a host that runs plugins on one guest again and again (an API Guest, `vmi serve`)
+ * keeps between runs to spare the guest a round trip: the PIDs the last full listing
+ * found. readProcesses reads the first of them while the new listing is read, and keeps
+ * only those the listing still has (src/sdk/processes.ts).
+ */
+export interface ProcHints {
+  /** The last full listing of /proc, ascending (ProcFs.listPids writes it). */
+  pids?: readonly number[];
+}
+
 export class ProcFs {
   /**
    * Clock ticks per second of the tick counts in /proc (starttime, utime...): USER_HZ,
@@ -45,7 +56,18 @@ export class ProcFs {
   readonly clockTicks = USER_HZ;
   private bootTimeMs: number | undefined;
 
-  constructor(private readonly sys: SyscallApi) {}
+  constructor(
+    private readonly sys: SyscallApi,
+    private readonly hints?: ProcHints,
+  ) {}
+
+  /**
+   * The PIDs the last full listing on this guest found, when the host keeps them
+   * (ProcHints): a guess, for reading ahead, never a listing.
+   */
+  lastPids(): readonly number[] | undefined {
+    return this.hints?.pids;
+  }
 
   /** `/proc/<pid>/<name>`, or `/proc/<pid>/task/<tid>/<name>` for a thread. */
   static path(pid: number, name: string, tid?: number): string {
@@ -66,10 +88,12 @@ export class ProcFs {
   /** PIDs of all processes (thread-group leaders) visible in the guest's /proc, ascending. 1 batch. */
   async listPids(): Promise<number[]> {
     const entries = await this.sys.listDir('/proc');
-    return entries
+    const pids = entries
       .filter((e) => PID_RE.test(e.name))
       .map((e) => Number(e.name))
       .sort((a, b) => a - b);
+    if (this.hints) this.hints.pids = pids;
+    return pids;
   }
 
   /**

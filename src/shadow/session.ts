@@ -495,8 +495,15 @@ export class RedirectSession implements SyscallExecutor {
 
   private async runGroups(calls: readonly Call[], letNextIn: () => void): Promise<CallResult[]> {
     const groups = splitIntoBatches(calls);
-    if (groups.length === 1 && !this.recheck && this.link.pipe.chains)
-      return this.runChained(calls, letNextIn);
+    if (groups.length === 1 && this.link.pipe.chains) {
+      if (!this.recheck) return this.runChained(calls, letNextIn);
+      // The quick re-check rides at the end of a read-only batch that still fits whole.
+      const ride = calls.every(isReadOnlyCall)
+        ? contextRecheck(this.recheck.verified, calls.length)
+        : undefined;
+      if (ride && splitIntoBatches([...calls, ...ride.calls]).length === 1)
+        return this.runChained(calls, letNextIn, ride);
+    }
     const results: CallResult[] = [];
     for (const g of groups) {
       const part = calls.slice(g.start, g.end);
@@ -515,26 +522,77 @@ export class RedirectSession implements SyscallExecutor {
    * One batch, written and rung in this run's turn; the next run is let in before this
    * one's end is waited for. A failure found after that is recovered in a turn of its own,
    * after the runs let in meanwhile (whose batches went to the same shadow).
+   *
+   * With `ride`, the quick re-check of the shadow's context rides at the end of the batch;
+   * until its outcome is known (the `verdict`), runs let in behind it may only read: they
+   * return their results once it held, and are run again on a new shadow if it did not
+   * (they ran in the same suspect context). A run that changes the guest waits for it.
    */
-  private async runChained(calls: readonly Call[], letNextIn: () => void): Promise<CallResult[]> {
+  private async runChained(
+    calls: readonly Call[],
+    letNextIn: () => void,
+    ride?: ReturnType<typeof contextRecheck>,
+  ): Promise<CallResult[]> {
+    const readOnly = ride !== undefined || calls.every(isReadOnlyCall);
+    if (this.verdict && !readOnly) await this.verdict.catch(() => undefined);
+    const ahead = this.verdict;
     const link = this.link;
     let flight: Flight;
     try {
-      flight = await link.pipe.submit(calls, 0);
+      flight = await link.pipe.submit(ride ? [...calls, ...ride.calls] : calls, 0);
     } catch (err) {
       return this.recover(err, calls, 0, link);
+    }
+    let verdict: { held: () => void; failed: (err: unknown) => void } | undefined;
+    if (ride) {
+      // Consumed only once its batch is in the guest (a batch refused before that keeps it).
+      this.recheck = undefined;
+      const outcome = new Promise<void>((held, failed) => (verdict = { held, failed }));
+      const clear = (): void => {
+        if (this.verdict === outcome) this.verdict = undefined;
+      };
+      outcome.then(clear, clear);
+      this.verdict = outcome;
     }
     letNextIn();
     let out: CallResult[];
     try {
       out = await link.pipe.complete(flight, this.opts.batchTimeoutMs ?? DEFAULT_BATCH_TIMEOUT_MS);
+      if (ride) {
+        const problems = ride.problems(out);
+        out = out.slice(0, calls.length);
+        if (problems.length > 0) {
+          if (!this.opts.acceptPartialContext)
+            throw new ShadowTamperedError(`the resident shadow's context changed: ${problems.join('; ')}`);
+          const seen = this.stats.context;
+          if (seen)
+            this.stats.context = { ...seen, complete: false, problems: [...seen.problems, ...problems] };
+        }
+        verdict!.held();
+      }
     } catch (err) {
+      verdict?.failed(err);
+      return this.inTurn(() => this.recover(err, calls, 0, link));
+    }
+    // The re-check ahead found the context changed, or lost the shadow: this batch ran in
+    // the same shadow, so it is run again like a batch whose shadow was lost.
+    const failed = ahead
+      ? await ahead.then(
+          () => undefined,
+          (err: unknown) => err,
+        )
+      : undefined;
+    if (failed instanceof ShadowLostError) {
+      const err = new ShadowLostError(`a batch ahead of this one failed: ${failed.message}`);
       return this.inTurn(() => this.recover(err, calls, 0, link));
     }
     this.stats.batches += 1;
     this.stats.calls += calls.length;
     return out;
   }
+
+  /** The outcome of a quick re-check whose batch is still in flight (runChained). */
+  private verdict?: Promise<void>;
 
   /**
    * A shadow found dead or changed: replace it once and run the batch again, when nothing

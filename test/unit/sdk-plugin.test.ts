@@ -18,6 +18,7 @@ import {
   sliceBounds,
   PIPELINE_SLICES,
   MIN_SLICE_TASKS,
+  type ProcHints,
 } from '../../src/sdk/index.js';
 import { addFakeProcess, fakeProcGuest, fakeStat } from './helpers/fake-guest.js';
 
@@ -162,6 +163,65 @@ describe('pslist', () => {
       for (let i = 1; i < b.length; i++) expect(b[i] - b[i - 1]).toBeGreaterThan(0);
       for (let i = 1; i < b.length; i++) expect(b[i] - b[i - 1]).toBeLessThanOrEqual(Math.max(1, per >> 1));
     }
+  });
+
+  it("reads the last listing's first slice right behind the new listing, keeping only listed processes", async () => {
+    const g = fakeProcGuest(117);
+    g.remove('/proc/10');
+    const hints: ProcHints = {};
+    await runPlugin(pslist, { executor: g, procHints: hints });
+    expect(hints.pids).toEqual(Array.from({ length: 117 }, (_, i) => i + 1).filter((p) => p !== 10));
+    // Meanwhile pid 5 exits, pid 10 is reused and pid 300 starts; and pid 7 is hidden from
+    // the listing (its files still open): pslist shows what the listing shows, read ahead
+    // or not (psxview compares it with other views).
+    g.remove('/proc/5');
+    g.hide.listing.set('/proc', new Set(['7']));
+    addFakeProcess(g, 10, 'again');
+    addFakeProcess(g, 300, 'new');
+    const sizes: number[] = [];
+    let listed = false;
+    let aheadOfListing = false;
+    const run = g.run.bind(g);
+    const { table, runs } = await runPlugin(pslist, {
+      procHints: hints,
+      executor: {
+        run: (calls: Parameters<typeof run>[0]) => {
+          sizes.push(calls.length);
+          const answer = run(calls);
+          if (sizes.length === 2) aheadOfListing = !listed;
+          if (sizes.length > 1) return answer;
+          // The listing's answer comes late: the slice read ahead is asked for meanwhile.
+          return new Promise<Awaited<typeof answer>>((resolve) =>
+            setTimeout(() => {
+              listed = true;
+              resolve(answer);
+            }, 20),
+          );
+        },
+      },
+    });
+    expect(aheadOfListing).toBe(true);
+    // Read ahead: the first slice of the last listing's 116 (19: 1..9, 11..20) with
+    // /proc/stat; then the others the new listing has (21..117, 10 and 300) in slices.
+    expect(sliceBounds(116, 204)[1]).toBe(19);
+    expect(sizes[1]).toBe(19 * 10 + 4);
+    expect(runs).toBe(sizes.length);
+    expect(table.errors).toEqual([]);
+    const pid = table.columns.findIndex((c) => c.name === 'PID');
+    const comm = table.columns.findIndex((c) => c.name === 'COMM');
+    const truth = [...Array.from({ length: 117 }, (_, i) => i + 1).filter((p) => p !== 5 && p !== 7), 300];
+    expect(table.rows.map((r) => r[pid])).toEqual(truth);
+    expect(table.rows.find((r) => r[pid] === 10)?.[comm]).toBe('again');
+    expect(hints.pids).toEqual(truth);
+    // A hint that is not an ascending list of pids is not used.
+    hints.pids = [3, 2, 1];
+    const plain: number[] = [];
+    await runPlugin(pslist, {
+      procHints: hints,
+      executor: { run: (calls: Parameters<typeof run>[0]) => (plain.push(calls.length), run(calls)) },
+    });
+    const cuts = sliceBounds(truth.length, 204);
+    expect(plain.slice(1)).toEqual(cuts.slice(1).map((end, k) => 10 * (end - cuts[k]) + (k === 0 ? 4 : 0)));
   });
 
   it('a slice that fails while the one before is parsed fails the run, handled', async () => {
