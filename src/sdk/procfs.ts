@@ -36,7 +36,6 @@ export interface TaskId {
   tid: number;
 }
 
-/** /proc helpers (`ctx.proc`): list processes and threads, read per-process files in one batch, boot time. */
 /**
  * What a host that runs plugins on one guest again and again (an API Guest, `vmi serve`)
  * keeps between runs to spare the guest a round trip: the PIDs the last full listing
@@ -48,6 +47,7 @@ export interface ProcHints {
   pids?: readonly number[];
 }
 
+/** /proc helpers (`ctx.proc`): list processes and threads, read per-process files in one batch, boot time. */
 export class ProcFs {
   /**
    * Clock ticks per second of the tick counts in /proc (starttime, utime...): USER_HZ,

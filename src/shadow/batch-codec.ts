@@ -19,7 +19,7 @@ export interface EncodedBatch {
   /** Offsets in the data area (bytes from LAYOUT.data) where this batch's buffers begin and end. */
   dataStart: number;
   dataEnd: number;
-  /** Offsets are relative to the data area; those of the outputs count from its start. */
+  /** Where each output lands: offsets from the start of the data area, like dataStart. */
   outSlots: OutSlot[];
 }
 

@@ -561,13 +561,7 @@ export class RedirectSession implements SyscallExecutor {
       if (ride) {
         const problems = ride.problems(out);
         out = out.slice(0, calls.length);
-        if (problems.length > 0) {
-          if (!this.opts.acceptPartialContext)
-            throw new ShadowTamperedError(`the resident shadow's context changed: ${problems.join('; ')}`);
-          const seen = this.stats.context;
-          if (seen)
-            this.stats.context = { ...seen, complete: false, problems: [...seen.problems, ...problems] };
-        }
+        this.judgeRecheck(problems, false);
         verdict!.held();
       }
     } catch (err) {
@@ -650,17 +644,25 @@ export class RedirectSession implements SyscallExecutor {
       problems = alone.problems(rs);
       out = [];
     }
-    if (problems.length > 0) {
-      if (!this.opts.acceptPartialContext) {
-        const err = new ShadowTamperedError(`the resident shadow's context changed: ${problems.join('; ')}`);
-        // Run alone, the check came before any of the batch reached the guest.
-        if (!fits) err.beforeWrite = true;
-        throw err;
-      }
-      const seen = this.stats.context;
-      if (seen) this.stats.context = { ...seen, complete: false, problems: [...seen.problems, ...problems] };
-    }
+    // Run alone, the check came before any of the batch reached the guest.
+    this.judgeRecheck(problems, !fits);
     return fits ? out : this.runBatch(part, indexBase);
+  }
+
+  /**
+   * What the quick re-check found: ShadowTamperedError (`beforeWrite` when nothing of the
+   * batch it rode on reached the guest), unless partial contexts are accepted: then the
+   * problems are recorded in stats.context.
+   */
+  private judgeRecheck(problems: readonly string[], beforeWrite: boolean): void {
+    if (problems.length === 0) return;
+    if (!this.opts.acceptPartialContext) {
+      const err = new ShadowTamperedError(`the resident shadow's context changed: ${problems.join('; ')}`);
+      err.beforeWrite = beforeWrite;
+      throw err;
+    }
+    const seen = this.stats.context;
+    if (seen) this.stats.context = { ...seen, complete: false, problems: [...seen.problems, ...problems] };
   }
 
   private async runBatch(calls: readonly Call[], indexBase: number): Promise<CallResult[]> {

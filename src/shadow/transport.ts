@@ -144,7 +144,8 @@ export class DoorbellTransport implements Transport {
   async start(seq: bigint): Promise<void> {
     const s = this.shadow;
     await s.writeControl('doorbell', seq);
-    // A line still connecting (WakeLine.begin) must be up before the poll loop spins.
+    // A line still connecting (WakeLine.begin) must be up before the poke below, and before
+    // finish's poll loop, which keeps the event loop from connecting it.
     await this.wake?.settled();
     // A busy shadow looks at the doorbell again when its batch ends; a sleeping one is poked.
     if ((await s.readControl('state')) === BigInt(SHADOW_STATE.sleeping))
