@@ -307,8 +307,11 @@ export class RedirectSession implements SyscallExecutor {
       progress(`attaching to guest ${guest.name}`);
       const previous = journal.load();
       const resident = previous?.shadow?.resident && !previous.victim ? previous.shadow : undefined;
-      // The line connects while the attach goes on (a new shadow's bootstrap waits for it).
-      wake?.begin();
+      // The line connects while the attach goes on (a new shadow's bootstrap waits for it;
+      // a shadow that sleeps between batches is poked at every batch). A resident shadow
+      // kept awake is usually still spinning from the last run: its line connects at the
+      // first poke, if one is needed (WakeLine.poke).
+      if (!resident || opts.holdAwake === false) wake?.begin();
       // Where RAM is (q35 splits it at 2 GiB, pc at 3 GiB once it is big enough).
       const ram = quiet && memo?.ram ? memo.ram : await learnGuestRam(guest);
       if (memo) memo.ram = ram;

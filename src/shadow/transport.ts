@@ -144,12 +144,13 @@ export class DoorbellTransport implements Transport {
   async start(seq: bigint): Promise<void> {
     const s = this.shadow;
     await s.writeControl('doorbell', seq);
-    // A line still connecting (WakeLine.begin) must be up before the poke below, and before
-    // finish's poll loop, which keeps the event loop from connecting it.
-    await this.wake?.settled();
-    // A busy shadow looks at the doorbell again when its batch ends; a sleeping one is poked.
-    if ((await s.readControl('state')) === BigInt(SHADOW_STATE.sleeping))
+    // A busy shadow looks at the doorbell again when its batch ends; a sleeping one is
+    // poked, on a line that is up first (begun at attach, or now).
+    if ((await s.readControl('state')) === BigInt(SHADOW_STATE.sleeping)) {
+      this.wake?.begin();
+      await this.wake?.settled();
       this.wake?.pokeUnlessRecent(this.eagerWake ? 0 : REPOKE_MS);
+    }
   }
 
   async finish(seq: bigint, timeoutMs: number): Promise<void> {
@@ -235,12 +236,12 @@ export class DoorbellTransport implements Transport {
       // The stub bumps the heartbeat in its idle loop and before every call of a batch.
       // Spin briefly (a hot shadow answers in microseconds), then sleep in short steps:
       // a host core spinning longer steals time from QEMU on a small machine. Between
-      // steps the event loop runs, so the host's own work (a plugin parsing what an
-      // earlier batch returned, the next batch being prepared) overlaps the guest's.
-      if (i > 100) {
-        pause(pollStepMs(now - start));
-        await yieldToEventLoop();
-      }
+      // two looks the event loop runs, from the first look on, so the host's own work
+      // (the next batch being built, a plugin parsing what an earlier batch returned)
+      // overlaps the guest's: a hundred looks in a row kept the batch read ahead behind
+      // a listing waiting ~0.6 ms, while the guest ran out of work.
+      if (i > 100) pause(pollStepMs(now - start));
+      await yieldToEventLoop();
       if (i % 1024 === 1023) {
         await this.shadow.verify();
         const beat = await this.shadow.readControl('heartbeat');

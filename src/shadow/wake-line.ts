@@ -13,6 +13,7 @@ export class WakeLine {
   /** Ends a connection still under way at close(): no timer left, no waiter left hanging. */
   private abandon?: () => void;
   private failed = false;
+  private closed = false;
   private lastPokeAt = -Infinity;
 
   constructor(readonly socketPath: string) {}
@@ -24,7 +25,7 @@ export class WakeLine {
    * QEMU to accept was ~0.5 ms of every attach. A failure just means no pokes.
    */
   begin(timeoutMs = 1000): void {
-    if (this.sock) return;
+    if (this.sock || this.closed) return;
     const sock = net.createConnection({ path: this.socketPath });
     this.sock = sock;
     this.connecting = new Promise<boolean>((resolve) => {
@@ -61,18 +62,22 @@ export class WakeLine {
     return (await this.connecting!) && !this.failed;
   }
 
+  /** Not known to fail: connected, connecting, or not tried yet (a poke connects it). */
   get usable(): boolean {
-    return this.sock !== undefined && !this.failed;
+    return !this.failed && !this.closed;
   }
 
   /**
    * Sixteen bytes, not one: the guest's 16550 raises its receive interrupt at once only
    * when the FIFO reaches its trigger level (8 bytes under Linux); a single byte waits
    * for the FIFO timeout, four character times (~4 ms at 9600 baud).
+   * Connects first when no connection was begun: a resident shadow found awake needs no
+   * line, and connecting cost ~0.3 ms of every attach (the socket, then QEMU's accept).
    */
   poke(): void {
-    if (!this.usable) return;
-    this.sock!.write(WAKE_BYTES);
+    this.begin();
+    if (!this.usable || !this.sock) return;
+    this.sock.write(WAKE_BYTES);
     this.lastPokeAt = performance.now();
   }
 
@@ -86,6 +91,7 @@ export class WakeLine {
   }
 
   close(): void {
+    this.closed = true;
     this.abandon?.();
     this.sock?.destroy();
     this.sock = undefined;

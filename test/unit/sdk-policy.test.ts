@@ -15,6 +15,7 @@ import {
   type CallResult,
   type SyscallExecutor,
 } from '../../src/sdk/index.js';
+import { snapshotCalls } from '../../src/sdk/policy.js';
 import { addFakeProcess, fakeProcGuest, type FakeGuest } from './helpers/fake-guest.js';
 
 /** Records calls; answers every call with 0 and zeroed out buffers. */
@@ -148,6 +149,65 @@ describe('PolicyExecutor', () => {
     expect(inner.runs).toHaveLength(0);
     await ex.run([{ nr: sysno('getpid'), args: [] }]);
     expect(inner.runs).toHaveLength(1);
+  });
+
+  it('copies calls without running a setter or an iterator planted on the built-ins', () => {
+    const input: Call[] = [
+      { nr: sysno('getpid'), args: [] },
+      {
+        nr: sysno('openat'),
+        args: [
+          { kind: 'int', value: -100n },
+          { kind: 'in', data: new TextEncoder().encode('/proc/self/stat\0') },
+          { kind: 'int', value: 0n },
+        ],
+      },
+      {
+        nr: sysno('read'),
+        args: [
+          { kind: 'result', index: 1 },
+          { kind: 'out', size: 64, keep: 'ret' },
+          { kind: 'int', value: 64n },
+        ],
+      },
+    ];
+    // A plugin shares the built-ins: what it plants on them must not see the copy (it could
+    // keep a copied buffer and change it after the check) nor shape it (an iterator
+    // deciding the copy's length would drop checked calls).
+    const seen: unknown[] = [];
+    const keys = ['0', '1', '2', '3'];
+    const iter = Object.getOwnPropertyDescriptor(Object.prototype, Symbol.iterator);
+    for (const k of keys)
+      Object.defineProperty(Array.prototype, k, {
+        configurable: true,
+        set(v: unknown) {
+          seen.push(v);
+          Object.defineProperty(this, k, { value: v, writable: true, enumerable: true, configurable: true });
+        },
+      });
+    Object.defineProperty(Object.prototype, Symbol.iterator, {
+      configurable: true,
+      writable: true,
+      value: function* () {
+        seen.push('iterator');
+      },
+    });
+    let copy: Call[];
+    try {
+      copy = snapshotCalls(input);
+    } finally {
+      for (const k of keys) delete (Array.prototype as unknown as Record<string, unknown>)[k];
+      if (iter) Object.defineProperty(Object.prototype, Symbol.iterator, iter);
+      else delete (Object.prototype as unknown as Record<symbol, unknown>)[Symbol.iterator];
+    }
+    expect(seen).toEqual([]);
+    expect(copy).toEqual(input);
+    expect(Object.isFrozen(copy) && copy.every((c) => Object.isFrozen(c) && Object.isFrozen(c.args))).toBe(
+      true,
+    );
+    expect((copy[1].args[1] as { data: Uint8Array }).data).not.toBe(
+      (input[1].args[1] as { data: Uint8Array }).data,
+    );
   });
 
   it('a plugin making an undeclared call fails as a typed error', async () => {

@@ -42,6 +42,30 @@ describe('WakeLine', () => {
     }
   });
 
+  it('a poke with no connection begun connects first; none after close()', async () => {
+    const path = socketPath();
+    const dev = await chardev(path);
+    try {
+      const line = new WakeLine(path);
+      const conns = () => new Promise<number>((r) => dev.server.getConnections((_, n) => r(n)));
+      await new Promise((r) => setTimeout(r, 20));
+      expect(await conns()).toBe(0); // not connected until needed
+      line.poke();
+      await line.settled();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(dev.bytes()).toBe(16);
+      line.close();
+      line.poke();
+      await line.settled();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(dev.bytes()).toBe(16);
+      expect(await conns()).toBe(0);
+      expect(line.usable).toBe(false);
+    } finally {
+      dev.server.close();
+    }
+  });
+
   it('a missing chardev settles as unusable: no pokes, no error', async () => {
     const line = new WakeLine(socketPath());
     line.begin();
