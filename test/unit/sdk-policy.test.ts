@@ -188,8 +188,9 @@ describe('PolicyExecutor', () => {
     Object.defineProperty(Object.prototype, Symbol.iterator, {
       configurable: true,
       writable: true,
-      value: function* () {
+      value() {
         seen.push('iterator');
+        return { next: () => ({ done: true, value: undefined }) };
       },
     });
     let copy: Call[];
