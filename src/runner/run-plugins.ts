@@ -153,6 +153,9 @@ export async function runPluginsOnGuest(
           ...(hypervisor ? { hypervisor } : {}),
           // Not on a frozen replay clone: its listing is the captured instant's.
           ...(opts.procHints && !freeze ? { procHints: opts.procHints } : {}),
+          // The trap transport stops the VM once per batch and runs one at a time: whole
+          // batches, not the half-batch slices that chaining wants.
+          ...(session.stats.transport === 'trap' ? { chains: false } : {}),
         }));
       } catch (error) {
         lane.revoke();

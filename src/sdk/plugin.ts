@@ -299,6 +299,8 @@ export interface CreateContextOptions<O> {
   hypervisor?: HypervisorView;
   /** What the host keeps between runs on this guest (ProcHints). */
   procHints?: ProcHints;
+  /** Whether the executor chains batches (SyscallApiOptions.chains; default true). */
+  chains?: boolean;
 }
 
 /** Builds the context a plugin's `run()` receives. */
@@ -307,6 +309,7 @@ export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginCon
     signal: opts.signal,
     limits: opts.limits,
     maxReadBytes: opts.maxReadBytes,
+    ...(opts.chains === false ? { chains: false } : {}),
   });
   // Frozen: a plugin cannot swap ctx.sys for something of its own between calls.
   return Object.freeze({
@@ -350,6 +353,8 @@ export interface RunPluginOptions {
   hypervisor?: HypervisorView;
   /** What the host keeps between runs on this guest (ProcHints): a Guest passes its own. */
   procHints?: ProcHints;
+  /** Whether the executor chains batches (SyscallApiOptions.chains; default true). */
+  chains?: boolean;
 }
 
 /** Result of runPlugin: the table plus how many guest entries it cost. */
@@ -397,6 +402,7 @@ export async function runPlugin(def: PluginDefinition, opts: RunPluginOptions): 
     frozen: opts.frozen,
     hypervisor: opts.hypervisor,
     procHints: opts.procHints,
+    chains: opts.chains,
   });
   const rows: RowValue[][] = [];
   const depths: number[] = [];

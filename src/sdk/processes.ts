@@ -168,7 +168,8 @@ export async function readProcesses(
   // the guest right behind the new listing (rung while it runs); of those, only the
   // processes the new listing has are kept, and the rest of the listing is read as usual.
   // The files are read after the listing either way.
-  const guess = !opts.threads && !opts.pids?.length ? guessedTasks(proc.lastPids(), perBatch) : [];
+  const guess =
+    !opts.threads && !opts.pids?.length ? guessedTasks(proc.lastPids(), perBatch, sys.chains) : [];
   let early: Promise<Slice> | undefined;
   let pids: number[];
   if (guess.length > 0) {
@@ -210,7 +211,7 @@ export async function readProcesses(
     plan.push({ tasks: guess, stat: credentials, listed });
     rest = tasks.filter((t) => !ahead.has(t.pid));
   }
-  const bounds = sliceBounds(rest.length, perBatch);
+  const bounds = sliceBounds(rest.length, perBatch, sys.chains);
   for (let k = 0; k + 1 < bounds.length; k++) {
     if (early && bounds[k] === bounds[k + 1]) continue;
     plan.push({ tasks: rest.slice(bounds[k], bounds[k + 1]), stat: !early && k === 0 && credentials });
@@ -285,9 +286,9 @@ export async function readProcesses(
  * The tasks to read ahead from the last listing (ProcHints): its first slice, as
  * sliceBounds would cut it (at most half a batch). Nothing when there is no usable listing.
  */
-function guessedTasks(last: readonly number[] | undefined, perBatch: number): TaskId[] {
+function guessedTasks(last: readonly number[] | undefined, perBatch: number, chains: boolean): TaskId[] {
   if (!last || last.length === 0) return [];
-  const n = sliceBounds(last.length, perBatch)[1];
+  const n = sliceBounds(last.length, perBatch, chains)[1];
   const out: TaskId[] = [];
   for (let i = 0; i < n; i++) {
     const pid = last[i];
@@ -311,7 +312,9 @@ export const PIPELINE_SLICES = 4;
  * Where readProcesses cuts `tasks` into slices, one batch each: the start of every slice
  * and, last, `tasks` (so `[0, tasks]` for one slice; `[0, 0]` for none). A slice holds at
  * most half of what one batch holds (`perBatch` tasks), so that the next slice's batch
- * fits beside it in the shadow and is rung while it runs (src/shadow/batch-pipe.ts). A
+ * fits beside it in the shadow and is rung while it runs (src/shadow/batch-pipe.ts); at
+ * most a whole batch when the executor does not chain (`chains` false: the trap
+ * transport, where every batch is a VM stop and nothing runs beside it). A
  * list is cut into at least PIPELINE_SLICES slices when it has MIN_SLICE_TASKS tasks per
  * slice or more, the first and the last half as big as the others: one batch for all
  * leaves nothing to overlap (the host builds every call, the guest reads every file, then
@@ -320,9 +323,9 @@ export const PIPELINE_SLICES = 4;
  * the last one's parsing are not overlapped with the guest's reads (bench/README.md,
  * "Where a resident pslist's time goes").
  */
-export function sliceBounds(tasks: number, perBatch: number): number[] {
+export function sliceBounds(tasks: number, perBatch: number, chains = true): number[] {
   if (tasks <= 0) return [0, 0];
-  const cap = Math.max(1, Math.floor(Math.max(1, perBatch) / 2));
+  const cap = Math.max(1, chains ? Math.floor(Math.max(1, perBatch) / 2) : Math.max(1, perBatch));
   // Weights ½, 1, …, 1, ½ (two or fewer slices: even): a unit weight is this many tasks.
   const unit = (n: number): number => (n > 2 ? tasks / (n - 1) : tasks / n);
   let slices = Math.min(PIPELINE_SLICES, Math.max(1, Math.floor(tasks / MIN_SLICE_TASKS)));

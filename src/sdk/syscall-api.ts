@@ -118,6 +118,13 @@ export interface SyscallApiOptions {
   maxReadBytes?: number;
   /** Checked before every guest entry; an aborted signal rejects with its reason. */
   signal?: AbortSignal;
+  /**
+   * Whether the executor chains batches: runs one while the next is written (the doorbell
+   * transport, src/shadow/batch-pipe.ts). Default true. readProcesses then cuts slices of
+   * half a batch, so that two fit beside each other; without chaining (the trap
+   * transport: one VM stop per batch) it cuts whole batches.
+   */
+  chains?: boolean;
 }
 
 /** Guest entries and calls made so far through one SyscallApi. */
@@ -168,6 +175,8 @@ export function wholeInOneRead(path: string): boolean {
 /** The guest's syscalls as plugins see them (`ctx.sys`): batch() for anything, and batched helpers (readFiles, listDirs, readlinks, statx, uname, sysinfo, syslogRead) that cost a constant number of guest entries. */
 export class SyscallApi {
   readonly limits: Readonly<BatchLimits>;
+  /** Whether the executor chains batches (SyscallApiOptions.chains). */
+  readonly chains: boolean;
   readonly stats: SyscallStats = { runs: 0, calls: 0, outBytes: 0 };
   // Real private fields: `ctx.sys` gives a plugin no path to the executor behind it.
   readonly #executor: SyscallExecutor;
@@ -177,6 +186,7 @@ export class SyscallApi {
   constructor(executor: SyscallExecutor, options: SyscallApiOptions = {}) {
     this.#maxReadBytes = positiveInt(options.maxReadBytes, DEFAULT_RUN_LIMITS.maxReadBytes, 'maxReadBytes');
     this.limits = Object.freeze({ ...DEFAULT_BATCH_LIMITS, ...options.limits });
+    this.chains = options.chains !== false;
     this.#executor = executor;
     this.#signal = options.signal;
     Object.freeze(this);

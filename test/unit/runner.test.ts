@@ -113,6 +113,24 @@ describe('runPluginsOnGuest', () => {
     expect(run.tables[0].rows.map((r) => r[0])).toEqual([1, 2, 3]);
   });
 
+  it('tells plugins whether the transport chains: whole-batch slices on trap, half ones on doorbell', async () => {
+    const largest = async (transport: 'trap' | 'doorbell'): Promise<number> => {
+      const g = fakeProcGuest(1000);
+      const session = fakeSession(g);
+      session.stats.transport = transport;
+      let max = 0;
+      session.run = (calls) => ((max = Math.max(max, calls.length)), g.run(calls));
+      const run = await runPluginsOnGuest(GUEST, [{ plugin: pslist, options: {} }], {
+        attach: async () => session,
+      });
+      expect(run.tables[0].rows).toHaveLength(999); // the fake shadow (pid 999) is left out
+      return max;
+    };
+    // 10 calls per process (stat, status, cgroup, the ns/pid link): a batch holds 204.
+    expect(await largest('trap')).toBeGreaterThan(1024);
+    expect(await largest('doorbell')).toBeLessThanOrEqual(1024 + 4);
+  });
+
   it('keeps the other tables when a plugin throws, and records the failure', async () => {
     const session = fakeSession(guestWithProcesses());
     const run = await runPluginsOnGuest(

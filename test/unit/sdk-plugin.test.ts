@@ -117,6 +117,32 @@ describe('pslist', () => {
     expect(table.rows.every((r) => r[comm] === `proc${r[pid]}`)).toBe(true);
   });
 
+  it('cuts whole batches when the executor does not chain (the trap transport: a VM stop each)', async () => {
+    const g = fakeProcGuest(1000);
+    const sizes: number[] = [];
+    const run = g.run.bind(g);
+    const { table, runs } = await runPlugin(pslist, {
+      executor: {
+        run: (calls: Parameters<typeof run>[0]) => {
+          sizes.push(calls.length);
+          return run(calls);
+        },
+      },
+      chains: false,
+    });
+    const per = tasksPerBatch(DEFAULT_BATCH_LIMITS, ['stat', 'status', 'cgroup'], true);
+    const bounds = sliceBounds(1000, per, false);
+    // 1000 processes in 6 slices of at most a batch (11 of at most half a batch when chained).
+    expect(bounds).toHaveLength(7);
+    expect(Math.max(...bounds.slice(1).map((end, k) => end - bounds[k]))).toBeGreaterThan(per / 2);
+    const want = bounds.slice(1).map((end, k) => 10 * (end - bounds[k]) + (k === 0 ? 4 : 0));
+    expect(sizes.slice(-want.length)).toEqual(want);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(DEFAULT_BATCH_LIMITS.maxCalls);
+    expect(runs).toBe(sizes.length);
+    expect(table.rows).toHaveLength(1000);
+    expect(sliceBounds(567, 204, false)).toEqual([0, 95, 284, 473, 567]);
+  });
+
   it('cuts a short list into slices, the first and last half as big, so building and parsing overlap the reads', async () => {
     const g = fakeProcGuest(117);
     const sizes: number[] = [];
