@@ -19,6 +19,7 @@ import {
   PIPELINE_SLICES,
   MIN_SLICE_TASKS,
   type ProcHints,
+  type SyscallExecutor,
 } from '../../src/sdk/index.js';
 import { addFakeProcess, fakeProcGuest, fakeStat } from './helpers/fake-guest.js';
 
@@ -86,18 +87,25 @@ describe('definePlugin and options', () => {
   });
 });
 
+/** A fake guest of `processes` processes whose executor records each batch's size. */
+function countingGuest(processes: number): { executor: SyscallExecutor; sizes: number[] } {
+  const g = fakeProcGuest(processes);
+  const sizes: number[] = [];
+  return {
+    sizes,
+    executor: {
+      run: (calls) => {
+        sizes.push(calls.length);
+        return g.run(calls);
+      },
+    },
+  };
+}
+
 describe('pslist', () => {
   it('reads 1000 processes a batch of files at a time, pipelined, rows in pid order', async () => {
-    const g = fakeProcGuest(1000);
-    const sizes: number[] = [];
-    const run = g.run.bind(g);
-    const counting = {
-      run: (calls: Parameters<typeof run>[0]) => {
-        sizes.push(calls.length);
-        return run(calls);
-      },
-    };
-    const { table, runs } = await runPlugin(pslist, { executor: counting });
+    const { executor, sizes } = countingGuest(1000);
+    const { table, runs } = await runPlugin(pslist, { executor });
     const per = tasksPerBatch(DEFAULT_BATCH_LIMITS, ['stat', 'status', 'cgroup'], true);
     // stat, status and cgroup come whole in one read: openat, read, close each; and the
     // readlinkat of ns/pid.
@@ -118,18 +126,8 @@ describe('pslist', () => {
   });
 
   it('cuts whole batches when the executor does not chain (the trap transport: a VM stop each)', async () => {
-    const g = fakeProcGuest(1000);
-    const sizes: number[] = [];
-    const run = g.run.bind(g);
-    const { table, runs } = await runPlugin(pslist, {
-      executor: {
-        run: (calls: Parameters<typeof run>[0]) => {
-          sizes.push(calls.length);
-          return run(calls);
-        },
-      },
-      chains: false,
-    });
+    const { executor, sizes } = countingGuest(1000);
+    const { table, runs } = await runPlugin(pslist, { executor, chains: false });
     const per = tasksPerBatch(DEFAULT_BATCH_LIMITS, ['stat', 'status', 'cgroup'], true);
     const bounds = sliceBounds(1000, per, false);
     // 1000 processes in 6 slices of at most a batch (11 of at most half a batch when chained).
@@ -144,17 +142,8 @@ describe('pslist', () => {
   });
 
   it('cuts a short list into slices, the first and last half as big, so building and parsing overlap the reads', async () => {
-    const g = fakeProcGuest(117);
-    const sizes: number[] = [];
-    const run = g.run.bind(g);
-    const { table, runs } = await runPlugin(pslist, {
-      executor: {
-        run: (calls: Parameters<typeof run>[0]) => {
-          sizes.push(calls.length);
-          return run(calls);
-        },
-      },
-    });
+    const { executor, sizes } = countingGuest(117);
+    const { table, runs } = await runPlugin(pslist, { executor });
     // The listing, then four slices of 20, 39, 39 and 19 processes (10 calls each; the
     // first also reads /proc/stat): the first and the last half as big as the others.
     expect(PIPELINE_SLICES).toBe(4);
