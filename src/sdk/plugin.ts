@@ -309,7 +309,7 @@ export function createPluginContext<O>(opts: CreateContextOptions<O>): PluginCon
     signal: opts.signal,
     limits: opts.limits,
     maxReadBytes: opts.maxReadBytes,
-    ...(opts.chains === false ? { chains: false } : {}),
+    chains: opts.chains,
   });
   // Frozen: a plugin cannot swap ctx.sys for something of its own between calls.
   return Object.freeze({

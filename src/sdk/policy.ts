@@ -267,6 +267,17 @@ const arrayFrom = Array.from;
 const ArrayCtor = Array;
 const reflectApply = Reflect.apply;
 
+/**
+ * `[f(0), …, f(n − 1)]`: Array.from over a null-prototype array-like defines each element
+ * as an own data property and looks up no iterator, so nothing a plugin put on
+ * Array.prototype or Object.prototype runs or decides the length (see snapshotCalls).
+ */
+function arrayOf<T>(n: number, f: (i: number) => T): T[] {
+  const items = Object.create(null) as { length: number };
+  items.length = n;
+  return reflectApply(arrayFrom, ArrayCtor, [items, (_: unknown, i: number) => f(i)]) as T[];
+}
+
 function nullTable<K extends string | number>(
   keys: Iterable<readonly [K, string | true]>,
 ): Record<K, string | true> {
@@ -556,13 +567,7 @@ export function isReadOnlyCall(call: Call): boolean {
  */
 export function snapshotCalls(calls: readonly Call[]): Call[] {
   if (!isArray(calls)) throw new TypeError('calls must be an array');
-  const items = Object.create(null) as { length: number };
-  items.length = calls.length;
-  const out = reflectApply(arrayFrom, ArrayCtor, [
-    items,
-    (_: unknown, i: number) => copyCall(calls[i], i),
-  ]) as Call[];
-  return freeze(out) as Call[];
+  return freeze(arrayOf(calls.length, (i) => copyCall(calls[i], i))) as Call[];
 }
 
 function copyCall(c: Call, i: number): Call {
@@ -605,12 +610,7 @@ function copyArg(a: CallArg, i: number, j: number): CallArg {
     let ptrs: number[] = [];
     if (src !== undefined) {
       if (!isArray(src) || src.length > 64) throw new TypeError(`bad pointers of argument ${j} of call ${i}`);
-      const items = Object.create(null) as { length: number };
-      items.length = src.length;
-      ptrs = reflectApply(arrayFrom, ArrayCtor, [
-        items,
-        (_: unknown, k: number) => toNumber(src[k]),
-      ]) as number[];
+      ptrs = arrayOf(src.length, (k) => toNumber(src[k]));
     }
     return freeze({
       kind: 'out',

@@ -46,11 +46,8 @@ export function newLink(shadow: ShadowHandle, transport: Transport, dbg?: GuestD
 export async function hold(shadow: ShadowHandle, wake: WakeLine | undefined): Promise<void> {
   await shadow.writeControl('spin', SHADOW_IDLE.attachedSpinCycles);
   if ((await shadow.readControl('state')) !== BigInt(SHADOW_STATE.sleeping)) return;
-  // Asleep: the poke goes out now, on a line connected first (one still connecting would
-  // send it only when the event loop next turns, which a busy attach puts off).
-  wake?.begin();
-  await wake?.settled();
-  wake?.poke();
+  // Asleep: the poke goes out now, on a line connected first.
+  await wake?.pokeWhenUp();
 }
 
 export async function connectDebugger(gdbSocket: string): Promise<GuestDebugger> {

@@ -146,11 +146,8 @@ export class DoorbellTransport implements Transport {
     await s.writeControl('doorbell', seq);
     // A busy shadow looks at the doorbell again when its batch ends; a sleeping one is
     // poked, on a line that is up first (begun at attach, or now).
-    if ((await s.readControl('state')) === BigInt(SHADOW_STATE.sleeping)) {
-      this.wake?.begin();
-      await this.wake?.settled();
-      this.wake?.pokeUnlessRecent(this.eagerWake ? 0 : REPOKE_MS);
-    }
+    if ((await s.readControl('state')) === BigInt(SHADOW_STATE.sleeping))
+      await this.wake?.pokeWhenUp(this.eagerWake ? 0 : REPOKE_MS);
   }
 
   async finish(seq: bigint, timeoutMs: number): Promise<void> {

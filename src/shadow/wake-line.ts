@@ -82,6 +82,17 @@ export class WakeLine {
   }
 
   /**
+   * Connects the line if it is not (and waits for it), then pokes unless a poke went out
+   * less than `withinMs` ago: for a shadow found asleep, whose wake-up should not wait for
+   * the event loop's next turn (a busy attach or poll puts that off).
+   */
+  async pokeWhenUp(withinMs = 0): Promise<void> {
+    this.begin();
+    await this.settled();
+    this.pokeUnlessRecent(withinMs);
+  }
+
+  /**
    * Pokes unless a poke went out less than `withinMs` ago: that one is still on its way
    * (a wake-up takes ~1–2 ms under TCG), and every extra one costs the guest an
    * interrupt and a tty work item in the middle of the next batch.
