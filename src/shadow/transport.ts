@@ -103,14 +103,23 @@ function pause(ms: number): void {
 
 /**
  * How long the doorbell's poll sleeps between two looks at the done word, by how long it
- * has waited: 50 µs for the first 2 ms (a small batch is answered within them), then
- * 200 µs (a big batch takes tens of ms: finer steps only burn a host core that QEMU or
- * the host's parsing needs, for at most 0.2 ms less latency), 1 ms after a second.
+ * has waited (ms): not at all for the first 50 µs (a hot shadow answers a small batch in
+ * microseconds; the poll only lets the event loop run between looks), then 50 µs until
+ * 2 ms (a small batch is answered within them), then 200 µs (a big batch takes tens of ms:
+ * finer steps only burn a host core that QEMU or the host's parsing needs, for at most
+ * 0.2 ms less latency), 1 ms after a second. The spin is bounded by time, not looks: a
+ * hundred looks with an event-loop turn each took ~2 ms of host CPU per batch, a third
+ * of a resident pslist's host CPU at 117 processes, taken from the core QEMU's vCPU
+ * needed (bench/README.md, "Host CPU").
  */
 export function pollStepMs(waitedMs: number): number {
+  if (waitedMs < POLL_SPIN_MS) return 0;
   if (waitedMs < 2) return 0.05;
   return waitedMs < 1000 ? 0.2 : 1;
 }
+
+/** How long the poll looks without sleeping (pollStepMs). */
+export const POLL_SPIN_MS = 0.05;
 
 /** Lets queued callbacks and I/O run (a setImmediate turn of the event loop). */
 function yieldToEventLoop(): Promise<void> {
@@ -224,6 +233,7 @@ export class DoorbellTransport implements Transport {
 
   private async poll(done: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
     const start = Date.now();
+    const t0 = performance.now();
     let lastBeat = -1n;
     let lastBeatAt = start;
     for (let i = 0; ; i++) {
@@ -237,7 +247,8 @@ export class DoorbellTransport implements Transport {
       // (the next batch being built, a plugin parsing what an earlier batch returned)
       // overlaps the guest's: a hundred looks in a row kept the batch read ahead behind
       // a listing waiting ~0.6 ms, while the guest ran out of work.
-      if (i > 100) pause(pollStepMs(now - start));
+      const step = pollStepMs(performance.now() - t0);
+      if (step > 0) pause(step);
       await yieldToEventLoop();
       if (i % 1024 === 1023) {
         await this.shadow.verify();
