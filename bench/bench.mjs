@@ -1,6 +1,6 @@
 // vmi benchmark: vmi pslist/psaux (doorbell and trap) against the same work done natively
 // in the guest (psnative) and busybox ps, at several process counts, in one run.
-// Usage: npm run bench   (env: BENCH_RUNS, BENCH_RESIDENT_RUNS, BENCH_RESIDENT_WARMUP, BENCH_NATIVE_RUNS, BENCH_LEVELS, BENCH_GUEST, BENCH_CLI_RUNS)
+// Usage: npm run bench   (env: BENCH_RUNS, BENCH_RESIDENT_RUNS, BENCH_RESIDENT_WARMUP, BENCH_RESIDENT_WARMUP_MS, BENCH_NATIVE_RUNS, BENCH_LEVELS, BENCH_GUEST, BENCH_CLI_RUNS)
 //        BENCH_ONLY=cli npm run bench   CLI start-up only (printed, results files left alone)
 //        BENCH_ONLY=capture npm run bench   capture pause and size, and the wall time of
 //          `vmi plugins run pslist` from the shell, fresh and with a resident shadow, on the
@@ -72,6 +72,15 @@ const NATIVE_RUNS = Number(process.env.BENCH_NATIVE_RUNS ?? 20);
 const PS_RUNS = Number(process.env.BENCH_PS_RUNS ?? 10);
 const RESIDENT_RUNS = Number(process.env.BENCH_RESIDENT_RUNS ?? 15);
 const RESIDENT_WARMUP = Number(process.env.BENCH_RESIDENT_WARMUP ?? 30);
+/**
+ * And at least this long (ms): a fresh API process reaches its steady pace only after
+ * ~50 runs at 117 processes (V8 grows its young generation and tiers up the hot code;
+ * medians of 10 runs from a fresh process fell 34 → 27 → 24 → 29 → 22 → 22 → 21 ms with
+ * psnative flat at ~19), so a count alone left the first blocks of a series in the
+ * warm-up (results.md of 2026-11-30 18:49: block ratios 2.4, 2.2, 1.7, 1.3, 1.3 against a
+ * psnative steady within 2%). Time scales with the work: more processes, fewer runs.
+ */
+const RESIDENT_WARMUP_MS = Number(process.env.BENCH_RESIDENT_WARMUP_MS ?? 5000);
 /** Resident runs per block, and psnative passes per block beside them (vmiSeries). */
 const RESIDENT_BLOCK = Number(process.env.BENCH_RESIDENT_BLOCK ?? 3);
 const NATIVE_BLOCK_RUNS = Number(process.env.BENCH_NATIVE_BLOCK_RUNS ?? 5);
@@ -342,8 +351,19 @@ async function residentShadow(guest, con, plugins) {
     // Through the public API (openGuest), as a user's program runs it.
     const api = await openGuest(guest.name, { transport: 'doorbell', keepShadow: true });
     try {
-      log(`  ${RESIDENT_WARMUP} warm-up runs`);
-      for (let i = 0; i < RESIDENT_WARMUP; i++) await apiRun(api, plugins.pslist);
+      const warm = [];
+      const warmStart = performance.now();
+      while (warm.length < RESIDENT_WARMUP || performance.now() - warmStart < RESIDENT_WARMUP_MS)
+        warm.push((await apiRun(api, plugins.pslist)).totalMs);
+      out.warmup = {
+        runs: warm.length,
+        firstTenMs: median(warm.slice(0, 10)),
+        lastTenMs: median(warm.slice(-10)),
+      };
+      log(
+        `  ${warm.length} warm-up runs in ${((performance.now() - warmStart) / 1000).toFixed(1)} s: ` +
+          `median of the first 10 ${out.warmup.firstTenMs.toFixed(1)} ms, of the last 10 ${out.warmup.lastTenMs.toFixed(1)} ms`,
+      );
       out.pslist = await vmiSeries(guest, plugins.pslist, 'doorbell', {
         runs: RESIDENT_RUNS,
         api,
@@ -1520,6 +1540,11 @@ function tableRows(levels) {
   row('vmi pslist resident shadow, back to back: host CPU ms per run (all threads of the API process)', (l) =>
     ms(l.resident.pslist.hostCpuMs, 2),
   );
+  row('vmi pslist resident shadow, warm-up: runs; median of the first 10 → of the last 10 ms', (l) =>
+    l.resident.warmup
+      ? `${l.resident.warmup.runs}; ${f(l.resident.warmup.firstTenMs, 1)} → ${f(l.resident.warmup.lastTenMs, 1)}`
+      : undefined,
+  );
   row('resident shadow: attach → first result ms', (l) => ms(l.resident.attachToFirstResultMs, 2));
   row('resident shadow idle: guest CPU %', (l) => `${f(l.resident.idleCpuPercent, 2)}%`);
   row('plain 10 ms nanosleep loop: guest CPU %', (l) => `${f(l.resident.naiveNap10msCpuPercent, 2)}%`);
@@ -2081,7 +2106,7 @@ async function main() {
   const cliTable = cliStartupTable(cli);
   const note =
     `Guest: ${results.guest?.kernelRelease}, ${results.guest?.memMiB} MiB, ${results.guest?.cpus} vCPU, TCG. ` +
-    `Cells: median (min) over ${RUNS} vmi runs (resident shadow: ${RESIDENT_WARMUP} untimed warm-up runs, then ${RESIDENT_RUNS} runs per series) / ` +
+    `Cells: median (min) over ${RUNS} vmi runs (resident shadow: untimed warm-up runs, at least ${RESIDENT_WARMUP} and ${RESIDENT_WARMUP_MS / 1000} s, then ${RESIDENT_RUNS} runs per series) / ` +
     `${NATIVE_RUNS} psnative passes / ${PS_RUNS} busybox ps runs / ${CLI_RUNS} CLI start-ups. ` +
     `Host load average before/after: ${load0[0].toFixed(2)} / ${results.hostLoadavg.after[0].toFixed(2)}. ` +
     `Run ${started}.`;
