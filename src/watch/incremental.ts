@@ -30,7 +30,7 @@
  * reads everything again, and the watch loop diffs it as usual (no event is lost or made
  * up by a reset).
  */
-import { parseInetSockets, parseUnixSockets } from '../abi/linux/proc/index.js';
+import { parseInetSockets, parseUnixSockets, parseUptime } from '../abi/linux/proc/index.js';
 import { resolvePlugin } from '../api/guest.js';
 import type { PluginCall } from '../api/index.js';
 import {
@@ -104,11 +104,14 @@ export function listenerInodes(table: (typeof NET_TABLES)[number], data: Uint8Ar
  * with no argv (its exec is replacing its memory) does. A false positive costs at most
  * MAX_HOLDS ticks.
  *
- * `orphanLike`: whether some other known process has the same name and argv, asked only
- * when the parent cannot tell — a process adopted by init (PPID 1) or whose parent is not
- * known. A shell's `cmd &` forks a copy of the shell; when that shell (a subshell, `sh -c`)
- * exits before the copy execs, the copy is reparented to init and no longer looks like
- * its parent, but still looks like the shell it was copied from.
+ * `orphanLike`: whether the process is young (FORK_EXEC_MS) and some other known process
+ * has the same name and argv, asked only when the parent cannot tell — a process adopted
+ * by init (PPID 1) or whose parent is not known. A shell's `cmd &` forks a copy of the
+ * shell; when that shell (a subshell, `sh -c`) exits before the copy execs, the copy is
+ * reparented to init and no longer looks like its parent, but still looks like the shell
+ * it was copied from. Only while young: an older process with a twin (a second `sleep 3`
+ * under init, one of a daemon's identical workers) is that program, not a copy caught
+ * between fork and exec, and holding it back cost a 1 Hz watch 1–3 s per such process.
  */
 export function looksMidExec(
   row: WatchProcessRow,
@@ -127,8 +130,25 @@ export function looksMidExec(
   return (!parent || row.PPID === 1) && orphanLike(comm, args);
 }
 
+/** The guest's uptime in ms from /proc/uptime's bytes, or undefined (unread, or not /proc/uptime's form). */
+function uptimeOf(data: Uint8Array | undefined): number | undefined {
+  if (!data) return undefined;
+  try {
+    return Math.round(parseUptime(data).uptime * 1000);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Ticks a new process may be held back while it looks mid-exec (looksMidExec). */
 const MAX_HOLDS = 3;
+
+/**
+ * Age (ms since its start, by the guest's clock) under which a process may still be
+ * between fork and exec: the gap is microseconds on hardware and a few ms under TCG on a
+ * busy host; start times come in the kernel's 10 ms steps (USER_HZ).
+ */
+export const FORK_EXEC_MS = 100;
 
 const NS_RE = /^(?:mnt|net):\[(\d{1,20})\]$/;
 
@@ -216,13 +236,15 @@ class GuestProbe {
     const mntReaders = want.has('mount') ? this.readersOf('mnt') : new Map<string, number>();
     const netReaders = want.has('listener') ? this.readersOf('net') : new Map<string, number>();
     const paths = ['/proc/loadavg'];
-    if (want.has('process')) paths.push('/etc/passwd');
+    // /proc/uptime: the guest's clock, for how young a new process is (looksMidExec).
+    if (want.has('process')) paths.push('/etc/passwd', '/proc/uptime');
     if (want.has('module')) paths.push('/proc/modules');
     for (const pid of mntReaders.values()) paths.push(`/proc/${pid}/mountinfo`);
     for (const pid of netReaders.values()) for (const t of NET_TABLES) paths.push(`/proc/${pid}/net/${t}`);
     const { files, pids } = await probeAndList(ctx, paths);
     const loadavg = files.get('/proc/loadavg')!;
     const cursor = loadavg.data ? parseLastPid(loadavg.data) : undefined;
+    const uptimeMs = uptimeOf(files.get('/proc/uptime')?.data);
     const passwd = files.get('/etc/passwd');
     if (passwd) {
       const text = passwd.data ? new TextDecoder().decode(passwd.data) : '';
@@ -280,6 +302,12 @@ class GuestProbe {
           !known &&
           times < MAX_HOLDS &&
           looksMidExec(row, this.procs.get(Number(row.PPID))?.row, (comm, args) => {
+            // Older than FORK_EXEC_MS at this tick's probes, or of unknown age: no copy mid-exec.
+            const age =
+              uptimeMs !== undefined && typeof row.START_MS === 'bigint'
+                ? uptimeMs - Number(row.START_MS)
+                : Infinity;
+            if (age >= FORK_EXEC_MS) return false;
             for (const [other, p] of this.procs)
               if (other !== pid && p.row?.COMM === comm && p.row.ARGS === args) return true;
             return false;
