@@ -113,6 +113,9 @@ export interface ProcessRecord {
   row: ProcessRow;
   /** Parent pid, when stat could be parsed. */
   ppid?: number;
+  /** Session and process group ids (stat's session and pgrp), when stat could be parsed. */
+  session?: number;
+  pgrp?: number;
   /** The NAMESPACE_COLUMNS cells, with `namespaces`. */
   ns?: NamespaceCells;
   /** The container its cgroup names, with `namespaces` (undefined: none, or unreadable). */
@@ -270,7 +273,14 @@ export async function readProcesses(
       }
       const files: Record<string, FileReadResult> = {};
       for (const n of extra) files[n] = byName[n];
-      const record: ProcessRecord = { task: rec.task, row: rec.row, ppid: rec.ppid, files };
+      const record: ProcessRecord = {
+        task: rec.task,
+        row: rec.row,
+        ppid: rec.ppid,
+        session: rec.session,
+        pgrp: rec.pgrp,
+        files,
+      };
       if (ns) record.ns = ns;
       if (container) record.container = container;
       out.push(record);
@@ -526,6 +536,8 @@ function taskRecord(
   return {
     task: t,
     ppid: s?.ppid,
+    session: s?.session,
+    pgrp: s?.pgrp,
     row: {
       PID: t.pid,
       TID: t.tid,

@@ -30,7 +30,7 @@
  * reads everything again, and the watch loop diffs it as usual (no event is lost or made
  * up by a reset).
  */
-import { parseInetSockets, parseUnixSockets, parseUptime } from '../abi/linux/proc/index.js';
+import { parseInetSockets, parseUnixSockets } from '../abi/linux/proc/index.js';
 import { resolvePlugin } from '../api/guest.js';
 import type { PluginCall } from '../api/index.js';
 import {
@@ -104,14 +104,14 @@ export function listenerInodes(table: (typeof NET_TABLES)[number], data: Uint8Ar
  * with no argv (its exec is replacing its memory) does. A false positive costs at most
  * MAX_HOLDS ticks.
  *
- * `orphanLike`: whether the process is young (FORK_EXEC_MS) and some other known process
- * has the same name and argv, asked only when the parent cannot tell — a process adopted
+ * `orphanLike`: whether the leader of its session or of its process group is a known process
+ * with the same name and argv, asked only when the parent cannot tell — a process adopted
  * by init (PPID 1) or whose parent is not known. A shell's `cmd &` forks a copy of the
  * shell; when that shell (a subshell, `sh -c`) exits before the copy execs, the copy is
  * reparented to init and no longer looks like its parent, but still looks like the shell
- * it was copied from. Only while young: an older process with a twin (a second `sleep 3`
- * under init, one of a daemon's identical workers) is that program, not a copy caught
- * between fork and exec, and holding it back cost a 1 Hz watch 1–3 s per such process.
+ * it was copied from, whose session (or group) it is in. Any twin was too wide: a second
+ * `sleep 3` under init, or one of a daemon's identical workers, was held back as a copy
+ * (a 1 Hz watch reported it 2–3 s late), though its twin leads nothing it belongs to.
  */
 export function looksMidExec(
   row: WatchProcessRow,
@@ -130,25 +130,8 @@ export function looksMidExec(
   return (!parent || row.PPID === 1) && orphanLike(comm, args);
 }
 
-/** The guest's uptime in ms from /proc/uptime's bytes, or undefined (unread, or not /proc/uptime's form). */
-function uptimeOf(data: Uint8Array | undefined): number | undefined {
-  if (!data) return undefined;
-  try {
-    return Math.round(parseUptime(data).uptime * 1000);
-  } catch {
-    return undefined;
-  }
-}
-
 /** Ticks a new process may be held back while it looks mid-exec (looksMidExec). */
 const MAX_HOLDS = 3;
-
-/**
- * Age (ms since its start, by the guest's clock) under which a process may still be
- * between fork and exec: the gap is microseconds on hardware and a few ms under TCG on a
- * busy host; start times come in the kernel's 10 ms steps (USER_HZ).
- */
-export const FORK_EXEC_MS = 100;
 
 const NS_RE = /^(?:mnt|net):\[(\d{1,20})\]$/;
 
@@ -236,15 +219,13 @@ class GuestProbe {
     const mntReaders = want.has('mount') ? this.readersOf('mnt') : new Map<string, number>();
     const netReaders = want.has('listener') ? this.readersOf('net') : new Map<string, number>();
     const paths = ['/proc/loadavg'];
-    // /proc/uptime: the guest's clock, for how young a new process is (looksMidExec).
-    if (want.has('process')) paths.push('/etc/passwd', '/proc/uptime');
+    if (want.has('process')) paths.push('/etc/passwd');
     if (want.has('module')) paths.push('/proc/modules');
     for (const pid of mntReaders.values()) paths.push(`/proc/${pid}/mountinfo`);
     for (const pid of netReaders.values()) for (const t of NET_TABLES) paths.push(`/proc/${pid}/net/${t}`);
     const { files, pids } = await probeAndList(ctx, paths);
     const loadavg = files.get('/proc/loadavg')!;
     const cursor = loadavg.data ? parseLastPid(loadavg.data) : undefined;
-    const uptimeMs = uptimeOf(files.get('/proc/uptime')?.data);
     const passwd = files.get('/etc/passwd');
     if (passwd) {
       const text = passwd.data ? new TextDecoder().decode(passwd.data) : '';
@@ -283,6 +264,7 @@ class GuestProbe {
       const records = await readProcesses(ctx, { pids: toRead, files: ['cmdline'] });
       const bootMs = await ctx.proc.bootTime();
       const rows = new Map(processRows(records, this.users, bootMs).map((r) => [r.PID, r]));
+      const byPid = new Map(records.map((r) => [r.task.pid, r]));
       changedPids = [];
       for (const pid of toRead) {
         const row = rows.get(pid);
@@ -302,15 +284,11 @@ class GuestProbe {
           !known &&
           times < MAX_HOLDS &&
           looksMidExec(row, this.procs.get(Number(row.PPID))?.row, (comm, args) => {
-            // Older than FORK_EXEC_MS at this tick's probes, or of unknown age: no copy mid-exec.
-            const age =
-              uptimeMs !== undefined && typeof row.START_MS === 'bigint'
-                ? uptimeMs - Number(row.START_MS)
-                : Infinity;
-            if (age >= FORK_EXEC_MS) return false;
-            for (const [other, p] of this.procs)
-              if (other !== pid && p.row?.COMM === comm && p.row.ARGS === args) return true;
-            return false;
+            const { session, pgrp } = byPid.get(pid) ?? {};
+            return [session, pgrp].some((leader) => {
+              const twin = leader !== undefined && leader !== pid ? this.procs.get(leader)?.row : undefined;
+              return twin?.COMM === comm && twin.ARGS === args;
+            });
           })
         ) {
           this.deferred.set(pid, { start: row.START_MS, held: times + 1 });

@@ -458,11 +458,18 @@ export class FakeGuest implements SyscallExecutor {
 export function fakeStat(
   pid: number,
   comm: string,
-  opts: { ppid?: number; state?: string; threads?: number; start?: number } = {},
+  opts: {
+    ppid?: number;
+    state?: string;
+    threads?: number;
+    start?: number;
+    pgrp?: number;
+    session?: number;
+  } = {},
 ): string {
-  const { ppid = 1, state = 'S', threads = 1, start = 1000 + pid } = opts;
+  const { ppid = 1, state = 'S', threads = 1, start = 1000 + pid, pgrp = pid, session = pid } = opts;
   return (
-    `${pid} (${comm}) ${state} ${ppid} ${pid} ${pid} 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 ${threads} 0 ${start} ` +
+    `${pid} (${comm}) ${state} ${ppid} ${pgrp} ${session} 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 ${threads} 0 ${start} ` +
     `12345678 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n`
   );
 }
