@@ -108,7 +108,7 @@ function pause(ms: number): void {
  * 2 ms (a small batch is answered within them), then 200 µs (a big batch takes tens of ms:
  * finer steps only burn a host core that QEMU or the host's parsing needs, for at most
  * 0.2 ms less latency), 1 ms after a second. The spin is bounded by time, not looks: a
- * hundred looks with an event-loop turn each took ~2 ms of host CPU per batch, a third
+ * hundred looks with an event-loop turn each took ~2 ms of host CPU per batch, some 40%
  * of a resident pslist's host CPU at 117 processes, taken from the core QEMU's vCPU
  * needed (bench/README.md, "Host CPU").
  */
