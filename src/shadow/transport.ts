@@ -232,14 +232,15 @@ export class DoorbellTransport implements Transport {
   }
 
   private async poll(done: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-    const start = Date.now();
-    const t0 = performance.now();
+    // One clock for the steps, the heartbeat and the timeout (sub-millisecond: the spin
+    // window is 50 µs).
+    const start = performance.now();
     let lastBeat = -1n;
     let lastBeatAt = start;
     for (let i = 0; ; i++) {
       const d = done();
       if (d === true || (d !== false && (await d))) return;
-      const now = Date.now();
+      const now = performance.now();
       // The stub bumps the heartbeat in its idle loop and before every call of a batch.
       // Spin briefly (a hot shadow answers in microseconds), then sleep in short steps:
       // a host core spinning longer steals time from QEMU on a small machine. Between
@@ -247,7 +248,7 @@ export class DoorbellTransport implements Transport {
       // (the next batch being built, a plugin parsing what an earlier batch returned)
       // overlaps the guest's: a hundred looks in a row kept the batch read ahead behind
       // a listing waiting ~0.6 ms, while the guest ran out of work.
-      const step = pollStepMs(performance.now() - t0);
+      const step = pollStepMs(now - start);
       if (step > 0) pause(step);
       await yieldToEventLoop();
       if (i % 1024 === 1023) {
@@ -258,7 +259,7 @@ export class DoorbellTransport implements Transport {
           lastBeatAt = now;
         } else if (now - lastBeatAt > Math.min(timeoutMs, 3000)) {
           throw new ShadowLostError(
-            `shadow (pid ${this.shadow.pid}) stopped responding (no heartbeat for ${now - lastBeatAt} ms)`,
+            `shadow (pid ${this.shadow.pid}) stopped responding (no heartbeat for ${Math.round(now - lastBeatAt)} ms)`,
           );
         }
       }
