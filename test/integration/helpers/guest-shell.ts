@@ -37,9 +37,11 @@ export interface GuestProc {
 /** The guest's own process list, straight from /proc by its shell (no vmi involved). */
 export async function guestProcs(guest: LabGuest): Promise<Map<number, GuestProc>> {
   // Every field of /proc/PID/stat after the last ')' is space separated: state is [0], ppid [1].
+  // A process that exits between the two reads is left out, not listed with an empty comm
+  // (a CI run once compared such a "pid 139 ()" against vmi's table).
   const out = await guestSh(
     guest,
-    `for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; c=$(cat $d/comm 2>/dev/null); echo "\${d#/proc/}|$c|\${s##*) }"; done`,
+    `for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; c=$(cat $d/comm 2>/dev/null) || continue; echo "\${d#/proc/}|$c|\${s##*) }"; done`,
   );
   const procs = new Map<number, GuestProc>();
   for (const line of out.split('\n')) {
