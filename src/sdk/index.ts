@@ -83,6 +83,7 @@ export {
   NAMESPACE_COLUMNS,
   PROCESS_NS_COLUMNS,
   readProcesses,
+  processRecordFromFiles,
   tasksPerBatch,
   sliceBounds,
   PIPELINE_SLICES,

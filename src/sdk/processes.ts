@@ -271,16 +271,7 @@ export async function readProcesses(
         ns = cells.row;
         container = cells.container;
       }
-      const files: Record<string, FileReadResult> = {};
-      for (const n of extra) files[n] = byName[n];
-      const record: ProcessRecord = {
-        task: rec.task,
-        row: rec.row,
-        ppid: rec.ppid,
-        session: rec.session,
-        pgrp: rec.pgrp,
-        files,
-      };
+      const record = withFiles(rec, byName, extra);
       if (ns) record.ns = ns;
       if (container) record.container = container;
       out.push(record);
@@ -290,6 +281,42 @@ export async function readProcesses(
   // after the slice read ahead: back to pid order.
   if (early) out.sort((a, b) => a.task.pid - b.task.pid);
   return out;
+}
+
+/**
+ * The record readProcesses makes of process `pid` (no namespace cells) from its files
+ * read by the caller's own batch: `stat`, `status` (the UID..EGID cells; without it they
+ * are NOT_AVAILABLE) and the `extra` files by name, which the record carries. `bootMs`:
+ * the guest's boot time, ms since the epoch (/proc/stat btime, ProcFs.bootTime), for
+ * CREATION TIME. Undefined when the process had exited (its stat or status vanished, as
+ * readProcesses leaves such a task out); unparsable content warns and gives UNREADABLE
+ * cells. The files must be whole (a read that filled its buffer is the caller's to
+ * finish, as readFiles does).
+ */
+export function processRecordFromFiles(
+  ctx: PluginContext,
+  pid: number,
+  byName: Readonly<Record<string, FileReadResult | undefined>> & { readonly stat: FileReadResult },
+  bootMs: number,
+  extra: readonly string[] = [],
+): ProcessRecord | undefined {
+  const status = byName.status ? statusOnce(byName.status) : undefined;
+  const rec = taskRecord(ctx, { pid, tid: pid }, byName.stat, status, bootMs);
+  return rec ? withFiles(rec, byName, extra) : undefined;
+}
+
+/** A task's record with the extra files it was asked for. */
+function withFiles(
+  rec: Omit<ProcessRecord, 'files'>,
+  byName: Readonly<Record<string, FileReadResult | undefined>>,
+  extra: readonly string[],
+): ProcessRecord {
+  const files: Record<string, FileReadResult> = {};
+  for (const n of extra) {
+    const f = byName[n];
+    if (f) files[n] = f;
+  }
+  return { task: rec.task, row: rec.row, ppid: rec.ppid, session: rec.session, pgrp: rec.pgrp, files };
 }
 
 /**

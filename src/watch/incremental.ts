@@ -18,10 +18,16 @@
  *
  * All probe files of a tick and then the /proc listing are read in one batch (the probes
  * first, so that a PID reused after the cursor was read shows at the next tick;
- * probeAndList); new processes cost one more (their files) and, with mounts or listeners
- * watched, one for their namespace links. A quiet tick is therefore 1 guest entry (plus
- * the attach's quick context re-check riding on it, src/shadow/session.ts AttachMemo) and
- * ~30 system calls on a small guest, instead of ~1600 (bench/results-watch.md).
+ * probeAndList), and behind the listing, in the same batch, the files and namespace
+ * links of the EARLY_PIDS PIDs after the last cursor: the PIDs new processes get, so a
+ * new process usually costs no guest entry of its own (the event leaves with the tick's
+ * one entry). A new process elsewhere costs one more (its files) and, with mounts or
+ * listeners watched, one for its namespace links. A process read between fork and exec
+ * is looked at again within the tick (RECHECK_WINDOW_MS), one entry per look. A quiet
+ * tick is therefore 1 guest entry (plus the attach's quick context re-check riding on
+ * it, src/shadow/session.ts AttachMemo): 61 system calls for the process source alone
+ * (48 of them the early PIDs' reads, mostly failed openats), instead of ~1600 for the
+ * whole plugins on a small guest (bench/results-watch.md).
  *
  * Rows are those of the full plugins (the same columns and identities, sources.ts). One
  * difference: a process's row is read once, when it is first seen; its exit event carries
@@ -38,11 +44,15 @@ import {
   definePlugin,
   flags,
   isVanished,
+  processRecordFromFiles,
+  ProcFs,
   readProcesses,
   resolveOptions,
   type FileReadResult,
   type PluginContext,
   type PluginDefinition,
+  type ProcessRecord,
+  type ReadlinkResult,
 } from '../sdk/index.js';
 import { parsePasswd, processRows, watchProcesses, type WatchProcessRow } from './process-plugin.js';
 import type { SourceName, WatchRow } from './sources.js';
@@ -132,6 +142,23 @@ export function looksMidExec(
 
 /** Ticks a new process may be held back while it looks mid-exec (looksMidExec). */
 const MAX_HOLDS = 3;
+/**
+ * How long a tick keeps looking at a process held back as mid-exec (ms from the first
+ * look), and the pause between looks. Each look is one guest entry for the held PIDs only.
+ */
+const RECHECK_WINDOW_MS = 30;
+const RECHECK_PAUSE_MS = 2;
+/**
+ * PIDs after the last tick's allocation cursor whose files (and namespace links) each
+ * tick reads right behind the listing, in the same guest entry: the PIDs the next new
+ * processes get (the allocator hands them out in order from the cursor, kernel/pid.c
+ * alloc_pid: idr_alloc_cyclic). A new process among them costs no entry of its own; one
+ * that is not (threads took the PIDs between) is read as before. A PID with no process
+ * costs one failed openat per file.
+ */
+const EARLY_PIDS = 4;
+/** The per-process files the process source reads (watch-processes' row). */
+const PROCESS_FILES = ['stat', 'status', 'cmdline'] as const;
 
 const NS_RE = /^(?:mnt|net):\[(\d{1,20})\]$/;
 
@@ -164,6 +191,8 @@ class GuestProbe {
   private primed = false;
   private users = new Map<number, string>();
   private passwd?: string;
+  /** The guest's boot time (ms since the epoch) as the last read of new processes found it. */
+  private bootMs?: number;
   /** Last fingerprints and rows of the delegating sources. */
   readonly last = new Map<'module' | 'mount' | 'listener', { print: string; rows: WatchRow[] }>();
 
@@ -177,6 +206,7 @@ class GuestProbe {
   reset(): void {
     this.procs.clear();
     this.lastPid = undefined;
+    this.bootMs = undefined;
     this.deferred.clear();
     this.primed = false;
     this.last.clear();
@@ -223,7 +253,13 @@ class GuestProbe {
     if (want.has('module')) paths.push('/proc/modules');
     for (const pid of mntReaders.values()) paths.push(`/proc/${pid}/mountinfo`);
     for (const pid of netReaders.values()) for (const t of NET_TABLES) paths.push(`/proc/${pid}/net/${t}`);
-    const { files, pids } = await probeAndList(ctx, paths);
+    // The PIDs new processes most likely have, read behind the listing (EARLY_PIDS). Their
+    // rows need the boot time, known once a read of new processes has found it.
+    const early =
+      want.has('process') && this.lastPid !== undefined && this.bootMs !== undefined
+        ? { pids: Array.from({ length: EARLY_PIDS }, (_, i) => this.lastPid! + 1 + i), links: needLinks }
+        : undefined;
+    const { files, pids, early: earlyRead } = await probeAndList(ctx, paths, early);
     const loadavg = files.get('/proc/loadavg')!;
     const cursor = loadavg.data ? parseLastPid(loadavg.data) : undefined;
     const passwd = files.get('/etc/passwd');
@@ -261,63 +297,114 @@ class GuestProbe {
     const toRead = [...fresh, ...suspects];
     let changedPids: number[] = fresh;
     if (want.has('process') && toRead.length > 0) {
-      const records = await readProcesses(ctx, { pids: toRead, files: ['cmdline'] });
-      const bootMs = await ctx.proc.bootTime();
-      const rows = new Map(processRows(records, this.users, bootMs).map((r) => [r.PID, r]));
-      const byPid = new Map(records.map((r) => [r.task.pid, r]));
-      changedPids = [];
-      for (const pid of toRead) {
-        const row = rows.get(pid);
-        const known = this.procs.get(pid);
-        if (!row) {
-          // Gone between the listing and the read (or unreadable): seen again next tick if still there.
-          this.procs.delete(pid);
-          continue;
-        }
-        if (known?.row && known.row.START_MS === row.START_MS) continue;
-        // Read between fork and exec (or before the new program named itself): held back up
-        // to MAX_HOLDS ticks, so that the event carries the program's argv and name.
-        const held = this.deferred.get(pid);
-        const times = held && held.start === row.START_MS ? held.held : 0;
-        if (
-          this.primed &&
-          !known &&
-          times < MAX_HOLDS &&
-          looksMidExec(row, this.procs.get(Number(row.PPID))?.row, (comm, args) => {
-            const { session, pgrp } = byPid.get(pid) ?? {};
-            return [session, pgrp].some((leader) => {
-              const twin = leader !== undefined && leader !== pid ? this.procs.get(leader)?.row : undefined;
-              return twin?.COMM === comm && twin.ARGS === args;
-            });
-          })
-        ) {
-          this.deferred.set(pid, { start: row.START_MS, held: times + 1 });
-          continue;
-        }
-        this.deferred.delete(pid);
-        this.procs.set(pid, { row });
-        changedPids.push(pid);
+      let { changed, held } = await this.admit(ctx, toRead, false, earlyRead);
+      changedPids = changed;
+      // Caught between fork and exec: looked at again within this tick rather than a whole
+      // interval later (under TCG a busybox shell's fork → exec took long enough that 8 of
+      // 50 `sleep 3 &` were caught mid-way at 10 Hz, each reported a tick late).
+      const until = performance.now() + RECHECK_WINDOW_MS;
+      while (held.length > 0 && performance.now() < until) {
+        await new Promise((r) => setTimeout(r, RECHECK_PAUSE_MS));
+        ({ changed, held } = await this.admit(ctx, held, true));
+        changedPids.push(...changed);
       }
     } else {
       for (const pid of fresh) this.procs.set(pid, {});
     }
     if (needLinks && changedPids.length > 0) {
-      const links = await ctx.sys.readlinks(
-        changedPids.flatMap((pid) => [`/proc/${pid}/ns/mnt`, `/proc/${pid}/ns/net`]),
-      );
-      changedPids.forEach((pid, i) => {
+      // Links read behind the listing serve; the others cost one entry for all of them.
+      const unread = changedPids.filter((pid) => !earlyRead.get(pid)?.links);
+      const read =
+        unread.length > 0
+          ? await ctx.sys.readlinks(unread.flatMap((pid) => [`/proc/${pid}/ns/mnt`, `/proc/${pid}/ns/net`]))
+          : [];
+      const linksOf = (pid: number): ReadlinkResult[] => {
+        const e = earlyRead.get(pid)?.links;
+        if (e) return e;
+        const i = unread.indexOf(pid);
+        return [read[2 * i], read[2 * i + 1]];
+      };
+      changedPids.forEach((pid) => {
         const p = this.procs.get(pid);
         if (!p) return;
-        const ns = (l: (typeof links)[number]): string | undefined =>
+        const ns = (l: ReadlinkResult): string | undefined =>
           l.target !== undefined ? NS_RE.exec(l.target)?.[1] : isVanished(l.error) ? undefined : `?${pid}`;
-        p.mnt = ns(links[2 * i]);
-        p.net = ns(links[2 * i + 1]);
+        const [mnt, net] = linksOf(pid);
+        p.mnt = ns(mnt);
+        p.net = ns(net);
         if (p.mnt !== undefined && !mntReaders.has(p.mnt)) mntChanged = true;
         if (p.net !== undefined && !netReaders.has(p.net)) netChanged = true;
       });
     }
     this.primed = true;
     return { files, mntReaders, netReaders, mntChanged, netChanged };
+  }
+
+  /**
+   * Reads `pids` (stat, status, cmdline) and takes in those that run their program: their
+   * rows are known from now on (`changed`). A new process that looks mid-exec is held back
+   * (`held`, up to MAX_HOLDS ticks; a `recheck` within the same tick does not count as one).
+   * A PID gone since the listing is forgotten (seen again next tick if still there).
+   */
+  private async admit(
+    ctx: PluginContext,
+    pids: readonly number[],
+    recheck: boolean,
+    earlyRead?: ReadonlyMap<number, EarlyProcess>,
+  ): Promise<{ changed: number[]; held: number[] }> {
+    const records: ProcessRecord[] = [];
+    const rest: number[] = [];
+    for (const pid of pids) {
+      const e = this.bootMs !== undefined ? earlyRead?.get(pid) : undefined;
+      if (!e) rest.push(pid);
+      else {
+        const rec = processRecordFromFiles(ctx, pid, e.files, this.bootMs!, ['cmdline']);
+        if (rec) records.push(rec);
+      }
+    }
+    if (rest.length > 0) records.push(...(await readProcesses(ctx, { pids: rest, files: ['cmdline'] })));
+    // readProcesses read /proc/stat along (ctx.proc caches it); else the last tick's value.
+    if (rest.length === 0 && this.bootMs !== undefined) ctx.proc.setBootTime(this.bootMs);
+    const bootMs = await ctx.proc.bootTime();
+    this.bootMs = bootMs;
+    const rows = new Map(processRows(records, this.users, bootMs).map((r) => [r.PID, r]));
+    const byPid = new Map(records.map((r) => [r.task.pid, r]));
+    const changed: number[] = [];
+    const held: number[] = [];
+    for (const pid of pids) {
+      const row = rows.get(pid);
+      const known = this.procs.get(pid);
+      if (!row) {
+        this.procs.delete(pid);
+        this.deferred.delete(pid);
+        continue;
+      }
+      if (known?.row && known.row.START_MS === row.START_MS) continue;
+      // Read between fork and exec (or before the new program named itself): held back up
+      // to MAX_HOLDS ticks, so that the event carries the program's argv and name.
+      const prior = this.deferred.get(pid);
+      const times = prior && prior.start === row.START_MS ? prior.held : 0;
+      if (
+        this.primed &&
+        !known &&
+        (recheck || times < MAX_HOLDS) &&
+        looksMidExec(row, this.procs.get(Number(row.PPID))?.row, (comm, args) => {
+          const { session, pgrp } = byPid.get(pid) ?? {};
+          return [session, pgrp].some((leader) => {
+            const twin = leader !== undefined && leader !== pid ? this.procs.get(leader)?.row : undefined;
+            return twin?.COMM === comm && twin.ARGS === args;
+          });
+        })
+      ) {
+        this.deferred.set(pid, { start: row.START_MS, held: recheck ? Math.max(times, 1) : times + 1 });
+        held.push(pid);
+        continue;
+      }
+      this.deferred.delete(pid);
+      this.procs.set(pid, { row });
+      changed.push(pid);
+    }
+    return { changed, held };
   }
 
   /** The module fingerprint: /proc/modules as read. */
@@ -368,29 +455,49 @@ const LIST_BUFFER = 32 << 10;
 const LIST_EOF_PROBE = 280;
 const PID_NAME = /^[1-9]\d{0,9}$/;
 
+/** A process's files and namespace links read behind the listing (probeAndList's `early`). */
+interface EarlyProcess {
+  files: Record<(typeof PROCESS_FILES)[number], FileReadResult>;
+  /** ns/mnt and ns/net, when asked for. */
+  links?: ReadlinkResult[];
+}
+
+/** Buffer of a namespace link read behind the listing (`mnt:[4026531841]`); a full one is read again. */
+const EARLY_LINK_BUFFER = 64;
+
 /**
  * The probe files and then the /proc listing, in one guest entry: per file openat, one
  * read, a 1-byte read that tells its end, close (as ctx.sys.readFiles' first pass); then
- * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids). A file or a
- * listing longer than that (a guest with many sockets or mounts, or a huge process count)
- * is read again whole by the SDK's helpers: one more entry, only then. Returns the files
- * by path (data or error, as readFiles) and the PIDs listed, ascending.
+ * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids); then, with
+ * `early`, the same reads of PROCESS_FILES for each of its PIDs and their ns/mnt and
+ * ns/net links. A file or a listing longer than that (a guest with many sockets or
+ * mounts, or a huge process count) is read again whole by the SDK's helpers: one more
+ * entry, only then. Returns the files by path (data or error, as readFiles), the PIDs
+ * listed, ascending, and the early PIDs whose reads were whole (read after the listing:
+ * a PID the listing does not have is not the caller's to use).
  */
 export async function probeAndList(
   ctx: PluginContext,
   paths: readonly string[],
-): Promise<{ files: Map<string, FileReadResult>; pids: number[] }> {
+  early?: { pids: readonly number[]; links: boolean },
+): Promise<{ files: Map<string, FileReadResult>; pids: number[]; early: Map<number, EarlyProcess> }> {
   const { O_RDONLY, O_CLOEXEC, O_DIRECTORY, AT_FDCWD } = flags;
   const b = ctx.sys.batch();
-  const reads = paths.map((path) =>
+  const readOf = (path: string, chunk: number) =>
     b.group(() => {
       const fd = b.openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
-      const data = b.read(fd, PROBE_CHUNK);
+      const data = b.read(fd, chunk);
       const end = b.read(fd, 1);
       b.close(fd);
-      return { fd, data, end };
-    }),
-  );
+      return { path, fd, data, end };
+    });
+  /** The file read whole, its error, or undefined when it is longer than its chunk. */
+  const wholeOf = ({ path, fd, data, end }: ReturnType<typeof readOf>): FileReadResult | undefined => {
+    const error = fd.result().error ?? data.result().error ?? end.result().error;
+    if (error) return { path, error };
+    return end.result().data.length === 0 ? { path, data: data.result().data } : undefined;
+  };
+  const reads = paths.map((path) => readOf(path, PROBE_CHUNK));
   const list = b.group(() => {
     const fd = b.openat(AT_FDCWD, '/proc', O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     const g1 = b.getdents64(fd, LIST_BUFFER);
@@ -398,15 +505,23 @@ export async function probeAndList(
     b.close(fd);
     return { fd, g1, g2 };
   });
+  const behind = (early?.pids ?? []).map((pid) => ({
+    pid,
+    files: PROCESS_FILES.map((n) => readOf(ProcFs.path(pid, n), ProcFs.chunkFor(n))),
+    links: early?.links
+      ? (['mnt', 'net'] as const).map((kind) => {
+          const path = ProcFs.path(pid, `ns/${kind}`);
+          return { path, ref: b.readlinkat(AT_FDCWD, path, EARLY_LINK_BUFFER) };
+        })
+      : undefined,
+  }));
   await b.submit();
   const files = new Map<string, FileReadResult>();
   const longer: string[] = [];
-  paths.forEach((path, i) => {
-    const { fd, data, end } = reads[i]!;
-    const error = fd.result().error ?? data.result().error ?? end.result().error;
-    if (error) files.set(path, { path, error });
-    else if (end.result().data.length === 0) files.set(path, { path, data: data.result().data });
-    else longer.push(path);
+  reads.forEach((r) => {
+    const f = wholeOf(r);
+    if (f) files.set(r.path, f);
+    else longer.push(r.path);
   });
   if (longer.length > 0)
     for (const f of await ctx.sys.readFiles(longer.map((path) => ({ path, chunkSize: PROBE_CHUNK }))))
@@ -419,8 +534,26 @@ export async function probeAndList(
       if (PID_NAME.test(d.name)) pids.push(Number(d.name));
     pids.sort((a, c) => a - c);
   }
+  const earlyRead = new Map<number, EarlyProcess>();
+  for (const e of behind) {
+    const [stat, status, cmdline] = e.files.map(wholeOf);
+    if (!stat || !status || !cmdline) continue;
+    let links: ReadlinkResult[] | undefined;
+    if (e.links) {
+      links = [];
+      for (const { path, ref } of e.links) {
+        const r = ref.result();
+        if (r.error) links.push({ path, error: r.error });
+        else if (r.data.length < EARLY_LINK_BUFFER)
+          links.push({ path, target: new TextDecoder().decode(r.data) });
+        else break;
+      }
+      if (links.length < e.links.length) continue;
+    }
+    earlyRead.set(e.pid, { files: { stat, status, cmdline }, ...(links ? { links } : {}) });
+  }
   // Longer than one buffer, or unreadable here: the SDK's listing (which throws its error).
-  return { files, pids: pids ?? (await ctx.proc.listPids()) };
+  return { files, pids: pids ?? (await ctx.proc.listPids()), early: earlyRead };
 }
 
 /** A plugin's rows from its run (an array or an async iterable), with default options. */

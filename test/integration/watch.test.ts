@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openGuest } from '../../src/api/index.js';
 import { GuestLock } from '../../src/util/guest-lock.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
+import { makeClock } from '../../src/watch/events.js';
+import { watchLoop, type WatchedGuest } from '../../src/watch/watcher.js';
 import { records } from '../helpers/records.js';
 import { PLAIN_TERMINAL, requireBuilt, ROOT, runVmi, VMI_BIN } from './helpers/cli.js';
 import { guestProcs, guestRun, guestSh, lasting, unseenRows } from './helpers/guest-shell.js';
@@ -257,6 +259,67 @@ describe('vmi watch and the API on the lab guest', () => {
       w.child.kill('SIGINT');
     }
     expect(await w.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('incremental snapshots: a new process, a second instance of it under init among them, is reported by the first tick that starts after the guest shows it', async () => {
+    const g = await openGuest(NAME, { holdAwake: false });
+    // Ticks started so far; an event is emitted after its tick's run, before the next starts.
+    let started = 0;
+    const wg: WatchedGuest = {
+      name: NAME,
+      runAll: (calls) => {
+        started++;
+        return g.runAll(calls);
+      },
+    };
+    const seen = new Map<number, { tick: number; row: Row }>();
+    let baselined = false;
+    const stop = new AbortController();
+    const loop = watchLoop(wg, {
+      intervalMs: 100,
+      sources: ['process'],
+      signal: stop.signal,
+      now: makeClock(),
+      emit: async (e) => {
+        if (e.kind === 'process_started') seen.set(Number(e.row.PID), { tick: started, row: e.row });
+      },
+      status: (m) => {
+        if (m.includes('baseline:')) baselined = true;
+      },
+    });
+    const pids: number[] = [];
+    try {
+      for (let i = 0; i < 600 && !baselined; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(baselined, 'no baseline from the watch loop').toBe(true);
+      for (let round = 0; round < 3; round++) {
+        // A `sleep 1000` whose shell exits at once: init's child, the twin of the one before.
+        const pid = Number((await guestSh(guest, "sh -c 'sleep 1000 >/dev/null 2>&1 & echo $!'")).trim());
+        pids.push(pid);
+        // Ground truth: the guest shows it running sleep (exec done) under init.
+        let stat = '';
+        for (let k = 0; k < 50; k++) {
+          stat = await guestSh(guest, `cat /proc/${pid}/stat`);
+          if (stat.includes('(sleep)')) break;
+        }
+        expect(stat).toContain('(sleep)');
+        expect(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]).toBe('1');
+        const shown = started;
+        for (let k = 0; k < 200 && !seen.has(pid); k++) await new Promise((r) => setTimeout(r, 50));
+        const ev = seen.get(pid);
+        expect(ev, `no process_started for ${pid}`).toBeDefined();
+        // The tick in flight when the guest showed it may have listed /proc before; the next must report it.
+        expect(
+          ev!.tick,
+          `pid ${pid}: reported by tick ${ev!.tick}, shown during tick ${shown}`,
+        ).toBeLessThanOrEqual(shown + 1);
+        expect(ev!.row).toMatchObject({ PID: pid, PPID: 1, COMM: 'sleep', ARGS: 'sleep 1000' });
+      }
+    } finally {
+      stop.abort();
+      await loop.catch(() => undefined);
+      await g.close();
+      if (pids.length > 0) await guestRun(guest, `kill ${pids.join(' ')}`);
+    }
   });
 
   it('many clients: two plugin runs started at once beside a watch both succeed; a held guest is waited for, or refused with --wait 0', async () => {

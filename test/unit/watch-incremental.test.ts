@@ -120,7 +120,7 @@ async function ticks(g: FakeGuest, steps: ((g: FakeGuest) => void)[], sources: S
 }
 
 describe('watch: incremental process snapshots', () => {
-  it('a quiet tick is one guest entry (probes, then the listing); a new process costs one more that reads only its files', async () => {
+  it('a quiet tick is one guest entry (probes, the listing, the next PIDs); a new process elsewhere costs one more that reads only its files', async () => {
     const { events, perTick } = await ticks(
       guest(),
       [() => undefined, () => undefined, (g) => newProcess(g, 7, 'sleep')],
@@ -130,7 +130,10 @@ describe('watch: incremental process snapshots', () => {
       ['process_started', 7, 'sleep --flag', 'alice', 1],
     ]);
     expect(perTick[1]).toHaveLength(1);
-    expect(perTick[1].flatMap(opened)).toEqual(['/proc/loadavg', '/etc/passwd', '/proc']);
+    // Behind the listing, the files of the 4 PIDs after the allocation cursor (2).
+    const next = [3, 4, 5, 6].flatMap((pid) => ['stat', 'status', 'cmdline'].map((f) => `/proc/${pid}/${f}`));
+    expect(perTick[1].flatMap(opened)).toEqual(['/proc/loadavg', '/etc/passwd', '/proc', ...next]);
+    // PID 7 is not among them (threads could have taken 3..6).
     expect(perTick[2]).toHaveLength(2);
     expect(opened(perTick[2][1])).toEqual([
       '/proc/stat',
@@ -138,6 +141,28 @@ describe('watch: incremental process snapshots', () => {
       '/proc/7/status',
       '/proc/7/cmdline',
     ]);
+  });
+
+  it('a new process at one of the next PIDs is read behind the listing, in the same guest entry', async () => {
+    for (const sources of [['process'], ['process', 'mount', 'listener']] as SourceName[][]) {
+      const full = await ticks(
+        guest(),
+        [() => undefined, () => undefined, (g) => newProcess(g, 4, 'sleep')],
+        sources,
+        true,
+      );
+      const { events, perTick } = await ticks(
+        guest(),
+        [() => undefined, () => undefined, (g) => newProcess(g, 4, 'sleep')],
+        sources,
+      );
+      expect(events.map((e) => [e.kind, e.row.PID, e.row.ARGS, e.row.USER, e.row.PPID])).toEqual([
+        ['process_started', 4, 'sleep --flag', 'alice', 1],
+      ]);
+      // The same row as the whole plugin's, CREATION TIME and START_MS included.
+      expect(events.map((e) => e.row)).toEqual(full.events.map((e) => e.row));
+      expect(perTick[2], sources.join()).toHaveLength(1);
+    }
   });
 
   it('an exit needs no read; a known PID is not read again while the allocation cursor stays', async () => {
@@ -229,6 +254,37 @@ describe('watch: a process read between fork and exec', () => {
       ['process_started', 10, 'sleep', 'sleep 5'],
       ['process_started', 11, 'tool', '/bin/sh /usr/bin/tool'],
     ]);
+  });
+});
+
+describe('watch: a process that execs while its tick is still on', () => {
+  it('is looked at again within the tick and reported by it, with its program', async () => {
+    let execAt = -1;
+    const { events, perTick } = await ticks(
+      guest(),
+      [
+        () => undefined,
+        () => undefined,
+        (g) => {
+          // Forked by sh (PID 2, `sh --flag`), not yet exec'd; PID 9 is past the PIDs read
+          // behind the listing.
+          forked(g, 9, 'sh', 2, 'sh\0--flag\0');
+          // It execs once the guest has been entered twice more (the listing, its first look).
+          execAt = g.runs.length + 2;
+          g.beforeRun = (n) => {
+            if (n !== execAt) return;
+            g.addFile('/proc/9/stat', fakeStat(9, 'sleep', { ppid: 2 }));
+            g.addFile('/proc/9/cmdline', 'sleep\0' + '1000\0');
+          };
+        },
+      ],
+      ['process'],
+    );
+    // Reported by the tick that found it (the loop ran 3 ticks), with sleep's name and argv.
+    expect(events.map((e) => [e.kind, e.row.PID, e.row.COMM, e.row.ARGS])).toEqual([
+      ['process_started', 9, 'sleep', 'sleep 1000'],
+    ]);
+    expect(perTick[2]).toHaveLength(3);
   });
 });
 
