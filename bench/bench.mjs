@@ -1777,6 +1777,8 @@ async function watchBench() {
           if (o.error) watchError ??= o.error;
           else ticksMs.push(...o.stats.tickMs);
         }
+        // Shown here too: an error of a sample (e.g. no event in time) leaves the finally first.
+        if (watchError) log(`  the watch failed: ${watchError.message}`);
         const last = out.intervals[out.intervals.length - 1];
         if (last && last.intervalMs === intervalMs && last.mode === mode)
           last.snapshotMs = { p50: quantile(ticksMs, 0.5), p95: quantile(ticksMs, 0.95) };
