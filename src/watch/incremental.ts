@@ -352,21 +352,22 @@ class GuestProbe {
     recheck: boolean,
     earlyRead?: ReadonlyMap<number, EarlyProcess>,
   ): Promise<{ changed: number[]; held: number[] }> {
-    const records: ProcessRecord[] = [];
-    const rest: number[] = [];
-    for (const pid of pids) {
-      const e = this.bootMs !== undefined ? earlyRead?.get(pid) : undefined;
-      if (!e) rest.push(pid);
-      else {
-        const rec = processRecordFromFiles(ctx, pid, e.files, this.bootMs!, ['cmdline']);
-        if (rec) records.push(rec);
-      }
-    }
-    if (rest.length > 0) records.push(...(await readProcesses(ctx, { pids: rest, files: ['cmdline'] })));
-    // readProcesses read /proc/stat along (ctx.proc caches it); else the last tick's value.
-    if (rest.length === 0 && this.bootMs !== undefined) ctx.proc.setBootTime(this.bootMs);
+    const known = this.bootMs;
+    const early = known !== undefined && earlyRead ? earlyRead : new Map<number, EarlyProcess>();
+    const rest = pids.filter((pid) => !early.has(pid));
+    const records: ProcessRecord[] =
+      rest.length > 0 ? await readProcesses(ctx, { pids: rest, files: ['cmdline'] }) : [];
+    // readProcesses read /proc/stat along (ctx.proc keeps it); else the last read's value.
+    if (rest.length === 0 && known !== undefined) ctx.proc.setBootTime(known);
     const bootMs = await ctx.proc.bootTime();
     this.bootMs = bootMs;
+    // With the boot time just read, if any: one value for every row of the tick (a clock
+    // step moves /proc/stat's btime, and START_MS is the row's time since it).
+    for (const [pid, e] of early) {
+      if (!pids.includes(pid)) continue;
+      const rec = processRecordFromFiles(ctx, pid, e.files, bootMs, ['cmdline']);
+      if (rec) records.push(rec);
+    }
     const rows = new Map(processRows(records, this.users, bootMs).map((r) => [r.PID, r]));
     const byPid = new Map(records.map((r) => [r.task.pid, r]));
     const changed: number[] = [];

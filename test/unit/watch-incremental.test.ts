@@ -165,6 +165,24 @@ describe('watch: incremental process snapshots', () => {
     }
   });
 
+  it('rows read behind the listing and rows read after it share the boot time of the tick (a clock step moves btime)', async () => {
+    const steps: ((g: FakeGuest) => void)[] = [
+      () => undefined,
+      () => undefined,
+      (g) => {
+        g.addFile('/proc/stat', 'cpu  1 2 3 4\nintr 0\nctxt 10\nbtime 1700000005\nprocesses 3\n');
+        newProcess(g, 3, 'early', 9); // one of the 4 PIDs after the last cursor (2)
+        newProcess(g, 9, 'late', 9); // not: read by a batch of its own, with /proc/stat
+      },
+    ];
+    const full = await ticks(guest(), steps, ['process'], true);
+    const { events } = await ticks(guest(), steps, ['process']);
+    expect(events.map((e) => [e.row.PID, e.row.START_MS])).toEqual(
+      full.events.map((e) => [e.row.PID, e.row.START_MS]),
+    );
+    expect(events.map((e) => e.row.PID)).toEqual([3, 9]);
+  });
+
   it('an exit needs no read; a known PID is not read again while the allocation cursor stays', async () => {
     const { events, perTick } = await ticks(
       guest(),
