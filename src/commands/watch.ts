@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, openSync } from 'node:fs';
 import { Flags } from '@oclif/core';
 import { VmiCommand } from '../cli/base-command.js';
 import PluginsRun from './plugins/run.js';
@@ -80,9 +80,27 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
       if (specs.length === 0) specs.push(DEFAULT_LAB_NAME);
       const unique = [...new Map(specs.map((s) => [JSON.stringify(s), s])).values()];
 
-      const stream = flags.output ? createWriteStream(flags.output, { flags: 'a', mode }) : process.stdout;
+      // Opened before any guest is attached: a path that cannot be written is a one-line
+      // error with nothing attached, not an 'error' event after the baseline.
+      let fd: number | undefined;
+      if (flags.output !== undefined) {
+        try {
+          fd = openSync(flags.output, 'a', mode);
+        } catch (err) {
+          throw new Error(`cannot open -o ${flags.output}: ${(err as Error).message}`);
+        }
+      }
+      const stream = fd !== undefined ? createWriteStream('', { fd }) : process.stdout;
       const sink: Sink = streamSink(stream);
       const stop = new AbortController();
+      // A write that fails after it was accepted (EIO, ENOSPC on a file) arrives as an
+      // 'error' event: the watch stops, detaches as on SIGINT, and says so.
+      let outputError: Error | undefined;
+      if (stream !== process.stdout)
+        stream.on('error', (err) => {
+          outputError ??= err;
+          stop.abort();
+        });
       const onSignal = (name: string) => () => {
         if (stop.signal.aborted) {
           // A second signal: leave now; the crash journal lets the next vmi clean up.
@@ -115,15 +133,21 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
           emit: (e) => sink.write(eventLine(e)),
           status: (m) => this.progress(m),
         });
-        const failed = result.outcomes.filter((o) => o.error);
-        for (const o of failed) process.stderr.write(`vmi: error: guest ${o.guest}: ${o.error!.message}\n`);
-        if (failed.length > 0) exitCode = failed.length === result.outcomes.length ? 1 : 3;
+        if (outputError) {
+          // The guests' own errors, if any, are this one's consequences (a closed stream).
+          process.stderr.write(`vmi: error: writing the events to ${flags.output}: ${outputError.message}\n`);
+          exitCode = 1;
+        } else {
+          const failed = result.outcomes.filter((o) => o.error);
+          for (const o of failed) process.stderr.write(`vmi: error: guest ${o.guest}: ${o.error!.message}\n`);
+          if (failed.length > 0) exitCode = failed.length === result.outcomes.length ? 1 : 3;
+        }
       } finally {
         process.off('SIGINT', onInt);
         process.off('SIGTERM', onTerm);
         stop.abort();
         await exposed.close();
-        if (stream !== process.stdout) await new Promise<void>((r) => stream.end(r));
+        if (stream !== process.stdout && !stream.destroyed) await new Promise<void>((r) => stream.end(r));
       }
     } catch (err) {
       this.fail(err);

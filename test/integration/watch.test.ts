@@ -428,6 +428,39 @@ describe('vmi watch and the API on the lab guest', () => {
     expect(await shadowsInGuest(guest)).toEqual([]);
   });
 
+  it('-o: a path it cannot open is a one-line error before any attach; a write that fails later (ENOSPC) ends the watch with one line and no shadow left', async () => {
+    const bad = await runVmi(['watch', '--guest', NAME, '-o', '/nonexistent-dir/events.jsonl'], {
+      env: PLAIN_TERMINAL,
+    });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim().split('\n')).toEqual([
+      "vmi: error: cannot open -o /nonexistent-dir/events.jsonl: ENOENT: no such file or directory, open '/nonexistent-dir/events.jsonl'",
+    ]);
+    expect(await shadowsInGuest(guest)).toEqual([]);
+
+    // /dev/full opens, and every write to it fails with ENOSPC.
+    const w = startWatch(['--interval', '200ms', '--only', 'process', '-o', '/dev/full']);
+    let pid = 0;
+    try {
+      await baseline1(w);
+      pid = Number((await guestSh(guest, 'sleep 1000 >/dev/null 2>&1 & echo $!')).trim());
+      const end = await Promise.race([
+        w.exited,
+        new Promise<'running'>((r) => setTimeout(() => r('running'), 30_000)),
+      ]);
+      expect(end, w.stderr.join('\n')).toEqual({ code: 1, signal: null });
+    } finally {
+      if (w.child.exitCode === null) w.child.kill('SIGKILL');
+      if (pid) await guestRun(guest, `kill ${pid}`);
+    }
+    const errors = w.stderr.filter((l) => l.startsWith('vmi: error:'));
+    expect(errors).toEqual([
+      'vmi: error: writing the events to /dev/full: ENOSPC: no space left on device, write',
+    ]);
+    expect(w.stderr.join('\n')).not.toMatch(/\n\s+at /);
+    expect(await shadowsInGuest(guest)).toEqual([]);
+  });
+
   it('ends quietly when its reader goes away (EPIPE) and leaves no shadow', async () => {
     // pipefail: the pipeline's status is vmi's, not head's.
     const sh = spawn(
