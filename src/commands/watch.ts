@@ -87,7 +87,7 @@ SIGINT or SIGTERM ends the watch after the snapshot in flight and removes the sh
         try {
           fd = openSync(flags.output, 'a', mode);
         } catch (err) {
-          throw new Error(`cannot open -o ${flags.output}: ${(err as Error).message}`);
+          throw new Error(`cannot open -o ${flags.output}: ${(err as Error).message}`, { cause: err });
         }
       }
       const stream = fd !== undefined ? createWriteStream('', { fd }) : process.stdout;
