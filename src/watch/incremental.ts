@@ -8,7 +8,8 @@
  *   that exited and was reused between two ticks is caught through the last-PID field of
  *   /proc/loadavg (the pid namespace's allocation cursor, kernel/pid.c via
  *   fs/proc/loadavg.c): a PID the listing had before and the allocator handed out since
- *   the previous tick is read again and, with a new start time, is a new process.
+ *   the previous tick is read again and, with a new start time, is a new process; so is
+ *   a PID whose /proc/PID has another inode than at the last tick (inodeMoved).
  * - modules: /proc/modules (one small read); lsmod runs only when its bytes changed.
  * - mounts: /proc/PID/mountinfo of one process per known mount namespace; mountinfo runs
  *   only when one of them changed, or a namespace came or went.
@@ -85,6 +86,25 @@ export function parseLastPid(data: Uint8Array): number | undefined {
 export function allocatedSince(pid: number, before: number, after: number): boolean {
   if (after === before) return false;
   return before < after ? pid > before && pid <= after : pid > before || pid <= after;
+}
+
+/**
+ * True when /proc/PID was listed with another inode than at the last tick. A /proc/PID
+ * dentry lives as long as its task (fs/proc/base.c: pid_delete_dentry; proc_flush_pid
+ * drops it at exit), and a new one gets a new inode number (get_next_ino), so a PID
+ * reused between two ticks shows here even when the allocator's cursor was put back
+ * where it was (root writing /proc/sys/kernel/ns_last_pid, as CRIU does, or a guest
+ * hiding a swap). A dentry evicted under memory pressure also gets a new inode: the
+ * process is read again and, with the same start time, makes no event.
+ */
+export function inodeMoved(
+  before: ReadonlyMap<number, bigint> | undefined,
+  now: ReadonlyMap<number, bigint> | undefined,
+  pid: number,
+): boolean {
+  const a = before?.get(pid);
+  const b = now?.get(pid);
+  return a !== undefined && b !== undefined && a !== b;
 }
 
 /**
@@ -185,6 +205,8 @@ class GuestProbe {
   private view?: TickView;
   private procs = new Map<number, KnownProcess>();
   private lastPid?: number;
+  /** The inode of each listed /proc/PID (getdents64's d_ino) at the last tick. */
+  private inodes?: Map<number, bigint>;
   /** New processes held back because they looked mid-exec: pid → its START_MS and the ticks held. */
   private deferred = new Map<number, { start: unknown; held: number }>();
   /** A tick has been read since the last reset: its processes are the baseline, never held back. */
@@ -206,6 +228,7 @@ class GuestProbe {
   reset(): void {
     this.procs.clear();
     this.lastPid = undefined;
+    this.inodes = undefined;
     this.bootMs = undefined;
     this.deferred.clear();
     this.primed = false;
@@ -259,7 +282,7 @@ class GuestProbe {
       want.has('process') && this.lastPid !== undefined && this.bootMs !== undefined
         ? { pids: Array.from({ length: EARLY_PIDS }, (_, i) => this.lastPid! + 1 + i), links: needLinks }
         : undefined;
-    const { files, pids, early: earlyRead } = await probeAndList(ctx, paths, early);
+    const { files, pids, inodes, early: earlyRead } = await probeAndList(ctx, paths, early);
     const loadavg = files.get('/proc/loadavg')!;
     const cursor = loadavg.data ? parseLastPid(loadavg.data) : undefined;
     const passwd = files.get('/etc/passwd');
@@ -283,15 +306,20 @@ class GuestProbe {
       if (p.net !== undefined && netReaders.get(p.net) === pid) netChanged = true;
     }
     const fresh = pids.filter((pid) => !this.procs.has(pid));
-    // Known PIDs the allocator handed out since the last tick: maybe another process now.
-    // Without a cursor (unreadable loadavg, or the first tick after a reset) every known
-    // PID is read again.
+    // Known PIDs that may be another process now: those the allocator handed out since the
+    // last tick, and those whose /proc/PID has another inode. Without a cursor (unreadable
+    // loadavg, or the first tick after a reset) every known PID is read again.
+    const before = this.inodes;
     const suspects = pids.filter(
       (pid) =>
         this.procs.has(pid) &&
-        (cursor === undefined || this.lastPid === undefined || allocatedSince(pid, this.lastPid, cursor)),
+        (cursor === undefined ||
+          this.lastPid === undefined ||
+          allocatedSince(pid, this.lastPid, cursor) ||
+          inodeMoved(before, inodes, pid)),
     );
     this.lastPid = cursor;
+    this.inodes = inodes;
 
     // 3. Details of new (and suspect) processes only.
     const toRead = [...fresh, ...suspects];
@@ -469,7 +497,8 @@ const EARLY_LINK_BUFFER = 64;
 /**
  * The probe files and then the /proc listing, in one guest entry: per file openat, one
  * read, a 1-byte read that tells its end, close (as ctx.sys.readFiles' first pass); then
- * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids); then, with
+ * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids: the PIDs, and the
+ * inode of each /proc/PID); then, with
  * `early`, the same reads of PROCESS_FILES for each of its PIDs and their ns/mnt and
  * ns/net links. A file or a listing longer than that (a guest with many sockets or
  * mounts, or a huge process count) is read again whole by the SDK's helpers: one more
@@ -481,7 +510,12 @@ export async function probeAndList(
   ctx: PluginContext,
   paths: readonly string[],
   early?: { pids: readonly number[]; links: boolean },
-): Promise<{ files: Map<string, FileReadResult>; pids: number[]; early: Map<number, EarlyProcess> }> {
+): Promise<{
+  files: Map<string, FileReadResult>;
+  pids: number[];
+  inodes?: Map<number, bigint>;
+  early: Map<number, EarlyProcess>;
+}> {
   const { O_RDONLY, O_CLOEXEC, O_DIRECTORY, AT_FDCWD } = flags;
   const b = ctx.sys.batch();
   const readOf = (path: string, chunk: number) =>
@@ -528,11 +562,16 @@ export async function probeAndList(
     for (const f of await ctx.sys.readFiles(longer.map((path) => ({ path, chunkSize: PROBE_CHUNK }))))
       files.set(f.path, f);
   let pids: number[] | undefined;
+  let inodes: Map<number, bigint> | undefined;
   const listError = list.fd.result().error ?? list.g1.result().error ?? list.g2.result().error;
   if (!listError && list.g2.result().data.length === 0) {
     pids = [];
+    inodes = new Map();
     for (const d of decodeDirents64(list.g1.result().data))
-      if (PID_NAME.test(d.name)) pids.push(Number(d.name));
+      if (PID_NAME.test(d.name)) {
+        pids.push(Number(d.name));
+        inodes.set(Number(d.name), d.ino);
+      }
     pids.sort((a, c) => a - c);
   }
   const earlyRead = new Map<number, EarlyProcess>();
@@ -554,7 +593,8 @@ export async function probeAndList(
     earlyRead.set(e.pid, { files: { stat, status, cmdline }, ...(links ? { links } : {}) });
   }
   // Longer than one buffer, or unreadable here: the SDK's listing (which throws its error).
-  return { files, pids: pids ?? (await ctx.proc.listPids()), early: earlyRead };
+  if (pids) return { files, pids, inodes, early: earlyRead };
+  return { files, pids: await ctx.proc.listPids(), early: earlyRead };
 }
 
 /** A plugin's rows from its run (an array or an async iterable), with default options. */

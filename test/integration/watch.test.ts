@@ -322,6 +322,41 @@ describe('vmi watch and the API on the lab guest', () => {
     }
   });
 
+  it('incremental snapshots: a PID taken over with the allocation cursor put back where it was (ns_last_pid) is an exit and a start', async () => {
+    const w = startWatch(['--interval', '100ms', '--only', 'process']);
+    let pids: number[] = [];
+    try {
+      await baseline1(w);
+      const x = Number((await guestSh(guest, 'sleep 1000 >/dev/null 2>&1 & echo $!')).trim());
+      pids = [x];
+      await waitFor('process_started', () => eventOf(w, 'process_started', (r) => r.PID === x), w);
+      // In one command, with builtins only but the one fork: end x, put the cursor before
+      // it, start another program (it gets x), put the cursor back where it was.
+      const out = await guestSh(
+        guest,
+        `kill ${x}; wait ${x} 2>/dev/null; read L < /proc/sys/kernel/ns_last_pid; echo ${x - 1} > /proc/sys/kernel/ns_last_pid; sleep 1001 >/dev/null 2>&1 & echo $!; echo $L > /proc/sys/kernel/ns_last_pid`,
+      );
+      const y = Number(out.trim());
+      pids = [y];
+      expect(y, 'the guest gave the new program the same PID').toBe(x);
+      // Ground truth: the guest shows the PID running the new program.
+      expect((await guestSh(guest, `tr '\\0' ' ' < /proc/${x}/cmdline`)).trim()).toBe('sleep 1001');
+      const started = await waitFor(
+        'a process_started for the new program',
+        () => eventOf(w, 'process_started', (r) => r.PID === x && r.ARGS === 'sleep 1001'),
+        w,
+        20_000,
+      );
+      const exited = eventOf(w, 'process_exited', (r) => r.PID === x && r.ARGS === 'sleep 1000');
+      expect(exited, 'the old program exited').toBeDefined();
+      expect(w.events.indexOf(exited!)).toBeLessThan(w.events.indexOf(started));
+    } finally {
+      w.child.kill('SIGINT');
+      if (pids.length > 0) await guestRun(guest, `kill ${pids.join(' ')}`);
+    }
+    expect(await w.exited).toEqual({ code: 0, signal: null });
+  });
+
   it('many clients: two plugin runs started at once beside a watch both succeed; a held guest is waited for, or refused with --wait 0', async () => {
     const w = startWatch(['--interval', '200ms']);
     try {

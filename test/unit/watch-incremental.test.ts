@@ -165,6 +165,33 @@ describe('watch: incremental process snapshots', () => {
     }
   });
 
+  it('a PID taken over between two ticks with the allocation cursor put back (ns_last_pid) is caught by its new /proc/PID inode', async () => {
+    const { events, perTick } = await ticks(
+      guest(),
+      [
+        () => undefined,
+        (g) => newProcess(g, 8, 'a', 10),
+        () => undefined,
+        (g) => {
+          // 8 exited and root put the cursor back to 7: the next fork took 8, and the
+          // cursor is 10 again (as at the tick before). A new directory, a new inode.
+          g.remove('/proc/8');
+          addFakeProcess(g, 8, 'nc');
+          g.addFile('/proc/8/stat', fakeStat(8, 'nc', { start: 9000 }));
+          g.addFile('/proc/8/cmdline', 'nc\0-l\0');
+        },
+      ],
+      ['process'],
+    );
+    expect(events.map((e) => [e.kind, e.row.PID, e.row.ARGS])).toEqual([
+      ['process_started', 8, 'a --flag'],
+      ['process_exited', 8, 'a --flag'],
+      ['process_started', 8, 'nc -l'],
+    ]);
+    // The quiet tick between read nothing again: the inode stayed.
+    expect(perTick[2]).toHaveLength(1);
+  });
+
   it('rows read behind the listing and rows read after it share the boot time of the tick (a clock step moves btime)', async () => {
     const steps: ((g: FakeGuest) => void)[] = [
       () => undefined,

@@ -47,7 +47,8 @@ interface LinkNode {
   /** st_nlink statx reports (the fake does not follow links: as of the open file behind it). Default 1. */
   nlink?: number;
 }
-type Node = FileNode | LinkNode | { kind: 'dir' };
+/** A directory keeps its inode number while it exists (getdents64's d_ino), as a /proc/PID dentry does. */
+type Node = FileNode | LinkNode | { kind: 'dir'; ino?: number };
 
 interface OpenFile {
   path: string;
@@ -111,11 +112,14 @@ export class FakeGuest implements SyscallExecutor {
     return this.fds.size;
   }
 
+  /** Inode numbers handed to new directories (get_next_ino: a new /proc/PID gets a new one). */
+  private nextIno = 1000;
+
   addDir(path: string): this {
     const parts = path.split('/').filter(Boolean);
     for (let i = 1; i <= parts.length; i++) {
       const p = '/' + parts.slice(0, i).join('/');
-      if (!this.nodes.has(p)) this.nodes.set(p, { kind: 'dir' });
+      if (!this.nodes.has(p)) this.nodes.set(p, { kind: 'dir', ino: this.nextIno++ });
     }
     return this;
   }
@@ -280,7 +284,8 @@ export class FakeGuest implements SyscallExecutor {
           const node = this.nodes.get(child);
           const type =
             name === '.' || name === '..' || node?.kind === 'dir' ? 4 : node?.kind === 'link' ? 10 : 8;
-          const rec = encodeDirents64([{ ino: BigInt(f.pos + 100), off: BigInt(f.pos + 1), type, name }]);
+          const ino = node?.kind === 'dir' && node.ino !== undefined ? node.ino : f.pos + 100;
+          const rec = encodeDirents64([{ ino: BigInt(ino), off: BigInt(f.pos + 1), type, name }]);
           if (used + rec.length > count) break;
           recs.push(rec);
           used += rec.length;
