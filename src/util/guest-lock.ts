@@ -78,6 +78,10 @@ function readLock(path: string): StaleCandidate & { holder: LockHolder | undefin
 
 function describe(h: LockHolder): string {
   const what = [h.command && `vmi ${h.command}`, h.since && `since ${h.since}`].filter(Boolean).join(', ');
+  // A session of this very process (a request `vmi watch` or `vmi serve` serves, another
+  // API Guest): its command line is this process's, which would name the waiter itself.
+  if (h.pid === process.pid)
+    return `another session of this vmi (pid ${h.pid}${h.since ? `, since ${h.since}` : ''})`;
   return `vmi pid ${h.pid}${what ? ` (${what})` : ''}`;
 }
 
@@ -164,7 +168,9 @@ export class GuestLock {
             ? `guest ${this.guest} is being inspected by another vmi: ${describe(holder)}; wait for it (--wait SECONDS) or stop it`
             : `guest ${this.guest} is still held by another vmi after ${Math.round(waitMs / 1000)} s: ${describe(holder)}; wait longer (--wait SECONDS) or stop it`,
         );
-      if (!told) {
+      // Not said for a session of this process: turns between its own sessions (a served
+      // request and a watch's tick) are short and expected.
+      if (!told && holder.pid !== process.pid) {
         opts.onWait?.(
           `guest ${this.guest} is held by ${describe(holder)}; waiting up to ${Math.round(waitMs / 1000)} s for its turn`,
         );

@@ -52,6 +52,23 @@ describe('guest lock: a second vmi waits for its turn', () => {
     expect(existsSync(join(dir, 'vmi.lock'))).toBe(false);
   });
 
+  it('a session of this same process holding the guest is waited for quietly, and named as such', async () => {
+    const first = new GuestLock(dir, 'lab');
+    await first.acquire({ waitMs: 0 });
+    const told: string[] = [];
+    const second = new GuestLock(dir, 'lab');
+    await expect(second.acquire({ waitMs: 200, onWait: (m) => told.push(m) })).rejects.toThrow(
+      new RegExp(
+        `still held by another vmi after 0 s: another session of this vmi \\(pid ${process.pid}, since `,
+      ),
+    );
+    expect(told).toEqual([]);
+    setTimeout(() => first.release(), 100);
+    await second.acquire({ waitMs: 5000, onWait: (m) => told.push(m) });
+    expect(told).toEqual([]);
+    second.release();
+  });
+
   it('gives up after the wait with one line naming the holder', async () => {
     plant();
     const lock = new GuestLock(dir, 'lab');
