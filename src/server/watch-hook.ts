@@ -4,6 +4,7 @@
  * (VMI_SERVER=off in its process: it must not become a client of its own socket).
  */
 import type { GuestSpec } from '../api/guest.js';
+import { TargetError } from '../api/index.js';
 import type { TransportChoice } from '../shadow/transport.js';
 import type { RunPlanner } from './cli-request.js';
 import { serveGuest, type ServingGuest } from './host.js';
@@ -44,7 +45,8 @@ export function exposeWatchedGuests(
           return s;
         },
         (e: Error) => {
-          if (!(e instanceof ServerRunningError))
+          // A guest that is not running is the watch's own error, said once by it.
+          if (!(e instanceof ServerRunningError) && !(e instanceof TargetError))
             opts.status(`not serving ${JSON.stringify(spec)}: ${e.message}`);
           return undefined;
         },

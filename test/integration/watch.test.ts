@@ -463,7 +463,7 @@ describe('vmi watch and the API on the lab guest', () => {
     expect(await shadowsInGuest(guest)).toEqual([]);
   });
 
-  it('-o: a path it cannot open is a one-line error before any attach; a write that fails later (ENOSPC) ends the watch with one line and no shadow left', async () => {
+  it('-o: a path it cannot open, or a guest not running, is a one-line error before any attach; a write that fails later (ENOSPC) ends the watch with one line and no shadow left', async () => {
     const bad = await runVmi(['watch', '--guest', NAME, '-o', '/nonexistent-dir/events.jsonl'], {
       env: PLAIN_TERMINAL,
     });
@@ -472,6 +472,11 @@ describe('vmi watch and the API on the lab guest', () => {
       "vmi: error: cannot open -o /nonexistent-dir/events.jsonl: ENOENT: no such file or directory, open '/nonexistent-dir/events.jsonl'",
     ]);
     expect(await shadowsInGuest(guest)).toEqual([]);
+    const nosuch = await runVmi(['watch', '--guest', 'nosuch'], { env: PLAIN_TERMINAL });
+    expect(nosuch.code).toBe(1);
+    expect(nosuch.stderr.trim().split('\n')).toEqual([
+      "vmi: error: guest nosuch: no running lab guest named 'nosuch': start it with `vmi lab up --name nosuch` (see `vmi lab list`)",
+    ]);
 
     // /dev/full opens, and every write to it fails with ENOSPC.
     const w = startWatch(['--interval', '200ms', '--only', 'process', '-o', '/dev/full']);
