@@ -380,13 +380,13 @@ class GuestProbe {
     recheck: boolean,
     earlyRead?: ReadonlyMap<number, EarlyProcess>,
   ): Promise<{ changed: number[]; held: number[] }> {
-    const known = this.bootMs;
-    const early = known !== undefined && earlyRead ? earlyRead : new Map<number, EarlyProcess>();
+    const lastBoot = this.bootMs;
+    const early = lastBoot !== undefined && earlyRead ? earlyRead : new Map<number, EarlyProcess>();
     const rest = pids.filter((pid) => !early.has(pid));
     const records: ProcessRecord[] =
       rest.length > 0 ? await readProcesses(ctx, { pids: rest, files: ['cmdline'] }) : [];
     // readProcesses read /proc/stat along (ctx.proc keeps it); else the last read's value.
-    if (rest.length === 0 && known !== undefined) ctx.proc.setBootTime(known);
+    if (rest.length === 0 && lastBoot !== undefined) ctx.proc.setBootTime(lastBoot);
     const bootMs = await ctx.proc.bootTime();
     this.bootMs = bootMs;
     // With the boot time just read, if any: one value for every row of the tick (a clock
@@ -497,14 +497,14 @@ const EARLY_LINK_BUFFER = 64;
 /**
  * The probe files and then the /proc listing, in one guest entry: per file openat, one
  * read, a 1-byte read that tells its end, close (as ctx.sys.readFiles' first pass); then
- * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids: the PIDs, and the
- * inode of each /proc/PID); then, with
- * `early`, the same reads of PROCESS_FILES for each of its PIDs and their ns/mnt and
- * ns/net links. A file or a listing longer than that (a guest with many sockets or
+ * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids: the PIDs, and
+ * the inode of each /proc/PID); then, with `early`, the same reads of PROCESS_FILES for
+ * each of its PIDs and their ns/mnt and ns/net links. A file or a listing longer than that (a guest with many sockets or
  * mounts, or a huge process count) is read again whole by the SDK's helpers: one more
  * entry, only then. Returns the files by path (data or error, as readFiles), the PIDs
- * listed, ascending, and the early PIDs whose reads were whole (read after the listing:
- * a PID the listing does not have is not the caller's to use).
+ * listed, ascending, with their inodes (none when the SDK's listing was used), and the
+ * early PIDs whose reads were whole (read after the listing: a PID the listing does not
+ * have is not the caller's to use).
  */
 export async function probeAndList(
   ctx: PluginContext,
