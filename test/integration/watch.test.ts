@@ -336,11 +336,14 @@ describe('vmi watch and the API on the lab guest', () => {
         pids = [x];
         const first = x;
         await waitFor('process_started', () => eventOf(w, 'process_started', (r) => r.PID === first), w);
-        // In one command, with builtins only but the one fork: end x, put the cursor before
-        // it, start another program (it gets x), put the cursor back where it was.
+        // In one command, with builtins only but the one fork: end x, wait until init has
+        // reaped it (each console command runs in a subshell, so x is init's orphan and
+        // stays a zombie holding its PID until busybox init reaps it, up to ~1 s; a CI run
+        // that forked before then got x + 6), put the cursor before it, start another
+        // program (it gets x), put the cursor back where it was.
         const out = await guestSh(
           guest,
-          `kill ${x}; wait ${x} 2>/dev/null; read L < /proc/sys/kernel/ns_last_pid; echo ${x - 1} > /proc/sys/kernel/ns_last_pid; sleep 1001 >/dev/null 2>&1 & echo $!; echo $L > /proc/sys/kernel/ns_last_pid`,
+          `kill ${x}; i=0; while [ -e /proc/${x} ] && [ $i -lt 500000 ]; do i=$((i+1)); done; [ -e /proc/${x} ] && { echo "pid ${x} not reaped"; exit 1; }; read L < /proc/sys/kernel/ns_last_pid; echo ${x - 1} > /proc/sys/kernel/ns_last_pid; sleep 1001 >/dev/null 2>&1 & echo $!; echo $L > /proc/sys/kernel/ns_last_pid`,
         );
         y = Number(out.trim());
         pids = [y];
