@@ -34,7 +34,13 @@ import type { TransportChoice } from '../shadow/transport.js';
 import { openTarget, type OpenedTarget, type TargetSpec } from '../targets/index.js';
 import { DEFAULT_LAB_NAME } from '../targets/lab.js';
 import { ServerConnection, serverSocketPath } from '../serve/client.js';
-import { decodeTable, ProtocolError, type ServerStatus } from '../serve/protocol.js';
+import {
+  decodeTable,
+  ProtocolError,
+  STATUS_TIMEOUT_MS,
+  type RunSettings,
+  type ServerStatus,
+} from '../serve/protocol.js';
 
 /**
  * Which guest: a lab guest by name (`'lab'` is the default one, booted when it is not
@@ -215,7 +221,15 @@ export class Guest {
   }
 
   /** Runs several plugins through one attach; one plugin's failure costs its own result. */
-  async runAll(calls: readonly PluginCall[]): Promise<GuestRun> {
+  runAll(calls: readonly PluginCall[]): Promise<GuestRun> {
+    return this.runAllWith(calls, {});
+  }
+
+  /**
+   * @internal runAll with a client's settings in place of this Guest's own (the vmi server
+   * applies those a `run` request carries: src/serve/protocol.ts RunSettings).
+   */
+  async runAllWith(calls: readonly PluginCall[], settings: RunSettings): Promise<GuestRun> {
     const requests = calls.map((c) => ({ plugin: resolvePlugin(c.plugin), options: c.options ?? {} }));
     if (this.remote) {
       const remote = this.remote;
@@ -226,13 +240,24 @@ export class Guest {
           );
         return { plugin: r.plugin.name, options: r.options };
       });
+      // The options that shape a run travel with it: the server applies them to this
+      // request as this process would (its transport and shadow stay the server's).
+      const sent = this.remoteSettings();
       return this.serialized(async () =>
-        decodeGuestRun(await remote.conn.request({ op: 'run', calls: named })),
+        decodeGuestRun(
+          await remote.conn.request({ op: 'run', calls: named, ...(sent ? { settings: sent } : {}) }),
+        ),
       );
     }
     return this.serialized(async () => {
       const t0 = performance.now();
-      const run = await runPluginsOnGuest(this.opened.guest, requests, this.runOptions());
+      const run = await runPluginsOnGuest(this.opened.guest, requests, {
+        ...this.runOptions(),
+        ...settings,
+        ...(settings.runLimits || this.opts.runLimits
+          ? { runLimits: { ...this.opts.runLimits, ...settings.runLimits } }
+          : {}),
+      });
       this.attached = true;
       return toGuestRun(run, performance.now() - t0);
     });
@@ -280,6 +305,18 @@ export class Guest {
     } finally {
       await target.close();
     }
+  }
+
+  /** This Guest's options that a server applies per request; undefined when all default. */
+  private remoteSettings(): RunSettings | undefined {
+    const o = this.opts;
+    const out: RunSettings = {
+      ...(o.runLimits ? { runLimits: { ...o.runLimits } } : {}),
+      ...(o.includeShadow !== undefined ? { includeShadow: o.includeShadow } : {}),
+      ...(o.acceptPartialContext !== undefined ? { acceptPartialContext: o.acceptPartialContext } : {}),
+      ...(o.allowWrite !== undefined ? { allowWrite: o.allowWrite } : {}),
+    };
+    return Object.keys(out).length > 0 ? out : undefined;
   }
 
   private runOptions(): RunOnGuestOptions {
@@ -344,7 +381,8 @@ async function findServer(spec: GuestSpec): Promise<RemoteBackend | undefined> {
   const conn = await ServerConnection.connect(path).catch(() => undefined);
   if (!conn) return undefined;
   try {
-    const status = (await conn.request({ op: 'status' })).status as ServerStatus;
+    const status = (await conn.request({ op: 'status' }, undefined, STATUS_TIMEOUT_MS))
+      .status as ServerStatus;
     conn.unref();
     return { conn, name: status.guest, serverPid: status.pid };
   } catch {

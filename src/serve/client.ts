@@ -57,6 +57,7 @@ export class ServerConnection {
     { resolve: (r: Reply) => void; reject: (e: Error) => void; progress?: (line: string) => void }
   >();
   private ended: Error | undefined;
+  private weak = false;
 
   private constructor(
     private readonly socket: net.Socket,
@@ -103,12 +104,44 @@ export class ServerConnection {
     });
   }
 
-  /** Sends one request; resolves with its `ok: true` reply, rejects with ServerRequestError. */
-  request(body: Record<string, unknown>, progress?: (line: string) => void): Promise<Reply> {
+  /**
+   * Sends one request; resolves with its `ok: true` reply, rejects with ServerRequestError,
+   * or with ServerGoneError when the connection ends first or no reply came within
+   * `timeoutMs` (when given: for short requests such as status, so that a stopped server
+   * is not waited for forever; the connection is then closed).
+   */
+  request(
+    body: Record<string, unknown>,
+    progress?: (line: string) => void,
+    timeoutMs?: number,
+  ): Promise<Reply> {
     if (this.ended) return Promise.reject(this.ended);
     const id = this.nextId++;
+    // A weak connection still keeps the process alive while one of its requests waits.
+    this.socket.ref();
     return new Promise<Reply>((resolveReply, reject) => {
-      this.waiting.set(id, { resolve: resolveReply, reject, ...(progress ? { progress } : {}) });
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.end(new ServerGoneError(`vmi server at ${this.path} did not answer in ${timeoutMs} ms`));
+              this.socket.destroy();
+            }, timeoutMs);
+      const settle = (): void => {
+        if (timer) clearTimeout(timer);
+        if (this.weak && this.waiting.size === 0) this.socket.unref();
+      };
+      this.waiting.set(id, {
+        resolve: (r) => {
+          settle();
+          resolveReply(r);
+        },
+        reject: (e) => {
+          settle();
+          reject(e);
+        },
+        ...(progress ? { progress } : {}),
+      });
       this.socket.write(encodeFrame({ ...body, v: PROTOCOL_VERSION, id }));
     });
   }
@@ -120,7 +153,8 @@ export class ServerConnection {
 
   /** Keeps the process alive only while a request waits (an idle connection does not). */
   unref(): void {
-    this.socket.unref();
+    this.weak = true;
+    if (this.waiting.size === 0) this.socket.unref();
   }
 
   private dispatch(m: unknown): void {

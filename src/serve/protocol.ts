@@ -11,7 +11,7 @@
  *
  * Messages are maps with `v` (protocol version) and `id` (the client's request number):
  * - request  `{ v, id, op: 'status' }` → reply `{ v, id, ok: true, status }`
- * - request  `{ v, id, op: 'run', calls: [{ plugin, options }], arrow? }` → reply
+ * - request  `{ v, id, op: 'run', calls: [{ plugin, options }], arrow?, settings? }` → reply
  *   `{ v, id, ok: true, results, failures, timing }` (the API's runAll; with `arrow: true`
  *   every result carries its table as an Arrow IPC stream too, for clients in other
  *   languages)
@@ -49,6 +49,11 @@ export const MAX_REQUEST_BYTES = 1 << 20;
 /** Bound on one reply frame (bytes): replies hold whole tables. */
 export const MAX_REPLY_BYTES = 512 << 20;
 /** Bound on the argv of a `cli` request (arguments) and on each argument (characters). */
+/**
+ * How long a client waits for a status reply (ms): a server that accepts connections but
+ * does not answer (stopped, stuck) is then treated as absent rather than waited for.
+ */
+export const STATUS_TIMEOUT_MS = 2000;
 export const MAX_ARGS = 256;
 export const MAX_ARG_CHARS = 4096;
 
@@ -251,6 +256,45 @@ export function decodeCli(v: unknown): CliOutcome {
   };
 }
 
+/**
+ * openGuest options a `run` request carries to the server, so that they apply there as
+ * they would in the client's own process (limits: positive integers, as RunLimits).
+ */
+export interface RunSettings {
+  runLimits?: { maxReadBytes?: number; maxRows?: number; timeoutMs?: number };
+  includeShadow?: boolean;
+  acceptPartialContext?: boolean;
+  allowWrite?: boolean;
+}
+
+const LIMIT_KEYS = ['maxReadBytes', 'maxRows', 'timeoutMs'] as const;
+const FLAG_KEYS = ['includeShadow', 'acceptPartialContext', 'allowWrite'] as const;
+
+function parseSettings(v: unknown): RunSettings | undefined {
+  if (v === undefined) return undefined;
+  if (!isObject(v)) throw new ProtocolError('run: settings must be a map');
+  const out: RunSettings = {};
+  for (const k of FLAG_KEYS) {
+    if (v[k] === undefined) continue;
+    if (typeof v[k] !== 'boolean') throw new ProtocolError(`run: settings.${k} must be true or false`);
+    out[k] = v[k];
+  }
+  if (v.runLimits !== undefined) {
+    const l = v.runLimits;
+    if (!isObject(l)) throw new ProtocolError('run: settings.runLimits must be a map');
+    const limits: NonNullable<RunSettings['runLimits']> = {};
+    for (const k of LIMIT_KEYS) {
+      if (l[k] === undefined) continue;
+      const n = l[k];
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n <= 0)
+        throw new ProtocolError(`run: settings.runLimits.${k} must be a positive integer`);
+      limits[k] = n;
+    }
+    out.runLimits = limits;
+  }
+  return out;
+}
+
 /** A request as the server accepts it (checked by parseRequest). */
 export type Request =
   | { v: number; id: number; op: 'status' }
@@ -260,6 +304,8 @@ export type Request =
       op: 'run';
       calls: { plugin: string; options: Record<string, unknown> }[];
       arrow: boolean;
+      /** The client's run settings (openGuest's options), applied to this request only. */
+      settings?: RunSettings;
     }
   | {
       v: number;
@@ -290,7 +336,15 @@ export function parseRequest(m: unknown): Request {
           throw new ProtocolError(`run: options of ${c.plugin} must be a map`);
         return { plugin: c.plugin, options: (c.options ?? {}) as Record<string, unknown> };
       });
-      return { v: PROTOCOL_VERSION, id, op: 'run', calls, arrow: m.arrow === true };
+      const settings = parseSettings(m.settings);
+      return {
+        v: PROTOCOL_VERSION,
+        id,
+        op: 'run',
+        calls,
+        arrow: m.arrow === true,
+        ...(settings ? { settings } : {}),
+      };
     }
     case 'cli': {
       const { argv, cwd } = m;

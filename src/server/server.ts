@@ -27,6 +27,7 @@ import {
   MAX_REQUEST_BYTES,
   parseRequest,
   PROTOCOL_VERSION,
+  STATUS_TIMEOUT_MS,
   type CliOutcome,
   type Request,
   type ServerStatus,
@@ -193,7 +194,7 @@ export class VmiServer {
 
   private async run(req: Extract<Request, { op: 'run' }>): Promise<Record<string, unknown>> {
     const calls: PluginCall[] = req.calls.map((c) => ({ plugin: c.plugin, options: c.options }));
-    const run: GuestRun = await this.opts.guest.runAll(calls);
+    const run: GuestRun = await this.opts.guest.runAllWith(calls, req.settings ?? {});
     this.shadowPid = run.timing.shadowPid;
     const arrowOf = req.arrow ? await arrowEncoder() : undefined;
     return {
@@ -269,7 +270,7 @@ export async function clearStaleSocket(path: string): Promise<void> {
   if (conn) {
     let who = '';
     try {
-      const r = await conn.request({ op: 'status' });
+      const r = await conn.request({ op: 'status' }, undefined, STATUS_TIMEOUT_MS);
       const s = r.status as ServerStatus;
       who = ` (pid ${s.pid}, ${s.kind})`;
     } catch {
@@ -287,7 +288,7 @@ export async function probeServer(path: string): Promise<ServerStatus | undefine
   const conn = await ServerConnection.connect(path, 1000).catch(() => undefined);
   if (!conn) return undefined;
   try {
-    return (await conn.request({ op: 'status' })).status as ServerStatus;
+    return (await conn.request({ op: 'status' }, undefined, STATUS_TIMEOUT_MS)).status as ServerStatus;
   } catch {
     return undefined;
   } finally {

@@ -174,7 +174,10 @@ export async function openForeignGuest(
       opts.progress?.(`using the guest's existing gdbstub ${existing}`);
       gdbSocket = existing;
     } else {
-      // Ours (possibly left by a vmi that died): (re)start it on a fresh socket.
+      // Ours (possibly left by a vmi that died): (re)start it on a fresh socket. A stub
+      // still on that socket is stopped first: QEMU refuses a second gdbserver chardev of
+      // the same name ("duplicate yank instance") and the guest would stay unusable.
+      if (existing === gdbSocket) await qmp.hmp('gdbserver none');
       rmSync(gdbSocket, { force: true });
       const out = await qmp.hmp(`gdbserver unix:${gdbSocket},server=on,wait=off`);
       if (!existsSync(gdbSocket)) {

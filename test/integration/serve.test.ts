@@ -36,6 +36,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openGuest } from '../../src/api/index.js';
 import { labDown, labUp, type LabGuest } from '../../src/lab/lab.js';
 import { bootForeignQemu, type ForeignQemu } from '../../src/lab/foreign-qemu.js';
+import { QmpClient } from '../../src/qemu/qmp.js';
 import { foreignRunDir } from '../../src/targets/qmp.js';
 import { serverSocketPath } from '../../src/serve/client.js';
 import { encodeFrame, FrameReader, PROTOCOL_VERSION } from '../../src/serve/protocol.js';
@@ -43,6 +44,7 @@ import { PLAIN_TERMINAL, requireBuilt, ROOT, runVmi, VMI_BIN, type Ran } from '.
 import {
   expectRowsMatchConsole,
   guestProcs as consoleProcs,
+  guestSh,
   kworker,
   lasting,
   type GuestProc,
@@ -399,6 +401,51 @@ describe('vmi serve (lab guest)', () => {
     expect(again.stderr).toMatch(/through the vmi server/);
   }, 300_000);
 
+  it('a program whose only work is openGuest through the server gets its table; a server that does not answer is passed by', async () => {
+    server ??= await startServer();
+    // A user's program: top-level await and nothing else to keep Node alive (the API's
+    // idle connection does not; a request in flight must).
+    const script = join(work, 'api-only.mjs');
+    writeFileSync(
+      script,
+      `import { openGuest } from ${JSON.stringify(join(ROOT, 'dist', 'index.js'))};
+const g = await openGuest(${JSON.stringify(NAME)});
+const r = await g.run('lsmod');
+const at = r.table.columns.findIndex((c) => c.name === 'Name');
+process.stdout.write(JSON.stringify({ server: g.serverPid ?? null, names: r.table.rows.map((row) => row[at]) }));
+await g.close();
+`,
+    );
+    const modules = async (): Promise<string[]> =>
+      (await guestSh(guest, "cut -d' ' -f1 /proc/modules")).split('\n').filter(Boolean).sort();
+    const truth = await modules();
+    expect(truth.length).toBeGreaterThan(0);
+    const run = async (): Promise<{ server: number | null; names: string[] }> => {
+      const r = await runBytes(process.execPath, [script], PLAIN_TERMINAL);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.length, 'the program printed its table').toBeGreaterThan(0);
+      return JSON.parse(r.stdout.toString()) as { server: number | null; names: string[] };
+    };
+    const served = await run();
+    expect(served.server).toBe(server.child.pid);
+    expect(served.names.sort()).toEqual(truth);
+    // A stopped server still accepts connections (the kernel does) but never answers: the
+    // program attaches itself after the status wait instead of hanging.
+    server.child.kill('SIGSTOP');
+    try {
+      const alone = await run();
+      expect(alone.server).toBeNull();
+      expect(alone.names.sort()).toEqual(await modules());
+    } finally {
+      server.child.kill('SIGCONT');
+    }
+    const again = await runVmi(['plugins', 'run', 'banner', '--guest', NAME, '--timing'], {
+      env: PLAIN_TERMINAL,
+    });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/through the vmi server/);
+  }, 300_000);
+
   it('SIGKILL leaves only the resident shadow: the next vmi reuses it, the next server replaces the socket', async () => {
     const shadowPid = Number(
       (
@@ -506,6 +553,18 @@ describe('vmi serve --qmp (a QEMU that vmi did not start)', () => {
       expect(r.stderr).toMatch(/through the vmi server pid \d+ at .*foreign/);
       expectRowsMatchConsole(pslistJson(r), before, after, 'foreign pslist through the server');
     }
+    // The `vmi` command (bin/vmi): its native client leaves --qmp to Node, whose own fast
+    // path still sends it to the server (it used to run it directly and fail at QMP).
+    const viaSh = await runBytes(VMI_SH, args, PLAIN_TERMINAL);
+    const afterSh = await guestProcs(con);
+    expect(viaSh.code, viaSh.stderr).toBe(0);
+    expect(viaSh.stderr).toMatch(/through the vmi server pid \d+ at .*foreign/);
+    expectRowsMatchConsole(
+      JSON.parse(viaSh.stdout.toString()) as Record<string, unknown>[],
+      after,
+      afterSh,
+      'foreign pslist through bin/vmi',
+    );
     // Without the server the QMP socket is taken: the direct path fails at QMP connect.
     const direct = await runVmi(['plugins', 'run', 'pslist', '--qmp', vm.qmpSocket], {
       env: { ...DIRECT },
@@ -518,4 +577,35 @@ describe('vmi serve --qmp (a QEMU that vmi did not start)', () => {
     server = undefined;
     expect(await lasting(con, (p) => /vmi/.test(p.comm))).toEqual([]);
   }, 400_000);
+
+  it("a gdbstub left on vmi's socket by a vmi that died is replaced, and the next run works", async () => {
+    const con = { serialSocket: vm.serialSocket } as LabGuest;
+    // What a vmi killed mid-run leaves: its gdbstub still on, on its own socket path.
+    const gdbSocket = join(foreignRunDir(vm.qmpSocket), 'gdb.sock');
+    mkdirSync(foreignRunDir(vm.qmpSocket), { recursive: true, mode: 0o700 });
+    const qmp = await QmpClient.connect(vm.qmpSocket);
+    try {
+      await qmp.hmp(`gdbserver unix:${gdbSocket},server=on,wait=off`);
+      const chardevs = await qmp.execute<{ label: string; filename: string }[]>('query-chardev');
+      expect(chardevs.find((c) => c.label === 'gdb')?.filename).toContain(gdbSocket);
+    } finally {
+      qmp.close();
+    }
+    const before = await guestProcs(con);
+    const r = await runVmi(['plugins', 'run', 'pslist', '--qmp', vm.qmpSocket, '-r', 'json'], {
+      env: DIRECT,
+      timeoutMs: 120_000,
+    });
+    const after = await guestProcs(con);
+    expect(r.code, r.stderr).toBe(0);
+    expectRowsMatchConsole(pslistJson(r), before, after, 'foreign pslist after a leftover gdbstub');
+    // The run turned its own stub off again (QEMU's view).
+    const q2 = await QmpClient.connect(vm.qmpSocket);
+    try {
+      const chardevs = await q2.execute<{ label: string; filename: string }[]>('query-chardev');
+      expect(chardevs.find((c) => c.label === 'gdb')).toBeUndefined();
+    } finally {
+      q2.close();
+    }
+  }, 300_000);
 });

@@ -7,10 +7,10 @@
  * socket is 0600 and removed at close, a stale socket is replaced and a live one refused,
  * and openGuest goes through a running server.
  */
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Guest, openGuest, type GuestInternals } from '../../src/api/guest.js';
 import { AbsentValue, unreadable } from '../../src/output/columns.js';
@@ -31,6 +31,7 @@ import {
   parseRequest,
   PROTOCOL_VERSION,
   ProtocolError,
+  STATUS_TIMEOUT_MS,
 } from '../../src/serve/protocol.js';
 import { ServerRunningError, VmiServer } from '../../src/server/server.js';
 import { foreignRunDir } from '../../src/targets/qmp.js';
@@ -123,6 +124,32 @@ describe('requests', () => {
     );
     expect(() => parseRequest({ v, id: 1, op: 'cli', argv: ['pslist'], cwd: 'rel' })).toThrow(/absolute/);
     expect(() => parseRequest('x')).toThrow(ProtocolError);
+  });
+
+  it("carries a run request's settings, checked: limits are positive integers, flags booleans", () => {
+    const v = PROTOCOL_VERSION;
+    const calls = [{ plugin: 'pslist' }];
+    const settings = { runLimits: { maxRows: 3 }, includeShadow: true, allowWrite: false };
+    expect(parseRequest({ v, id: 2, op: 'run', calls, settings })).toEqual({
+      v,
+      id: 2,
+      op: 'run',
+      calls: [{ plugin: 'pslist', options: {} }],
+      arrow: false,
+      settings,
+    });
+    expect(parseRequest({ v, id: 2, op: 'run', calls })).not.toHaveProperty('settings');
+    for (const bad of [
+      'x',
+      { includeShadow: 'yes' },
+      { runLimits: 5 },
+      { runLimits: { maxRows: 0 } },
+      { runLimits: { timeoutMs: 1.5 } },
+      { runLimits: { maxReadBytes: -1 } },
+    ])
+      expect(() => parseRequest({ v, id: 2, op: 'run', calls, settings: bad }), JSON.stringify(bad)).toThrow(
+        ProtocolError,
+      );
   });
 
   it('finds the socket where the lab and the foreign targets keep their runtime directories', () => {
@@ -317,9 +344,35 @@ describe('vmi server over a Unix socket (fake guest)', () => {
       const all = await g.runAll([{ plugin: 'pslist' }, { plugin: 'nosuch-but-checked-here' }].slice(0, 1));
       expect(all.timing.shadowPid).toBe(999);
       await g.close();
+      // The run settings travel with each request and apply there (the server's Guest has none).
+      const limited = await openGuest('viaserver', { runLimits: { maxRows: 1 } });
+      expect(limited.serverPid).toBe(process.pid);
+      await expect(limited.run('pslist')).rejects.toThrow(/row limit/);
+      expect((await limited.run('pslist', { pid: [1] })).table.rows.length).toBe(1);
+      await limited.close();
       await expect(openGuest('viaserver', { server: false })).rejects.toThrow(/no running lab guest/);
     } finally {
       await server.close();
+    }
+  });
+
+  it('a server that accepts but never answers status is passed by within seconds, not waited for', async () => {
+    const socketPath = serverSocketPath({ lab: 'mute' });
+    mkdirSync(dirname(socketPath), { recursive: true });
+    const mute = net.createServer((c) => c.resume()); // reads requests, answers none
+    await new Promise<void>((r) => mute.listen(socketPath, r));
+    try {
+      const conn = await ServerConnection.connect(socketPath);
+      await expect(conn!.request({ op: 'status' }, undefined, 200)).rejects.toThrow(
+        /did not answer in 200 ms/,
+      );
+      const t0 = Date.now();
+      // No server answered: openGuest attaches itself, and there is no such lab guest here.
+      await expect(openGuest('mute')).rejects.toThrow(/no running lab guest/);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(STATUS_TIMEOUT_MS - 50);
+      expect(Date.now() - t0).toBeLessThan(STATUS_TIMEOUT_MS + 3000);
+    } finally {
+      await new Promise((r) => mute.close(r));
     }
   });
 });

@@ -50,8 +50,13 @@ static int g_printed; /* something went to stdout or stderr: Node can no longer 
 
 /* ---- Node: the command the ordinary way ------------------------------------------------ */
 
-/* Execs `node ROOT/bin/run.js ARGS` (ROOT: this binary's dist/..), as `#!/usr/bin/env node` does. */
-static void exec_node(void) {
+/*
+ * Execs `node ROOT/bin/run.js ARGS` (ROOT: this binary's dist/..), as `#!/usr/bin/env node` does.
+ * asked: this client asked the server, or knows there is none, so Node's own fast path
+ * (fast-cli.ts) must not ask again; 0 for command lines this client does not serve (--qmp,
+ * whose socket path needs a sha256; several guests …), which Node may still send to a server.
+ */
+static void exec_node_after(int asked) {
   char exe[PATH_MAX], runjs[PATH_MAX + 32];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) {
@@ -71,12 +76,14 @@ static void exec_node(void) {
   args[1] = runjs;
   for (int i = 1; i < g_argc; i++) args[i + 1] = g_argv[i];
   signal(SIGPIPE, SIG_DFL);
-  setenv("VMI_CLIENT_FALLBACK", "1", 1);
+  if (asked) setenv("VMI_CLIENT_FALLBACK", "1", 1);
   execvp("node", args);
   /* Any Node from 20 will do: bin/run.js re-runs itself under vmi's private LTS Node. */
   fprintf(stderr, "vmi: error: cannot start node: %s (vmi needs Node.js on PATH)\n", strerror(errno));
   exit(127);
 }
+
+static void exec_node(void) { exec_node_after(1); }
 
 /* A problem after output started: one line, exit 1. Before: Node runs the command. */
 static void fail_or_node(const char *what) {
@@ -415,7 +422,7 @@ int main(int argc, char **argv) {
   int nargs = argc - first;
   if (nargs > MAX_ARGS) exec_node();
   const char *guest = served_guest(args, nargs);
-  if (!guest || !plain_name(guest)) exec_node();
+  if (!guest || !plain_name(guest)) exec_node_after(0);
   int timing = 0;
   for (int i = 0; i < nargs; i++) {
     size_t len = strlen(args[i]);
