@@ -12,7 +12,7 @@ export default class Serve extends VmiCommand {
 
 With --qmp the server is the QMP socket's one client, and further vmi commands on that QEMU go through it.
 
-SIGINT or SIGTERM stops the server: the run in flight finishes, the socket is removed, and the shadow exits (--keep-shadow leaves it for the next vmi). A server killed with SIGKILL leaves its socket behind: the next vmi ignores it, and the next \`vmi serve\` replaces it.`;
+SIGINT or SIGTERM stops the server: the run in flight finishes, the socket is removed, and the shadow exits (--keep-shadow leaves it for the next vmi). A server killed with SIGKILL leaves its socket behind: the next vmi ignores it, and the next \`vmi serve\` replaces it. When its guest goes away (\`vmi lab down\`, which removes the socket, or a lab guest that stopped running), the server says so and exits with status 1.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> &',
@@ -54,17 +54,20 @@ SIGINT or SIGTERM stops the server: the run in flight finishes, the socket is re
       this.log(
         `serving ${s.guest} at ${serving.server.socketPath} (pid ${s.pid}, shadow pid ${serving.shadowPid ?? '?'})`,
       );
-      await new Promise<void>((resolve) => {
+      const gone = await new Promise<string | undefined>((resolve) => {
         let stopping = false;
         const onSignal = (name: string) => () => {
           if (stopping) process.exit(130);
           stopping = true;
           this.progress(`${name}: stopping the server`);
-          resolve();
+          resolve(undefined);
         };
         process.once('SIGINT', onSignal('SIGINT'));
         process.once('SIGTERM', onSignal('SIGTERM'));
+        // A guest stopped under the server (vmi lab down) ends it: nothing left to serve.
+        void serving!.gone.then(resolve);
       });
+      if (gone !== undefined) throw new Error(`stopped serving ${s.guest}: ${gone}`);
     } catch (err) {
       if (serving) await serving.close().catch(() => undefined);
       this.fail(err);

@@ -4,7 +4,8 @@
  * `vmi watch` (which exposes the guest it watches).
  */
 import { openGuest, type Guest, type OpenGuestOptions } from '../api/guest.js';
-import { DEFAULT_LAB_NAME } from '../lab/lab.js';
+import { statSync } from 'node:fs';
+import { DEFAULT_LAB_NAME, findLabGuest } from '../lab/lab.js';
 import { cliHandler, type RunPlanner, type ServedGuest } from './cli-request.js';
 import { serverSocketPath } from '../serve/client.js';
 import { clearStaleSocket, VmiServer } from './server.js';
@@ -14,6 +15,12 @@ export interface ServingGuest {
   server: VmiServer;
   /** The shadow's pid after the warm-up run (with `warm`). */
   shadowPid?: number;
+  /**
+   * Resolves with a one-line reason once the served guest is gone (polled every
+   * GONE_POLL_MS): the server's socket removed or replaced (`vmi lab down` removes the
+   * guest's runtime directory with it), or a lab guest no longer running. Never rejects.
+   */
+  gone: Promise<string>;
   /** Stops the server (the request in flight finishes), then closes the guest. */
   close(): Promise<void>;
 }
@@ -63,12 +70,15 @@ export async function serveGuest(
     throw e;
   }
   let closing: Promise<void> | undefined;
+  const stopWatching = new AbortController();
   return {
     guest,
     server,
     ...(shadowPid !== undefined ? { shadowPid } : {}),
+    gone: guestGone(served, socketPath, stopWatching.signal),
     close: () =>
       (closing ??= (async () => {
+        stopWatching.abort();
         try {
           await server.close();
         } finally {
@@ -76,4 +86,41 @@ export async function serveGuest(
         }
       })()),
   };
+}
+
+/** How often a server looks whether its guest is still there, ms. */
+export const GONE_POLL_MS = 1000;
+
+/** See ServingGuest.gone; stops polling (and never resolves) once `signal` aborts. */
+function guestGone(served: ServedGuest, socketPath: string, signal: AbortSignal): Promise<string> {
+  const ino = (): number | undefined => {
+    try {
+      return statSync(socketPath).ino;
+    } catch {
+      return undefined;
+    }
+  };
+  const mine = ino();
+  return new Promise((resolve) => {
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void (async () => {
+        const now = ino();
+        let why: string | undefined;
+        if (now !== mine)
+          why = `its socket ${socketPath} was ${now === undefined ? 'removed' : 'replaced'} (vmi lab down?)`;
+        else if ('lab' in served && !(await findLabGuest(served.lab || DEFAULT_LAB_NAME).catch(() => true)))
+          why = `lab guest ${served.lab || DEFAULT_LAB_NAME} is no longer running`;
+        busy = false;
+        if (why && !signal.aborted) {
+          clearInterval(timer);
+          resolve(why);
+        }
+      })();
+    }, GONE_POLL_MS);
+    timer.unref();
+    signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+  });
 }

@@ -522,6 +522,25 @@ await g.close();
     expect(existsSync(socket())).toBe(false);
     expect(await lasting(guest, (p) => /vmi/.test(p.comm))).toEqual([]);
   }, 400_000);
+
+  // Last in this block: it stops the guest.
+  it('vmi lab down of the served guest ends the server: one line, exit 1, nothing left running', async () => {
+    server = await startServer();
+    const s = server;
+    expect(await labDown(NAME)).toBe(true);
+    const t0 = Date.now();
+    const ended = await Promise.race([
+      s.exited,
+      new Promise<'still running'>((r) => setTimeout(() => r('still running'), 30_000)),
+    ]);
+    expect(ended, `the server after lab down: ${s.stderr}`).toEqual({ code: 1, signal: null });
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    const errors = s.stderr.split('\n').filter((l) => l.startsWith('vmi: error:'));
+    expect(errors).toEqual([
+      `vmi: error: stopped serving ${NAME}: its socket ${socket()} was removed (vmi lab down?)`,
+    ]);
+    server = undefined;
+  }, 300_000);
 });
 
 describe('vmi serve --qmp (a QEMU that vmi did not start)', () => {
