@@ -33,7 +33,7 @@ import { stopResidentShadow } from '../shadow/resident.js';
 import type { TransportChoice } from '../shadow/transport.js';
 import { openTarget, type OpenedTarget, type TargetSpec } from '../targets/index.js';
 import { DEFAULT_LAB_NAME } from '../targets/lab.js';
-import { ServerConnection, serverSocketPath } from '../serve/client.js';
+import { ServerConnection, ServerGoneError, serverSocketPath } from '../serve/client.js';
 import {
   decodeTable,
   ProtocolError,
@@ -175,6 +175,8 @@ export interface RemoteBackend {
   conn: ServerConnection;
   name: string;
   serverPid: number;
+  /** What openGuest was asked for: opened here if the server goes away. */
+  spec: GuestSpec;
 }
 
 /** A guest opened for plugin runs. Calls are serialized; close() once done. */
@@ -191,10 +193,10 @@ export class Guest {
 
   /** @internal use openGuest */
   constructor(
-    private readonly target: OpenedTarget | undefined,
+    private target: OpenedTarget | undefined,
     private readonly opts: OpenGuestOptions = {},
     private readonly internals: GuestInternals = {},
-    private readonly remote?: RemoteBackend,
+    private remote?: RemoteBackend,
   ) {}
 
   /** The guest's name (lab guest name, QEMU's -name, or the capture's guest). */
@@ -243,24 +245,47 @@ export class Guest {
       // The options that shape a run travel with it: the server applies them to this
       // request as this process would (its transport and shadow stay the server's).
       const sent = this.remoteSettings();
-      return this.serialized(async () =>
-        decodeGuestRun(
-          await remote.conn.request({ op: 'run', calls: named, ...(sent ? { settings: sent } : {}) }),
-        ),
-      );
-    }
-    return this.serialized(async () => {
-      const t0 = performance.now();
-      const run = await runPluginsOnGuest(this.opened.guest, requests, {
-        ...this.runOptions(),
-        ...settings,
-        ...(settings.runLimits || this.opts.runLimits
-          ? { runLimits: { ...this.opts.runLimits, ...settings.runLimits } }
-          : {}),
+      return this.serialized(async () => {
+        // An earlier call in the queue may have left the server already.
+        if (this.remote === remote) {
+          try {
+            return decodeGuestRun(
+              await remote.conn.request({ op: 'run', calls: named, ...(sent ? { settings: sent } : {}) }),
+            );
+          } catch (e) {
+            // The server went away (killed, stopped): go on here, as the CLI does. A call
+            // that may write is not run a second time.
+            if (!(e instanceof ServerGoneError) || this.opts.allowWrite) throw e;
+            await this.leaveServer(remote, e);
+          }
+        }
+        return this.runHere(requests, settings);
       });
-      this.attached = true;
-      return toGuestRun(run, performance.now() - t0);
+    }
+    return this.serialized(() => this.runHere(requests, settings));
+  }
+
+  /** Opens the guest in this process after its server went away. */
+  private async leaveServer(remote: RemoteBackend, why: ServerGoneError): Promise<void> {
+    remote.conn.close();
+    this.opts.progress?.(`${why.message}: opening the guest here`);
+    const progress = this.opts.progress;
+    this.target = await openTarget(targetSpec(remote.spec), progress ? { progress } : {});
+    this.remote = undefined;
+  }
+
+  /** One call in this process, on this Guest's own target. */
+  private async runHere(requests: readonly PluginRequest[], settings: RunSettings): Promise<GuestRun> {
+    const t0 = performance.now();
+    const run = await runPluginsOnGuest(this.opened.guest, requests, {
+      ...this.runOptions(),
+      ...settings,
+      ...(settings.runLimits || this.opts.runLimits
+        ? { runLimits: { ...this.opts.runLimits, ...settings.runLimits } }
+        : {}),
     });
+    this.attached = true;
+    return toGuestRun(run, performance.now() - t0);
   }
 
   /**
@@ -384,7 +409,7 @@ async function findServer(spec: GuestSpec): Promise<RemoteBackend | undefined> {
     const status = (await conn.request({ op: 'status' }, undefined, STATUS_TIMEOUT_MS))
       .status as ServerStatus;
     conn.unref();
-    return { conn, name: status.guest, serverPid: status.pid };
+    return { conn, name: status.guest, serverPid: status.pid, spec };
   } catch {
     conn.close();
     return undefined;

@@ -14,5 +14,6 @@ export {
 } from './guest.js';
 export { TargetError } from '../targets/lab.js';
 export { ForeignGuestError } from '../targets/qmp.js';
+export { ServerGoneError } from '../serve/client.js';
 export { GuestBusyError } from '../util/guest-lock.js';
 export type { ResultTable } from '../output/table.js';

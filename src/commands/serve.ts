@@ -12,7 +12,7 @@ export default class Serve extends VmiCommand {
 
 With --qmp the server is the QMP socket's one client, and further vmi commands on that QEMU go through it.
 
-SIGINT or SIGTERM stops the server: the run in flight finishes, the socket is removed, and the shadow exits (--keep-shadow leaves it for the next vmi). A server killed with SIGKILL leaves its socket behind: the next vmi ignores it, and the next \`vmi serve\` replaces it. When its guest goes away (\`vmi lab down\`, which removes the socket, or a lab guest that stopped running), the server says so and exits with status 1.`;
+SIGINT or SIGTERM stops the server: the run in flight finishes, the socket is removed, and the shadow exits (--keep-shadow leaves it for the next vmi). A server killed with SIGKILL leaves its socket behind: the next vmi ignores it, and the next \`vmi serve\` replaces it. When its lab guest stops running (\`vmi lab down\`), the server says so and exits with status 1.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> &',

@@ -4,7 +4,6 @@
  * `vmi watch` (which exposes the guest it watches).
  */
 import { openGuest, type Guest, type OpenGuestOptions } from '../api/guest.js';
-import { statSync } from 'node:fs';
 import { DEFAULT_LAB_NAME, findLabGuest } from '../lab/lab.js';
 import { cliHandler, type RunPlanner, type ServedGuest } from './cli-request.js';
 import { serverSocketPath } from '../serve/client.js';
@@ -16,9 +15,9 @@ export interface ServingGuest {
   /** The shadow's pid after the warm-up run (with `warm`). */
   shadowPid?: number;
   /**
-   * Resolves with a one-line reason once the served guest is gone (polled every
-   * GONE_POLL_MS): the server's socket removed or replaced (`vmi lab down` removes the
-   * guest's runtime directory with it), or a lab guest no longer running. Never rejects.
+   * Resolves with a one-line reason once a served lab guest is no longer running (`vmi lab
+   * down`, QEMU exited; polled every GONE_POLL_MS). Never rejects; never resolves for a
+   * foreign QEMU.
    */
   gone: Promise<string>;
   /** Stops the server (the request in flight finishes), then closes the guest. */
@@ -75,7 +74,7 @@ export async function serveGuest(
     guest,
     server,
     ...(shadowPid !== undefined ? { shadowPid } : {}),
-    gone: guestGone(served, socketPath, stopWatching.signal),
+    gone: guestGone(served, stopWatching.signal),
     close: () =>
       (closing ??= (async () => {
         stopWatching.abort();
@@ -92,33 +91,25 @@ export async function serveGuest(
 export const GONE_POLL_MS = 1000;
 
 /** See ServingGuest.gone; stops polling (and never resolves) once `signal` aborts. */
-function guestGone(served: ServedGuest, socketPath: string, signal: AbortSignal): Promise<string> {
-  const ino = (): number | undefined => {
-    try {
-      return statSync(socketPath).ino;
-    } catch {
-      return undefined;
-    }
-  };
-  const mine = ino();
+function guestGone(served: ServedGuest, signal: AbortSignal): Promise<string> {
+  // Only a lab guest's own state counts (its guest.json and QEMU, as `vmi lab list` sees
+  // them): the socket file may be moved aside for a moment without the guest going away.
+  // A foreign QEMU that exits shows at the next request instead.
+  if (!('lab' in served)) return new Promise(() => undefined);
+  const name = served.lab || DEFAULT_LAB_NAME;
   return new Promise((resolve) => {
     let busy = false;
     const timer = setInterval(() => {
       if (busy) return;
       busy = true;
-      void (async () => {
-        const now = ino();
-        let why: string | undefined;
-        if (now !== mine)
-          why = `its socket ${socketPath} was ${now === undefined ? 'removed' : 'replaced'} (vmi lab down?)`;
-        else if ('lab' in served && !(await findLabGuest(served.lab || DEFAULT_LAB_NAME).catch(() => true)))
-          why = `lab guest ${served.lab || DEFAULT_LAB_NAME} is no longer running`;
-        busy = false;
-        if (why && !signal.aborted) {
+      void findLabGuest(name)
+        .catch(() => true) // unreadable state: not known to be gone
+        .then((running) => {
+          busy = false;
+          if (running || signal.aborted) return;
           clearInterval(timer);
-          resolve(why);
-        }
-      })();
+          resolve(`lab guest ${name} is no longer running (vmi lab down?)`);
+        });
     }, GONE_POLL_MS);
     timer.unref();
     signal.addEventListener('abort', () => clearInterval(timer), { once: true });

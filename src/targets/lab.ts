@@ -4,7 +4,9 @@ import type { GuestTarget, OpenedTarget, OpenTargetOptions } from './target.js';
 
 export { DEFAULT_LAB_NAME };
 
-export class TargetError extends Error {}
+export class TargetError extends Error {
+  override name = 'TargetError';
+}
 
 export interface LiveTargetOptions {
   /** Lab guest name; the default lab guest is booted when it is not running. */

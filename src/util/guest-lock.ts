@@ -16,7 +16,9 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { processAlive } from './process-alive.js';
 
-export class GuestBusyError extends Error {}
+export class GuestBusyError extends Error {
+  override name = 'GuestBusyError';
+}
 
 /** How long a vmi waits for another one to let go of a guest before it gives up (ms). */
 export const DEFAULT_LOCK_WAIT_MS = 60_000;

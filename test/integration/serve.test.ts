@@ -447,6 +447,7 @@ await g.close();
   }, 300_000);
 
   it('SIGKILL leaves only the resident shadow: the next vmi reuses it, the next server replaces the socket', async () => {
+    server ??= await startServer();
     const shadowPid = Number(
       (
         await runVmi(['plugins', 'run', 'banner', '--guest', NAME, '-r', 'json', '--timing'], {
@@ -455,6 +456,10 @@ await g.close();
       ).stderr.match(/shadow pid (\d+)/)?.[1],
     );
     expect(shadowPid).toBeGreaterThan(1);
+    // A program's Guest, opened through the server, outlives it (below).
+    const api = await openGuest(NAME);
+    expect(api.serverPid).toBe(server!.child.pid);
+    expect((await api.run('banner')).table.rows.length).toBeGreaterThan(0);
     server!.child.kill('SIGKILL');
     await server!.exited;
     server = undefined;
@@ -473,6 +478,19 @@ await g.close();
     expect(next.stderr).not.toMatch(/through the vmi server/);
     expect(next.stderr).toMatch(new RegExp(`shadow pid ${shadowPid}\\b`));
     expectRowsMatchConsole(pslistJson(next), before, after, 'after SIGKILL');
+    // The Guest's next call opens the guest in its own process and goes on.
+    try {
+      const b2 = await guestProcs(guest);
+      const r = await api.run('pslist');
+      const a2 = await guestProcs(guest);
+      expect(api.serverPid).toBeUndefined();
+      const rows = r.table.rows.map((row) =>
+        Object.fromEntries(r.table.columns.map((c, i) => [c.name, row[i]])),
+      );
+      expectRowsMatchConsole(rows, b2, a2, 'API Guest after its server was killed');
+    } finally {
+      await api.close();
+    }
     // A new server replaces the stale socket and serves; SIGINT then removes socket and shadow.
     server = await startServer();
     const served = await runVmi(['plugins', 'run', 'banner', '--guest', NAME, '--timing'], {
@@ -537,7 +555,7 @@ await g.close();
     expect(Date.now() - t0).toBeLessThan(30_000);
     const errors = s.stderr.split('\n').filter((l) => l.startsWith('vmi: error:'));
     expect(errors).toEqual([
-      `vmi: error: stopped serving ${NAME}: its socket ${socket()} was removed (vmi lab down?)`,
+      `vmi: error: stopped serving ${NAME}: lab guest ${NAME} is no longer running (vmi lab down?)`,
     ]);
     server = undefined;
   }, 300_000);

@@ -350,6 +350,13 @@ describe('vmi server over a Unix socket (fake guest)', () => {
       await expect(limited.run('pslist')).rejects.toThrow(/row limit/);
       expect((await limited.run('pslist', { pid: [1] })).table.rows.length).toBe(1);
       await limited.close();
+      // A Guest whose server goes away opens the guest itself at its next call: here there
+      // is no such lab guest, so that call says so (not that the server is gone).
+      const orphan = await openGuest('viaserver');
+      expect(orphan.serverPid).toBe(process.pid);
+      await server.close();
+      await expect(orphan.run('pslist')).rejects.toThrow(/no running lab guest named 'viaserver'/);
+      await orphan.close();
       await expect(openGuest('viaserver', { server: false })).rejects.toThrow(/no running lab guest/);
     } finally {
       await server.close();
