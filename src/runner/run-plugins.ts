@@ -87,6 +87,12 @@ export interface RunOnGuestOptions {
   procHints?: ProcHints;
   /** How to attach (default RedirectSession.attach); tests pass a fake executor here. */
   attach?: (guest: InspectedGuest, opts: SessionOptions) => Promise<AttachedSession>;
+  /**
+   * Ends the run early (`vmi plugins run` on SIGINT/SIGTERM): a wait for the guest stops,
+   * the SDK throws before the plugin's next guest entry, no further plugin starts, and the
+   * session detaches as usual; the run then rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 /** What runPluginsOnGuest needs of a session: an executor with stats and a detach. */
@@ -120,6 +126,7 @@ export async function runPluginsOnGuest(
     ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}),
     ...(opts.onWait ? { onWait: opts.onWait } : {}),
     ...(opts.reuse ? { reuse: opts.reuse } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
   });
   const byRequest: (ResultTable | undefined)[] = [];
   const failures: PluginFailure[] = [];
@@ -137,6 +144,7 @@ export async function runPluginsOnGuest(
     // Every shadow that served this run (a dead or changed one is replaced mid-run).
     const shadowPids = new Set<number>([session.stats.shadowPid]);
     for (const [index, req] of requests.entries()) {
+      opts.signal?.throwIfAborted();
       const t0 = performance.now();
       let table: ResultTable;
       const grant = opts.allowWrite ? req.plugin.needs : undefined;
@@ -149,6 +157,7 @@ export async function runPluginsOnGuest(
           options: req.options,
           progress: opts.progress,
           runLimits: opts.runLimits,
+          ...(opts.signal ? { signal: opts.signal } : {}),
           ...(freeze && 'view' in freeze ? { frozen: freeze.view } : {}),
           ...(hypervisor ? { hypervisor } : {}),
           // Not on a frozen replay clone: its listing is the captured instant's.
@@ -172,6 +181,7 @@ export async function runPluginsOnGuest(
       collected.push({ table, at: new Date().toISOString() });
       byRequest.push(table);
     }
+    opts.signal?.throwIfAborted();
     gate.enter(RUNNER_POLICY_NAME);
     await carrier.flush();
     const identity = await identityPending;

@@ -615,6 +615,56 @@ describe('vmi serve --qmp (a QEMU that vmi did not start)', () => {
     expect(await lasting(con, (p) => /vmi/.test(p.comm))).toEqual([]);
   }, 400_000);
 
+  it('SIGINT during plugins run on a paused foreign QEMU: one line, exit 130, no output, the VM paused again, no stub, no shadow', async () => {
+    const con = { serialSocket: vm.serialSocket } as LabGuest;
+    const out = mkdtempSync(join(tmpdir(), 'vmi-int-'));
+    const qmpStatus = async (cmd?: string): Promise<string> => {
+      const q = await QmpClient.connect(vm.qmpSocket);
+      try {
+        if (cmd) await q.execute(cmd);
+        const st = await q.execute<{ status: string }>('query-status');
+        const chardevs = await q.execute<{ label: string }[]>('query-chardev');
+        return `${st.status}${chardevs.some((c) => c.label === 'gdb') ? ' +gdb' : ''}`;
+      } finally {
+        q.close();
+      }
+    };
+    expect(await qmpStatus('stop')).toBe('paused');
+    try {
+      const child = spawn(
+        process.execPath,
+        [VMI_BIN, 'plugins', 'run', '--all', '--qmp', vm.qmpSocket, '--timing', '-o', `${out}/`],
+        { cwd: ROOT, env: { ...process.env, ...DIRECT }, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      const deadline = Date.now() + 120_000;
+      // Every built-in plugin takes many seconds: interrupt once the shadow is there.
+      while (!/shadow ready/.test(stderr)) {
+        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no shadow: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      child.kill('SIGINT');
+      expect(await exited, stderr).toBe(130);
+      expect(stdout).toBe('');
+      expect(readdirSync(out)).toEqual([]);
+      const errors = stderr.split('\n').filter((l) => l.startsWith('vmi: error:'));
+      expect(errors).toEqual([
+        'vmi: error: interrupted by SIGINT: nothing printed; vmi detached from the guest',
+      ]);
+      // QEMU's view: paused as before the run, and vmi's gdbstub off again.
+      expect(await qmpStatus()).toBe('paused');
+    } finally {
+      await qmpStatus('cont');
+      rmSync(out, { recursive: true, force: true });
+    }
+    // The guest's view: no vmi process left in it.
+    expect(await lasting(con, (p) => /vmi/.test(p.comm))).toEqual([]);
+  }, 300_000);
+
   it("a gdbstub left on vmi's socket by a vmi that died is replaced, and the next run works", async () => {
     const con = { serialSocket: vm.serialSocket } as LabGuest;
     // What a vmi killed mid-run leaves: its gdbstub still on, on its own socket path.

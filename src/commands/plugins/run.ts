@@ -205,14 +205,34 @@ Plugins of installed packs run isolated by default: each run in a child process 
       return;
     }
     let exitCode = 0;
+    // SIGINT/SIGTERM end the run cleanly: the guest entry in flight finishes, the shadow
+    // and (for a foreign QEMU) the gdbstub go, a guest that was paused is paused again,
+    // and nothing is printed but one line; exit 128 + the signal's number. A second signal
+    // exits at once (the crash journal lets the next vmi clean up a lab guest).
+    const stop = new AbortController();
+    let signalled: { name: NodeJS.Signals; code: number } | undefined;
+    const onSignal = (name: NodeJS.Signals, code: number) => (): void => {
+      if (signalled) process.exit(code);
+      signalled = { name, code };
+      this.progress(`${name}: stopping after the guest entry in flight (${name} again quits at once)`);
+      stop.abort(new Error(`interrupted by ${name}: nothing printed; vmi detached from the guest`));
+    };
+    const onInt = onSignal('SIGINT', 130);
+    const onTerm = onSignal('SIGTERM', 143);
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
     try {
       const { target, requests, options } = await plan.prepare((m) => this.progress(m));
-      const result = await inspect(target, requests, options);
+      const result = await inspect(target, requests, { ...options, signal: stop.signal });
+      stop.signal.throwIfAborted();
       await emitRunOutput({ ...result, format: plan.format, output: plan.output, mode: plan.mode });
       exitCode = result.exitCode;
     } catch (err) {
+      if (signalled) this.fail(stop.signal.reason, signalled.code);
       this.fail(err);
     } finally {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
       // Outside the try: this.exit throws, and the catch would report it as an error.
       if (exitCode !== 0) process.exitCode = exitCode;
     }
