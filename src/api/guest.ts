@@ -30,7 +30,7 @@ import type { PluginDefinition } from '../sdk/plugin.js';
 import type { ProcHints } from '../sdk/procfs.js';
 import type { AttachMemo, SessionOptions } from '../shadow/session.js';
 import { stopResidentShadow } from '../shadow/resident.js';
-import type { TransportChoice } from '../shadow/transport.js';
+import { TRANSPORT_CHOICES, type TransportChoice } from '../shadow/transport.js';
 import { openTarget, type OpenedTarget, type TargetSpec } from '../targets/index.js';
 import { DEFAULT_LAB_NAME } from '../targets/lab.js';
 import { ServerConnection, ServerGoneError, serverSocketPath } from '../serve/client.js';
@@ -232,6 +232,7 @@ export class Guest {
    * applies those a `run` request carries: src/serve/protocol.ts RunSettings).
    */
   async runAllWith(calls: readonly PluginCall[], settings: RunSettings): Promise<GuestRun> {
+    if (this.closed) throw new GuestClosedError(`guest ${this.name} is closed`);
     const requests = calls.map((c) => ({ plugin: resolvePlugin(c.plugin), options: c.options ?? {} }));
     if (this.remote) {
       const remote = this.remote;
@@ -383,6 +384,11 @@ export class Guest {
  * nothing is attached yet (the first call attaches).
  */
 export async function openGuest(spec: GuestSpec, opts: OpenGuestOptions = {}): Promise<Guest> {
+  targetSpec(spec); // a bad spec throws before anything is opened
+  if (opts.transport !== undefined && !TRANSPORT_CHOICES.includes(opts.transport))
+    throw new TypeError(
+      `openGuest: transport must be one of ${TRANSPORT_CHOICES.join(', ')}; got ${String(opts.transport)}`,
+    );
   const remote =
     opts.server === false || process.env.VMI_SERVER === 'off' ? undefined : await findServer(spec);
   if (remote) {
@@ -434,15 +440,32 @@ function decodeGuestRun(reply: Record<string, unknown>): GuestRun {
 
 /** The targets layer's spec for a GuestSpec. */
 export function targetSpec(spec: GuestSpec): TargetSpec {
-  if (typeof spec === 'string') return { kind: 'lab', guest: spec };
-  if ('lab' in spec) return { kind: 'lab', guest: spec.lab };
-  if ('qmp' in spec) return { kind: 'qmp', socket: spec.qmp };
-  return { kind: 'capture', path: spec.capture, ...(spec.trust ? { trust: spec.trust } : {}) };
+  // Checked here too: a program in plain JavaScript gets no help from the types.
+  const str = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+  if (str(spec)) return { kind: 'lab', guest: spec };
+  if (typeof spec === 'object' && spec !== null) {
+    if ('lab' in spec && str(spec.lab)) return { kind: 'lab', guest: spec.lab };
+    if ('qmp' in spec && str(spec.qmp)) return { kind: 'qmp', socket: spec.qmp };
+    if ('capture' in spec && str(spec.capture))
+      return { kind: 'capture', path: spec.capture, ...(spec.trust ? { trust: spec.trust } : {}) };
+  }
+  throw new TypeError(
+    `openGuest: the guest must be a lab guest's name, { lab: NAME }, { qmp: SOCKET } or { capture: FILE }; got ${describeValue(spec)}`,
+  );
+}
+
+function describeValue(v: unknown): string {
+  if (v === null || typeof v !== 'object') return String(v === '' ? "''" : v);
+  return `an object with ${Object.keys(v).length > 0 ? `keys ${Object.keys(v).join(', ')}` : 'no keys'}`;
 }
 
 /** A built-in plugin by name, or the definition itself. */
 export function resolvePlugin(plugin: string | PluginDefinition): PluginDefinition {
-  if (typeof plugin !== 'string') return plugin;
+  if (typeof plugin === 'object' && plugin !== null && typeof plugin.run === 'function') return plugin;
+  if (typeof plugin !== 'string')
+    throw new UnknownPluginError(
+      `a plugin is a built-in's name or a plugin definition (definePlugin); got ${describeValue(plugin)}`,
+    );
   const found = builtinPlugins.find((p) => p.name === plugin || p.volatilityName === plugin);
   if (!found) {
     throw new UnknownPluginError(

@@ -113,7 +113,10 @@ export async function writeFileAtomic(
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   // Created 0600 and then set to `mode` exactly (the umask can only take bits away at
   // creation): the file never holds guest data with more access than asked for.
-  const fh = await open(tmp, 'wx', 0o600);
+  // An error opening the temporary file names the user's path: the temporary name is ours.
+  const fh = await open(tmp, 'wx', 0o600).catch((e: NodeJS.ErrnoException) => {
+    throw Object.assign(new Error(`cannot write ${path}: ${e.code ?? e.message}`), { code: e.code });
+  });
   let closed = false;
   try {
     await fh.chmod(mode);

@@ -272,7 +272,12 @@ export class RedirectSession implements SyscallExecutor {
     const t0 = performance.now();
     const progress = opts.onProgress ?? (() => {});
     if (!guest.gdbSocket || !existsSync(guest.gdbSocket)) {
-      throw new Error(`guest ${guest.name} has no gdbstub socket (${guest.gdbSocket ?? 'none'})`);
+      // A lab guest stopped (vmi lab down) since it was opened takes its sockets with it.
+      throw new Error(
+        guest.gdbSocket
+          ? `guest ${guest.name} is not running any more: its gdbstub socket ${guest.gdbSocket} is gone (stopped with vmi lab down?)`
+          : `guest ${guest.name} has no gdbstub socket`,
+      );
     }
     const want = opts.transport ?? 'auto';
     if (want === 'doorbell' && !hasHostRam(guest)) {

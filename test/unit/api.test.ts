@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   Guest,
   GuestClosedError,
+  openGuest,
   PluginRunError,
   UnknownPluginError,
   type GuestInternals,
@@ -162,5 +163,19 @@ describe('openGuest API', () => {
     expect(mixed.failures).toMatchObject([{ plugin: 'boom', index: 0, message: 'guest said no' }]);
     await h.guest.close();
     await expect(h.guest.run('pslist')).rejects.toThrow(GuestClosedError);
+    await expect(h.guest.run('nosuch')).rejects.toThrow(GuestClosedError);
+  });
+
+  it('checks what a plain-JavaScript caller passes: the guest, the transport, the plugin', async () => {
+    for (const bad of [{}, null, '', { lab: 3 }, { capture: '' }])
+      await expect(openGuest(bad as never), JSON.stringify(bad)).rejects.toThrow(
+        /^openGuest: the guest must be a lab guest's name, \{ lab: NAME \}, \{ qmp: SOCKET \} or \{ capture: FILE \}/,
+      );
+    await expect(openGuest('x', { transport: 'bogus' as never })).rejects.toThrow(
+      /^openGuest: transport must be one of auto, doorbell, trap; got bogus/,
+    );
+    const h = harness(threeProcesses());
+    await expect(h.guest.run(null as never)).rejects.toThrow(UnknownPluginError);
+    await h.guest.close();
   });
 });

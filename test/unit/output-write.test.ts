@@ -121,6 +121,13 @@ describe('writeFileAtomic', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it('names the path asked for, not its temporary file, when the directory cannot take it', async () => {
+    const path = join(dir, 'no-such-dir', 'x.csv');
+    await expect(writeFileAtomic(path, async () => undefined)).rejects.toThrow(
+      `cannot write ${path}: ENOENT`,
+    );
+  });
+
   it('keeps the previous file intact when a rewrite fails', async () => {
     const path = join(dir, 'keep.csv');
     await writeFile(path, 'previous');
