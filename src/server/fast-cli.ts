@@ -74,10 +74,13 @@ export async function serveCli(argv: readonly string[]): Promise<number | undefi
   const conn = await ServerConnection.connect(serverSocketPath(target)).catch(() => undefined);
   if (!conn) return undefined;
   const { emitRunOutput, printCommandError } = await import('../cli/emit-run.js');
-  const { decodeCli } = await import('../serve/protocol.js');
+  const { decodeCli, STATUS_TIMEOUT_MS } = await import('../serve/protocol.js');
   try {
     let reply;
     try {
+      // A status request rides along: a server that accepts but does not answer it in
+      // time (stopped, stuck) closes the connection, and the command runs the ordinary way.
+      void conn.request({ op: 'status' }, undefined, STATUS_TIMEOUT_MS).catch(() => undefined);
       reply = await conn.request({ op: 'cli', argv: [...args], cwd: process.cwd() }, (line) =>
         process.stderr.write(`vmi: ${line}\n`),
       );

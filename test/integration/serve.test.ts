@@ -436,6 +436,15 @@ await g.close();
       const alone = await run();
       expect(alone.server).toBeNull();
       expect(alone.names.sort()).toEqual(await modules());
+      // The `vmi` command too (its native client, then Node attaching itself).
+      const cli = await runBytes(
+        VMI_SH,
+        ['plugins', 'run', 'lsmod', '--guest', NAME, '-r', 'json'],
+        PLAIN_TERMINAL,
+      );
+      expect(cli.code, cli.stderr).toBe(0);
+      const rows = JSON.parse(cli.stdout.toString()) as { Name: string }[];
+      expect(rows.map((r) => r.Name).sort()).toEqual(await modules());
     } finally {
       server.child.kill('SIGCONT');
     }

@@ -44,15 +44,28 @@ function runClient(args: string[], env: Record<string, string> = {}): Promise<Ra
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
+    // A client that hangs fails its test instead of the suite's time.
+    const timer = setTimeout(() => {
+      err += '[killed by the test after 20 s]';
+      child.kill('SIGKILL');
+    }, 20_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out), stderr: err });
+    });
   });
 }
 
-/** A scripted server: `answer` gets each request and a raw write function. */
 let server: net.Server | undefined;
 const requests: unknown[] = [];
+/**
+ * A scripted server: `answer` gets every request but the status request that rides along
+ * with each `cli` one, which is answered here (unless `mute`: a server that accepts and
+ * reads, but never answers anything).
+ */
 function serve(
   answer: (req: Record<string, unknown>, write: (b: Buffer) => void, sock: net.Socket) => void,
+  opts: { mute?: boolean } = {},
 ): Promise<void> {
   const path = join(rt, `vmi-${process.getuid?.() ?? 0}`, 'guests', GUEST, 'serve.sock');
   mkdirSync(join(path, '..'), { recursive: true });
@@ -61,9 +74,14 @@ function serve(
     const reader = new FrameReader(1 << 20);
     sock.on('error', () => undefined);
     sock.on('data', (d: Buffer) => {
-      for (const m of reader.push(d)) {
+      for (const m of reader.push(d) as Record<string, unknown>[]) {
+        if (opts.mute) continue;
+        if (m.op === 'status') {
+          sock.write(encodeFrame({ v: 1, id: m.id, ok: true, status: { pid: 4242 } }));
+          continue;
+        }
         requests.push(m);
-        answer(m as Record<string, unknown>, (b) => sock.write(b), sock);
+        answer(m, (b) => sock.write(b), sock);
       }
     });
   });
@@ -173,6 +191,16 @@ describe('native client', () => {
     handedToNode(await runClient(RUN, { VMI_SERVER: 'off' }), RUN);
     handedToNode(await runClient(RUN, { VMI_TRUST_PACKS: '1' }), RUN);
     expect(requests).toEqual([]);
+  });
+
+  it('hands to Node when the server accepts but answers nothing, not even status, for 2 s', async () => {
+    await serve(() => undefined, { mute: true });
+    const t0 = Date.now();
+    const r = await runClient([...RUN, '--timing']);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1900);
+    handedToNode(r, [...RUN, '--timing']);
+    const sock = join(rt, `vmi-${process.getuid?.() ?? 0}`, 'guests', GUEST, 'serve.sock');
+    expect(r.stderr).toBe(`vmi: not through the vmi server at ${sock}: no answer in 2000 ms\n`);
   });
 
   it('hands to Node when the server goes away, sends garbage or an oversized frame before any output', async () => {

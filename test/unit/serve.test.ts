@@ -19,7 +19,7 @@ import type { InspectedGuest } from '../../src/qemu/guest-endpoints.js';
 import type { AttachedSession } from '../../src/runner/run-plugins.js';
 import type { SessionStats } from '../../src/shadow/session.js';
 import { ServerConnection, ServerRequestError, serverSocketPath } from '../../src/serve/client.js';
-import { servedTarget } from '../../src/server/fast-cli.js';
+import { servedTarget, serveCli } from '../../src/server/fast-cli.js';
 import {
   decodeCli,
   decodeTable,
@@ -378,6 +378,13 @@ describe('vmi server over a Unix socket (fake guest)', () => {
       await expect(openGuest('mute')).rejects.toThrow(/no running lab guest/);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(STATUS_TIMEOUT_MS - 50);
       expect(Date.now() - t0).toBeLessThan(STATUS_TIMEOUT_MS + 3000);
+      // The CLI's Node fast path: not served (undefined), so the command runs the ordinary way.
+      mkdirSync(dirname(socketPath), { recursive: true });
+      await new Promise<void>((r) => mute.close(() => r()));
+      await new Promise<void>((r) => mute.listen(socketPath, r));
+      const t1 = Date.now();
+      expect(await serveCli(['plugins', 'run', 'pslist', '--guest', 'mute'])).toBeUndefined();
+      expect(Date.now() - t1).toBeLessThan(STATUS_TIMEOUT_MS + 3000);
     } finally {
       await new Promise((r) => mute.close(r));
     }

@@ -28,6 +28,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@
 #define MAX_ARGS 256                 /* protocol.ts MAX_ARGS */
 #define MAX_ARG_BYTES 4096           /* MAX_ARG_CHARS: UTF-16 units <= UTF-8 bytes */
 #define MAX_DEPTH 16
+#define STATUS_TIMEOUT_MS 2000 /* protocol.ts STATUS_TIMEOUT_MS */
 
 static char **g_argv;
 static int g_argc;
@@ -462,8 +464,25 @@ int main(int argc, char **argv) {
   put_str(&req, "stdoutIsTTY"), put_u8(&req, isatty(1) ? 0xc3 : 0xc2);
   size_t body = req.len - 4;
   for (int i = 0; i < 4; i++) req.p[i] = (uint8_t)(body >> (8 * (3 - i)));
+  /* A status request (id 2) rides along: the server answers it at once, so a server that
+   * accepts but stays silent for STATUS_TIMEOUT_MS (stopped, stuck) is left to Node. */
+  put(&req, "\0\0\0\0", 4);
+  size_t st = req.len;
+  put_map(&req, 3);
+  put_str(&req, "v"), put_u8(&req, PROTOCOL_VERSION);
+  put_str(&req, "id"), put_u8(&req, 2);
+  put_str(&req, "op"), put_str(&req, "status");
+  for (int i = 0; i < 4; i++) req.p[st - 4 + i] = (uint8_t)((req.len - st) >> (8 * (3 - i)));
   if (!send_full(fd, req.p, req.len)) exec_node();
   free(req.p);
+  struct pollfd pfd = {fd, POLLIN, 0};
+  int ready;
+  do ready = poll(&pfd, 1, STATUS_TIMEOUT_MS);
+  while (ready < 0 && errno == EINTR);
+  if (ready == 0) {
+    if (timing) fprintf(stderr, "vmi: not through the vmi server at %s: no answer in %d ms\n", g_sock, STATUS_TIMEOUT_MS);
+    exec_node();
+  }
 
   for (;;) {
     uint8_t head[4];
@@ -480,7 +499,13 @@ int main(int argc, char **argv) {
     if (m.type != T_MAP) fail_or_node("a reply that is not a map");
     const val_t *v = get(&m, "v"), *id = get(&m, "id");
     if (!v || v->type != T_INT || v->i != PROTOCOL_VERSION) fail_or_node("another protocol version");
-    if (!id || id->type != T_INT || (id->i != 1 && id->i != 0)) fail_or_node("a reply to another request");
+    if (!id || id->type != T_INT || (id->i != 1 && id->i != 0 && id->i != 2))
+      fail_or_node("a reply to another request");
+    if (id->i == 2) { /* the status reply: the server is alive; the run's reply follows */
+      free_val(&m);
+      free(frame);
+      continue;
+    }
 
     const val_t *progress = get(&m, "progress");
     if (progress && progress->type == T_STR && !get(&m, "ok")) {
