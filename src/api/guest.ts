@@ -186,6 +186,13 @@ export class Guest {
   private queue: Promise<unknown> = Promise.resolve();
   /** A call has attached: there may be a resident shadow of ours to remove at close(). */
   private attached = false;
+  /**
+   * A call of this Guest bootstrapped the resident shadow. One it found is removed at
+   * close() too, unless a live vmi server (`vmi serve`, `vmi watch`) of the guest is using it.
+   */
+  private ownsShadow = false;
+  /** What openGuest was asked for (to find a server of the guest at close()). */
+  private spec: GuestSpec | undefined;
   /** What the last call verified, for the next one while no other vmi takes the guest. */
   private readonly memo: AttachMemo = {};
   /** The last process listing, read ahead from by the next run's readProcesses (ProcHints). */
@@ -266,6 +273,21 @@ export class Guest {
     return this.serialized(() => this.runHere(requests, settings));
   }
 
+  /** Whether a vmi server of another process answers for this guest now (it uses the shadow). */
+  private async anotherServerServes(): Promise<boolean> {
+    if (!this.spec) return false;
+    const found = await findServer(this.spec);
+    if (!found) return false;
+    found.conn.close();
+    return found.serverPid !== process.pid;
+  }
+
+  /** @internal openGuest records what it opened. */
+  openedFrom(spec: GuestSpec): this {
+    this.spec = spec;
+    return this;
+  }
+
   /** Opens the guest in this process after its server went away. */
   private async leaveServer(remote: RemoteBackend, why: ServerGoneError): Promise<void> {
     remote.conn.close();
@@ -286,6 +308,7 @@ export class Guest {
         : {}),
     });
     this.attached = true;
+    if (!run.session.reused) this.ownsShadow = true;
     return toGuestRun(run, performance.now() - t0);
   }
 
@@ -302,6 +325,7 @@ export class Guest {
         keepResident: true,
       });
       this.attached = true;
+      if (!run.session.reused) this.ownsShadow = true;
       return run;
     });
   }
@@ -323,7 +347,12 @@ export class Guest {
     const target = this.opened;
     try {
       // A replay clone is thrown away whole: no shadow to stop in it.
-      if (this.attached && !this.opts.keepShadow && !target.guest.captureId) {
+      if (
+        this.attached &&
+        !this.opts.keepShadow &&
+        !target.guest.captureId &&
+        (this.ownsShadow || !(await this.anotherServerServes()))
+      ) {
         const stop =
           this.internals.stopShadow ?? ((g) => stopResidentShadow(g, { progress: this.opts.progress }));
         await stop(target.guest);
@@ -398,7 +427,7 @@ export async function openGuest(spec: GuestSpec, opts: OpenGuestOptions = {}): P
     return new Guest(undefined, opts, {}, remote);
   }
   const target = await openTarget(targetSpec(spec), opts.progress ? { progress: opts.progress } : {});
-  return new Guest(target, opts);
+  return new Guest(target, opts).openedFrom(spec);
 }
 
 /**

@@ -542,6 +542,18 @@ await g.close();
       const shadows = [...(await consoleProcs(guest)).values()].filter((p) => p.comm === 'vmi-shadow');
       expect(shadows.length).toBe(1);
       expect(r.stderr).toMatch(new RegExp(`shadow pid ${shadows[0].pid}\\b`));
+      // A program attaching itself (server: false) uses that shadow too, and leaves it to
+      // the watch at close(): the watch goes on with the same one.
+      const own = await openGuest(NAME, { server: false });
+      try {
+        const run = await own.runAll([{ plugin: 'banner' }]);
+        expect(run.timing.reused).toBe(true);
+        expect(run.timing.shadowPid).toBe(shadows[0].pid);
+      } finally {
+        await own.close();
+      }
+      const still = [...(await consoleProcs(guest)).values()].filter((p) => p.comm === 'vmi-shadow');
+      expect(still.map((p) => p.pid)).toEqual([shadows[0].pid]);
     } finally {
       watch.kill('SIGINT');
     }

@@ -35,7 +35,10 @@ interface Harness {
   maxConcurrent: number;
 }
 
-function harness(g: FakeGuest, opts: { keepShadow?: boolean; captureId?: string } = {}): Harness {
+function harness(
+  g: FakeGuest,
+  opts: { keepShadow?: boolean; captureId?: string; foundShadow?: boolean } = {},
+): Harness {
   const h = { attaches: [] as SessionOptions[], stops: 0, targetCloses: 0, maxConcurrent: 0 } as Harness;
   let inFlight = 0;
   const internals: GuestInternals = {
@@ -53,7 +56,7 @@ function harness(g: FakeGuest, opts: { keepShadow?: boolean; captureId?: string 
         victimPid: 0,
         recovered: false,
         // The second attach finds the shadow the first one left.
-        reused: h.attaches.length > 1,
+        reused: (opts.foundShadow ?? false) || h.attaches.length > 1,
       } as SessionStats;
       const session: AttachedSession = {
         stats,
@@ -127,6 +130,11 @@ describe('openGuest API', () => {
     await kept.guest.run('pslist');
     await kept.guest.close();
     expect(kept.stops).toBe(0);
+    // A resident shadow it found, with no live server of the guest using it: removed too.
+    const found = harness(threeProcesses(), { foundShadow: true });
+    await found.guest.run('pslist');
+    await found.guest.close();
+    expect(found.stops).toBe(1);
     const idle = harness(threeProcesses());
     await idle.guest.close();
     expect(idle.stops).toBe(0);
