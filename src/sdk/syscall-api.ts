@@ -146,7 +146,13 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-const mib = (n: number): string => `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`;
+// Sizes in messages: whole MiB as such, below 1 MiB in KiB or bytes (not "0.0 MiB").
+const mib = (n: number): string =>
+  n >= 1048576 || n === 0
+    ? `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`
+    : n >= 1024
+      ? `${(n / 1024).toFixed(n % 1024 === 0 ? 0 : 1)} KiB`
+      : `${n} B`;
 
 function positiveInt(n: number | undefined, fallback: number, what: string): number {
   if (n === undefined) return fallback;

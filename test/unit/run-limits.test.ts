@@ -76,6 +76,12 @@ describe('run limits', () => {
       /^read limit: this plugin run would read more than 8 MiB from the guest/,
     );
     expect(askedBytes(g)).toBeLessThanOrEqual(8 * MiB);
+    // A limit under 1 MiB (the API takes bytes) is named in KiB or bytes, not "0.0 MiB".
+    await expect(
+      runPlugin(envars, { executor: hugeEnvGuest(), runLimits: { maxReadBytes: 1000 } }),
+    ).rejects.toThrow(
+      /^read limit: this plugin run would read more than 1000 B from the guest \(0 MiB read so far, the next batch asks [\d.]+ (KiB|MiB)/,
+    );
   });
 
   it('rows beyond the row limit and a plugin past its time limit fail with the limit named', async () => {
