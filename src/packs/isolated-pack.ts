@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { COLUMN_TYPES, type RowValue } from '../output/columns.js';
 import type { ResultTable } from '../output/table.js';
 import { LimitExceededError } from '../sdk/errors.js';
-import { batchCost, DEFAULT_RUN_LIMITS, type RunLimits } from '../sdk/limits.js';
+import { batchCost, DEFAULT_RUN_LIMITS, limitSize, type RunLimits } from '../sdk/limits.js';
 import {
   apiVersion,
   checkApiVersion,
@@ -240,14 +240,6 @@ function hint(message: string, plan: SandboxPlan): string {
   return message;
 }
 
-// Sizes in messages: whole MiB as such, below 1 MiB in KiB or bytes (not "0.0 MiB").
-const mib = (n: number): string =>
-  n >= 1048576 || n === 0
-    ? `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`
-    : n >= 1024
-      ? `${(n / 1024).toFixed(n % 1024 === 0 ? 0 : 1)} KiB`
-      : `${n} B`;
-
 /**
  * Runs one plugin of the pack in a fresh confined child: the same contract as runPlugin.
  * `opts.executor` is the policy-checked executor the runner gives every plugin.
@@ -321,8 +313,8 @@ function runIsolated(
         return finish(
           new LimitExceededError(
             'read',
-            `read limit: this plugin run would read more than ${mib(limits.maxReadBytes)} from the guest ` +
-              `(${mib(readBytes)} read so far, the next batch asks ${mib(out)}; raise it with --max-read MiB)`,
+            `read limit: this plugin run would read more than ${limitSize(limits.maxReadBytes)} from the guest ` +
+              `(${limitSize(readBytes)} read so far, the next batch asks ${limitSize(out)}; raise it with --max-read MiB)`,
           ),
         );
       }

@@ -40,6 +40,16 @@ export interface RunLimits {
   timeoutMs: number;
 }
 
+/**
+ * A byte count as a limit message names it: whole MiB as such, one decimal above 1 MiB,
+ * below 1 MiB in KiB or bytes (not "0.0 MiB"; the API takes limits in bytes).
+ */
+export function limitSize(n: number): string {
+  if (n >= 1048576 || n === 0) return `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`;
+  if (n >= 1024) return `${(n / 1024).toFixed(n % 1024 === 0 ? 0 : 1)} KiB`;
+  return `${n} B`;
+}
+
 export const DEFAULT_RUN_LIMITS: Readonly<RunLimits> = Object.freeze({
   maxReadBytes: 256 << 20,
   maxRows: 5_000_000,

@@ -33,6 +33,7 @@ import {
   DEFAULT_READ_CHUNK,
   DEFAULT_SYSLOG_BUFFER,
   DIR_EOF_PROBE,
+  limitSize,
   MAX_READ_CALL,
   READLINK_BUFFER,
   READLINK_FIRST,
@@ -146,14 +147,6 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-// Sizes in messages: whole MiB as such, below 1 MiB in KiB or bytes (not "0.0 MiB").
-const mib = (n: number): string =>
-  n >= 1048576 || n === 0
-    ? `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`
-    : n >= 1024
-      ? `${(n / 1024).toFixed(n % 1024 === 0 ? 0 : 1)} KiB`
-      : `${n} B`;
-
 function positiveInt(n: number | undefined, fallback: number, what: string): number {
   if (n === undefined) return fallback;
   if (!Number.isSafeInteger(n) || n <= 0)
@@ -216,8 +209,8 @@ export class SyscallApi {
         if (this.stats.outBytes + outBytes > this.#maxReadBytes) {
           throw new LimitExceededError(
             'read',
-            `read limit: this plugin run would read more than ${mib(this.#maxReadBytes)} from the guest ` +
-              `(${mib(this.stats.outBytes)} read so far, the next batch asks ${mib(outBytes)}; raise it with --max-read MiB)`,
+            `read limit: this plugin run would read more than ${limitSize(this.#maxReadBytes)} from the guest ` +
+              `(${limitSize(this.stats.outBytes)} read so far, the next batch asks ${limitSize(outBytes)}; raise it with --max-read MiB)`,
           );
         }
         this.stats.runs++;
