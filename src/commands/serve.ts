@@ -65,7 +65,7 @@ SIGINT or SIGTERM stops the server: the run in flight finishes, the socket is re
         process.once('SIGINT', onSignal('SIGINT'));
         process.once('SIGTERM', onSignal('SIGTERM'));
         // A guest stopped under the server (vmi lab down) ends it: nothing left to serve.
-        void serving!.gone.then(resolve);
+        void serving!.whenGone().then(resolve);
       });
       if (gone !== undefined) throw new Error(`stopped serving ${s.guest}: ${gone}`);
     } catch (err) {

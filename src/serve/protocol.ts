@@ -48,12 +48,12 @@ export const SOCKET_NAME = 'serve.sock';
 export const MAX_REQUEST_BYTES = 1 << 20;
 /** Bound on one reply frame (bytes): replies hold whole tables. */
 export const MAX_REPLY_BYTES = 512 << 20;
-/** Bound on the argv of a `cli` request (arguments) and on each argument (characters). */
 /**
  * How long a client waits for a status reply (ms): a server that accepts connections but
  * does not answer (stopped, stuck) is then treated as absent rather than waited for.
  */
 export const STATUS_TIMEOUT_MS = 2000;
+/** Bound on the argv of a `cli` request (arguments) and on each argument (characters). */
 export const MAX_ARGS = 256;
 export const MAX_ARG_CHARS = 4096;
 

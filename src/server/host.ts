@@ -15,11 +15,12 @@ export interface ServingGuest {
   /** The shadow's pid after the warm-up run (with `warm`). */
   shadowPid?: number;
   /**
-   * Resolves with a one-line reason once a served lab guest is no longer running (`vmi lab
-   * down`, QEMU exited; polled every GONE_POLL_MS). Never rejects; never resolves for a
-   * foreign QEMU.
+   * Starts looking (every GONE_POLL_MS, until close()) whether a served lab guest still
+   * runs; resolves with a one-line reason once it does not (`vmi lab down`, QEMU exited).
+   * Never rejects; never resolves for a foreign QEMU. Only `vmi serve` asks: a watch finds
+   * its guest gone through its own snapshots.
    */
-  gone: Promise<string>;
+  whenGone(): Promise<string>;
   /** Stops the server (the request in flight finishes), then closes the guest. */
   close(): Promise<void>;
 }
@@ -74,7 +75,7 @@ export async function serveGuest(
     guest,
     server,
     ...(shadowPid !== undefined ? { shadowPid } : {}),
-    gone: guestGone(served, stopWatching.signal),
+    whenGone: () => guestGone(served, stopWatching.signal),
     close: () =>
       (closing ??= (async () => {
         stopWatching.abort();

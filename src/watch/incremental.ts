@@ -499,9 +499,9 @@ const EARLY_LINK_BUFFER = 64;
  * read, a 1-byte read that tells its end, close (as ctx.sys.readFiles' first pass); then
  * openat /proc, getdents64 and an end probe, close (as ctx.proc.listPids: the PIDs, and
  * the inode of each /proc/PID); then, with `early`, the same reads of PROCESS_FILES for
- * each of its PIDs and their ns/mnt and ns/net links. A file or a listing longer than that (a guest with many sockets or
- * mounts, or a huge process count) is read again whole by the SDK's helpers: one more
- * entry, only then. Returns the files by path (data or error, as readFiles), the PIDs
+ * each of its PIDs and their ns/mnt and ns/net links. A file or a listing longer than
+ * that (a guest with many sockets or mounts, or a huge process count) is read again
+ * whole by the SDK's helpers: one more entry, only then. Returns the files by path (data or error, as readFiles), the PIDs
  * listed, ascending, with their inodes (none when the SDK's listing was used), and the
  * early PIDs whose reads were whole (read after the listing: a PID the listing does not
  * have is not the caller's to use).

@@ -210,10 +210,10 @@ Plugins of installed packs run isolated by default: each run in a child process 
     // and nothing is printed but one line; exit 128 + the signal's number. A second signal
     // exits at once (the crash journal lets the next vmi clean up a lab guest).
     const stop = new AbortController();
-    let signalled: { name: NodeJS.Signals; code: number } | undefined;
+    let signalledCode: number | undefined;
     const onSignal = (name: NodeJS.Signals, code: number) => (): void => {
-      if (signalled) process.exit(code);
-      signalled = { name, code };
+      if (signalledCode !== undefined) process.exit(code);
+      signalledCode = code;
       this.progress(`${name}: stopping after the guest entry in flight (${name} again quits at once)`);
       stop.abort(new Error(`interrupted by ${name}: nothing printed; vmi detached from the guest`));
     };
@@ -228,7 +228,7 @@ Plugins of installed packs run isolated by default: each run in a child process 
       await emitRunOutput({ ...result, format: plan.format, output: plan.output, mode: plan.mode });
       exitCode = result.exitCode;
     } catch (err) {
-      if (signalled) this.fail(stop.signal.reason, signalled.code);
+      if (signalledCode !== undefined) this.fail(stop.signal.reason, signalledCode);
       this.fail(err);
     } finally {
       process.off('SIGINT', onInt);

@@ -144,6 +144,13 @@ static void put(buf_t *b, const void *src, size_t n) {
 
 static void put_u8(buf_t *b, uint8_t v) { put(b, &v, 1); }
 
+/* Writes the frame's 4-byte big-endian body length, for a frame begun at `at` with a
+ * placeholder and ending at the buffer's end. */
+static void seal_frame(buf_t *b, size_t at) {
+  size_t body = b->len - at - 4;
+  for (int i = 0; i < 4; i++) b->p[at + i] = (uint8_t)(body >> (8 * (3 - i)));
+}
+
 static void put_be(buf_t *b, uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; i--) put_u8(b, (uint8_t)(v >> (8 * i)));
 }
@@ -462,17 +469,16 @@ int main(int argc, char **argv) {
   put_str(&req, "cwd"), put_str(&req, cwd);
   put_str(&req, "render"), put_map(&req, 1);
   put_str(&req, "stdoutIsTTY"), put_u8(&req, isatty(1) ? 0xc3 : 0xc2);
-  size_t body = req.len - 4;
-  for (int i = 0; i < 4; i++) req.p[i] = (uint8_t)(body >> (8 * (3 - i)));
+  seal_frame(&req, 0);
   /* A status request (id 2) rides along: the server answers it at once, so a server that
    * accepts but stays silent for STATUS_TIMEOUT_MS (stopped, stuck) is left to Node. */
-  put(&req, "\0\0\0\0", 4);
   size_t st = req.len;
+  put(&req, "\0\0\0\0", 4);
   put_map(&req, 3);
   put_str(&req, "v"), put_u8(&req, PROTOCOL_VERSION);
   put_str(&req, "id"), put_u8(&req, 2);
   put_str(&req, "op"), put_str(&req, "status");
-  for (int i = 0; i < 4; i++) req.p[st - 4 + i] = (uint8_t)((req.len - st) >> (8 * (3 - i)));
+  seal_frame(&req, st);
   if (!send_full(fd, req.p, req.len)) exec_node();
   free(req.p);
   struct pollfd pfd = {fd, POLLIN, 0};
